@@ -1,0 +1,27 @@
+"""Errors a user can cause, each with a message a person can act on.
+
+Pages catch :class:`SaliencyError` at their edge and show its message;
+anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class SaliencyError(Exception):
+    """Base class for every error this package raises on bad input."""
+
+
+class InvalidImageError(SaliencyError, ValueError):
+    """The bytes or file given are not an image we can analyse."""
+
+
+class ModelUnavailableError(SaliencyError, RuntimeError):
+    """A known model whose weights cannot be loaded on this machine now."""
+
+
+class UnknownModelError(SaliencyError, ValueError):
+    """A model name that is not in the registry."""
+
+
+class InvalidInputError(SaliencyError, ValueError):
+    """Tensors, targets or options that do not fit the model."""

@@ -1,0 +1,290 @@
+"""Gradient saliency: score- and loss-gradient maps from one forward pass.
+
+Simonyan, Vedaldi & Zisserman, "Deep Inside Convolutional Networks:
+Visualising Image Classification Models and Saliency Maps", ICLR Workshop
+2014: the saliency of pixel (i, j) is the largest absolute gradient over its
+colour channels, ``max_c |d s_y / d x_{c,i,j}|``, where ``s_y`` is the
+unnormalised score (logit) of the target class ``y``. The "loss" map uses the
+cross-entropy ``L = -log softmax(s)_y`` instead of ``s_y``.
+
+The model is shared by every user of the dashboard at once, so this module
+only ever asks autograd for the gradient with respect to the input
+(``torch.autograd.grad``): nothing is written into parameters' ``.grad``,
+the train/eval mode is never touched, and the caller's tensor is copied.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from saliency_core.errors import InvalidInputError
+
+METHODS = ("score", "loss")
+REDUCTIONS = ("max", "mean_abs", "l2")
+PRECISIONS = ("exact", "fast")
+
+# cuDNN/cuBLAS precision flags are process-wide; GPU work is serial anyway,
+# so callers that change them take turns.
+_CUDA_FLAGS_LOCK = threading.Lock()
+
+
+@dataclass
+class SaliencyResult:
+    """Everything one :func:`compute_saliency` call produced.
+
+    All tensors are detached and live on the model's device.
+
+    Attributes
+    ----------
+    maps : method -> (N, H, W) float32, >= 0, the channel-reduced |gradient|
+    gradients : method -> (N, 3, H, W) float32, the signed input gradients
+    logits : (N, C) float32
+    probs : (N, C) float32, softmax of the logits
+    targets : (N,) int64, the class each map explains
+    reduction : how channels were reduced ("max", "mean_abs" or "l2")
+    precision : "exact" (strict fp32) or "fast" (see :func:`compute_saliency`)
+    """
+
+    maps: dict[str, torch.Tensor]
+    gradients: dict[str, torch.Tensor]
+    logits: torch.Tensor
+    probs: torch.Tensor
+    targets: torch.Tensor
+    reduction: str
+    precision: str
+
+    @property
+    def target_probs(self) -> torch.Tensor:
+        """(N,) softmax probability of each image's target class, p_y."""
+        return self.probs.gather(1, self.targets[:, None]).squeeze(1)
+
+
+def reduce_channels(grad: torch.Tensor, reduction: str = "max") -> torch.Tensor:
+    """Collapse colour channels of a gradient into one saliency value per pixel.
+
+    Parameters
+    ----------
+    grad : (N, 3, H, W) signed gradient
+    reduction : "max" (Simonyan et al. 2014, cs231n), "mean_abs" (mean of
+        |g| over channels) or "l2" (Euclidean norm over channels).
+
+    Returns
+    -------
+    (N, H, W) tensor, >= 0
+    """
+    if reduction == "max":
+        return grad.abs().amax(dim=1)
+    if reduction == "mean_abs":
+        return grad.abs().mean(dim=1)
+    if reduction == "l2":
+        return torch.linalg.vector_norm(grad, dim=1)
+    raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def _module(model: torch.nn.Module) -> torch.nn.Module:
+    # Accept a saliency_core.models.LoadedModel as well as a bare module.
+    inner = getattr(model, "model", None)
+    return inner if isinstance(inner, torch.nn.Module) else model
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    for b in module.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def _validate(X: torch.Tensor, y: torch.Tensor | Sequence[int], methods: Sequence[str],
+              reduction: str, precision: str) -> torch.Tensor:
+    if not isinstance(X, torch.Tensor) or X.dim() != 4 or X.shape[1] != 3:
+        shape = tuple(X.shape) if isinstance(X, torch.Tensor) else type(X).__name__
+        raise InvalidInputError(f"X must be an (N, 3, H, W) tensor, got {shape}")
+    if not X.is_floating_point():
+        raise InvalidInputError(f"X must be a float tensor normalised for the model, got {X.dtype}")
+    y = torch.as_tensor(y)
+    if y.dim() == 0:
+        y = y[None]
+    if y.dim() != 1 or y.shape[0] != X.shape[0] or y.is_floating_point() or y.is_complex():
+        raise InvalidInputError(
+            f"y must be (N,) integer class indices with N={X.shape[0]}, got {tuple(y.shape)} {y.dtype}"
+        )
+    if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
+        raise InvalidInputError(f"methods must be distinct names from {METHODS}, got {tuple(methods)}")
+    if reduction not in REDUCTIONS:
+        raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if precision not in PRECISIONS:
+        raise InvalidInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return y.long()
+
+
+@contextmanager
+def _precision(device: torch.device, precision: str) -> Iterator[None]:
+    """Strict fp32 ("exact") or the fast mode for the device, for this block only."""
+    if device.type != "cuda":
+        # CPU and MPS compute float32 convolutions in float32 either way.
+        yield
+        return
+    fast = precision == "fast"
+    with _CUDA_FLAGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # legacy-flag deprecation notices
+        old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = fast
+        torch.backends.cuda.matmul.allow_tf32 = fast
+        try:
+            ctx = torch.autocast("cuda", dtype=torch.float16) if fast else nullcontext()
+            with ctx:
+                yield
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, methods: Sequence[str],
+               device: torch.device, precision: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    # A fresh leaf: the caller's tensor is never modified and never becomes
+    # part of a graph; this also works on inference-mode tensors.
+    x = X.detach().to(device=device, dtype=torch.float32, copy=True).requires_grad_(True)
+    with _precision(device, precision):
+        logits = module(x)
+    logits = logits.float()
+    if logits.dim() != 2:
+        raise InvalidInputError(f"the model must return (N, C) logits, got {tuple(logits.shape)}")
+    if int(y.max()) >= logits.shape[1]:
+        raise InvalidInputError(
+            f"target class {int(y.max())} is out of range for a model with {logits.shape[1]} classes"
+        )
+    grads: dict[str, torch.Tensor] = {}
+    for i, method in enumerate(methods):
+        if method == "score":
+            objective = logits.gather(1, y[:, None]).sum()
+        else:
+            # Summed, not averaged: each image's loss depends only on its own
+            # pixels, so summing gives every image exactly its own gradient.
+            # The default mean reduction would divide every map by N.
+            objective = F.cross_entropy(logits, y, reduction="sum")
+        (g,) = torch.autograd.grad(objective, x, retain_graph=i < len(methods) - 1)
+        grads[method] = g
+    return logits.detach(), grads
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def compute_saliency(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | Sequence[int],
+                     methods: Sequence[str] = METHODS, *, reduction: str = "max",
+                     precision: str = "exact", max_batch: int | None = None) -> SaliencyResult:
+    """Input-gradient saliency for several objectives from one forward pass.
+
+    Parameters
+    ----------
+    model : classifier returning (N, C) logits (a ``torch.nn.Module`` or a
+        :class:`saliency_core.models.LoadedModel`); used as is: put it in
+        eval mode once, beforehand.
+    X : (N, 3, H, W) float tensor, normalised for the model; any device.
+    y : (N,) integer target classes.
+    methods : any of "score" (d s_y / dx) and "loss" (d CE(s, y) / dx,
+        per image, independent of the rest of the batch).
+    reduction : channel reduction, see :func:`reduce_channels`.
+    precision : "exact": strict float32 (TF32 off on CUDA); "fast": on CUDA,
+        float16 autocast; elsewhere the same as exact.
+    max_batch : images per forward pass; None for all at once. On CUDA
+        out-of-memory the chunk is halved and retried.
+
+    Returns
+    -------
+    SaliencyResult, tensors on the model's device.
+    """
+    y = _validate(X, y, methods, reduction, precision)
+    module = _module(model)
+    device = _device_of(module)
+    y = y.to(device)
+    n = X.shape[0]
+    chunk = max(1, min(max_batch or n, n))
+    logits_parts: list[torch.Tensor] = []
+    grad_parts: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
+    start = 0
+    # torch.no_grad() or inference_mode() in the caller must not stop us.
+    with torch.inference_mode(False), torch.enable_grad():
+        while start < n:
+            stop = min(start + chunk, n)
+            try:
+                logits, grads = _one_chunk(module, X[start:stop], y[start:stop], methods, device, precision)
+            except RuntimeError as exc:
+                if not _is_oom(exc) or chunk == 1:
+                    raise
+                failed = True
+            else:
+                failed = False
+            if failed:
+                # Retry outside the except block so the failed attempt's
+                # tensors (held by the traceback) are freed first.
+                chunk = max(1, chunk // 2)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            logits_parts.append(logits)
+            for m in methods:
+                grad_parts[m].append(grads[m])
+            start = stop
+    logits = torch.cat(logits_parts)
+    gradients = {m: torch.cat(parts) for m, parts in grad_parts.items()}
+    return SaliencyResult(
+        maps={m: reduce_channels(g, reduction) for m, g in gradients.items()},
+        gradients=gradients,
+        logits=logits,
+        probs=logits.softmax(dim=1),
+        targets=y,
+        reduction=reduction,
+        precision=precision,
+    )
+
+
+def compute_saliency_maps(X: torch.Tensor, y: torch.Tensor, model: torch.nn.Module,
+                          method: str = "score") -> torch.Tensor:
+    """The cs231n "Network Visualization" signature.
+
+    Parameters
+    ----------
+    X : (N, 3, H, W) float tensor, normalised for the model
+    y : (N,) int64 class indices
+    model : a pretrained classifier in eval mode
+    method : "score" (gradient of the class score, as in the assignment) or
+        "loss" (gradient of the per-image cross-entropy)
+
+    Returns
+    -------
+    (N, H, W) tensor: max over colour channels of |gradient| (Simonyan et al. 2014).
+    """
+    return compute_saliency(model, X, y, (method,)).maps[method]
+
+
+def loss_decomposition(result: SaliencyResult) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split the loss gradient into its target and non-target terms.
+
+    With ``L = -s_y + log sum_k exp(s_k)`` and ``p = softmax(s)``::
+
+        dL/dx = -(1 - p_y) ds_y/dx  +  sum_{k != y} p_k ds_k/dx
+                \\_____ target ____/     \\______ others ______/
+
+    As the model grows confident (p_y -> 1) the target term fades, which is
+    why the loss map is fainter than the score map for a well-classified
+    image. Both terms come from the two gradients already computed: the
+    "others" term is ``dL/dx + (1 - p_y) ds_y/dx``; no extra backward pass.
+
+    Returns
+    -------
+    (target_term, others_term), each (N, 3, H, W), summing to the loss gradient.
+    """
+    if "score" not in result.gradients or "loss" not in result.gradients:
+        raise InvalidInputError("loss_decomposition needs a result computed with methods ('score', 'loss')")
+    w = (1.0 - result.target_probs).view(-1, 1, 1, 1)
+    target_term = -w * result.gradients["score"]
+    return target_term, result.gradients["loss"] - target_term

@@ -1,0 +1,146 @@
+"""Models: the embedded default offline, the torchvision path from a local cache."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from saliency_core.errors import ModelUnavailableError, UnknownModelError
+from saliency_core.models import (
+    DEFAULT_MODEL,
+    REGISTRY,
+    checkpoint_path,
+    imagenet_categories,
+    list_models,
+    load_model,
+    normalize,
+    pick_device,
+)
+
+REQUIRED = ["squeezenet1_1", "resnet18", "resnet50", "vgg16", "mobilenet_v3_large",
+            "efficientnet_b0", "convnext_tiny", "vit_b_16"]
+
+
+def test_registry_has_the_default_and_every_required_torchvision_model():
+    assert DEFAULT_MODEL == "efficientnet_lite0"
+    assert set(REQUIRED) <= set(REGISTRY)
+
+
+def test_embedded_model_is_frozen_in_eval_mode_with_1000_categories(lite0):
+    assert lite0.name == "efficientnet_lite0"
+    assert not lite0.model.training
+    assert all(not p.requires_grad for p in lite0.model.parameters())
+    assert len(lite0.categories) == 1000
+    assert lite0.categories[967] == "espresso"
+    assert lite0.device == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    "sample, accepted",
+    [("coffee", {967}), ("chelsea", set(range(281, 286)))],  # 281-285: the domestic cats
+)
+def test_embedded_model_offline_recognises_the_samples(lite0, sample, accepted):
+    from saliency_core.images import sample_by_name
+
+    batch = lite0.preprocess(sample_by_name(sample).image)
+    with torch.no_grad():
+        top1 = lite0.model(batch.x).argmax(1).item()
+    assert top1 in accepted, lite0.categories[top1]
+
+
+def test_preprocess_gives_the_exact_crop_the_model_saw(lite0):
+    rng = np.random.default_rng(0)
+    images = [
+        Image.fromarray(rng.integers(0, 256, (300, 451, 3), dtype=np.uint8)),
+        Image.new("RGB", (1, 1), (10, 200, 30)),
+        Image.new("RGB", (10000, 1), (255, 0, 0)),
+        Image.new("RGB", (3, 700), (0, 0, 255)),
+    ]
+    batch = lite0.preprocess(images)
+    assert batch.x.shape == (4, 3, 224, 224) and batch.x.dtype == torch.float32
+    assert batch.display.shape == (4, 224, 224, 3) and batch.display.dtype == np.uint8
+    torch.testing.assert_close(batch.x, normalize(batch.display, lite0.preprocessing))
+    # mean = std = 0.5: pixel 255 -> 1.0, 0 -> -1.0
+    assert batch.x[2, 0].min().item() == pytest.approx(1.0)
+    assert batch.x[2, 1].max().item() == pytest.approx(-1.0)
+    np.testing.assert_array_equal(batch.display[1], np.broadcast_to([10, 200, 30], (224, 224, 3)))
+
+
+def test_list_models_reports_availability_and_where_to_put_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    statuses = {s.name: s for s in list_models()}
+    assert set(statuses) == set(REGISTRY)
+    assert statuses["efficientnet_lite0"].available
+    sq = statuses["squeezenet1_1"]
+    assert not sq.available
+    assert str(tmp_path) in sq.reason and "squeezenet1_1-b8a52dc0.pth" in sq.reason
+
+
+def test_torchvision_model_loads_offline_from_the_checkpoint_cache(tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = checkpoint_path("squeezenet1_1")
+    assert path.startswith(str(tmp_path))
+    os.makedirs(os.path.dirname(path))
+    torch.manual_seed(0)
+    reference = torchvision.models.squeezenet1_1(weights=None)
+    torch.save(reference.state_dict(), path)
+
+    assert {s.name: s for s in list_models()}["squeezenet1_1"].available
+    loaded = load_model("squeezenet1_1", device="cpu", allow_download=False)
+    assert not loaded.model.training
+    assert all(not p.requires_grad for p in loaded.model.parameters())
+    for (k, v), (k2, v2) in zip(loaded.model.state_dict().items(), reference.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(v, v2)
+    assert loaded.preprocessing.mean == (0.485, 0.456, 0.406)
+    assert loaded.categories == imagenet_categories()
+
+
+def test_missing_weights_say_which_file_to_place_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(ModelUnavailableError) as info:
+        load_model("resnet18", device="cpu", allow_download=False)
+    assert "resnet18-f37072fd.pth" in str(info.value) and str(tmp_path) in str(info.value)
+
+
+def test_failed_download_becomes_model_unavailable(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torch.hub
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    with pytest.raises(ModelUnavailableError) as info:
+        load_model("squeezenet1_1", device="cpu")
+    assert "squeezenet1_1-b8a52dc0.pth" in str(info.value)
+
+
+def test_unknown_model_lists_the_valid_names():
+    with pytest.raises(UnknownModelError) as info:
+        load_model("resnet1000")
+    assert "efficientnet_lite0" in str(info.value) and "vit_b_16" in str(info.value)
+
+
+def test_device_choice():
+    assert pick_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available() and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        expected = "mps"
+    assert pick_device("auto").type == expected
+    with pytest.raises(UnknownModelError):
+        pick_device("quantum")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_embedded_model_on_cuda():
+    m = load_model(None, device="cuda")
+    assert next(m.model.parameters()).device.type == "cuda"
