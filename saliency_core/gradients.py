@@ -47,7 +47,7 @@ class SaliencyResult:
     gradients : method -> (N, 3, H, W) float32, the signed input gradients
     logits : (N, C) float32
     probs : (N, C) float32, softmax of the logits
-    targets : (N,) int64, the class each map explains
+    targets : (N,) int64, the class each map explains (top-1 resolved)
     reduction : how channels were reduced ("max", "mean_abs" or "l2")
     precision : "exact" (strict fp32) or "fast" (see :func:`compute_saliency`)
     """
@@ -112,7 +112,7 @@ def _validate(X: torch.Tensor, y: torch.Tensor | Sequence[int], methods: Sequenc
     y = torch.as_tensor(y)
     if y.dim() == 0:
         y = y[None]
-    if y.dim() != 1 or y.shape[0] != X.shape[0] or y.is_floating_point() or y.is_complex():
+    if y.dim() != 1 or y.shape[0] != X.shape[0] or y.is_floating_point() or y.is_complex() or bool((y < -1).any()):
         raise InvalidInputError(
             f"y must be (N,) integer class indices with N={X.shape[0]}, got {tuple(y.shape)} {y.dtype}"
         )
@@ -147,7 +147,7 @@ def _precision(device: torch.device, precision: str) -> Iterator[None]:
 
 
 def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, methods: Sequence[str],
-               device: torch.device, precision: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               device: torch.device, precision: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     # A fresh leaf: the caller's tensor is never modified and never becomes
     # part of a graph; this also works on inference-mode tensors.
     x = X.detach().to(device=device, dtype=torch.float32, copy=True).requires_grad_(True)
@@ -156,6 +156,9 @@ def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, method
     logits = logits.float()
     if logits.dim() != 2:
         raise InvalidInputError(f"the model must return (N, C) logits, got {tuple(logits.shape)}")
+    # A negative target means "the model's top-1 prediction", resolved from
+    # this same forward pass.
+    y = torch.where(y < 0, logits.detach().argmax(dim=1), y)
     if int(y.max()) >= logits.shape[1]:
         raise InvalidInputError(
             f"target class {int(y.max())} is out of range for a model with {logits.shape[1]} classes"
@@ -171,7 +174,7 @@ def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, method
             objective = F.cross_entropy(logits, y, reduction="sum")
         (g,) = torch.autograd.grad(objective, x, retain_graph=i < len(methods) - 1)
         grads[method] = g
-    return logits.detach(), grads
+    return logits.detach(), y, grads
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -189,7 +192,8 @@ def compute_saliency(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | 
         :class:`saliency_core.models.LoadedModel`); used as is: put it in
         eval mode once, beforehand.
     X : (N, 3, H, W) float tensor, normalised for the model; any device.
-    y : (N,) integer target classes.
+    y : (N,) integer target classes; -1 means "the model's top-1 prediction",
+        taken from the same forward pass.
     methods : any of "score" (d s_y / dx) and "loss" (d CE(s, y) / dx,
         per image, independent of the rest of the batch).
     reduction : channel reduction, see :func:`reduce_channels`.
@@ -209,6 +213,7 @@ def compute_saliency(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | 
     n = X.shape[0]
     chunk = max(1, min(max_batch or n, n))
     logits_parts: list[torch.Tensor] = []
+    target_parts: list[torch.Tensor] = []
     grad_parts: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
     start = 0
     # torch.no_grad() or inference_mode() in the caller must not stop us.
@@ -216,7 +221,7 @@ def compute_saliency(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | 
         while start < n:
             stop = min(start + chunk, n)
             try:
-                logits, grads = _one_chunk(module, X[start:stop], y[start:stop], methods, device, precision)
+                logits, targets, grads = _one_chunk(module, X[start:stop], y[start:stop], methods, device, precision)
             except RuntimeError as exc:
                 if not _is_oom(exc) or chunk == 1:
                     raise
@@ -231,6 +236,7 @@ def compute_saliency(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | 
                     torch.cuda.empty_cache()
                 continue
             logits_parts.append(logits)
+            target_parts.append(targets)
             for m in methods:
                 grad_parts[m].append(grads[m])
             start = stop
@@ -241,7 +247,7 @@ def compute_saliency(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | 
         gradients=gradients,
         logits=logits,
         probs=logits.softmax(dim=1),
-        targets=y,
+        targets=torch.cat(target_parts),
         reduction=reduction,
         precision=precision,
     )

@@ -307,3 +307,19 @@ def test_cuda_exact_matches_cpu_and_fast_agrees():
     for i in range(4):
         rho = spearmanr(fast.maps["score"][i].flatten().cpu(), exact.maps["score"][i].flatten().cpu())[0]
         assert rho > 0.99
+
+
+def test_target_minus_one_means_top1_from_the_same_forward_pass():
+    model = tiny_convnet()
+    X = torch.randn(3, 3, 8, 8)
+    top1 = model(X).argmax(1)
+    calls = []
+    handle = model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        r = compute_saliency(model, X, torch.tensor([-1, 2, -1]))
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    assert r.targets.tolist() == [top1[0].item(), 2, top1[2].item()]
+    explicit = compute_saliency(model, X, r.targets)
+    torch.testing.assert_close(r.maps["loss"], explicit.maps["loss"], rtol=0, atol=0)

@@ -1,0 +1,283 @@
+"""The only Streamlit-aware helpers: cached loaders, the shared sidebar, links.
+
+Pages stay thin: they call :func:`view` for the user's choices and
+:func:`current_analysis` for the numbers, then draw. All caching lives here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import streamlit as st
+from PIL import Image
+
+from saliency_core import analysis as core_analysis
+from saliency_core.analysis import AUTO_TARGET, ImageAnalysis
+from saliency_core.batches import LabelledImage, load_npz_batch
+from saliency_core.errors import SaliencyError
+from saliency_core.images import encode_png, image_sha256, load_image, sample_by_name, sample_images
+from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, ModelStatus, list_models, load_model
+from saliency_core.store import UploadStore, is_sha256
+
+MAX_CACHED_ANALYSES = 32  # about 4 MB each
+COLORSCALES = ["hot", "viridis", "inferno", "gray", "turbo", "jet"]  # "hot" is what cs231n draws with
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "npz"]
+METHOD_LABELS = {"score": "Score gradient  ∂s_y/∂x", "loss": "Loss gradient  ∂L/∂x"}
+REDUCTION_LABELS = {"max": "max |g| over RGB (Simonyan et al.)", "mean_abs": "mean |g| over RGB",
+                    "l2": "L2 norm over RGB"}
+PRECISION_LABELS = {"exact": "exact (strict float32)", "fast": "fast (float16 autocast on GPU)"}
+
+
+# --------------------------------------------------------------------------- caches
+
+@st.cache_resource(show_spinner="Loading the model (once per server process)…", max_entries=3)
+def get_model(name: str) -> LoadedModel:
+    """One shared, frozen model per name and process. Safe to run again after "clear cache"."""
+    return load_model(name, device=os.environ.get("SALIENCY_DEVICE", "auto"), allow_download=False)
+
+
+@st.cache_resource
+def upload_store() -> UploadStore:
+    return UploadStore.from_env()
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def model_statuses() -> dict[str, ModelStatus]:
+    return {s.name: s for s in list_models()}
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def decode_image(sha: str, _data: bytes) -> Image.Image:
+    """Decoded upload, keyed on the sha256 of its bytes (never on the bytes themselves)."""
+    return load_image(_data)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def decode_npz(sha: str, _data: bytes) -> list[LabelledImage]:
+    return load_npz_batch(_data)
+
+
+@st.cache_data(max_entries=MAX_CACHED_ANALYSES, show_spinner="Computing score and loss gradients…")
+def analyse_one(image_key: str, model_name: str, target: int, label: int | None, reduction: str,
+                precision: str, _image: Image.Image) -> ImageAnalysis:
+    """Both maps for one image; cached on the image's sha256 and every option that changes the numbers."""
+    return core_analysis.analyse(get_model(model_name), [_image], [target], [label], reduction=reduction,
+                                 precision=precision)[0]
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def analyse_many(image_keys: tuple[str, ...], model_name: str, labels: tuple[int | None, ...], reduction: str,
+                 precision: str, _images: tuple[Image.Image, ...]) -> list[ImageAnalysis]:
+    """Both maps for several images in one batched computation (automatic targets)."""
+    return core_analysis.analyse(get_model(model_name), list(_images), [None] * len(_images), list(labels),
+                                 reduction=reduction, precision=precision)
+
+
+# --------------------------------------------------------------------------- the user's choices
+
+@dataclass
+class ImageChoice:
+    key: str  # sha256 of the bytes the image came from
+    title: str
+    image: Image.Image
+    label: int | None
+    source: str  # human-readable origin, for provenance
+
+
+@dataclass
+class View:
+    model: LoadedModel
+    image: ImageChoice | None
+    target: int  # AUTO_TARGET or a class index
+    method: str
+    reduction: str
+    precision: str
+    problem: str | None = None  # why there is no image, shown by the pages
+
+
+def _model_picker() -> LoadedModel:
+    statuses = model_statuses()
+    names = list(REGISTRY)
+
+    def label(name: str) -> str:
+        s = statuses[name]
+        return s.title if s.available else f"{s.title} — unavailable"
+
+    st.selectbox("Classifier", names, key="model", format_func=label, bind="query-params",
+                 help="Models whose weights are not on this server are marked unavailable.")
+    chosen = st.session_state.get("model") or DEFAULT_MODEL
+    active = st.session_state.get("active_model", DEFAULT_MODEL)
+    if not statuses[chosen].available:
+        st.error(f"**{statuses[chosen].title}** can't be loaded here: {statuses[chosen].reason}. "
+                 f"Still using {REGISTRY[active].title}.")
+    else:
+        try:
+            get_model(chosen)
+            active = chosen
+        except SaliencyError as exc:
+            st.error(f"{exc} Still using {REGISTRY[active].title}.")
+    st.session_state["active_model"] = active
+    model = get_model(active)
+    st.caption(f"Device: **{model.device}** · {model.spec.weights}")
+    return model
+
+
+def _remember_upload() -> None:
+    # A new file in the uploader makes it the image source.
+    if st.session_state.get("upload_file") is not None:
+        st.session_state["source"] = "upload"
+
+
+def _image_picker() -> tuple[ImageChoice | None, str | None]:
+    st.segmented_control("Image", ["sample", "upload"], key="source", default="sample", required=True,
+                         format_func=lambda s: {"sample": "Sample photo", "upload": "Your image"}[s],
+                         bind="query-params")
+    samples = {s.name: s for s in sample_images()}
+    uploaded = st.file_uploader("Upload a photo (PNG, JPEG, WebP) or a cs231n .npz batch", type=UPLOAD_TYPES,
+                                key="upload_file", on_change=_remember_upload)
+    store = upload_store()
+    if st.session_state.get("source", "sample") == "sample":
+        name = st.selectbox("Sample", list(samples), key="sample", bind="query-params",
+                            format_func=lambda n: samples[n].title)
+        s = samples[name or "coffee"]
+        st.image(s.image, caption=s.description, width="stretch")
+        st.session_state.pop("image_sha", None)
+        return ImageChoice(s.sha256, s.title, s.image, s.label, f"sample:{s.name}"), None
+
+    if uploaded is not None:
+        data = uploaded.getvalue()
+        sha = image_sha256(data)
+        if uploaded.name.lower().endswith(".npz"):
+            try:
+                batch = decode_npz(sha, data)
+            except SaliencyError as exc:
+                return None, str(exc)
+            st.session_state["npz"] = (sha, uploaded.name)
+            i = st.selectbox("Image in the batch", range(len(batch)), key="npz_index",
+                             format_func=lambda j: f"#{j} · {batch[j].label} {get_model_categories()[batch[j].label]}")
+            item = batch[i or 0]
+            png = encode_png(item.image)
+            sha = image_sha256(png)
+            store.put(sha, png, {"label": item.label, "name": f"{uploaded.name}#{item.index}"})
+            st.session_state["image_sha"] = sha
+            return ImageChoice(sha, f"{uploaded.name} #{item.index}", item.image, item.label,
+                               f"npz:{uploaded.name}#{item.index}"), None
+        try:
+            image = decode_image(sha, data)
+        except SaliencyError as exc:
+            return None, f"**{uploaded.name}**: {exc}"
+        store.put(sha, data, {"name": uploaded.name})
+        st.session_state["image_sha"] = sha
+        st.image(image, caption=uploaded.name, width="stretch")
+        return ImageChoice(sha, uploaded.name, image, None, f"upload:{uploaded.name}"), None
+
+    sha = st.session_state.get("image_sha")
+    if sha:
+        kept = store.get(sha)
+        if kept is None:
+            return None, (f"The image in this link ({sha[:12]}…) is no longer kept on this server. "
+                          "Upload it again or pick a sample photo.")
+        try:
+            image = decode_image(sha, kept.data)
+        except SaliencyError as exc:
+            return None, str(exc)
+        label = kept.meta.get("label")
+        label = int(label) if isinstance(label, int) and 0 <= label < 1000 else None
+        name = str(kept.meta.get("name", sha[:12]))
+        st.image(image, caption=f"{name} (from a shared link)", width="stretch")
+        return ImageChoice(sha, name, image, label, f"link:{name}"), None
+    return None, "Upload a photo (PNG, JPEG or WebP) to analyse it, or pick a sample photo."
+
+
+def get_model_categories() -> list[str]:
+    return get_model(st.session_state.get("active_model", DEFAULT_MODEL)).categories
+
+
+def _target_picker(model: LoadedModel, image: ImageChoice | None) -> int:
+    # A new image resets an explicitly chosen target (a shared link sets both at once).
+    key = image.key if image else None
+    if "last_image" in st.session_state and st.session_state["last_image"] != key:
+        st.session_state["target"] = AUTO_TARGET
+    st.session_state["last_image"] = key
+    cats = model.categories
+    label = image.label if image else None
+    auto = f"Auto: true label ({label} · {cats[label]})" if label is not None else "Auto: top-1 prediction"
+    st.selectbox("Target class (type to search)", [AUTO_TARGET, *range(len(cats))], key="target",
+                 format_func=lambda i: auto if i == AUTO_TARGET else f"{i} · {cats[i]}", bind="query-params")
+    return int(st.session_state.get("target", AUTO_TARGET))
+
+
+def render_sidebar() -> View:
+    """Draw the shared sidebar; remember and return the user's choices."""
+    if "image_sha" not in st.session_state and is_sha256(st.query_params.get("image")):
+        st.session_state["image_sha"] = st.query_params["image"]  # a shared link to an upload
+    with st.sidebar:
+        model = _model_picker()
+        st.divider()
+        image, problem = _image_picker()
+        if problem and st.session_state.get("source") == "upload" and st.session_state.get("upload_file"):
+            st.error(problem)
+        st.divider()
+        target = _target_picker(model, image)
+        method = st.radio("Method", list(METHOD_LABELS), key="method", format_func=METHOD_LABELS.get,
+                          bind="query-params", horizontal=True)
+        with st.expander("Advanced"):
+            reduction = st.selectbox("Channel reduction", list(REDUCTION_LABELS), key="reduction",
+                                     format_func=REDUCTION_LABELS.get, bind="query-params")
+            precision = st.selectbox("Precision", list(PRECISION_LABELS), key="precision",
+                                     format_func=PRECISION_LABELS.get, bind="query-params",
+                                     help="Exact: float32 with TF32 off. Fast: float16 autocast on CUDA; "
+                                          "on CPU both are float32.")
+    sha = st.session_state.get("image_sha")
+    if st.session_state.get("source") == "upload" and sha:
+        st.query_params["image"] = sha
+    elif "image" in st.query_params:
+        del st.query_params["image"]
+    v = View(model, image, target, method or "score", reduction or "max", precision or "exact", problem)
+    st.session_state["view"] = v
+    return v
+
+
+def view() -> View:
+    """The choices made in the sidebar on this run."""
+    if "view" not in st.session_state:
+        # The first request to a fresh server went straight to a page URL.
+        # Streamlit then assumes the legacy pages/ layout (it only learns
+        # otherwise when dashboard.py calls st.navigation) and runs the page
+        # alone. Tell it, and run again through dashboard.py.
+        from streamlit.runtime.pages_manager import PagesManager
+
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+    return st.session_state["view"]
+
+
+def current_analysis(v: View | None = None) -> ImageAnalysis | None:
+    """The cached analysis of the current image, or None after showing why there is none."""
+    v = v or view()
+    if v.image is None:
+        (st.error if v.problem and "upload" not in v.problem[:10].lower() else st.info)(v.problem or "No image.")
+        return None
+    try:
+        return analyse_one(v.image.key, v.model.name, v.target, v.image.label, v.reduction, v.precision,
+                           v.image.image)
+    except SaliencyError as exc:
+        st.error(str(exc))
+        return None
+
+
+def caption(a: ImageAnalysis, v: View) -> str:
+    """One line that says what a map shows: model, target, precision."""
+    how = "true label" if a.target_auto and a.label is not None else ("top-1" if a.target_auto else "chosen")
+    return (f"{v.image.title if v.image else ''} · {REGISTRY[a.model_name].title} · target **{a.target} "
+            f"{a.target_name}** ({how}), p = {a.target_prob:.3f} · {a.reduction} over RGB · {a.precision} "
+            f"precision")
+
+
+def sample_choices() -> list[ImageChoice]:
+    return [ImageChoice(s.sha256, s.title, s.image, s.label, f"sample:{s.name}") for s in sample_images()]
+
+
+__all__ = ["AUTO_TARGET", "ImageChoice", "View", "analyse_many", "analyse_one", "caption", "current_analysis",
+           "get_model", "render_sidebar", "sample_by_name", "sample_choices", "view"]

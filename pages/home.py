@@ -1,0 +1,58 @@
+"""Home: what this is, the model in use, and how to read a saliency map."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages import common
+
+v = common.view()
+
+st.title("Which pixels drive the classifier's decision?")
+st.markdown(
+    """
+This dashboard computes **gradient saliency maps** (Simonyan, Vedaldi & Zisserman,
+*Deep Inside Convolutional Networks*, ICLR Workshop 2014; the "Network Visualization"
+exercise of Stanford's cs231n) for a pretrained ImageNet classifier, and compares the two
+classic ways of asking the question:
+
+* **Score gradient** `∂s_y/∂x`: how much each pixel would raise the unnormalised score
+  (logit) of the target class `y`.
+* **Loss gradient** `∂L/∂x` with `L = −log p_y` (cross-entropy): how much each pixel would
+  change the training loss for that class.
+
+The map value of a pixel is the largest absolute gradient over its three colour channels.
+"""
+)
+
+c1, c2, c3 = st.columns(3)
+c1.metric("Model", v.model.spec.title.split(" (")[0])
+c2.metric("Device", str(v.model.device))
+c3.metric("Image", v.image.title if v.image else "none")
+st.caption(f"Weights: {v.model.spec.weights}. Preprocessing: {v.model.preprocessing.describe()}.")
+
+st.subheader("How to read a saliency map")
+st.markdown(
+    """
+* **Bright pixels** are the ones where a small change would move the model's output most.
+  They are a *local sensitivity*, not proof that the model "looks" there.
+* **Score and loss maps differ** because `∂L/∂x = −(1 − p_y)·∂s_y/∂x + Σ_{k≠y} p_k·∂s_k/∂x`.
+  When the model is confident (`p_y → 1`) the first term fades and the loss map shows mostly
+  what separates the target from its competitors. The *Compare* page shows both terms.
+* **Channel reduction matters**: max over RGB (as in the paper and cs231n) is the default;
+  mean-abs and L2 are offered because other libraries use them.
+* Hover over any map to read the raw value and the signed gradient of each colour channel.
+"""
+)
+
+st.subheader("Pages")
+cols = st.columns(4)
+cols[0].page_link("pages/saliency.py", label="Saliency", icon=":material/local_fire_department:",
+                  help="Top-5 predictions, the interactive map, overlay and downloads")
+cols[1].page_link("pages/compare.py", label="Compare score vs loss", icon=":material/compare:",
+                  help="Both maps side by side, their difference, agreement and the loss decomposition")
+cols[2].page_link("pages/gallery.py", label="Gallery", icon=":material/photo_library:",
+                  help="Several images at once: the cs231n figure for both methods")
+cols[3].page_link("pages/statistics.py", label="Statistics", icon=":material/bar_chart:",
+                  help="Per-map summaries, top pixels, histograms and provenance downloads")
+st.caption("Every view lives in the address bar: copy the link to share exactly what you see.")

@@ -1,0 +1,60 @@
+"""Saliency: what the model predicts and which pixels drove it, for one method."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pages import common
+from saliency_core import export, plots
+
+v = common.view()
+st.title("Saliency map")
+a = common.current_analysis(v)
+if a is None:
+    st.stop()
+
+st.markdown(common.caption(a, v))
+
+left, right = st.columns([1, 2])
+with left:
+    st.subheader("Top-5 predictions")
+    top = pd.DataFrame(a.top_k(5), columns=["class", "name", "probability"])
+    st.dataframe(top, hide_index=True, column_config={
+        "probability": st.column_config.ProgressColumn("probability", format="%.3f", min_value=0.0, max_value=1.0),
+    })
+    if a.label is not None:
+        verdict = "correct" if a.prediction == a.label else "wrong"
+        st.caption(f"True label: {a.label} · {a.categories[a.label]} — top-1 is {verdict}.")
+
+    st.subheader("Display")
+    colorscale = st.selectbox("Colour map", common.COLORSCALES, key="colorscale", persist_state="session")
+    low, high = st.slider("Clip to percentiles", 0.0, 100.0, (0.0, 100.0), step=0.5, key="clip",
+                          persist_state="session",
+                          help="Display only: values outside the range are drawn at the ends of the scale.")
+    opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.6, step=0.05, key="opacity", persist_state="session")
+
+method = v.method
+saliency = a.maps[method]
+grads = a.gradients[method]
+zmin, zmax = plots.clip_percentile(saliency, low, high)
+with right:
+    label = common.METHOD_LABELS[method]
+    tab_map, tab_overlay = st.tabs(["Heatmap", "Overlay on the image"])
+    with tab_map:
+        st.plotly_chart(plots.heatmap_figure(saliency, gradients=grads, colorscale=colorscale, zmin=zmin, zmax=zmax,
+                                             title=f"{label} · {a.precision} precision"), key="heatmap")
+    with tab_overlay:
+        st.plotly_chart(plots.overlay_figure(a.display, saliency, opacity=opacity, colorscale=colorscale, zmin=zmin,
+                                             zmax=zmax, gradients=grads, title=f"{label} over the model's crop"),
+                        key="overlay")
+
+    stem = f"saliency_{method}_{a.model_name}_{a.target}_{v.image.key[:12]}"
+    d1, d2 = st.columns(2)
+    d1.download_button("Download map (PNG)", export.map_png(saliency, colorscale, zmin, zmax), f"{stem}.png",
+                       "image/png", on_click="ignore", width="stretch")
+    d2.download_button("Download map and gradients (CSV)", export.map_csv(saliency, grads), f"{stem}.csv",
+                       "text/csv", on_click="ignore", width="stretch")
+    st.caption(f"{saliency.shape[1]}×{saliency.shape[0]} map over the {a.display.shape[1]}×{a.display.shape[0]} "
+               f"crop the model saw. Hover for x, y, the value and ∂/∂R, ∂/∂G, ∂/∂B. Computed in "
+               f"{a.seconds * 1000:.0f} ms ({a.precision}, {a.reduction} over RGB).")
