@@ -279,5 +279,19 @@ def sample_choices() -> list[ImageChoice]:
     return [ImageChoice(s.sha256, s.title, s.image, s.label, f"sample:{s.name}") for s in sample_images()]
 
 
+def gallery_choices() -> dict[str, list[ImageChoice]]:
+    """Image sets for the gallery: the samples, and the uploaded .npz batch if there is one."""
+    sets = {"All sample photos": sample_choices()}
+    npz = st.session_state.get("npz")
+    upload = st.session_state.get("upload_file")
+    if npz and upload is not None and image_sha256(upload.getvalue()) == npz[0]:
+        batch = decode_npz(npz[0], upload.getvalue())
+        sets[f"{npz[1]} ({len(batch)} images)"] = [
+            ImageChoice(f"{npz[0]}#{item.index}", f"#{item.index}", item.image, item.label, f"npz:{npz[1]}")
+            for item in batch
+        ]
+    return sets
+
+
 __all__ = ["AUTO_TARGET", "ImageChoice", "View", "analyse_many", "analyse_one", "caption", "current_analysis",
            "get_model", "render_sidebar", "sample_by_name", "sample_choices", "view"]

@@ -1,0 +1,72 @@
+"""Compare: score and loss maps side by side, their difference, and why they differ."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from pages import common
+from saliency_core import plots, stats
+from saliency_core.analysis import signed_channel_max
+
+v = common.view()
+st.title("Score gradient vs loss gradient")
+a = common.current_analysis(v)
+if a is None:
+    st.stop()
+st.markdown(common.caption(a, v))
+
+c1, c2, c3 = st.columns([2, 1, 1])
+colorscale = c1.selectbox("Colour map", common.COLORSCALES, key="colorscale", persist_state="session")
+shared = c2.toggle("Shared colour scale", key="shared_scale", persist_state="session",
+                   help="One scale for both maps shows how much fainter the loss map is; separate scales "
+                        "compare their shapes.")
+c3.metric("Target probability p_y", f"{a.target_prob:.4f}", help=f"p({a.target} · {a.target_name})")
+
+maps = {m: a.maps[m] for m in ("score", "loss")}
+st.plotly_chart(
+    plots.side_by_side_figure(maps, gradients=a.gradients, colorscale=colorscale, shared_scale=shared,
+                              titles=[common.METHOD_LABELS[m] for m in maps]),
+    key="side_by_side",
+)
+st.caption("Zoom or pan one map and the other follows. Hover shows the value and the signed gradient per channel.")
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader("Signed difference")
+    st.plotly_chart(
+        plots.difference_figure(stats.normalize_max(maps["score"]), stats.normalize_max(maps["loss"]),
+                                title="score/max(score) − loss/max(loss)"),
+        key="difference",
+    )
+    st.caption("Each map is divided by its own maximum first, so the difference compares where the maps put "
+               "their weight, not their magnitudes. Red: relatively more salient for the score.")
+with right:
+    st.subheader("Agreement")
+    table = stats.agreement_table(maps).drop(columns=["map_a", "map_b"]).T.rename(columns={0: "score vs loss"})
+    st.dataframe(table, column_config={"score vs loss": st.column_config.NumberColumn(format="%.4f")})
+    st.caption("Pearson and Spearman correlate the pixel values; SSIM compares local structure of the "
+               "max-normalised maps; IoU is the overlap of the top 1 / 5 / 10 % pixels.")
+
+st.subheader("Why the loss map fades as the model grows confident")
+st.latex(r"\frac{\partial L}{\partial x} = \underbrace{-(1-p_y)\,\frac{\partial s_y}{\partial x}}_{\text{target term}}"
+         r" + \underbrace{\sum_{k\neq y} p_k\,\frac{\partial s_k}{\partial x}}_{\text{other classes}}")
+target_term = a.terms["target"]
+others_term = a.terms["others"]
+norms = {name: float(np.linalg.norm(t)) for name, t in (("target", target_term), ("others", others_term))}
+m1, m2, m3 = st.columns(3)
+m1.metric("1 − p_y", f"{1 - a.target_prob:.4f}")
+m2.metric("‖target term‖", f"{norms['target']:.3g}")
+m3.metric("‖other-classes term‖", f"{norms['others']:.3g}")
+t1, t2 = st.columns(2)
+with t1:
+    st.plotly_chart(plots.signed_map_figure(signed_channel_max(target_term), title="target term  −(1 − p_y)·∂s_y/∂x"),
+                    key="term_target")
+with t2:
+    st.plotly_chart(plots.signed_map_figure(signed_channel_max(others_term), title="other classes  Σ p_k·∂s_k/∂x"),
+                    key="term_others")
+st.caption(
+    f"With p_y = {a.target_prob:.3f} the score gradient is scaled by 1 − p_y = {1 - a.target_prob:.3g} in the "
+    "loss gradient, and the competing classes pull the other way. Each map shows, per pixel, the channel value "
+    "of largest magnitude with its sign; the two terms add up to the loss gradient exactly."
+)

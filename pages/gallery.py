@@ -1,0 +1,44 @@
+"""Gallery: several images at once, the cs231n figure for both methods."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages import common
+from saliency_core import plots
+
+CHUNK = 5  # images per batched forward pass; small enough for steady progress on a laptop CPU
+
+v = common.view()
+st.title("Gallery")
+st.markdown("Every image with its class name over its **score** and **loss** maps, as in the cs231n "
+            "*Network Visualization* figure. Targets are the true labels.")
+
+choices = common.gallery_choices()
+sets = list(choices)
+picked = st.segmented_control("Images", sets, key="gallery_set", default=sets[0], required=True,
+                              persist_state="session")
+items = choices[picked or sets[0]]
+colorscale = st.selectbox("Colour map", common.COLORSCALES, key="colorscale", persist_state="session")
+
+progress = st.progress(0.0, text=f"Computing {len(items)} images in batches of {CHUNK}…")
+analyses = []
+for start in range(0, len(items), CHUNK):
+    chunk = items[start:start + CHUNK]
+    analyses += common.analyse_many(tuple(c.key for c in chunk), v.model.name, tuple(c.label for c in chunk),
+                                    v.reduction, v.precision, tuple(c.image for c in chunk))
+    progress.progress(len(analyses) / len(items), text=f"{len(analyses)} of {len(items)} images")
+progress.empty()
+
+per_row = st.slider("Images per row", 2, 8, min(5, len(items)), key="gallery_cols", persist_state="session")
+for start in range(0, len(analyses), per_row):
+    row = analyses[start:start + per_row]
+    titles = [f"{x.target_name}{'' if x.prediction == x.target else ' (predicted: ' + x.categories[x.prediction] + ')'}"
+              for x in row]
+    fig = plots.gallery_figure([x.display for x in row], {m: [x.maps[m] for x in row] for m in ("score", "loss")},
+                               titles, colorscale=colorscale)
+    st.plotly_chart(fig, key=f"gallery_{start}")
+
+correct = sum(x.prediction == x.target for x in analyses)
+st.caption(f"{correct} of {len(analyses)} images classified correctly by {v.model.spec.title}. "
+           f"{v.reduction} over RGB, {v.precision} precision; each map on its own colour scale.")

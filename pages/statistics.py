@@ -1,0 +1,69 @@
+"""Statistics: the numbers behind the maps, with provenance for reports."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from pages import common
+from saliency_core import export, plots, stats
+
+v = common.view()
+st.title("Per-pixel statistics")
+a = common.current_analysis(v)
+if a is None:
+    st.stop()
+st.markdown(common.caption(a, v))
+
+maps = {m: a.maps[m] for m in ("score", "loss")}
+summary = stats.summary_table(maps)
+agreement = stats.agreement_table(maps)
+
+st.subheader("Summary per map")
+st.dataframe(summary, column_config={c: st.column_config.NumberColumn(format="%.4g") for c in summary.columns})
+st.caption("gini: 0 = saliency spread evenly, 1 = all in one pixel. entropy_norm: entropy divided by its maximum. "
+           "topK_share: share of the total saliency in the K % most salient pixels. centroid: saliency-weighted "
+           "mean position (x = column, y = row).")
+
+left, right = st.columns(2)
+with left:
+    st.plotly_chart(plots.histogram_figure(maps), key="histogram")
+with right:
+    st.plotly_chart(plots.concentration_figure(maps), key="concentration")
+
+st.subheader("Agreement between the two maps")
+st.dataframe(agreement, hide_index=True,
+             column_config={c: st.column_config.NumberColumn(format="%.4f") for c in agreement.columns[2:]})
+
+st.subheader("Most salient pixels")
+method = v.method
+n = st.number_input("How many", 1, 1000, 20, key="top_n", persist_state="session")
+top = stats.top_pixels(maps[method], int(n), gradients=a.gradients[method], image=a.display)
+st.dataframe(top, hide_index=True, column_config={
+    "value": st.column_config.NumberColumn(format="%.4g"),
+    **{c: st.column_config.NumberColumn(format="%.3g") for c in ("grad_r", "grad_g", "grad_b")},
+})
+st.caption(f"{common.METHOD_LABELS[method]} (change the method in the sidebar). r, g, b: the pixel of the crop "
+           "the model saw; grad_*: the signed gradient of each channel.")
+
+st.subheader("Downloads")
+record = export.provenance(
+    model_name=a.model_name, weights=v.model.spec.weights, preprocessing=v.model.preprocessing.describe(),
+    target=a.target, target_name=a.target_name, method=method, reduction=a.reduction, precision=a.precision,
+    image_sha256=v.image.key, image_source=v.image.source, device=str(v.model.device),
+    extra={"target_probability": a.target_prob, "true_label": a.label,
+           "summary": json.loads(summary.to_json(orient="index")),
+           "agreement": json.loads(agreement.to_json(orient="records")),
+           "top_pixels": {"method": method, "rows": json.loads(top.to_json(orient="records"))}},
+)
+stem = f"saliency_stats_{a.model_name}_{a.target}_{v.image.key[:12]}"
+d1, d2, d3 = st.columns(3)
+d1.download_button("Summary (CSV)", summary.to_csv().encode(), f"{stem}_summary.csv", "text/csv",
+                   on_click="ignore", width="stretch")
+d2.download_button("Top pixels (CSV)", top.to_csv(index=False).encode(), f"{stem}_top_{method}.csv", "text/csv",
+                   on_click="ignore", width="stretch")
+d3.download_button("Everything with provenance (JSON)", json.dumps(record, indent=2).encode(), f"{stem}.json",
+                   "application/json", on_click="ignore", width="stretch")
+with st.expander("Provenance"):
+    st.json({k: record[k] for k in ("model", "image", "target", "saliency", "versions")})

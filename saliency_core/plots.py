@@ -1,0 +1,508 @@
+"""Plotly figures of saliency maps; built and returned, never shown.
+
+Every image-like figure uses pixel coordinates, x = column and y = row, both
+starting at 0 in the top-left corner: the y axis runs downwards
+(``autorange="reversed"``) and pixels are square (``scaleanchor``). Images
+are ``go.Image`` traces of the (H, W, 3) uint8 crop the model saw; maps are
+``go.Heatmap`` traces drawn on top of the same coordinates.
+
+Arrays are handed to Plotly as numpy float32, which Plotly >= 6 sends as
+compact typed arrays rather than long JSON lists.
+
+Colour scales are any Plotly named scale ("hot", "viridis", "gray", and
+their "_r" reverses); the default "hot" matches the cs231n notebook's
+``cmap=plt.cm.hot``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from saliency_core import stats
+from saliency_core.errors import InvalidInputError
+from saliency_core.stats import normalize_max
+
+__all__ = [
+    "clip_percentile",
+    "concentration_figure",
+    "difference_figure",
+    "gallery_figure",
+    "heatmap_figure",
+    "histogram_figure",
+    "normalize_max",
+    "overlay_figure",
+    "side_by_side_figure",
+    "signed_map_figure",
+]
+
+TEMPLATE = "plotly_white"
+# "RdBu" runs red -> blue in Plotly; reversed, positive values are red.
+DIVERGING_SCALE = "RdBu_r"
+CHANNELS = ("R", "G", "B")
+
+
+# --- validation ---------------------------------------------------------------
+
+
+def _as_map(saliency: np.ndarray, name: str = "saliency", *, signed: bool = False) -> np.ndarray:
+    """Validate an (H, W) map as :mod:`stats` does; float32 keeps the JSON small."""
+    return stats._as_map(saliency, name, signed=signed).astype(np.float32)
+
+
+def _as_image(image: np.ndarray, shape: tuple[int, int] | None, name: str = "image") -> np.ndarray:
+    """Validate an (H, W, 3) uint8 image, matching ``shape`` (H, W) if given."""
+    img = np.asarray(image)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise InvalidInputError(f"{name}: expected an (H, W, 3) uint8 array, got {img.dtype} {img.shape}")
+    if shape is not None and img.shape[:2] != shape:
+        raise InvalidInputError(f"{name}: expected height and width {shape} like the map, got {img.shape[:2]}")
+    return img
+
+
+def _as_customdata(gradients: np.ndarray | None, shape: tuple[int, int], name: str) -> np.ndarray | None:
+    """(3, H, W) signed gradients -> (H, W, 3) float32 for per-pixel hover."""
+    if gradients is None:
+        return None
+    grads = np.asarray(gradients)
+    if grads.shape != (3, *shape):
+        raise InvalidInputError(f"{name}: expected shape {(3, *shape)}, got {grads.shape}")
+    if not np.issubdtype(grads.dtype, np.number) or not np.all(np.isfinite(grads)):
+        raise InvalidInputError(f"{name}: expected finite numeric values")
+    return np.moveaxis(grads, 0, -1).astype(np.float32)
+
+
+def _check_colorscale(colorscale: str) -> str:
+    try:
+        go.Heatmap(colorscale=colorscale)
+    except ValueError as exc:
+        raise InvalidInputError(
+            f"colorscale: expected a Plotly colour scale name such as 'hot' or 'viridis', got {colorscale!r}"
+        ) from exc
+    return colorscale
+
+
+def _as_range(zmin: float | None, zmax: float | None) -> tuple[float | None, float | None]:
+    for name, value in (("zmin", zmin), ("zmax", zmax)):
+        if value is not None and not math.isfinite(value):
+            raise InvalidInputError(f"{name}: expected a finite number or None, got {value!r}")
+    if zmin is not None and zmax is not None and zmin > zmax:
+        raise InvalidInputError(f"zmin, zmax: expected zmin <= zmax, got {zmin!r} > {zmax!r}")
+    return zmin, zmax
+
+
+def _nonempty(maps: Mapping[str, object], name: str = "maps") -> None:
+    if len(maps) == 0:
+        raise InvalidInputError(f"{name}: expected at least one map, got none")
+
+
+# --- building blocks ------------------------------------------------------------
+
+
+def _hovertemplate(label: str, with_gradients: bool) -> str:
+    template = f"x=%{{x}}, y=%{{y}}<br>{label}=%{{z:.4g}}"
+    if with_gradients:
+        template += "<br>" + ", ".join(f"∂/∂{ch}=%{{customdata[{i}]:.3g}}" for i, ch in enumerate(CHANNELS))
+    return template + "<extra></extra>"
+
+
+def _heatmap(
+    z: np.ndarray,
+    *,
+    customdata: np.ndarray | None = None,
+    label: str = "saliency",
+    name: str | None = None,
+    **kwargs: object,
+) -> go.Heatmap:
+    return go.Heatmap(
+        z=z,
+        customdata=customdata,
+        hovertemplate=_hovertemplate(label, customdata is not None),
+        name=name,
+        **kwargs,
+    )
+
+
+def _image_axes(fig: go.Figure) -> None:
+    """Make every axis of ``fig`` look like an image: y down, no grid."""
+    fig.update_xaxes(constrain="domain", showgrid=False, zeroline=False)
+    fig.update_yaxes(autorange="reversed", constrain="domain", showgrid=False, zeroline=False)
+
+
+def _anchor_squares(fig: go.Figure, n_axes: int) -> None:
+    """Square pixels in every subplot, with zoom and pan linked across all.
+
+    Only the first y axis is anchored: plotly.js applies that constraint to
+    the whole match group and ignores (with a console warning) a
+    ``scaleanchor`` on any axis that also ``matches`` another.
+    """
+    fig.layout.yaxis.scaleanchor = "x"
+    for i in range(2, n_axes + 1):
+        fig.layout[f"xaxis{i}"].matches = "x"
+        fig.layout[f"yaxis{i}"].matches = "y"
+
+
+def _finish(fig: go.Figure, title: str | None, **layout: object) -> go.Figure:
+    layout.setdefault("margin", dict(l=10, r=10, t=50 if title else 30, b=10))
+    fig.update_layout(template=TEMPLATE, title=dict(text=title) if title else None, **layout)
+    return fig
+
+
+def _symmetric_range(values: np.ndarray) -> float:
+    """Half-width m of a zero-centred colour range: max |values|, or 1 if all zero."""
+    m = float(np.max(np.abs(values)))
+    return m if m > 0 else 1.0
+
+
+def _diverging_figure(values: np.ndarray, title: str | None, label: str) -> go.Figure:
+    m = _symmetric_range(values)
+    fig = go.Figure(_heatmap(values, label=label, colorscale=DIVERGING_SCALE, zmin=-m, zmax=m, zmid=0.0))
+    _image_axes(fig)
+    _anchor_squares(fig, 1)
+    return _finish(fig, title)
+
+
+# --- public figures ---------------------------------------------------------------
+
+
+def clip_percentile(saliency: np.ndarray, low: float = 0.0, high: float = 100.0) -> tuple[float, float]:
+    """Colour range ``(zmin, zmax)`` that clips the map at two percentiles.
+
+    saliency : (H, W) float array
+    low, high : percentiles with 0 <= low <= high <= 100.
+    Purely for display: pass the result as ``zmin``/``zmax``; the map itself
+    is never changed.
+    """
+    arr = _as_map(saliency, signed=True)
+    if not (0.0 <= low <= high <= 100.0):
+        raise InvalidInputError(f"low, high: expected 0 <= low <= high <= 100, got {low!r}, {high!r}")
+    zmin, zmax = np.percentile(arr, [low, high])
+    return float(zmin), float(zmax)
+
+
+def heatmap_figure(
+    saliency: np.ndarray,
+    *,
+    gradients: np.ndarray | None = None,
+    colorscale: str = "hot",
+    zmin: float | None = None,
+    zmax: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """One saliency map as a heatmap.
+
+    saliency : (H, W) float array, >= 0
+    gradients : optional (3, H, W) signed gradients, shown on hover.
+    zmin, zmax : optional display range (see :func:`clip_percentile`).
+    """
+    z = _as_map(saliency)
+    zmin, zmax = _as_range(zmin, zmax)
+    fig = go.Figure(
+        _heatmap(
+            z,
+            customdata=_as_customdata(gradients, z.shape, "gradients"),
+            colorscale=_check_colorscale(colorscale),
+            zmin=zmin,
+            zmax=zmax,
+        )
+    )
+    _image_axes(fig)
+    _anchor_squares(fig, 1)
+    return _finish(fig, title)
+
+
+def overlay_figure(
+    image: np.ndarray,
+    saliency: np.ndarray,
+    *,
+    opacity: float = 0.5,
+    colorscale: str = "hot",
+    zmin: float | None = None,
+    zmax: float | None = None,
+    gradients: np.ndarray | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """The displayed crop with the saliency heatmap drawn over it.
+
+    image : (H, W, 3) uint8, the crop the model saw.
+    saliency : (H, W) float array, >= 0, pixel for pixel with ``image``.
+    opacity : heatmap opacity in [0, 1].
+    gradients : optional (3, H, W) signed gradients, shown on hover.
+    """
+    z = _as_map(saliency)
+    img = _as_image(image, z.shape)
+    if isinstance(opacity, bool) or not isinstance(opacity, (int, float, np.number)) or not 0.0 <= opacity <= 1.0:
+        raise InvalidInputError(f"opacity: expected a number in [0, 1], got {opacity!r}")
+    zmin, zmax = _as_range(zmin, zmax)
+    fig = go.Figure(
+        [
+            # The heatmap answers hover; the image underneath would only add noise.
+            go.Image(z=img, hoverinfo="skip", name="image"),
+            _heatmap(
+                z,
+                customdata=_as_customdata(gradients, z.shape, "gradients"),
+                colorscale=_check_colorscale(colorscale),
+                zmin=zmin,
+                zmax=zmax,
+                opacity=float(opacity),
+                name="saliency",
+            ),
+        ]
+    )
+    _image_axes(fig)
+    _anchor_squares(fig, 1)
+    return _finish(fig, title)
+
+
+def side_by_side_figure(
+    maps: Mapping[str, np.ndarray],
+    *,
+    gradients: Mapping[str, np.ndarray] | None = None,
+    colorscale: str = "hot",
+    shared_scale: bool = False,
+    zmin_zmax: Mapping[str, tuple[float, float]] | None = None,
+    titles: Sequence[str] | None = None,
+) -> go.Figure:
+    """Several maps of the same image in one row, zoom and pan linked.
+
+    maps : name -> (H, W) float array, >= 0; all the same shape.
+    gradients : optional name -> (3, H, W) signed gradients for hover.
+    shared_scale : one colour axis for all maps, from the global min to the
+        global max (of ``zmin_zmax`` where given); otherwise each map gets
+        its own colour bar under its subplot.
+    zmin_zmax : optional name -> (zmin, zmax) display range per map.
+    titles : subplot titles, default the map names.
+    """
+    _nonempty(maps)
+    names = list(maps)
+    zs = {name: _as_map(maps[name], f"maps[{name!r}]") for name in names}
+    shape = zs[names[0]].shape
+    for name, z in zs.items():
+        if z.shape != shape:
+            raise InvalidInputError(f"maps[{name!r}]: expected shape {shape} like the first map, got {z.shape}")
+    gradients = gradients or {}
+    zmin_zmax = zmin_zmax or {}
+    unknown = (set(gradients) | set(zmin_zmax)) - set(names)
+    if unknown:
+        raise InvalidInputError(f"gradients/zmin_zmax: names {sorted(unknown)} are not in maps")
+    titles = list(titles) if titles is not None else names
+    if len(titles) != len(names):
+        raise InvalidInputError(f"titles: expected {len(names)} titles, got {len(titles)}")
+    _check_colorscale(colorscale)
+    ranges = {}
+    for name in names:
+        zmin, zmax = zmin_zmax.get(name, (float(zs[name].min()), float(zs[name].max())))
+        ranges[name] = _as_range(zmin, zmax)
+
+    n = len(names)
+    fig = make_subplots(
+        rows=1, cols=n, shared_xaxes=True, shared_yaxes=True, subplot_titles=titles, horizontal_spacing=0.04
+    )
+    for col, name in enumerate(names, start=1):
+        zmin, zmax = ranges[name]
+        common = dict(
+            customdata=_as_customdata(gradients.get(name), shape, f"gradients[{name!r}]"),
+            label=name,
+            name=name,
+        )
+        if shared_scale:
+            trace = _heatmap(zs[name], coloraxis="coloraxis", **common)
+        else:
+            # A horizontal bar at the bottom, under its own subplot and no
+            # wider than it, so n bars never overlap each other or the plots.
+            x0, x1 = fig.layout[f"xaxis{'' if col == 1 else col}"].domain
+            colorbar = dict(
+                orientation="h",
+                x=(x0 + x1) / 2,
+                xanchor="center",
+                y=0,
+                yref="container",
+                yanchor="bottom",
+                len=0.9 * (x1 - x0),
+                thickness=10,
+            )
+            trace = _heatmap(zs[name], colorscale=colorscale, zmin=zmin, zmax=zmax, colorbar=colorbar, **common)
+        fig.add_trace(trace, row=1, col=col)
+    _image_axes(fig)
+    _anchor_squares(fig, n)
+    if shared_scale:
+        fig.update_layout(
+            coloraxis=dict(
+                colorscale=colorscale,
+                cmin=min(r[0] for r in ranges.values()),
+                cmax=max(r[1] for r in ranges.values()),
+                colorbar=dict(thickness=10),
+            )
+        )
+    bottom = 30 if shared_scale else 80
+    # Fixed height sized for a ~900 px wide page, so the square-pixel
+    # constraint leaves little empty space above and below the maps.
+    cell = min(450.0, 880.0 / n) * shape[0] / shape[1]
+    return _finish(fig, None, margin=dict(l=10, r=10, t=40, b=bottom), height=int(cell + 40 + bottom))
+
+
+def difference_figure(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    title: str | None = None,
+    names: tuple[str, str] = ("score", "loss"),
+) -> go.Figure:
+    """``a - b`` on a diverging scale, positive red, zero white, negative blue.
+
+    a, b : (H, W) float arrays of the same shape; usually each first scaled
+        by :func:`normalize_max` so their different magnitudes cancel.
+    The colour range is symmetric, ``[-m, m]`` with ``m = max |a - b|``
+    (1 when the maps are equal), so zero is always the middle colour.
+    """
+    za = _as_map(a, "a", signed=True)
+    zb = _as_map(b, "b", signed=True)
+    if za.shape != zb.shape:
+        raise InvalidInputError(f"b: expected the same shape as a {za.shape}, got {zb.shape}")
+    label = f"{names[0]} − {names[1]}"
+    return _diverging_figure(za - zb, title if title is not None else label, label)
+
+
+def signed_map_figure(values: np.ndarray, *, title: str | None = None) -> go.Figure:
+    """A signed (H, W) map on the same symmetric diverging scale as :func:`difference_figure`.
+
+    values : (H, W) float array, any sign (e.g. one term of the loss-gradient
+        decomposition).
+    """
+    return _diverging_figure(_as_map(values, "values", signed=True), title, "value")
+
+
+def histogram_figure(
+    maps: Mapping[str, np.ndarray],
+    *,
+    bins: int = 50,
+    log_y: bool = True,
+) -> go.Figure:
+    """Overlaid, semi-transparent histograms of each map's values.
+
+    maps : name -> (H, W) float array.
+    bins : number of bins, shared by all maps (common edges from the global
+        min to the global max) so the bars line up.
+    log_y : log-scale counts; saliency values are heavy-tailed.
+    Counts are computed here (via :func:`stats.histogram`) and drawn as
+    bars, which keeps the figure small compared with sending every pixel.
+    """
+    _nonempty(maps)
+    zs = {name: _as_map(m, f"maps[{name!r}]", signed=True) for name, m in maps.items()}
+    value_range = (min(float(z.min()) for z in zs.values()), max(float(z.max()) for z in zs.values()))
+    fig = go.Figure()
+    for name, z in zs.items():
+        table = stats.histogram(z, bins, value_range=value_range)
+        start, end = table["bin_start"].to_numpy(), table["bin_end"].to_numpy()
+        fig.add_trace(
+            go.Bar(
+                x=(start + end) / 2,
+                y=table["count"].to_numpy(),
+                width=end - start,
+                customdata=np.stack([start, end], axis=-1),
+                hovertemplate="[%{customdata[0]:.3g}, %{customdata[1]:.3g}): %{y}<extra>" + name + "</extra>",
+                name=name,
+                opacity=0.55,
+            )
+        )
+    fig.update_xaxes(title_text="value")
+    fig.update_yaxes(title_text="pixels", type="log" if log_y else "linear")
+    return _finish(fig, None, barmode="overlay", bargap=0)
+
+
+def concentration_figure(maps: Mapping[str, np.ndarray]) -> go.Figure:
+    """Concentration curves (:func:`stats.concentration_curve`) of several maps.
+
+    maps : name -> (H, W) float array, >= 0.
+    The dashed diagonal is a uniform map; the higher a curve bows above it,
+    the fewer pixels hold the saliency.
+    """
+    _nonempty(maps)
+    fig = go.Figure()
+    for name, saliency in maps.items():
+        x, y = stats.concentration_curve(_as_map(saliency, f"maps[{name!r}]"))
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="lines",
+                name=name,
+                hovertemplate="top %{x:.0%} of pixels hold %{y:.1%}<extra>" + name + "</extra>",
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=[0.0, 1.0],
+            y=[0.0, 1.0],
+            mode="lines",
+            name="uniform",
+            line=dict(dash="dash", color="gray"),
+            hoverinfo="skip",
+        )
+    )
+    fig.update_xaxes(title_text="share of pixels (most salient first)", range=[0, 1])
+    fig.update_yaxes(title_text="share of total saliency", range=[0, 1])
+    return _finish(fig, None)
+
+
+def gallery_figure(
+    images: Sequence[np.ndarray],
+    maps: Mapping[str, Sequence[np.ndarray]],
+    titles: Sequence[str],
+    *,
+    colorscale: str = "hot",
+) -> go.Figure:
+    """The cs231n saliency figure: images on top, one row of maps per method.
+
+    images : sequence of (H, W, 3) uint8 crops, one column each.
+    maps : method name ("score", "loss", ...) -> one (H, W) map per image.
+    titles : one column title per image (e.g. its class name).
+    Each map uses its own colour range (no colour bars); axes are linked and
+    carry no tick labels; the height grows with the number of rows.
+    """
+    n_cols = len(images)
+    if n_cols == 0:
+        raise InvalidInputError("images: expected at least one image, got none")
+    if len(titles) != n_cols:
+        raise InvalidInputError(f"titles: expected {n_cols} titles (one per image), got {len(titles)}")
+    imgs = [_as_image(img, None, f"images[{i}]") for i, img in enumerate(images)]
+    for method, method_maps in maps.items():
+        if len(method_maps) != n_cols:
+            raise InvalidInputError(f"maps[{method!r}]: expected {n_cols} maps (one per image), got {len(method_maps)}")
+    _check_colorscale(colorscale)
+
+    n_rows = 1 + len(maps)
+    # No shared_xaxes/shared_yaxes here: in a grid they chain each column to
+    # its bottom axis, which would loop with the all-to-"x" links below.
+    fig = make_subplots(
+        rows=n_rows,
+        cols=n_cols,
+        column_titles=[str(t) for t in titles],
+        horizontal_spacing=0.01,
+        vertical_spacing=0.02,
+    )
+    for col, img in enumerate(imgs, start=1):
+        fig.add_trace(go.Image(z=img, name=str(titles[col - 1])), row=1, col=col)
+        for row, (method, method_maps) in enumerate(maps.items(), start=2):
+            z = _as_map(method_maps[col - 1], f"maps[{method!r}][{col - 1}]")
+            if z.shape != img.shape[:2]:
+                raise InvalidInputError(
+                    f"maps[{method!r}][{col - 1}]: expected shape {img.shape[:2]} like its image, got {z.shape}"
+                )
+            fig.add_trace(
+                _heatmap(z, label=method, name=method, colorscale=colorscale, showscale=False),
+                row=row,
+                col=col,
+            )
+    _image_axes(fig)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    # Method names label the rows on the left, as in the cs231n figure.
+    for row, method in enumerate(maps, start=2):
+        fig.update_yaxes(title_text=method, row=row, col=1)
+    _anchor_squares(fig, n_rows * n_cols)
+    return _finish(fig, None, height=60 + 200 * n_rows)

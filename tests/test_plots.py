@@ -1,0 +1,262 @@
+"""Tests for saliency_core.plots: decode the figures and check what they hold."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+import pytest
+
+from saliency_core import plots, stats
+from saliency_core.errors import InvalidInputError
+
+H, W = 6, 8
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1)
+
+
+@pytest.fixture
+def saliency(rng) -> np.ndarray:
+    return rng.random((H, W))
+
+
+@pytest.fixture
+def gradients(rng) -> np.ndarray:
+    return rng.normal(size=(3, H, W))
+
+
+@pytest.fixture
+def image(rng) -> np.ndarray:
+    return rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+
+def assert_image_axes(fig: go.Figure) -> None:
+    assert fig.layout.yaxis.autorange == "reversed"
+    assert fig.layout.yaxis.scaleanchor == "x"
+    assert fig.layout.template == pio.templates["plotly_white"]
+
+
+# --- heatmap -------------------------------------------------------------------------
+
+
+def test_heatmap_holds_map_and_gradients(saliency, gradients):
+    fig = plots.heatmap_figure(saliency, gradients=gradients, title="score")
+    assert len(fig.data) == 1
+    trace = fig.data[0]
+    assert isinstance(trace, go.Heatmap)
+    np.testing.assert_allclose(np.asarray(trace.z), saliency, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(trace.customdata), np.moveaxis(gradients, 0, -1), rtol=1e-6)
+    for channel in ("R", "G", "B"):
+        assert f"∂/∂{channel}" in trace.hovertemplate
+    assert "customdata[2]" in trace.hovertemplate and "%{z" in trace.hovertemplate
+    assert trace.colorscale == go.Heatmap(colorscale="hot").colorscale
+    assert fig.layout.title.text == "score"
+    assert_image_axes(fig)
+
+
+def test_heatmap_without_gradients_and_range(saliency):
+    fig = plots.heatmap_figure(saliency, colorscale="viridis", zmin=0.1, zmax=0.5)
+    trace = fig.data[0]
+    assert trace.customdata is None and "customdata" not in trace.hovertemplate
+    assert (trace.zmin, trace.zmax) == (0.1, 0.5)
+    assert trace.colorscale == go.Heatmap(colorscale="viridis").colorscale
+
+
+def test_heatmap_json_uses_typed_arrays(saliency, gradients):
+    data = json.loads(plots.heatmap_figure(saliency, gradients=gradients).to_json())["data"][0]
+    assert data["z"]["dtype"] == "f4" and "bdata" in data["z"]
+    assert data["customdata"]["shape"].replace(" ", "") == f"{H},{W},3"
+
+
+def test_heatmap_validation(saliency):
+    with pytest.raises(InvalidInputError, match="colorscale"):
+        plots.heatmap_figure(saliency, colorscale="no-such-scale")
+    with pytest.raises(InvalidInputError, match="gradients"):
+        plots.heatmap_figure(saliency, gradients=np.zeros((H, W, 3)))
+    with pytest.raises(InvalidInputError, match="2-D"):
+        plots.heatmap_figure(np.zeros((3, H, W)))
+    with pytest.raises(InvalidInputError, match="zmin"):
+        plots.heatmap_figure(saliency, zmin=2.0, zmax=1.0)
+
+
+def test_clip_percentile_does_not_touch_map():
+    m = np.arange(101.0).reshape(1, 101)
+    before = m.copy()
+    assert plots.clip_percentile(m) == (0.0, 100.0)
+    assert plots.clip_percentile(m, 5, 95) == pytest.approx((5.0, 95.0))
+    np.testing.assert_array_equal(m, before)
+    with pytest.raises(InvalidInputError, match="low, high"):
+        plots.clip_percentile(m, 60, 40)
+
+
+# --- overlay -------------------------------------------------------------------------------
+
+
+def test_overlay(image, saliency, gradients):
+    fig = plots.overlay_figure(image, saliency, opacity=0.3, gradients=gradients)
+    img, heat = fig.data
+    assert isinstance(img, go.Image) and isinstance(heat, go.Heatmap)
+    np.testing.assert_array_equal(np.asarray(img.z), image)
+    np.testing.assert_allclose(np.asarray(heat.z), saliency, rtol=1e-6)
+    assert heat.opacity == 0.3
+    assert "∂/∂G" in heat.hovertemplate
+    assert_image_axes(fig)
+
+
+@pytest.mark.parametrize("opacity", [-0.1, 1.5, float("nan"), "0.5", True])
+def test_overlay_rejects_bad_opacity(image, saliency, opacity):
+    with pytest.raises(InvalidInputError, match="opacity"):
+        plots.overlay_figure(image, saliency, opacity=opacity)
+
+
+def test_overlay_rejects_mismatched_image(saliency):
+    with pytest.raises(InvalidInputError, match="image"):
+        plots.overlay_figure(np.zeros((H + 1, W, 3), dtype=np.uint8), saliency)
+    with pytest.raises(InvalidInputError, match="image"):
+        plots.overlay_figure(np.zeros((H, W, 3)), saliency)
+
+
+# --- side by side ----------------------------------------------------------------------------
+
+
+def test_side_by_side_linked_axes_and_own_scales(rng, gradients):
+    maps = {"score": rng.random((H, W)), "loss": 5 * rng.random((H, W)), "other": rng.random((H, W))}
+    fig = plots.side_by_side_figure(maps, gradients={"loss": gradients}, zmin_zmax={"score": (0.2, 0.4)})
+    assert len(fig.data) == 3
+    for i, (name, trace) in enumerate(zip(maps, fig.data, strict=True), start=1):
+        np.testing.assert_allclose(np.asarray(trace.z), maps[name], rtol=1e-6)
+        assert fig.layout[f"yaxis{'' if i == 1 else i}"].autorange == "reversed"
+        if i > 1:
+            assert fig.layout[f"xaxis{i}"].matches == "x"
+            assert fig.layout[f"yaxis{i}"].matches == "y"
+    assert fig.layout.yaxis.scaleanchor == "x"
+    assert (fig.data[0].zmin, fig.data[0].zmax) == (0.2, 0.4)
+    assert fig.data[1].zmax == pytest.approx(maps["loss"].max())
+    assert fig.data[1].customdata is not None and fig.data[0].customdata is None
+    # One colour bar per map, centred under its own subplot.
+    xs = [trace.colorbar.x for trace in fig.data]
+    assert xs == sorted(xs) and len(set(xs)) == 3
+    assert [a.text for a in fig.layout.annotations] == ["score", "loss", "other"]
+
+
+def test_side_by_side_shared_scale(rng):
+    maps = {"score": rng.random((H, W)), "loss": 5 * rng.random((H, W))}
+    fig = plots.side_by_side_figure(maps, shared_scale=True, titles=["S", "L"])
+    assert all(trace.coloraxis == "coloraxis" for trace in fig.data)
+    assert fig.layout.coloraxis.cmin == pytest.approx(min(m.min() for m in maps.values()))
+    assert fig.layout.coloraxis.cmax == pytest.approx(max(m.max() for m in maps.values()))
+    assert [a.text for a in fig.layout.annotations] == ["S", "L"]
+
+
+def test_side_by_side_validation(saliency):
+    with pytest.raises(InvalidInputError, match="shape"):
+        plots.side_by_side_figure({"a": saliency, "b": np.ones((H, W + 1))})
+    with pytest.raises(InvalidInputError, match="maps"):
+        plots.side_by_side_figure({})
+    with pytest.raises(InvalidInputError, match="titles"):
+        plots.side_by_side_figure({"a": saliency}, titles=["x", "y"])
+
+
+# --- diverging maps -------------------------------------------------------------------------
+
+
+def test_difference_figure_symmetric_range(rng):
+    a, b = rng.random((H, W)), rng.random((H, W))
+    fig = plots.difference_figure(a, b, names=("score", "loss"))
+    trace = fig.data[0]
+    np.testing.assert_allclose(np.asarray(trace.z), a - b, rtol=1e-5, atol=1e-6)
+    m = np.abs(a - b).max()
+    assert trace.zmin == pytest.approx(-m) and trace.zmax == pytest.approx(m)
+    assert trace.zmid == 0
+    # Positive differences are red.
+    assert trace.colorscale[-1][1] == "rgb(103,0,31)"
+    assert fig.layout.title.text == "score − loss"
+    assert_image_axes(fig)
+
+
+def test_difference_of_equal_maps_uses_unit_range(saliency):
+    trace = plots.difference_figure(saliency, saliency).data[0]
+    assert (trace.zmin, trace.zmax) == (-1.0, 1.0)
+
+
+def test_signed_map_shares_the_diverging_scale(rng):
+    values = rng.normal(size=(H, W))
+    trace = plots.signed_map_figure(values, title="term").data[0]
+    diff = plots.difference_figure(values, np.zeros((H, W))).data[0]
+    assert trace.zmax == pytest.approx(np.abs(values).max()) and trace.zmin == -trace.zmax
+    assert trace.colorscale == diff.colorscale and trace.zmid == 0
+
+
+def test_normalize_max_is_exported():
+    np.testing.assert_allclose(plots.normalize_max(np.array([[1.0, 4.0]])), [[0.25, 1.0]])
+
+
+# --- histogram and concentration -------------------------------------------------------------
+
+
+def test_histogram_figure(rng):
+    maps = {"score": rng.random((H, W)), "loss": 2 * rng.random((H, W))}
+    fig = plots.histogram_figure(maps, bins=10)
+    assert [trace.name for trace in fig.data] == ["score", "loss"]
+    assert fig.layout.barmode == "overlay"
+    assert fig.layout.yaxis.type == "log"
+    for trace in fig.data:
+        assert len(trace.x) == 10 and sum(trace.y) == H * W and 0 < trace.opacity < 1
+    # Shared bin edges so the bars line up.
+    np.testing.assert_allclose(fig.data[0].x, fig.data[1].x)
+    assert plots.histogram_figure(maps, log_y=False).layout.yaxis.type == "linear"
+
+
+def test_concentration_figure(rng):
+    m = rng.random((H, W))
+    fig = plots.concentration_figure({"score": m})
+    assert len(fig.data) == 2
+    x, y = stats.concentration_curve(m)
+    np.testing.assert_allclose(fig.data[0].x, x)
+    np.testing.assert_allclose(fig.data[0].y, y)
+    diagonal = fig.data[-1]
+    assert list(diagonal.x) == [0.0, 1.0] and list(diagonal.y) == [0.0, 1.0]
+    assert fig.layout.xaxis.title.text == "share of pixels (most salient first)"
+    assert fig.layout.yaxis.title.text == "share of total saliency"
+    assert tuple(fig.layout.xaxis.range) == (0, 1) and tuple(fig.layout.yaxis.range) == (0, 1)
+
+
+# --- gallery -------------------------------------------------------------------------------------
+
+
+def test_gallery_figure(rng):
+    n_images = 3
+    images = [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(n_images)]
+    maps = {method: [rng.random((H, W)) for _ in range(n_images)] for method in ("score", "loss")}
+    fig = plots.gallery_figure(images, maps, ["cat", "dog", "ship"])
+    assert len(fig.data) == n_images * (1 + len(maps))
+    assert sum(isinstance(t, go.Image) for t in fig.data) == n_images
+    heatmaps = [t for t in fig.data if isinstance(t, go.Heatmap)]
+    assert all(t.showscale is False for t in heatmaps)
+    assert [a.text for a in fig.layout.annotations] == ["cat", "dog", "ship"]
+    assert fig.layout.yaxis4.title.text == "score" and fig.layout.yaxis7.title.text == "loss"
+    n_axes = n_images * 3
+    for i in range(2, n_axes + 1):
+        assert fig.layout[f"xaxis{i}"].matches == "x" and fig.layout[f"yaxis{i}"].matches == "y"
+        assert fig.layout[f"yaxis{i}"].showticklabels is False
+    assert fig.layout.yaxis.autorange == "reversed"
+    # Row 2, column 3 holds the score map of the third image.
+    (trace,) = [t for t in fig.data if t.xaxis == "x6"]
+    np.testing.assert_allclose(np.asarray(trace.z), maps["score"][2], rtol=1e-6)
+    one_row = plots.gallery_figure(images, {"score": maps["score"]}, ["cat", "dog", "ship"])
+    assert one_row.layout.height < fig.layout.height
+
+
+def test_gallery_validation(rng):
+    image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    with pytest.raises(InvalidInputError, match="titles"):
+        plots.gallery_figure([image], {"score": [np.ones((H, W))]}, ["a", "b"])
+    with pytest.raises(InvalidInputError, match="score"):
+        plots.gallery_figure([image], {"score": []}, ["a"])
+    with pytest.raises(InvalidInputError, match="shape"):
+        plots.gallery_figure([image], {"score": [np.ones((H, W + 2))]}, ["a"])
