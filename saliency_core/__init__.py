@@ -1,0 +1,35 @@
+"""Gradient saliency for ImageNet classifiers: score- and loss-gradient maps.
+
+Simonyan, Vedaldi & Zisserman, "Deep Inside Convolutional Networks", ICLR
+Workshop 2014. This package never imports Streamlit: it serves the
+dashboard, notebooks and batch jobs alike.
+"""
+
+from saliency_core.errors import (
+    InvalidImageError,
+    InvalidInputError,
+    ModelUnavailableError,
+    SaliencyError,
+    UnknownModelError,
+)
+from saliency_core.gradients import SaliencyResult, compute_saliency, compute_saliency_maps, loss_decomposition
+from saliency_core.images import load_image, sample_by_name, sample_images
+from saliency_core.models import DEFAULT_MODEL, list_models, load_model
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "InvalidImageError",
+    "InvalidInputError",
+    "ModelUnavailableError",
+    "SaliencyError",
+    "SaliencyResult",
+    "UnknownModelError",
+    "compute_saliency",
+    "compute_saliency_maps",
+    "list_models",
+    "load_image",
+    "load_model",
+    "loss_decomposition",
+    "sample_by_name",
+    "sample_images",
+]

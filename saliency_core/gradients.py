@@ -88,10 +88,20 @@ def reduce_channels(grad: torch.Tensor, reduction: str = "max") -> torch.Tensor:
     raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
-def _module(model: torch.nn.Module) -> torch.nn.Module:
+def _module(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     # Accept a saliency_core.models.LoadedModel as well as a bare module.
-    inner = getattr(model, "model", None)
-    return inner if isinstance(inner, torch.nn.Module) else model
+    module_for = getattr(model, "module_for", None)
+    return module_for(precision) if callable(module_for) else model
+
+
+def _memory_format(module: torch.nn.Module) -> torch.memory_format:
+    """channels_last when the model's convolution weights are stored that way."""
+    for p in module.parameters():
+        if p.dim() == 4:
+            if p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous():
+                return torch.channels_last
+            return torch.contiguous_format
+    return torch.contiguous_format
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:
@@ -150,7 +160,9 @@ def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, method
                device: torch.device, precision: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     # A fresh leaf: the caller's tensor is never modified and never becomes
     # part of a graph; this also works on inference-mode tensors.
-    x = X.detach().to(device=device, dtype=torch.float32, copy=True).requires_grad_(True)
+    x = X.detach().to(device=device, dtype=torch.float32, copy=True)
+    # Input in the weights' layout: a mismatch makes every convolution convert.
+    x = x.contiguous(memory_format=_memory_format(module)).requires_grad_(True)
     with _precision(device, precision):
         logits = module(x)
     logits = logits.float()
@@ -198,7 +210,8 @@ def compute_saliency(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | 
         per image, independent of the rest of the batch).
     reduction : channel reduction, see :func:`reduce_channels`.
     precision : "exact": strict float32 (TF32 off on CUDA); "fast": on CUDA,
-        float16 autocast; elsewhere the same as exact.
+        float16 autocast with a channels_last copy of the model; elsewhere
+        the same as exact (float32; bfloat16 on CPU moved the maps too much).
     max_batch : images per forward pass; None for all at once. On CUDA
         out-of-memory the chunk is halved and retried.
 
@@ -207,7 +220,7 @@ def compute_saliency(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | 
     SaliencyResult, tensors on the model's device.
     """
     y = _validate(X, y, methods, reduction, precision)
-    module = _module(model)
+    module = _module(model, precision)
     device = _device_of(module)
     y = y.to(device)
     n = X.shape[0]

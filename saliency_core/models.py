@@ -11,7 +11,9 @@ checkpoint cache (``$TORCH_HOME/hub/checkpoints``); when neither is possible,
 
 from __future__ import annotations
 
+import copy
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -141,6 +143,24 @@ class LoadedModel:
     categories: list[str]
     device: torch.device
     extra: dict[str, str] = field(default_factory=dict)
+
+    _variants: dict[str, torch.nn.Module] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def module_for(self, precision: str) -> torch.nn.Module:
+        """The module to run for a precision mode, in the memory layout that is fastest for it.
+
+        On CUDA, channels_last slows the float32/TF32 input-gradient backward
+        but speeds it under float16 autocast (``shared/BENCHMARKS.md``), so
+        the "fast" mode runs a channels_last copy of the model, made once.
+        Elsewhere the model is used as loaded.
+        """
+        if self.device.type != "cuda" or precision != "fast":
+            return self.model
+        with self._lock:
+            if "fast" not in self._variants:
+                self._variants["fast"] = copy.deepcopy(self.model).to(memory_format=torch.channels_last)
+            return self._variants["fast"]
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -330,7 +350,7 @@ def _build_torchvision(spec: ModelSpec, allow_download: bool) -> torch.nn.Module
 
 
 def load_model(name: str | None = None, device: str | torch.device = "auto",
-               *, allow_download: bool = True) -> LoadedModel:
+               *, allow_download: bool = True, channels_last: bool | None = None) -> LoadedModel:
     """Load a registered classifier, frozen and in eval mode.
 
     Parameters
@@ -339,6 +359,10 @@ def load_model(name: str | None = None, device: str | torch.device = "auto",
     device : "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:1", ...
     allow_download : for torchvision models whose weights are not cached,
         try torchvision's download (which needs the network).
+    channels_last : memory layout of the weights; None picks the faster one
+        for the input-gradient backward: channels_last on CPU (about 1.25x on
+        the embedded model, ``benchmarks/RESULTS.md``), contiguous on CUDA
+        (see :meth:`LoadedModel.module_for` for the fast mode).
 
     Raises
     ------
@@ -354,5 +378,7 @@ def load_model(name: str | None = None, device: str | torch.device = "auto",
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    module.to(dev)
+    if channels_last is None:
+        channels_last = dev.type == "cpu"
+    module.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     return LoadedModel(name=spec.name, spec=spec, model=module, categories=imagenet_categories(), device=dev)

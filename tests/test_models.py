@@ -144,3 +144,31 @@ def test_device_choice():
 def test_embedded_model_on_cuda():
     m = load_model(None, device="cuda")
     assert next(m.model.parameters()).device.type == "cuda"
+
+
+def test_cpu_models_use_channels_last_and_give_the_same_maps(lite0):
+    from saliency_core.gradients import compute_saliency
+
+    conv = next(p for p in lite0.model.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    contiguous = load_model(None, device="cpu", channels_last=False)
+    assert next(p for p in contiguous.model.parameters() if p.dim() == 4).is_contiguous()
+    torch.manual_seed(0)
+    X = torch.randn(2, 3, 224, 224)
+    a = compute_saliency(lite0, X, [967, 281])
+    b = compute_saliency(contiguous, X, [967, 281])
+    for m in ("score", "loss"):
+        # Same float32 maths, other summation order: equal to float32 rounding.
+        scale = b.maps[m].max()
+        torch.testing.assert_close(a.maps[m], b.maps[m], rtol=1e-3, atol=1e-5 * scale)
+    assert lite0.module_for("fast") is lite0.model  # no separate fast variant on CPU
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fast_mode_runs_a_channels_last_copy():
+    m = load_model(None, device="cuda")
+    assert next(p for p in m.model.parameters() if p.dim() == 4).is_contiguous()
+    fast = m.module_for("fast")
+    assert fast is not m.model and fast is m.module_for("fast")
+    assert next(p for p in fast.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
+    assert m.module_for("exact") is m.model
