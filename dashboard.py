@@ -6,11 +6,19 @@ to the page the user is on.
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
+from PIL import Image
 
 from pages import common
+from saliency_core.export import map_to_rgb
 
-st.set_page_config(page_title="Saliency dashboard", page_icon=":material/local_fire_department:", layout="wide")
+# A radial "hot" blob drawn here: a Material icon as page_icon would be fetched
+# from the internet, which an offline server can't reach.
+_yy, _xx = np.mgrid[-1:1:64j, -1:1:64j]
+ICON = Image.fromarray(map_to_rgb(np.clip(1 - np.hypot(_xx, _yy), 0, 1), "hot"))
+
+st.set_page_config(page_title="Saliency dashboard", page_icon=ICON, layout="wide")
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
@@ -22,4 +30,7 @@ PAGES = [
 
 page = st.navigation(PAGES)
 common.render_sidebar()
-page.run()
+try:
+    page.run()
+finally:
+    common.end_of_run()

@@ -22,10 +22,13 @@ from saliency_core.store import UploadStore, is_sha256
 
 MAX_CACHED_ANALYSES = 32  # about 4 MB each
 COLORSCALES = ["hot", "viridis", "inferno", "gray", "turbo", "jet"]  # "hot" is what cs231n draws with
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "npz"]
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff", "npz"]
 METHOD_LABELS = {"score": "Score gradient  ∂s_y/∂x", "loss": "Loss gradient  ∂L/∂x"}
 REDUCTION_LABELS = {"max": "max |g| over RGB (Simonyan et al.)", "mean_abs": "mean |g| over RGB",
                     "l2": "L2 norm over RGB"}
+AGREEMENT_LABELS = {"pearson": "Pearson r", "spearman": "Spearman ρ", "cosine": "cosine similarity",
+                    "ssim": "SSIM", "iou_top1": "IoU of top 1 %", "iou_top5": "IoU of top 5 %",
+                    "iou_top10": "IoU of top 10 %"}
 PRECISION_LABELS = {"exact": "exact (strict float32)", "fast": "fast (float16 autocast on GPU)"}
 
 
@@ -94,17 +97,67 @@ class View:
     reduction: str
     precision: str
     problem: str | None = None  # why there is no image, shown by the pages
+    problem_is_error: bool = False  # an error the user caused, not a hint
+
+
+# The view in the address bar, by option *name* (stable, readable links):
+# key -> (default, parser returning the value or None when invalid).
+def _int_in(lo: int, hi: int):
+    def parse(text: str) -> int | None:
+        try:
+            value = int(text)
+        except ValueError:
+            return None
+        return value if lo <= value <= hi else None
+
+    return parse
+
+
+URL_STATE = {
+    "model": (DEFAULT_MODEL, lambda t: t if t in REGISTRY else None),
+    "source": ("sample", lambda t: t if t in ("sample", "upload") else None),
+    "sample": ("coffee", lambda t: t if t in {x.name for x in sample_images()} else None),
+    "target": (AUTO_TARGET, _int_in(0, 999)),
+    "method": ("score", lambda t: t if t in METHOD_LABELS else None),
+    "reduction": ("max", lambda t: t if t in REDUCTION_LABELS else None),
+    "precision": ("exact", lambda t: t if t in PRECISION_LABELS else None),
+}
+
+
+def _restore_from_url() -> None:
+    """On a session's first run, take the view from the address bar (a shared link)."""
+    if st.session_state.get("_url_restored"):
+        return
+    st.session_state["_url_restored"] = True
+    params = st.query_params
+    for key, (default, parse) in URL_STATE.items():
+        value = parse(params[key]) if key in params else None
+        st.session_state.setdefault(key, default if value is None else value)
+    if is_sha256(params.get("image")):
+        st.session_state["image_sha"] = params["image"]  # a link to an upload
+        if "source" not in params:
+            st.session_state["source"] = "upload"
+
+
+def _write_url() -> None:
+    """Mirror the view into the address bar by name; defaults are left out to keep links short."""
+    params = {key: str(st.session_state[key]) for key, (default, _) in URL_STATE.items()
+              if st.session_state.get(key, default) != default}
+    sha = st.session_state.get("image_sha")
+    if st.session_state.get("source") == "upload" and sha:
+        params["image"] = sha
+    if dict(st.query_params) != params:
+        st.query_params.from_dict(params)
 
 
 def _model_picker() -> LoadedModel:
     statuses = model_statuses()
-    names = list(REGISTRY)
 
     def label(name: str) -> str:
         s = statuses[name]
         return s.title if s.available else f"{s.title} — unavailable"
 
-    st.selectbox("Classifier", names, key="model", format_func=label, bind="query-params",
+    st.selectbox("Classifier", list(REGISTRY), key="model", format_func=label,
                  help="Models whose weights are not on this server are marked unavailable.")
     chosen = st.session_state.get("model") or DEFAULT_MODEL
     active = st.session_state.get("active_model", DEFAULT_MODEL)
@@ -129,65 +182,89 @@ def _remember_upload() -> None:
         st.session_state["source"] = "upload"
 
 
-def _image_picker() -> tuple[ImageChoice | None, str | None]:
-    st.segmented_control("Image", ["sample", "upload"], key="source", default="sample", required=True,
-                         format_func=lambda s: {"sample": "Sample photo", "upload": "Your image"}[s],
-                         bind="query-params")
+class _Problem(Exception):
+    """Why there is no image to show; ``error`` when the user's file was at fault."""
+
+    def __init__(self, message: str, error: bool) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+def _image_picker() -> ImageChoice:
+    st.segmented_control("Image", ["sample", "upload"], key="source", required=True,
+                         format_func=lambda s: {"sample": "Sample photo", "upload": "Your image"}[s])
     samples = {s.name: s for s in sample_images()}
-    uploaded = st.file_uploader("Upload a photo (PNG, JPEG, WebP) or a cs231n .npz batch", type=UPLOAD_TYPES,
-                                key="upload_file", on_change=_remember_upload)
-    store = upload_store()
-    if st.session_state.get("source", "sample") == "sample":
-        name = st.selectbox("Sample", list(samples), key="sample", bind="query-params",
-                            format_func=lambda n: samples[n].title)
+    uploaded = st.file_uploader("Upload a photo or a cs231n .npz batch", type=UPLOAD_TYPES, key="upload_file",
+                                on_change=_remember_upload, help="PNG, JPEG, WebP, GIF, BMP or TIFF photos; "
+                                "an .npz with arrays X (N, H, W, 3) and y (N,) as in cs231n's imagenet_val_25.npz.")
+    if st.session_state.get("source") == "sample":
+        name = st.selectbox("Sample", list(samples), key="sample", format_func=lambda n: samples[n].title)
         s = samples[name or "coffee"]
-        st.image(s.image, caption=s.description, width="stretch")
-        st.session_state.pop("image_sha", None)
-        return ImageChoice(s.sha256, s.title, s.image, s.label, f"sample:{s.name}"), None
-
+        st.image(thumbnail(s.sha256, s.image), caption=s.description, width="stretch")
+        return ImageChoice(s.sha256, s.title, s.image, s.label, f"sample:{s.name}")
     if uploaded is not None:
-        data = uploaded.getvalue()
-        sha = image_sha256(data)
-        if uploaded.name.lower().endswith(".npz"):
-            try:
-                batch = decode_npz(sha, data)
-            except SaliencyError as exc:
-                return None, str(exc)
-            st.session_state["npz"] = (sha, uploaded.name)
-            i = st.selectbox("Image in the batch", range(len(batch)), key="npz_index",
-                             format_func=lambda j: f"#{j} · {batch[j].label} {get_model_categories()[batch[j].label]}")
-            item = batch[i or 0]
-            png = encode_png(item.image)
-            sha = image_sha256(png)
-            store.put(sha, png, {"label": item.label, "name": f"{uploaded.name}#{item.index}"})
-            st.session_state["image_sha"] = sha
-            return ImageChoice(sha, f"{uploaded.name} #{item.index}", item.image, item.label,
-                               f"npz:{uploaded.name}#{item.index}"), None
-        try:
-            image = decode_image(sha, data)
-        except SaliencyError as exc:
-            return None, f"**{uploaded.name}**: {exc}"
-        store.put(sha, data, {"name": uploaded.name})
-        st.session_state["image_sha"] = sha
-        st.image(image, caption=uploaded.name, width="stretch")
-        return ImageChoice(sha, uploaded.name, image, None, f"upload:{uploaded.name}"), None
-
+        return _from_upload(uploaded)
     sha = st.session_state.get("image_sha")
     if sha:
-        kept = store.get(sha)
-        if kept is None:
-            return None, (f"The image in this link ({sha[:12]}…) is no longer kept on this server. "
-                          "Upload it again or pick a sample photo.")
-        try:
-            image = decode_image(sha, kept.data)
-        except SaliencyError as exc:
-            return None, str(exc)
-        label = kept.meta.get("label")
-        label = int(label) if isinstance(label, int) and 0 <= label < 1000 else None
-        name = str(kept.meta.get("name", sha[:12]))
-        st.image(image, caption=f"{name} (from a shared link)", width="stretch")
-        return ImageChoice(sha, name, image, label, f"link:{name}"), None
-    return None, "Upload a photo (PNG, JPEG or WebP) to analyse it, or pick a sample photo."
+        return _from_store(sha)
+    raise _Problem("Upload a photo (PNG, JPEG, WebP, GIF, BMP or TIFF) to analyse it, or pick a sample photo.",
+                   error=False)
+
+
+def _from_upload(uploaded) -> ImageChoice:
+    data = uploaded.getvalue()
+    sha = image_sha256(data)
+    store = upload_store()
+    try:
+        if uploaded.name.lower().endswith(".npz"):
+            batch = decode_npz(sha, data)
+        else:
+            image = decode_image(sha, data)
+    except SaliencyError as exc:
+        # The link must not keep pointing at an earlier image the user no longer sees.
+        st.session_state.pop("image_sha", None)
+        raise _Problem(f"**{uploaded.name}**: {exc}", error=True) from exc
+    if uploaded.name.lower().endswith(".npz"):
+        st.session_state["npz"] = (sha, uploaded.name)
+        cats = get_model_categories()
+        i = st.selectbox("Image in the batch", range(len(batch)), key="npz_index",
+                         format_func=lambda j: f"#{j} · {batch[j].label} {cats[batch[j].label]}")
+        item = batch[i or 0]
+        png = encode_png(item.image)
+        sha = image_sha256(png)
+        store.put(sha, png, {"label": item.label, "name": f"{uploaded.name}#{item.index}"})
+        st.session_state["image_sha"] = sha
+        st.image(thumbnail(sha, item.image), caption=f"{uploaded.name} #{item.index}", width="stretch")
+        return ImageChoice(sha, f"{uploaded.name} #{item.index}", item.image, item.label,
+                           f"npz:{uploaded.name}#{item.index}")
+    store.put(sha, data, {"name": uploaded.name})
+    st.session_state["image_sha"] = sha
+    st.image(thumbnail(sha, image), caption=uploaded.name, width="stretch")
+    return ImageChoice(sha, uploaded.name, image, None, f"upload:{uploaded.name}")
+
+
+def _from_store(sha: str) -> ImageChoice:
+    kept = upload_store().get(sha)
+    if kept is None:
+        raise _Problem(f"The image in this link ({sha[:12]}…) is no longer kept on this server. "
+                       "Upload it again or pick a sample photo.", error=True)
+    try:
+        image = decode_image(sha, kept.data)
+    except SaliencyError as exc:
+        raise _Problem(str(exc), error=True) from exc
+    label = kept.meta.get("label")
+    label = int(label) if isinstance(label, int) and 0 <= label < 1000 else None
+    name = str(kept.meta.get("name", sha[:12]))
+    st.image(thumbnail(sha, image), caption=f"{name} (from a shared link)", width="stretch")
+    return ImageChoice(sha, name, image, label, f"link:{name}")
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def thumbnail(key: str, _image: Image.Image) -> Image.Image:
+    """A small copy for the sidebar, so reruns don't re-encode a full photo."""
+    thumb = _image.copy()
+    thumb.thumbnail((480, 480))
+    return thumb
 
 
 def get_model_categories() -> list[str]:
@@ -204,39 +281,41 @@ def _target_picker(model: LoadedModel, image: ImageChoice | None) -> int:
     label = image.label if image else None
     auto = f"Auto: true label ({label} · {cats[label]})" if label is not None else "Auto: top-1 prediction"
     st.selectbox("Target class (type to search)", [AUTO_TARGET, *range(len(cats))], key="target",
-                 format_func=lambda i: auto if i == AUTO_TARGET else f"{i} · {cats[i]}", bind="query-params")
+                 format_func=lambda i: auto if i == AUTO_TARGET else f"{i} · {cats[i]}")
     return int(st.session_state.get("target", AUTO_TARGET))
 
 
 def render_sidebar() -> View:
     """Draw the shared sidebar; remember and return the user's choices."""
-    if "image_sha" not in st.session_state and is_sha256(st.query_params.get("image")):
-        st.session_state["image_sha"] = st.query_params["image"]  # a shared link to an upload
+    _restore_from_url()
+    problem, is_error = None, False
     with st.sidebar:
         model = _model_picker()
         st.divider()
-        image, problem = _image_picker()
-        if problem and st.session_state.get("source") == "upload" and st.session_state.get("upload_file"):
-            st.error(problem)
+        try:
+            image = _image_picker()
+        except _Problem as exc:
+            image, problem, is_error = None, str(exc), exc.error
         st.divider()
         target = _target_picker(model, image)
         method = st.radio("Method", list(METHOD_LABELS), key="method", format_func=METHOD_LABELS.get,
-                          bind="query-params", horizontal=True)
+                          horizontal=True)
         with st.expander("Advanced"):
             reduction = st.selectbox("Channel reduction", list(REDUCTION_LABELS), key="reduction",
-                                     format_func=REDUCTION_LABELS.get, bind="query-params")
+                                     format_func=REDUCTION_LABELS.get)
             precision = st.selectbox("Precision", list(PRECISION_LABELS), key="precision",
-                                     format_func=PRECISION_LABELS.get, bind="query-params",
+                                     format_func=PRECISION_LABELS.get,
                                      help="Exact: float32 with TF32 off. Fast: float16 autocast on CUDA; "
                                           "on CPU both are float32.")
-    sha = st.session_state.get("image_sha")
-    if st.session_state.get("source") == "upload" and sha:
-        st.query_params["image"] = sha
-    elif "image" in st.query_params:
-        del st.query_params["image"]
-    v = View(model, image, target, method or "score", reduction or "max", precision or "exact", problem)
+    _write_url()
+    v = View(model, image, target, method or "score", reduction or "max", precision or "exact", problem, is_error)
     st.session_state["view"] = v
     return v
+
+
+def end_of_run() -> None:
+    """Called by dashboard.py after the page: a page that runs alone must not see this run's view."""
+    st.session_state.pop("view", None)
 
 
 def view() -> View:
@@ -257,7 +336,7 @@ def current_analysis(v: View | None = None) -> ImageAnalysis | None:
     """The cached analysis of the current image, or None after showing why there is none."""
     v = v or view()
     if v.image is None:
-        (st.error if v.problem and "upload" not in v.problem[:10].lower() else st.info)(v.problem or "No image.")
+        (st.error if v.problem_is_error else st.info)(v.problem or "No image.")
         return None
     try:
         return analyse_one(v.image.key, v.model.name, v.target, v.image.label, v.reduction, v.precision,

@@ -43,7 +43,8 @@ with left:
                "their weight, not their magnitudes. Red: relatively more salient for the score.")
 with right:
     st.subheader("Agreement")
-    table = stats.agreement_table(maps).drop(columns=["map_a", "map_b"]).T.rename(columns={0: "score vs loss"})
+    table = (stats.agreement_table(maps).drop(columns=["map_a", "map_b"]).rename(columns=common.AGREEMENT_LABELS)
+             .T.rename(columns={0: "score vs loss"}))
     st.dataframe(table, column_config={"score vs loss": st.column_config.NumberColumn(format="%.4f")})
     st.caption("Pearson and Spearman correlate the pixel values; SSIM compares local structure of the "
                "max-normalised maps; IoU is the overlap of the top 1 / 5 / 10 % pixels.")
@@ -60,13 +61,14 @@ m2.metric("‖target term‖", f"{norms['target']:.3g}")
 m3.metric("‖other-classes term‖", f"{norms['others']:.3g}")
 t1, t2 = st.columns(2)
 with t1:
-    st.plotly_chart(plots.signed_map_figure(signed_channel_max(target_term), title="target term  −(1 − p_y)·∂s_y/∂x"),
-                    key="term_target")
+    st.plotly_chart(plots.signed_map_figure(signed_channel_max(target_term), percentile=99.5,
+                                            title="target term  −(1 − p_y)·∂s_y/∂x"), key="term_target")
 with t2:
-    st.plotly_chart(plots.signed_map_figure(signed_channel_max(others_term), title="other classes  Σ p_k·∂s_k/∂x"),
-                    key="term_others")
+    st.plotly_chart(plots.signed_map_figure(signed_channel_max(others_term), percentile=99.5,
+                                            title="other classes  Σ p_k·∂s_k/∂x"), key="term_others")
 st.caption(
     f"With p_y = {a.target_prob:.3f} the score gradient is scaled by 1 − p_y = {1 - a.target_prob:.3g} in the "
     "loss gradient, and the competing classes pull the other way. Each map shows, per pixel, the channel value "
-    "of largest magnitude with its sign; the two terms add up to the loss gradient exactly."
+    "of largest magnitude with its sign, on a scale clipped at the 99.5th percentile of |value|; the two terms add "
+    "up to the loss gradient exactly."
 )

@@ -16,9 +16,13 @@ st.markdown("Every image with its class name over its **score** and **loss** map
 
 choices = common.gallery_choices()
 sets = list(choices)
-picked = st.segmented_control("Images", sets, key="gallery_set", default=sets[0], required=True,
-                              persist_state="session")
-items = choices[picked or sets[0]]
+if len(sets) > 1:
+    picked = st.segmented_control("Images", sets, key="gallery_set", default=sets[0], required=True,
+                                  persist_state="session")
+else:
+    picked = sets[0]
+    st.caption("Upload a cs231n .npz batch in the sidebar to see its images here too.")
+items = choices[picked if picked in choices else sets[0]]
 colorscale = st.selectbox("Colour map", common.COLORSCALES, key="colorscale", persist_state="session")
 
 progress = st.progress(0.0, text=f"Computing {len(items)} images in batches of {CHUNK}…")
@@ -30,7 +34,7 @@ for start in range(0, len(items), CHUNK):
     progress.progress(len(analyses) / len(items), text=f"{len(analyses)} of {len(items)} images")
 progress.empty()
 
-per_row = st.slider("Images per row", 2, 8, min(5, len(items)), key="gallery_cols", persist_state="session")
+per_row = st.slider("Images per row", 1, max(2, min(8, len(items))), min(5, len(items)), key="gallery_cols")
 for start in range(0, len(analyses), per_row):
     row = analyses[start:start + per_row]
     titles = [f"{x.target_name}{'' if x.prediction == x.target else ' (predicted: ' + x.categories[x.prediction] + ')'}"
@@ -41,4 +45,5 @@ for start in range(0, len(analyses), per_row):
 
 correct = sum(x.prediction == x.target for x in analyses)
 st.caption(f"{correct} of {len(analyses)} images classified correctly by {v.model.spec.title}. "
-           f"{v.reduction} over RGB, {v.precision} precision; each map on its own colour scale.")
+           f"{v.reduction} over RGB, {v.precision} precision; each map on its own colour scale. The sidebar's "
+           "model, channel reduction and precision apply here; image, target and method do not.")

@@ -21,7 +21,8 @@ classic ways of asking the question:
 * **Loss gradient** `∂L/∂x` with `L = −log p_y` (cross-entropy): how much each pixel would
   change the training loss for that class.
 
-The map value of a pixel is the largest absolute gradient over its three colour channels.
+By default the map value of a pixel is the largest absolute gradient over its three colour
+channels, as in the paper; the sidebar's *Advanced* section offers mean-abs and L2 instead.
 """
 )
 
@@ -55,4 +56,7 @@ cols[2].page_link("pages/gallery.py", label="Gallery", icon=":material/photo_lib
                   help="Several images at once: the cs231n figure for both methods")
 cols[3].page_link("pages/statistics.py", label="Statistics", icon=":material/bar_chart:",
                   help="Per-map summaries, top pixels, histograms and provenance downloads")
-st.caption("Every view lives in the address bar: copy the link to share exactly what you see.")
+st.caption("The page, model, image, target, method, reduction and precision live in the address bar: copy "
+           "the link to share what you see. Display options (colour map, opacity, clipping) stay with you.")
+if v.problem:
+    (st.error if v.problem_is_error else st.info)(v.problem)

@@ -43,18 +43,20 @@ with right:
     tab_map, tab_overlay = st.tabs(["Heatmap", "Overlay on the image"])
     with tab_map:
         st.plotly_chart(plots.heatmap_figure(saliency, gradients=grads, colorscale=colorscale, zmin=zmin, zmax=zmax,
-                                             title=f"{label} · {a.precision} precision"), key="heatmap")
+                                             title=f"{label} · {a.precision} precision").update_layout(height=620),
+                        key="heatmap")
     with tab_overlay:
         st.plotly_chart(plots.overlay_figure(a.display, saliency, opacity=opacity, colorscale=colorscale, zmin=zmin,
-                                             zmax=zmax, gradients=grads, title=f"{label} over the model's crop"),
-                        key="overlay")
+                                             zmax=zmax, gradients=grads, title=f"{label} over the model's crop")
+                        .update_layout(height=620), key="overlay")
 
     stem = f"saliency_{method}_{a.model_name}_{a.target}_{v.image.key[:12]}"
     d1, d2 = st.columns(2)
-    d1.download_button("Download map (PNG)", export.map_png(saliency, colorscale, zmin, zmax), f"{stem}.png",
-                       "image/png", on_click="ignore", width="stretch")
-    d2.download_button("Download map and gradients (CSV)", export.map_csv(saliency, grads), f"{stem}.csv",
+    # Files are made when clicked, not on every rerun (the CSV has 50 000 rows).
+    d1.download_button("Download map (PNG)", lambda: export.map_png(saliency, colorscale, zmin, zmax),
+                       f"{stem}.png", "image/png", on_click="ignore", width="stretch")
+    d2.download_button("Download map and gradients (CSV)", lambda: export.map_csv(saliency, grads), f"{stem}.csv",
                        "text/csv", on_click="ignore", width="stretch")
     st.caption(f"{saliency.shape[1]}×{saliency.shape[0]} map over the {a.display.shape[1]}×{a.display.shape[0]} "
-               f"crop the model saw. Hover for x, y, the value and ∂/∂R, ∂/∂G, ∂/∂B. Computed in "
-               f"{a.seconds * 1000:.0f} ms ({a.precision}, {a.reduction} over RGB).")
+               f"crop of {v.image.title} that the model saw. Hover for x, y, the value and ∂/∂R, ∂/∂G, ∂/∂B. "
+               f"Computed in {a.seconds * 1000:.0f} ms ({a.precision}, {a.reduction} over RGB).")

@@ -21,20 +21,25 @@ summary = stats.summary_table(maps)
 agreement = stats.agreement_table(maps)
 
 st.subheader("Summary per map")
-st.dataframe(summary, column_config={c: st.column_config.NumberColumn(format="%.4g") for c in summary.columns})
+st.dataframe(summary.T, height=36 * (len(summary.columns) + 1) + 3,
+             column_config={m: st.column_config.NumberColumn(format="%.4g") for m in maps})
 st.caption("gini: 0 = saliency spread evenly, 1 = all in one pixel. entropy_norm: entropy divided by its maximum. "
            "topK_share: share of the total saliency in the K % most salient pixels. centroid: saliency-weighted "
            "mean position (x = column, y = row).")
 
 left, right = st.columns(2)
 with left:
-    st.plotly_chart(plots.histogram_figure(maps), key="histogram")
+    # Each map over its own maximum: the loss map is often 10-100x smaller,
+    # and on one absolute axis it would collapse into the first bar.
+    st.plotly_chart(plots.histogram_figure({m: stats.normalize_max(z) for m, z in maps.items()},
+                                           x_title="value / map maximum"), key="histogram")
 with right:
     st.plotly_chart(plots.concentration_figure(maps), key="concentration")
 
 st.subheader("Agreement between the two maps")
-st.dataframe(agreement, hide_index=True,
-             column_config={c: st.column_config.NumberColumn(format="%.4f") for c in agreement.columns[2:]})
+st.dataframe(agreement.rename(columns=common.AGREEMENT_LABELS), hide_index=True,
+             column_config={c: st.column_config.NumberColumn(format="%.4f")
+                            for c in common.AGREEMENT_LABELS.values()})
 
 st.subheader("Most salient pixels")
 method = v.method

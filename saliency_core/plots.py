@@ -152,14 +152,16 @@ def _finish(fig: go.Figure, title: str | None, **layout: object) -> go.Figure:
     return fig
 
 
-def _symmetric_range(values: np.ndarray) -> float:
-    """Half-width m of a zero-centred colour range: max |values|, or 1 if all zero."""
-    m = float(np.max(np.abs(values)))
+def _symmetric_range(values: np.ndarray, percentile: float = 100.0) -> float:
+    """Half-width m of a zero-centred colour range: a percentile of |values| (100 = max), or 1 if all zero."""
+    m = float(np.percentile(np.abs(values), percentile))
+    if m <= 0:
+        m = float(np.max(np.abs(values)))
     return m if m > 0 else 1.0
 
 
-def _diverging_figure(values: np.ndarray, title: str | None, label: str) -> go.Figure:
-    m = _symmetric_range(values)
+def _diverging_figure(values: np.ndarray, title: str | None, label: str, percentile: float = 100.0) -> go.Figure:
+    m = _symmetric_range(values, percentile)
     fig = go.Figure(_heatmap(values, label=label, colorscale=DIVERGING_SCALE, zmin=-m, zmax=m, zmid=0.0))
     _image_axes(fig)
     _anchor_squares(fig, 1)
@@ -367,13 +369,17 @@ def difference_figure(
     return _diverging_figure(za - zb, title if title is not None else label, label)
 
 
-def signed_map_figure(values: np.ndarray, *, title: str | None = None) -> go.Figure:
+def signed_map_figure(values: np.ndarray, *, title: str | None = None, percentile: float = 100.0) -> go.Figure:
     """A signed (H, W) map on the same symmetric diverging scale as :func:`difference_figure`.
 
     values : (H, W) float array, any sign (e.g. one term of the loss-gradient
         decomposition).
+    percentile : the colour range is ``±`` this percentile of ``|values|``;
+        below 100 the few extreme pixels saturate instead of washing out the rest.
     """
-    return _diverging_figure(_as_map(values, "values", signed=True), title, "value")
+    if not 0 < percentile <= 100:
+        raise InvalidInputError(f"percentile: expected a value in (0, 100], got {percentile}")
+    return _diverging_figure(_as_map(values, "values", signed=True), title, "value", percentile)
 
 
 def histogram_figure(
@@ -381,6 +387,7 @@ def histogram_figure(
     *,
     bins: int = 50,
     log_y: bool = True,
+    x_title: str = "value",
 ) -> go.Figure:
     """Overlaid, semi-transparent histograms of each map's values.
 
@@ -409,8 +416,8 @@ def histogram_figure(
                 opacity=0.55,
             )
         )
-    fig.update_xaxes(title_text="value")
-    fig.update_yaxes(title_text="pixels", type="log" if log_y else "linear")
+    fig.update_xaxes(title_text=x_title)
+    fig.update_yaxes(title_text="pixels", type="log" if log_y else "linear", dtick=1 if log_y else None)
     return _finish(fig, None, barmode="overlay", bargap=0)
 
 

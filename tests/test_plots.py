@@ -260,3 +260,15 @@ def test_gallery_validation(rng):
         plots.gallery_figure([image], {"score": []}, ["a"])
     with pytest.raises(InvalidInputError, match="shape"):
         plots.gallery_figure([image], {"score": [np.ones((H, W + 2))]}, ["a"])
+
+
+def test_signed_map_percentile_range_saturates_outliers():
+    values = np.zeros((10, 10))
+    values[0, 0] = 100.0  # one extreme pixel
+    values[1:, :] = np.linspace(-1, 1, 90).reshape(9, 10)
+    full = plots.signed_map_figure(values)
+    clipped = plots.signed_map_figure(values, percentile=99)
+    assert full.data[0].zmax == 100.0
+    assert 0.9 <= clipped.data[0].zmax < 2.0 and clipped.data[0].zmin == -clipped.data[0].zmax
+    with pytest.raises(InvalidInputError):
+        plots.signed_map_figure(values, percentile=0)

@@ -1,0 +1,134 @@
+"""The dashboard's own speed, measured in a real browser against a real server.
+
+Run from the repository root (needs Debian's chromium and the dev requirements)::
+
+    .venv/bin/python benchmarks/bench_dashboard.py [--uploads 50]
+
+Reports:
+* cold start to first heatmap: from launching ``streamlit run dashboard.py``
+  to the Saliency page showing its heatmap (model load and first
+  computation included);
+* upload to heatmap: from handing a new image to the uploader to its map
+  being on the page (median over the uploads);
+* display change: script time of a rerun that only changes the colour map
+  (measured with AppTest, in-process, after the map is cached);
+* server memory (RSS) after N different uploads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-sync", "--disable-component-update", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def photo(i: int) -> bytes:
+    """A different photo-like PNG per i: a crop of a sample photo, shifted and tinted."""
+    from saliency_core.images import sample_images
+
+    samples = sample_images()
+    img = np.asarray(samples[i % len(samples)].image).astype(np.float32)
+    h, w = img.shape[:2]
+    rng = np.random.default_rng(i)
+    top, left = rng.integers(0, max(1, h // 4)), rng.integers(0, max(1, w // 4))
+    crop = img[top:top + 3 * h // 4, left:left + 3 * w // 4] * rng.uniform(0.8, 1.2, 3)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def display_change_seconds() -> float:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/saliency.py").run()
+    times = []
+    for cmap in ["viridis", "hot", "gray", "inferno", "hot", "viridis", "gray"]:
+        start = time.perf_counter()
+        at.selectbox(key="colorscale").set_value(cmap).run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--uploads", type=int, default=50)
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    env = dict(os.environ, SALIENCY_UPLOAD_DIR=tempfile.mkdtemp(prefix="bench-uploads-"))
+    start = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port)],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        while True:
+            try:
+                if urllib.request.urlopen(f"{base}/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.05)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.goto(f"{base}/saliency")
+            page.wait_for_selector("text=crop of Coffee", timeout=120_000)
+            page.wait_for_selector(".js-plotly-plot", timeout=120_000)
+            cold = time.perf_counter() - start
+            rss_start = rss_mb(server.pid)
+            upload_times = []
+            for i in range(args.uploads):
+                data = photo(i)
+                name = f"upload_{i:03d}.png"
+                t0 = time.perf_counter()
+                page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]',
+                                     files=[{"name": name, "mimeType": "image/png", "buffer": data}])
+                page.wait_for_selector(f"text=crop of {name}", timeout=120_000)
+                upload_times.append(time.perf_counter() - t0)
+            rss_end = rss_mb(server.pid)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    display = display_change_seconds()
+    print(f"cold start to first heatmap: {cold:.2f} s")
+    print(f"upload to heatmap: median {statistics.median(upload_times):.3f} s, "
+          f"max {max(upload_times):.3f} s over {len(upload_times)} uploads")
+    print(f"display change (colour map), script time: median {display * 1000:.0f} ms")
+    print(f"server RSS: {rss_start:.0f} MB after the first heatmap, {rss_end:.0f} MB after {args.uploads} uploads")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

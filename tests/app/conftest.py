@@ -1,0 +1,90 @@
+"""Fixtures for the in-process Streamlit AppTest suite (``test_pages.py``).
+
+The dashboard runs inside the pytest process, so everything Streamlit caches
+(the model, analyses, the upload store) is shared between tests. The
+fixtures here point the upload store at a temporary folder and pin the
+dashboard to the CPU, so its maps can be compared with maps computed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DASHBOARD = REPO / "dashboard.py"
+TIMEOUT_S = 120  # the first run of a session imports torch and loads the model
+
+
+@pytest.fixture(scope="module")
+def upload_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An empty upload store for the module's tests, and the dashboard on the CPU.
+
+    ``common.upload_store()`` is a ``st.cache_resource``: it is cleared here so
+    the store is built from these variables, not from whatever ran before.
+    """
+    root = tmp_path_factory.mktemp("uploads")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SALIENCY_UPLOAD_DIR", str(root))
+        mp.setenv("SALIENCY_DEVICE", "cpu")  # the reference maps in the tests are computed on the CPU
+        mp.delenv("SALIENCY_UPLOAD_STORE", raising=False)
+        mp.delenv("SALIENCY_UPLOAD_RETENTION_DAYS", raising=False)
+        mp.delenv("SALIENCY_UPLOAD_MAX_MB", raising=False)
+        from pages import common
+
+        common.upload_store.clear()
+        yield root
+        common.upload_store.clear()
+
+
+@pytest.fixture
+def server_after_first_navigation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run goes through ``dashboard.py``, as on a server that has served a page before.
+
+    Because the pages live in a folder called ``pages/``, Streamlit starts in
+    its legacy multipage mode, where a page URL runs the page file alone; the
+    first ``st.navigation`` call turns that off for the rest of the process.
+    AppTest resets the flag before *every* run, so without this each run
+    after ``switch_page`` would execute the page without the sidebar (see
+    ``test_pages.py::test_page_reruns_go_through_the_entry_script``).
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+@pytest.fixture
+def new_app(upload_dir: Path, server_after_first_navigation: None) -> Callable[..., object]:
+    """Factory for a fresh AppTest of ``dashboard.py`` (a new browser session).
+
+    ``new_app(page="pages/saliency.py", **query_params)`` returns the AppTest,
+    not yet run.
+    """
+    return _factory()
+
+
+@pytest.fixture
+def new_app_unpatched(upload_dir: Path) -> Callable[..., object]:
+    """Like ``new_app``, with Streamlit's page handling left exactly as AppTest sets it up."""
+    return _factory()
+
+
+def _factory() -> Callable[..., object]:
+    from streamlit.testing.v1 import AppTest
+
+    def make(page: str | None = None, **query: str) -> AppTest:
+        at = AppTest.from_file(str(DASHBOARD), default_timeout=TIMEOUT_S)
+        at.query_params.update(query)
+        if page is not None:
+            at.switch_page(page)
+        return at
+
+    return make

@@ -1,0 +1,489 @@
+"""End-to-end tests: a real Chromium drives `streamlit run dashboard.py`.
+
+Run with ``pytest -m browser``. Needs Debian's Chromium at /usr/bin/chromium
+(``playwright install`` is not used). Without it these tests skip, unless
+``REQUIRE_BROWSER=1`` is set (as in CI), where a missing browser fails.
+
+Full-page screenshots of every page land in ``artifacts/screenshots/`` and
+the server's log in ``artifacts/browser-server.log``.
+
+The first test asks a fresh server for a page URL before anything else (see
+``pages/common.view``); it starts a server of its own when the shared one has
+already served a page (for example under ``-k``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+SERVER_LOG = REPO / "artifacts" / "browser-server.log"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-sync",
+    "--disable-component-update",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1500, "height": 1000}
+STARTUP_TIMEOUT_S = 90
+WAIT_MS = 60_000  # the first model load and gradient computations take a few seconds on 2 cores
+
+IDLE_APP = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+RUNNING = '[data-testid="stStatusWidget"], [data-stale="true"]'  # the running indicator, stale elements
+MAIN = '[data-testid="stMain"]'
+SIDEBAR = '[data-testid="stSidebar"]'
+PLOT = ".js-plotly-plot"
+DATAFRAME = '[data-testid="stDataFrame"]'
+EXCEPTION = '[data-testid="stException"]'
+UPLOAD_INPUT = '[data-testid="stFileUploaderDropzoneInput"]'
+HEATMAP = ".st-key-heatmap .js-plotly-plot"
+
+# Path, title (h1) and what must be on screen once the page has run, for the default sample photo.
+PAGES = [
+    ("/", "Which pixels drive the classifier's decision?", {'[data-testid="stMetric"]': 3}),
+    ("/saliency", "Saliency map", {PLOT: 1, DATAFRAME: 1}),
+    ("/compare", "Score gradient vs loss gradient", {PLOT: 4, DATAFRAME: 1}),
+    ("/gallery", "Gallery", {PLOT: 1}),
+    ("/statistics", "Per-pixel statistics", {PLOT: 2, DATAFRAME: 3}),
+]
+
+_SERVED: set[str] = set()  # base URLs that have been asked for a page
+UPLOAD_DIRS: dict[str, Path] = {}  # base URL -> its SALIENCY_UPLOAD_DIR
+
+
+# --------------------------------------------------------------------------- server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+            return r.status == 200 and r.read().strip() == b"ok"
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Terminate the server and everything it started (it leads its own process group)."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=15)
+
+
+def _print_log(request: pytest.FixtureRequest, log: Path, why: str) -> None:
+    text = log.read_text(errors="replace") if log.exists() else "(no log)"
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    ctx = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+    with ctx:
+        sys.stderr.write(f"\n----- streamlit server log ({why}) -----\n{text[-20_000:]}\n----- end of log -----\n")
+
+
+@contextlib.contextmanager
+def _streamlit(request: pytest.FixtureRequest, upload_dir: Path, log: Path) -> Iterator[str]:
+    """A dashboard server on a free port; yields its base URL."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "SALIENCY_UPLOAD_DIR": str(upload_dir), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
+           "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    failed_before = request.session.testsfailed
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not _healthy(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                why = f"exited with {proc.returncode}" if proc.poll() is not None else "no health answer"
+                _print_log(request, log, why)
+                pytest.fail(f"streamlit did not start at {url} within {STARTUP_TIMEOUT_S} s ({why})")
+            time.sleep(0.25)
+        yield url
+    finally:
+        _stop(proc)
+        if request.session.testsfailed > failed_before:
+            _print_log(request, log, "a test failed")
+
+
+@pytest.fixture(scope="module")
+def app_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a dashboard server shared by this module, uploads kept in a tmp folder."""
+    upload_dir = tmp_path_factory.mktemp("uploads")
+    with _streamlit(request, upload_dir, SERVER_LOG) as url:
+        UPLOAD_DIRS[url] = upload_dir
+        yield url
+
+
+# --------------------------------------------------------------------------- browser
+
+
+def _no_browser(msg: str) -> None:
+    """Skip, or fail where the browser tests must run (REQUIRE_BROWSER=1, as in CI)."""
+    if os.environ.get("REQUIRE_BROWSER") == "1":
+        pytest.fail(f"REQUIRE_BROWSER=1 but {msg}")
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        _no_browser(f"{CHROMIUM} is missing (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _no_browser("the playwright package is not installed (pip install -r requirements-dev.txt)")
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Session:
+    """One browser context and page, with the page's JavaScript errors collected."""
+
+    def __init__(self, browser, base_url: str) -> None:
+        self.base_url = base_url
+        self.context = browser.new_context(viewport=VIEWPORT)
+        self.context.set_default_timeout(WAIT_MS)
+        self.page = self.context.new_page()
+        self.js_errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.js_errors.append(str(exc)))
+
+    def goto(self, path: str) -> None:
+        _SERVED.add(self.base_url)
+        self.page.goto(self.base_url + path)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def new_session(browser, app_url):
+    sessions: list[Session] = []
+
+    def make(base_url: str = app_url) -> Session:
+        s = Session(browser, base_url)
+        sessions.append(s)
+        return s
+
+    yield make
+    for s in sessions:
+        s.close()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def wait_idle(page, timeout: float = WAIT_MS) -> None:
+    """Wait until the script has finished running and nothing on screen is stale."""
+    page.wait_for_selector(IDLE_APP, timeout=timeout)
+    page.wait_for_function(f"() => !document.querySelector({RUNNING!r})", timeout=timeout)
+    page.wait_for_selector(IDLE_APP, timeout=timeout)
+
+
+def wait_for_counts(page, counts: dict[str, int], timeout: float = WAIT_MS) -> None:
+    """Wait until each selector matches at least n visible elements."""
+    for selector, n in counts.items():
+        page.locator(selector).nth(n - 1).wait_for(state="visible", timeout=timeout)
+
+
+def assert_healthy(session: Session, where: str) -> None:
+    page = session.page
+    shown = page.locator(EXCEPTION).all_inner_texts()
+    assert not shown, f"{where}: exception shown: {shown}"
+    assert page.get_by_text("Traceback").count() == 0, f"{where}: a traceback is on screen"
+    assert not session.js_errors, f"{where}: JavaScript errors: {session.js_errors}"
+
+
+def screenshot(page, name: str) -> Path:
+    """A full-page PNG of the app. Streamlit scrolls inside its main area and sidebar, not the
+    document, so the viewport is stretched to the taller of the two for the shot."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    height_js = """() => Math.max(window.innerHeight, ...['stMain', 'stSidebarContent'].map(id => {
+        const e = document.querySelector(`[data-testid="${id}"]`); return e ? e.scrollHeight : 0; }))"""
+    try:
+        for _ in range(2):  # a taller viewport can reflow once
+            height = min(int(page.evaluate(height_js)), 12_000)
+            page.set_viewport_size({"width": VIEWPORT["width"], "height": height})
+            page.wait_for_timeout(400)
+        page.screenshot(path=str(path), full_page=True)
+    finally:
+        page.set_viewport_size(VIEWPORT)
+    return path
+
+
+def main_markdown(page) -> list[str]:
+    return page.locator(f'{MAIN} [data-testid="stMarkdownContainer"]').all_inner_texts()
+
+
+def heatmap_checksum(page, selector: str = HEATMAP) -> str:
+    """sha256 of the z values Plotly holds for the first trace of the plot."""
+    z = page.evaluate(
+        """sel => { const gd = document.querySelector(sel); if (!gd || !gd.data) return null;
+                    const z = gd.data[0].z;
+                    return (z && z.bdata) ? z.dtype + ':' + z.bdata : JSON.stringify(z); }""",
+        selector,
+    )
+    assert z, f"no Plotly data on {selector}"
+    return hashlib.sha256(z.encode()).hexdigest()
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def photos() -> dict[str, np.ndarray]:
+    """Four different photos, each at most 300x300 to keep uploads quick."""
+    from skimage import data
+
+    def small(a: np.ndarray) -> np.ndarray:
+        img = Image.fromarray(a).convert("RGB")
+        img.thumbnail((300, 300))
+        return np.asarray(img)
+
+    return {
+        "astronaut.png": small(data.astronaut()),
+        "coffee-crop.png": small(data.coffee()[50:350, 100:500]),
+        "rocket.png": small(data.rocket()),
+        "camera.png": small(np.stack([data.camera()] * 3, axis=-1)),
+    }
+
+
+def upload(page, name: str, data: bytes) -> None:
+    page.set_input_files(UPLOAD_INPUT, files=[{"name": name, "mimeType": "image/png", "buffer": data}])
+
+
+def wait_for_caption(page, name: str, timeout: float = WAIT_MS) -> None:
+    """Wait until the page's caption (the first line under the title) names ``name``."""
+    page.wait_for_function(
+        """name => [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stMarkdownContainer"]')]
+                   .some(e => e.innerText.startsWith(name + ' · '))""",
+        arg=name,
+        timeout=timeout,
+    )
+
+
+def query(page) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(page.url).query)
+
+
+def server_log_tracebacks(start: int) -> list[str]:
+    text = SERVER_LOG.read_text(errors="replace")[start:] if SERVER_LOG.exists() else ""
+    return [line for line in text.splitlines() if "Traceback" in line]
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_first_request_to_a_page_url_renders_the_page(request, browser, app_url, new_session, tmp_path):
+    """A fresh server whose very first visitor opens /compare (not /) shows the Compare page."""
+    with contextlib.ExitStack() as stack:
+        base = app_url
+        if app_url in _SERVED:  # not fresh any more (test selection or order changed): use a server of our own
+            base = stack.enter_context(_streamlit(request, tmp_path / "uploads", tmp_path / "server.log"))
+        s = new_session(base)
+        s.goto("/compare")
+        wait_idle(s.page)
+        wait_for_counts(s.page, {PLOT: 4, DATAFRAME: 1})
+        wait_idle(s.page)
+        assert s.page.locator("h1").first.inner_text() == "Score gradient vs loss gradient"
+        assert urlsplit(s.page.url).path == "/compare"
+        assert s.page.locator(f'{SIDEBAR} [data-testid="stSidebarNavLink"]').count() == len(PAGES)
+        assert_healthy(s, "first request to /compare")
+        screenshot(s.page, "00-cold-start-compare")
+
+
+@pytest.mark.parametrize(("path", "title", "expected"), PAGES, ids=[p[0].strip("/") or "home" for p in PAGES])
+def test_every_page_renders(new_session, path, title, expected):
+    s = new_session()
+    log_start = SERVER_LOG.stat().st_size
+    s.goto(path)
+    wait_idle(s.page)
+    wait_for_counts(s.page, expected)
+    wait_idle(s.page)
+    assert s.page.locator("h1").first.inner_text() == title
+    assert_healthy(s, path)
+    assert not server_log_tracebacks(log_start), server_log_tracebacks(log_start)
+    screenshot(s.page, f"page-{path.strip('/') or 'home'}")
+
+
+def test_upload_on_saliency_page(new_session):
+    s = new_session()
+    page = s.page
+    s.goto("/saliency")
+    wait_idle(page)
+    wait_for_counts(page, {HEATMAP: 1, DATAFRAME: 1})
+    sample_z = heatmap_checksum(page)
+
+    data = png_bytes(photos()["astronaut.png"])
+    upload(page, "astronaut.png", data)
+    wait_for_caption(page, "astronaut.png")
+    wait_idle(page)
+    wait_for_counts(page, {HEATMAP: 1, DATAFRAME: 1})
+    assert_healthy(s, "after uploading astronaut.png")
+
+    top5 = page.locator(f'{MAIN} {DATAFRAME}').first
+    assert top5.locator('[role="row"]').count() == 6  # header + 5 predictions
+    assert heatmap_checksum(page) != sample_z, "the heatmap still shows the sample photo"
+    assert query(page).get("image") == [hashlib.sha256(data).hexdigest()]
+    assert page.locator(f'{SIDEBAR} [data-testid="stImage"]').count() == 1
+    screenshot(page, "saliency-uploaded-astronaut")
+
+    # A corrupt file: a readable error, no exception, no traceback.
+    upload(page, "broken.png", np.random.default_rng(0).bytes(4096))
+    error = page.locator('[data-testid="stAlertContentError"]').first
+    error.wait_for(state="visible", timeout=WAIT_MS)
+    wait_idle(page)
+    text = error.inner_text()
+    assert "broken.png" in text and "not a recognised image" in text, text
+    assert page.locator(HEATMAP).count() == 0
+    assert_healthy(s, "after uploading broken.png")
+    screenshot(page, "saliency-uploaded-broken-file")
+
+
+def test_four_sessions_at_once_each_see_their_own_map(new_session):
+    images = {name: png_bytes(a) for name, a in photos().items()}
+    sessions = {name: new_session() for name in images}
+    for s in sessions.values():
+        s.goto("/saliency")
+    for s in sessions.values():
+        wait_idle(s.page)
+        s.page.locator(UPLOAD_INPUT).wait_for(state="attached")
+
+    for name, s in sessions.items():  # start all four uploads before waiting on any
+        upload(s.page, name, images[name])
+
+    checksums = {}
+    for name, s in sessions.items():
+        wait_for_caption(s.page, name)
+        wait_idle(s.page)
+        wait_for_counts(s.page, {HEATMAP: 1, DATAFRAME: 1})
+        assert_healthy(s, f"session with {name}")
+        captions = [t for t in main_markdown(s.page) if " · " in t]
+        assert captions and captions[0].startswith(f"{name} · "), captions
+        for other in images:
+            if other != name:
+                assert not any(other in t for t in main_markdown(s.page)), f"{other} leaked into {name}'s session"
+        assert query(s.page).get("image") == [hashlib.sha256(images[name]).hexdigest()], s.page.url
+        checksums[name] = heatmap_checksum(s.page)
+        screenshot(s.page, f"concurrent-{Path(name).stem}")
+    assert len(set(checksums.values())) == len(images), f"sessions share a heatmap: {checksums}"
+
+
+def test_shared_link_opens_the_same_image_and_map(new_session, app_url):
+    rng = np.random.default_rng(7)
+    art = np.full((240, 320, 3), (30, 110, 200), np.uint8)  # a blue field with a few coloured shapes
+    art[40:140, 30:130] = (240, 200, 20)
+    yy, xx = np.mgrid[:240, :320]
+    art[(yy - 150) ** 2 + (xx - 220) ** 2 < 60**2] = (200, 30, 40)
+    art = np.clip(art.astype(int) + rng.integers(-12, 12, art.shape), 0, 255).astype(np.uint8)
+    data = png_bytes(art)
+    sha = hashlib.sha256(data).hexdigest()
+
+    owner = new_session()
+    owner.goto("/saliency")
+    wait_idle(owner.page)
+    owner.page.locator(UPLOAD_INPUT).wait_for(state="attached")
+    upload(owner.page, "shapes.png", data)
+    wait_for_caption(owner.page, "shapes.png")
+    wait_idle(owner.page)
+    wait_for_counts(owner.page, {HEATMAP: 1})
+    link = owner.page.url
+    assert query(owner.page).get("image") == [sha], link
+    assert (UPLOAD_DIRS[app_url] / sha).is_file(), "the upload is not in SALIENCY_UPLOAD_DIR"
+    owner_z = heatmap_checksum(owner.page)
+
+    guest = new_session()  # a new browser context: no cookies, no session state
+    guest.page.goto(link)
+    wait_for_caption(guest.page, "shapes.png")
+    wait_idle(guest.page)
+    wait_for_counts(guest.page, {HEATMAP: 1, DATAFRAME: 1})
+    assert_healthy(guest, "shared link")
+    assert query(guest.page).get("image") == [sha], guest.page.url
+    assert heatmap_checksum(guest.page) == owner_z
+    caption = guest.page.locator(f'{SIDEBAR} [data-testid="stImage"]').first.inner_text()
+    assert "from a shared link" in caption, caption
+    screenshot(guest.page, "saliency-shared-link")
+
+
+# --------------------------------------------------------------------------- known app bugs
+
+
+def _store_image(app_url: str, name: str, array: np.ndarray) -> str:
+    """Put an image into the server's upload folder, as an earlier upload would have; returns its sha256."""
+    from saliency_core.store import UploadStore
+
+    data = png_bytes(array)
+    sha = hashlib.sha256(data).hexdigest()
+    assert UploadStore(UPLOAD_DIRS[app_url]).put(sha, data, {"name": name})
+    return sha
+
+
+def test_link_with_image_and_source_upload_opens_the_image(new_session, app_url):
+    sha = _store_image(app_url, "linked.png", photos()["rocket.png"])
+    s = new_session()
+    s.goto(f"/saliency?image={sha}&source=upload")
+    wait_idle(s.page)
+    wait_for_counts(s.page, {HEATMAP: 1})
+    wait_idle(s.page)
+    assert_healthy(s, "hand-written link")
+    captions = [t for t in main_markdown(s.page) if " · " in t]
+    assert captions and captions[0].startswith("linked.png · "), captions
+    assert query(s.page).get("image") == [sha], s.page.url
+
+
+def test_failed_upload_clears_the_image_link(new_session):
+    s = new_session()
+    s.goto("/saliency")
+    wait_idle(s.page)
+    s.page.locator(UPLOAD_INPUT).wait_for(state="attached")
+    upload(s.page, "camera.png", png_bytes(photos()["camera.png"]))
+    wait_for_caption(s.page, "camera.png")
+    wait_idle(s.page)
+    assert "image" in query(s.page)
+    upload(s.page, "broken.png", np.random.default_rng(1).bytes(4096))
+    s.page.locator('[data-testid="stAlertContentError"]').first.wait_for(state="visible")
+    wait_idle(s.page)
+    assert "image" not in query(s.page), s.page.url

@@ -1,0 +1,505 @@
+"""The dashboard's pages driven in-process with Streamlit's AppTest.
+
+Every map the pages draw is decoded from the Plotly figure they send and
+compared with a map computed here, directly with ``saliency_core``, for the
+same image, model and target. Fixtures: ``tests/app/conftest.py`` (the app)
+and ``tests/conftest.py`` (``lite0``, the reference model).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from saliency_core import gradients
+from saliency_core.errors import InvalidImageError
+from saliency_core.images import load_image, sample_by_name
+from saliency_core.stats import SUMMARY_COLUMNS
+
+pytestmark = pytest.mark.usefixtures("upload_dir")
+
+RTOL, ATOL = 1e-5, 1e-7
+PAGES = {
+    "home": "pages/home.py",
+    "saliency": "pages/saliency.py",
+    "compare": "pages/compare.py",
+    "gallery": "pages/gallery.py",
+    "statistics": "pages/statistics.py",
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def decode_plotly_array(obj: object) -> np.ndarray:
+    """A Plotly array from a figure's JSON: a plain (nested) list or a typed array.
+
+    Plotly sends numpy arrays as ``{"dtype": "f4", "bdata": <base64>, "shape": "224, 224"}``
+    (little-endian; ``shape`` absent for 1-D arrays).
+    """
+    if isinstance(obj, dict) and "bdata" in obj:
+        dtype = np.dtype(obj["dtype"]).newbyteorder("<")
+        arr = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=dtype)
+        shape = obj.get("shape")
+        if shape is not None:
+            dims = [int(s) for s in shape.split(",")] if isinstance(shape, str) else [int(s) for s in shape]
+            arr = arr.reshape(dims)
+        return arr
+    return np.asarray(obj)
+
+
+def test_decode_plotly_array_reads_both_forms():
+    a = np.arange(6, dtype="<f4").reshape(2, 3) / 7
+    typed = {"dtype": "f4", "bdata": base64.b64encode(a.tobytes()).decode(), "shape": "2, 3"}
+    np.testing.assert_array_equal(decode_plotly_array(typed), a)
+    np.testing.assert_array_equal(decode_plotly_array([[1, 2], [3, 4]]), np.array([[1, 2], [3, 4]]))
+    flat = {"dtype": "u1", "bdata": base64.b64encode(bytes([1, 2, 3])).decode()}
+    np.testing.assert_array_equal(decode_plotly_array(flat), np.array([1, 2, 3], dtype=np.uint8))
+
+
+def charts(at) -> dict[str, dict]:
+    """Every Plotly figure on the page, by its element key, as parsed JSON."""
+    out = {}
+    for el in at.get("plotly_chart"):
+        key = el.proto.id.rsplit("-", 1)[-1] if getattr(el, "key", None) is None else el.key
+        out[key] = json.loads(el.proto.spec)
+    return out
+
+
+def heatmaps(fig: dict) -> list[dict]:
+    return [t for t in fig["data"] if t.get("type") == "heatmap"]
+
+
+def heatmap_z(at, key: str = "heatmap") -> np.ndarray:
+    """The map drawn by the chart ``key`` (one heatmap trace)."""
+    figs = charts(at)
+    assert key in figs, f"no chart {key!r} on the page; charts: {sorted(figs)}"
+    (trace,) = heatmaps(figs[key])
+    return decode_plotly_array(trace["z"])
+
+
+def assert_healthy(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photo_png() -> bytes:
+    """A real photograph (not one of the samples) as PNG bytes."""
+    from skimage import data
+
+    return png_bytes(np.ascontiguousarray(data.astronaut()[::2, ::2]))
+
+
+@pytest.fixture(scope="module")
+def reference(lite0) -> Callable[..., gradients.SaliencyResult]:
+    """``reference(image, target, reduction="max")``: saliency_core's own maps for one image (target -1: top-1)."""
+    memo: dict[tuple[str, int, str], gradients.SaliencyResult] = {}
+
+    def ref(image: Image.Image, target: int, reduction: str = "max") -> gradients.SaliencyResult:
+        key = (hashlib.sha256(np.asarray(image.convert("RGB")).tobytes()).hexdigest(), target, reduction)
+        if key not in memo:
+            batch = lite0.preprocess(image)
+            memo[key] = gradients.compute_saliency(lite0, batch.x, [target], reduction=reduction)
+        return memo[key]
+
+    return ref
+
+
+def ref_map(result: gradients.SaliencyResult, method: str) -> np.ndarray:
+    return result.maps[method][0].detach().cpu().numpy()
+
+
+def assert_map_equal(actual: np.ndarray, expected: np.ndarray) -> None:
+    assert actual.shape == expected.shape == (224, 224)
+    assert float(expected.max()) > 0  # a real map, not an empty one
+    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL)
+
+
+def coffee() -> Image.Image:
+    return sample_by_name("coffee").image
+
+
+def chelsea() -> Image.Image:
+    return sample_by_name("chelsea").image
+
+
+def main_markdown(at) -> str:
+    return texts(at.main.markdown)
+
+
+def link(**view: str | int) -> dict[str, str]:
+    """Query parameters for a view, as the dashboard writes them to the address bar: option names."""
+    return {k: str(v) for k, v in view.items()}
+
+
+# --------------------------------------------------------------------------- 1. every page renders
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_every_page_renders_with_defaults(new_app, name):
+    at = new_app(PAGES[name]).run()
+    assert_healthy(at)
+    figs = charts(at)
+    expected = {
+        "home": lambda: "Which pixels" in at.title[0].value and len(at.get("page_link")) == 4,
+        "saliency": lambda: {"heatmap", "overlay"} <= set(figs),
+        "compare": lambda: {"side_by_side", "difference", "term_target", "term_others"} <= set(figs),
+        "gallery": lambda: "gallery_0" in figs and len(heatmaps(figs["gallery_0"])) == 2 * 5,
+        "statistics": lambda: {"histogram", "concentration"} <= set(figs) and len(at.dataframe) == 3,
+    }[name]
+    assert expected(), (name, sorted(figs), [t.value for t in at.title])
+
+
+# --------------------------------------------------------------------------- 2. sample maps are saliency_core's maps
+
+
+def test_default_sample_heatmap_is_saliency_core_score_map(new_app, reference):
+    at = new_app(PAGES["saliency"]).run()
+    assert_healthy(at)
+    assert at.selectbox(key="sample").value == "coffee"
+    assert at.radio(key="method").value == "score"
+    assert "967 espresso" in main_markdown(at) and "true label" in main_markdown(at)
+    assert_map_equal(heatmap_z(at), ref_map(reference(coffee(), 967), "score"))
+
+
+def test_sample_from_query_params_shows_its_loss_map(new_app, reference):
+    at = new_app(PAGES["saliency"], **link(sample="chelsea", method="loss")).run()
+    assert_healthy(at)
+    assert at.selectbox(key="sample").value == "chelsea"
+    assert at.radio(key="method").value == "loss"
+    assert "281 tabby" in main_markdown(at)
+    assert_map_equal(heatmap_z(at), ref_map(reference(chelsea(), 281), "loss"))
+
+
+# --------------------------------------------------------------------------- 3. uploads
+
+
+def test_uploaded_png_is_analysed_with_its_top1_target(new_app, reference, photo_png):
+    at = new_app(PAGES["saliency"]).run()
+    at.file_uploader(key="upload_file").upload("astronaut.png", photo_png, "image/png").run()
+    assert_healthy(at)
+    # The uploader's on_change made the upload the image source.
+    assert at.session_state["source"] == "upload"
+    assert at.query_params.get("image") == hashlib.sha256(photo_png).hexdigest()
+    image = Image.open(io.BytesIO(photo_png)).convert("RGB")  # decoded independently of the app
+    expected = reference(image, -1)
+    top1 = int(expected.targets[0])
+    assert f"**{top1} " in main_markdown(at) and "(top-1)" in main_markdown(at)
+    assert_map_equal(heatmap_z(at), ref_map(expected, "score"))
+
+
+@pytest.mark.parametrize("kind", ["text", "truncated"])
+def test_corrupt_upload_shows_the_loaders_message_and_the_page_recovers(new_app, reference, photo_png, kind):
+    data = b"not an image" if kind == "text" else photo_png[: len(photo_png) // 2]
+    with pytest.raises(InvalidImageError) as raised:
+        load_image(data)
+    at = new_app(PAGES["saliency"]).run()
+    at.file_uploader(key="upload_file").upload("x.png", data, "image/png").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert str(raised.value) in texts(at.error), texts(at.error)
+    assert "x.png" in texts(at.error)
+    assert "heatmap" not in charts(at)
+
+    at.button_group(key="source").set_value("sample").run()
+    at.selectbox(key="sample").set_value("chelsea").run()
+    assert_healthy(at)
+    assert_map_equal(heatmap_z(at), ref_map(reference(chelsea(), 281), "score"))
+
+
+def test_corrupt_upload_is_an_error_in_the_page_whatever_its_name(new_app):
+    at = new_app(PAGES["saliency"]).run()
+    at.file_uploader(key="upload_file").upload("upload.png", b"not an image", "image/png").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "upload.png" in texts(at.main.error), texts(at.main.info)
+    assert "upload.png" not in texts(at.sidebar.error), "shown once, in the page, not twice"
+
+
+# --------------------------------------------------------------------------- 5. method and target
+
+
+def test_method_and_target_change_the_map_to_the_matching_reference(new_app, reference):
+    at = new_app(PAGES["saliency"]).run()
+    score = heatmap_z(at)
+    assert_map_equal(score, ref_map(reference(coffee(), 967), "score"))
+
+    at.radio(key="method").set_value("loss").run()
+    assert_healthy(at)
+    loss = heatmap_z(at)
+    assert not np.allclose(loss, score)
+    assert_map_equal(loss, ref_map(reference(coffee(), 967), "loss"))
+
+    at.selectbox(key="target").set_value(968).run()
+    assert_healthy(at)
+    assert "968 cup" in main_markdown(at) and "(chosen)" in main_markdown(at)
+    loss_968 = heatmap_z(at)
+    assert not np.allclose(loss_968, loss)
+    assert_map_equal(loss_968, ref_map(reference(coffee(), 968), "loss"))
+
+    at.radio(key="method").set_value("score").run()
+    assert_map_equal(heatmap_z(at), ref_map(reference(coffee(), 968), "score"))
+
+    at.selectbox(key="reduction").set_value("mean_abs").run()
+    assert_healthy(at)
+    assert_map_equal(heatmap_z(at), ref_map(reference(coffee(), 968, "mean_abs"), "score"))
+
+    # Another image drops the chosen target: its maps explain its own true label.
+    at.selectbox(key="sample").set_value("chelsea").run()
+    assert_healthy(at)
+    assert at.selectbox(key="target").value == -1
+    assert "281 tabby" in main_markdown(at) and "(true label)" in main_markdown(at)
+    assert_map_equal(heatmap_z(at), ref_map(reference(chelsea(), 281, "mean_abs"), "score"))
+
+
+# --------------------------------------------------------------------------- 6. links restore a view
+
+
+SHARED_VIEW = {"sample": "chelsea", "method": "loss", "target": 282, "model": "efficientnet_lite0"}
+
+def assert_widgets_show_shared_view(at) -> None:
+    assert at.selectbox(key="sample").value == "chelsea"
+    assert at.radio(key="method").value == "loss"
+    assert at.selectbox(key="target").value == 282
+    assert at.selectbox(key="model").value == "efficientnet_lite0"
+
+
+def test_query_params_restore_the_compare_page(new_app, reference):
+    at = new_app(PAGES["compare"], **link(**SHARED_VIEW)).run()
+    assert_healthy(at)
+    assert_widgets_show_shared_view(at)
+    assert "282 tiger cat" in main_markdown(at)
+    expected = reference(chelsea(), 282)
+    traces = {t["name"]: decode_plotly_array(t["z"]) for t in heatmaps(charts(at)["side_by_side"])}
+    assert set(traces) == {"score", "loss"}
+    for method in ("score", "loss"):
+        assert_map_equal(traces[method], ref_map(expected, method))
+
+
+def test_query_params_restore_the_saliency_page(new_app, reference):
+    at = new_app(PAGES["saliency"], **link(**SHARED_VIEW)).run()
+    assert_healthy(at)
+    assert_widgets_show_shared_view(at)
+    assert "282 tiger cat" in main_markdown(at) and "(chosen)" in main_markdown(at)
+    assert_map_equal(heatmap_z(at), ref_map(reference(chelsea(), 282), "loss"))
+
+
+def test_link_to_an_upload_opens_it_in_another_session(new_app, reference, photo_png, upload_dir):
+    sha = hashlib.sha256(photo_png).hexdigest()
+    first = new_app(PAGES["saliency"]).run()
+    first.file_uploader(key="upload_file").upload("astronaut.png", photo_png, "image/png").run()
+    assert_healthy(first)
+    assert first.query_params.get("image") == sha
+    assert first.query_params.get("source") == link(source="upload")["source"]
+    assert (upload_dir / sha).read_bytes() == photo_png
+
+    second = new_app(PAGES["saliency"], **link(source="upload", image=sha)).run()
+    assert_healthy(second)
+    assert second.session_state["source"] == "upload"
+    assert "astronaut.png" in main_markdown(second)
+    captions = [c for img in second.sidebar.get("image") for c in img.captions]
+    assert "astronaut.png (from a shared link)" in captions, captions
+    image = Image.open(io.BytesIO(photo_png)).convert("RGB")
+    assert_map_equal(heatmap_z(second), ref_map(reference(image, -1), "score"))
+    assert second.query_params.get("image") == sha
+
+
+def test_link_to_an_unknown_upload_says_it_is_no_longer_kept(new_app, upload_dir):
+    sha = hashlib.sha256(b"an image nobody uploaded").hexdigest()
+    assert not (upload_dir / sha).exists()
+    at = new_app(PAGES["saliency"], **link(source="upload", image=sha)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    messages = texts(at.error) + texts(at.warning) + texts(at.info)
+    assert "no longer kept" in messages and sha[:12] in messages, messages
+    assert "heatmap" not in charts(at)
+
+
+# --------------------------------------------------------------------------- 7. display changes are free
+
+
+def test_display_changes_compute_no_gradients(new_app, monkeypatch):
+    import streamlit as st
+
+    from saliency_core import analysis
+
+    assert analysis.gradients is gradients  # the app calls gradients.compute_saliency through this module
+    calls = []
+    original = gradients.compute_saliency
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gradients, "compute_saliency", counting)
+    st.cache_data.clear()  # earlier tests cached the default view's analysis
+
+    at = new_app(PAGES["saliency"]).run()
+    assert_healthy(at)
+    assert len(calls) == 1
+    before = heatmap_z(at)
+
+    at.selectbox(key="colorscale").set_value("viridis").run()
+    at.slider(key="opacity").set_value(0.3).run()
+    at.slider(key="clip").set_value((5.0, 95.0)).run()
+    at.radio(key="method").set_value("loss").run()
+    assert_healthy(at)
+    fig = charts(at)["heatmap"]
+    assert heatmaps(fig)[0]["zmin"] > 0  # the clip took effect on the figure
+    at.switch_page(PAGES["compare"]).run()
+    assert "coloraxis" not in charts(at)["side_by_side"]["layout"]
+    at.toggle(key="shared_scale").set_value(True).run()
+    assert_healthy(at)
+    assert "coloraxis" in charts(at)["side_by_side"]["layout"]
+    at.switch_page(PAGES["saliency"]).run()
+    assert len(calls) == 1, "a display change recomputed gradients"
+    assert at.selectbox(key="colorscale").value == "viridis"
+    assert not np.allclose(heatmap_z(at), before)  # now the loss map
+
+    at.selectbox(key="target").set_value(968).run()
+    assert_healthy(at)
+    assert len(calls) == 2
+
+
+# --------------------------------------------------------------------------- 8. unavailable model
+
+
+@pytest.fixture
+def empty_torch_home(tmp_path, monkeypatch):
+    """No torchvision checkpoints anywhere: every torchvision model is unavailable."""
+    from pages import common
+    from saliency_core.models import list_models
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    status = {s.name: s for s in list_models()}
+    assert not status["vit_b_16"].available and status["efficientnet_lite0"].available
+    common.model_statuses.clear()
+    yield
+    common.model_statuses.clear()
+
+
+def test_unavailable_model_keeps_the_current_one(new_app, reference, empty_torch_home):
+    at = new_app(PAGES["saliency"]).run()
+    at.selectbox(key="model").set_value("vit_b_16").run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = texts(at.error)
+    assert "ViT-B/16" in errors and "Still using EfficientNet-Lite0" in errors, errors
+    assert "EfficientNet-Lite0" in main_markdown(at)
+    assert_map_equal(heatmap_z(at), ref_map(reference(coffee(), 967), "score"))
+
+
+# --------------------------------------------------------------------------- 9. cs231n .npz batches
+
+
+NPZ_SAMPLES = ("coffee", "chelsea", "rocket")
+
+
+@pytest.fixture(scope="module")
+def npz_batch(lite0) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """cs231n-style bytes with X, y and a pickled label_map (which must never be loaded)."""
+    X = np.stack([np.asarray(lite0.crop(sample_by_name(n).image), dtype=np.uint8) for n in NPZ_SAMPLES])
+    y = np.array([sample_by_name(n).label for n in NPZ_SAMPLES], dtype=np.int64)
+    buf = io.BytesIO()
+    label_map = {int(sample_by_name(n).label): sample_by_name(n).label_name for n in NPZ_SAMPLES}
+    np.savez(buf, X=X, y=y, label_map=label_map)
+    with np.load(io.BytesIO(buf.getvalue()), allow_pickle=False) as npz:
+        with pytest.raises(ValueError, match="allow_pickle"):
+            npz["label_map"]  # really a pickled object array, as in cs231n's file
+    return buf.getvalue(), X, y
+
+
+def test_npz_upload_feeds_the_saliency_and_gallery_pages(new_app, reference, npz_batch, lite0):
+    data, X, y = npz_batch
+    assert list(y) == [967, 281, 657]
+    at = new_app(PAGES["saliency"]).run()
+    at.file_uploader(key="upload_file").upload("batch.npz", data, "application/octet-stream").run()
+    assert_healthy(at)
+    assert at.selectbox(key="npz_index").value == 0
+    text = main_markdown(at)
+    assert "batch.npz #0" in text and "**967 espresso** (true label)" in text, text
+    assert_map_equal(heatmap_z(at), ref_map(reference(Image.fromarray(X[0]), 967), "score"))
+
+    at.selectbox(key="npz_index").set_value(1).run()
+    assert_healthy(at)
+    text = main_markdown(at)
+    assert "batch.npz #1" in text and "**281 tabby** (true label)" in text, text
+    assert_map_equal(heatmap_z(at), ref_map(reference(Image.fromarray(X[1]), 281), "score"))
+
+    at.switch_page(PAGES["gallery"]).run()
+    assert_healthy(at)
+    sets = at.button_group(key="gallery_set")
+    npz_set = "batch.npz (3 images)"
+    assert npz_set in sets.options
+    sets.set_value(npz_set).run()
+    assert_healthy(at)
+    fig = charts(at)["gallery_0"]
+    images = [decode_plotly_array(t["z"]) for t in fig["data"] if t["type"] == "image"]
+    assert len(images) == 3 and len(heatmaps(fig)) == 6
+    for shown, x in zip(images, X, strict=True):
+        np.testing.assert_array_equal(shown, np.asarray(lite0.crop(Image.fromarray(x))))
+    titles = [a["text"] for a in fig["layout"]["annotations"]]
+    assert [t.split(" (")[0] for t in titles] == ["espresso", "tabby", "missile"], titles
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "message"),
+    [
+        (np.zeros((2, 32, 32), np.uint8), np.zeros(2, np.int64), "X has shape (2, 32, 32)"),
+        (np.zeros((2, 32, 32, 3), np.uint8), np.zeros(3, np.int64), "y has shape (3,)"),
+    ],
+    ids=["X-without-channels", "y-of-wrong-length"],
+)
+def test_npz_of_the_wrong_shape_shows_an_error(new_app, X, y, message):
+    buf = io.BytesIO()
+    np.savez(buf, X=X, y=y)
+    at = new_app(PAGES["saliency"]).run()
+    at.file_uploader(key="upload_file").upload("bad.npz", buf.getvalue(), "application/octet-stream").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert message in texts(at.error), texts(at.error)
+    assert "heatmap" not in charts(at)
+
+
+# --------------------------------------------------------------------------- 10. statistics
+
+
+def test_statistics_page_summary_and_downloads(new_app, reference):
+    at = new_app(PAGES["statistics"]).run()
+    assert_healthy(at)
+    summary = at.dataframe[0].value.T  # shown with one column per map, so it fits the page
+    assert list(summary.index) == ["score", "loss"]
+    assert list(summary.columns) == list(SUMMARY_COLUMNS)
+    expected = reference(coffee(), 967)
+    for method in ("score", "loss"):
+        m = ref_map(expected, method)
+        np.testing.assert_allclose(summary.loc[method, "max"], m.max(), rtol=RTOL)
+        np.testing.assert_allclose(summary.loc[method, "mean"], m.mean(), rtol=1e-4)
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["Summary (CSV)", "Top pixels (CSV)", "Everything with provenance (JSON)"]
+
+
+# --------------------------------------------------------------------------- the pages/ folder
+
+
+def test_page_reruns_go_through_the_entry_script(new_app_unpatched, reference):
+    at = new_app_unpatched(PAGES["saliency"]).run()  # the first run is rescued by common.view()'s st.rerun()
+    assert_healthy(at)
+    assert_map_equal(heatmap_z(at), ref_map(reference(coffee(), 967), "score"))
+    at.radio(key="method").set_value("loss").run()
+    assert_healthy(at)
+    assert [w.key for w in at.sidebar.get("radio")] == ["method"], "the sidebar was not drawn"
+    assert_map_equal(heatmap_z(at), ref_map(reference(coffee(), 967), "loss"))
