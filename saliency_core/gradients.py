@@ -136,8 +136,8 @@ def _validate(X: torch.Tensor, y: torch.Tensor | Sequence[int], methods: Sequenc
 
 
 @contextmanager
-def _precision(device: torch.device, precision: str) -> Iterator[None]:
-    """Strict fp32 ("exact") or the fast mode for the device, for this block only."""
+def _cuda_flags(device: torch.device, precision: str) -> Iterator[None]:
+    """TF32 off ("exact") or on ("fast") for the forward *and* the backward pass."""
     if device.type != "cuda":
         # CPU and MPS compute float32 convolutions in float32 either way.
         yield
@@ -149,11 +149,16 @@ def _precision(device: torch.device, precision: str) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32 = fast
         torch.backends.cuda.matmul.allow_tf32 = fast
         try:
-            ctx = torch.autocast("cuda", dtype=torch.float16) if fast else nullcontext()
-            with ctx:
-                yield
+            yield
         finally:
             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def _autocast(device: torch.device, precision: str):
+    """float16 autocast for the fast mode's forward pass on CUDA (the backward follows the forward's types)."""
+    if device.type == "cuda" and precision == "fast":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return nullcontext()
 
 
 def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, methods: Sequence[str],
@@ -163,29 +168,30 @@ def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, method
     x = X.detach().to(device=device, dtype=torch.float32, copy=True)
     # Input in the weights' layout: a mismatch makes every convolution convert.
     x = x.contiguous(memory_format=_memory_format(module)).requires_grad_(True)
-    with _precision(device, precision):
-        logits = module(x)
-    logits = logits.float()
-    if logits.dim() != 2:
-        raise InvalidInputError(f"the model must return (N, C) logits, got {tuple(logits.shape)}")
-    # A negative target means "the model's top-1 prediction", resolved from
-    # this same forward pass.
-    y = torch.where(y < 0, logits.detach().argmax(dim=1), y)
-    if int(y.max()) >= logits.shape[1]:
-        raise InvalidInputError(
-            f"target class {int(y.max())} is out of range for a model with {logits.shape[1]} classes"
-        )
-    grads: dict[str, torch.Tensor] = {}
-    for i, method in enumerate(methods):
-        if method == "score":
-            objective = logits.gather(1, y[:, None]).sum()
-        else:
-            # Summed, not averaged: each image's loss depends only on its own
-            # pixels, so summing gives every image exactly its own gradient.
-            # The default mean reduction would divide every map by N.
-            objective = F.cross_entropy(logits, y, reduction="sum")
-        (g,) = torch.autograd.grad(objective, x, retain_graph=i < len(methods) - 1)
-        grads[method] = g
+    with _cuda_flags(device, precision):
+        with _autocast(device, precision):
+            logits = module(x)
+        logits = logits.float()
+        if logits.dim() != 2:
+            raise InvalidInputError(f"the model must return (N, C) logits, got {tuple(logits.shape)}")
+        # A negative target means "the model's top-1 prediction", resolved
+        # from this same forward pass.
+        y = torch.where(y < 0, logits.detach().argmax(dim=1), y)
+        if int(y.max()) >= logits.shape[1]:
+            raise InvalidInputError(
+                f"target class {int(y.max())} is out of range for a model with {logits.shape[1]} classes"
+            )
+        grads: dict[str, torch.Tensor] = {}
+        for i, method in enumerate(methods):
+            if method == "score":
+                objective = logits.gather(1, y[:, None]).sum()
+            else:
+                # Summed, not averaged: each image's loss depends only on its
+                # own pixels, so summing gives every image exactly its own
+                # gradient. The default mean reduction would divide every map by N.
+                objective = F.cross_entropy(logits, y, reduction="sum")
+            (g,) = torch.autograd.grad(objective, x, retain_graph=i < len(methods) - 1)
+            grads[method] = g
     return logits.detach(), y, grads
 
 

@@ -323,3 +323,25 @@ def test_target_minus_one_means_top1_from_the_same_forward_pass():
     assert r.targets.tolist() == [top1[0].item(), 2, top1[2].item()]
     explicit = compute_saliency(model, X, r.targets)
     torch.testing.assert_close(r.maps["loss"], explicit.maps["loss"], rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fast_mode_agrees_with_exact_on_the_samples_with_real_weights():
+    from scipy.stats import spearmanr
+
+    from saliency_core.images import sample_images
+    from saliency_core.models import load_model
+
+    model = load_model(None, device="cuda")
+    samples = sample_images()
+    batch = model.preprocess([s.image for s in samples])
+    y = [s.label for s in samples]
+    exact = compute_saliency(model, batch.x, y, precision="exact")
+    fast = compute_saliency(model, batch.x, y, precision="fast")
+    cpu = compute_saliency(load_model(None, device="cpu"), batch.x, y)
+    for m in ("score", "loss"):
+        scale = cpu.maps[m].max()
+        torch.testing.assert_close(exact.maps[m].cpu(), cpu.maps[m], rtol=1e-3, atol=1e-4 * scale)
+        for i in range(len(samples)):
+            rho = spearmanr(fast.maps[m][i].flatten().cpu(), exact.maps[m][i].flatten().cpu())[0]
+            assert rho >= 0.99, (m, samples[i].name, rho)
