@@ -16,7 +16,7 @@ from saliency_core import analysis as core_analysis
 from saliency_core.analysis import AUTO_TARGET, ImageAnalysis
 from saliency_core.batches import LabelledImage, load_npz_batch
 from saliency_core.errors import SaliencyError
-from saliency_core.images import encode_png, image_sha256, load_image, sample_by_name, sample_images
+from saliency_core.images import encode_png, image_sha256, load_image, sample_images
 from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, ModelStatus, list_models, load_model
 from saliency_core.store import UploadStore, is_sha256
 
@@ -346,6 +346,20 @@ def current_analysis(v: View | None = None) -> ImageAnalysis | None:
         return None
 
 
+def analysis_page(title: str) -> tuple[View, ImageAnalysis]:
+    """The top of a page about the current image: title, the analysis and what it shows.
+
+    Stops the page (after saying why) when there is no image to analyse.
+    """
+    v = view()
+    st.title(title)
+    a = current_analysis(v)
+    if a is None:
+        st.stop()
+    st.markdown(caption(a, v))
+    return v, a
+
+
 def caption(a: ImageAnalysis, v: View) -> str:
     """One line that says what a map shows: model, target, precision."""
     how = "true label" if a.target_auto and a.label is not None else ("top-1" if a.target_auto else "chosen")
@@ -371,6 +385,3 @@ def gallery_choices() -> dict[str, list[ImageChoice]]:
         ]
     return sets
 
-
-__all__ = ["AUTO_TARGET", "ImageChoice", "View", "analyse_many", "analyse_one", "caption", "current_analysis",
-           "get_model", "render_sidebar", "sample_by_name", "sample_choices", "view"]

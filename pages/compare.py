@@ -9,12 +9,7 @@ from pages import common
 from saliency_core import plots, stats
 from saliency_core.analysis import signed_channel_max
 
-v = common.view()
-st.title("Score gradient vs loss gradient")
-a = common.current_analysis(v)
-if a is None:
-    st.stop()
-st.markdown(common.caption(a, v))
+v, a = common.analysis_page("Score gradient vs loss gradient")
 
 c1, c2, c3 = st.columns([2, 1, 1])
 colorscale = c1.selectbox("Colour map", common.COLORSCALES, key="colorscale", persist_state="session")

@@ -8,13 +8,7 @@ import streamlit as st
 from pages import common
 from saliency_core import export, plots
 
-v = common.view()
-st.title("Saliency map")
-a = common.current_analysis(v)
-if a is None:
-    st.stop()
-
-st.markdown(common.caption(a, v))
+v, a = common.analysis_page("Saliency map")
 
 left, right = st.columns([1, 2])
 with left:
@@ -40,15 +34,17 @@ grads = a.gradients[method]
 zmin, zmax = plots.clip_percentile(saliency, low, high)
 with right:
     label = common.METHOD_LABELS[method]
-    tab_map, tab_overlay = st.tabs(["Heatmap", "Overlay on the image"])
-    with tab_map:
-        st.plotly_chart(plots.heatmap_figure(saliency, gradients=grads, colorscale=colorscale, zmin=zmin, zmax=zmax,
-                                             title=f"{label} · {a.precision} precision").update_layout(height=620),
-                        key="heatmap")
-    with tab_overlay:
-        st.plotly_chart(plots.overlay_figure(a.display, saliency, opacity=opacity, colorscale=colorscale, zmin=zmin,
-                                             zmax=zmax, gradients=grads, title=f"{label} over the model's crop")
-                        .update_layout(height=620), key="overlay")
+    # One figure at a time: two (tabs) would double what each rerun sends and the browser draws.
+    shown = st.segmented_control("View", ["Heatmap", "Overlay on the image"], key="saliency_view",
+                                 default="Heatmap", required=True, persist_state="session",
+                                 label_visibility="collapsed")
+    if shown == "Overlay on the image":
+        fig = plots.overlay_figure(a.display, saliency, opacity=opacity, colorscale=colorscale, zmin=zmin, zmax=zmax,
+                                   gradients=grads, title=f"{label} over the model's crop")
+    else:
+        fig = plots.heatmap_figure(saliency, gradients=grads, colorscale=colorscale, zmin=zmin, zmax=zmax,
+                                   title=f"{label} · {a.precision} precision")
+    st.plotly_chart(fig.update_layout(height=620), key="heatmap")
 
     stem = f"saliency_{method}_{a.model_name}_{a.target}_{v.image.key[:12]}"
     d1, d2 = st.columns(2)

@@ -9,12 +9,7 @@ import streamlit as st
 from pages import common
 from saliency_core import export, plots, stats
 
-v = common.view()
-st.title("Per-pixel statistics")
-a = common.current_analysis(v)
-if a is None:
-    st.stop()
-st.markdown(common.caption(a, v))
+v, a = common.analysis_page("Per-pixel statistics")
 
 maps = {m: a.maps[m] for m in ("score", "loss")}
 summary = stats.summary_table(maps)

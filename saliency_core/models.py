@@ -17,6 +17,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -67,10 +68,11 @@ class ModelSpec:
     source: str  # "embedded" or "torchvision"
     size_mb: float
     note: str = ""
+    checkpoint: str = ""  # torchvision's file name for the weights (checked against torchvision by a test)
 
 
-def _tv(name: str, title: str, weights: str, resize: int, size_mb: float,
-        interpolation: str = "bilinear", note: str = "") -> ModelSpec:
+def _tv(name: str, title: str, weights: str, checkpoint: str, resize: int, size_mb: float,
+        interpolation: str = "bilinear") -> ModelSpec:
     return ModelSpec(
         name=name,
         title=title,
@@ -78,7 +80,7 @@ def _tv(name: str, title: str, weights: str, resize: int, size_mb: float,
         weights=weights,
         source="torchvision",
         size_mb=size_mb,
-        note=note,
+        checkpoint=checkpoint,
     )
 
 
@@ -95,14 +97,18 @@ REGISTRY: dict[str, ModelSpec] = {
             size_mb=17.4,
             note="Ships with the dashboard; 75.1 % top-1 on ImageNet.",
         ),
-        _tv("squeezenet1_1", "SqueezeNet 1.1 (the cs231n model)", "SqueezeNet1_1_Weights.IMAGENET1K_V1", 256, 4.7),
-        _tv("resnet18", "ResNet-18", "ResNet18_Weights.IMAGENET1K_V1", 256, 44.7),
-        _tv("resnet50", "ResNet-50", "ResNet50_Weights.IMAGENET1K_V2", 232, 97.8),
-        _tv("vgg16", "VGG-16", "VGG16_Weights.IMAGENET1K_V1", 256, 527.8),
-        _tv("mobilenet_v3_large", "MobileNet V3 Large", "MobileNet_V3_Large_Weights.IMAGENET1K_V2", 232, 21.1),
-        _tv("efficientnet_b0", "EfficientNet-B0", "EfficientNet_B0_Weights.IMAGENET1K_V1", 256, 20.5, "bicubic"),
-        _tv("convnext_tiny", "ConvNeXt-Tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", 236, 109.1),
-        _tv("vit_b_16", "ViT-B/16", "ViT_B_16_Weights.IMAGENET1K_V1", 256, 330.3),
+        _tv("squeezenet1_1", "SqueezeNet 1.1 (the cs231n model)", "SqueezeNet1_1_Weights.IMAGENET1K_V1",
+            "squeezenet1_1-b8a52dc0.pth", 256, 4.7),
+        _tv("resnet18", "ResNet-18", "ResNet18_Weights.IMAGENET1K_V1", "resnet18-f37072fd.pth", 256, 44.7),
+        _tv("resnet50", "ResNet-50", "ResNet50_Weights.IMAGENET1K_V2", "resnet50-11ad3fa6.pth", 232, 97.8),
+        _tv("vgg16", "VGG-16", "VGG16_Weights.IMAGENET1K_V1", "vgg16-397923af.pth", 256, 527.8),
+        _tv("mobilenet_v3_large", "MobileNet V3 Large", "MobileNet_V3_Large_Weights.IMAGENET1K_V2",
+            "mobilenet_v3_large-5c1a4163.pth", 232, 21.1),
+        _tv("efficientnet_b0", "EfficientNet-B0", "EfficientNet_B0_Weights.IMAGENET1K_V1",
+            "efficientnet_b0_rwightman-7f5810bc.pth", 256, 20.5, "bicubic"),
+        _tv("convnext_tiny", "ConvNeXt-Tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", "convnext_tiny-983f1562.pth",
+            236, 109.1),
+        _tv("vit_b_16", "ViT-B/16", "ViT_B_16_Weights.IMAGENET1K_V1", "vit_b_16-c867db91.pth", 256, 330.3),
     )
 }
 
@@ -221,10 +227,13 @@ def denormalize(x: torch.Tensor, prep: Preprocessing) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def imagenet_categories() -> list[str]:
-    """The 1000 ImageNet class names in index order (torchvision's list; no download)."""
-    from torchvision.models import ResNet18_Weights
+    """The 1000 ImageNet class names in index order: torchvision's list, shipped as a text file.
 
-    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    Read from ``saliency_core/data`` rather than imported from torchvision,
+    whose import alone costs more than a second of the dashboard's cold start.
+    """
+    text = (Path(__file__).with_name("data") / "imagenet_classes.txt").read_text(encoding="utf-8")
+    return text.splitlines()
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -266,8 +275,7 @@ def checkpoint_path(name: str) -> str | None:
     spec = _get_spec(name)
     if spec.source != "torchvision":
         return None
-    url = _torchvision_weights(spec).url
-    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+    return os.path.join(torch.hub.get_dir(), "checkpoints", spec.checkpoint)
 
 
 def _embedded_weights_path() -> str:
@@ -299,8 +307,8 @@ def list_models() -> list[ModelStatus]:
             reason = (
                 "weights in the local checkpoint cache"
                 if ok
-                else f"weights not cached: place {os.path.basename(path or '')} "
-                f"({spec.size_mb:.0f} MB, from {_torchvision_weights(spec).url}) at {path}"
+                else f"weights not cached: place {spec.checkpoint} ({spec.size_mb:.0f} MB, from "
+                f"https://download.pytorch.org/models/{spec.checkpoint}) at {path}"
             )
         out.append(ModelStatus(spec.name, spec.title, ok, reason, path))
     return out

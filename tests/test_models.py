@@ -172,3 +172,18 @@ def test_cuda_fast_mode_runs_a_channels_last_copy():
     assert fast is not m.model and fast is m.module_for("fast")
     assert next(p for p in fast.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
     assert m.module_for("exact") is m.model
+
+
+def test_registry_matches_torchvision_weights_and_categories():
+    from torchvision.models import get_model_weights
+
+    for spec in REGISTRY.values():
+        if spec.source != "torchvision":
+            continue
+        weights = get_model_weights(spec.name)[spec.weights.split(".")[1]]
+        assert weights.url.endswith("/" + spec.checkpoint), spec.name
+        assert list(weights.meta["categories"]) == imagenet_categories()
+        t = weights.transforms()
+        assert (t.resize_size[0], t.crop_size[0]) == (spec.preprocessing.resize, spec.preprocessing.crop), spec.name
+        assert tuple(t.mean) == spec.preprocessing.mean and tuple(t.std) == spec.preprocessing.std
+        assert t.interpolation.value == spec.preprocessing.interpolation, spec.name

@@ -97,11 +97,23 @@ def test_clip_percentile_does_not_touch_map():
 # --- overlay -------------------------------------------------------------------------------
 
 
+def decode_image_source(trace: go.Image) -> np.ndarray:
+    """The pixels of an image trace sent as a PNG data URI (lossless)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    head, data = trace.source.split(",", 1)
+    assert head == "data:image/png;base64"
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
+
+
 def test_overlay(image, saliency, gradients):
     fig = plots.overlay_figure(image, saliency, opacity=0.3, gradients=gradients)
     img, heat = fig.data
     assert isinstance(img, go.Image) and isinstance(heat, go.Heatmap)
-    np.testing.assert_array_equal(np.asarray(img.z), image)
+    np.testing.assert_array_equal(decode_image_source(img), image)
     np.testing.assert_allclose(np.asarray(heat.z), saliency, rtol=1e-6)
     assert heat.opacity == 0.3
     assert "∂/∂G" in heat.hovertemplate
@@ -236,6 +248,8 @@ def test_gallery_figure(rng):
     fig = plots.gallery_figure(images, maps, ["cat", "dog", "ship"])
     assert len(fig.data) == n_images * (1 + len(maps))
     assert sum(isinstance(t, go.Image) for t in fig.data) == n_images
+    for img, expected in zip([t for t in fig.data if isinstance(t, go.Image)], images, strict=True):
+        np.testing.assert_array_equal(decode_image_source(img), expected)
     heatmaps = [t for t in fig.data if isinstance(t, go.Heatmap)]
     assert all(t.showscale is False for t in heatmaps)
     assert [a.text for a in fig.layout.annotations] == ["cat", "dog", "ship"]
