@@ -545,28 +545,24 @@ class SampleImage:
         object.__setattr__(self, "sha256", image_sha256(encode_png(self.image)))
 
 
-def _camera_rgb() -> np.ndarray:
-    from skimage import data
+def _skimage_file(filename: str) -> np.ndarray:
+    """A photo from scikit-image's bundled data folder, as (H, W, 3) uint8.
 
-    grey = data.camera()  # (512, 512) uint8
-    return np.stack([grey, grey, grey], axis=-1)
+    Read with Pillow from the folder itself: importing ``skimage.data`` (and
+    its I/O plugins) costs more start-up time than decoding the photo.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise InvalidImageError("The sample photos need scikit-image: pip install -r requirements.txt")
+    path = os.path.join(next(iter(spec.submodule_search_locations)), "data", filename)
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def _motorcycle_left() -> np.ndarray:
-    from skimage import data
-
-    return data.stereo_motorcycle()[0]  # left view, (500, 741, 3) uint8
-
-
-def _skimage_loader(name: str) -> Callable[[], np.ndarray]:
-    """Loader for ``skimage.data.<name>()``, imported only when called."""
-
-    def load() -> np.ndarray:
-        from skimage import data
-
-        return getattr(data, name)()
-
-    return load
+def _skimage_loader(filename: str) -> Callable[[], np.ndarray]:
+    return functools.partial(_skimage_file, filename)
 
 
 # (name, title, loader returning (H, W, 3) uint8, label, label_name, description)
@@ -574,7 +570,7 @@ _SAMPLE_SPECS = (
     (
         "coffee",
         "Coffee",
-        _skimage_loader("coffee"),
+        _skimage_loader("coffee.png"),
         967,
         "espresso",
         "A cup of espresso on a saucer, seen from above; photo by Rachel Michetti, from scikit-image's sample data.",
@@ -582,7 +578,7 @@ _SAMPLE_SPECS = (
     (
         "chelsea",
         "Chelsea the cat",
-        _skimage_loader("chelsea"),
+        _skimage_loader("chelsea.png"),
         281,
         "tabby",
         "Chelsea, a ginger tabby cat, looking into the camera; photo by Stefan "
@@ -591,7 +587,7 @@ _SAMPLE_SPECS = (
     (
         "rocket",
         "Rocket",
-        _skimage_loader("rocket"),
+        _skimage_loader("rocket.jpg"),
         657,
         "missile",
         "A SpaceX Falcon 9 rocket on the launch pad (ImageNet's nearest class "
@@ -601,7 +597,7 @@ _SAMPLE_SPECS = (
     (
         "motorcycle",
         "Motorcycle",
-        _motorcycle_left,
+        _skimage_loader("motorcycle_left.png"),
         665,
         "moped",
         "A motorcycle in a cluttered room (ImageNet has no motorcycle class; "
@@ -611,7 +607,7 @@ _SAMPLE_SPECS = (
     (
         "camera",
         "Cameraman",
-        _camera_rgb,
+        _skimage_loader("camera.png"),
         872,
         "tripod",
         "The classic greyscale cameraman image, a man with a camera on a tripod; from scikit-image's sample data.",

@@ -53,8 +53,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
-from skimage.metrics import structural_similarity
 
 from saliency_core.errors import InvalidInputError
 
@@ -364,16 +362,18 @@ def histogram(
 # --- agreement between two maps -----------------------------------------------
 
 
-def _correlation(func, a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson or Spearman r; NaN when either input is constant."""
+def _correlation(name: str, a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson or Spearman r (``name``: "pearsonr" or "spearmanr"); NaN when either input is constant."""
     if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return math.nan
     with warnings.catch_warnings():
         # Near-constant inputs still produce a number; the warning is noise
         # for a dashboard that shows the value anyway.
+        from scipy import stats as sps  # imported here: scipy.stats costs ~0.5 s at start-up
+
         warnings.simplefilter("ignore", sps.ConstantInputWarning)
         warnings.simplefilter("ignore", sps.NearConstantInputWarning)
-        return float(func(a, b).statistic)
+        return float(getattr(sps, name)(a, b).statistic)
 
 
 def _ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -385,6 +385,8 @@ def _ssim(a: np.ndarray, b: np.ndarray) -> float:
     peak_a, peak_b = a.max(), b.max()
     a = a / peak_a if peak_a > 0 else a
     b = b / peak_b if peak_b > 0 else b
+    from skimage.metrics import structural_similarity  # imported on first use, like scipy.stats
+
     return float(structural_similarity(a, b, data_range=1.0, win_size=win_size))
 
 
@@ -416,8 +418,8 @@ def agreement(
     fa, fb = a.ravel(), b.ravel()
     norms = np.linalg.norm(fa) * np.linalg.norm(fb)
     result = {
-        "pearson": _correlation(sps.pearsonr, fa, fb),
-        "spearman": _correlation(sps.spearmanr, fa, fb),
+        "pearson": _correlation("pearsonr", fa, fb),
+        "spearman": _correlation("spearmanr", fa, fb),
         "cosine": float(np.dot(fa, fb) / norms) if norms > 0 else math.nan,
         "ssim": _ssim(a, b),
     }

@@ -715,3 +715,17 @@ def test_sample_by_name() -> None:
     with pytest.raises(InvalidImageError) as info:
         sample_by_name("dog")
     assert "coffee" in str(info.value) and "camera" in str(info.value)
+
+
+def test_samples_are_pixel_for_pixel_scikit_image_data():
+    from skimage import data
+
+    expected = {
+        "coffee": data.coffee(),
+        "chelsea": data.chelsea(),
+        "rocket": data.rocket(),
+        "motorcycle": data.stereo_motorcycle()[0],
+        "camera": np.stack([data.camera()] * 3, axis=-1),
+    }
+    for sample in sample_images():
+        np.testing.assert_array_equal(np.asarray(sample.image), expected[sample.name], err_msg=sample.name)
