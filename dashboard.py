@@ -26,6 +26,7 @@ PAGES = [
     st.Page("pages/compare.py", title="Compare score vs loss", icon=":material/compare:", url_path="compare"),
     st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:", url_path="gallery"),
     st.Page("pages/statistics.py", title="Statistics", icon=":material/bar_chart:", url_path="statistics"),
+    st.Page("pages/faithfulness.py", title="Faithfulness", icon=":material/fact_check:", url_path="faithfulness"),
 ]
 
 page = st.navigation(PAGES)

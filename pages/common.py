@@ -7,7 +7,11 @@ Pages stay thin: they call :func:`view` for the user's choices and
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import streamlit as st
 from PIL import Image
@@ -20,6 +24,7 @@ from saliency_core.images import encode_png, image_sha256, load_image, sample_im
 from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, ModelStatus, list_models, load_model
 from saliency_core.store import UploadStore, is_sha256
 
+T = TypeVar("T")
 MAX_CACHED_ANALYSES = 32  # about 4 MB each
 COLORSCALES = ["hot", "viridis", "inferno", "gray", "turbo", "jet"]  # "hot" is what cs231n draws with
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff", "npz"]
@@ -75,6 +80,57 @@ def analyse_many(image_keys: tuple[str, ...], model_name: str, labels: tuple[int
     """Both maps for several images in one batched computation (automatic targets)."""
     return core_analysis.analyse(get_model(model_name), list(_images), [None] * len(_images), list(labels),
                                  reduction=reduction, precision=precision)
+
+
+class _LRU:
+    """A small thread-safe least-recently-used cache for results computed with a progress bar.
+
+    ``st.cache_data`` replays the elements a cached function draws, so a
+    function that reports progress can't be cached with it; this holds such
+    results instead, with the same kind of bound.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._data: OrderedDict[tuple, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_compute(self, key: tuple, compute: Callable[[], T]) -> T:
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]  # type: ignore[return-value]
+        value = compute()  # outside the lock: other sessions keep working meanwhile
+        with self._lock:
+            self._data[key] = value
+            while len(self._data) > self.max_entries:
+                self._data.popitem(last=False)
+        return value
+
+
+@st.cache_resource
+def progress_results() -> _LRU:
+    """Slow results (faithfulness, sanity checks), shared by every session; cleared with the other caches."""
+    return _LRU(max_entries=16)
+
+
+def cached_with_progress(key: tuple, label: str, compute: Callable[[Callable[[int, int], None]], T]) -> T:
+    """``compute(progress)`` once per key, with a progress bar while it runs."""
+    holder: list = []
+
+    def run() -> T:
+        bar = st.progress(0.0, text=label)
+        holder.append(bar)
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(min(1.0, done / max(1, total)), text=f"{label} {done}/{total}")
+
+        return compute(progress)
+
+    value = progress_results().get_or_compute(key, run)
+    for bar in holder:
+        bar.empty()
+    return value
 
 
 # --------------------------------------------------------------------------- the user's choices

@@ -468,7 +468,7 @@ def concentration_figure(maps: Mapping[str, np.ndarray]) -> go.Figure:
 
 
 def gallery_figure(
-    images: Sequence[np.ndarray],
+    images: Sequence[np.ndarray] | None,
     maps: Mapping[str, Sequence[np.ndarray]],
     titles: Sequence[str],
     *,
@@ -476,24 +476,26 @@ def gallery_figure(
 ) -> go.Figure:
     """The cs231n saliency figure: images on top, one row of maps per method.
 
-    images : sequence of (H, W, 3) uint8 crops, one column each.
-    maps : method name ("score", "loss", ...) -> one (H, W) map per image.
+    images : sequence of (H, W, 3) uint8 crops, one column each; None for a
+        grid of maps only (e.g. one column per randomisation stage).
+    maps : method name ("score", "loss", ...) -> one (H, W) map per column.
     titles : one column title per image (e.g. its class name).
     Each map uses its own colour range (no colour bars); axes are linked and
     carry no tick labels; the height grows with the number of rows.
     """
-    n_cols = len(images)
+    n_cols = len(images) if images is not None else len(titles)
     if n_cols == 0:
         raise InvalidInputError("images: expected at least one image, got none")
     if len(titles) != n_cols:
         raise InvalidInputError(f"titles: expected {n_cols} titles (one per image), got {len(titles)}")
-    imgs = [_as_image(img, None, f"images[{i}]") for i, img in enumerate(images)]
+    imgs = [_as_image(img, None, f"images[{i}]") for i, img in enumerate(images)] if images is not None else None
     for method, method_maps in maps.items():
         if len(method_maps) != n_cols:
             raise InvalidInputError(f"maps[{method!r}]: expected {n_cols} maps (one per image), got {len(method_maps)}")
     _check_colorscale(colorscale)
 
-    n_rows = 1 + len(maps)
+    n_rows = (imgs is not None) + len(maps)
+    first_map_row = 1 + (imgs is not None)
     # No shared_xaxes/shared_yaxes here: in a grid they chain each column to
     # its bottom axis, which would loop with the all-to-"x" links below.
     fig = make_subplots(
@@ -503,13 +505,16 @@ def gallery_figure(
         horizontal_spacing=0.01,
         vertical_spacing=0.02,
     )
-    for col, img in enumerate(imgs, start=1):
-        fig.add_trace(_image_trace(img, name=str(titles[col - 1])), row=1, col=col)
-        for row, (method, method_maps) in enumerate(maps.items(), start=2):
+    for col in range(1, n_cols + 1):
+        if imgs is not None:
+            fig.add_trace(_image_trace(imgs[col - 1], name=str(titles[col - 1])), row=1, col=col)
+        shape = imgs[col - 1].shape[:2] if imgs is not None else None
+        for row, (method, method_maps) in enumerate(maps.items(), start=first_map_row):
             z = _as_map(method_maps[col - 1], f"maps[{method!r}][{col - 1}]")
-            if z.shape != img.shape[:2]:
+            shape = shape or z.shape
+            if z.shape != shape:
                 raise InvalidInputError(
-                    f"maps[{method!r}][{col - 1}]: expected shape {img.shape[:2]} like its image, got {z.shape}"
+                    f"maps[{method!r}][{col - 1}]: expected shape {shape} like its image, got {z.shape}"
                 )
             fig.add_trace(
                 _heatmap(z, label=method, name=method, colorscale=colorscale, showscale=False),
@@ -520,7 +525,29 @@ def gallery_figure(
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
     # Method names label the rows on the left, as in the cs231n figure.
-    for row, method in enumerate(maps, start=2):
+    for row, method in enumerate(maps, start=first_map_row):
         fig.update_yaxes(title_text=method, row=row, col=1)
     _anchor_squares(fig, n_rows * n_cols)
     return _finish(fig, None, height=60 + 200 * n_rows)
+
+
+def curves_figure(fractions: np.ndarray, curves: Mapping[str, np.ndarray], *, title: str | None = None,
+                  x_title: str = "fraction of pixels", y_title: str = "target probability",
+                  x_range: tuple[float, float] | None = (0.0, 1.0)) -> go.Figure:
+    """Lines sharing one x axis, e.g. deletion or insertion curves (Petsiuk et al. 2018).
+
+    fractions : (S,) x values in [0, 1]
+    curves : name -> (S,) y values
+    """
+    x = np.asarray(fractions, dtype=np.float64)
+    fig = go.Figure()
+    for name, y in curves.items():
+        y = np.asarray(y, dtype=np.float64)
+        if y.shape != x.shape:
+            raise InvalidInputError(f"curves[{name!r}]: expected shape {x.shape} like fractions, got {y.shape}")
+        dash = "dot" if name.startswith("random") else None
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=name, line=dict(dash=dash),
+                                 hovertemplate=f"{name}<br>{x_title} %{{x:.3g}}: %{{y:.4f}}<extra></extra>"))
+    fig.update_xaxes(title_text=x_title, range=list(x_range) if x_range else None)
+    fig.update_yaxes(title_text=y_title, rangemode="tozero")
+    return _finish(fig, title, height=380)

@@ -286,3 +286,21 @@ def test_signed_map_percentile_range_saturates_outliers():
     assert 0.9 <= clipped.data[0].zmax < 2.0 and clipped.data[0].zmin == -clipped.data[0].zmax
     with pytest.raises(InvalidInputError):
         plots.signed_map_figure(values, percentile=0)
+
+
+def test_gallery_figure_without_images_is_a_grid_of_maps(rng):
+    maps = {m: [rng.random((H, W)) for _ in range(4)] for m in ("score", "loss")}
+    fig = plots.gallery_figure(None, maps, ["original", "fc", "block 16", "stem"])
+    assert len(fig.data) == 8 and not any(isinstance(t, go.Image) for t in fig.data)
+    assert fig.layout.yaxis.title.text == "score" and fig.layout.yaxis5.title.text == "loss"
+    (trace,) = [t for t in fig.data if t.xaxis == "x7"]  # row 2 (loss), column 3
+    np.testing.assert_allclose(np.asarray(trace.z), maps["loss"][2], rtol=1e-6)
+
+
+def test_curves_figure_draws_one_line_per_curve():
+    x = np.linspace(0, 1, 5)
+    fig = plots.curves_figure(x, {"score": x, "random order": 1 - x})
+    assert [t.name for t in fig.data] == ["score", "random order"]
+    assert fig.data[1].line.dash == "dot"
+    with pytest.raises(InvalidInputError):
+        plots.curves_figure(x, {"bad": np.zeros(3)})

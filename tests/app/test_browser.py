@@ -69,6 +69,7 @@ PAGES = [
     ("/compare", "Score gradient vs loss gradient", {PLOT: 4, DATAFRAME: 1}),
     ("/gallery", "Gallery", {PLOT: 1}),
     ("/statistics", "Per-pixel statistics", {PLOT: 2, DATAFRAME: 3}),
+    ("/faithfulness", "Which map tells the truth?", {PLOT: 4, DATAFRAME: 1}),
 ]
 
 _SERVED: set[str] = set()  # base URLs that have been asked for a page

@@ -32,6 +32,7 @@ PAGES = {
     "compare": "pages/compare.py",
     "gallery": "pages/gallery.py",
     "statistics": "pages/statistics.py",
+    "faithfulness": "pages/faithfulness.py",
 }
 
 
@@ -166,11 +167,12 @@ def test_every_page_renders_with_defaults(new_app, name):
     assert_healthy(at)
     figs = charts(at)
     expected = {
-        "home": lambda: "Which pixels" in at.title[0].value and len(at.get("page_link")) == 4,
+        "home": lambda: "Which pixels" in at.title[0].value and len(at.get("page_link")) == 5,
         "saliency": lambda: "heatmap" in figs,
         "compare": lambda: {"side_by_side", "difference", "term_target", "term_others"} <= set(figs),
         "gallery": lambda: "gallery_0" in figs and len(heatmaps(figs["gallery_0"])) == 2 * 5,
         "statistics": lambda: {"histogram", "concentration"} <= set(figs) and len(at.dataframe) == 3,
+        "faithfulness": lambda: {"deletion", "insertion", "similarity", "strip"} <= set(figs),
     }[name]
     assert expected(), (name, sorted(figs), [t.value for t in at.title])
 
@@ -516,3 +518,47 @@ def test_page_reruns_go_through_the_entry_script(new_app_unpatched, reference):
     assert_healthy(at)
     assert [w.key for w in at.sidebar.get("radio")] == ["method"], "the sidebar was not drawn"
     assert_map_equal(heatmap_z(at), ref_map(reference(coffee(), 967), "loss"))
+
+
+# --------------------------------------------------------------------------- faithfulness page
+
+
+def test_faithfulness_page_computes_curves_table_and_randomisation_once(new_app, monkeypatch):
+    from saliency_core import faithfulness, sanity
+
+    calls = {"deletion_insertion": 0, "cascading_randomization": 0}
+    for module, name in ((faithfulness, "deletion_insertion"), (sanity, "cascading_randomization")):
+        original = getattr(module, name)
+
+        def counting(*args, _original=original, _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counting)
+    from pages import common
+
+    common.progress_results().__init__(max_entries=16)  # forget results of earlier tests
+
+    at = new_app(PAGES["faithfulness"], sample="chelsea").run()
+    assert_healthy(at)
+    figs = charts(at)
+    assert {"deletion", "insertion", "similarity", "strip"} <= set(figs)
+    assert [t["name"] for t in figs["deletion"]["data"]] == ["score", "loss", "random order"]
+    deletion = figs["deletion"]["data"][0]
+    assert len(decode_plotly_array(deletion["y"])) == 21  # 20 steps + the original
+    table = at.dataframe[0].value
+    assert sorted(table["order"]) == ["loss", "random order", "score"]
+    assert list(table["rank"]) == [1, 2, 3]
+    assert (table["insertion − deletion"].diff().dropna() <= 0).all()
+    assert calls == {"deletion_insertion": 3, "cascading_randomization": 1}
+    similarity = figs["similarity"]["data"]
+    assert len(similarity) == 4  # score/loss x spearman/ssim
+    first = decode_plotly_array(similarity[0]["y"])
+    assert first[0] == pytest.approx(1.0) and first[-1] < 0.9  # randomising the model changes the map
+
+    at.run()  # a rerun (same options) reuses the results
+    assert calls == {"deletion_insertion": 3, "cascading_randomization": 1}
+    at.slider(key="faith_steps").set_value(10).run()
+    assert_healthy(at)
+    assert calls["deletion_insertion"] == 6 and calls["cascading_randomization"] == 1
+    assert len(decode_plotly_array(charts(at)["deletion"]["data"][0]["y"])) == 11

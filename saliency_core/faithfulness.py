@@ -1,0 +1,483 @@
+"""Deletion and insertion curves: does the model need the pixels a map ranks first?
+
+Petsiuk, Das & Saenko, "RISE: Randomized Input Sampling for Explanation of
+Black-box Models", BMVC 2018, section 4.1. Pixels are ranked by decreasing
+saliency. *Deletion* starts from the image and replaces the top-ranked pixels
+(all colour channels) by a baseline, step by step; a faithful map makes the
+target probability fall fast (low area under the curve). *Insertion* starts
+from the baseline and puts the same pixels back; a faithful map makes the
+probability rise fast (high area). A random pixel order (``order="random"``)
+gives the reference curve every map should beat.
+
+The model is shared by every user of the dashboard, so it is only ever run
+forward under ``torch.inference_mode()``: no parameter, buffer, ``.grad`` or
+train/eval mode is touched, and the caller's tensors are not modified.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from saliency_core.errors import InvalidInputError
+
+BASELINES = ("blur", "mean", "zeros")
+ORDERS = ("map", "random")
+COMPARE_COLUMNS = ("method", "image", "deletion_auc", "insertion_auc")
+
+# RISE blurs with a Gaussian of sigma about 5 px at the usual 224 px input;
+# other sizes scale it so the baseline looks the same at any resolution.
+BLUR_SIGMA_224 = 5.0
+
+Progress = Callable[[int, int], None]
+MapsLike = torch.Tensor | np.ndarray
+
+
+@dataclass
+class FaithfulnessResult:
+    """Deletion and insertion curves of one :func:`deletion_insertion` call.
+
+    Attributes
+    ----------
+    deletion : (N, steps + 1) float64, softmax probability of the target
+        after deleting the top ``fractions[k]`` of pixels; ``deletion[:, 0]``
+        is p(original image).
+    insertion : (N, steps + 1) float64, the same after inserting them into
+        the baseline; ``insertion[:, -1]`` is p(original image) and
+        ``insertion[:, 0]`` p(baseline) (= ``deletion[:, -1]``).
+    deletion_auc, insertion_auc : (N,) float64, trapezoid area under each
+        curve over ``fractions`` (x from 0 to 1), so in [0, 1].
+    fractions : (steps + 1,) float64, share of pixels perturbed at each step,
+        ``round(k / steps * H * W) / (H * W)``.
+    targets : (N,) int64, the class each curve follows (top-1 resolved).
+    baseline : "blur", "mean" or "zeros".
+    order : "map" or "random".
+    """
+
+    deletion: np.ndarray
+    insertion: np.ndarray
+    deletion_auc: np.ndarray
+    insertion_auc: np.ndarray
+    fractions: np.ndarray
+    targets: np.ndarray
+    baseline: str
+    order: str
+
+
+# --- helpers -------------------------------------------------------------------
+
+
+def _unwrap(model: object) -> torch.nn.Module:
+    """The module of a :class:`~saliency_core.models.LoadedModel`, or the module itself."""
+    inner = getattr(model, "model", None)
+    module = inner if isinstance(inner, torch.nn.Module) else model
+    if not isinstance(module, torch.nn.Module):
+        raise InvalidInputError(f"model must be a torch.nn.Module or a LoadedModel, got {type(model).__name__}")
+    return module
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _memory_format(module: torch.nn.Module) -> torch.memory_format:
+    """channels_last when the model's 4-D weights are stored that way (saves a conversion per conv)."""
+    for p in module.parameters():
+        if p.dim() == 4:
+            if p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous():
+                return torch.channels_last
+            return torch.contiguous_format
+    return torch.contiguous_format
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _check_eval(module: torch.nn.Module) -> None:
+    # In train mode BatchNorm would update the shared model's running
+    # statistics even under inference_mode, and dropout would make the curves
+    # random: refuse rather than toggle the caller's mode.
+    if any(m.training for m in module.modules()):
+        raise InvalidInputError("the model must be in eval mode (call model.eval() once, beforehand)")
+
+
+def _validate_inputs(X: torch.Tensor, y: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    if not isinstance(X, torch.Tensor) or X.dim() != 4 or X.shape[1] != 3:
+        shape = tuple(X.shape) if isinstance(X, torch.Tensor) else type(X).__name__
+        raise InvalidInputError(f"X must be an (N, 3, H, W) tensor, got {shape}")
+    if not X.is_floating_point():
+        raise InvalidInputError(f"X must be a float tensor normalised for the model, got {X.dtype}")
+    if X.shape[0] == 0:
+        raise InvalidInputError("X holds no images")
+    y = torch.as_tensor(y)
+    if y.dim() == 0:
+        y = y[None]
+    if y.dim() != 1 or y.shape[0] != X.shape[0] or y.is_floating_point() or y.is_complex() or bool((y < -1).any()):
+        raise InvalidInputError(
+            f"y must be (N,) integer class indices with N={X.shape[0]}, got {tuple(y.shape)} {y.dtype}"
+        )
+    return y.long()
+
+
+def _validate_maps(maps: MapsLike | None, shape: tuple[int, int, int]) -> torch.Tensor:
+    if maps is None:
+        raise InvalidInputError('maps are needed for order="map" (order="random" needs none)')
+    if isinstance(maps, np.ndarray):
+        if maps.dtype == object or maps.dtype.kind not in "biuf":
+            raise InvalidInputError(f"maps must hold real numbers, got {maps.dtype}")
+        maps = torch.from_numpy(np.ascontiguousarray(maps))
+    if not isinstance(maps, torch.Tensor):
+        raise InvalidInputError(f"maps must be an (N, H, W) tensor or array, got {type(maps).__name__}")
+    if tuple(maps.shape) != shape:
+        raise InvalidInputError(f"maps must have shape (N, H, W) = {shape}, got {tuple(maps.shape)}")
+    maps = maps.detach().to(torch.float64)
+    if not bool(torch.isfinite(maps).all()):
+        raise InvalidInputError("maps contain NaN or infinite values")
+    return maps
+
+
+def _mean_std(model: object, mean: Sequence[float] | None,
+              std: Sequence[float] | None) -> tuple[Sequence[float], Sequence[float]] | None:
+    if (mean is None) != (std is None):
+        raise InvalidInputError("give both mean and std, or neither")
+    if mean is None:
+        prep = getattr(model, "preprocessing", None)
+        if prep is None or not hasattr(prep, "mean") or not hasattr(prep, "std"):
+            return None
+        mean, std = prep.mean, prep.std
+    if len(mean) != 3 or len(std) != 3 or any(float(s) == 0 for s in std):
+        raise InvalidInputError(f"mean and std must be three numbers each (std non-zero), got {mean!r}, {std!r}")
+    return mean, std
+
+
+def _gaussian_kernel(sigma: float, radius: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    t = torch.arange(-radius, radius + 1, device=device, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return (k / k.sum()).to(dtype)
+
+
+def gaussian_blur(X: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of every channel, as two 1-D convolutions with reflect padding.
+
+    Parameters
+    ----------
+    X : (N, C, H, W) float tensor, any device.
+    sigma : standard deviation in pixels, > 0. The kernel spans about
+        4 sigma + 1 pixels (radius ceil(2 sigma)), cut to the image size
+        because reflect padding cannot be wider than the image.
+
+    Returns
+    -------
+    (N, C, H, W) tensor, same dtype and device; ``X`` is not modified.
+    """
+    if not sigma > 0 or not math.isfinite(sigma):
+        raise InvalidInputError(f"blur sigma must be a positive number, got {sigma!r}")
+    _, c, h, w = X.shape
+    x = X.detach().contiguous()
+    out = x
+    # Separable: a 2-D Gaussian is the product of two 1-D ones, so two passes
+    # of k taps replace one of k*k.
+    for dim, size in ((3, w), (2, h)):
+        radius = min(math.ceil(2 * sigma), size - 1)
+        if radius < 1:
+            continue
+        k = _gaussian_kernel(sigma, radius, x.device, x.dtype)
+        shape = (1, 1, 1, -1) if dim == 3 else (1, 1, -1, 1)
+        pad = (radius, radius, 0, 0) if dim == 3 else (0, 0, radius, radius)
+        weight = k.view(shape).expand(c, -1, -1, -1)  # one filter per channel (groups=c)
+        out = F.conv2d(F.pad(out, pad, mode="reflect"), weight, groups=c)
+    return out if out is not x else x.clone()
+
+
+def make_baseline(X: torch.Tensor, baseline: str = "blur", *, mean: Sequence[float] | None = None,
+                  std: Sequence[float] | None = None, blur_sigma: float | None = None) -> torch.Tensor:
+    """The image that deleted pixels become (and insertion starts from).
+
+    Parameters
+    ----------
+    X : (N, 3, H, W) float tensor, normalised for the model.
+    baseline : "blur": Gaussian blur of ``X`` (RISE's insertion baseline),
+        sigma ``blur_sigma`` or 5 px scaled by min(H, W) / 224;
+        "mean": each image's own mean colour, per channel;
+        "zeros": black pixels, i.e. intensity 0 normalised,
+        ``(0 - mean) / std``. Without ``mean``/``std`` the normalisation is
+        unknown and "zeros" is 0 in the normalised space instead (the
+        dataset's mean colour for a mean/std-normalised model).
+    mean, std : the model's per-channel normalisation (three floats each).
+
+    Returns
+    -------
+    (N, 3, H, W) tensor, same dtype and device as ``X``.
+    """
+    if baseline not in BASELINES:
+        raise InvalidInputError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    x = X.detach()
+    if baseline == "blur":
+        sigma = blur_sigma if blur_sigma is not None else BLUR_SIGMA_224 * min(x.shape[2:]) / 224.0
+        return gaussian_blur(x, float(sigma))
+    if baseline == "mean":
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
+    if (mean is None) != (std is None):
+        raise InvalidInputError("give both mean and std, or neither")
+    if mean is None:
+        return torch.zeros_like(x)
+    m = torch.tensor([float(v) for v in mean], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor([float(v) for v in std], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return ((0.0 - m) / s).expand_as(x).clone()
+
+
+def pixel_ranks(maps: MapsLike) -> torch.Tensor:
+    """Rank of every pixel when sorted by decreasing map value (0 = most important).
+
+    Parameters
+    ----------
+    maps : (N, H, W) tensor or array of finite importance values.
+
+    Returns
+    -------
+    (N, H, W) int64 tensor (on the maps' device), each image a permutation of
+    0..H*W-1. Ties go to the pixel that comes first in row-major order (a
+    stable sort of the negated values), so the ranking is deterministic.
+    """
+    if isinstance(maps, np.ndarray):
+        maps = torch.from_numpy(np.ascontiguousarray(maps))
+    n, h, w = maps.shape
+    flat = maps.detach().reshape(n, h * w).to(torch.float64)
+    order = torch.argsort(-flat, dim=1, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(h * w, device=order.device).expand(n, -1))
+    return ranks.view(n, h, w)
+
+
+def _random_ranks(n: int, h: int, w: int, seed: int) -> torch.Tensor:
+    # One CPU generator for the whole call: the same seed gives the same
+    # orders on any device, and the global RNG is left alone.
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.stack([torch.randperm(h * w, generator=g) for _ in range(n)]).view(n, h, w)
+
+
+def _auc(curves: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Trapezoid rule along the last axis (written out: np.trapz/np.trapezoid changed names)."""
+    return ((curves[:, 1:] + curves[:, :-1]) * 0.5 * np.diff(x)).sum(axis=1)
+
+
+def _forward_target_probs(module: torch.nn.Module, rows: int, build: Callable[[int, int], torch.Tensor],
+                          targets: torch.Tensor, batch_size: int, device: torch.device,
+                          on_chunk: Callable[[int], None] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``build(start, stop)`` batches through the model; p(target) and top-1 per row.
+
+    ``targets`` (rows,) may hold -1, meaning "the row's own top-1 class".
+    Returns two CPU tensors (rows,): float64 probabilities and int64 top-1.
+    """
+    probs = torch.empty(rows, dtype=torch.float64)
+    top1 = torch.empty(rows, dtype=torch.int64)
+    fmt = _memory_format(module)
+    chunk = max(1, min(batch_size, rows))
+    start = 0
+    while start < rows:
+        stop = min(start + chunk, rows)
+        try:
+            with torch.inference_mode():
+                batch = build(start, stop).to(device=device, dtype=torch.float32)
+                logits = module(batch.contiguous(memory_format=fmt)).float()
+                if logits.dim() != 2:
+                    raise InvalidInputError(f"the model must return (N, C) logits, got {tuple(logits.shape)}")
+                t = targets[start:stop].to(logits.device)
+                best = logits.argmax(dim=1)
+                t = torch.where(t < 0, best, t)
+                if int(t.max()) >= logits.shape[1]:
+                    raise InvalidInputError(
+                        f"target class {int(t.max())} is out of range for a model with {logits.shape[1]} classes"
+                    )
+                p = logits.softmax(dim=1).gather(1, t[:, None]).squeeze(1)
+                part = (p.double().cpu(), best.cpu())
+        except RuntimeError as exc:
+            if not _is_oom(exc) or chunk == 1:
+                raise
+            failed = True
+        else:
+            failed = False
+        if failed:
+            # Retry outside the except block so the traceback (and the
+            # failed batch it holds) is freed before the smaller attempt.
+            chunk = max(1, chunk // 2)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        probs[start:stop], top1[start:stop] = part
+        if on_chunk is not None:
+            on_chunk(stop)
+        start = stop
+    return probs, top1
+
+
+# --- public API ------------------------------------------------------------------
+
+
+def deletion_insertion(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | Sequence[int],
+                       maps: MapsLike | None, steps: int = 20, baseline: str = "blur", *,
+                       order: str = "map", batch_size: int = 64, progress: Progress | None = None,
+                       seed: int = 0, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                       blur_sigma: float | None = None) -> FaithfulnessResult:
+    """Deletion and insertion curves of a saliency map (Petsiuk et al., RISE, BMVC 2018).
+
+    Parameters
+    ----------
+    model : classifier returning (N, C) logits, a ``torch.nn.Module`` or a
+        :class:`~saliency_core.models.LoadedModel`, in eval mode. Used as is:
+        only forward passes under ``torch.inference_mode()``.
+    X : (N, 3, H, W) float tensor, normalised for the model; any device.
+    y : (N,) integer target classes; -1 means the model's top-1 on ``X``.
+    maps : (N, H, W) tensor or array, importance of each pixel (larger =
+        more important); may be None when ``order="random"``.
+    steps : number of steps, >= 1; step k perturbs the top
+        ``round(k / steps * H * W)`` pixels, all channels.
+    baseline : "blur", "mean" or "zeros", see :func:`make_baseline`.
+    order : "map" (decreasing map value, ties by row-major position) or
+        "random" (a seeded random permutation per image, the reference).
+    batch_size : perturbed images per forward pass; halved and retried on
+        out-of-memory.
+    progress : called as ``progress(done, total)`` after each forward pass,
+        counting images (``total = N * 2 * steps``).
+    seed : seed of the random orders (``order="random"`` only).
+    mean, std : the model's normalisation, for the "zeros" (black)
+        baseline; taken from a LoadedModel's ``.preprocessing`` when omitted.
+    blur_sigma : sigma of the "blur" baseline in pixels; default 5 px scaled
+        by min(H, W) / 224.
+
+    Returns
+    -------
+    :class:`FaithfulnessResult` (numpy arrays on the CPU).
+
+    Notes
+    -----
+    Step 0 of deletion and step ``steps`` of insertion are the same image
+    (the original), as are deletion's last and insertion's first step (the
+    baseline): each pair is computed once, so ``N * 2 * steps`` images go
+    through the model and ``deletion[:, 0] == insertion[:, -1]`` exactly.
+    """
+    module = _unwrap(model)
+    _check_eval(module)
+    y = _validate_inputs(X, y)
+    if baseline not in BASELINES:
+        raise InvalidInputError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    if order not in ORDERS:
+        raise InvalidInputError(f"order must be one of {ORDERS}, got {order!r}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise InvalidInputError(f"steps must be an integer >= 1, got {steps!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    steps = int(steps)
+    n, _, h, w = X.shape
+    hw = h * w
+    device = _device_of(module)
+
+    if order == "map":
+        ranks = pixel_ranks(_validate_maps(maps, (n, h, w)))
+    else:
+        ranks = _random_ranks(n, h, w, seed)
+    norm = _mean_std(model, mean, std) if baseline == "zeros" else None
+    x = X.detach().to(device=device, dtype=torch.float32)
+    base = make_baseline(x, baseline, mean=norm[0] if norm else None, std=norm[1] if norm else None,
+                         blur_sigma=blur_sigma)
+    ranks = ranks.to(device=device, dtype=torch.int32)  # H*W < 2**31; int32 halves the memory
+
+    counts = [round(k / steps * hw) for k in range(steps + 1)]
+    # Each image needs 2 * steps distinct inputs: deletion steps 0..steps
+    # (original ... all baseline), then insertion steps 1..steps-1 (its
+    # step 0 is the all-baseline image, its last the original).
+    per_image = 2 * steps
+    thresholds = torch.tensor(counts + counts[1:steps], dtype=torch.int32, device=device)
+    inserting = torch.tensor([False] * (steps + 1) + [True] * (steps - 1), device=device)
+    rows = n * per_image
+    row_image = torch.arange(n, device=device).repeat_interleave(per_image)
+    row_threshold = thresholds.repeat(n)
+    row_inserting = inserting.repeat(n)
+
+    def build(start: int, stop: int) -> torch.Tensor:
+        # Masks straight from the rank tensor: pixel p of step k is perturbed
+        # iff rank[p] < n_k, so a whole chunk is one comparison and one where.
+        img = row_image[start:stop]
+        perturbed = ranks[img] < row_threshold[start:stop, None, None]
+        # Deletion shows the baseline where perturbed; insertion the reverse.
+        use_base = perturbed ^ row_inserting[start:stop, None, None]
+        return torch.where(use_base[:, None], base[img], x[img])
+
+    if bool((y < 0).any()):
+        # Resolve "top-1" targets on the original images first, so every
+        # perturbed image follows the same class.
+        _, best = _forward_target_probs(module, n, lambda a, b: x[a:b], torch.full((n,), -1), batch_size,
+                                        device, None)
+        y = torch.where(y < 0, best, y)
+
+    on_chunk = (lambda done: progress(done, rows)) if progress is not None else None
+    probs, _ = _forward_target_probs(module, rows, build, y.repeat_interleave(per_image), batch_size, device,
+                                     on_chunk)
+    table = probs.view(n, per_image).numpy()
+    deletion = table[:, : steps + 1].copy()
+    insertion = np.concatenate([table[:, steps : steps + 1], table[:, steps + 1 :], table[:, :1]], axis=1)
+    fractions = np.asarray(counts, dtype=np.float64) / hw
+    return FaithfulnessResult(
+        deletion=deletion,
+        insertion=insertion,
+        deletion_auc=_auc(deletion, fractions),
+        insertion_auc=_auc(insertion, fractions),
+        fractions=fractions,
+        targets=y.cpu().numpy().astype(np.int64),
+        baseline=baseline,
+        order=order,
+    )
+
+
+def compare_orders(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | Sequence[int],
+                   maps: Mapping[str, MapsLike], steps: int = 20, baseline: str = "blur", *,
+                   random: bool = True, batch_size: int = 64, progress: Progress | None = None, seed: int = 0,
+                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                   blur_sigma: float | None = None) -> pd.DataFrame:
+    """Deletion/insertion AUCs of several maps, and of a random order, in one tidy table.
+
+    Parameters
+    ----------
+    maps : method name -> (N, H, W) map (e.g. ``{"score": ..., "loss": ...}``).
+    random : also run ``order="random"`` as method "random" (the reference
+        a map has to beat: lower deletion AUC, higher insertion AUC).
+    Everything else as in :func:`deletion_insertion`.
+
+    Returns
+    -------
+    DataFrame with columns ``method, image, deletion_auc, insertion_auc``,
+    one row per method per image (image = index into ``X``).
+    """
+    runs: list[tuple[str, MapsLike | None, str]] = [(name, m, "map") for name, m in maps.items()]
+    if random:
+        if "random" in maps:
+            raise InvalidInputError('"random" is the name of the reference order; name the map differently')
+        runs.append(("random", None, "random"))
+    if not runs:
+        raise InvalidInputError("no maps to compare")
+    n = X.shape[0] if isinstance(X, torch.Tensor) and X.dim() == 4 else 0
+    per_run = n * 2 * steps if isinstance(steps, int) else 0
+    total = per_run * len(runs)
+    frames = []
+    for i, (name, m, order) in enumerate(runs):
+        inner = (lambda done, _t, _i=i: progress(_i * per_run + done, total)) if progress is not None else None
+        res = deletion_insertion(model, X, y, m, steps, baseline, order=order, batch_size=batch_size,
+                                 progress=inner, seed=seed, mean=mean, std=std, blur_sigma=blur_sigma)
+        frames.append(pd.DataFrame({
+            "method": name,
+            "image": np.arange(res.deletion_auc.shape[0], dtype=np.int64),
+            "deletion_auc": res.deletion_auc,
+            "insertion_auc": res.insertion_auc,
+        }))
+    return pd.concat(frames, ignore_index=True)[list(COMPARE_COLUMNS)]

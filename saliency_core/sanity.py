@@ -1,0 +1,247 @@
+"""Model-randomisation sanity check: does the map change when the weights do?
+
+Adebayo, Gilmer, Muelly, Goodfellow, Hardt & Kim, "Sanity Checks for
+Saliency Maps", NeurIPS 2018, section 3 ("cascading randomization"): the
+layers of a trained network are re-initialised one after another, from the
+output down to the input, and the saliency map is recomputed after each step.
+A map that explains the *model* must drift away from the original one (rank
+correlation and SSIM fall); a map that stays put is closer to an edge
+detector of the *image*.
+
+The model given is shared by every user of the dashboard, so all of this
+happens on a ``copy.deepcopy`` of it: the given module's parameters, buffers
+and mode are never touched, and the global random number generators are left
+as they were (re-initialisation draws from a private, seeded stream).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from saliency_core.errors import InvalidInputError
+from saliency_core.gradients import METHODS, compute_saliency
+from saliency_core.stats import agreement
+
+SIMILARITY_COLUMNS = ("stage_index", "stage", "method", "image", "spearman", "ssim")
+DEFAULT_MAX_STAGES = 8
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class RandomizationResult:
+    """What :func:`cascading_randomization` found.
+
+    Attributes
+    ----------
+    stages : S + 1 stage names; ``stages[0] == "original"``, then
+        "top → bottom" (the top-most and bottom-most layer re-initialised at
+        that stage, or one name when the stage is a single layer).
+    layers : S + 1 lists of the layer names newly re-initialised at each
+        stage (``layers[0] == []``); stage k has ``layers[1..k]`` all random.
+    maps : method -> (S + 1, N, H, W) float32 array, the saliency map of
+        each image at each stage (stage 0 = the trained model).
+    similarity : DataFrame with columns ``stage_index, stage, method, image,
+        spearman, ssim``: agreement of each map with the same image's
+        stage-0 map (:func:`saliency_core.stats.agreement`); NaN where a map
+        is constant or not finite.
+    targets : (N,) int64, the classes explained (top-1 resolved on the
+        trained model and kept fixed for every stage).
+    methods : the methods computed.
+    """
+
+    stages: list[str]
+    layers: list[list[str]]
+    maps: dict[str, np.ndarray]
+    similarity: pd.DataFrame
+    targets: np.ndarray
+    methods: tuple[str, ...]
+
+
+def _unwrap(model: object) -> torch.nn.Module:
+    inner = getattr(model, "model", None)
+    module = inner if isinstance(inner, torch.nn.Module) else model
+    if not isinstance(module, torch.nn.Module):
+        raise InvalidInputError(f"model must be a torch.nn.Module or a LoadedModel, got {type(model).__name__}")
+    return module
+
+
+def randomizable_layers(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The layers that own parameters directly (Conv, Linear, BatchNorm, LayerNorm, ...).
+
+    Returns ``(name, module)`` pairs in definition order (``named_modules()``),
+    which for sequential networks is input-to-output order.
+    """
+    return [(name, m) for name, m in module.named_modules() if next(m.parameters(recurse=False), None) is not None]
+
+
+def group_layers(names: Sequence[str], max_stages: int | None = DEFAULT_MAX_STAGES) -> list[list[str]]:
+    """Split layers into cascading stages, from the output down.
+
+    Parameters
+    ----------
+    names : layer names in input-to-output order.
+    max_stages : at most this many stages; None for one stage per layer.
+        With more layers than stages, the layers (top first) are cut into
+        ``max_stages`` contiguous groups of near-equal size, the larger
+        groups first.
+
+    Returns
+    -------
+    Stages, top first; each stage lists its layers top first.
+    """
+    top_down = list(reversed(names))
+    if max_stages is None or len(top_down) <= max_stages:
+        return [[name] for name in top_down]
+    return [list(part) for part in np.array_split(np.array(top_down, dtype=object), max_stages)]
+
+
+def _stage_name(group: Sequence[str]) -> str:
+    return group[0] if len(group) == 1 else f"{group[0]} → {group[-1]}"
+
+
+def _simple_layer(m: torch.nn.Module) -> bool:
+    """True when ``reset_parameters`` would only touch the module's own tensors."""
+    own = sum(1 for _ in m.parameters(recurse=False))
+    return callable(getattr(m, "reset_parameters", None)) and own == sum(1 for _ in m.parameters())
+
+
+def _fallback_init(m: torch.nn.Module) -> None:
+    # Normal init for layers without reset_parameters: weights N(0, 1/fan_in)
+    # keep activations at a sane scale; vectors (biases, scales) N(0, 0.01).
+    for p in m.parameters(recurse=False):
+        if p.dim() >= 2:
+            torch.nn.init.normal_(p, 0.0, 1.0 / math.sqrt(max(1, p[0].numel())))
+        else:
+            torch.nn.init.normal_(p, 0.0, 0.01)
+
+
+@torch.no_grad()
+def _reinitialize(layer: torch.nn.Module, seed: int) -> None:
+    """Re-initialise ``layer``'s own parameters (and BatchNorm running stats), reproducibly.
+
+    The new values are drawn on the CPU from the global CPU generator seeded
+    with ``seed`` inside ``fork_rng`` (so the caller's RNG state is restored
+    afterwards, and the weights are the same on any device), then copied
+    into the layer in place.
+    """
+    # A CPU, contiguous copy: the draw does not depend on device or layout.
+    scratch = copy.deepcopy(layer).to("cpu", memory_format=torch.contiguous_format)
+    with torch.random.fork_rng(devices=[]):
+        # Only the CPU generator is seeded: torch.manual_seed would also
+        # reseed every CUDA device, which fork_rng(devices=[]) does not restore.
+        torch.random.default_generator.manual_seed(seed)
+        if _simple_layer(scratch):
+            # BatchNorm's reset_parameters also resets its running statistics.
+            scratch.reset_parameters()
+        else:
+            _fallback_init(scratch)
+    for name, t in [*scratch.named_parameters(recurse=False), *scratch.named_buffers(recurse=False)]:
+        target = getattr(layer, name)
+        if isinstance(target, torch.Tensor):
+            target.copy_(t)
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return math.nan, math.nan
+    scores = agreement(a, b, fractions=())
+    return scores["spearman"], scores["ssim"]
+
+
+def cascading_randomization(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | Sequence[int], *,
+                            methods: Sequence[str] = METHODS, reduction: str = "max",
+                            max_stages: int | None = DEFAULT_MAX_STAGES, seed: int = 0,
+                            progress: Progress | None = None, max_batch: int | None = None) -> RandomizationResult:
+    """Cascading model randomisation (Adebayo et al., NeurIPS 2018).
+
+    Parameters
+    ----------
+    model : classifier returning (N, C) logits, a ``torch.nn.Module`` or a
+        :class:`~saliency_core.models.LoadedModel`. Never modified: the
+        randomisation happens on a deep copy (in eval mode, parameters
+        frozen), on the model's device.
+    X : (N, 3, H, W) float tensor, normalised for the model.
+    y : (N,) integer target classes; -1 means the trained model's top-1,
+        which is then kept for every stage.
+    methods : saliency objectives, see :func:`saliency_core.gradients.compute_saliency`.
+    reduction : channel reduction, see :func:`saliency_core.gradients.reduce_channels`.
+    max_stages : the parameter-owning layers (about 100 in EfficientNet-Lite0)
+        are grouped into at most this many stages from the output down, see
+        :func:`group_layers`; None re-initialises one layer per stage.
+    seed : seed of the re-initialisation; the same seed gives the same
+        random weights (and maps) on every run.
+    progress : called as ``progress(done, total)`` after each stage,
+        ``total = S + 1`` (the original model counts as one).
+    max_batch : images per gradient pass, passed to ``compute_saliency``.
+
+    Returns
+    -------
+    :class:`RandomizationResult`. Stage k has the top k groups re-initialised
+    (cumulatively); its maps are compared with stage 0's.
+    """
+    if max_stages is not None and (isinstance(max_stages, bool) or not isinstance(max_stages, (int, np.integer))
+                                   or max_stages < 1):
+        raise InvalidInputError(f"max_stages must be an integer >= 1 or None, got {max_stages!r}")
+    methods = tuple(methods)
+    module = _unwrap(model)
+    if any(m.training for m in module.modules()):
+        # Stage 0 runs the given model: in train mode its BatchNorm layers
+        # would update the shared running statistics.
+        raise InvalidInputError("the model must be in eval mode (call model.eval() once, beforehand)")
+
+    # Stage 0 runs the given model itself (compute_saliency only reads it);
+    # this also validates X, y, methods and reduction before any copying.
+    result = compute_saliency(module, X, y, methods, reduction=reduction, max_batch=max_batch)
+    targets = result.targets
+    maps: dict[str, list[np.ndarray]] = {m: [result.maps[m].float().cpu().numpy()] for m in methods}
+
+    layers = randomizable_layers(module)
+    if not layers:
+        raise InvalidInputError("the model has no layers with parameters to randomise")
+    groups = group_layers([name for name, _ in layers], max_stages)
+    total = len(groups) + 1
+    if progress is not None:
+        progress(1, total)
+
+    work = copy.deepcopy(module)
+    work.eval()  # the copy's mode only; the caller's module is untouched
+    work.requires_grad_(False)
+    by_name = dict(work.named_modules())
+    # One private stream of per-layer seeds: layers of equal shape still get
+    # different weights, and the global generators are never consumed.
+    seeds = torch.Generator().manual_seed(int(seed))
+    for done, group in enumerate(groups, start=2):
+        for name in group:
+            _reinitialize(by_name[name], int(torch.randint(0, 2**62, (1,), generator=seeds)))
+        stage = compute_saliency(work, X, targets, methods, reduction=reduction, max_batch=max_batch)
+        for m in methods:
+            maps[m].append(stage.maps[m].float().cpu().numpy())
+        if progress is not None:
+            progress(done, total)
+    del work
+
+    stages = ["original", *(_stage_name(g) for g in groups)]
+    stacked = {m: np.stack(parts).astype(np.float32, copy=False) for m, parts in maps.items()}
+    rows = []
+    for k, stage_name in enumerate(stages):
+        for m in methods:
+            for i in range(X.shape[0]):
+                spearman, ssim = _agreement(stacked[m][0, i], stacked[m][k, i])
+                rows.append((k, stage_name, m, i, spearman, ssim))
+    similarity = pd.DataFrame(rows, columns=list(SIMILARITY_COLUMNS))
+    return RandomizationResult(
+        stages=stages,
+        layers=[[], *groups],
+        maps=stacked,
+        similarity=similarity,
+        targets=targets.cpu().numpy().astype(np.int64),
+        methods=methods,
+    )

@@ -1,0 +1,255 @@
+"""Deletion/insertion curves (Petsiuk et al., RISE, BMVC 2018) on a model whose true importance is known."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from scipy.integrate import trapezoid
+from scipy.ndimage import gaussian_filter
+
+from saliency_core.errors import InvalidInputError
+from saliency_core.faithfulness import (
+    COMPARE_COLUMNS,
+    FaithfulnessResult,
+    compare_orders,
+    deletion_insertion,
+    gaussian_blur,
+    make_baseline,
+    pixel_ranks,
+)
+from saliency_core.gradients import compute_saliency
+
+SIDE = 16
+
+
+class LeftHalf(torch.nn.Module):
+    """Two classes: logit_0 = 0, logit_1 = scale * mean(channel 0, left half).
+
+    The target class 1 depends on the left half only, so the true importance
+    map is 1 on the left half and 0 on the right.
+    """
+
+    def __init__(self, scale: float = 10.0) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(scale))  # requires_grad: must never get a .grad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.scale * x[:, 0, :, : x.shape[-1] // 2].mean(dim=(1, 2))
+        return torch.stack([torch.zeros_like(s), s], dim=1)
+
+
+@pytest.fixture
+def toy():
+    return LeftHalf().eval()
+
+
+@pytest.fixture
+def data():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(3, 3, SIDE, SIDE, generator=g)
+    X[..., : SIDE // 2] = 0.5 + torch.rand(3, 3, SIDE, SIDE // 2, generator=g)  # left half positive
+    y = torch.ones(3, dtype=torch.long)
+    true_map = torch.zeros(3, SIDE, SIDE)
+    true_map[..., : SIDE // 2] = 1.0
+    return X, y, true_map
+
+
+def p_target(model, X, y):
+    with torch.no_grad():
+        return model(X).softmax(1).gather(1, y[:, None]).squeeze(1).double().numpy()
+
+
+def test_true_map_beats_inverse_and_random(data):
+    X, y, true_map = data
+    toy = LeftHalf(scale=3.0).eval()  # logit_1 about 3: far enough from saturation for every order to show
+    kw = {"steps": 16, "baseline": "zeros"}
+    true = deletion_insertion(toy, X, y, true_map, **kw)
+    inverse = deletion_insertion(toy, X, y, 1.0 - true_map, **kw)
+    rand = deletion_insertion(toy, X, y, None, order="random", **kw)
+    assert np.all(true.deletion_auc < rand.deletion_auc - 0.05)
+    assert np.all(rand.deletion_auc < inverse.deletion_auc - 0.05)
+    assert np.all(true.insertion_auc > rand.insertion_auc + 0.05)
+    assert np.all(rand.insertion_auc > inverse.insertion_auc + 0.05)
+    # Once the whole left half is gone the target is a coin flip (logit 0 vs 0).
+    np.testing.assert_allclose(true.deletion[:, 8:], 0.5, atol=1e-6)
+    np.testing.assert_allclose(inverse.insertion[:, :9], 0.5, atol=1e-6)
+    assert (true.order, rand.order, true.baseline) == ("map", "random", "zeros")
+
+
+def test_shapes_endpoints_and_auc(toy, data):
+    X, y, true_map = data
+    steps = 7
+    res = deletion_insertion(toy, X, y, true_map, steps, "mean")
+    assert isinstance(res, FaithfulnessResult)
+    assert res.deletion.shape == res.insertion.shape == (3, steps + 1)
+    assert res.deletion_auc.shape == res.insertion_auc.shape == (3,)
+    assert res.deletion.dtype == np.float64 and res.fractions.shape == (steps + 1,)
+    expected = [round(k / steps * SIDE * SIDE) / (SIDE * SIDE) for k in range(steps + 1)]
+    np.testing.assert_allclose(res.fractions, expected)
+    assert res.fractions[0] == 0.0 and res.fractions[-1] == 1.0
+    p0 = p_target(toy, X, y)
+    np.testing.assert_array_equal(res.deletion[:, 0], res.insertion[:, -1])
+    np.testing.assert_allclose(res.deletion[:, 0], p0, rtol=1e-6)
+    np.testing.assert_array_equal(res.deletion[:, -1], res.insertion[:, 0])
+    # scipy's trapezoid: numpy renamed trapz (numpy >= 1.26 is supported).
+    np.testing.assert_allclose(res.deletion_auc, trapezoid(res.deletion, res.fractions, axis=1))
+    np.testing.assert_allclose(res.insertion_auc, trapezoid(res.insertion, res.fractions, axis=1))
+    assert np.all((res.deletion_auc >= 0) & (res.deletion_auc <= 1))
+    np.testing.assert_array_equal(res.targets, [1, 1, 1])
+
+
+def test_each_step_perturbs_exactly_the_top_pixels(data):
+    """A model that reports how many pixels equal the baseline (0) sees k/steps of them deleted."""
+    X, _, _ = data
+    X = X.abs() + 1.0  # no pixel is 0 to begin with
+
+    class CountZeros(torch.nn.Module):
+        def forward(self, x):
+            share = (x[:, 0] == 0).float().mean(dim=(1, 2))
+            return torch.stack([torch.zeros_like(share), 50.0 * share], dim=1)  # p -> sigmoid(50 share)
+
+    steps = 4
+    res = deletion_insertion(CountZeros().eval(), X, [1, 1, 1], torch.rand(3, SIDE, SIDE), steps, "zeros")
+    expected = 1 / (1 + np.exp(-50.0 * np.arange(steps + 1) / steps))
+    np.testing.assert_allclose(res.deletion, np.broadcast_to(expected, (3, steps + 1)), rtol=1e-5)
+    np.testing.assert_allclose(res.insertion, np.broadcast_to(expected[::-1], (3, steps + 1)), rtol=1e-5)
+
+
+def test_pixel_ranks_break_ties_by_position():
+    m = torch.tensor([[[0.0, 2.0, 1.0], [2.0, 0.0, 1.0]]])
+    assert pixel_ranks(m).tolist() == [[[4, 0, 2], [1, 5, 3]]]
+    np.testing.assert_array_equal(pixel_ranks(m.numpy()), pixel_ranks(m))
+
+
+def test_random_order_is_seeded(toy, data):
+    X, y, _ = data
+    a = deletion_insertion(toy, X, y, None, 10, "zeros", order="random", seed=3)
+    b = deletion_insertion(toy, X, y, None, 10, "zeros", order="random", seed=3)
+    c = deletion_insertion(toy, X, y, None, 10, "zeros", order="random", seed=4)
+    np.testing.assert_array_equal(a.deletion, b.deletion)
+    np.testing.assert_array_equal(a.insertion, b.insertion)
+    assert not np.array_equal(a.deletion, c.deletion)
+    before = torch.get_rng_state()
+    deletion_insertion(toy, X, y, None, 4, "zeros", order="random")
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def test_chunking_and_progress(toy, data):
+    X, y, true_map = data
+    calls: list[tuple[int, int]] = []
+    small = deletion_insertion(toy, X, y, true_map, 5, "blur", batch_size=3, progress=lambda d, t: calls.append((d, t)))
+    big = deletion_insertion(toy, X, y, true_map, 5, "blur", batch_size=64)
+    np.testing.assert_allclose(small.deletion, big.deletion, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(small.insertion, big.insertion, rtol=0, atol=1e-7)
+    total = 3 * 2 * 5
+    assert len(calls) == math.ceil(total / 3)
+    assert [d for d, _ in calls] == sorted({d for d, _ in calls})
+    assert calls[-1] == (total, total) and all(t == total for _, t in calls)
+
+
+def test_model_and_inputs_untouched(toy, data):
+    X, y, true_map = data
+    X0, maps0 = X.clone(), true_map.clone()
+    deletion_insertion(toy, X, y, true_map, 4, "blur")
+    assert toy.scale.grad is None and toy.scale.requires_grad and not toy.training
+    assert toy.scale.item() == 10.0
+    assert torch.equal(X, X0) and torch.equal(true_map, maps0)
+
+
+def test_numpy_maps_and_top1_targets(toy, data):
+    X, y, true_map = data
+    a = deletion_insertion(toy, X, y, true_map, 4, "mean")
+    b = deletion_insertion(toy, X, torch.full((3,), -1), true_map.numpy(), 4, "mean")
+    np.testing.assert_array_equal(b.targets, [1, 1, 1])  # left half positive: class 1 is the top-1
+    np.testing.assert_array_equal(a.deletion, b.deletion)
+
+
+def test_zeros_means_black_when_the_normalisation_is_known(toy, data):
+    X, y, true_map = data
+    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # black normalises to -1
+    base = make_baseline(X, "zeros", mean=mean, std=std)
+    assert torch.equal(base, torch.full_like(X, -1.0))
+    assert torch.equal(make_baseline(X, "zeros"), torch.zeros_like(X))
+    wrapped = SimpleNamespace(model=toy, preprocessing=SimpleNamespace(mean=mean, std=std))
+    res = deletion_insertion(wrapped, X, y, true_map, 4, "zeros")
+    explicit = deletion_insertion(toy, X, y, true_map, 4, "zeros", mean=mean, std=std)
+    np.testing.assert_array_equal(res.deletion, explicit.deletion)
+    np.testing.assert_allclose(res.deletion[:, -1], 1 / (1 + math.exp(10.0)), rtol=1e-5)  # logit_1 = 10 * -1
+
+
+def test_blur_and_mean_baselines():
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(2, 3, 20, 30, generator=g, dtype=torch.float64)
+    # torch's "reflect" padding is scipy's "mirror"; radius ceil(2 sigma) = scipy truncate 2.0.
+    expected = gaussian_filter(X.numpy(), sigma=(0, 0, 1.5, 1.5), mode="mirror", truncate=2.0)
+    np.testing.assert_allclose(gaussian_blur(X, 1.5).numpy(), expected, atol=1e-12)
+    flat = torch.full((1, 3, 9, 9), 0.3)
+    torch.testing.assert_close(gaussian_blur(flat, 50.0), flat)  # kernel cut to the image, still constant
+    blurred = make_baseline(torch.randn(1, 3, 224, 224, generator=g), "blur")
+    assert blurred.shape == (1, 3, 224, 224)
+    mean = make_baseline(X, "mean")
+    torch.testing.assert_close(mean, X.mean(dim=(2, 3), keepdim=True).expand_as(X))
+
+
+def test_invalid_arguments(toy, data):
+    X, y, true_map = data
+    with pytest.raises(InvalidInputError, match="baseline"):
+        deletion_insertion(toy, X, y, true_map, baseline="noise")
+    with pytest.raises(InvalidInputError, match="baseline"):
+        make_baseline(X, "noise")
+    with pytest.raises(InvalidInputError, match="order"):
+        deletion_insertion(toy, X, y, true_map, order="sorted")
+    with pytest.raises(InvalidInputError, match="steps"):
+        deletion_insertion(toy, X, y, true_map, steps=0)
+    with pytest.raises(InvalidInputError, match="batch_size"):
+        deletion_insertion(toy, X, y, true_map, batch_size=0)
+    with pytest.raises(InvalidInputError, match="maps"):
+        deletion_insertion(toy, X, y, None)
+    with pytest.raises(InvalidInputError, match="shape"):
+        deletion_insertion(toy, X, y, true_map[:, :8])
+    with pytest.raises(InvalidInputError, match="NaN"):
+        deletion_insertion(toy, X, y, torch.full_like(true_map, math.nan))
+    with pytest.raises(InvalidInputError, match="y must"):
+        deletion_insertion(toy, X, [1, 1], true_map)
+    with pytest.raises(InvalidInputError, match="out of range"):
+        deletion_insertion(toy, X, [5, 1, 1], true_map)
+    with pytest.raises(InvalidInputError, match="both mean and std"):
+        deletion_insertion(toy, X, y, true_map, baseline="zeros", mean=(0.5, 0.5, 0.5))
+    with pytest.raises(InvalidInputError, match="eval mode"):
+        deletion_insertion(LeftHalf(), X, y, true_map)  # a fresh module is in train mode
+
+
+def test_compare_orders_table(toy, data):
+    X, y, true_map = data
+    calls = []
+    table = compare_orders(toy, X, y, {"true": true_map, "inverse": 1 - true_map}, 8, "zeros",
+                           progress=lambda d, t: calls.append((d, t)))
+    assert tuple(table.columns) == COMPARE_COLUMNS
+    assert len(table) == 3 * 3
+    assert table["method"].tolist() == ["true"] * 3 + ["inverse"] * 3 + ["random"] * 3
+    assert table["image"].tolist() == [0, 1, 2] * 3
+    means = table.groupby("method")[["deletion_auc", "insertion_auc"]].mean()
+    deletion = means["deletion_auc"]
+    assert deletion["true"] < deletion["random"] < deletion["inverse"]
+    assert calls[-1] == (3 * 3 * 2 * 8, 3 * 3 * 2 * 8)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_real_model_smoke(lite0):
+    from saliency_core.images import sample_by_name
+
+    sample = sample_by_name("coffee")
+    batch = lite0.preprocess(sample.image)
+    result = compute_saliency(lite0, batch.x, [sample.label], ("score",))
+    res = deletion_insertion(lite0, batch.x, [sample.label], result.maps["score"], steps=20, baseline="blur")
+    assert res.deletion.shape == res.insertion.shape == (1, 21)
+    np.testing.assert_allclose(res.deletion[0, 0], float(result.target_probs[0]), rtol=1e-4)
+    assert res.deletion[0, 0] > 0.9  # the model's "espresso" confidence on this photo
+    assert np.all(np.isfinite(res.deletion)) and np.all(np.isfinite(res.insertion))
+    assert 0.0 <= res.deletion_auc[0] <= 1.0 and 0.0 <= res.insertion_auc[0] <= 1.0
+    # Nothing was written into the shared model.
+    assert all(p.grad is None for p in lite0.model.parameters()) and not lite0.model.training

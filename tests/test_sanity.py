@@ -1,0 +1,173 @@
+"""Cascading model randomisation (Adebayo et al., NeurIPS 2018): the maps must move, the shared model must not."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from saliency_core.errors import InvalidInputError
+from saliency_core.sanity import (
+    SIMILARITY_COLUMNS,
+    RandomizationResult,
+    _reinitialize,
+    cascading_randomization,
+    group_layers,
+    randomizable_layers,
+)
+
+
+def state_hash(module: torch.nn.Module) -> str:
+    """sha256 over every parameter and buffer (names and bytes)."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def tiny_convnet() -> torch.nn.Module:
+    g = torch.Generator().manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(32, 5),
+    )
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        net[1].running_mean.copy_(torch.randn(8, generator=g) * 0.1)
+        net[1].running_var.copy_(torch.rand(8, generator=g) + 0.5)
+    return net.eval()
+
+
+@pytest.fixture
+def net():
+    return tiny_convnet()
+
+
+@pytest.fixture
+def X():
+    return torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+
+def test_tiny_net_one_stage_per_layer(net, X):
+    before, rng = state_hash(net), torch.get_rng_state()
+    calls = []
+    res = cascading_randomization(net, X, [1, 3], max_stages=None, progress=lambda d, t: calls.append((d, t)))
+    assert isinstance(res, RandomizationResult)
+    assert res.stages == ["original", "7", "3", "1", "0"]  # top (output) first
+    assert res.layers == [[], ["7"], ["3"], ["1"], ["0"]]
+    assert set(res.maps) == {"score", "loss"}
+    for maps in res.maps.values():
+        assert maps.shape == (5, 2, 16, 16) and maps.dtype == np.float32
+    assert calls == [(k, 5) for k in range(1, 6)]
+    # The shared model, its mode, its grads and the global RNG are untouched.
+    assert state_hash(net) == before
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert not net.training and all(p.requires_grad and p.grad is None for p in net.parameters())
+    np.testing.assert_array_equal(res.targets, [1, 3])
+
+
+def test_similarity_table(net, X):
+    res = cascading_randomization(net, X, [1, 3], max_stages=None)
+    sim = res.similarity
+    assert tuple(sim.columns) == SIMILARITY_COLUMNS
+    assert len(sim) == 5 * 2 * 2  # stages x methods x images
+    first = sim[sim.stage_index == 0]
+    assert (first.stage == "original").all()
+    np.testing.assert_allclose(first[["spearman", "ssim"]].to_numpy(), 1.0, atol=1e-9)
+    last = sim[sim.stage_index == 4]
+    for method in ("score", "loss"):
+        rows = last[last.method == method]
+        assert (rows.spearman < 0.9).all() and (rows.ssim < 0.9).all()
+    # The maps themselves changed, stage by stage.
+    for maps in res.maps.values():
+        assert not np.array_equal(maps[0], maps[-1])
+
+
+def test_grouping_and_stage_names(net, X):
+    res = cascading_randomization(net, X, [0, 0], methods=("score",), max_stages=2)
+    assert res.stages == ["original", "7 → 3", "1 → 0"]
+    assert res.layers == [[], ["7", "3"], ["1", "0"]]
+    assert res.maps["score"].shape == (3, 2, 16, 16)
+    assert set(res.similarity.method) == {"score"}
+    assert group_layers(list("abcdefg"), 3) == [["g", "f", "e"], ["d", "c"], ["b", "a"]]
+    assert group_layers(list("ab"), 8) == [["b"], ["a"]]
+    assert [name for name, _ in randomizable_layers(net)] == ["0", "1", "3", "7"]
+
+
+def test_seeded_and_cumulative(net, X):
+    a = cascading_randomization(net, X, [1, 3], max_stages=None, seed=5)
+    b = cascading_randomization(net, X, [1, 3], max_stages=None, seed=5)
+    c = cascading_randomization(net, X, [1, 3], max_stages=None, seed=6)
+    for m in ("score", "loss"):
+        np.testing.assert_array_equal(a.maps[m], b.maps[m])
+        np.testing.assert_array_equal(a.maps[m][0], c.maps[m][0])  # stage 0 is the trained model
+        assert not np.array_equal(a.maps[m][-1], c.maps[m][-1])
+
+
+def test_top1_target_is_fixed_on_the_trained_model(net, X):
+    with torch.no_grad():
+        top1 = net(X).argmax(1)
+    res = cascading_randomization(net, X, [-1, -1], max_stages=2)
+    np.testing.assert_array_equal(res.targets, top1.numpy())
+
+
+def test_reinitialize_resets_batchnorm_and_falls_back_to_normal_init():
+    bn = tiny_convnet()[1]
+    _reinitialize(bn, 0)
+    assert torch.equal(bn.running_mean, torch.zeros(8)) and torch.equal(bn.running_var, torch.ones(8))
+    assert torch.equal(bn.weight, torch.ones(8)) and torch.equal(bn.bias, torch.zeros(8))
+
+    class Scale(torch.nn.Module):  # owns a parameter, has no reset_parameters
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.full((4, 3), 7.0))
+
+    a, b = Scale(), Scale()
+    rng = torch.get_rng_state()
+    _reinitialize(a, 11)
+    _reinitialize(b, 11)
+    assert torch.equal(a.w, b.w) and not torch.equal(a.w, torch.full((4, 3), 7.0))
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_invalid_arguments(net, X):
+    with pytest.raises(InvalidInputError, match="max_stages"):
+        cascading_randomization(net, X, [0, 0], max_stages=0)
+    with pytest.raises(InvalidInputError, match="methods"):
+        cascading_randomization(net, X, [0, 0], methods=("smooth",))
+    with pytest.raises(InvalidInputError, match="eval mode"):
+        cascading_randomization(tiny_convnet().train(), X, [0, 0])
+    with pytest.raises(InvalidInputError, match="no layers"):
+        cascading_randomization(torch.nn.Sequential(torch.nn.Flatten()).eval(), X, [0, 0])
+
+
+def test_lite0_maps_decorrelate_and_model_is_untouched(lite0):
+    from saliency_core.images import sample_images
+
+    samples = sample_images()[:2]
+    batch = lite0.preprocess([s.image for s in samples])
+    before, rng = state_hash(lite0.model), torch.get_rng_state()
+    res = cascading_randomization(lite0, batch.x, [s.label for s in samples], max_stages=4)
+    assert state_hash(lite0.model) == before
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(p.grad is None for p in lite0.model.parameters()) and not lite0.model.training
+    assert len(res.stages) == 5 and res.stages[0] == "original"
+    assert res.stages[1].startswith("_fc → ") and res.stages[-1].endswith(" → _conv_stem")
+    assert sum(len(g) for g in res.layers) == len(randomizable_layers(lite0.model))
+    for maps in res.maps.values():
+        assert maps.shape == (5, 2, 224, 224)
+    mean = res.similarity.groupby(["method", "stage_index"])["spearman"].mean()
+    for method in ("score", "loss"):
+        assert mean[(method, 0)] == pytest.approx(1.0)
+        assert mean[(method, 4)] < mean[(method, 0)]
+        assert mean[(method, 4)] < 0.9
