@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from saliency_core._torch import device_of, memory_format_of, run_in_chunks, unwrap_module, validate_batch
 from saliency_core.errors import InvalidInputError
 
 BASELINES = ("blur", "mean", "zeros")
@@ -73,37 +74,6 @@ class FaithfulnessResult:
 # --- helpers -------------------------------------------------------------------
 
 
-def _unwrap(model: object) -> torch.nn.Module:
-    """The module of a :class:`~saliency_core.models.LoadedModel`, or the module itself."""
-    inner = getattr(model, "model", None)
-    module = inner if isinstance(inner, torch.nn.Module) else model
-    if not isinstance(module, torch.nn.Module):
-        raise InvalidInputError(f"model must be a torch.nn.Module or a LoadedModel, got {type(model).__name__}")
-    return module
-
-
-def _device_of(module: torch.nn.Module) -> torch.device:
-    for t in module.parameters():
-        return t.device
-    for t in module.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
-def _memory_format(module: torch.nn.Module) -> torch.memory_format:
-    """channels_last when the model's 4-D weights are stored that way (saves a conversion per conv)."""
-    for p in module.parameters():
-        if p.dim() == 4:
-            if p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous():
-                return torch.channels_last
-            return torch.contiguous_format
-    return torch.contiguous_format
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
 def _check_eval(module: torch.nn.Module) -> None:
     # In train mode BatchNorm would update the shared model's running
     # statistics even under inference_mode, and dropout would make the curves
@@ -112,22 +82,6 @@ def _check_eval(module: torch.nn.Module) -> None:
         raise InvalidInputError("the model must be in eval mode (call model.eval() once, beforehand)")
 
 
-def _validate_inputs(X: torch.Tensor, y: torch.Tensor | Sequence[int]) -> torch.Tensor:
-    if not isinstance(X, torch.Tensor) or X.dim() != 4 or X.shape[1] != 3:
-        shape = tuple(X.shape) if isinstance(X, torch.Tensor) else type(X).__name__
-        raise InvalidInputError(f"X must be an (N, 3, H, W) tensor, got {shape}")
-    if not X.is_floating_point():
-        raise InvalidInputError(f"X must be a float tensor normalised for the model, got {X.dtype}")
-    if X.shape[0] == 0:
-        raise InvalidInputError("X holds no images")
-    y = torch.as_tensor(y)
-    if y.dim() == 0:
-        y = y[None]
-    if y.dim() != 1 or y.shape[0] != X.shape[0] or y.is_floating_point() or y.is_complex() or bool((y < -1).any()):
-        raise InvalidInputError(
-            f"y must be (N,) integer class indices with N={X.shape[0]}, got {tuple(y.shape)} {y.dtype}"
-        )
-    return y.long()
 
 
 def _validate_maps(maps: MapsLike | None, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -282,43 +236,28 @@ def _forward_target_probs(module: torch.nn.Module, rows: int, build: Callable[[i
     """
     probs = torch.empty(rows, dtype=torch.float64)
     top1 = torch.empty(rows, dtype=torch.int64)
-    fmt = _memory_format(module)
-    chunk = max(1, min(batch_size, rows))
-    start = 0
-    while start < rows:
-        stop = min(start + chunk, rows)
-        try:
-            with torch.inference_mode():
-                batch = build(start, stop).to(device=device, dtype=torch.float32)
-                logits = module(batch.contiguous(memory_format=fmt)).float()
-                if logits.dim() != 2:
-                    raise InvalidInputError(f"the model must return (N, C) logits, got {tuple(logits.shape)}")
-                t = targets[start:stop].to(logits.device)
-                best = logits.argmax(dim=1)
-                t = torch.where(t < 0, best, t)
-                if int(t.max()) >= logits.shape[1]:
-                    raise InvalidInputError(
-                        f"target class {int(t.max())} is out of range for a model with {logits.shape[1]} classes"
-                    )
-                p = logits.softmax(dim=1).gather(1, t[:, None]).squeeze(1)
-                part = (p.double().cpu(), best.cpu())
-        except RuntimeError as exc:
-            if not _is_oom(exc) or chunk == 1:
-                raise
-            failed = True
-        else:
-            failed = False
-        if failed:
-            # Retry outside the except block so the traceback (and the
-            # failed batch it holds) is freed before the smaller attempt.
-            chunk = max(1, chunk // 2)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            continue
-        probs[start:stop], top1[start:stop] = part
+    fmt = memory_format_of(module)
+
+    def step(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            batch = build(start, stop).to(device=device, dtype=torch.float32)
+            logits = module(batch.contiguous(memory_format=fmt)).float()
+            if logits.dim() != 2:
+                raise InvalidInputError(f"the model must return (N, C) logits, got {tuple(logits.shape)}")
+            t = targets[start:stop].to(logits.device)
+            best = logits.argmax(dim=1)
+            t = torch.where(t < 0, best, t)
+            if int(t.max()) >= logits.shape[1]:
+                raise InvalidInputError(
+                    f"target class {int(t.max())} is out of range for a model with {logits.shape[1]} classes"
+                )
+            p = logits.softmax(dim=1).gather(1, t[:, None]).squeeze(1)
+            return p.double().cpu(), best.cpu()
+
+    for start, stop, (p, best) in run_in_chunks(rows, batch_size, device, step):
+        probs[start:stop], top1[start:stop] = p, best
         if on_chunk is not None:
             on_chunk(stop)
-        start = stop
     return probs, top1
 
 
@@ -367,9 +306,9 @@ def deletion_insertion(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor 
     baseline): each pair is computed once, so ``N * 2 * steps`` images go
     through the model and ``deletion[:, 0] == insertion[:, -1]`` exactly.
     """
-    module = _unwrap(model)
+    module = unwrap_module(model)
     _check_eval(module)
-    y = _validate_inputs(X, y)
+    y = validate_batch(X, y)
     if baseline not in BASELINES:
         raise InvalidInputError(f"baseline must be one of {BASELINES}, got {baseline!r}")
     if order not in ORDERS:
@@ -381,7 +320,7 @@ def deletion_insertion(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor 
     steps = int(steps)
     n, _, h, w = X.shape
     hw = h * w
-    device = _device_of(module)
+    device = device_of(module)
 
     if order == "map":
         ranks = pixel_ranks(_validate_maps(maps, (n, h, w)))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from saliency_core._torch import device_of, memory_format_of, run_in_chunks, validate_batch
 from saliency_core.errors import InvalidInputError
 
 METHODS = ("score", "loss")
@@ -94,45 +95,16 @@ def _module(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     return module_for(precision) if callable(module_for) else model
 
 
-def _memory_format(module: torch.nn.Module) -> torch.memory_format:
-    """channels_last when the model's convolution weights are stored that way."""
-    for p in module.parameters():
-        if p.dim() == 4:
-            if p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous():
-                return torch.channels_last
-            return torch.contiguous_format
-    return torch.contiguous_format
-
-
-def _device_of(module: torch.nn.Module) -> torch.device:
-    for p in module.parameters():
-        return p.device
-    for b in module.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
 def _validate(X: torch.Tensor, y: torch.Tensor | Sequence[int], methods: Sequence[str],
               reduction: str, precision: str) -> torch.Tensor:
-    if not isinstance(X, torch.Tensor) or X.dim() != 4 or X.shape[1] != 3:
-        shape = tuple(X.shape) if isinstance(X, torch.Tensor) else type(X).__name__
-        raise InvalidInputError(f"X must be an (N, 3, H, W) tensor, got {shape}")
-    if not X.is_floating_point():
-        raise InvalidInputError(f"X must be a float tensor normalised for the model, got {X.dtype}")
-    y = torch.as_tensor(y)
-    if y.dim() == 0:
-        y = y[None]
-    if y.dim() != 1 or y.shape[0] != X.shape[0] or y.is_floating_point() or y.is_complex() or bool((y < -1).any()):
-        raise InvalidInputError(
-            f"y must be (N,) integer class indices with N={X.shape[0]}, got {tuple(y.shape)} {y.dtype}"
-        )
+    y = validate_batch(X, y)
     if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
         raise InvalidInputError(f"methods must be distinct names from {METHODS}, got {tuple(methods)}")
     if reduction not in REDUCTIONS:
         raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if precision not in PRECISIONS:
         raise InvalidInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return y.long()
+    return y
 
 
 @contextmanager
@@ -167,7 +139,7 @@ def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, method
     # part of a graph; this also works on inference-mode tensors.
     x = X.detach().to(device=device, dtype=torch.float32, copy=True)
     # Input in the weights' layout: a mismatch makes every convolution convert.
-    x = x.contiguous(memory_format=_memory_format(module)).requires_grad_(True)
+    x = x.contiguous(memory_format=memory_format_of(module)).requires_grad_(True)
     with _cuda_flags(device, precision):
         with _autocast(device, precision):
             logits = module(x)
@@ -193,10 +165,6 @@ def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, method
             (g,) = torch.autograd.grad(objective, x, retain_graph=i < len(methods) - 1)
             grads[method] = g
     return logits.detach(), y, grads
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 def compute_saliency(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | Sequence[int],
@@ -227,38 +195,22 @@ def compute_saliency(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | 
     """
     y = _validate(X, y, methods, reduction, precision)
     module = _module(model, precision)
-    device = _device_of(module)
+    device = device_of(module)
     y = y.to(device)
-    n = X.shape[0]
-    chunk = max(1, min(max_batch or n, n))
     logits_parts: list[torch.Tensor] = []
     target_parts: list[torch.Tensor] = []
     grad_parts: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
-    start = 0
+
+    def step(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        return _one_chunk(module, X[start:stop], y[start:stop], methods, device, precision)
+
     # torch.no_grad() or inference_mode() in the caller must not stop us.
     with torch.inference_mode(False), torch.enable_grad():
-        while start < n:
-            stop = min(start + chunk, n)
-            try:
-                logits, targets, grads = _one_chunk(module, X[start:stop], y[start:stop], methods, device, precision)
-            except RuntimeError as exc:
-                if not _is_oom(exc) or chunk == 1:
-                    raise
-                failed = True
-            else:
-                failed = False
-            if failed:
-                # Retry outside the except block so the failed attempt's
-                # tensors (held by the traceback) are freed first.
-                chunk = max(1, chunk // 2)
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-                continue
+        for _, _, (logits, targets, grads) in run_in_chunks(X.shape[0], max_batch, device, step):
             logits_parts.append(logits)
             target_parts.append(targets)
             for m in methods:
                 grad_parts[m].append(grads[m])
-            start = stop
     logits = torch.cat(logits_parts)
     gradients = {m: torch.cat(parts) for m, parts in grad_parts.items()}
     return SaliencyResult(

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from saliency_core._torch import unwrap_module
 from saliency_core.errors import InvalidInputError
 from saliency_core.gradients import METHODS, compute_saliency
 from saliency_core.stats import agreement
@@ -63,14 +64,6 @@ class RandomizationResult:
     similarity: pd.DataFrame
     targets: np.ndarray
     methods: tuple[str, ...]
-
-
-def _unwrap(model: object) -> torch.nn.Module:
-    inner = getattr(model, "model", None)
-    module = inner if isinstance(inner, torch.nn.Module) else model
-    if not isinstance(module, torch.nn.Module):
-        raise InvalidInputError(f"model must be a torch.nn.Module or a LoadedModel, got {type(model).__name__}")
-    return module
 
 
 def randomizable_layers(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
@@ -191,7 +184,7 @@ def cascading_randomization(model: torch.nn.Module, X: torch.Tensor, y: torch.Te
                                    or max_stages < 1):
         raise InvalidInputError(f"max_stages must be an integer >= 1 or None, got {max_stages!r}")
     methods = tuple(methods)
-    module = _unwrap(model)
+    module = unwrap_module(model)
     if any(m.training for m in module.modules()):
         # Stage 0 runs the given model: in train mode its BatchNorm layers
         # would update the shared running statistics.
