@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_saliency import timed  # this folder is on sys.path when run as a script
 
 from saliency_core.faithfulness import deletion_insertion
 from saliency_core.gradients import compute_saliency
@@ -31,16 +32,7 @@ from saliency_core.sanity import cascading_randomization
 
 def median_time(fn: Callable[[], object], device: torch.device, runs: int = 3) -> float:
     fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed(fn, device) for _ in range(runs))
 
 
 def main() -> int:
