@@ -20,8 +20,16 @@ from saliency_core import analysis as core_analysis
 from saliency_core.analysis import AUTO_TARGET, ImageAnalysis
 from saliency_core.batches import LabelledImage, load_npz_batch
 from saliency_core.errors import SaliencyError
-from saliency_core.images import encode_png, image_sha256, load_image, sample_images
-from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, ModelStatus, list_models, load_model
+from saliency_core.images import SampleImage, encode_png, image_sha256, load_image, sample_images
+from saliency_core.models import (
+    DEFAULT_MODEL,
+    REGISTRY,
+    LoadedModel,
+    ModelStatus,
+    imagenet_categories,
+    list_models,
+    load_model,
+)
 from saliency_core.store import UploadStore, is_sha256
 
 T = TypeVar("T")
@@ -143,6 +151,10 @@ class ImageChoice:
     label: int | None
     source: str  # human-readable origin, for provenance
 
+    @classmethod
+    def from_sample(cls, s: SampleImage) -> ImageChoice:
+        return cls(s.sha256, s.title, s.image, s.label, f"sample:{s.name}")
+
 
 @dataclass
 class View:
@@ -257,7 +269,7 @@ def _image_picker() -> ImageChoice:
         name = st.selectbox("Sample", list(samples), key="sample", format_func=lambda n: samples[n].title)
         s = samples[name or "coffee"]
         st.image(thumbnail(s.sha256, s.image), caption=s.description, width="stretch")
-        return ImageChoice(s.sha256, s.title, s.image, s.label, f"sample:{s.name}")
+        return ImageChoice.from_sample(s)
     if uploaded is not None:
         return _from_upload(uploaded)
     sha = st.session_state.get("image_sha")
@@ -282,7 +294,7 @@ def _from_upload(uploaded) -> ImageChoice:
         raise _Problem(f"**{uploaded.name}**: {exc}", error=True) from exc
     if uploaded.name.lower().endswith(".npz"):
         st.session_state["npz"] = (sha, uploaded.name)
-        cats = get_model_categories()
+        cats = imagenet_categories()
         i = st.selectbox("Image in the batch", range(len(batch)), key="npz_index",
                          format_func=lambda j: f"#{j} · {batch[j].label} {cats[batch[j].label]}")
         item = batch[i or 0]
@@ -321,10 +333,6 @@ def thumbnail(key: str, _image: Image.Image) -> Image.Image:
     thumb = _image.copy()
     thumb.thumbnail((480, 480))
     return thumb
-
-
-def get_model_categories() -> list[str]:
-    return get_model(st.session_state.get("active_model", DEFAULT_MODEL)).categories
 
 
 def _target_picker(model: LoadedModel, image: ImageChoice | None) -> int:
@@ -425,7 +433,7 @@ def caption(a: ImageAnalysis, v: View) -> str:
 
 
 def sample_choices() -> list[ImageChoice]:
-    return [ImageChoice(s.sha256, s.title, s.image, s.label, f"sample:{s.name}") for s in sample_images()]
+    return [ImageChoice.from_sample(s) for s in sample_images()]
 
 
 def gallery_choices() -> dict[str, list[ImageChoice]]:

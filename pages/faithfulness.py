@@ -10,6 +10,7 @@ import streamlit as st
 
 from pages import common
 from saliency_core import faithfulness, plots, sanity
+from saliency_core.models import normalize
 
 METHODS = ("score", "loss")
 
@@ -31,7 +32,8 @@ baseline = c2.selectbox("Baseline for removed pixels", ["blur", "mean", "zeros"]
 stages = c3.slider("Randomisation stages", 2, 12, 8, key="faith_stages", persist_state="session",
                    help="Layers are re-initialised in this many groups, from the output down.")
 
-x = v.model.preprocess([v.image.image]).x
+# The crop the analysis already made, normalised again: no second resize.
+x = normalize(a.display[None], v.model.preprocessing)
 # Forward passes per chunk: small chunks were twice as fast on a 2-core CPU (cache-friendly), large ones suit GPUs.
 chunk = 8 if v.model.device.type == "cpu" else 64
 y = [a.target]

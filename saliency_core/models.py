@@ -148,7 +148,6 @@ class LoadedModel:
     model: torch.nn.Module
     categories: list[str]
     device: torch.device
-    extra: dict[str, str] = field(default_factory=dict)
 
     _variants: dict[str, torch.nn.Module] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -215,14 +214,6 @@ def normalize(crops: np.ndarray, prep: Preprocessing) -> torch.Tensor:
     mean = torch.tensor(prep.mean).view(1, 3, 1, 1)
     std = torch.tensor(prep.std).view(1, 3, 1, 1)
     return ((x - mean) / std).contiguous()
-
-
-def denormalize(x: torch.Tensor, prep: Preprocessing) -> np.ndarray:
-    """(N, 3, H, W) normalised tensor -> (N, H, W, 3) uint8 image (clipped to 0..255)."""
-    mean = torch.tensor(prep.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std, device=x.device).view(1, 3, 1, 1)
-    img = (x.detach().float() * std + mean).clamp(0, 1).mul(255).round().byte()
-    return img.permute(0, 2, 3, 1).cpu().numpy()
 
 
 @lru_cache(maxsize=1)
