@@ -27,6 +27,7 @@ PAGES = [
     st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:", url_path="gallery"),
     st.Page("pages/statistics.py", title="Statistics", icon=":material/bar_chart:", url_path="statistics"),
     st.Page("pages/faithfulness.py", title="Faithfulness", icon=":material/fact_check:", url_path="faithfulness"),
+    st.Page("pages/dataset.py", title="Dataset", icon=":material/dataset:", url_path="dataset"),
 ]
 
 page = st.navigation(PAGES)

@@ -11,15 +11,18 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import streamlit as st
 from PIL import Image
 
 from saliency_core import analysis as core_analysis
+from saliency_core import results
 from saliency_core.analysis import AUTO_TARGET, ImageAnalysis
 from saliency_core.batches import LabelledImage, load_npz_batch
 from saliency_core.errors import SaliencyError
+from saliency_core.imagefolder import read_item_bytes
 from saliency_core.images import SampleImage, encode_png, image_sha256, load_image, sample_images
 from saliency_core.models import (
     DEFAULT_MODEL,
@@ -141,6 +144,78 @@ def cached_with_progress(key: tuple, label: str, compute: Callable[[Callable[[in
     return value
 
 
+# --------------------------------------------------------------------------- batch-job results
+
+def results_dir() -> Path:
+    """Where the Dataset page looks for results folders: ``SALIENCY_RESULTS_DIR``, default ``./results``."""
+    return Path(os.environ.get("SALIENCY_RESULTS_DIR", "results")).expanduser().resolve()
+
+
+def results_folders() -> list[str]:
+    """Names of the folders under :func:`results_dir` that hold batch-job results, newest first."""
+    root = results_dir()
+    if not root.is_dir():
+        return []
+    found = [p for p in [root, *root.iterdir()]
+             if p.is_dir() and ((p / results.MANIFEST).is_file() or (p / results.RESULTS).is_dir())]
+    found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    return [p.relative_to(root).as_posix() or "." for p in found]
+
+
+def _fingerprint(folder: Path) -> tuple:
+    # New parts written by a job still running make a new cache key.
+    files = sorted(folder.glob("*/part-*.parquet"))
+    return tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+
+
+@st.cache_data(max_entries=4, show_spinner="Reading the results…")
+def _load_results(path: str, fingerprint: tuple) -> results.ResultsFolder:
+    return results.load_results(path)
+
+
+def load_results_folder(name: str) -> results.ResultsFolder:
+    """A results folder under :func:`results_dir` by name (never a path outside it)."""
+    root = results_dir()
+    folder = (root / name).resolve()
+    if folder != root and root not in folder.parents:
+        raise SaliencyError(f"{name} is outside the results directory")
+    return _load_results(str(folder), _fingerprint(folder))
+
+
+@st.cache_data(max_entries=4, show_spinner="Reading the Parquet file…")
+def load_results_upload(sha: str, _data: bytes) -> results.ResultsFolder:
+    return results.load_parquet_bytes(_data)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def dataset_thumbnail(path: str) -> Image.Image:
+    """A dataset image (by its path in the results) shrunk for display; raises OSError or SaliencyError."""
+    image = load_image(read_item_bytes(path))
+    image.thumbnail((320, 320))
+    return image
+
+
+def open_in_compare(path: str, key: str, label: int | None, model_name: str | None) -> None:
+    """Button callback: make a dataset image the current one, then the page moves to Compare.
+
+    The image is kept in the upload store like an upload, so the Compare
+    page's link can be shared.
+    """
+    try:
+        data = read_item_bytes(path)
+        load_image(data)
+    except (OSError, SaliencyError) as exc:
+        st.session_state["dataset_problem"] = f"**{key}** can't be opened: {exc}"
+        return
+    sha = image_sha256(data)
+    meta = {"name": key} if label is None else {"name": key, "label": int(label)}
+    upload_store().put(sha, data, meta)
+    st.session_state.update(source="upload", image_sha=sha, prefer_stored=True, target=AUTO_TARGET,
+                            goto_compare=True)
+    if model_name in REGISTRY and model_statuses()[model_name].available:
+        st.session_state["model"] = model_name
+
+
 # --------------------------------------------------------------------------- the user's choices
 
 @dataclass
@@ -248,6 +323,7 @@ def _remember_upload() -> None:
     # A new file in the uploader makes it the image source.
     if st.session_state.get("upload_file") is not None:
         st.session_state["source"] = "upload"
+        st.session_state.pop("prefer_stored", None)
 
 
 class _Problem(Exception):
@@ -270,7 +346,7 @@ def _image_picker() -> ImageChoice:
         s = samples[name or "coffee"]
         st.image(thumbnail(s.sha256, s.image), caption=s.description, width="stretch")
         return ImageChoice.from_sample(s)
-    if uploaded is not None:
+    if uploaded is not None and not st.session_state.get("prefer_stored"):
         return _from_upload(uploaded)
     sha = st.session_state.get("image_sha")
     if sha:

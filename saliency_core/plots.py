@@ -41,6 +41,7 @@ __all__ = [
     "overlay_figure",
     "side_by_side_figure",
     "signed_map_figure",
+    "values_histogram_figure",
 ]
 
 TEMPLATE = "plotly_white"
@@ -411,10 +412,29 @@ def histogram_figure(
     """
     _nonempty(maps)
     zs = {name: _as_map(m, f"maps[{name!r}]", signed=True) for name, m in maps.items()}
-    value_range = (min(float(z.min()) for z in zs.values()), max(float(z.max()) for z in zs.values()))
+    return _overlaid_histograms(zs, bins, x_title, "pixels", log_y)
+
+
+def values_histogram_figure(values: Mapping[str, np.ndarray], *, bins: int = 40, x_title: str = "value",
+                            y_title: str = "images", log_y: bool = False) -> go.Figure:
+    """Overlaid histograms of 1-D values (one number per image, say), on shared bin edges.
+
+    values : name -> (N,) float array; NaNs are left out.
+    """
+    _nonempty(values, "values")
+    clean = {name: np.asarray(v, dtype=np.float64).ravel() for name, v in values.items()}
+    clean = {name: v[np.isfinite(v)] for name, v in clean.items()}
+    if not any(v.size for v in clean.values()):
+        raise InvalidInputError("values: nothing finite to draw")
+    return _overlaid_histograms({n: v for n, v in clean.items() if v.size}, bins, x_title, y_title, log_y)
+
+
+def _overlaid_histograms(values: Mapping[str, np.ndarray], bins: int, x_title: str, y_title: str,
+                         log_y: bool) -> go.Figure:
+    value_range = (min(float(z.min()) for z in values.values()), max(float(z.max()) for z in values.values()))
     fig = go.Figure()
-    for name, z in zs.items():
-        table = stats.histogram(z, bins, value_range=value_range)
+    for name, z in values.items():
+        table = stats.histogram(z.reshape(1, -1), bins, value_range=value_range)
         start, end = table["bin_start"].to_numpy(), table["bin_end"].to_numpy()
         fig.add_trace(
             go.Bar(
@@ -428,7 +448,7 @@ def histogram_figure(
             )
         )
     fig.update_xaxes(title_text=x_title)
-    fig.update_yaxes(title_text="pixels", type="log" if log_y else "linear", dtick=1 if log_y else None)
+    fig.update_yaxes(title_text=y_title, type="log" if log_y else "linear", dtick=1 if log_y else None)
     return _finish(fig, None, barmode="overlay", bargap=0)
 
 

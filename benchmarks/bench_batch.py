@@ -1,0 +1,87 @@
+"""Throughput of the batch job against the in-process benchmark: is loading ever the bottleneck?
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_batch.py [--images 96] [--batch-size 8] [--device cpu|cuda]
+
+It writes a folder of sample JPEGs (``write_sample_folder``), then, round
+after round, times
+
+* in-process: ``compute_saliency`` on the already decoded, cropped and
+  normalised images, batch by batch (the "core" contender of
+  ``bench_saliency.py``): the speed of the maps alone;
+* the job: ``saliency_core.batch`` into a fresh folder, from JPEG files to
+  Parquet (decoding in DataLoader workers, statistics, agreement, writing),
+  timed by the job itself from its first batch to its last part;
+
+and reports images/s for each (medians) and the job's share of the
+in-process speed (goal: at least 90 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_saliency import describe, timed  # this folder is on sys.path when run as a script
+
+from saliency_core import batch
+from saliency_core.gradients import compute_saliency
+from saliency_core.imagefolder import discover, write_sample_folder
+from saliency_core.images import load_image
+from saliency_core.models import load_model, pick_device
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--images", type=int, default=96)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the job's default)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args(argv)
+    device = pick_device(args.device)
+    work = Path(tempfile.mkdtemp(prefix="bench_batch_"))
+    try:
+        folder = write_sample_folder(work / "images", args.images, corrupt=0)
+        found = discover(folder)
+        model = load_model(None, device)
+        x = model.preprocess([load_image(folder / it.key) for it in found.items]).x.to(device)
+        y = torch.tensor([it.label if it.label is not None else -1 for it in found.items], device=device)
+
+        def in_process() -> None:
+            for start in range(0, len(x), args.batch_size):
+                compute_saliency(model, x[start:start + args.batch_size], y[start:start + args.batch_size])
+
+        job_argv = ["--images", str(folder), "--batch-size", str(args.batch_size), "--device", str(device),
+                    "--no-progress"] + (["--workers", str(args.workers)] if args.workers is not None else [])
+        in_process()  # warm-up
+        core, job = [], []
+        for r in range(args.rounds):
+            core.append(len(x) / timed(in_process, device))
+            out = work / f"out{r}"
+            summary = batch.run(batch.parse_args([*job_argv, "--out", str(out)]))
+            job.append(summary["images_per_s"])
+            shutil.rmtree(out)
+            print(f"round {r + 1}: in-process {core[-1]:.1f} images/s, job {job[-1]:.1f} images/s", flush=True)
+        c, j = statistics.median(core), statistics.median(job)
+        opts = batch.parse_args([*job_argv, "--out", str(work / "x")])
+        print(f"\n{describe(device)}; embedded model, {len(x)} images, batch {args.batch_size}, "
+              f"{opts.workers} DataLoader workers, medians of {args.rounds} rounds")
+        print("| in-process images/s | job images/s | job / in-process |\n|---|---|---|")
+        print(f"| {c:.1f} | {j:.1f} | {j / c:.0%} |")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

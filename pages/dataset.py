@@ -1,0 +1,173 @@
+"""Dataset: explore the results of the batch job (``python -m saliency_core.batch``) for a whole dataset."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pages import common
+from saliency_core import plots, results
+from saliency_core.errors import SaliencyError
+from saliency_core.images import image_sha256
+from saliency_core.models import REGISTRY
+
+if st.session_state.pop("goto_compare", False):
+    st.switch_page("pages/compare.py")
+
+st.title("Dataset results")
+st.markdown("Maps, statistics and agreement for every image of a dataset, computed by the batch job:")
+st.code("python -m saliency_core.batch --images DATASET/ --out results/NAME  # or: torchrun --nproc-per-node N -m …",
+        language="bash")
+
+source = st.segmented_control("Results", ["folder", "upload"], key="dataset_source", default="folder",
+                              persist_state="session", required=True,
+                              format_func={"folder": "Folder on this server", "upload": "Upload a Parquet file"}.get)
+folder: results.ResultsFolder | None = None
+try:
+    if source == "upload":
+        up = st.file_uploader("A results part (results/part-*.parquet)", type=["parquet"], key="dataset_upload")
+        if up is not None:
+            data = up.getvalue()
+            folder = common.load_results_upload(image_sha256(data), data)
+    else:
+        names = common.results_folders()
+        if not names:
+            st.info(f"No results under **{common.results_dir()}** yet (set `SALIENCY_RESULTS_DIR` to look "
+                    "elsewhere). Run the command above with `--out` inside that folder.")
+        else:
+            name = st.selectbox(f"Results folder in {common.results_dir()}", names, key="dataset_folder",
+                                persist_state="session")
+            folder = common.load_results_folder(name or names[0])
+except SaliencyError as exc:
+    st.error(str(exc))
+if folder is None:
+    st.stop()
+
+frame, errors, manifest = folder.results, folder.errors, folder.manifest
+problem = st.session_state.pop("dataset_problem", None)
+if problem:
+    st.error(problem)
+
+model_name = manifest.get("model", {}).get("name")
+if model_name is None and "model" in frame and len(frame):
+    model_name = str(frame["model"].iloc[0])
+labelled = frame["correct"].notna() if "correct" in frame else pd.Series(False, index=frame.index)
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Images", f"{len(frame):,}")
+c2.metric("Unreadable files", f"{len(errors):,}")
+c3.metric("Top-1 accuracy", f"{frame.loc[labelled, 'correct'].astype(bool).mean():.1%}" if labelled.any() else "—",
+          help=f"over the {int(labelled.sum())} images with a known label")
+c4.metric("Model", REGISTRY[model_name].title if model_name in REGISTRY else (model_name or "unknown"))
+if manifest:
+    config = manifest.get("config", {})
+    runs = manifest.get("runs", [])
+    st.caption(f"{manifest.get('dataset', {}).get('root', '')} · {config.get('reduction', 'max')} over RGB · "
+               f"{config.get('precision', 'exact')} precision · {len(runs)} run(s), last "
+               f"{runs[-1].get('status', '?') if runs else '?'}")
+if frame.empty:
+    st.warning("No image could be analysed; see the errors below.")
+
+# --------------------------------------------------------------------------- filter and table
+with st.expander("Filter", expanded=True):
+    f1, f2, f3 = st.columns([2, 1, 1])
+    classes = sorted(frame["target_name"].dropna().unique()) if "target_name" in frame else []
+    chosen = f1.multiselect("Target classes", classes, key="dataset_classes", placeholder="all classes")
+    outcome = f2.selectbox("Prediction", ["all", "correct", "wrong", "no label"], key="dataset_outcome")
+    text = f3.text_input("Path contains", key="dataset_text")
+view = frame
+if chosen:
+    view = view[view["target_name"].isin(chosen)]
+if outcome != "all" and "correct" in view:
+    view = {"correct": view[view["correct"] == True],  # noqa: E712 -- a nullable boolean column
+            "wrong": view[view["correct"] == False],  # noqa: E712
+            "no label": view[view["correct"].isna()]}[outcome]
+if text:
+    view = view[view["key"].str.contains(text, case=False, regex=False)]
+
+TABLE_COLUMNS = ["key", "label_name", "target_name", "prediction_name", "prob_target", "correct", "score_gini",
+                 "loss_gini", "score_entropy_norm", "loss_entropy_norm", "agree_spearman", "agree_iou_top5",
+                 "agree_ssim", "score_deletion_auc", "score_insertion_auc", "loss_deletion_auc",
+                 "loss_insertion_auc"]
+shown = view[[c for c in TABLE_COLUMNS if c in view.columns]].reset_index(drop=True)
+st.subheader(f"Images ({len(view):,} of {len(frame):,})")
+event = st.dataframe(
+    shown, key="dataset_table", on_select="rerun", selection_mode="single-row", hide_index=True, height=320,
+    column_config={c: st.column_config.NumberColumn(format="%.3f") for c in shown.columns
+                   if pd.api.types.is_float_dtype(shown[c])},
+)
+st.caption("Click a column header to sort; select a row to see the image and open it in Compare.")
+
+
+def open_button(row: pd.Series, where: st.delta_generator.DeltaGenerator, key: str) -> None:
+    label = None if pd.isna(row.get("label")) else int(row["label"])
+    where.button("Open in Compare →", key=key, on_click=common.open_in_compare,
+                 args=(row["path"], row["key"], label, model_name), disabled="path" not in row,
+                 help="Analyse this image in the Compare page (the file must still be on this server).")
+
+
+selected = event.selection.rows if event is not None else []
+if selected:
+    row = view.iloc[selected[0]]
+    d1, d2 = st.columns([1, 2])
+    try:
+        d1.image(common.dataset_thumbnail(row["path"]), caption=row["key"], width="stretch")
+    except (OSError, SaliencyError) as exc:
+        d1.warning(f"The image can't be shown here: {exc}")
+    with d2:
+        st.markdown(f"**{row['key']}** · label {row.get('label_name') or '—'} · target **{row['target_name']}** "
+                    f"({row['target_source']}) · predicted {row['prediction_name']} "
+                    f"(p = {row['prob_prediction']:.3f})")
+        st.dataframe(row.drop(labels=[c for c in ("key", "path") if c in row]).to_frame("value").astype(str),
+                     height=240)
+        open_button(row, st, "open_selected")
+
+# --------------------------------------------------------------------------- distributions
+st.subheader("Distributions")
+numeric = results.numeric_columns(view)
+stats_by_method = sorted({c.split("_", 1)[1] for c in numeric if c.startswith(("score_", "loss_"))})
+h1, h2 = st.columns(2)
+with h1:
+    default = stats_by_method.index("gini") if "gini" in stats_by_method else 0
+    stat = st.selectbox("Statistic of both maps", stats_by_method, index=default, key="dataset_stat")
+    series = {m: view[f"{m}_{stat}"].to_numpy() for m in ("score", "loss") if f"{m}_{stat}" in view}
+    if stat and series and len(view):
+        st.plotly_chart(plots.values_histogram_figure(series, x_title=stat), key="dataset_hist_stat")
+with h2:
+    others = [c for c in numeric if not c.startswith(("score_", "loss_"))]
+    default = others.index("agree_spearman") if "agree_spearman" in others else 0
+    other = st.selectbox("Another column", others, index=default, key="dataset_other")
+    if other and len(view):
+        st.plotly_chart(plots.values_histogram_figure({other: view[other].to_numpy()}, x_title=other),
+                        key="dataset_hist_other")
+
+# --------------------------------------------------------------------------- per class
+st.subheader("Per class")
+per_class = results.per_class(view)
+st.dataframe(per_class, hide_index=True, key="dataset_per_class",
+             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in per_class.columns
+                            if c not in ("target", "class", "images")})
+st.caption("Means over the images whose maps explain that class. Low gini / high entropy_norm: diffuse maps.")
+
+# --------------------------------------------------------------------------- disagreement
+if "agree_spearman" in view:
+    st.subheader("Where the score and loss maps disagree most")
+    worst = results.most_disagreeing(view, 6)
+    cols = st.columns(3)
+    for i, (_, row) in enumerate(worst.iterrows()):
+        with cols[i % 3]:
+            try:
+                st.image(common.dataset_thumbnail(row["path"]), width="stretch")
+            except (OSError, SaliencyError):
+                st.caption("(image not on this server)")
+            st.markdown(f"**{row['key']}**  \nSpearman ρ {row['agree_spearman']:.3f} · p_y "
+                        f"{row['prob_target']:.3f} · {row['target_name']}")
+            open_button(row, st, f"open_worst_{i}")
+    st.caption("Lowest Spearman correlation between the two maps first. A confident, correct prediction "
+               "(p_y near 1) shrinks the target term of the loss gradient, so the other classes shape its map.")
+
+# --------------------------------------------------------------------------- errors
+st.subheader(f"Unreadable files ({len(errors)})")
+if len(errors):
+    st.dataframe(errors, hide_index=True, key="dataset_errors")
+else:
+    st.caption("Every file was read.")

@@ -1,0 +1,444 @@
+"""Saliency for a whole dataset: ``python -m saliency_core.batch --images DIR --out OUT``.
+
+One process on a laptop::
+
+    python -m saliency_core.batch --images val/ --out results/val
+
+Every GPU of a machine, or many machines, with PyTorch's own launcher::
+
+    torchrun --nproc-per-node 8 -m saliency_core.batch --images val/ --out results/val
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29400 \\
+        -m saliency_core.batch --images val/ --out results/val
+
+Each rank takes every world-th image that is not written yet (see
+:class:`saliency_core.imagefolder.ShardSampler`), feeds it through a
+``DataLoader`` whose worker processes decode and crop, computes both maps
+with one forward pass per batch, their statistics and agreement on the
+device (:mod:`saliency_core.batchstats`), and writes its own Parquet parts
+(:mod:`saliency_core.results`). Files that cannot be read land in the
+errors table with the reason; they never stop the job. Stopped and started
+again with the same options, the job skips everything already written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from saliency_core import batchstats, faithfulness, gradients, results
+from saliency_core.errors import SaliencyError
+from saliency_core.export import package_versions
+from saliency_core.imagefolder import (
+    Discovery,
+    ImageDataset,
+    Item,
+    ShardSampler,
+    collate,
+    discover,
+    imagenet_wnids,
+    item_path,
+)
+from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, load_model, pick_device
+
+METHODS = gradients.METHODS
+# The options that change the numbers: a restarted job must use the same ones.
+CONFIG_KEYS = ("images", "model", "methods", "reduction", "precision", "faithfulness", "faithfulness_steps",
+               "save_maps")
+
+
+@dataclass
+class Options:
+    images: str
+    out: str
+    model: str = DEFAULT_MODEL
+    methods: tuple[str, ...] = METHODS
+    batch_size: int = 32
+    device: str = "auto"
+    workers: int = 2
+    reduction: str = "max"
+    precision: str = "exact"
+    faithfulness: bool = False
+    faithfulness_steps: int = 20
+    save_maps: bool = False
+    part_size: int = 1024
+    progress: bool | None = None  # None: a progress bar when stderr is a terminal
+
+    def config(self) -> dict:
+        values = {k: getattr(self, k) for k in CONFIG_KEYS}
+        values["images"] = str(Path(self.images).expanduser().resolve())
+        values["methods"] = list(self.methods)
+        return values
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    p = argparse.ArgumentParser(
+        prog="python -m saliency_core.batch",
+        description="Score- and loss-gradient saliency, their statistics and agreement for every image of a "
+                    "dataset, written as Parquet. Run it under torchrun to use several GPUs or machines.")
+    p.add_argument("--images", required=True,
+                   help="an ImageFolder tree (class folders named by WordNet id such as n01440764, or by class "
+                        "index 0..999) or a cs231n-style .npz with arrays X and y")
+    p.add_argument("--out", required=True, help="results folder; a run started again skips what it holds")
+    p.add_argument("--model", default=DEFAULT_MODEL, choices=list(REGISTRY))
+    p.add_argument("--methods", default="score,loss", help="comma-separated: score, loss (default: both)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda (each torchrun rank takes its LOCAL_RANK GPU)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes per rank (default: CPU cores / ranks, at most 8)")
+    p.add_argument("--reduction", default="max", choices=list(gradients.REDUCTIONS))
+    p.add_argument("--precision", default="exact", choices=list(gradients.PRECISIONS))
+    p.add_argument("--faithfulness", action="store_true",
+                   help="also deletion/insertion AUCs per map and for a random order (about 40 forward "
+                        "passes per image and map)")
+    p.add_argument("--faithfulness-steps", type=int, default=20)
+    p.add_argument("--save-maps", action="store_true", help="also keep the maps, float16, in maps/*.npz")
+    p.add_argument("--part-size", type=int, default=1024,
+                   help="images per Parquet part: what a stopped run loses at most, per rank")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None)
+    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    a = p.parse_args(argv)
+    methods = tuple(m.strip() for m in a.methods.split(",") if m.strip())
+    if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
+        p.error(f"--methods: expected a comma-separated subset of {','.join(METHODS)}, got {a.methods!r}")
+    for name in ("batch_size", "faithfulness_steps", "part_size"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if a.workers is not None and a.workers < 0:
+        p.error("--workers must be 0 or more")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    workers = a.workers if a.workers is not None else max(0, min(8, (os.cpu_count() or 1) // max(1, world)))
+    return Options(images=a.images, out=a.out, model=a.model, methods=methods, batch_size=a.batch_size,
+                   device=a.device, workers=workers, reduction=a.reduction, precision=a.precision,
+                   faithfulness=a.faithfulness, faithfulness_steps=a.faithfulness_steps, save_maps=a.save_maps,
+                   part_size=a.part_size, progress=a.progress)
+
+
+# --------------------------------------------------------------------------- ranks
+
+@dataclass
+class Ranks:
+    """This process's place among the job's processes (one, without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def broadcast(self, value: object) -> object:
+        """Rank 0's ``value`` on every rank."""
+        if not self.distributed:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, value: object) -> list[object]:
+        if not self.distributed:
+            return [value]
+        out: list[object] = [None] * self.world
+        dist.all_gather_object(out, value)
+        return out
+
+
+def start_ranks(device: str) -> tuple[Ranks, torch.device]:
+    """Join torchrun's process group when launched by it; pick this rank's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    ranks = Ranks(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+    dev = pick_device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", ranks.local_rank % max(1, torch.cuda.device_count()))
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if ranks.distributed and not dist.is_initialized():
+        # NCCL between GPUs; gloo for CPU ranks (and for the small objects exchanged here).
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return ranks, dev
+
+
+# --------------------------------------------------------------------------- numbers for one batch
+
+def _to_input(crops: list[np.ndarray], model: LoadedModel, device: torch.device) -> torch.Tensor:
+    """(N, H, W, 3) uint8 crops -> normalised (N, 3, H, W) float32 on the device, as models.normalize does."""
+    x = torch.from_numpy(np.stack(crops))
+    if device.type == "cuda":
+        x = x.pin_memory()
+    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+    prep = model.preprocessing
+    mean = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, device=device).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous()
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def batch_columns(model: LoadedModel, x: torch.Tensor, labels: Sequence[int | None], opts: Options
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The per-image numbers of one batch: (columns, maps), each a dict of (N, ...) arrays.
+
+    The target is the true label where known, else the model's top-1
+    prediction from the same forward pass.
+    """
+    y = torch.tensor([-1 if lab is None else lab for lab in labels], device=x.device)
+    res = gradients.compute_saliency(model, x, y, opts.methods, reduction=opts.reduction,
+                                     precision=opts.precision, max_batch=opts.batch_size)
+    label_t = torch.tensor([0 if lab is None else lab for lab in labels], device=x.device)
+    known = np.array([lab is not None for lab in labels])
+    pred = res.probs.argmax(dim=1)
+    cols: dict[str, np.ndarray] = {
+        "target": _np(res.targets),
+        "prediction": _np(pred),
+        "prob_target": _np(res.target_probs.double()),
+        "prob_prediction": _np(res.probs.gather(1, pred[:, None])[:, 0].double()),
+        "prob_label": np.where(known, _np(res.probs.gather(1, label_t[:, None])[:, 0].double()), np.nan),
+        "loss": _np(F.cross_entropy(res.logits.double(), res.targets, reduction="none")),
+    }
+    for m in opts.methods:
+        for stat, values in batchstats.summarize_batch(res.maps[m]).items():
+            cols[f"{m}_{stat}"] = _np(values)
+    if len(opts.methods) == 2:
+        for metric, values in batchstats.agreement_batch(res.maps["score"], res.maps["loss"]).items():
+            cols[f"agree_{metric}"] = _np(values)
+    if opts.faithfulness:
+        steps = opts.faithfulness_steps
+        for m in opts.methods:
+            f = faithfulness.deletion_insertion(model, x, res.targets, res.maps[m], steps=steps,
+                                                batch_size=opts.batch_size * 4)
+            cols[f"{m}_deletion_auc"], cols[f"{m}_insertion_auc"] = f.deletion_auc, f.insertion_auc
+        f = faithfulness.deletion_insertion(model, x, res.targets, None, steps=steps, order="random",
+                                            batch_size=opts.batch_size * 4)
+        cols["random_deletion_auc"], cols["random_insertion_auc"] = f.deletion_auc, f.insertion_auc
+    maps = {}
+    if opts.save_maps:
+        for m in opts.methods:
+            peak = res.maps[m].amax(dim=(1, 2), keepdim=True)
+            maps[m] = _np(torch.where(peak > 0, res.maps[m] / peak, 0.0).half())
+    return cols, maps
+
+
+def _rows(items: list[Item], records: list[dict], cols: dict[str, np.ndarray], model: LoadedModel,
+          ranks: Ranks, run: int, discovery: Discovery) -> pd.DataFrame:
+    cats = model.categories
+    wnids = imagenet_wnids()
+    labels = [it.label for it in items]
+    frame = pd.DataFrame({
+        "key": [it.key for it in items],
+        "model": model.name,
+        "path": [item_path(discovery, it) for it in items],
+        "sha256": [r["sha256"] for r in records],
+        "width": np.array([r["width"] for r in records], dtype=np.int64),
+        "height": np.array([r["height"] for r in records], dtype=np.int64),
+        "label": pd.array(labels, dtype="Int64"),
+        "label_source": pd.array([it.label_source for it in items], dtype="string"),
+        "label_name": pd.array([None if lab is None else cats[lab] for lab in labels], dtype="string"),
+        "label_wnid": pd.array([None if lab is None else wnids[lab] for lab in labels], dtype="string"),
+        "target_source": ["prediction" if lab is None else "label" for lab in labels],
+    })
+    for name, values in cols.items():
+        frame[name] = values
+    frame["target_name"] = [cats[int(t)] for t in cols["target"]]
+    frame["prediction_name"] = [cats[int(p)] for p in cols["prediction"]]
+    known = frame["label"].notna()
+    frame["correct"] = pd.array([bool(p == lab) if k else None for p, lab, k in
+                                 zip(cols["prediction"], labels, known, strict=True)], dtype="boolean")
+    frame["rank"] = ranks.rank
+    frame["run"] = run
+    return frame
+
+
+# --------------------------------------------------------------------------- the job
+
+class _Progress:
+    """A tqdm bar on rank 0 (images/s and time left) when wanted, else nothing."""
+
+    def __init__(self, total: int, ranks: Ranks, enabled: bool | None) -> None:
+        self.bar = None
+        if ranks.rank == 0 and enabled is not False:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="img", dynamic_ncols=True, disable=None if enabled is None else False,
+                            desc=f"saliency ({ranks.world} rank{'s' if ranks.world > 1 else ''}, rank 0 shown)")
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _prepare_out(opts: Options, ranks: Ranks, discovery: Discovery, model: LoadedModel) -> tuple[int, set[str]]:
+    """Check the folder against the options, read what is done, record this run; returns (run, done keys)."""
+    out = Path(opts.out)
+    problem = None
+    if ranks.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob("*/.part-*.tmp"):  # left by a run stopped while writing
+            stale.unlink(missing_ok=True)
+        old = results.read_manifest(out).get("config")
+        if old is not None and old != opts.config():
+            diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in opts.config().items() if old.get(k) != v)
+            problem = (f"{out} holds results made with other options ({diff}). Use a new --out folder, "
+                       "or the same options to finish that run.")
+    problem = ranks.broadcast(problem)
+    if problem:
+        raise SaliencyError(problem)
+    done = results.done_keys(out)  # every rank reads the same parts before anyone writes
+    ranks.barrier()
+    run = 0
+    if ranks.rank == 0:
+        manifest = results.read_manifest(out)
+        runs = manifest.get("runs", [])
+        run = len(runs)
+        prep = model.preprocessing
+        manifest.update({
+            "tool": "saliency_core.batch",
+            "config": opts.config(),
+            "model": {"name": model.name, "title": model.spec.title, "weights": model.spec.weights,
+                      "preprocessing": prep.describe(), "resize": prep.resize, "crop": prep.crop,
+                      "mean": list(prep.mean), "std": list(prep.std), "interpolation": prep.interpolation},
+            "dataset": {"root": discovery.root, "kind": discovery.kind, "images": len(discovery.items),
+                        "labelled": sum(it.label is not None for it in discovery.items),
+                        "ignored_files": len(discovery.ignored)},
+            "definitions": {
+                "score": "max over colour channels of |d s_y / d x| (Simonyan et al. 2014)",
+                "loss": "max over colour channels of |d CE(s, y) / d x|, per image",
+                "target": "the true label where known, else the model's top-1 prediction (target_source)",
+                "maps": "maps/<part>.npz: each map divided by its own max, float16; scale in <method>_max",
+            },
+            "versions": package_versions(),
+        })
+        runs.append({"run": run, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "command": shlex.join([sys.executable, "-m", "saliency_core.batch", *sys.argv[1:]]),
+                     "world_size": ranks.world, "device": str(model.device), "already_done": len(done),
+                     "status": "running"})
+        manifest["runs"] = runs
+        results.write_manifest(out, manifest)
+    return int(ranks.broadcast(run)), done
+
+
+def run(opts: Options) -> dict:
+    """Run the job on this rank; returns the summary (complete on rank 0)."""
+    ranks, device = start_ranks(opts.device)
+    try:
+        return _run(opts, ranks, device)
+    finally:
+        if ranks.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run(opts: Options, ranks: Ranks, device: torch.device) -> dict:
+    discovery = discover(opts.images)
+    model = load_model(opts.model, device, allow_download=False)
+    run_id, done = _prepare_out(opts, ranks, discovery, model)
+    pending = [it for it in discovery.items if it.key not in done]
+    dataset = ImageDataset(discovery, pending, model.preprocessing)
+    sampler = ShardSampler(len(pending), ranks.rank, ranks.world)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=opts.batch_size, sampler=sampler, num_workers=opts.workers, collate_fn=collate,
+        prefetch_factor=4 if opts.workers else None, persistent_workers=False)
+    progress = _Progress(len(sampler), ranks, opts.progress)
+    rows: list[pd.DataFrame] = []
+    errors: list[dict] = []
+    maps: dict[str, list[np.ndarray]] = {}
+    seq, buffered, counts = 0, 0, {"images": 0, "errors": 0}
+
+    def flush() -> None:
+        nonlocal seq, buffered
+        if not buffered:
+            return
+        name = f"part-{run_id:03d}-r{ranks.rank:04d}-{seq:05d}"
+        frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+        shard = None
+        if opts.save_maps and len(frame):
+            shard = {"keys": frame["key"].to_numpy(dtype=str), **{m: np.concatenate(v) for m, v in maps.items()}}
+            frame["maps_file"] = f"{name}.npz"
+            frame["maps_index"] = np.arange(len(frame), dtype=np.int64)
+        results.write_part(opts.out, name, frame, pd.DataFrame(errors, columns=list(results.ERROR_COLUMNS)), shard)
+        rows.clear(), errors.clear(), maps.clear()
+        seq, buffered = seq + 1, 0
+
+    start = time.perf_counter()
+    for records in loader:
+        good = [r for r in records if r["error"] is None]
+        for r in records:
+            if r["error"] is not None:
+                item = pending[r["index"]]
+                errors.append({"key": item.key, "path": item_path(discovery, item), "error": r["error"],
+                               "rank": ranks.rank, "run": run_id})
+        if good:
+            items = [pending[r["index"]] for r in good]
+            x = _to_input([r["crop"] for r in good], model, device)
+            cols, batch_maps = batch_columns(model, x, [it.label for it in items], opts)
+            rows.append(_rows(items, good, cols, model, ranks, run_id, discovery))
+            for m, v in batch_maps.items():
+                maps.setdefault(m, []).append(v)
+        counts["images"] += len(good)
+        counts["errors"] += len(records) - len(good)
+        buffered += len(records)
+        progress.update(len(records))
+        if buffered >= opts.part_size:
+            flush()
+    flush()
+    progress.close()
+    seconds = time.perf_counter() - start
+    per_rank = ranks.gather({"rank": ranks.rank, "images": counts["images"], "errors": counts["errors"],
+                             "seconds": seconds})
+    ranks.barrier()
+    summary = {"run": run_id, "world_size": ranks.world, "skipped_as_done": len(done),
+               "images": sum(p["images"] for p in per_rank), "errors": sum(p["errors"] for p in per_rank),
+               "seconds": max(p["seconds"] for p in per_rank), "per_rank": per_rank}
+    summary["images_per_s"] = summary["images"] / summary["seconds"] if summary["seconds"] > 0 else None
+    if ranks.rank == 0:
+        manifest = results.read_manifest(opts.out)
+        manifest["runs"][run_id].update(status="complete", finished=datetime.now(timezone.utc).isoformat(
+            timespec="seconds"), **{k: summary[k] for k in ("images", "errors", "seconds", "images_per_s")})
+        written = results.load_results(opts.out) if (summary["images"] or done or summary["errors"]) else None
+        if written is not None:
+            manifest["totals"] = {"images": len(written.results), "errors": len(written.errors)}
+        results.write_manifest(opts.out, manifest)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*TypedStorage.*")
+    try:
+        summary = run(opts)
+    except SaliencyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        rate = summary["images_per_s"]
+        print(f"{summary['images']} images and {summary['errors']} unreadable files in {summary['seconds']:.1f} s"
+              f"{f' ({rate:.1f} images/s)' if rate else ''} on {summary['world_size']} rank(s); "
+              f"{summary['skipped_as_done']} already done. Results in {opts.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Datasets on disk for the batch job: an ImageFolder tree or a cs231n ``.npz``.
+
+An ImageFolder tree has one subfolder per class, named by WordNet id
+(``n01440764``) or by ImageNet class index (``0`` .. ``999``); files anywhere
+below a class folder get its label. Files directly in the root, or below a
+folder with any other name, have no known label (the job then explains the
+model's top-1 prediction and says so). A ``.npz`` holds arrays ``X`` (N, H,
+W, 3) and ``y`` (N,) as cs231n's ``imagenet_val_25.npz`` does.
+
+:class:`ImageDataset` decodes and crops in DataLoader worker processes, so
+it holds only picklable, torch-free state; a file that can't be read comes
+back as an error record, never as an exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from saliency_core.batches import load_npz_batch
+from saliency_core.errors import InvalidImageError, InvalidInputError
+from saliency_core.images import DEFAULT_MAX_BYTES, load_image
+from saliency_core.models import Preprocessing, crop_image
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"})
+_WNID = re.compile(r"n\d{8}")
+
+
+@lru_cache(maxsize=1)
+def imagenet_wnids() -> list[str]:
+    """The 1000 ImageNet-1k WordNet ids in class-index order (sorted, as the class indices are)."""
+    text = (Path(__file__).with_name("data") / "imagenet_wnids.txt").read_text(encoding="utf-8")
+    return text.split()
+
+
+def label_of_folder(name: str) -> tuple[int | None, str | None]:
+    """(class index, how it was read) for a class folder's name; (None, None) when it names no class."""
+    if _WNID.fullmatch(name):
+        index = {w: i for i, w in enumerate(imagenet_wnids())}.get(name)
+        return (index, "wnid") if index is not None else (None, None)
+    if name.isdigit() and 0 <= int(name) < 1000:
+        return int(name), "index"
+    return None, None
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of a dataset.
+
+    key : unique, stable id: the path relative to the dataset root in POSIX
+        form, or ``name.npz#i`` for an image in an npz
+    label : ImageNet class index when known
+    label_source : "wnid", "index" or "npz" (how the label was known); None
+    """
+
+    key: str
+    label: int | None
+    label_source: str | None
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What :func:`discover` found: the items, sorted by key, and the files it passed over."""
+
+    root: str  # absolute path of the folder or the npz
+    kind: str  # "folder" or "npz"
+    items: tuple[Item, ...]
+    ignored: tuple[str, ...]  # files that are not images by their extension
+
+
+def discover(source: str | os.PathLike) -> Discovery:
+    """List the images of a folder (ImageFolder layout) or an npz file, in a stable order.
+
+    Raises
+    ------
+    InvalidInputError : the path does not exist, or the npz can't be read.
+    """
+    path = Path(source).expanduser().resolve()
+    if path.is_file() and path.suffix.lower() == ".npz":
+        try:
+            batch = load_npz_batch(path.read_bytes())
+        except (InvalidImageError, OSError) as exc:
+            raise InvalidInputError(f"{path}: {exc}") from exc
+        items = tuple(Item(f"{path.name}#{b.index}", b.label, "npz") for b in batch)
+        return Discovery(str(path), "npz", items, ())
+    if not path.is_dir():
+        raise InvalidInputError(f"{path} is neither a folder of images nor an .npz file")
+    items: list[Item] = []
+    ignored: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = Path(dirpath).relative_to(path)
+        top = rel_dir.parts[0] if rel_dir.parts else None
+        label, source = label_of_folder(top) if top else (None, None)
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            key = (rel_dir / name).as_posix()
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                items.append(Item(key, label, source))
+            else:
+                ignored.append(key)
+    items.sort(key=lambda it: it.key)
+    return Discovery(str(path), "folder", tuple(items), tuple(sorted(ignored)))
+
+
+def item_path(discovery: Discovery, item: Item) -> str:
+    """Where an item lives: the file's absolute path, or ``/path/to/batch.npz#i``."""
+    if discovery.kind == "npz":
+        return f"{discovery.root}#{item.key.rsplit('#', 1)[1]}"
+    return str(Path(discovery.root) / item.key)
+
+
+def read_item_bytes(path: str) -> bytes:
+    """The encoded bytes of an item from its :func:`item_path`: the file's, or a lossless PNG of an npz image.
+
+    Raises OSError when the file is gone, InvalidImageError for a bad npz.
+    """
+    base, sep, index = path.rpartition("#")
+    if sep and base.lower().endswith(".npz") and index.isdigit():
+        buf = io.BytesIO()
+        _npz_images(base)[int(index)].save(buf, format="PNG")
+        return buf.getvalue()
+    return Path(path).read_bytes()
+
+
+@lru_cache(maxsize=2)
+def _npz_images(path: str) -> tuple[Image.Image, ...]:
+    # Once per worker process: the images of an npz are decoded together.
+    return tuple(b.image for b in load_npz_batch(Path(path).read_bytes()))
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Items decoded and cropped for a model; one record per item, errors included.
+
+    Each record is a dict: ``index`` (position in ``items``), ``crop``
+    ((H, W, 3) uint8 array, or None), ``sha256`` (of the file's bytes, or of
+    the npz image's pixels), ``width``, ``height`` (of the image as decoded)
+    and ``error`` (None, or why the file can't be used).
+    """
+
+    def __init__(self, discovery: Discovery, items: list[Item], prep: Preprocessing,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.root, self.kind = discovery.root, discovery.kind
+        self.items = items
+        self.prep = prep
+        self.max_bytes = max_bytes
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.items[index]
+        record = {"index": index, "crop": None, "sha256": None, "width": None, "height": None, "error": None}
+        try:
+            if self.kind == "npz":
+                image = _npz_images(self.root)[int(item.key.rsplit("#", 1)[1])]
+                record["sha256"] = hashlib.sha256(np.asarray(image).tobytes()).hexdigest()
+            else:
+                path = Path(self.root) / item.key
+                size = path.stat().st_size
+                if size > self.max_bytes:
+                    raise InvalidImageError(f"The file is {size / 2**20:.0f} MB; the limit is "
+                                            f"{self.max_bytes / 2**20:.0f} MB.")
+                data = path.read_bytes()
+                record["sha256"] = hashlib.sha256(data).hexdigest()
+                image = load_image(data, max_bytes=self.max_bytes)
+        except InvalidImageError as exc:
+            record["error"] = str(exc)
+            return record
+        except OSError as exc:
+            record["error"] = f"The file can't be read: {exc.strerror or exc}"
+            return record
+        record["width"], record["height"] = image.size
+        record["crop"] = np.asarray(crop_image(image, self.prep), dtype=np.uint8)
+        return record
+
+
+def collate(records: list[dict]) -> list[dict]:
+    """Keep records as they are: the loop stacks the good crops itself and keeps the errors apart."""
+    return records
+
+
+class ShardSampler(torch.utils.data.Sampler[int]):
+    """Rank ``rank`` of ``world`` takes items rank, rank + world, rank + 2 world, ...
+
+    ``torch.utils.data.DistributedSampler`` pads the list with repeats so
+    that every rank gets the same count, which training needs and a batch
+    job must not do: a repeated image would be computed and written twice.
+    This sampler gives every item to exactly one rank, in order.
+    """
+
+    def __init__(self, n: int, rank: int, world: int) -> None:
+        if not 0 <= rank < world:
+            raise InvalidInputError(f"rank {rank} is outside a world of {world}")
+        self.indices = range(rank, n, world)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def write_sample_folder(dest: str | os.PathLike, n: int = 12, *, corrupt: int = 1) -> Path:
+    """Write a small ImageFolder tree from the bundled sample photos: a dataset to try the batch job on.
+
+    ``n`` JPEGs cycle through the samples (as taken, mirrored, then cropped to
+    the central 80 %), each in its class's WordNet-id folder, except that the
+    second image sits in a class-index folder and the third at the root with
+    no label. ``corrupt`` truncated JPEGs and a README.txt (not an image)
+    are added. Returns the folder.
+    """
+    from PIL import ImageOps
+
+    from saliency_core.images import sample_images
+
+    root = Path(dest)
+    root.mkdir(parents=True, exist_ok=True)
+    samples = sample_images()
+    wnids = imagenet_wnids()
+    for i in range(n):
+        s = samples[i % len(samples)]
+        image, variant = s.image, i // len(samples) % 3
+        if variant == 1:
+            image = ImageOps.mirror(image)
+        elif variant == 2:
+            w, h = image.size
+            image = image.crop((w // 10, h // 10, w - w // 10, h - h // 10))
+        folder = {1: root / str(s.label), 2: root}.get(i, root / wnids[s.label])
+        folder.mkdir(exist_ok=True)
+        image.save(folder / f"{s.name}_{i:03d}.jpg", quality=90)
+    for j in range(corrupt):
+        good = (root / wnids[samples[0].label] / f"{samples[0].name}_000.jpg").read_bytes()
+        (root / wnids[samples[0].label] / f"broken_{j}.jpg").write_bytes(good[: len(good) // 3])
+    (root / "README.txt").write_text("Sample photos from scikit-image, in ImageFolder layout.\n")
+    return root

@@ -1,0 +1,268 @@
+"""The batch job: one process, torchrun with two gloo ranks, a killed and restarted run.
+
+The dataset is ``write_sample_folder``: 12 JPEGs of the sample photos in
+WordNet-id, class-index and root folders, one truncated JPEG and a README.
+Every number the job writes is checked against ``saliency_core.analyse``
+and ``saliency_core.stats`` computed here, image by image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from saliency_core import stats
+from saliency_core.analysis import analyse
+from saliency_core.batch import main, parse_args
+from saliency_core.errors import InvalidInputError
+from saliency_core.imagefolder import ShardSampler, discover, label_of_folder, read_item_bytes, write_sample_folder
+from saliency_core.images import load_image
+from saliency_core.results import (
+    done_keys,
+    load_parquet_bytes,
+    load_results,
+    most_disagreeing,
+    numeric_columns,
+    per_class,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+N_IMAGES = 12
+# Batches of different sizes and thread counts change float32 rounding a little.
+RTOL, ATOL = 1e-4, 1e-7
+ID_COLUMNS = ["key", "path", "sha256", "width", "height", "label", "label_source", "label_name", "label_wnid",
+              "target", "target_source", "target_name", "prediction", "prediction_name", "correct", "model"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def run_job(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "saliency_core.batch", "--no-progress", *args], cwd=REPO,
+                          env=_env(), capture_output=True, text=True, timeout=600, check=check)
+
+
+def run_torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+           "-m", "saliency_core.batch", "--no-progress", *args]
+    return subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_sample_folder(tmp_path_factory.mktemp("data") / "images", N_IMAGES)
+
+
+@pytest.fixture(scope="module")
+def single(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One process, two DataLoader workers, maps saved."""
+    out = tmp_path_factory.mktemp("single") / "out"
+    proc = run_job("--images", str(dataset), "--out", str(out), "--batch-size", "5", "--workers", "2",
+                   "--save-maps", "--part-size", "5")
+    assert "12 images and 1 unreadable files" in proc.stderr, proc.stderr
+    return out
+
+
+def assert_same_results(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    assert list(a["key"]) == list(b["key"])
+    pd.testing.assert_frame_equal(a[ID_COLUMNS].reset_index(drop=True), b[ID_COLUMNS].reset_index(drop=True))
+    for col in numeric_columns(a):
+        np.testing.assert_allclose(a[col].to_numpy(), b[col].to_numpy(), rtol=RTOL, atol=ATOL, err_msg=col)
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def test_discovery_reads_labels_from_wnid_and_index_folders(dataset: Path):
+    found = discover(dataset)
+    assert found.kind == "folder" and found.ignored == ("README.txt",)
+    assert len(found.items) == N_IMAGES + 1  # the truncated JPEG is listed; reading it fails later
+    by_key = {it.key: it for it in found.items}
+    assert by_key["n07920052/coffee_000.jpg"].label == 967 and by_key["n07920052/coffee_000.jpg"].label_source == "wnid"
+    assert by_key["281/chelsea_001.jpg"].label == 281 and by_key["281/chelsea_001.jpg"].label_source == "index"
+    assert by_key["rocket_002.jpg"].label is None
+    assert [it.key for it in found.items] == sorted(by_key)
+
+
+def test_folder_names():
+    assert label_of_folder("n01440764") == (0, "wnid")
+    assert label_of_folder("n15075141") == (999, "wnid")
+    assert label_of_folder("n99999999") == (None, None)  # looks like a wnid, is not an ImageNet-1k class
+    assert label_of_folder("999") == (999, "index")
+    assert label_of_folder("1000") == (None, None)
+    assert label_of_folder("cats") == (None, None)
+
+
+def test_discover_refuses_a_missing_path(tmp_path: Path):
+    with pytest.raises(InvalidInputError, match="neither a folder"):
+        discover(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 12, 13])
+@pytest.mark.parametrize("world", [1, 2, 3, 5])
+def test_shard_sampler_gives_every_item_to_exactly_one_rank(n: int, world: int):
+    shares = [list(ShardSampler(n, r, world)) for r in range(world)]
+    flat = sorted(i for share in shares for i in share)
+    assert flat == list(range(n))
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_options_are_checked():
+    assert parse_args(["--images", "a", "--out", "b", "--methods", "loss"]).methods == ("loss",)
+    for bad in (["--methods", "score,grad"], ["--batch-size", "0"], ["--methods", ""]):
+        with pytest.raises(SystemExit):
+            parse_args(["--images", "a", "--out", "b", *bad])
+
+
+# --------------------------------------------------------------------------- one process
+
+
+def test_every_readable_image_once_and_the_corrupt_one_in_errors(single: Path, dataset: Path):
+    res = load_results(single)
+    assert len(res.results) == N_IMAGES and res.results["key"].is_unique
+    assert list(res.errors["key"]) == ["n07920052/broken_0.jpg"]
+    assert "truncated" in res.errors["error"].iloc[0]
+    assert done_keys(single) == set(res.results["key"]) | {"n07920052/broken_0.jpg"}
+    m = res.manifest
+    assert m["model"]["name"] == "efficientnet_lite0" and "mean=[0.5, 0.5, 0.5]" in m["model"]["preprocessing"]
+    assert m["dataset"] == {"root": str(dataset.resolve()), "kind": "folder", "images": N_IMAGES + 1,
+                            "labelled": N_IMAGES, "ignored_files": 1}
+    assert m["runs"][-1]["status"] == "complete" and m["totals"] == {"images": N_IMAGES, "errors": 1}
+    assert "torch" in m["versions"] and "saliency_core.batch" in m["runs"][-1]["command"]
+
+
+def test_numbers_equal_saliency_core_image_by_image(single: Path, lite0):
+    res = load_results(single)
+    rows = res.results
+    labels = [None if pd.isna(v) else int(v) for v in rows["label"]]
+    images = [load_image(p) for p in rows["path"]]
+    ref = analyse(lite0, images, [None] * len(images), labels)
+    for i, a in enumerate(ref):
+        row = rows.iloc[i]
+        assert row["target"] == a.target and row["prediction"] == a.prediction
+        assert row["target_source"] == ("prediction" if labels[i] is None else "label")
+        assert row["sha256"] == hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest()
+        expected = {"prob_target": a.target_prob, "loss": -np.log(a.target_prob)}
+        for m in ("score", "loss"):
+            expected |= {f"{m}_{k}": v for k, v in stats.summarize(a.maps[m]).items()}
+        expected |= {f"agree_{k}": v for k, v in stats.agreement(a.maps["score"], a.maps["loss"]).items()}
+        for col, value in expected.items():
+            np.testing.assert_allclose(row[col], value, rtol=RTOL, atol=ATOL, err_msg=f"{row['key']} {col}")
+        saved = res.maps(row["key"])
+        for m in ("score", "loss"):  # float16 of map / max: 3 significant digits
+            np.testing.assert_allclose(saved[m], a.maps[m], rtol=2e-3, atol=a.maps[m].max() * 1e-3)
+    assert rows.loc[rows["label"].isna(), "correct"].isna().all()
+    known = rows[rows["label"].notna()]
+    assert (known["correct"] == (known["label"] == known["prediction"])).all()
+
+
+def test_a_second_run_skips_everything(single: Path, dataset: Path):
+    before = load_results(single).results
+    proc = run_job("--images", str(dataset), "--out", str(single), "--batch-size", "5", "--save-maps",
+                   "--part-size", "5")
+    assert "0 images and 0 unreadable files" in proc.stderr and "13 already done" in proc.stderr
+    assert_same_results(load_results(single).results, before)
+
+
+def test_other_options_on_the_same_folder_are_refused(single: Path, dataset: Path):
+    proc = run_job("--images", str(dataset), "--out", str(single), "--reduction", "l2", check=False)
+    assert proc.returncode == 2 and "other options" in proc.stderr and "reduction" in proc.stderr
+
+
+# --------------------------------------------------------------------------- torchrun and restarts
+
+
+def test_torchrun_two_ranks_equals_one_process(single: Path, dataset: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    proc = run_torchrun(2, "--images", str(dataset), "--out", str(out), "--batch-size", "3", "--workers", "1",
+                        "--save-maps")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = load_results(out)
+    assert res.results["key"].is_unique and len(res.results) == N_IMAGES
+    assert set(res.results["rank"]) == {0, 1}
+    assert list(res.errors["key"]) == ["n07920052/broken_0.jpg"]
+    assert_same_results(res.results, load_results(single).results)
+    assert res.manifest["runs"][-1]["world_size"] == 2
+
+
+def test_killed_run_restarts_without_duplicates(single: Path, dataset: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "saliency_core.batch", "--no-progress", "--images", str(dataset), "--out",
+            str(out), "--batch-size", "2", "--part-size", "2", "--workers", "1"]
+    proc = subprocess.Popen(args, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not list((out / "results").glob("part-*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    done = done_keys(out)
+    assert 0 < len(done) < N_IMAGES + 1, "the job was not stopped midway"
+    assert load_results(out).manifest["runs"][0]["status"] == "running"
+
+    again = run_job("--images", str(dataset), "--out", str(out), "--batch-size", "2", "--part-size", "2")
+    assert f"{len(done)} already done" in again.stderr
+    res = load_results(out)
+    assert res.results["key"].is_unique and len(res.results) == N_IMAGES and len(res.errors) == 1
+    assert_same_results(res.results, load_results(single).results)
+    assert [r["status"] for r in res.manifest["runs"]] == ["running", "complete"]
+
+
+# --------------------------------------------------------------------------- npz input, reading results
+
+
+def test_npz_input(tmp_path: Path, lite0):
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(3, 40, 50, 3), dtype=np.uint8)
+    y = np.array([1, 2, 967])
+    path = tmp_path / "batch.npz"
+    np.savez(path, X=X, y=y)
+    assert main(["--images", str(path), "--out", str(tmp_path / "out"), "--workers", "0", "--no-progress"]) == 0
+    rows = load_results(tmp_path / "out").results
+    assert list(rows["key"]) == ["batch.npz#0", "batch.npz#1", "batch.npz#2"]
+    assert list(rows["label"]) == [1, 2, 967] and set(rows["label_source"]) == {"npz"}
+    ref = analyse(lite0, [load_image(read_item_bytes(p)) for p in rows["path"]], [None] * 3, [1, 2, 967])
+    np.testing.assert_allclose(rows["score_max"], [a.maps["score"].max() for a in ref], rtol=RTOL)
+
+
+def test_uploaded_parquet_and_tables(single: Path):
+    part = sorted((single / "results").glob("part-*.parquet"))[0]
+    res = load_parquet_bytes(part.read_bytes())
+    assert len(res.results) == 5 and res.root is None and res.maps(res.results["key"][0]) is None
+    with pytest.raises(InvalidInputError, match="not a Parquet"):
+        load_parquet_bytes(b"PK\x03\x04 nope")
+    buf = io.BytesIO()
+    pd.DataFrame({"a": [1]}).to_parquet(buf)
+    with pytest.raises(InvalidInputError, match="not written by the batch job"):
+        load_parquet_bytes(buf.getvalue())
+
+    rows = load_results(single).results
+    table = per_class(rows)
+    assert table["images"].sum() == N_IMAGES and table["target"].is_unique
+    coffee = table.set_index("target").loc[967]
+    assert coffee["images"] == 3 and coffee["accuracy"] == rows.loc[rows["target"] == 967, "correct"].mean()
+    worst = most_disagreeing(rows, 4)
+    assert list(worst["agree_spearman"]) == sorted(rows["agree_spearman"])[:4]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_job_equals_cpu_job(single: Path, dataset: Path, tmp_path: Path):
+    proc = run_job("--images", str(dataset), "--out", str(tmp_path / "cuda"), "--device", "cuda",
+                   "--batch-size", "5", check=False)
+    assert proc.returncode == 0, proc.stderr
+    a, b = load_results(tmp_path / "cuda").results, load_results(single).results
+    assert list(a["key"]) == list(b["key"]) and (a["target"] == b["target"]).all()
+    np.testing.assert_allclose(a["score_max"], b["score_max"], rtol=1e-2)
