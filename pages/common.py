@@ -208,7 +208,9 @@ def open_in_compare(path: str, key: str, label: int | None, model_name: str | No
         st.session_state["dataset_problem"] = f"**{key}** can't be opened: {exc}"
         return
     sha = image_sha256(data)
-    meta = {"name": key} if label is None else {"name": key, "label": int(label)}
+    meta = {"name": key, "origin": "the dataset results"}
+    if label is not None:
+        meta["label"] = int(label)
     upload_store().put(sha, data, meta)
     st.session_state.update(source="upload", image_sha=sha, prefer_stored=True, target=AUTO_TARGET,
                             goto_compare=True)
@@ -399,7 +401,8 @@ def _from_store(sha: str) -> ImageChoice:
     label = kept.meta.get("label")
     label = int(label) if isinstance(label, int) and 0 <= label < 1000 else None
     name = str(kept.meta.get("name", sha[:12]))
-    st.image(thumbnail(sha, image), caption=f"{name} (from a shared link)", width="stretch")
+    origin = str(kept.meta.get("origin", "a shared link"))
+    st.image(thumbnail(sha, image), caption=f"{name} (from {origin})", width="stretch")
     return ImageChoice(sha, name, image, label, f"link:{name}")
 
 

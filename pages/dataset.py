@@ -11,7 +11,8 @@ from saliency_core.errors import SaliencyError
 from saliency_core.images import image_sha256
 from saliency_core.models import REGISTRY
 
-if st.session_state.pop("goto_compare", False):
+common.view()  # the shared sidebar ran (a first request straight to /dataset reruns through dashboard.py)
+if st.session_state.pop("goto_compare", False):  # set by an "Open in Compare" button
     st.switch_page("pages/compare.py")
 
 st.title("Dataset results")
@@ -57,13 +58,18 @@ c1.metric("Images", f"{len(frame):,}")
 c2.metric("Unreadable files", f"{len(errors):,}")
 c3.metric("Top-1 accuracy", f"{frame.loc[labelled, 'correct'].astype(bool).mean():.1%}" if labelled.any() else "—",
           help=f"over the {int(labelled.sum())} images with a known label")
-c4.metric("Model", REGISTRY[model_name].title if model_name in REGISTRY else (model_name or "unknown"))
+if "agree_spearman" in frame and len(frame):
+    c4.metric("Median Spearman ρ", f"{frame['agree_spearman'].median():.3f}",
+              help="Rank correlation between each image's score map and loss map, median over the images")
+title = REGISTRY[model_name].title if model_name in REGISTRY else (model_name or "unknown model")
 if manifest:
     config = manifest.get("config", {})
     runs = manifest.get("runs", [])
-    st.caption(f"{manifest.get('dataset', {}).get('root', '')} · {config.get('reduction', 'max')} over RGB · "
-               f"{config.get('precision', 'exact')} precision · {len(runs)} run(s), last "
+    st.caption(f"{title} · {manifest.get('dataset', {}).get('root', '')} · {config.get('reduction', 'max')} "
+               f"over RGB · {config.get('precision', 'exact')} precision · {len(runs)} run(s), last "
                f"{runs[-1].get('status', '?') if runs else '?'}")
+else:
+    st.caption(f"{title} · an uploaded results part (no manifest)")
 if frame.empty:
     st.warning("No image could be analysed; see the errors below.")
 
@@ -125,19 +131,21 @@ if selected:
 st.subheader("Distributions")
 numeric = results.numeric_columns(view)
 stats_by_method = sorted({c.split("_", 1)[1] for c in numeric if c.startswith(("score_", "loss_"))})
+bins = max(10, min(50, round(2 * len(view) ** 0.5)))  # about 2 sqrt(n): readable for 12 images or 50,000
 h1, h2 = st.columns(2)
 with h1:
     default = stats_by_method.index("gini") if "gini" in stats_by_method else 0
     stat = st.selectbox("Statistic of both maps", stats_by_method, index=default, key="dataset_stat")
     series = {m: view[f"{m}_{stat}"].to_numpy() for m in ("score", "loss") if f"{m}_{stat}" in view}
     if stat and series and len(view):
-        st.plotly_chart(plots.values_histogram_figure(series, x_title=stat), key="dataset_hist_stat")
+        st.plotly_chart(plots.values_histogram_figure(series, bins=bins, x_title=stat), key="dataset_hist_stat")
 with h2:
     others = [c for c in numeric if not c.startswith(("score_", "loss_"))]
     default = others.index("agree_spearman") if "agree_spearman" in others else 0
     other = st.selectbox("Another column", others, index=default, key="dataset_other")
     if other and len(view):
-        st.plotly_chart(plots.values_histogram_figure({other: view[other].to_numpy()}, x_title=other),
+        st.plotly_chart(plots.values_histogram_figure({other: view[other].to_numpy()}, bins=bins,
+                                                                x_title=other),
                         key="dataset_hist_other")
 
 # --------------------------------------------------------------------------- per class

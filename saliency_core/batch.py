@@ -68,7 +68,7 @@ class Options:
     methods: tuple[str, ...] = METHODS
     batch_size: int = 32
     device: str = "auto"
-    workers: int = 2
+    workers: int | None = None  # None: see default_workers
     reduction: str = "max"
     precision: str = "exact"
     faithfulness: bool = False
@@ -98,7 +98,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (each torchrun rank takes its LOCAL_RANK GPU)")
     p.add_argument("--workers", type=int, default=None,
-                   help="DataLoader worker processes per rank (default: CPU cores / ranks, at most 8)")
+                   help="DataLoader worker processes per rank (default: on a GPU, CPU cores / ranks, at most 8; "
+                        "on the CPU, only the cores torch's own threads leave free)")
     p.add_argument("--reduction", default="max", choices=list(gradients.REDUCTIONS))
     p.add_argument("--precision", default="exact", choices=list(gradients.PRECISIONS))
     p.add_argument("--faithfulness", action="store_true",
@@ -120,10 +121,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if a.workers is not None and a.workers < 0:
         p.error("--workers must be 0 or more")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    workers = a.workers if a.workers is not None else max(0, min(8, (os.cpu_count() or 1) // max(1, world)))
     return Options(images=a.images, out=a.out, model=a.model, methods=methods, batch_size=a.batch_size,
-                   device=a.device, workers=workers, reduction=a.reduction, precision=a.precision,
+                   device=a.device, workers=a.workers, reduction=a.reduction, precision=a.precision,
                    faithfulness=a.faithfulness, faithfulness_steps=a.faithfulness_steps, save_maps=a.save_maps,
                    part_size=a.part_size, progress=a.progress)
 
@@ -177,6 +176,21 @@ def start_ranks(device: str) -> tuple[Ranks, torch.device]:
     return ranks, dev
 
 
+def default_workers(device: torch.device, world: int) -> int:
+    """DataLoader workers per rank when --workers is not given.
+
+    On a GPU the CPU cores are free to decode: share them among the ranks
+    (at most 8 each). On the CPU, torch's intra-op threads already use the
+    cores for the model, and worker processes competing with them made the
+    job slower on a 2-core machine (``benchmarks/RESULTS.md``), so only
+    cores left over get workers.
+    """
+    cores = os.cpu_count() or 1
+    if device.type == "cpu":
+        return max(0, min(8, cores - torch.get_num_threads() * world) // max(1, world))
+    return max(0, min(8, cores // max(1, world)))
+
+
 # --------------------------------------------------------------------------- numbers for one batch
 
 def _to_input(crops: list[np.ndarray], model: LoadedModel, device: torch.device) -> torch.Tensor:
@@ -216,12 +230,7 @@ def batch_columns(model: LoadedModel, x: torch.Tensor, labels: Sequence[int | No
         "prob_label": np.where(known, _np(res.probs.gather(1, label_t[:, None])[:, 0].double()), np.nan),
         "loss": _np(F.cross_entropy(res.logits.double(), res.targets, reduction="none")),
     }
-    for m in opts.methods:
-        for stat, values in batchstats.summarize_batch(res.maps[m]).items():
-            cols[f"{m}_{stat}"] = _np(values)
-    if len(opts.methods) == 2:
-        for metric, values in batchstats.agreement_batch(res.maps["score"], res.maps["loss"]).items():
-            cols[f"agree_{metric}"] = _np(values)
+    cols |= {name: _np(values) for name, values in batchstats.describe_batch(res.maps).items()}
     if opts.faithfulness:
         steps = opts.faithfulness_steps
         for m in opts.methods:
@@ -244,29 +253,32 @@ def _rows(items: list[Item], records: list[dict], cols: dict[str, np.ndarray], m
     cats = model.categories
     wnids = imagenet_wnids()
     labels = [it.label for it in items]
-    frame = pd.DataFrame({
-        "key": [it.key for it in items],
-        "model": model.name,
-        "path": [item_path(discovery, it) for it in items],
-        "sha256": [r["sha256"] for r in records],
+    n = len(items)
+
+    def strings(values: list[str | None]) -> pd.arrays.StringArray:
+        return pd.array(values, dtype="string")
+
+    columns = {
+        "key": strings([it.key for it in items]),
+        "model": strings([model.name] * n),
+        "path": strings([item_path(discovery, it) for it in items]),
+        "sha256": strings([r["sha256"] for r in records]),
         "width": np.array([r["width"] for r in records], dtype=np.int64),
         "height": np.array([r["height"] for r in records], dtype=np.int64),
         "label": pd.array(labels, dtype="Int64"),
-        "label_source": pd.array([it.label_source for it in items], dtype="string"),
-        "label_name": pd.array([None if lab is None else cats[lab] for lab in labels], dtype="string"),
-        "label_wnid": pd.array([None if lab is None else wnids[lab] for lab in labels], dtype="string"),
-        "target_source": ["prediction" if lab is None else "label" for lab in labels],
-    })
-    for name, values in cols.items():
-        frame[name] = values
-    frame["target_name"] = [cats[int(t)] for t in cols["target"]]
-    frame["prediction_name"] = [cats[int(p)] for p in cols["prediction"]]
-    known = frame["label"].notna()
-    frame["correct"] = pd.array([bool(p == lab) if k else None for p, lab, k in
-                                 zip(cols["prediction"], labels, known, strict=True)], dtype="boolean")
-    frame["rank"] = ranks.rank
-    frame["run"] = run
-    return frame
+        "label_source": strings([it.label_source for it in items]),
+        "label_name": strings([None if lab is None else cats[lab] for lab in labels]),
+        "label_wnid": strings([None if lab is None else wnids[lab] for lab in labels]),
+        "target_source": strings(["prediction" if lab is None else "label" for lab in labels]),
+        **cols,
+        "target_name": strings([cats[int(t)] for t in cols["target"]]),
+        "prediction_name": strings([cats[int(p)] for p in cols["prediction"]]),
+        "correct": pd.array([None if lab is None else bool(p == lab) for p, lab in
+                             zip(cols["prediction"], labels, strict=True)], dtype="boolean"),
+        "rank": np.full(n, ranks.rank, dtype=np.int64),
+        "run": np.full(n, run, dtype=np.int64),
+    }
+    return pd.DataFrame(columns)
 
 
 # --------------------------------------------------------------------------- the job
@@ -280,7 +292,7 @@ class _Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, unit="img", dynamic_ncols=True, disable=None if enabled is None else False,
-                            desc=f"saliency ({ranks.world} rank{'s' if ranks.world > 1 else ''}, rank 0 shown)")
+                            desc="saliency" if ranks.world == 1 else f"saliency, rank 0 of {ranks.world}")
 
     def update(self, n: int) -> None:
         if self.bar is not None:
@@ -358,9 +370,10 @@ def _run(opts: Options, ranks: Ranks, device: torch.device) -> dict:
     pending = [it for it in discovery.items if it.key not in done]
     dataset = ImageDataset(discovery, pending, model.preprocessing)
     sampler = ShardSampler(len(pending), ranks.rank, ranks.world)
+    workers = opts.workers if opts.workers is not None else default_workers(device, ranks.world)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=opts.batch_size, sampler=sampler, num_workers=opts.workers, collate_fn=collate,
-        prefetch_factor=4 if opts.workers else None, persistent_workers=False)
+        dataset, batch_size=opts.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
+        prefetch_factor=4 if workers else None, persistent_workers=False)
     progress = _Progress(len(sampler), ranks, opts.progress)
     rows: list[pd.DataFrame] = []
     errors: list[dict] = []
@@ -407,7 +420,7 @@ def _run(opts: Options, ranks: Ranks, device: torch.device) -> dict:
     progress.close()
     seconds = time.perf_counter() - start
     per_rank = ranks.gather({"rank": ranks.rank, "images": counts["images"], "errors": counts["errors"],
-                             "seconds": seconds})
+                             "seconds": seconds, "workers": workers, "device": str(device)})
     ranks.barrier()
     summary = {"run": run_id, "world_size": ranks.world, "skipped_as_done": len(done),
                "images": sum(p["images"] for p in per_rank), "errors": sum(p["errors"] for p in per_rank),

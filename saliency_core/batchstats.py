@@ -18,7 +18,7 @@ ascending, as :func:`saliency_core.stats.top_pixels`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -29,8 +29,8 @@ _TOP_SHARES = (("top1_share", 0.01), ("top5_share", 0.05), ("top10_share", 0.10)
 _SSIM_K1, _SSIM_K2 = 0.01, 0.03  # skimage's defaults, data_range 1
 
 
-def _as_maps(maps: torch.Tensor, name: str) -> torch.Tensor:
-    """Validate an (N, H, W) stack of finite maps >= 0 and return it as float64 on its device."""
+def _validate(maps: torch.Tensor, name: str) -> torch.Tensor:
+    """Validate an (N, H, W) stack of finite maps >= 0; returned as given (floating dtypes) or as float64."""
     if not isinstance(maps, torch.Tensor):
         raise InvalidInputError(f"{name}: expected an (N, H, W) torch.Tensor, got {type(maps).__name__}")
     if maps.dim() != 3:
@@ -39,7 +39,7 @@ def _as_maps(maps: torch.Tensor, name: str) -> torch.Tensor:
         raise InvalidInputError(f"{name}: expected a real numeric tensor, got dtype {maps.dtype}")
     if maps.shape[1] == 0 or maps.shape[2] == 0:
         raise InvalidInputError(f"{name}: expected non-empty maps, got shape {tuple(maps.shape)}")
-    x = maps.to(torch.float64)
+    x = maps if maps.is_floating_point() else maps.to(torch.float64)
     if x.shape[0] == 0:
         return x
     flat = x.flatten(1)
@@ -86,11 +86,27 @@ def summarize_batch(maps: torch.Tensor) -> dict[str, torch.Tensor]:
         For a non-tensor, a shape other than (N, H, W) with H, W >= 1, a
         bool or complex dtype, or a map with NaN, inf or negative values.
     """
-    x = _as_maps(maps, "maps")
+    raw = _validate(maps, "maps")
+    values, _ = _sort(raw)
+    return _summary(raw.to(torch.float64), values)
+
+
+def _sort(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stable ascending sort of (N, H, W) maps flattened: (float64 values, order).
+
+    Sorted in the maps' own dtype (float32 from the gradients) and widened
+    afterwards: the order is the same, and sorting float32 is about twice as
+    fast as float64.
+    """
+    values, order = torch.sort(raw.flatten(1), dim=1, stable=True)
+    return values.to(torch.float64), order
+
+
+def _summary(x: torch.Tensor, values: torch.Tensor) -> dict[str, torch.Tensor]:
+    """summarize_batch's numbers from float64 (N, H, W) maps and their sorted values."""
     n_maps, h, w = x.shape
     size = h * w
     flat = x.reshape(n_maps, size)
-    values = torch.sort(flat, dim=1).values
     total = flat.sum(1)
     nonzero = total > 0
     safe_total = torch.where(nonzero, total, 1.0)
@@ -129,18 +145,17 @@ def summarize_batch(maps: torch.Tensor) -> dict[str, torch.Tensor]:
     return {key: result[key].contiguous() for key in stats.SUMMARY_COLUMNS}
 
 
-def _ranks(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One stable ascending sort of (N, n) values, and what agreement needs from it.
+def _ranks(values: torch.Tensor, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What agreement needs from a stable ascending sort (:func:`_sort`) of (N, n) values.
 
-    Returns ``(values, ranks, place)``: the sorted values; each pixel's
+    Returns ``(ranks, place)``: each pixel's
     1-based average rank (ties share the mean of their ranks, as
     ``scipy.stats.rankdata``); each pixel's 0-based place in a descending
     order whose ties are broken by flat index ascending, so ``place < k``
     is the top-k set of :func:`saliency_core.stats._top_indices`.
     """
-    values, order = torch.sort(flat, dim=1, stable=True)
-    n = flat.shape[1]
-    pos = torch.arange(n, device=flat.device).expand_as(order)
+    n = values.shape[1]
+    pos = torch.arange(n, device=values.device).expand_as(order)
     first = torch.ones_like(order, dtype=torch.bool)
     first[:, 1:] = values[:, 1:] != values[:, :-1]
     last = torch.ones_like(first)
@@ -151,9 +166,9 @@ def _ranks(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     # A stable sort keeps tied pixels in index order; descending, the groups
     # swap order but each group keeps that order inside.
     descending = (n - 1 - end) + (pos - start)
-    ranks = torch.empty_like(flat).scatter_(1, order, average)
+    ranks = torch.empty_like(values).scatter_(1, order, average)
     place = torch.empty_like(order).scatter_(1, order, descending)
-    return values, ranks, place
+    return ranks, place
 
 
 def _pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -227,18 +242,28 @@ def agreement_batch(
         For maps :func:`summarize_batch` would reject, ``a`` and ``b`` of
         different shapes or devices, or a fraction outside (0, 1].
     """
-    x = _as_maps(a, "a")
-    y = _as_maps(b, "b")
-    if x.shape != y.shape:
-        raise InvalidInputError(f"b: expected the same shape as a {tuple(x.shape)}, got {tuple(y.shape)}")
-    if x.device != y.device:
-        raise InvalidInputError(f"b: expected the same device as a ({x.device}), got {y.device}")
+    raw_a, raw_b = _validate(a, "a"), _validate(b, "b")
+    _check_pair(raw_a, raw_b)
     fractions = [stats._as_fraction(f, "fractions") for f in fractions]
+    return _agreement(raw_a.to(torch.float64), raw_b.to(torch.float64), _sort(raw_a), _sort(raw_b), fractions)
+
+
+def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.shape != b.shape:
+        raise InvalidInputError(f"b: expected the same shape as a {tuple(a.shape)}, got {tuple(b.shape)}")
+    if a.device != b.device:
+        raise InvalidInputError(f"b: expected the same device as a ({a.device}), got {b.device}")
+
+
+def _agreement(x: torch.Tensor, y: torch.Tensor, sorted_a: tuple[torch.Tensor, torch.Tensor],
+               sorted_b: tuple[torch.Tensor, torch.Tensor], fractions: Sequence[float]) -> dict[str, torch.Tensor]:
+    """agreement_batch's numbers from float64 (N, H, W) maps and their :func:`_sort` results."""
     n_maps, h, w = x.shape
     size = h * w
     fa, fb = x.reshape(n_maps, size), y.reshape(n_maps, size)
-    values_a, ranks_a, place_a = _ranks(fa)
-    values_b, ranks_b, place_b = _ranks(fb)
+    (values_a, order_a), (values_b, order_b) = sorted_a, sorted_b
+    ranks_a, place_a = _ranks(values_a, order_a)
+    ranks_b, place_b = _ranks(values_b, order_b)
 
     constant = (values_a[:, -1] == values_a[:, 0]) | (values_b[:, -1] == values_b[:, 0])
     if size < 2:
@@ -258,3 +283,33 @@ def agreement_batch(
         inter = ((place_a < k) & (place_b < k)).sum(1).to(torch.float64)
         result[stats._fraction_key(fraction)] = inter / (2 * k - inter)
     return result
+
+
+def describe_batch(maps: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every map's summary and, for two maps, their agreement: the batch job's columns, each map sorted once.
+
+    Parameters
+    ----------
+    maps : name -> (N, H, W) tensor, >= 0 (one or two names, same shape and device)
+
+    Returns
+    -------
+    dict
+        ``{name}_{stat}`` for every name and key of ``stats.SUMMARY_COLUMNS``
+        (as :func:`summarize_batch`), then, with two maps, ``agree_{metric}``
+        (as :func:`agreement_batch` of the first against the second).
+    """
+    if not 1 <= len(maps) <= 2:
+        raise InvalidInputError(f"maps: expected one or two maps, got {len(maps)}")
+    raw = {name: _validate(m, name) for name, m in maps.items()}
+    wide = {name: r.to(torch.float64) for name, r in raw.items()}
+    ordered = {name: _sort(r) for name, r in raw.items()}
+    out: dict[str, torch.Tensor] = {}
+    for name in maps:
+        out |= {f"{name}_{k}": v for k, v in _summary(wide[name], ordered[name][0]).items()}
+    if len(maps) == 2:
+        first, second = maps
+        _check_pair(raw[first], raw[second])
+        agreement = _agreement(wide[first], wide[second], ordered[first], ordered[second], stats.DEFAULT_FRACTIONS)
+        out |= {f"agree_{k}": v for k, v in agreement.items()}
+    return out

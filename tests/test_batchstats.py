@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from saliency_core import stats
-from saliency_core.batchstats import agreement_batch, summarize_batch
+from saliency_core.batchstats import agreement_batch, describe_batch, summarize_batch
 from saliency_core.errors import InvalidInputError
 
 RTOL, ATOL = 1e-9, 1e-12
@@ -174,3 +174,19 @@ def test_agreement_rejects_mismatched_shapes_and_bad_fractions():
     for bad in (0.0, 1.5, float("nan"), "0.1"):
         with pytest.raises(InvalidInputError, match="fractions"):
             agreement_batch(torch.ones(2, 4, 4), torch.ones(2, 4, 4), fractions=(0.1, bad))
+
+
+def test_describe_batch_equals_summarize_and_agreement_batch():
+    rng = np.random.default_rng(3)
+    a = torch.from_numpy(rng.random((4, 12, 10), dtype=np.float32))
+    b = torch.from_numpy(rng.integers(0, 3, size=(4, 12, 10)).astype(np.float32))  # many ties
+    both = describe_batch({"score": a, "loss": b})
+    expected = {f"score_{k}": v for k, v in summarize_batch(a).items()}
+    expected |= {f"loss_{k}": v for k, v in summarize_batch(b).items()}
+    expected |= {f"agree_{k}": v for k, v in agreement_batch(a, b).items()}
+    assert list(both) == list(expected)
+    for key, value in expected.items():
+        torch.testing.assert_close(both[key], value, rtol=0, atol=0, equal_nan=True, msg=key)
+    assert list(describe_batch({"loss": b})) == [f"loss_{k}" for k in stats.SUMMARY_COLUMNS]
+    with pytest.raises(InvalidInputError, match="one or two maps"):
+        describe_batch({})

@@ -70,6 +70,7 @@ PAGES = [
     ("/gallery", "Gallery", {PLOT: 1}),
     ("/statistics", "Per-pixel statistics", {PLOT: 2, DATAFRAME: 3}),
     ("/faithfulness", "Which map tells the truth?", {PLOT: 4, DATAFRAME: 1}),
+    ("/dataset", "Dataset results", {PLOT: 2, DATAFRAME: 3}),
 ]
 
 _SERVED: set[str] = set()  # base URLs that have been asked for a page
@@ -116,11 +117,13 @@ def _print_log(request: pytest.FixtureRequest, log: Path, why: str) -> None:
 
 
 @contextlib.contextmanager
-def _streamlit(request: pytest.FixtureRequest, upload_dir: Path, log: Path) -> Iterator[str]:
+def _streamlit(request: pytest.FixtureRequest, upload_dir: Path, log: Path,
+               results_dir: Path | None = None) -> Iterator[str]:
     """A dashboard server on a free port; yields its base URL."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "SALIENCY_UPLOAD_DIR": str(upload_dir), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "SALIENCY_UPLOAD_DIR": str(upload_dir), "PYTHONUNBUFFERED": "1",
+           "SALIENCY_RESULTS_DIR": str(results_dir or upload_dir / "no-results")}
     cmd = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -146,7 +149,13 @@ def _streamlit(request: pytest.FixtureRequest, upload_dir: Path, log: Path) -> I
 def app_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a dashboard server shared by this module, uploads kept in a tmp folder."""
     upload_dir = tmp_path_factory.mktemp("uploads")
-    with _streamlit(request, upload_dir, SERVER_LOG) as url:
+    results_dir = tmp_path_factory.mktemp("results")
+    from saliency_core.batch import main as batch_job
+    from saliency_core.imagefolder import write_sample_folder
+
+    images = write_sample_folder(tmp_path_factory.mktemp("dataset") / "images", 12)
+    assert batch_job(["--images", str(images), "--out", str(results_dir / "samples"), "--no-progress"]) == 0
+    with _streamlit(request, upload_dir, SERVER_LOG, results_dir) as url:
         UPLOAD_DIRS[url] = upload_dir
         yield url
 
@@ -488,3 +497,25 @@ def test_failed_upload_clears_the_image_link(new_session):
     s.page.locator('[data-testid="stAlertContentError"]').first.wait_for(state="visible")
     wait_idle(s.page)
     assert "image" not in query(s.page), s.page.url
+
+
+def test_dataset_image_opens_in_compare(new_session):
+    """The Dataset page's "Open in Compare" makes that file the current image on the Compare page."""
+    s = new_session()
+    page = s.page
+    s.goto("/dataset")
+    wait_idle(page)
+    wait_for_counts(page, {PLOT: 2, DATAFRAME: 3})
+    first = page.locator(".st-key-open_worst_0").get_by_role("button", name="Open in Compare")
+    first.scroll_into_view_if_needed()
+    first.click()
+    page.wait_for_url("**/compare**")
+    wait_idle(page)
+    wait_for_counts(page, {PLOT: 4, DATAFRAME: 1})
+    wait_idle(page)
+    assert page.locator("h1").first.inner_text() == "Score gradient vs loss gradient"
+    captions = [t for t in main_markdown(page) if ".jpg · " in t]
+    assert captions and "(true label)" in captions[0], main_markdown(page)
+    assert "image" in query(page) and query(page)["source"] == ["upload"]
+    assert_healthy(s, "dataset -> compare")
+    screenshot(page, "dataset-opened-in-compare")

@@ -1,0 +1,105 @@
+"""The Dataset page on a results folder made by the batch job, driven with AppTest.
+
+The folder is written once per module by ``saliency_core.batch`` over
+``write_sample_folder`` (12 photos and one truncated JPEG). Opening an
+image in Compare must show the map saliency_core computes for that file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from saliency_core import gradients
+from saliency_core.batch import main
+from saliency_core.imagefolder import write_sample_folder
+from saliency_core.images import load_image
+from saliency_core.results import load_results
+from tests.app.test_pages import charts, decode_plotly_array, heatmaps
+
+pytestmark = pytest.mark.usefixtures("upload_dir")
+
+PAGE = "pages/dataset.py"
+
+
+@pytest.fixture(scope="module")
+def results_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("results")
+    images = write_sample_folder(tmp_path_factory.mktemp("data") / "images", 12)
+    assert main(["--images", str(images), "--out", str(root / "samples"), "--workers", "0", "--no-progress"]) == 0
+    return root
+
+
+@pytest.fixture
+def app(new_app, results_root: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SALIENCY_RESULTS_DIR", str(results_root))
+    return new_app
+
+
+def test_dataset_page_shows_table_charts_classes_and_errors(app, results_root: Path):
+    at = app(page=PAGE).run()
+    assert not at.exception and not at.error
+    assert [m.value for m in at.metric][:2] == ["12", "1"]
+    table = next(d for d in at.dataframe if d.key == "dataset_table").value
+    assert len(table) == 12 and table["key"].is_unique
+    # Only the selectable table carries its key; the others come in page order.
+    per_class, errors = (d.value for d in at.dataframe if d.key != "dataset_table")
+    assert per_class["images"].sum() == 12
+    assert list(errors["key"]) == ["n07920052/broken_0.jpg"]
+    figs = charts(at)
+    assert set(figs) == {"dataset_hist_stat", "dataset_hist_other"}
+    assert [t["name"] for t in figs["dataset_hist_stat"]["data"]] == ["score", "loss"]
+    counts = decode_plotly_array(figs["dataset_hist_stat"]["data"][0]["y"])
+    assert counts.sum() == 12  # one gini per image
+    written = load_results(results_root / "samples").results
+    assert sorted(written["key"]) == sorted(table["key"])
+
+
+def test_filters_narrow_the_table(app):
+    at = app(page=PAGE).run()
+    at.multiselect(key="dataset_classes").set_value(["espresso"]).run()
+    table = next(d for d in at.dataframe if d.key == "dataset_table").value
+    assert len(table) == 3 and set(table["target_name"]) == {"espresso"}
+    at.multiselect(key="dataset_classes").set_value([]).run()
+    at.selectbox(key="dataset_outcome").set_value("no label").run()
+    table = next(d for d in at.dataframe if d.key == "dataset_table").value
+    assert list(table["key"]) == ["rocket_002.jpg"]
+
+
+def test_selecting_a_row_opens_it_in_compare_with_the_right_map(app, results_root: Path, lite0):
+    at = app(page=PAGE).run()
+    table = next(d for d in at.dataframe if d.key == "dataset_table").value
+    row = int(np.flatnonzero(table["key"] == "n02123045/chelsea_006.jpg")[0])
+    at.session_state["dataset_table"] = {"selection": {"rows": [row], "columns": []}}
+    at.run()
+    assert not at.exception
+    at.button(key="open_selected").click().run()
+    assert not at.exception and not at.error
+    assert at.title[0].value == "Score gradient vs loss gradient"
+    assert "n02123045/chelsea_006.jpg" in at.markdown[0].value and "281 tabby" in at.markdown[0].value
+    path = load_results(results_root / "samples").results.set_index("key").loc["n02123045/chelsea_006.jpg", "path"]
+    image = load_image(path)
+    x = lite0.preprocess([image]).x
+    expected = gradients.compute_saliency(lite0, x, [281]).maps["score"][0].numpy()
+    score_trace = heatmaps(charts(at)["side_by_side"])[0]
+    np.testing.assert_allclose(decode_plotly_array(score_trace["z"]), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_parquet_upload_and_bad_files(app, results_root: Path):
+    at = app(page=PAGE).run()
+    at.segmented_control(key="dataset_source").set_value("upload").run()
+    part = sorted((results_root / "samples" / "results").glob("part-*.parquet"))[0]
+    at.file_uploader(key="dataset_upload").upload("part.parquet", part.read_bytes(), "application/octet-stream").run()
+    assert not at.exception and not at.error
+    assert at.metric[0].value == "12"
+    at.file_uploader(key="dataset_upload").upload("bad.parquet", b"not parquet", "application/octet-stream").run()
+    assert not at.exception and "not a Parquet file" in at.error[0].value
+
+
+def test_no_results_yet_says_how_to_make_them(new_app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SALIENCY_RESULTS_DIR", str(tmp_path / "empty"))
+    at = new_app(page=PAGE).run()
+    assert not at.exception and not at.error
+    assert "No results under" in at.info[0].value and "saliency_core.batch" in at.code[0].value
