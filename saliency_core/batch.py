@@ -220,17 +220,20 @@ def batch_columns(model: LoadedModel, x: torch.Tensor, labels: Sequence[int | No
     res = gradients.compute_saliency(model, x, y, opts.methods, reduction=opts.reduction,
                                      precision=opts.precision, max_batch=opts.batch_size)
     label_t = torch.tensor([0 if lab is None else lab for lab in labels], device=x.device)
-    known = np.array([lab is not None for lab in labels])
+    known = torch.tensor([lab is not None for lab in labels], device=x.device)
     pred = res.probs.argmax(dim=1)
-    cols: dict[str, np.ndarray] = {
-        "target": _np(res.targets),
-        "prediction": _np(pred),
-        "prob_target": _np(res.target_probs.double()),
-        "prob_prediction": _np(res.probs.gather(1, pred[:, None])[:, 0].double()),
-        "prob_label": np.where(known, _np(res.probs.gather(1, label_t[:, None])[:, 0].double()), np.nan),
-        "loss": _np(F.cross_entropy(res.logits.double(), res.targets, reduction="none")),
+    numbers: dict[str, torch.Tensor] = {
+        "prob_target": res.target_probs,
+        "prob_prediction": res.probs.gather(1, pred[:, None])[:, 0],
+        "prob_label": torch.where(known, res.probs.gather(1, label_t[:, None])[:, 0], torch.nan),
+        "loss": F.cross_entropy(res.logits.double(), res.targets, reduction="none"),
+        **batchstats.describe_batch(res.maps),
     }
-    cols |= {name: _np(values) for name, values in batchstats.describe_batch(res.maps).items()}
+    # One copy to the host for all of them: on a GPU, each small copy would wait for the device.
+    host = _np(torch.stack([v.to(torch.float64) for v in numbers.values()]))
+    classes = _np(torch.stack([res.targets, pred]))
+    cols: dict[str, np.ndarray] = {"target": classes[0], "prediction": classes[1],
+                                   **{name: host[i] for i, name in enumerate(numbers)}}
     if opts.faithfulness:
         steps = opts.faithfulness_steps
         for m in opts.methods:

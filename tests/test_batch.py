@@ -266,3 +266,23 @@ def test_cuda_job_equals_cpu_job(single: Path, dataset: Path, tmp_path: Path):
     a, b = load_results(tmp_path / "cuda").results, load_results(single).results
     assert list(a["key"]) == list(b["key"]) and (a["target"] == b["target"]).all()
     np.testing.assert_allclose(a["score_max"], b["score_max"], rtol=1e-2)
+
+
+def test_faithfulness_columns_equal_deletion_insertion(tmp_path: Path, lite0):
+    from saliency_core import faithfulness, gradients
+
+    rng = np.random.default_rng(1)
+    path = tmp_path / "two.npz"
+    np.savez(path, X=rng.integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8), y=np.array([5, 967]))
+    out = tmp_path / "out"
+    assert main(["--images", str(path), "--out", str(out), "--workers", "0", "--no-progress", "--faithfulness",
+                 "--faithfulness-steps", "4"]) == 0
+    rows = load_results(out).results
+    x = lite0.preprocess([load_image(read_item_bytes(p)) for p in rows["path"]]).x
+    res = gradients.compute_saliency(lite0, x, [5, 967])
+    for m in ("score", "loss"):
+        ref = faithfulness.deletion_insertion(lite0, x, res.targets, res.maps[m], steps=4)
+        np.testing.assert_allclose(rows[f"{m}_deletion_auc"], ref.deletion_auc, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(rows[f"{m}_insertion_auc"], ref.insertion_auc, rtol=1e-4, atol=1e-6)
+    rand = faithfulness.deletion_insertion(lite0, x, res.targets, None, steps=4, order="random")
+    np.testing.assert_allclose(rows["random_deletion_auc"], rand.deletion_auc, rtol=1e-4, atol=1e-6)

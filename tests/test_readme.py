@@ -24,3 +24,24 @@ def test_readme_commands_match_ci():
     assert ".venv/bin/python -m pytest" in text and ".venv/bin/python -m pytest" in ci
     assert "pip install -r requirements-dev.txt" in text and "requirements-dev.txt" in ci
     assert ".venv/bin/streamlit run dashboard.py" in text
+
+
+def test_readme_batch_example_runs(tmp_path: Path):
+    """The "Try it on the sample photos" commands, run as written in a scratch folder."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    from saliency_core.results import load_results
+
+    section = README.read_text().split("Try it on the sample photos", 1)[1]
+    commands = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip().splitlines()
+    env = dict(os.environ, PYTHONPATH=str(README.parent))
+    for line in commands:
+        argv = shlex.split(line)
+        assert argv[0] == ".venv/bin/python"
+        subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, env=env, check=True, timeout=600,
+                       capture_output=True)
+    written = load_results(tmp_path / "results" / "samples")
+    assert len(written.results) == 24 and len(written.errors) == 1
