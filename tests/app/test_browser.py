@@ -236,6 +236,15 @@ def wait_for_counts(page, counts: dict[str, int], timeout: float = WAIT_MS) -> N
         page.locator(selector).nth(n - 1).wait_for(state="visible", timeout=timeout)
 
 
+def opened(new_session, path: str, counts: dict[str, int]) -> Session:
+    """A new session on ``path``, once the page has run and shows ``counts`` elements."""
+    s = new_session()
+    s.goto(path)
+    wait_idle(s.page)
+    wait_for_counts(s.page, counts)
+    return s
+
+
 def assert_healthy(session: Session, where: str) -> None:
     page = session.page
     shown = page.locator(EXCEPTION).all_inner_texts()
@@ -360,11 +369,8 @@ def test_every_page_renders(new_session, path, title, expected):
 
 
 def test_upload_on_saliency_page(new_session):
-    s = new_session()
+    s = opened(new_session, "/saliency", {HEATMAP: 1, DATAFRAME: 1})
     page = s.page
-    s.goto("/saliency")
-    wait_idle(page)
-    wait_for_counts(page, {HEATMAP: 1, DATAFRAME: 1})
     sample_z = heatmap_checksum(page)
 
     data = png_bytes(photos()["astronaut.png"])
@@ -501,11 +507,8 @@ def test_failed_upload_clears_the_image_link(new_session):
 
 def test_dataset_image_opens_in_compare(new_session):
     """The Dataset page's "Open in Compare" makes that file the current image on the Compare page."""
-    s = new_session()
+    s = opened(new_session, "/dataset", {PLOT: 2, DATAFRAME: 3})
     page = s.page
-    s.goto("/dataset")
-    wait_idle(page)
-    wait_for_counts(page, {PLOT: 2, DATAFRAME: 3})
     first = page.locator(".st-key-open_worst_0").get_by_role("button", name="Open in Compare")
     first.scroll_into_view_if_needed()
     first.click()
