@@ -70,8 +70,20 @@ if manifest:
                f"{runs[-1].get('status', '?') if runs else '?'}")
 else:
     st.caption(f"{title} · an uploaded results part (no manifest)")
+
+
+def unreadable_files() -> None:
+    st.subheader(f"Unreadable files ({len(errors)})")
+    if len(errors):
+        st.dataframe(errors, hide_index=True, key="dataset_errors")
+    else:
+        st.caption("Every file was read.")
+
+
 if frame.empty:
-    st.warning("No image could be analysed; see the errors below.")
+    st.warning("No image could be analysed; the files and the reasons are below.")
+    unreadable_files()
+    st.stop()
 
 # --------------------------------------------------------------------------- filter and table
 with st.expander("Filter", expanded=True):
@@ -126,6 +138,12 @@ if selected:
         st.dataframe(row.drop(labels=[c for c in ("key", "path") if c in row]).to_frame("value").astype(str),
                      height=240)
         open_button(row, st, "open_selected")
+    saved = folder.maps(row["key"])
+    if saved:
+        st.plotly_chart(plots.side_by_side_figure(saved, titles=[common.METHOD_LABELS[m] for m in saved]),
+                        key="dataset_saved_maps")
+        st.caption("The maps as the job saved them (--save-maps: float16, each relative to its maximum, "
+                   "rescaled here), not recomputed.")
 
 # --------------------------------------------------------------------------- distributions
 st.subheader("Distributions")
@@ -136,6 +154,8 @@ h1, h2 = st.columns(2)
 with h1:
     default = stats_by_method.index("gini") if "gini" in stats_by_method else 0
     stat = st.selectbox("Statistic of both maps", stats_by_method, index=default, key="dataset_stat")
+    if stat not in stats_by_method:  # kept from a folder with other columns
+        stat = stats_by_method[default] if stats_by_method else None
     series = {m: view[f"{m}_{stat}"].to_numpy() for m in ("score", "loss") if f"{m}_{stat}" in view}
     if stat and series and len(view):
         st.plotly_chart(plots.values_histogram_figure(series, bins=bins, x_title=stat), key="dataset_hist_stat")
@@ -143,6 +163,8 @@ with h2:
     others = [c for c in numeric if not c.startswith(("score_", "loss_"))]
     default = others.index("agree_spearman") if "agree_spearman" in others else 0
     other = st.selectbox("Another column", others, index=default, key="dataset_other")
+    if other not in others:
+        other = others[default] if others else None
     if other and len(view):
         st.plotly_chart(plots.values_histogram_figure({other: view[other].to_numpy()}, bins=bins,
                                                                 x_title=other),
@@ -173,9 +195,4 @@ if "agree_spearman" in view:
     st.caption("Lowest Spearman correlation between the two maps first. A confident, correct prediction "
                "(p_y near 1) shrinks the target term of the loss gradient, so the other classes shape its map.")
 
-# --------------------------------------------------------------------------- errors
-st.subheader(f"Unreadable files ({len(errors)})")
-if len(errors):
-    st.dataframe(errors, hide_index=True, key="dataset_errors")
-else:
-    st.caption("Every file was read.")
+unreadable_files()

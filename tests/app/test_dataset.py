@@ -28,7 +28,8 @@ PAGE = "pages/dataset.py"
 def results_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("results")
     images = write_sample_folder(tmp_path_factory.mktemp("data") / "images", 12)
-    assert main(["--images", str(images), "--out", str(root / "samples"), "--workers", "0", "--no-progress"]) == 0
+    assert main(["--images", str(images), "--out", str(root / "samples"), "--workers", "0", "--no-progress",
+                 "--save-maps"]) == 0
     return root
 
 
@@ -75,6 +76,10 @@ def test_selecting_a_row_opens_it_in_compare_with_the_right_map(app, results_roo
     at.session_state["dataset_table"] = {"selection": {"rows": [row], "columns": []}}
     at.run()
     assert not at.exception
+    saved = load_results(results_root / "samples").maps("n02123045/chelsea_006.jpg")
+    drawn = [decode_plotly_array(t["z"]) for t in heatmaps(charts(at)["dataset_saved_maps"])]
+    for z, m in zip(drawn, ("score", "loss"), strict=True):
+        np.testing.assert_allclose(z, saved[m], rtol=1e-6)
     at.button(key="open_selected").click().run()
     assert not at.exception and not at.error
     assert at.title[0].value == "Score gradient vs loss gradient"
@@ -103,3 +108,29 @@ def test_no_results_yet_says_how_to_make_them(new_app, tmp_path: Path, monkeypat
     at = new_app(page=PAGE).run()
     assert not at.exception and not at.error
     assert "No results under" in at.info[0].value and "saliency_core.batch" in at.code[0].value
+
+
+def test_switching_folders_with_other_columns_and_only_errors(app, results_root: Path, tmp_path: Path):
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "three.npz"
+    np.savez(npz, X=rng.integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8), y=np.array([1, 2, 3]))
+    assert main(["--images", str(npz), "--out", str(results_root / "loss-only"), "--methods", "loss",
+                 "--workers", "0", "--no-progress"]) == 0
+    bad = tmp_path / "bad" / "n01440764"
+    bad.mkdir(parents=True)
+    (bad / "a.jpg").write_bytes(b"not a jpeg")
+    assert main(["--images", str(bad.parent), "--out", str(results_root / "all-bad"), "--workers", "0",
+                 "--no-progress"]) == 0
+
+    at = app(page=PAGE).run()
+    at.selectbox(key="dataset_folder").set_value("samples").run()
+    at.selectbox(key="dataset_other").set_value("agree_ssim").run()
+    at.selectbox(key="dataset_folder").set_value("loss-only").run()
+    assert not at.exception and not at.error
+    assert at.metric[0].value == "3"
+    figs = charts(at)
+    assert [t["name"] for t in figs["dataset_hist_stat"]["data"]] == ["loss"]  # no score map, no agreement
+    at.selectbox(key="dataset_folder").set_value("all-bad").run()
+    assert not at.exception and [m.value for m in at.metric][:2] == ["0", "1"]
+    assert "No image could be analysed" in at.warning[0].value
+    assert next(d for d in at.dataframe).value["key"].tolist() == ["n01440764/a.jpg"]
