@@ -286,3 +286,25 @@ def test_faithfulness_columns_equal_deletion_insertion(tmp_path: Path, lite0):
         np.testing.assert_allclose(rows[f"{m}_insertion_auc"], ref.insertion_auc, rtol=1e-4, atol=1e-6)
     rand = faithfulness.deletion_insertion(lite0, x, res.targets, None, steps=4, order="random")
     np.testing.assert_allclose(rows["random_deletion_auc"], rand.deletion_auc, rtol=1e-4, atol=1e-6)
+
+
+def test_two_nodes_through_torchrun_rendezvous(single: Path, dataset: Path, tmp_path: Path):
+    """Two torchrun launches that meet through c10d rendezvous, as two machines would."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "test",
+           "-m", "saliency_core.batch", "--no-progress", "--images", str(dataset), "--out", str(out),
+           "--batch-size", "4"]
+    nodes = [subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    for node in nodes:
+        _, err = node.communicate(timeout=600)
+        assert node.returncode == 0, err[-3000:]
+    res = load_results(out)
+    assert res.results["key"].is_unique and len(res.results) == N_IMAGES and set(res.results["rank"]) == {0, 1}
+    assert_same_results(res.results, load_results(single).results)
