@@ -21,6 +21,7 @@ from saliency_core.images import (
     encode_png,
     image_sha256,
     load_image,
+    pixels_sha256,
     sample_by_name,
     sample_images,
 )
@@ -684,7 +685,8 @@ def test_samples() -> None:
         assert min(sample.image.size) >= 128
         assert sample.title and sample.description.endswith(".")
         assert len(sample.sha256) == 64
-        assert sample.sha256 == image_sha256(encode_png(sample.image))
+        assert sample.sha256 == pixels_sha256(sample.image)
+        assert sample.sha256 == pixels_sha256(load_image(encode_png(sample.image)))  # the pixels, not the file
     assert len({s.sha256 for s in samples}) == 5
     # The greyscale cameraman is stored as RGB with equal channels.
     camera = np.asarray(samples[-1].image)
