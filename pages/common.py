@@ -190,9 +190,38 @@ def load_results_upload(sha: str, _data: bytes) -> results.ResultsFolder:
 @st.cache_data(max_entries=64, show_spinner=False)
 def dataset_thumbnail(path: str) -> Image.Image:
     """A dataset image (by its path in the results) shrunk for display; raises OSError or SaliencyError."""
-    image = load_image(read_item_bytes(path))
+    image = load_image(read_dataset_image(path))
     image.thumbnail((320, 320))
     return image
+
+
+def read_dataset_image(path: str) -> bytes:
+    """The bytes of a dataset image named in results, if it lies in a dataset of this server's results.
+
+    Rows come from Parquet files, and an uploaded one could name any file on
+    the server: only files under the dataset root of a results folder in
+    :func:`results_dir` (from its manifest) are read.
+
+    Raises
+    ------
+    SaliencyError : the path is outside every such dataset.
+    OSError : the file can't be read.
+    """
+    file = Path(path.rpartition("#")[0] if path.rpartition("#")[2].isdigit() else path).resolve()
+    roots = _dataset_roots(tuple(results_folders()))
+    if not any(file == root or root in file.parents for root in roots):
+        raise SaliencyError("it is not in a dataset of the results on this server; only those images are opened")
+    return read_item_bytes(path)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _dataset_roots(folders: tuple[str, ...]) -> list[Path]:
+    roots = []
+    for name in folders:
+        root = results.read_manifest(results_dir() / name).get("dataset", {}).get("root")
+        if root:
+            roots.append(Path(root).resolve())
+    return roots
 
 
 def open_in_compare(path: str, key: str, label: int | None, model_name: str | None) -> None:
@@ -202,7 +231,7 @@ def open_in_compare(path: str, key: str, label: int | None, model_name: str | No
     page's link can be shared.
     """
     try:
-        data = read_item_bytes(path)
+        data = read_dataset_image(path)
         load_image(data)
     except (OSError, SaliencyError) as exc:
         st.session_state["dataset_problem"] = f"**{key}** can't be opened: {exc}"

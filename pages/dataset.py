@@ -188,7 +188,7 @@ if "agree_spearman" in view:
             try:
                 st.image(common.dataset_thumbnail(row["path"]), width="stretch")
             except (OSError, SaliencyError):
-                st.caption("(image not on this server)")
+                st.caption("(image not available on this server)")
             st.markdown(f"**{row['key']}**  \nSpearman ρ {row['agree_spearman']:.3f} · p_y "
                         f"{row['prob_target']:.3f} · {row['target_name']}")
             open_button(row, st, f"open_worst_{i}")

@@ -134,3 +134,24 @@ def test_switching_folders_with_other_columns_and_only_errors(app, results_root:
     assert not at.exception and [m.value for m in at.metric][:2] == ["0", "1"]
     assert "No image could be analysed" in at.warning[0].value
     assert next(d for d in at.dataframe).value["key"].tolist() == ["n01440764/a.jpg"]
+
+
+def test_an_uploaded_parquet_cannot_open_files_outside_the_datasets(app, results_root: Path, tmp_path: Path):
+    import io
+
+
+    rows = load_results(results_root / "samples").results
+    outside = tmp_path / "private.jpg"
+    outside.write_bytes(Path(rows["path"].iloc[0]).read_bytes())
+    forged = rows.assign(path=str(outside))
+    buf = io.BytesIO()
+    forged.to_parquet(buf, index=False)
+
+    at = app(page=PAGE).run()
+    at.segmented_control(key="dataset_source").set_value("upload").run()
+    at.file_uploader(key="dataset_upload").upload("forged.parquet", buf.getvalue(), "application/octet-stream").run()
+    assert not at.exception
+    assert sum(c.value == "(image not available on this server)" for c in at.caption) == 6  # no thumbnails
+    at.button(key="open_worst_0").click().run()
+    assert not at.exception and at.title[0].value == "Dataset results"
+    assert "not in a dataset of the results on this server" in at.error[0].value
