@@ -22,7 +22,7 @@ from saliency_core import results
 from saliency_core.analysis import AUTO_TARGET, ImageAnalysis
 from saliency_core.batches import LabelledImage, load_npz_batch
 from saliency_core.errors import SaliencyError
-from saliency_core.imagefolder import read_item_bytes
+from saliency_core.imagefolder import read_item_bytes, split_item_path
 from saliency_core.images import SampleImage, encode_png, image_sha256, load_image, sample_images
 from saliency_core.models import (
     DEFAULT_MODEL,
@@ -207,7 +207,7 @@ def read_dataset_image(path: str) -> bytes:
     SaliencyError : the path is outside every such dataset.
     OSError : the file can't be read.
     """
-    file = Path(path.rpartition("#")[0] if path.rpartition("#")[2].isdigit() else path).resolve()
+    file = split_item_path(path)[0].resolve()
     roots = _dataset_roots(tuple(results_folders()))
     if not any(file == root or root in file.parents for root in roots):
         raise SaliencyError("it is not in a dataset of the results on this server; only those images are opened")

@@ -27,7 +27,6 @@ import os
 import shlex
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -41,7 +40,7 @@ import torch.nn.functional as F
 
 from saliency_core import batchstats, faithfulness, gradients, results
 from saliency_core.errors import SaliencyError
-from saliency_core.export import package_versions
+from saliency_core.export import MAP_DEFINITIONS, package_versions
 from saliency_core.imagefolder import (
     Discovery,
     ImageDataset,
@@ -52,7 +51,7 @@ from saliency_core.imagefolder import (
     imagenet_wnids,
     item_path,
 )
-from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, load_model, pick_device
+from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, load_model, normalize, pick_device
 
 METHODS = gradients.METHODS
 # The options that change the numbers: a restarted job must use the same ones.
@@ -193,18 +192,6 @@ def default_workers(device: torch.device, world: int) -> int:
 
 # --------------------------------------------------------------------------- numbers for one batch
 
-def _to_input(crops: list[np.ndarray], model: LoadedModel, device: torch.device) -> torch.Tensor:
-    """(N, H, W, 3) uint8 crops -> normalised (N, 3, H, W) float32 on the device, as models.normalize does."""
-    x = torch.from_numpy(np.stack(crops))
-    if device.type == "cuda":
-        x = x.pin_memory()
-    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-    prep = model.preprocessing
-    mean = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std, device=device).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous()
-
-
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
 
@@ -340,8 +327,7 @@ def _prepare_out(opts: Options, ranks: Ranks, discovery: Discovery, model: Loade
                         "labelled": sum(it.label is not None for it in discovery.items),
                         "ignored_files": len(discovery.ignored)},
             "definitions": {
-                "score": "max over colour channels of |d s_y / d x| (Simonyan et al. 2014)",
-                "loss": "max over colour channels of |d CE(s, y) / d x|, per image",
+                **MAP_DEFINITIONS,
                 "target": "the true label where known, else the model's top-1 prediction (target_source)",
                 "maps": "maps/<part>.npz: each map divided by its own max, float16; scale in <method>_max",
             },
@@ -408,7 +394,7 @@ def _run(opts: Options, ranks: Ranks, device: torch.device) -> dict:
                                "rank": ranks.rank, "run": run_id})
         if good:
             items = [pending[r["index"]] for r in good]
-            x = _to_input([r["crop"] for r in good], model, device)
+            x = normalize(np.stack([r["crop"] for r in good]), model.preprocessing, device)
             cols, batch_maps = batch_columns(model, x, [it.label for it in items], opts)
             rows.append(_rows(items, good, cols, model, ranks, run_id, discovery))
             for m, v in batch_maps.items():
@@ -433,16 +419,13 @@ def _run(opts: Options, ranks: Ranks, device: torch.device) -> dict:
         manifest = results.read_manifest(opts.out)
         manifest["runs"][run_id].update(status="complete", finished=datetime.now(timezone.utc).isoformat(
             timespec="seconds"), **{k: summary[k] for k in ("images", "errors", "seconds", "images_per_s")})
-        written = results.load_results(opts.out) if (summary["images"] or done or summary["errors"]) else None
-        if written is not None:
-            manifest["totals"] = {"images": len(written.results), "errors": len(written.errors)}
+        manifest["totals"] = results.row_counts(opts.out)
         results.write_manifest(opts.out, manifest)
     return summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
-    warnings.filterwarnings("ignore", message=".*TypedStorage.*")
     try:
         summary = run(opts)
     except SaliencyError as exc:

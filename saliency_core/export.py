@@ -61,6 +61,13 @@ def map_csv(saliency: np.ndarray, gradients: np.ndarray | None = None) -> bytes:
     return map_frame(saliency, gradients).to_csv(index=False, float_format="%.9g").encode()
 
 
+# What each map is, for provenance records and the batch job's manifest.
+MAP_DEFINITIONS = {
+    "score": "max over colour channels of |d s_y / d x| (Simonyan et al. 2014)",
+    "loss": "max over colour channels of |d CE(s, y) / d x|, per image",
+}
+
+
 def package_versions(names: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, str]:
     """Installed versions of the packages that shape a result (without importing them)."""
     out = {"python": platform.python_version()}
@@ -83,10 +90,7 @@ def provenance(*, model_name: str, weights: str, preprocessing: str, target: int
         "target": {"index": int(target), "name": target_name},
         "saliency": {
             "method": method,
-            "definition": {
-                "score": "max over colour channels of |d s_y / d x| (Simonyan et al. 2014)",
-                "loss": "max over colour channels of |d CE(s, y) / d x|, per image",
-            },
+            "definition": dict(MAP_DEFINITIONS),
             "reduction": reduction,
             "precision": precision,
         },

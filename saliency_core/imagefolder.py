@@ -28,7 +28,7 @@ from PIL import Image
 
 from saliency_core.batches import load_npz_batch
 from saliency_core.errors import InvalidImageError, InvalidInputError
-from saliency_core.images import DEFAULT_MAX_BYTES, load_image
+from saliency_core.images import DEFAULT_MAX_BYTES, load_image, pixels_sha256
 from saliency_core.models import Preprocessing, crop_image
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -116,8 +116,20 @@ def discover(source: str | os.PathLike) -> Discovery:
 def item_path(discovery: Discovery, item: Item) -> str:
     """Where an item lives: the file's absolute path, or ``/path/to/batch.npz#i``."""
     if discovery.kind == "npz":
-        return f"{discovery.root}#{item.key.rsplit('#', 1)[1]}"
+        return f"{discovery.root}#{_npz_index(item.key)}"
     return str(Path(discovery.root) / item.key)
+
+
+def _npz_index(key: str) -> int:
+    return int(key.rsplit("#", 1)[1])
+
+
+def split_item_path(path: str) -> tuple[Path, int | None]:
+    """(file on disk, index in the npz or None) of an :func:`item_path`."""
+    base, sep, index = path.rpartition("#")
+    if sep and base.lower().endswith(".npz") and index.isdigit():
+        return Path(base), int(index)
+    return Path(path), None
 
 
 def read_item_bytes(path: str) -> bytes:
@@ -125,12 +137,12 @@ def read_item_bytes(path: str) -> bytes:
 
     Raises OSError when the file is gone, InvalidImageError for a bad npz.
     """
-    base, sep, index = path.rpartition("#")
-    if sep and base.lower().endswith(".npz") and index.isdigit():
-        buf = io.BytesIO()
-        _npz_images(base)[int(index)].save(buf, format="PNG")
-        return buf.getvalue()
-    return Path(path).read_bytes()
+    file, index = split_item_path(path)
+    if index is None:
+        return file.read_bytes()
+    buf = io.BytesIO()
+    _npz_images(str(file))[index].save(buf, format="PNG")
+    return buf.getvalue()
 
 
 @lru_cache(maxsize=2)
@@ -143,8 +155,8 @@ class ImageDataset(torch.utils.data.Dataset):
     """Items decoded and cropped for a model; one record per item, errors included.
 
     Each record is a dict: ``index`` (position in ``items``), ``crop``
-    ((H, W, 3) uint8 array, or None), ``sha256`` (of the file's bytes, or of
-    the npz image's pixels), ``width``, ``height`` (of the image as decoded)
+    ((H, W, 3) uint8 array, or None), ``sha256`` (of the file's bytes, or
+    :func:`~saliency_core.images.pixels_sha256` of an npz image), ``width``, ``height`` (of the image as decoded)
     and ``error`` (None, or why the file can't be used).
     """
 
@@ -163,8 +175,8 @@ class ImageDataset(torch.utils.data.Dataset):
         record = {"index": index, "crop": None, "sha256": None, "width": None, "height": None, "error": None}
         try:
             if self.kind == "npz":
-                image = _npz_images(self.root)[int(item.key.rsplit("#", 1)[1])]
-                record["sha256"] = hashlib.sha256(np.asarray(image).tobytes()).hexdigest()
+                image = _npz_images(self.root)[_npz_index(item.key)]
+                record["sha256"] = pixels_sha256(image)
             else:
                 path = Path(self.root) / item.key
                 size = path.stat().st_size

@@ -76,6 +76,12 @@ def done_keys(out: str | os.PathLike) -> set[str]:
     return keys
 
 
+def row_counts(out: str | os.PathLike) -> dict[str, int]:
+    """How many images and unreadable files are written, from the parts' footers (no rows read)."""
+    return {name: sum(pq.read_metadata(p).num_rows for p in _parts(Path(out), kind))
+            for name, kind in (("images", RESULTS), ("errors", ERRORS))}
+
+
 def _concat(parts: list[Path], columns: tuple[str, ...] | None = None) -> pd.DataFrame:
     tables = [pq.read_table(p) for p in parts]
     if not tables:
