@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -150,25 +151,34 @@ st.subheader("Distributions")
 numeric = results.numeric_columns(view)
 stats_by_method = sorted({c.split("_", 1)[1] for c in numeric if c.startswith(("score_", "loss_"))})
 bins = max(10, min(50, round(2 * len(view) ** 0.5)))  # about 2 sqrt(n): readable for 12 images or 50,000
+
+
+def pick(label: str, options: list[str], preferred: str, key: str) -> str | None:
+    default = options.index(preferred) if preferred in options else 0
+    chosen = st.selectbox(label, options, index=default, key=key)
+    if chosen not in options:  # kept from a folder with other columns
+        chosen = options[default] if options else None
+    return chosen
+
+
+def histogram(series: dict[str, np.ndarray], x_title: str, key: str) -> None:
+    if not any(np.isfinite(v).any() for v in series.values()):
+        st.caption(f"No {x_title} values to draw for these images.")
+        return
+    st.plotly_chart(plots.values_histogram_figure(series, bins=bins, x_title=x_title), key=key)
+
+
 h1, h2 = st.columns(2)
 with h1:
-    default = stats_by_method.index("gini") if "gini" in stats_by_method else 0
-    stat = st.selectbox("Statistic of both maps", stats_by_method, index=default, key="dataset_stat")
-    if stat not in stats_by_method:  # kept from a folder with other columns
-        stat = stats_by_method[default] if stats_by_method else None
-    series = {m: view[f"{m}_{stat}"].to_numpy() for m in ("score", "loss") if f"{m}_{stat}" in view}
-    if stat and series and len(view):
-        st.plotly_chart(plots.values_histogram_figure(series, bins=bins, x_title=stat), key="dataset_hist_stat")
+    stat = pick("Statistic of both maps", stats_by_method, "gini", "dataset_stat")
+    if stat:
+        histogram({m: view[f"{m}_{stat}"].to_numpy() for m in ("score", "loss") if f"{m}_{stat}" in view}, stat,
+                  "dataset_hist_stat")
 with h2:
-    others = [c for c in numeric if not c.startswith(("score_", "loss_"))]
-    default = others.index("agree_spearman") if "agree_spearman" in others else 0
-    other = st.selectbox("Another column", others, index=default, key="dataset_other")
-    if other not in others:
-        other = others[default] if others else None
-    if other and len(view):
-        st.plotly_chart(plots.values_histogram_figure({other: view[other].to_numpy()}, bins=bins,
-                                                                x_title=other),
-                        key="dataset_hist_other")
+    other = pick("Another column", [c for c in numeric if not c.startswith(("score_", "loss_"))],
+                 "agree_spearman", "dataset_other")
+    if other:
+        histogram({other: view[other].to_numpy()}, other, "dataset_hist_other")
 
 # --------------------------------------------------------------------------- per class
 st.subheader("Per class")

@@ -67,6 +67,10 @@ def test_filters_narrow_the_table(app):
     at.selectbox(key="dataset_outcome").set_value("no label").run()
     table = next(d for d in at.dataframe if d.key == "dataset_table").value
     assert list(table["key"]) == ["rocket_002.jpg"]
+    at.selectbox(key="dataset_other").set_value("prob_label").run()  # no label: every value is missing
+    assert not at.exception and "No prob_label values to draw" in " ".join(c.value for c in at.caption)
+    at.text_input(key="dataset_text").set_value("no such file").run()  # nothing left at all
+    assert not at.exception and not at.error
 
 
 def test_selecting_a_row_opens_it_in_compare_with_the_right_map(app, results_root: Path, lite0):
