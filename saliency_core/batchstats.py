@@ -25,7 +25,6 @@ import torch
 from saliency_core import stats
 from saliency_core.errors import InvalidInputError
 
-_TOP_SHARES = (("top1_share", 0.01), ("top5_share", 0.05), ("top10_share", 0.10))  # as in stats.summarize
 _SSIM_K1, _SSIM_K2 = 0.01, 0.03  # skimage's defaults, data_range 1
 
 
@@ -137,7 +136,7 @@ def _summary(x: torch.Tensor, values: torch.Tensor) -> dict[str, torch.Tensor]:
         "entropy_bits": entropy_bits,
         "entropy_norm": entropy_bits / math.log2(size) if size > 1 else zero,
     }
-    for key, fraction in _TOP_SHARES:
+    for key, fraction in stats.TOP_SHARES:
         k = stats._count_for(fraction, size)
         result[key] = torch.where(nonzero, values[:, size - k :].sum(1) / safe_total, 0.0)
     result["centroid_x"] = centroid_x

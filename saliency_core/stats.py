@@ -85,6 +85,7 @@ AGREEMENT_COLUMNS = (
     "iou_top10",
 )
 DEFAULT_FRACTIONS = (0.01, 0.05, 0.10)
+TOP_SHARES = (("top1_share", 0.01), ("top5_share", 0.05), ("top10_share", 0.10))  # summary key, fraction
 
 
 # --- validation -------------------------------------------------------------
@@ -276,9 +277,7 @@ def summarize(saliency: np.ndarray, name: str = "map") -> dict[str, float]:
         "gini": gini(flat),
         "entropy_bits": h_bits,
         "entropy_norm": h_bits / math.log2(flat.size) if flat.size > 1 else 0.0,
-        "top1_share": top_share(arr, 0.01),
-        "top5_share": top_share(arr, 0.05),
-        "top10_share": top_share(arr, 0.10),
+        **{key: top_share(arr, fraction) for key, fraction in TOP_SHARES},
         "centroid_x": cx,
         "centroid_y": cy,
     }
