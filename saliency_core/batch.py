@@ -14,7 +14,7 @@ Each rank takes every world-th image that is not written yet (see
 :class:`saliency_core.imagefolder.ShardSampler`), feeds it through a
 ``DataLoader`` whose worker processes decode and crop, computes both maps
 with one forward pass per batch, their statistics and agreement on the
-device (:mod:`saliency_core.batchstats`), and writes its own Parquet parts
+device (:mod:`saliency_core.tensor_stats`), and writes its own Parquet parts
 (:mod:`saliency_core.results`). Files that cannot be read land in the
 errors table with the reason; they never stop the job. Stopped and started
 again with the same options, the job skips everything already written.
@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from saliency_core import batchstats, faithfulness, gradients, results
+from saliency_core import tensor_stats, faithfulness, gradients, results
 from saliency_core.errors import SaliencyError
 from saliency_core.export import MAP_DEFINITIONS, package_versions
 from saliency_core.imagefolder import (
@@ -214,7 +214,7 @@ def batch_columns(model: LoadedModel, x: torch.Tensor, labels: Sequence[int | No
         "prob_prediction": res.probs.gather(1, pred[:, None])[:, 0],
         "prob_label": torch.where(known, res.probs.gather(1, label_t[:, None])[:, 0], torch.nan),
         "loss": F.cross_entropy(res.logits.double(), res.targets, reduction="none"),
-        **batchstats.describe_batch(res.maps),
+        **tensor_stats.describe_batch(res.maps),
     }
     # One copy to the host for all of them: on a GPU, each small copy would wait for the device.
     host = _np(torch.stack([v.to(torch.float64) for v in numbers.values()]))
