@@ -20,7 +20,7 @@ from PIL import Image
 from saliency_core import analysis as core_analysis
 from saliency_core import results
 from saliency_core.analysis import AUTO_TARGET, ImageAnalysis
-from saliency_core.batches import LabelledImage, load_npz_batch
+from saliency_core.npz import LabelledImage, load_npz_batch
 from saliency_core.errors import SaliencyError
 from saliency_core.imagefolder import read_item_bytes, split_item_path
 from saliency_core.images import SampleImage, encode_png, image_sha256, load_image, sample_images

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from saliency_core.batches import load_npz_batch
+from saliency_core.npz import load_npz_batch
 from saliency_core.errors import InvalidImageError, InvalidInputError
 from saliency_core.images import DEFAULT_MAX_BYTES, load_image, pixels_sha256
 from saliency_core.models import Preprocessing, crop_image

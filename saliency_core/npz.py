@@ -1,4 +1,4 @@
-"""cs231n-style image batches: ``imagenet_val_25.npz`` with arrays X, y (and label_map).
+"""cs231n-style image files: ``imagenet_val_25.npz`` with arrays X, y (and label_map), read safely.
 
 The cs231n file stores ``label_map`` as a pickled dict. Unpickling an upload
 would run arbitrary code on the server, so it is never loaded: class names

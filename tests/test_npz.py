@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from saliency_core.batches import load_npz_batch
+from saliency_core.npz import load_npz_batch
 from saliency_core.errors import InvalidImageError
 
 

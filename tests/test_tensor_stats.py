@@ -1,4 +1,4 @@
-"""saliency_core.batchstats equals the numpy reference in saliency_core.stats, map for map."""
+"""saliency_core.tensor_stats equals the numpy reference in saliency_core.stats, map for map."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from saliency_core import stats
-from saliency_core.batchstats import agreement_batch, describe_batch, summarize_batch
+from saliency_core.tensor_stats import agreement_batch, describe_batch, summarize_batch
 from saliency_core.errors import InvalidInputError
 
 RTOL, ATOL = 1e-9, 1e-12
