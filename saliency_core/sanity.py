@@ -10,8 +10,10 @@ detector of the *image*.
 
 The model given is shared by every user of the dashboard, so all of this
 happens on a ``copy.deepcopy`` of it: the given module's parameters, buffers
-and mode are never touched, and the global random number generators are left
-as they were (re-initialisation draws from a private, seeded stream).
+and mode are never touched. Re-initialisation draws from private, seeded
+``torch.Generator`` objects, never from the global generators: the random
+weights depend only on ``seed`` (and the layers' shapes), even when several
+sessions randomise at the same time, and the global RNG state is left alone.
 """
 
 from __future__ import annotations
@@ -100,46 +102,89 @@ def _stage_name(group: Sequence[str]) -> str:
     return group[0] if len(group) == 1 else f"{group[0]} → {group[-1]}"
 
 
-def _simple_layer(m: torch.nn.Module) -> bool:
-    """True when ``reset_parameters`` would only touch the module's own tensors."""
-    own = sum(1 for _ in m.parameters(recurse=False))
-    return callable(getattr(m, "reset_parameters", None)) and own == sum(1 for _ in m.parameters())
+# Layers whose reset_parameters draws nothing: ones/zeros for the affine
+# parameters, and the running statistics reset (BatchNorm, InstanceNorm).
+_NORM_LAYERS: tuple[type[torch.nn.Module], ...] = (
+    torch.nn.modules.batchnorm._NormBase,
+    torch.nn.LayerNorm,
+    torch.nn.GroupNorm,
+    *((torch.nn.RMSNorm,) if hasattr(torch.nn, "RMSNorm") else ()),
+)
 
 
-def _fallback_init(m: torch.nn.Module) -> None:
-    # Normal init for layers without reset_parameters: weights N(0, 1/fan_in)
+def _default_init(params: dict[str, torch.Tensor], g: torch.Generator) -> None:
+    """PyTorch's own Conv/Linear init (``_ConvNd.reset_parameters``, ``Linear.reset_parameters``), drawn from ``g``.
+
+    Fills ``params["weight"]`` and ``params["bias"]`` (when present) in place:
+    weight ~ kaiming_uniform_(a=sqrt(5)), i.e. U(+-1/sqrt(fan_in)); bias ~
+    U(+-1/sqrt(fan_in)). Drawn in that order, so with ``g`` seeded like the
+    global generator the values equal ``reset_parameters()``'s.
+    """
+    weight = params["weight"]
+    torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=g)
+    if params.get("bias") is not None:
+        fan_in, _ = torch.nn.init._calculate_fan_in_and_fan_out(weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        torch.nn.init.uniform_(params["bias"], -bound, bound, generator=g)
+
+
+def _fallback_init(p: torch.Tensor, g: torch.Generator) -> None:
+    # Normal init for parameters without a known default: weights N(0, 1/fan_in)
     # keep activations at a sane scale; vectors (biases, scales) N(0, 0.01).
-    for p in m.parameters(recurse=False):
-        if p.dim() >= 2:
-            torch.nn.init.normal_(p, 0.0, 1.0 / math.sqrt(max(1, p[0].numel())))
-        else:
-            torch.nn.init.normal_(p, 0.0, 0.01)
+    if p.dim() >= 2:
+        torch.nn.init.normal_(p, 0.0, 1.0 / math.sqrt(max(1, p[0].numel())), generator=g)
+    else:
+        torch.nn.init.normal_(p, 0.0, 0.01, generator=g)
+
+
+def _fresh_values(layer: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """New values for ``layer``'s own parameters (and buffers), a pure function of its shapes, dtypes and ``seed``.
+
+    Returns
+    -------
+    name -> CPU, contiguous tensor of the parameter's (or buffer's) shape
+    and dtype. Conv (any ``_ConvNd``) and Linear layers get PyTorch's default
+    init (:func:`_default_init`); norm layers (BatchNorm, InstanceNorm,
+    LayerNorm, GroupNorm, RMSNorm) their ``reset_parameters()`` values, which
+    draw nothing (ones, zeros, running statistics reset); every other
+    parameter a normal draw (:func:`_fallback_init`). All draws come from a
+    private CPU generator seeded with ``seed``: neither the global generators
+    nor another thread's draws can change them.
+    """
+    if isinstance(layer, _NORM_LAYERS):
+        # A CPU copy, so the shared layer's device and the caller's state do not matter.
+        scratch = copy.deepcopy(layer).to("cpu")
+        scratch.reset_parameters()
+        own = [*scratch.named_parameters(recurse=False), *scratch.named_buffers(recurse=False)]
+        return {name: t.detach().contiguous() for name, t in own}
+    g = torch.Generator().manual_seed(int(seed))
+    # Fresh contiguous CPU tensors: the draw does not depend on device or layout.
+    params = {name: torch.empty(p.shape, dtype=p.dtype) for name, p in layer.named_parameters(recurse=False)}
+    if isinstance(layer, (torch.nn.modules.conv._ConvNd, torch.nn.Linear)) and "weight" in params:
+        _default_init(params, g)
+        rest = [name for name in params if name not in ("weight", "bias")]
+    else:
+        rest = list(params)
+    for name in rest:
+        _fallback_init(params[name], g)
+    return params
 
 
 @torch.no_grad()
 def _reinitialize(layer: torch.nn.Module, seed: int) -> None:
-    """Re-initialise ``layer``'s own parameters (and BatchNorm running stats), reproducibly.
+    """Re-initialise ``layer``'s own parameters (and norm layers' running stats) in place, reproducibly.
 
-    The new values are drawn on the CPU from the global CPU generator seeded
-    with ``seed`` inside ``fork_rng`` (so the caller's RNG state is restored
-    afterwards, and the weights are the same on any device), then copied
-    into the layer in place.
+    The values come from :func:`_fresh_values`: a pure function of the
+    layer's shapes and ``seed``, drawn on the CPU from a private
+    ``torch.Generator``, so they are the same on any device and layout, and
+    the same when other threads draw at the same time. The global random
+    number generators are neither read nor advanced. The layer keeps its
+    device, dtype and memory layout (values are copied into its tensors).
     """
-    # A CPU, contiguous copy: the draw does not depend on device or layout.
-    scratch = copy.deepcopy(layer).to("cpu", memory_format=torch.contiguous_format)
-    with torch.random.fork_rng(devices=[]):
-        # Only the CPU generator is seeded: torch.manual_seed would also
-        # reseed every CUDA device, which fork_rng(devices=[]) does not restore.
-        torch.random.default_generator.manual_seed(seed)
-        if _simple_layer(scratch):
-            # BatchNorm's reset_parameters also resets its running statistics.
-            scratch.reset_parameters()
-        else:
-            _fallback_init(scratch)
-    for name, t in [*scratch.named_parameters(recurse=False), *scratch.named_buffers(recurse=False)]:
+    for name, value in _fresh_values(layer, seed).items():
         target = getattr(layer, name)
         if isinstance(target, torch.Tensor):
-            target.copy_(t)
+            target.copy_(value)
 
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:

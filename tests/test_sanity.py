@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 
 import numpy as np
@@ -171,3 +172,89 @@ def test_lite0_maps_decorrelate_and_model_is_untouched(lite0):
         assert mean[(method, 0)] == pytest.approx(1.0)
         assert mean[(method, 4)] < mean[(method, 0)]
         assert mean[(method, 4)] < 0.9
+
+
+def wide_net() -> torch.nn.Module:
+    """Layers big enough that each re-initialisation takes a while (so threads overlap)."""
+    g = torch.Generator().manual_seed(2)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 64, 3, padding=1),
+        torch.nn.BatchNorm2d(64),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(64, 64, 3, padding=1),
+        torch.nn.AdaptiveAvgPool2d(4),
+        torch.nn.Flatten(),
+        torch.nn.Linear(1024, 512),
+        torch.nn.ReLU(),
+        torch.nn.Linear(512, 5),
+    )
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return net.eval()
+
+
+def test_concurrent_randomisations_equal_their_sequential_results():
+    # Two dashboard sessions randomising the one shared model at the same time:
+    # each stage's weights must depend on its own seed only, and the global
+    # RNG must be left as it was.
+    import threading
+
+    net = wide_net()
+    X = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    seeds = (1, 2)
+    expected = {s: cascading_randomization(net, X, [1], methods=("score",), max_stages=None, seed=s)
+                for s in seeds}
+    rng = torch.get_rng_state()
+    rounds = 20
+    barrier = threading.Barrier(len(seeds))
+    results: dict[int, list] = {s: [] for s in seeds}
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        try:
+            for _ in range(rounds):
+                barrier.wait()
+                results[seed].append(cascading_randomization(net, X, [1], methods=("score",), max_stages=None,
+                                                             seed=seed))
+        except BaseException as exc:  # reported below, in the main thread
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in seeds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for s in seeds:
+        assert len(results[s]) == rounds
+        for res in results[s]:
+            np.testing.assert_array_equal(res.maps["score"], expected[s].maps["score"])
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_reinitialize_is_a_pure_function_of_the_seed_and_matches_torch_defaults():
+    # The same draws as torch's own reset_parameters from a generator seeded
+    # alike: kaiming_uniform_(a=sqrt(5)) for the weight, U(+-1/sqrt(fan_in)) for the bias.
+    for layer in (torch.nn.Conv2d(3, 6, 3), torch.nn.Linear(7, 4), torch.nn.Conv2d(4, 4, 3, groups=2, bias=False)):
+        ref = copy.deepcopy(layer)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(123)
+            ref.reset_parameters()
+        torch.manual_seed(999)  # the global state must not matter
+        rng = torch.get_rng_state()
+        _reinitialize(layer, 123)
+        assert torch.equal(torch.get_rng_state(), rng)
+        for name, p in ref.named_parameters():
+            assert torch.equal(getattr(layer, name), p), (type(layer).__name__, name)
+
+
+def test_reinitialize_keeps_the_weights_layout_and_dtype():
+    conv = torch.nn.Conv2d(3, 8, 3).double().to(memory_format=torch.channels_last)
+    plain = torch.nn.Conv2d(3, 8, 3).double()
+    _reinitialize(conv, 5)
+    _reinitialize(plain, 5)
+    assert conv.weight.dtype == torch.float64
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(conv.weight, plain.weight) and torch.equal(conv.bias, plain.bias)
