@@ -10,7 +10,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from pages import common
+from pages.ui import sidebar
 from saliency_core.export import map_to_rgb
 
 # A radial "hot" blob drawn here: a Material icon as page_icon would be fetched
@@ -31,8 +31,8 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
-common.render_sidebar()
+sidebar.render_sidebar()
 try:
     page.run()
 finally:
-    common.end_of_run()
+    sidebar.end_of_run()

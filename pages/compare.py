@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages import common
+from pages.ui import labels, sidebar
 from saliency_core import plots, stats
 from saliency_core.analysis import signed_channel_max
 
-v, a = common.analysis_page("Score gradient vs loss gradient")
+v, a = sidebar.analysis_page("Score gradient vs loss gradient")
 
 c1, c2, c3 = st.columns([2, 1, 1])
-colorscale = c1.selectbox("Colour map", common.COLORSCALES, key="colorscale", persist_state="session")
+colorscale = c1.selectbox("Colour map", labels.COLORSCALES, key="colorscale", persist_state="session")
 shared = c2.toggle("Shared colour scale", key="shared_scale", persist_state="session",
                    help="One scale for both maps shows how much fainter the loss map is; separate scales "
                         "compare their shapes.")
@@ -21,7 +21,7 @@ c3.metric("Target probability p_y", f"{a.target_prob:.4f}", help=f"p({a.target} 
 maps = {m: a.maps[m] for m in ("score", "loss")}
 st.plotly_chart(
     plots.side_by_side_figure(maps, gradients=a.gradients, colorscale=colorscale, shared_scale=shared,
-                              titles=[common.METHOD_LABELS[m] for m in maps]),
+                              titles=[labels.METHOD_LABELS[m] for m in maps]),
     key="side_by_side",
 )
 st.caption("Zoom or pan one map and the other follows. Hover shows the value and the signed gradient per channel.")
@@ -38,7 +38,7 @@ with left:
                "their weight, not their magnitudes. Red: relatively more salient for the score.")
 with right:
     st.subheader("Agreement")
-    table = (stats.agreement_table(maps).drop(columns=["map_a", "map_b"]).rename(columns=common.AGREEMENT_LABELS)
+    table = (stats.agreement_table(maps).drop(columns=["map_a", "map_b"]).rename(columns=labels.AGREEMENT_LABELS)
              .T.rename(columns={0: "score vs loss"}))
     st.dataframe(table, column_config={"score vs loss": st.column_config.NumberColumn(format="%.4f")})
     st.caption("Pearson and Spearman correlate the pixel values; SSIM compares local structure of the "

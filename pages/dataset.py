@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages import common
+from pages.ui import caches, handover, labels, sidebar
 from saliency_core import plots, results
 from saliency_core.errors import SaliencyError
 from saliency_core.images import image_sha256
 from saliency_core.models import REGISTRY
 
-common.view()  # the shared sidebar ran (a first request straight to /dataset reruns through dashboard.py)
-if st.session_state.pop("goto_compare", False):  # set by an "Open in Compare" button
+sidebar.view()  # the shared sidebar ran (a first request straight to /dataset reruns through dashboard.py)
+if st.session_state.pop(handover.GOTO_COMPARE, False):  # set by an "Open in Compare" button
     st.switch_page("pages/compare.py")
 
 st.title("Dataset results")
@@ -30,23 +30,23 @@ try:
         up = st.file_uploader("A results part (results/part-*.parquet)", type=["parquet"], key="dataset_upload")
         if up is not None:
             data = up.getvalue()
-            folder = common.load_results_upload(image_sha256(data), data)
+            folder = caches.load_results_upload(image_sha256(data), data)
     else:
-        names = common.results_folders()
+        names = caches.results_folders()
         if not names:
-            st.info(f"No results under **{common.results_dir()}** yet (set `SALIENCY_RESULTS_DIR` to look "
+            st.info(f"No results under **{caches.results_dir()}** yet (set `SALIENCY_RESULTS_DIR` to look "
                     "elsewhere). Run the command above with `--out` inside that folder.")
         else:
-            name = st.selectbox(f"Results folder in {common.results_dir()}", names, key="dataset_folder",
+            name = st.selectbox(f"Results folder in {caches.results_dir()}", names, key="dataset_folder",
                                 persist_state="session")
-            folder = common.load_results_folder(name or names[0])
+            folder = caches.load_results_folder(name or names[0])
 except SaliencyError as exc:
     st.error(str(exc))
 if folder is None:
     st.stop()
 
 frame, errors, manifest = folder.results, folder.errors, folder.manifest
-problem = st.session_state.pop("dataset_problem", None)
+problem = st.session_state.pop(handover.PROBLEM, None)
 if problem:
     st.error(problem)
 
@@ -119,7 +119,7 @@ st.caption("Click a column header to sort; select a row to see the image and ope
 
 def open_button(row: pd.Series, where: st.delta_generator.DeltaGenerator, key: str) -> None:
     label = None if pd.isna(row.get("label")) else int(row["label"])
-    where.button("Open in Compare →", key=key, on_click=common.open_in_compare,
+    where.button("Open in Compare →", key=key, on_click=handover.open_in_compare,
                  args=(row["path"], row["key"], label, model_name), disabled="path" not in row,
                  help="Analyse this image in the Compare page (the file must still be on this server).")
 
@@ -129,7 +129,7 @@ if selected:
     row = view.iloc[selected[0]]
     d1, d2 = st.columns([1, 2])
     try:
-        d1.image(common.dataset_thumbnail(row["path"]), caption=row["key"], width="stretch")
+        d1.image(caches.dataset_thumbnail(row["path"]), caption=row["key"], width="stretch")
     except (OSError, SaliencyError) as exc:
         d1.warning(f"The image can't be shown here: {exc}")
     with d2:
@@ -141,7 +141,7 @@ if selected:
         open_button(row, st, "open_selected")
     saved = folder.maps(row["key"])
     if saved:
-        st.plotly_chart(plots.side_by_side_figure(saved, titles=[common.METHOD_LABELS[m] for m in saved]),
+        st.plotly_chart(plots.side_by_side_figure(saved, titles=[labels.METHOD_LABELS[m] for m in saved]),
                         key="dataset_saved_maps")
         st.caption("The maps as the job saved them (--save-maps: float16, each relative to its maximum, "
                    "rescaled here), not recomputed.")
@@ -196,7 +196,7 @@ if "agree_spearman" in view:
     for i, (_, row) in enumerate(worst.iterrows()):
         with cols[i % 3]:
             try:
-                st.image(common.dataset_thumbnail(row["path"]), width="stretch")
+                st.image(caches.dataset_thumbnail(row["path"]), width="stretch")
             except (OSError, SaliencyError):
                 st.caption("(image not available on this server)")
             st.markdown(f"**{row['key']}**  \nSpearman ρ {row['agree_spearman']:.3f} · p_y "

@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages import common
+from pages.ui import caches, sidebar
 from saliency_core import faithfulness, plots, sanity
 from saliency_core.models import normalize
 
 METHODS = ("score", "loss")
 
-v, a = common.analysis_page("Which map tells the truth?")
+v, a = sidebar.analysis_page("Which map tells the truth?")
 st.markdown(
     "Two tests of whether a map reflects what the model actually uses. **Deletion / insertion** "
     "(Petsiuk, Das & Saenko, *RISE*, BMVC 2018): remove the most salient pixels first and watch the "
@@ -52,7 +52,7 @@ def run_deletion_insertion(progress):
     return out
 
 
-curves = common.cached_with_progress(("deletion_insertion", *key, steps, baseline),
+curves = caches.cached_with_progress(("deletion_insertion", *key, steps, baseline),
                                      "Deleting and inserting pixels…", run_deletion_insertion)
 
 st.subheader("Deletion and insertion")
@@ -85,7 +85,7 @@ def run_randomisation(progress):
                                           max_stages=stages, progress=progress)
 
 
-rand = common.cached_with_progress(("randomisation", *key, stages), "Randomising layers…", run_randomisation)
+rand = caches.cached_with_progress(("randomisation", *key, stages), "Randomising layers…", run_randomisation)
 
 st.subheader("Cascading model randomisation")
 sim = rand.similarity

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import common
+from pages.ui import caches, image_sources, labels, sidebar
 from saliency_core import plots
 
 CHUNK = 5  # images per batched forward pass; small enough for steady progress on a laptop CPU
 
-v = common.view()
+v = sidebar.view()
 st.title("Gallery")
 st.markdown("Every image with its class name over its **score** and **loss** maps, as in the cs231n "
             "*Network Visualization* figure. Targets are the true labels.")
 
-choices = common.gallery_choices()
+choices = image_sources.gallery_choices()
 sets = list(choices)
 if len(sets) > 1:
     picked = st.segmented_control("Images", sets, key="gallery_set", default=sets[0], required=True,
@@ -23,13 +23,13 @@ else:
     picked = sets[0]
     st.caption("Upload a cs231n .npz batch in the sidebar to see its images here too.")
 items = choices[picked if picked in choices else sets[0]]
-colorscale = st.selectbox("Colour map", common.COLORSCALES, key="colorscale", persist_state="session")
+colorscale = st.selectbox("Colour map", labels.COLORSCALES, key="colorscale", persist_state="session")
 
 progress = st.progress(0.0, text=f"Computing {len(items)} images in batches of {CHUNK}…")
 analyses = []
 for start in range(0, len(items), CHUNK):
     chunk = items[start:start + CHUNK]
-    analyses += common.analyse_many(tuple(c.key for c in chunk), v.model.name, tuple(c.label for c in chunk),
+    analyses += caches.analyse_many(tuple(c.key for c in chunk), v.model.name, tuple(c.label for c in chunk),
                                     v.reduction, v.precision, tuple(c.image for c in chunk))
     progress.progress(len(analyses) / len(items), text=f"{len(analyses)} of {len(items)} images")
 progress.empty()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages import common
+from pages.ui import sidebar
 
-v = common.view()
+v = sidebar.view()
 
 st.title("Which pixels drive the classifier's decision?")
 st.markdown(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages import common
+from pages.ui import labels, sidebar
 from saliency_core import export, plots
 
-v, a = common.analysis_page("Saliency map")
+v, a = sidebar.analysis_page("Saliency map", one_method=True)
 
 left, right = st.columns([1, 2])
 with left:
@@ -22,7 +22,7 @@ with left:
         st.caption(f"True label: {a.label} · {a.categories[a.label]} — top-1 is {verdict}.")
 
     st.subheader("Display")
-    colorscale = st.selectbox("Colour map", common.COLORSCALES, key="colorscale", persist_state="session")
+    colorscale = st.selectbox("Colour map", labels.COLORSCALES, key="colorscale", persist_state="session")
     low, high = st.slider("Clip to percentiles", 0.0, 100.0, (0.0, 100.0), step=0.5, key="clip",
                           persist_state="session",
                           help="Display only: values outside the range are drawn at the ends of the scale.")
@@ -33,7 +33,7 @@ saliency = a.maps[method]
 grads = a.gradients[method]
 zmin, zmax = plots.clip_percentile(saliency, low, high)
 with right:
-    label = common.METHOD_LABELS[method]
+    label = labels.METHOD_LABELS[method]
     # One figure at a time: two (tabs) would double what each rerun sends and the browser draws.
     shown = st.segmented_control("View", ["Heatmap", "Overlay on the image"], key="saliency_view",
                                  default="Heatmap", required=True, persist_state="session",

@@ -6,10 +6,10 @@ import json
 
 import streamlit as st
 
-from pages import common
+from pages.ui import labels, sidebar
 from saliency_core import export, plots, stats
 
-v, a = common.analysis_page("Per-pixel statistics")
+v, a = sidebar.analysis_page("Per-pixel statistics", one_method=True)
 
 maps = {m: a.maps[m] for m in ("score", "loss")}
 summary = stats.summary_table(maps)
@@ -32,9 +32,9 @@ with right:
     st.plotly_chart(plots.concentration_figure(maps), key="concentration")
 
 st.subheader("Agreement between the two maps")
-st.dataframe(agreement.rename(columns=common.AGREEMENT_LABELS), hide_index=True,
+st.dataframe(agreement.rename(columns=labels.AGREEMENT_LABELS), hide_index=True,
              column_config={c: st.column_config.NumberColumn(format="%.4f")
-                            for c in common.AGREEMENT_LABELS.values()})
+                            for c in labels.AGREEMENT_LABELS.values()})
 
 st.subheader("Most salient pixels")
 method = v.method
@@ -44,7 +44,7 @@ st.dataframe(top, hide_index=True, column_config={
     "value": st.column_config.NumberColumn(format="%.4g"),
     **{c: st.column_config.NumberColumn(format="%.3g") for c in ("grad_r", "grad_g", "grad_b")},
 })
-st.caption(f"{common.METHOD_LABELS[method]} (change the method in the sidebar). r, g, b: the pixel of the crop "
+st.caption(f"{labels.METHOD_LABELS[method]} (change the method in the sidebar). r, g, b: the pixel of the crop "
            "the model saw; grad_*: the signed gradient of each channel.")
 
 st.subheader("Downloads")

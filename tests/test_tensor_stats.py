@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from saliency_core import stats
-from saliency_core.tensor_stats import agreement_batch, describe_batch, summarize_batch
 from saliency_core.errors import InvalidInputError
+from saliency_core.tensor_stats import agreement_batch, describe_batch, summarize_batch
 
 RTOL, ATOL = 1e-9, 1e-12
 

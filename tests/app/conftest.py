@@ -22,7 +22,7 @@ TIMEOUT_S = 120  # the first run of a session imports torch and loads the model
 def upload_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """An empty upload store for the module's tests, and the dashboard on the CPU.
 
-    ``common.upload_store()`` is a ``st.cache_resource``: it is cleared here so
+    ``caches.upload_store()`` is a ``st.cache_resource``: it is cleared here so
     the store is built from these variables, not from whatever ran before.
     """
     root = tmp_path_factory.mktemp("uploads")
@@ -32,11 +32,11 @@ def upload_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         mp.delenv("SALIENCY_UPLOAD_STORE", raising=False)
         mp.delenv("SALIENCY_UPLOAD_RETENTION_DAYS", raising=False)
         mp.delenv("SALIENCY_UPLOAD_MAX_MB", raising=False)
-        from pages import common
+        from pages.ui import caches
 
-        common.upload_store.clear()
+        caches.upload_store.clear()
         yield root
-        common.upload_store.clear()
+        caches.upload_store.clear()
 
 
 @pytest.fixture
@@ -50,15 +50,9 @@ def server_after_first_navigation(monkeypatch: pytest.MonkeyPatch) -> None:
     after ``switch_page`` would execute the page without the sidebar (see
     ``test_pages.py::test_page_reruns_go_through_the_entry_script``).
     """
-    from streamlit.runtime.pages_manager import PagesManager
+    from pages.ui.navigation import entry_script_for_every_run
 
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
+    entry_script_for_every_run(monkeypatch)
 
 
 @pytest.fixture

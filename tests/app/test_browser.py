@@ -8,7 +8,7 @@ Full-page screenshots of every page land in ``artifacts/screenshots/`` and
 the server's log in ``artifacts/browser-server.log``.
 
 The first test asks a fresh server for a page URL before anything else (see
-``pages/common.view``); it starts a server of its own when the shared one has
+``pages/ui/navigation.py``); it starts a server of its own when the shared one has
 already served a page (for example under ``-k``).
 """
 

@@ -397,15 +397,15 @@ def test_display_changes_compute_no_gradients(new_app, monkeypatch):
 @pytest.fixture
 def empty_torch_home(tmp_path, monkeypatch):
     """No torchvision checkpoints anywhere: every torchvision model is unavailable."""
-    from pages import common
+    from pages.ui import caches
     from saliency_core.models import list_models
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     status = {s.name: s for s in list_models()}
     assert not status["vit_b_16"].available and status["efficientnet_lite0"].available
-    common.model_statuses.clear()
+    caches.model_statuses.clear()
     yield
-    common.model_statuses.clear()
+    caches.model_statuses.clear()
 
 
 def test_unavailable_model_keeps_the_current_one(new_app, reference, empty_torch_home):
@@ -416,6 +416,11 @@ def test_unavailable_model_keeps_the_current_one(new_app, reference, empty_torch
     assert "ViT-B/16" in errors and "Still using EfficientNet-Lite0" in errors, errors
     assert "EfficientNet-Lite0" in main_markdown(at)
     assert_map_equal(heatmap_z(at), ref_map(reference(coffee(), 967), "score"))
+    # The shared link describes what is shown: the model in use, not the one that failed.
+    assert at.query_params.get("model") in (None, [], "efficientnet_lite0", ["efficientnet_lite0"]), at.query_params
+    at.radio(key="method").set_value("loss").run()
+    assert "vit_b_16" not in str(at.query_params.get("model")), at.query_params
+    assert at.query_params.get("method") in ("loss", ["loss"])
 
 
 # --------------------------------------------------------------------------- 9. cs231n .npz batches
@@ -511,7 +516,7 @@ def test_statistics_page_summary_and_downloads(new_app, reference):
 
 
 def test_page_reruns_go_through_the_entry_script(new_app_unpatched, reference):
-    at = new_app_unpatched(PAGES["saliency"]).run()  # the first run is rescued by common.view()'s st.rerun()
+    at = new_app_unpatched(PAGES["saliency"]).run()  # the first run is rescued by sidebar.view()'s st.rerun()
     assert_healthy(at)
     assert_map_equal(heatmap_z(at), ref_map(reference(coffee(), 967), "score"))
     at.radio(key="method").set_value("loss").run()
@@ -535,9 +540,9 @@ def test_faithfulness_page_computes_curves_table_and_randomisation_once(new_app,
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(module, name, counting)
-    from pages import common
+    from pages.ui import caches
 
-    common.progress_results().__init__(max_entries=16)  # forget results of earlier tests
+    caches.progress_results().clear()  # forget results of earlier tests
 
     at = new_app(PAGES["faithfulness"], sample="chelsea").run()
     assert_healthy(at)

@@ -1,0 +1,151 @@
+"""The shared sidebar: model, image, target, method and options; the current view; the top of analysis pages.
+
+``dashboard.py`` calls :func:`render_sidebar` once per run, before the page;
+pages call :func:`view` for the user's choices and :func:`analysis_page` for
+the title, the cached analysis and the line that says what it shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from pages.ui import caches, navigation, url_state
+from pages.ui.image_sources import ImageChoice, NoImage, image_picker
+from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
+from saliency_core.analysis import AUTO_TARGET, ImageAnalysis
+from saliency_core.errors import SaliencyError
+from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel
+
+
+@dataclass
+class View:
+    model: LoadedModel
+    image: ImageChoice | None
+    target: int  # AUTO_TARGET or a class index
+    method: str
+    reduction: str
+    precision: str
+    problem: str | None = None  # why there is no image, shown by the pages
+    problem_is_error: bool = False  # an error the user caused, not a hint
+
+
+def _model_picker() -> LoadedModel:
+    statuses = caches.model_statuses()
+
+    def label(name: str) -> str:
+        s = statuses[name]
+        return s.title if s.available else f"{s.title} — unavailable"
+
+    st.selectbox("Classifier", list(REGISTRY), key="model", format_func=label,
+                 help="Models whose weights are not on this server are marked unavailable.")
+    chosen = st.session_state.get("model") or DEFAULT_MODEL
+    active = st.session_state.get(url_state.ACTIVE_MODEL, DEFAULT_MODEL)
+    if not statuses[chosen].available:
+        st.error(f"**{statuses[chosen].title}** can't be loaded here: {statuses[chosen].reason}. "
+                 f"Still using {REGISTRY[active].title}.")
+    else:
+        try:
+            caches.get_model(chosen)
+            active = chosen
+        except SaliencyError as exc:
+            st.error(f"{exc} Still using {REGISTRY[active].title}.")
+    st.session_state[url_state.ACTIVE_MODEL] = active
+    model = caches.get_model(active)
+    st.caption(f"Device: **{model.device}** · {model.spec.weights}")
+    return model
+
+
+def _target_picker(model: LoadedModel, image: ImageChoice | None) -> int:
+    # A new image resets an explicitly chosen target (a shared link sets both at once).
+    key = image.key if image else None
+    if "last_image" in st.session_state and st.session_state["last_image"] != key:
+        st.session_state["target"] = AUTO_TARGET
+    st.session_state["last_image"] = key
+    cats = model.categories
+    label = image.label if image else None
+    auto = f"Auto: true label ({label} · {cats[label]})" if label is not None else "Auto: top-1 prediction"
+    st.selectbox("Target class (type to search)", [AUTO_TARGET, *range(len(cats))], key="target",
+                 format_func=lambda i: auto if i == AUTO_TARGET else f"{i} · {cats[i]}")
+    return int(st.session_state.get("target", AUTO_TARGET))
+
+
+def render_sidebar() -> View:
+    """Draw the shared sidebar; remember and return the user's choices."""
+    url_state.restore_from_url()
+    problem, is_error = None, False
+    with st.sidebar:
+        model = _model_picker()
+        st.divider()
+        try:
+            image = image_picker()
+        except NoImage as exc:
+            image, problem, is_error = None, str(exc), exc.error
+        st.divider()
+        target = _target_picker(model, image)
+        method = st.radio("Method", list(METHOD_LABELS), key="method", format_func=METHOD_LABELS.get,
+                          horizontal=True)
+        with st.expander("Advanced"):
+            reduction = st.selectbox("Channel reduction", list(REDUCTION_LABELS), key="reduction",
+                                     format_func=REDUCTION_LABELS.get)
+            precision = st.selectbox("Precision", list(PRECISION_LABELS), key="precision",
+                                     format_func=PRECISION_LABELS.get,
+                                     help="Exact: float32 with TF32 off. Fast: float16 autocast on CUDA; "
+                                          "on CPU both are float32.")
+    url_state.write_url()
+    v = View(model, image, target, method or "score", reduction or "max", precision or "exact", problem, is_error)
+    st.session_state["view"] = v
+    return v
+
+
+def end_of_run() -> None:
+    """Called by dashboard.py after the page: a page that runs alone must not see this run's view."""
+    st.session_state.pop("view", None)
+
+
+def view() -> View:
+    """The choices made in the sidebar on this run."""
+    if "view" not in st.session_state:
+        navigation.rerun_through_entry_script()  # this page ran alone; see pages/ui/navigation.py
+    return st.session_state["view"]
+
+
+def current_analysis(v: View | None = None) -> ImageAnalysis | None:
+    """The cached analysis of the current image, or None after showing why there is none."""
+    v = v or view()
+    if v.image is None:
+        (st.error if v.problem_is_error else st.info)(v.problem or "No image.")
+        return None
+    try:
+        return caches.analyse_one(v.image.key, v.model.name, v.target, v.image.label, v.reduction, v.precision,
+                                  v.image.image)
+    except SaliencyError as exc:
+        st.error(str(exc))
+        return None
+
+
+def analysis_page(title: str, *, one_method: bool = False) -> tuple[View, ImageAnalysis]:
+    """The top of a page about the current image: title, the analysis and what it shows.
+
+    ``one_method``: the page shows the sidebar's method only, so the line names it.
+    Stops the page (after saying why) when there is no image to analyse.
+    """
+    v = view()
+    st.title(title)
+    a = current_analysis(v)
+    if a is None:
+        st.stop()
+    st.markdown(caption(a, v, v.method if one_method else None))
+    return v, a
+
+
+def caption(a: ImageAnalysis, v: View, method: str | None = None) -> str:
+    """One line that says what a map shows: image, model, target, method (when one), reduction, precision."""
+    how = "true label" if a.target_auto and a.label is not None else ("top-1" if a.target_auto else "chosen")
+    parts = [v.image.title if v.image else "", REGISTRY[a.model_name].title,
+             f"target **{a.target} {a.target_name}** ({how}), p = {a.target_prob:.3f}"]
+    if method is not None:
+        parts.append(f"**{METHOD_LABELS[method]}**")
+    parts += [f"{a.reduction} over RGB", f"{a.precision} precision"]
+    return " · ".join(parts)

@@ -1,0 +1,78 @@
+"""The view in the address bar, by option *name*, so links are readable and stable.
+
+``?sample=chelsea&method=loss&target=282`` or ``?source=upload&image=<sha256>``:
+restored on a session's first run (a shared link), written back after every
+run. Defaults are left out to keep links short. The URL always describes
+what is shown: the model written is the one in use, not one the user picked
+that could not be loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import streamlit as st
+
+from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
+from saliency_core.analysis import AUTO_TARGET
+from saliency_core.images import sample_images
+from saliency_core.models import DEFAULT_MODEL, REGISTRY
+from saliency_core.store import is_sha256
+
+ACTIVE_MODEL = "active_model"  # session key of the model in use (the picker's "model" may be unavailable)
+
+
+def _int_in(lo: int, hi: int) -> Callable[[str], int | None]:
+    def parse(text: str) -> int | None:
+        try:
+            value = int(text)
+        except ValueError:
+            return None
+        return value if lo <= value <= hi else None
+
+    return parse
+
+
+# key -> (default, parser returning the value or None when invalid)
+URL_STATE: dict[str, tuple[object, Callable[[str], object]]] = {
+    "model": (DEFAULT_MODEL, lambda t: t if t in REGISTRY else None),
+    "source": ("sample", lambda t: t if t in ("sample", "upload") else None),
+    "sample": ("coffee", lambda t: t if t in {x.name for x in sample_images()} else None),
+    "target": (AUTO_TARGET, _int_in(0, 999)),
+    "method": ("score", lambda t: t if t in METHOD_LABELS else None),
+    "reduction": ("max", lambda t: t if t in REDUCTION_LABELS else None),
+    "precision": ("exact", lambda t: t if t in PRECISION_LABELS else None),
+}
+
+
+def restore_from_url() -> None:
+    """On a session's first run, take the view from the address bar (a shared link)."""
+    if st.session_state.get("_url_restored"):
+        return
+    st.session_state["_url_restored"] = True
+    params = st.query_params
+    for key, (default, parse) in URL_STATE.items():
+        value = parse(params[key]) if key in params else None
+        st.session_state.setdefault(key, default if value is None else value)
+    if is_sha256(params.get("image")):
+        st.session_state["image_sha"] = params["image"]  # a link to an upload
+        if "source" not in params:
+            st.session_state["source"] = "upload"
+
+
+def current_params() -> dict[str, str]:
+    """The query parameters that describe what this session shows now."""
+    shown = {key: st.session_state.get(key, default) for key, (default, _) in URL_STATE.items()}
+    shown["model"] = st.session_state.get(ACTIVE_MODEL, shown["model"])
+    params = {key: str(value) for key, value in shown.items() if value != URL_STATE[key][0]}
+    sha = st.session_state.get("image_sha")
+    if st.session_state.get("source") == "upload" and sha:
+        params["image"] = sha
+    return params
+
+
+def write_url() -> None:
+    """Mirror the view into the address bar."""
+    params = current_params()
+    if dict(st.query_params) != params:
+        st.query_params.from_dict(params)

@@ -1,0 +1,74 @@
+"""saliency_core.lru: the bounded cache that holds the dashboard's slow, progress-reporting results."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from saliency_core.lru import LRUCache
+
+
+def _counting(calls: list, value):
+    def compute():
+        calls.append(value)
+        return value * 10
+
+    return compute
+
+
+def test_computes_once_per_key_and_evicts_the_least_recently_used():
+    cache = LRUCache(max_entries=2)
+    calls: list = []
+    assert cache.get_or_compute(("a",), _counting(calls, 1)) == 10
+    assert cache.get_or_compute(("a",), _counting(calls, 99)) == 10  # cached: not recomputed
+    cache.get_or_compute(("b",), _counting(calls, 2))
+    cache.get_or_compute(("a",), _counting(calls, 99))  # touch a: b is now the oldest
+    cache.get_or_compute(("c",), _counting(calls, 3))  # evicts b
+    assert ("a",) in cache and ("b",) not in cache and len(cache) == 2
+    assert cache.get_or_compute(("a",), _counting(calls, 99)) == 10
+    assert cache.get_or_compute(("b",), _counting(calls, 4)) == 40
+    assert calls == [1, 2, 3, 4]
+
+
+def test_many_threads_read_a_cached_value_without_recomputing_and_stay_bounded():
+    cache = LRUCache(max_entries=4)
+    for k in range(4):
+        cache.get_or_compute(k, lambda k=k: k * k)
+    calls: list = []
+    start = threading.Barrier(16)
+    seen: list = []
+
+    def work(i: int) -> None:
+        start.wait()
+        for _ in range(200):
+            seen.append(cache.get_or_compute(i % 4, _counting(calls, i)))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == []  # every read was a hit
+    assert sorted(set(seen)) == [0, 1, 4, 9]
+
+    def fill(i: int) -> None:
+        start.wait()
+        for j in range(50):
+            cache.get_or_compute((i, j), lambda: 0)
+
+    threads = [threading.Thread(target=fill, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(cache) == 4
+
+
+def test_clear_forgets_and_a_bound_below_one_is_refused():
+    cache = LRUCache(max_entries=1)
+    cache.get_or_compute("k", lambda: 1)
+    cache.clear()
+    assert cache.get_or_compute("k", lambda: 2) == 2
+    with pytest.raises(ValueError, match="max_entries"):
+        LRUCache(max_entries=0)
