@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TypeVar
 
 import torch
@@ -10,6 +13,12 @@ import torch
 from saliency_core.errors import InvalidInputError
 
 T = TypeVar("T")
+
+PRECISIONS = ("exact", "fast")
+
+# cuDNN/cuBLAS precision flags are process-wide; GPU work is serial anyway,
+# so callers that change them take turns.
+_CUDA_FLAGS_LOCK = threading.Lock()
 
 
 def validate_batch(X: torch.Tensor, y: torch.Tensor | Sequence[int]) -> torch.Tensor:
@@ -60,6 +69,73 @@ def memory_format_of(module: torch.nn.Module) -> torch.memory_format:
                 return torch.channels_last
             return torch.contiguous_format
     return torch.contiguous_format
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` itself when it is one of :data:`PRECISIONS`, else InvalidInputError."""
+    if precision not in PRECISIONS:
+        raise InvalidInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
+@contextmanager
+def tf32_context(device: torch.device, precision: str) -> Iterator[None]:
+    """TF32 off ("exact") or on ("fast") for CUDA convolutions and matmuls inside the block.
+
+    The flags are process-wide, so the block holds a lock: other threads'
+    blocks wait, and the old flags are restored on exit. Elsewhere than
+    CUDA a no-op (CPU and MPS compute float32 convolutions in float32 either way).
+    """
+    check_precision(precision)
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    fast = precision == "fast"
+    with _CUDA_FLAGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # legacy-flag deprecation notices
+        old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = fast
+        torch.backends.cuda.matmul.allow_tf32 = fast
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def autocast_context(device: torch.device, precision: str) -> AbstractContextManager:
+    """float16 autocast for "fast" on CUDA; otherwise a no-op.
+
+    Wrap forward passes only: a backward pass follows the forward's types.
+    """
+    check_precision(precision)
+    if torch.device(device).type == "cuda" and precision == "fast":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return nullcontext()
+
+
+@contextmanager
+def precision_context(device: torch.device, precision: str) -> Iterator[None]:
+    """Run forward passes in a precision mode: :func:`tf32_context` and :func:`autocast_context` together.
+
+    "exact": strict float32 (TF32 off on CUDA); "fast": on CUDA, TF32 on and
+    float16 autocast. On other devices both modes are plain float32 and this
+    is a no-op. For a forward *and* backward pass (the gradients), hold
+    :func:`tf32_context` around both and :func:`autocast_context` around the
+    forward only. Raises InvalidInputError for an unknown ``precision``.
+    """
+    with tf32_context(device, precision), autocast_context(device, precision):
+        yield
+
+
+def module_for(model: object, precision: str) -> torch.nn.Module:
+    """The module to run for a precision mode.
+
+    A :class:`~saliency_core.models.LoadedModel` picks its variant
+    (``LoadedModel.module_for``: a channels_last copy for "fast" on CUDA);
+    a bare module is returned as is.
+    """
+    variant = getattr(model, "module_for", None)
+    return variant(precision) if callable(variant) else unwrap_module(model)
 
 
 def is_oom(exc: BaseException) -> bool:

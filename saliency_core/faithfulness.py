@@ -25,7 +25,15 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from saliency_core._torch import device_of, memory_format_of, run_in_chunks, unwrap_module, validate_batch
+from saliency_core._torch import (
+    check_precision,
+    device_of,
+    memory_format_of,
+    module_for,
+    precision_context,
+    run_in_chunks,
+    validate_batch,
+)
 from saliency_core.errors import InvalidInputError
 
 BASELINES = ("blur", "mean", "zeros")
@@ -59,6 +67,8 @@ class FaithfulnessResult:
     targets : (N,) int64, the class each curve follows (top-1 resolved).
     baseline : "blur", "mean" or "zeros".
     order : "map" or "random".
+    precision : "exact" or "fast", the mode of the forward passes (see
+        :func:`saliency_core._torch.precision_context`).
     """
 
     deletion: np.ndarray
@@ -69,6 +79,7 @@ class FaithfulnessResult:
     targets: np.ndarray
     baseline: str
     order: str
+    precision: str
 
 
 # --- helpers -------------------------------------------------------------------
@@ -227,12 +238,14 @@ def _auc(curves: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def _forward_target_probs(module: torch.nn.Module, rows: int, build: Callable[[int, int], torch.Tensor],
-                          targets: torch.Tensor, batch_size: int, device: torch.device,
+                          targets: torch.Tensor, batch_size: int, device: torch.device, precision: str,
                           on_chunk: Callable[[int], None] | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``build(start, stop)`` batches through the model; p(target) and top-1 per row.
 
     ``targets`` (rows,) may hold -1, meaning "the row's own top-1 class".
-    Returns two CPU tensors (rows,): float64 probabilities and int64 top-1.
+    Each chunk's forward pass runs under ``precision_context(device, precision)``
+    (softmax in float32 after it). Returns two CPU tensors (rows,): float64
+    probabilities and int64 top-1.
     """
     probs = torch.empty(rows, dtype=torch.float64)
     top1 = torch.empty(rows, dtype=torch.int64)
@@ -241,7 +254,9 @@ def _forward_target_probs(module: torch.nn.Module, rows: int, build: Callable[[i
     def step(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
             batch = build(start, stop).to(device=device, dtype=torch.float32)
-            logits = module(batch.contiguous(memory_format=fmt)).float()
+            with precision_context(device, precision):
+                logits = module(batch.contiguous(memory_format=fmt))
+            logits = logits.float()
             if logits.dim() != 2:
                 raise InvalidInputError(f"the model must return (N, C) logits, got {tuple(logits.shape)}")
             t = targets[start:stop].to(logits.device)
@@ -268,7 +283,7 @@ def deletion_insertion(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor 
                        maps: MapsLike | None, steps: int = 20, baseline: str = "blur", *,
                        order: str = "map", batch_size: int = 64, progress: Progress | None = None,
                        seed: int = 0, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                       blur_sigma: float | None = None) -> FaithfulnessResult:
+                       blur_sigma: float | None = None, precision: str = "exact") -> FaithfulnessResult:
     """Deletion and insertion curves of a saliency map (Petsiuk et al., RISE, BMVC 2018).
 
     Parameters
@@ -294,6 +309,10 @@ def deletion_insertion(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor 
         baseline; taken from a LoadedModel's ``.preprocessing`` when omitted.
     blur_sigma : sigma of the "blur" baseline in pixels; default 5 px scaled
         by min(H, W) / 224.
+    precision : one of :data:`saliency_core.gradients.PRECISIONS`. "exact":
+        strict float32 (TF32 off on CUDA, whatever the process-wide setting);
+        "fast": on CUDA, TF32 and float16 autocast (with a LoadedModel's
+        channels_last copy); elsewhere the same as exact.
 
     Returns
     -------
@@ -306,7 +325,8 @@ def deletion_insertion(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor 
     baseline): each pair is computed once, so ``N * 2 * steps`` images go
     through the model and ``deletion[:, 0] == insertion[:, -1]`` exactly.
     """
-    module = unwrap_module(model)
+    check_precision(precision)
+    module = module_for(model, precision)
     _check_eval(module)
     y = validate_batch(X, y)
     if baseline not in BASELINES:
@@ -357,12 +377,12 @@ def deletion_insertion(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor 
         # Resolve "top-1" targets on the original images first, so every
         # perturbed image follows the same class.
         _, best = _forward_target_probs(module, n, lambda a, b: x[a:b], torch.full((n,), -1), batch_size,
-                                        device, None)
+                                        device, precision, None)
         y = torch.where(y < 0, best, y)
 
     on_chunk = (lambda done: progress(done, rows)) if progress is not None else None
     probs, _ = _forward_target_probs(module, rows, build, y.repeat_interleave(per_image), batch_size, device,
-                                     on_chunk)
+                                     precision, on_chunk)
     table = probs.view(n, per_image).numpy()
     deletion = table[:, : steps + 1].copy()
     insertion = np.concatenate([table[:, steps : steps + 1], table[:, steps + 1 :], table[:, :1]], axis=1)
@@ -376,6 +396,7 @@ def deletion_insertion(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor 
         targets=y.cpu().numpy().astype(np.int64),
         baseline=baseline,
         order=order,
+        precision=precision,
     )
 
 
@@ -383,7 +404,7 @@ def compare_orders(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | Se
                    maps: Mapping[str, MapsLike], steps: int = 20, baseline: str = "blur", *,
                    random: bool = True, batch_size: int = 64, progress: Progress | None = None, seed: int = 0,
                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                   blur_sigma: float | None = None) -> pd.DataFrame:
+                   blur_sigma: float | None = None, precision: str = "exact") -> pd.DataFrame:
     """Deletion/insertion AUCs of several maps, and of a random order, in one tidy table.
 
     Parameters
@@ -398,6 +419,7 @@ def compare_orders(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | Se
     DataFrame with columns ``method, image, deletion_auc, insertion_auc``,
     one row per method per image (image = index into ``X``).
     """
+    check_precision(precision)
     runs: list[tuple[str, MapsLike | None, str]] = [(name, m, "map") for name, m in maps.items()]
     if random:
         if "random" in maps:
@@ -412,7 +434,8 @@ def compare_orders(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | Se
     for i, (name, m, order) in enumerate(runs):
         inner = (lambda done, _t, _i=i: progress(_i * per_run + done, total)) if progress is not None else None
         res = deletion_insertion(model, X, y, m, steps, baseline, order=order, batch_size=batch_size,
-                                 progress=inner, seed=seed, mean=mean, std=std, blur_sigma=blur_sigma)
+                                 progress=inner, seed=seed, mean=mean, std=std, blur_sigma=blur_sigma,
+                                 precision=precision)
         frames.append(pd.DataFrame({
             "method": name,
             "image": np.arange(res.deletion_auc.shape[0], dtype=np.int64),

@@ -15,25 +15,27 @@ the train/eval mode is never touched, and the caller's tensor is copied.
 
 from __future__ import annotations
 
-import threading
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from saliency_core._torch import device_of, memory_format_of, run_in_chunks, validate_batch
+from saliency_core._torch import PRECISIONS as PRECISIONS  # re-exported: the modes' names live in _torch
+from saliency_core._torch import (
+    autocast_context,
+    check_precision,
+    device_of,
+    memory_format_of,
+    module_for,
+    run_in_chunks,
+    tf32_context,
+    validate_batch,
+)
 from saliency_core.errors import InvalidInputError
 
 METHODS = ("score", "loss")
 REDUCTIONS = ("max", "mean_abs", "l2")
-PRECISIONS = ("exact", "fast")
-
-# cuDNN/cuBLAS precision flags are process-wide; GPU work is serial anyway,
-# so callers that change them take turns.
-_CUDA_FLAGS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -89,12 +91,6 @@ def reduce_channels(grad: torch.Tensor, reduction: str = "max") -> torch.Tensor:
     raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
-def _module(model: torch.nn.Module, precision: str) -> torch.nn.Module:
-    # Accept a saliency_core.models.LoadedModel as well as a bare module.
-    module_for = getattr(model, "module_for", None)
-    return module_for(precision) if callable(module_for) else model
-
-
 def _validate(X: torch.Tensor, y: torch.Tensor | Sequence[int], methods: Sequence[str],
               reduction: str, precision: str) -> torch.Tensor:
     y = validate_batch(X, y)
@@ -102,35 +98,8 @@ def _validate(X: torch.Tensor, y: torch.Tensor | Sequence[int], methods: Sequenc
         raise InvalidInputError(f"methods must be distinct names from {METHODS}, got {tuple(methods)}")
     if reduction not in REDUCTIONS:
         raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if precision not in PRECISIONS:
-        raise InvalidInputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_precision(precision)
     return y
-
-
-@contextmanager
-def _cuda_flags(device: torch.device, precision: str) -> Iterator[None]:
-    """TF32 off ("exact") or on ("fast") for the forward *and* the backward pass."""
-    if device.type != "cuda":
-        # CPU and MPS compute float32 convolutions in float32 either way.
-        yield
-        return
-    fast = precision == "fast"
-    with _CUDA_FLAGS_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # legacy-flag deprecation notices
-        old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-        torch.backends.cudnn.allow_tf32 = fast
-        torch.backends.cuda.matmul.allow_tf32 = fast
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
-
-
-def _autocast(device: torch.device, precision: str):
-    """float16 autocast for the fast mode's forward pass on CUDA (the backward follows the forward's types)."""
-    if device.type == "cuda" and precision == "fast":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return nullcontext()
 
 
 def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, methods: Sequence[str],
@@ -140,8 +109,10 @@ def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, method
     x = X.detach().to(device=device, dtype=torch.float32, copy=True)
     # Input in the weights' layout: a mismatch makes every convolution convert.
     x = x.contiguous(memory_format=memory_format_of(module)).requires_grad_(True)
-    with _cuda_flags(device, precision):
-        with _autocast(device, precision):
+    # TF32 setting for the forward *and* backward pass; autocast for the
+    # forward only (the backward follows the forward's types).
+    with tf32_context(device, precision):
+        with autocast_context(device, precision):
             logits = module(x)
         logits = logits.float()
         if logits.dim() != 2:
@@ -194,7 +165,7 @@ def compute_saliency(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | 
     SaliencyResult, tensors on the model's device.
     """
     y = _validate(X, y, methods, reduction, precision)
-    module = _module(model, precision)
+    module = module_for(model, precision)
     device = device_of(module)
     y = y.to(device)
     logits_parts: list[torch.Tensor] = []

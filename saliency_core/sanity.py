@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from saliency_core._torch import unwrap_module
+from saliency_core._torch import check_precision, unwrap_module
 from saliency_core.errors import InvalidInputError
 from saliency_core.gradients import METHODS, compute_saliency
 from saliency_core.stats import agreement
@@ -58,6 +58,9 @@ class RandomizationResult:
     targets : (N,) int64, the classes explained (top-1 resolved on the
         trained model and kept fixed for every stage).
     methods : the methods computed.
+    reduction : the channel reduction of the maps.
+    precision : "exact" or "fast", the mode every stage's saliency was computed in.
+    seed : the seed of the re-initialisation.
     """
 
     stages: list[str]
@@ -66,6 +69,9 @@ class RandomizationResult:
     similarity: pd.DataFrame
     targets: np.ndarray
     methods: tuple[str, ...]
+    reduction: str
+    precision: str
+    seed: int
 
 
 def randomizable_layers(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
@@ -197,7 +203,8 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 def cascading_randomization(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | Sequence[int], *,
                             methods: Sequence[str] = METHODS, reduction: str = "max",
                             max_stages: int | None = DEFAULT_MAX_STAGES, seed: int = 0,
-                            progress: Progress | None = None, max_batch: int | None = None) -> RandomizationResult:
+                            progress: Progress | None = None, max_batch: int | None = None,
+                            precision: str = "exact") -> RandomizationResult:
     """Cascading model randomisation (Adebayo et al., NeurIPS 2018).
 
     Parameters
@@ -219,6 +226,10 @@ def cascading_randomization(model: torch.nn.Module, X: torch.Tensor, y: torch.Te
     progress : called as ``progress(done, total)`` after each stage,
         ``total = S + 1`` (the original model counts as one).
     max_batch : images per gradient pass, passed to ``compute_saliency``.
+    precision : one of :data:`saliency_core.gradients.PRECISIONS`, passed to
+        ``compute_saliency`` for every stage: "exact" (strict float32, TF32
+        off on CUDA) or "fast" (TF32 and float16 autocast on CUDA; elsewhere
+        the same as exact).
 
     Returns
     -------
@@ -228,6 +239,7 @@ def cascading_randomization(model: torch.nn.Module, X: torch.Tensor, y: torch.Te
     if max_stages is not None and (isinstance(max_stages, bool) or not isinstance(max_stages, (int, np.integer))
                                    or max_stages < 1):
         raise InvalidInputError(f"max_stages must be an integer >= 1 or None, got {max_stages!r}")
+    check_precision(precision)
     methods = tuple(methods)
     module = unwrap_module(model)
     if any(m.training for m in module.modules()):
@@ -237,7 +249,8 @@ def cascading_randomization(model: torch.nn.Module, X: torch.Tensor, y: torch.Te
 
     # Stage 0 runs the given model itself (compute_saliency only reads it);
     # this also validates X, y, methods and reduction before any copying.
-    result = compute_saliency(module, X, y, methods, reduction=reduction, max_batch=max_batch)
+    result = compute_saliency(module, X, y, methods, reduction=reduction, precision=precision,
+                              max_batch=max_batch)
     targets = result.targets
     maps: dict[str, list[np.ndarray]] = {m: [result.maps[m].float().cpu().numpy()] for m in methods}
 
@@ -259,7 +272,8 @@ def cascading_randomization(model: torch.nn.Module, X: torch.Tensor, y: torch.Te
     for done, group in enumerate(groups, start=2):
         for name in group:
             _reinitialize(by_name[name], int(torch.randint(0, 2**62, (1,), generator=seeds)))
-        stage = compute_saliency(work, X, targets, methods, reduction=reduction, max_batch=max_batch)
+        stage = compute_saliency(work, X, targets, methods, reduction=reduction, precision=precision,
+                                 max_batch=max_batch)
         for m in methods:
             maps[m].append(stage.maps[m].float().cpu().numpy())
         if progress is not None:
@@ -282,4 +296,7 @@ def cascading_randomization(model: torch.nn.Module, X: torch.Tensor, y: torch.Te
         similarity=similarity,
         targets=targets.cpu().numpy().astype(np.int64),
         methods=methods,
+        reduction=reduction,
+        precision=precision,
+        seed=int(seed),
     )

@@ -253,3 +253,52 @@ def test_real_model_smoke(lite0):
     assert 0.0 <= res.deletion_auc[0] <= 1.0 and 0.0 <= res.insertion_auc[0] <= 1.0
     # Nothing was written into the shared model.
     assert all(p.grad is None for p in lite0.model.parameters()) and not lite0.model.training
+
+
+def _precision_spy(monkeypatch):
+    """Replace faithfulness.precision_context by a spy; returns (entered, inside)."""
+    import contextlib
+
+    from saliency_core import faithfulness
+
+    entered: list[tuple[str, str]] = []
+    inside: list[bool] = []
+
+    @contextlib.contextmanager
+    def spy(device, precision):
+        entered.append((torch.device(device).type, precision))
+        inside.append(True)
+        try:
+            yield
+        finally:
+            inside.pop()
+
+    monkeypatch.setattr(faithfulness, "precision_context", spy)
+    return entered, inside
+
+
+def test_every_forward_pass_runs_under_the_precision_context(toy, data, monkeypatch):
+    X, _, true_map = data
+    entered, inside = _precision_spy(monkeypatch)
+    seen: list[bool] = []
+    handle = toy.register_forward_hook(lambda *args: seen.append(bool(inside)))
+    try:
+        res = deletion_insertion(toy, X, [-1, 1, -1], true_map, 4, "mean", batch_size=5, precision="fast")
+        table = compare_orders(toy, X, [1, 1, 1], {"true": true_map}, 3, "mean", precision="fast")
+    finally:
+        handle.remove()
+    assert seen and all(seen)  # top-1 resolution, every chunk, every order
+    assert set(entered) == {("cpu", "fast")}
+    assert res.precision == "fast" and len(table) == 2 * 3
+
+
+def test_precision_is_validated_recorded_and_a_no_op_on_cpu(toy, data):
+    X, y, true_map = data
+    exact = deletion_insertion(toy, X, y, true_map, 4, "mean")
+    fast = deletion_insertion(toy, X, y, true_map, 4, "mean", precision="fast")
+    assert (exact.precision, fast.precision) == ("exact", "fast")
+    np.testing.assert_array_equal(exact.deletion, fast.deletion)  # float32 on the CPU either way
+    with pytest.raises(InvalidInputError, match="precision"):
+        deletion_insertion(toy, X, y, true_map, precision="half")
+    with pytest.raises(InvalidInputError, match="precision"):
+        compare_orders(toy, X, y, {"true": true_map}, precision="bf16")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -345,3 +346,58 @@ def test_cuda_fast_mode_agrees_with_exact_on_the_samples_with_real_weights():
         for i in range(len(samples)):
             rho = spearmanr(fast.maps[m][i].flatten().cpu(), exact.maps[m][i].flatten().cpu())[0]
             assert rho >= 0.99, (m, samples[i].name, rho)
+
+
+def test_precision_context_is_a_no_op_on_cpu_and_rejects_unknown_modes():
+    from saliency_core._torch import precision_context
+
+    flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    for precision in ("exact", "fast"):
+        with precision_context(torch.device("cpu"), precision):
+            assert not torch.is_autocast_enabled("cuda") and not torch.is_autocast_enabled("cpu")
+            assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == flags
+    with pytest.raises(InvalidInputError, match="precision"), precision_context(torch.device("cpu"), "half"):
+        pass
+
+
+def test_precision_context_sets_and_restores_tf32_for_a_cuda_device():
+    # Only the flags: they are plain process-wide settings, readable without a GPU.
+    from saliency_core._torch import tf32_context
+
+    old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        with tf32_context(torch.device("cuda"), "exact"):
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        with tf32_context(torch.device("cuda"), "fast"):
+            assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_precision_context_on_cuda_enters_float16_autocast_only_when_fast():
+    from saliency_core._torch import precision_context
+
+    device = torch.device("cuda")
+    with precision_context(device, "exact"):
+        assert not torch.is_autocast_enabled("cuda") and not torch.backends.cudnn.allow_tf32
+    with precision_context(device, "fast"):
+        assert torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.float16
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    assert not torch.is_autocast_enabled("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_faithfulness_fast_agrees_with_exact():
+    from saliency_core.faithfulness import deletion_insertion
+
+    model = tiny_convnet().cuda()
+    X = torch.randn(2, 3, 8, 8)
+    maps = torch.rand(2, 8, 8)
+    exact = deletion_insertion(model, X, [0, 1], maps, 4, "mean", precision="exact")
+    fast = deletion_insertion(model, X, [0, 1], maps, 4, "mean", precision="fast")
+    np.testing.assert_allclose(fast.deletion, exact.deletion, atol=5e-3)

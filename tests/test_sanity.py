@@ -258,3 +258,21 @@ def test_reinitialize_keeps_the_weights_layout_and_dtype():
     assert conv.weight.dtype == torch.float64
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(conv.weight, plain.weight) and torch.equal(conv.bias, plain.bias)
+
+
+def test_precision_reaches_every_stage_and_is_recorded(net, X, monkeypatch):
+    from saliency_core import sanity
+
+    seen: list[str] = []
+    real = sanity.compute_saliency
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["precision"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sanity, "compute_saliency", spy)
+    res = cascading_randomization(net, X, [1, 3], methods=("score",), max_stages=2, precision="fast")
+    assert seen == ["fast"] * 3 and res.precision == "fast"
+    assert cascading_randomization(net, X, [1, 3], methods=("score",), max_stages=1).precision == "exact"
+    with pytest.raises(InvalidInputError, match="precision"):
+        cascading_randomization(net, X, [1, 3], precision="half")
