@@ -58,6 +58,24 @@ def device_of(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def input_dtype_of(module: torch.nn.Module) -> torch.dtype:
+    """The dtype to hand the model its input in: that of its first floating-point parameter.
+
+    float32 (also for a module without floating-point parameters) or float64
+    (``model.double()``, e.g. for finite-difference checks): the input is
+    cast to it, so the whole pass runs in the model's precision. float16 and
+    bfloat16 parameters are refused: their input gradients lose too much
+    (``precision="fast"`` runs a float32 model under float16 autocast instead).
+    """
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+    if dtype not in (torch.float32, torch.float64):
+        raise InvalidInputError(
+            f"the model's parameters are {dtype}; saliency runs float32 or float64 models "
+            '(load it in float32, and use precision="fast" for float16 autocast on CUDA)'
+        )
+    return dtype
+
+
 def memory_format_of(module: torch.nn.Module) -> torch.memory_format:
     """channels_last when the model's 4-D weights are stored that way.
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from saliency_core._torch import (
     check_precision,
     device_of,
+    input_dtype_of,
     memory_format_of,
     module_for,
     precision_context,
@@ -244,19 +245,20 @@ def _forward_target_probs(module: torch.nn.Module, rows: int, build: Callable[[i
 
     ``targets`` (rows,) may hold -1, meaning "the row's own top-1 class".
     Each chunk's forward pass runs under ``precision_context(device, precision)``
-    (softmax in float32 after it). Returns two CPU tensors (rows,): float64
-    probabilities and int64 top-1.
+    (softmax after it in the model's dtype, float32 or float64). Returns two
+    CPU tensors (rows,): float64 probabilities and int64 top-1.
     """
     probs = torch.empty(rows, dtype=torch.float64)
     top1 = torch.empty(rows, dtype=torch.int64)
     fmt = memory_format_of(module)
+    dtype = input_dtype_of(module)
 
     def step(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
-            batch = build(start, stop).to(device=device, dtype=torch.float32)
+            batch = build(start, stop).to(device=device, dtype=dtype)
             with precision_context(device, precision):
                 logits = module(batch.contiguous(memory_format=fmt))
-            logits = logits.float()
+            logits = logits.to(dtype)  # float16 under autocast
             if logits.dim() != 2:
                 raise InvalidInputError(f"the model must return (N, C) logits, got {tuple(logits.shape)}")
             t = targets[start:stop].to(logits.device)
@@ -290,8 +292,10 @@ def deletion_insertion(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor 
     ----------
     model : classifier returning (N, C) logits, a ``torch.nn.Module`` or a
         :class:`~saliency_core.models.LoadedModel`, in eval mode. Used as is:
-        only forward passes under ``torch.inference_mode()``.
-    X : (N, 3, H, W) float tensor, normalised for the model; any device.
+        only forward passes under ``torch.inference_mode()``. float32 or
+        float64 parameters; the images are made in the model's dtype.
+    X : (N, 3, H, W) float tensor, normalised for the model; any device and
+        float dtype.
     y : (N,) integer target classes; -1 means the model's top-1 on ``X``.
     maps : (N, H, W) tensor or array, importance of each pixel (larger =
         more important); may be None when ``order="random"``.
@@ -347,7 +351,7 @@ def deletion_insertion(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor 
     else:
         ranks = _random_ranks(n, h, w, seed)
     norm = _mean_std(model, mean, std) if baseline == "zeros" else None
-    x = X.detach().to(device=device, dtype=torch.float32)
+    x = X.detach().to(device=device, dtype=input_dtype_of(module))
     base = make_baseline(x, baseline, mean=norm[0] if norm else None, std=norm[1] if norm else None,
                          blur_sigma=blur_sigma)
     ranks = ranks.to(device=device, dtype=torch.int32)  # H*W < 2**31; int32 halves the memory

@@ -26,6 +26,7 @@ from saliency_core._torch import (
     autocast_context,
     check_precision,
     device_of,
+    input_dtype_of,
     memory_format_of,
     module_for,
     run_in_chunks,
@@ -42,13 +43,14 @@ REDUCTIONS = ("max", "mean_abs", "l2")
 class SaliencyResult:
     """Everything one :func:`compute_saliency` call produced.
 
-    All tensors are detached and live on the model's device.
+    All tensors are detached and live on the model's device. Their float
+    dtype is the model's: float32, or float64 for a float64 model.
 
     Attributes
     ----------
     maps : method -> (N, H, W) float32, >= 0, the channel-reduced |gradient|
     gradients : method -> (N, 3, H, W) float32, the signed input gradients
-    logits : (N, C) float32
+    logits : (N, C) float32 (even under "fast" precision's float16 autocast)
     probs : (N, C) float32, softmax of the logits
     targets : (N,) int64, the class each map explains (top-1 resolved)
     reduction : how channels were reduced ("max", "mean_abs" or "l2")
@@ -103,10 +105,11 @@ def _validate(X: torch.Tensor, y: torch.Tensor | Sequence[int], methods: Sequenc
 
 
 def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, methods: Sequence[str],
-               device: torch.device, precision: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    # A fresh leaf: the caller's tensor is never modified and never becomes
-    # part of a graph; this also works on inference-mode tensors.
-    x = X.detach().to(device=device, dtype=torch.float32, copy=True)
+               device: torch.device, dtype: torch.dtype,
+               precision: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    # A fresh leaf in the model's dtype: the caller's tensor is never modified
+    # and never becomes part of a graph; this also works on inference-mode tensors.
+    x = X.detach().to(device=device, dtype=dtype, copy=True)
     # Input in the weights' layout: a mismatch makes every convolution convert.
     x = x.contiguous(memory_format=memory_format_of(module)).requires_grad_(True)
     # TF32 setting for the forward *and* backward pass; autocast for the
@@ -114,7 +117,7 @@ def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, method
     with tf32_context(device, precision):
         with autocast_context(device, precision):
             logits = module(x)
-        logits = logits.float()
+        logits = logits.to(dtype)  # float16 under autocast
         if logits.dim() != 2:
             raise InvalidInputError(f"the model must return (N, C) logits, got {tuple(logits.shape)}")
         # A negative target means "the model's top-1 prediction", resolved
@@ -147,8 +150,11 @@ def compute_saliency(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | 
     ----------
     model : classifier returning (N, C) logits (a ``torch.nn.Module`` or a
         :class:`saliency_core.models.LoadedModel`); used as is: put it in
-        eval mode once, beforehand.
-    X : (N, 3, H, W) float tensor, normalised for the model; any device.
+        eval mode once, beforehand. float32 or float64 parameters (a float64
+        model gets a float64 copy of ``X`` and gives float64 results);
+        float16/bfloat16 models raise InvalidInputError.
+    X : (N, 3, H, W) float tensor, normalised for the model; any device and
+        float dtype (copied to the model's device and dtype).
     y : (N,) integer target classes; -1 means "the model's top-1 prediction",
         taken from the same forward pass.
     methods : any of "score" (d s_y / dx) and "loss" (d CE(s, y) / dx,
@@ -162,18 +168,19 @@ def compute_saliency(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | 
 
     Returns
     -------
-    SaliencyResult, tensors on the model's device.
+    SaliencyResult, tensors on the model's device, in the model's dtype.
     """
     y = _validate(X, y, methods, reduction, precision)
     module = module_for(model, precision)
     device = device_of(module)
+    dtype = input_dtype_of(module)
     y = y.to(device)
     logits_parts: list[torch.Tensor] = []
     target_parts: list[torch.Tensor] = []
     grad_parts: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
 
     def step(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        return _one_chunk(module, X[start:stop], y[start:stop], methods, device, precision)
+        return _one_chunk(module, X[start:stop], y[start:stop], methods, device, dtype, precision)
 
     # torch.no_grad() or inference_mode() in the caller must not stop us.
     with torch.inference_mode(False), torch.enable_grad():

@@ -302,3 +302,11 @@ def test_precision_is_validated_recorded_and_a_no_op_on_cpu(toy, data):
         deletion_insertion(toy, X, y, true_map, precision="half")
     with pytest.raises(InvalidInputError, match="precision"):
         compare_orders(toy, X, y, {"true": true_map}, precision="bf16")
+
+
+def test_float64_model_runs_in_float64(data):
+    X, y, true_map = data
+    toy64 = LeftHalf(scale=3.0).double().eval()
+    res = deletion_insertion(toy64, X, y, true_map, 4, "zeros")
+    expected = p_target(toy64, X.double(), y)
+    np.testing.assert_allclose(res.deletion[:, 0], expected, rtol=1e-14)

@@ -401,3 +401,26 @@ def test_cuda_faithfulness_fast_agrees_with_exact():
     exact = deletion_insertion(model, X, [0, 1], maps, 4, "mean", precision="exact")
     fast = deletion_insertion(model, X, [0, 1], maps, 4, "mean", precision="fast")
     np.testing.assert_allclose(fast.deletion, exact.deletion, atol=5e-3)
+
+
+def test_float64_model_computes_in_float64():
+    # model.double(): the engine hands the model a float64 copy of the input,
+    # so the whole pass runs in float64 and the gradients keep its precision.
+    model = tiny_convnet(torch.float64)
+    X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    y = torch.tensor([2, 5])
+    result = compute_saliency(model, X, y)
+    x = X.double().requires_grad_(True)
+    logits = model(x)
+    (score,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), x, retain_graph=True)
+    (loss,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x)
+    assert result.gradients["score"].dtype == result.maps["score"].dtype == result.logits.dtype == torch.float64
+    torch.testing.assert_close(result.gradients["score"], score, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(result.gradients["loss"], loss, rtol=1e-12, atol=1e-15)
+    assert X.dtype == torch.float32  # the caller's tensor is untouched
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_model_is_refused_with_a_clear_message(dtype):
+    with pytest.raises(InvalidInputError, match="float32 or float64"):
+        compute_saliency(tiny_convnet(dtype), torch.randn(1, 3, 8, 8), [0])
