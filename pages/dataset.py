@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.ui import caches, handover, labels, sidebar
-from saliency_core import plots, results
+from saliency_core import dataset_view, plots, results
 from saliency_core.errors import SaliencyError
 from saliency_core.images import image_sha256
 from saliency_core.models import REGISTRY
@@ -53,14 +53,14 @@ if problem:
 model_name = manifest.get("model", {}).get("name")
 if model_name is None and "model" in frame and len(frame):
     model_name = str(frame["model"].iloc[0])
-labelled = frame["correct"].notna() if "correct" in frame else pd.Series(False, index=frame.index)
+top = dataset_view.headline(frame)
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Images", f"{len(frame):,}")
+c1.metric("Images", f"{top.images:,}")
 c2.metric("Unreadable files", f"{len(errors):,}")
-c3.metric("Top-1 accuracy", f"{frame.loc[labelled, 'correct'].astype(bool).mean():.1%}" if labelled.any() else "—",
-          help=f"over the {int(labelled.sum())} images with a known label")
-if "agree_spearman" in frame and len(frame):
-    c4.metric("Median Spearman ρ", f"{frame['agree_spearman'].median():.3f}",
+c3.metric("Top-1 accuracy", "—" if top.accuracy is None else f"{top.accuracy:.1%}",
+          help=f"over the {top.labelled} images with a known label")
+if top.median_spearman is not None:
+    c4.metric("Median Spearman ρ", f"{top.median_spearman:.3f}",
               help="Rank correlation between each image's score map and loss map, median over the images")
 title = REGISTRY[model_name].title if model_name in REGISTRY else (model_name or "unknown model")
 if manifest:
@@ -89,25 +89,13 @@ if frame.empty:
 # --------------------------------------------------------------------------- filter and table
 with st.expander("Filter", expanded=True):
     f1, f2, f3 = st.columns([2, 1, 1])
-    classes = sorted(frame["target_name"].dropna().unique()) if "target_name" in frame else []
-    chosen = f1.multiselect("Target classes", classes, key="dataset_classes", placeholder="all classes")
-    outcome = f2.selectbox("Prediction", ["all", "correct", "wrong", "no label"], key="dataset_outcome")
+    chosen = f1.multiselect("Target classes", dataset_view.target_classes(frame), key="dataset_classes",
+                            placeholder="all classes")
+    outcome = f2.selectbox("Prediction", dataset_view.OUTCOMES, key="dataset_outcome")
     text = f3.text_input("Path contains", key="dataset_text")
-view = frame
-if chosen:
-    view = view[view["target_name"].isin(chosen)]
-if outcome != "all" and "correct" in view:
-    view = {"correct": view[view["correct"] == True],  # noqa: E712 -- a nullable boolean column
-            "wrong": view[view["correct"] == False],  # noqa: E712
-            "no label": view[view["correct"].isna()]}[outcome]
-if text:
-    view = view[view["key"].str.contains(text, case=False, regex=False)]
+view = dataset_view.filter_rows(frame, chosen, outcome or "all", text)
 
-TABLE_COLUMNS = ["key", "label_name", "target_name", "prediction_name", "prob_target", "correct", "score_gini",
-                 "loss_gini", "score_entropy_norm", "loss_entropy_norm", "agree_spearman", "agree_iou_top5",
-                 "agree_ssim", "score_deletion_auc", "score_insertion_auc", "loss_deletion_auc",
-                 "loss_insertion_auc"]
-shown = view[[c for c in TABLE_COLUMNS if c in view.columns]].reset_index(drop=True)
+shown = view[dataset_view.table_columns(view)].reset_index(drop=True)
 st.subheader(f"Images ({len(view):,} of {len(frame):,})")
 event = st.dataframe(
     shown, key="dataset_table", on_select="rerun", selection_mode="single-row", hide_index=True, height=320,
@@ -148,9 +136,8 @@ if selected:
 
 # --------------------------------------------------------------------------- distributions
 st.subheader("Distributions")
-numeric = results.numeric_columns(view)
-stats_by_method = sorted({c.split("_", 1)[1] for c in numeric if c.startswith(("score_", "loss_"))})
-bins = max(10, min(50, round(2 * len(view) ** 0.5)))  # about 2 sqrt(n): readable for 12 images or 50,000
+numeric = dataset_view.numeric_columns(view)
+bins = dataset_view.histogram_bins(len(view))
 
 
 def pick(label: str, options: list[str], preferred: str, key: str) -> str | None:
@@ -170,19 +157,19 @@ def histogram(series: dict[str, np.ndarray], x_title: str, key: str) -> None:
 
 h1, h2 = st.columns(2)
 with h1:
-    stat = pick("Statistic of both maps", stats_by_method, "gini", "dataset_stat")
+    stat = pick("Statistic of both maps", dataset_view.method_statistics(numeric), "gini", "dataset_stat")
     if stat:
         histogram({m: view[f"{m}_{stat}"].to_numpy() for m in ("score", "loss") if f"{m}_{stat}" in view}, stat,
                   "dataset_hist_stat")
 with h2:
-    other = pick("Another column", [c for c in numeric if not c.startswith(("score_", "loss_"))],
+    other = pick("Another column", dataset_view.other_columns(numeric),
                  "agree_spearman", "dataset_other")
     if other:
         histogram({other: view[other].to_numpy()}, other, "dataset_hist_other")
 
 # --------------------------------------------------------------------------- per class
 st.subheader("Per class")
-per_class = results.per_class(view)
+per_class = dataset_view.per_class(view)
 st.dataframe(per_class, hide_index=True, key="dataset_per_class",
              column_config={c: st.column_config.NumberColumn(format="%.3f") for c in per_class.columns
                             if c not in ("target", "class", "images")})
@@ -191,7 +178,7 @@ st.caption("Means over the images whose maps explain that class. Low gini / high
 # --------------------------------------------------------------------------- disagreement
 if "agree_spearman" in view:
     st.subheader("Where the score and loss maps disagree most")
-    worst = results.most_disagreeing(view, 6)
+    worst = dataset_view.most_disagreeing(view, 6)
     cols = st.columns(3)
     for i, (_, row) in enumerate(worst.iterrows()):
         with cols[i % 3]:

@@ -172,38 +172,3 @@ def load_parquet_bytes(data: bytes) -> ResultsFolder:
                                 f"{', '.join(sorted(missing))}.")
     return ResultsFolder(frame.sort_values("key", kind="stable").reset_index(drop=True),
                          pd.DataFrame(columns=list(ERROR_COLUMNS)))
-
-
-# --------------------------------------------------------------------------- views of the results table
-
-def numeric_columns(frame: pd.DataFrame) -> list[str]:
-    """Columns worth a histogram: per-method statistics, agreement, probabilities, AUCs (not ids or counts)."""
-    skip = {"width", "height", "label", "target", "prediction", "rank", "run", "maps_index"}
-    return [c for c in frame.columns if c not in skip and pd.api.types.is_float_dtype(frame[c])]
-
-
-def per_class(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per target class: images, accuracy where labelled, and the means of the main statistics.
-
-    Sorted by image count, then class index. Columns ``target, class, images, accuracy, prob_target`` and,
-    where present, ``score_gini, loss_gini, score_entropy_norm, loss_entropy_norm, agree_spearman,
-    agree_iou_top5``.
-    """
-    if frame.empty:
-        return pd.DataFrame(columns=["target", "class", "images", "accuracy", "prob_target"])
-    means = [c for c in ("prob_target", "score_gini", "loss_gini", "score_entropy_norm", "loss_entropy_norm",
-                         "agree_spearman", "agree_iou_top5") if c in frame.columns]
-    correct = frame["correct"].astype("Float64") if "correct" in frame.columns else None
-    grouped = frame.assign(_correct=correct).groupby("target", sort=True)
-    table = grouped.agg(**{"class": ("target_name", "first"), "images": ("key", "size"),
-                           "accuracy": ("_correct", "mean")}, **{c: (c, "mean") for c in means})
-    table = table.reset_index().sort_values(["images", "target"], ascending=[False, True], kind="stable")
-    table["accuracy"] = table["accuracy"].astype(float)
-    return table.reset_index(drop=True)
-
-
-def most_disagreeing(frame: pd.DataFrame, n: int = 10, metric: str = "agree_spearman") -> pd.DataFrame:
-    """The ``n`` images whose score and loss maps agree least by ``metric`` (lowest first; NaN last)."""
-    if metric not in frame.columns:
-        return frame.iloc[0:0]
-    return frame.sort_values([metric, "key"], ascending=[True, True], na_position="last", kind="stable").head(n)

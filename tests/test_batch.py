@@ -8,6 +8,7 @@ and ``saliency_core.stats`` computed here, image by image.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -25,17 +26,11 @@ import torch
 from saliency_core import stats
 from saliency_core.analysis import analyse
 from saliency_core.batch import main, parse_args
+from saliency_core.dataset_view import most_disagreeing, numeric_columns, per_class
 from saliency_core.errors import InvalidInputError
 from saliency_core.imagefolder import ShardSampler, discover, label_of_folder, read_item_bytes, write_sample_folder
 from saliency_core.images import load_image
-from saliency_core.results import (
-    done_keys,
-    load_parquet_bytes,
-    load_results,
-    most_disagreeing,
-    numeric_columns,
-    per_class,
-)
+from saliency_core.results import done_keys, load_parquet_bytes, load_results
 
 REPO = Path(__file__).resolve().parents[1]
 N_IMAGES = 12
@@ -199,16 +194,77 @@ def test_torchrun_two_ranks_equals_one_process(single: Path, dataset: Path, tmp_
     assert res.manifest["runs"][-1]["world_size"] == 2
 
 
-def test_killed_run_restarts_without_duplicates(single: Path, dataset: Path, tmp_path: Path):
+def _stat(pid: int) -> tuple[str, int, str] | None:
+    """(state, parent pid, start time) of a process from ``/proc/<pid>/stat``; None once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # the name, in parentheses, may hold spaces
+    return fields[0], int(fields[1]), fields[19]
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """Every process below ``pid`` now, each with its start time (so that a reused pid is not taken for it)."""
+    children: dict[int, list[tuple[int, str]]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (st := _stat(int(entry.name))) is not None:
+            children.setdefault(st[1], []).append((int(entry.name), st[2]))
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        for child, start in children.get(todo.pop(), []):
+            found[child] = start
+            todo.append(child)
+    return found
+
+
+def _running(pid: int, start: str) -> bool:
+    """Whether that process still runs; a zombie counts as gone (its parent is dead, init reaps it)."""
+    st = _stat(pid)
+    return st is not None and st[2] == start and st[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the process tree from /proc")
+def test_killed_run_leaves_no_process_and_restarts_without_duplicates(single: Path, dataset: Path,
+                                                                      tmp_path: Path):
+    """SIGKILL a run mid-job: none of its processes may outlive it, and a restart finishes the rest.
+
+    13 files in batches of 2 are 7 batches; one worker prefetches 4 of them ahead, so when the first
+    part appears the worker is mid-prefetch. Each batch (two 224x224 crops, about 300 kB) is larger
+    than a pipe holds, so its queue is full while the job computes: the case where a worker of an
+    unfixed job lived on for good, blocked writing to a pipe nobody reads.
+    """
     out = tmp_path / "out"
+    log = tmp_path / "job.log"
     args = [sys.executable, "-m", "saliency_core.batch", "--no-progress", "--images", str(dataset), "--out",
             str(out), "--batch-size", "2", "--part-size", "2", "--workers", "1"]
-    proc = subprocess.Popen(args, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not list((out / "results").glob("part-*.parquet")) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    with log.open("wb") as err:
+        proc = subprocess.Popen(args, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+    tree: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 300
+        while not list((out / "results").glob("part-*.parquet")):
+            assert proc.poll() is None, f"the job ended before its first part: {log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "the job wrote no part in 300 s"
+            time.sleep(0.05)
+        tree = _descendants(proc.pid)
+        proc.kill()
+        proc.wait(timeout=60)
+        assert tree, "the job had no DataLoader worker when it was killed"
+        deadline = time.monotonic() + 10
+        while (left := [pid for pid, start in tree.items() if _running(pid, start)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not left, f"processes of the killed job still run 10 s later: {left}"
+    finally:  # whatever failed above, leave nothing of this job running
+        if proc.poll() is None:
+            tree |= _descendants(proc.pid)
+            proc.kill()
+            proc.wait(timeout=60)
+        for pid, start in tree.items():
+            if _running(pid, start):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
     done = done_keys(out)
     assert 0 < len(done) < N_IMAGES + 1, "the job was not stopped midway"
     assert load_results(out).manifest["runs"][0]["status"] == "running"
