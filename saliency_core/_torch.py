@@ -156,6 +156,17 @@ def module_for(model: object, precision: str) -> torch.nn.Module:
     return variant(precision) if callable(variant) else unwrap_module(model)
 
 
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the work queued on a CUDA device; a no-op elsewhere.
+
+    CUDA kernels run asynchronously, so a clock read after a call that only
+    queued them measures the queueing: synchronise before every read.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from saliency_core import gradients
+from saliency_core._torch import synchronize
 from saliency_core.models import LoadedModel
 
 AUTO_TARGET = -1  # "the true label where known, else the model's top-1 prediction"
@@ -35,6 +36,9 @@ class ImageAnalysis:
     target : the class the maps explain
     target_auto : True when the target was not chosen by the user
     label : the true label when known, else None
+    seconds : wall time of the batch's gradient computation divided by the
+        number of images (the model's CUDA device synchronised before both
+        clock reads)
     """
 
     model_name: str
@@ -86,10 +90,14 @@ def analyse(model: LoadedModel, images: Sequence[Image.Image], targets: Sequence
     chosen = [AUTO_TARGET if t is None else int(t) for t in targets]
     y = [lab if t == AUTO_TARGET and lab is not None else t for t, lab in zip(chosen, labels, strict=True)]
     batch = model.preprocess(list(images))
+    # GPU work is asynchronous: wait for it before each clock read, so the
+    # time is that of the work done, not of queueing it.
+    synchronize(model.device)
     start = time.perf_counter()
     result = gradients.compute_saliency(model, batch.x, torch.tensor(y), ("score", "loss"), reduction=reduction,
                                         precision=precision, max_batch=max_batch)
     target_term, others_term = gradients.loss_decomposition(result)
+    synchronize(model.device)
     seconds = (time.perf_counter() - start) / max(1, len(images))
 
     def np_(t: torch.Tensor) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from saliency_core.analysis import analyse, signed_channel_max
@@ -32,3 +33,56 @@ def test_analysis_matches_the_engine_and_resolves_targets(lite0):
 def test_signed_channel_max_keeps_the_sign_of_the_largest_magnitude():
     v = np.array([[[1.0, -1.0]], [[-3.0, 0.5]], [[2.0, 0.2]]])  # (3, 1, 2)
     np.testing.assert_array_equal(signed_channel_max(v), [[-3.0, -1.0]])
+
+
+def _clock_spy(monkeypatch):
+    """Record, in order, every CUDA synchronisation and every clock read of analysis.analyse."""
+    import time
+    from types import SimpleNamespace
+
+    from saliency_core import analysis
+
+    events: list[str] = []
+    real_sync = torch.cuda.synchronize
+
+    def sync(device=None):
+        events.append(f"sync:{torch.device(device).type if device is not None else 'current'}")
+        if torch.cuda.is_available():
+            real_sync(device)
+
+    def clock():
+        events.append("clock")
+        return time.perf_counter()
+
+    monkeypatch.setattr(torch.cuda, "synchronize", sync)
+    monkeypatch.setattr(analysis, "time", SimpleNamespace(perf_counter=clock))
+    return events
+
+
+def test_timing_waits_for_the_cuda_device_before_each_clock_read(lite0, monkeypatch):
+    # CUDA kernels run asynchronously: without a synchronisation the clock
+    # would stop when the work is queued, not when it is done. A LoadedModel
+    # that says it lives on CUDA (its module stays on the CPU) shows the calls.
+    import dataclasses
+
+    events = _clock_spy(monkeypatch)
+    on_cuda = dataclasses.replace(lite0, device=torch.device("cuda"))
+    out = analyse(on_cuda, [sample_by_name("coffee").image], [None])
+    assert events == ["sync:cuda", "clock", "sync:cuda", "clock"]
+    assert out[0].seconds > 0
+
+
+def test_timing_on_cpu_does_not_touch_cuda(lite0, monkeypatch):
+    events = _clock_spy(monkeypatch)
+    analyse(lite0, [sample_by_name("coffee").image], [None])
+    assert events == ["clock", "clock"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_timing_synchronises_the_model_device(monkeypatch):
+    from saliency_core.models import load_model
+
+    events = _clock_spy(monkeypatch)
+    out = analyse(load_model(None, device="cuda"), [sample_by_name("coffee").image], [None])
+    assert events == ["sync:cuda", "clock", "sync:cuda", "clock"]
+    assert out[0].seconds > 0
