@@ -53,9 +53,9 @@ CHANNELS = ("R", "G", "B")
 # --- validation ---------------------------------------------------------------
 
 
-def _as_map(saliency: np.ndarray, name: str = "saliency", *, signed: bool = False) -> np.ndarray:
+def _float32_map(saliency: np.ndarray, name: str = "saliency", *, signed: bool = False) -> np.ndarray:
     """Validate an (H, W) map as :mod:`stats` does; float32 keeps the JSON small."""
-    return stats._as_map(saliency, name, signed=signed).astype(np.float32)
+    return stats.check_map(saliency, name, signed=signed).astype(np.float32)
 
 
 def _as_image(image: np.ndarray, shape: tuple[int, int] | None, name: str = "image") -> np.ndarray:
@@ -191,7 +191,7 @@ def clip_percentile(saliency: np.ndarray, low: float = 0.0, high: float = 100.0)
     Purely for display: pass the result as ``zmin``/``zmax``; the map itself
     is never changed.
     """
-    arr = _as_map(saliency, signed=True)
+    arr = _float32_map(saliency, signed=True)
     if not (0.0 <= low <= high <= 100.0):
         raise InvalidInputError(f"low, high: expected 0 <= low <= high <= 100, got {low!r}, {high!r}")
     zmin, zmax = np.percentile(arr, [low, high])
@@ -213,7 +213,7 @@ def heatmap_figure(
     gradients : optional (3, H, W) signed gradients, shown on hover.
     zmin, zmax : optional display range (see :func:`clip_percentile`).
     """
-    z = _as_map(saliency)
+    z = _float32_map(saliency)
     zmin, zmax = _as_range(zmin, zmax)
     fig = go.Figure(
         _heatmap(
@@ -247,7 +247,7 @@ def overlay_figure(
     opacity : heatmap opacity in [0, 1].
     gradients : optional (3, H, W) signed gradients, shown on hover.
     """
-    z = _as_map(saliency)
+    z = _float32_map(saliency)
     img = _as_image(image, z.shape)
     if isinstance(opacity, bool) or not isinstance(opacity, (int, float, np.number)) or not 0.0 <= opacity <= 1.0:
         raise InvalidInputError(f"opacity: expected a number in [0, 1], got {opacity!r}")
@@ -293,7 +293,7 @@ def side_by_side_figure(
     """
     _nonempty(maps)
     names = list(maps)
-    zs = {name: _as_map(maps[name], f"maps[{name!r}]") for name in names}
+    zs = {name: _float32_map(maps[name], f"maps[{name!r}]") for name in names}
     shape = zs[names[0]].shape
     for name, z in zs.items():
         if z.shape != shape:
@@ -373,8 +373,8 @@ def difference_figure(
     The colour range is symmetric, ``[-m, m]`` with ``m = max |a - b|``
     (1 when the maps are equal), so zero is always the middle colour.
     """
-    za = _as_map(a, "a", signed=True)
-    zb = _as_map(b, "b", signed=True)
+    za = _float32_map(a, "a", signed=True)
+    zb = _float32_map(b, "b", signed=True)
     if za.shape != zb.shape:
         raise InvalidInputError(f"b: expected the same shape as a {za.shape}, got {zb.shape}")
     label = f"{names[0]} − {names[1]}"
@@ -391,7 +391,7 @@ def signed_map_figure(values: np.ndarray, *, title: str | None = None, percentil
     """
     if not 0 < percentile <= 100:
         raise InvalidInputError(f"percentile: expected a value in (0, 100], got {percentile}")
-    return _diverging_figure(_as_map(values, "values", signed=True), title, "value", percentile)
+    return _diverging_figure(_float32_map(values, "values", signed=True), title, "value", percentile)
 
 
 def histogram_figure(
@@ -411,7 +411,7 @@ def histogram_figure(
     bars, which keeps the figure small compared with sending every pixel.
     """
     _nonempty(maps)
-    zs = {name: _as_map(m, f"maps[{name!r}]", signed=True) for name, m in maps.items()}
+    zs = {name: _float32_map(m, f"maps[{name!r}]", signed=True) for name, m in maps.items()}
     return _overlaid_histograms(zs, bins, x_title, "pixels", log_y)
 
 
@@ -462,7 +462,7 @@ def concentration_figure(maps: Mapping[str, np.ndarray]) -> go.Figure:
     _nonempty(maps)
     fig = go.Figure()
     for name, saliency in maps.items():
-        x, y = stats.concentration_curve(_as_map(saliency, f"maps[{name!r}]"))
+        x, y = stats.concentration_curve(_float32_map(saliency, f"maps[{name!r}]"))
         fig.add_trace(
             go.Scatter(
                 x=x,
@@ -530,7 +530,7 @@ def gallery_figure(
             fig.add_trace(_image_trace(imgs[col - 1], name=str(titles[col - 1])), row=1, col=col)
         shape = imgs[col - 1].shape[:2] if imgs is not None else None
         for row, (method, method_maps) in enumerate(maps.items(), start=first_map_row):
-            z = _as_map(method_maps[col - 1], f"maps[{method!r}][{col - 1}]")
+            z = _float32_map(method_maps[col - 1], f"maps[{method!r}][{col - 1}]")
             shape = shape or z.shape
             if z.shape != shape:
                 raise InvalidInputError(

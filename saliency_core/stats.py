@@ -88,10 +88,10 @@ DEFAULT_FRACTIONS = (0.01, 0.05, 0.10)
 TOP_SHARES = (("top1_share", 0.01), ("top5_share", 0.05), ("top10_share", 0.10))  # summary key, fraction
 
 
-# --- validation -------------------------------------------------------------
+# --- validation (public: plots and tensor_stats validate the same way) -------
 
 
-def _as_array(values: np.ndarray, name: str) -> np.ndarray:
+def check_array(values: np.ndarray, name: str) -> np.ndarray:
     """Return ``values`` as a non-empty, finite float64 array."""
     arr = np.asarray(values)
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
@@ -104,18 +104,18 @@ def _as_array(values: np.ndarray, name: str) -> np.ndarray:
     return arr
 
 
-def _as_map(saliency: np.ndarray, name: str = "saliency", *, signed: bool = False) -> np.ndarray:
+def check_map(saliency: np.ndarray, name: str = "saliency", *, signed: bool = False) -> np.ndarray:
     """Validate a 2-D map; unless ``signed``, also require values >= 0."""
     arr = np.asarray(saliency)
     if arr.ndim != 2:
         raise InvalidInputError(f"{name}: expected a 2-D (H, W) array, got shape {arr.shape}")
-    arr = _as_array(arr, name)
+    arr = check_array(arr, name)
     if not signed and arr.min() < 0:
         raise InvalidInputError(f"{name}: expected non-negative values, minimum is {arr.min():.4g}")
     return arr
 
 
-def _as_fraction(fraction: float, name: str = "fraction") -> float:
+def check_fraction(fraction: float, name: str = "fraction") -> float:
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.number)):
         raise InvalidInputError(f"{name}: expected a number in (0, 1], got {fraction!r}")
     if not 0.0 < float(fraction) <= 1.0:
@@ -123,7 +123,7 @@ def _as_fraction(fraction: float, name: str = "fraction") -> float:
     return float(fraction)
 
 
-def _as_count(n: int, name: str, minimum: int) -> int:
+def check_count(n: int, name: str, minimum: int) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < minimum:
         raise InvalidInputError(f"{name}: expected an integer >= {minimum}, got {n!r}")
     return int(n)
@@ -132,7 +132,7 @@ def _as_count(n: int, name: str, minimum: int) -> int:
 # --- helpers shared by several statistics ------------------------------------
 
 
-def _count_for(fraction: float, size: int) -> int:
+def top_count(fraction: float, size: int) -> int:
     """Number of pixels in the top ``fraction``: ceil(fraction * size), >= 1."""
     # The small epsilon keeps e.g. 0.07 * 100 = 7.000000000000001 at 7.
     return min(size, max(1, math.ceil(fraction * size - 1e-9)))
@@ -161,7 +161,7 @@ def normalize_max(saliency: np.ndarray) -> np.ndarray:
     Use it before comparing maps whose absolute scales differ (e.g. the
     score and loss gradients).
     """
-    arr = _as_map(saliency)
+    arr = check_map(saliency)
     peak = arr.max()
     return arr / peak if peak > 0 else np.zeros_like(arr)
 
@@ -175,7 +175,7 @@ def gini(values: np.ndarray) -> float:
     0 for a uniform array, (n - 1) / n when a single one of n values holds
     everything. An all-zero array gives 0.0.
     """
-    flat = np.sort(_as_array(values, "values").ravel())
+    flat = np.sort(check_array(values, "values").ravel())
     if flat[0] < 0:
         raise InvalidInputError(f"values: expected non-negative values, minimum is {flat[0]:.4g}")
     total = flat.sum()
@@ -194,7 +194,7 @@ def entropy(saliency: np.ndarray) -> float:
     A uniform map of N pixels gives log2(N), a one-hot map 0.0, an all-zero
     map 0.0.
     """
-    arr = _as_map(saliency)
+    arr = check_map(saliency)
     total = arr.sum()
     if total == 0:
         return 0.0
@@ -211,13 +211,13 @@ def top_share(saliency: np.ndarray, fraction: float) -> float:
         tied pixel is taken does not change the sum.
     An all-zero map gives 0.0.
     """
-    arr = _as_map(saliency)
-    fraction = _as_fraction(fraction)
+    arr = check_map(saliency)
+    fraction = check_fraction(fraction)
     flat = arr.ravel()
     total = flat.sum()
     if total == 0:
         return 0.0
-    k = _count_for(fraction, flat.size)
+    k = top_count(fraction, flat.size)
     top = np.partition(flat, flat.size - k)[flat.size - k :]
     return float(top.sum() / total)
 
@@ -232,8 +232,8 @@ def concentration_curve(saliency: np.ndarray, points: int = 101) -> tuple[np.nda
     runs from (0, 0) to (1, 1), is non-decreasing and concave; a uniform
     map (and, by convention, an all-zero map) gives the diagonal.
     """
-    arr = _as_map(saliency)
-    points = _as_count(points, "points", 2)
+    arr = check_map(saliency)
+    points = check_count(points, "points", 2)
     flat = np.sort(arr.ravel())[::-1]
     x = np.linspace(0.0, 1.0, points)
     total = flat.sum()
@@ -261,7 +261,7 @@ def summarize(saliency: np.ndarray, name: str = "map") -> dict[str, float]:
     saliency : (H, W) float array, >= 0
     name : used in error messages to say which map was bad.
     """
-    arr = _as_map(saliency, name)
+    arr = check_map(saliency, name)
     flat = arr.ravel()
     h_bits = entropy(arr)
     p90, p99 = np.percentile(flat, [90, 99])
@@ -306,8 +306,8 @@ def top_pixels(
     Returns columns ``rank, x, y, value`` [, ``r, g, b``] [, ``grad_r,
     grad_g, grad_b``]. Ties are broken by (y, x) ascending.
     """
-    arr = _as_map(saliency)
-    n = _as_count(n, "n", 1)
+    arr = check_map(saliency)
+    n = check_count(n, "n", 1)
     h, w = arr.shape
     idx = _top_indices(arr.ravel(), n)
     ys, xs = np.unravel_index(idx, (h, w))
@@ -326,7 +326,7 @@ def top_pixels(
         for c, col in enumerate("rgb"):
             table[col] = img[ys, xs, c]
     if gradients is not None:
-        grads = _as_array(gradients, "gradients")
+        grads = check_array(gradients, "gradients")
         if grads.shape != (3, h, w):
             raise InvalidInputError(f"gradients: expected shape {(3, h, w)}, got {grads.shape}")
         for c, col in enumerate(("grad_r", "grad_g", "grad_b")):
@@ -347,8 +347,8 @@ def histogram(
     value_range : optional (low, high) so several maps can share bin edges;
         defaults to the map's own (min, max).
     """
-    arr = _as_map(saliency, signed=True)
-    bins = _as_count(bins, "bins", 1)
+    arr = check_map(saliency, signed=True)
+    bins = check_count(bins, "bins", 1)
     if value_range is not None:
         low, high = (float(v) for v in value_range)
         if not (np.isfinite(low) and np.isfinite(high) and low <= high):
@@ -389,7 +389,7 @@ def _ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(a, b, data_range=1.0, win_size=win_size))
 
 
-def _fraction_key(fraction: float) -> str:
+def fraction_key(fraction: float) -> str:
     return f"iou_top{fraction * 100:g}"
 
 
@@ -409,11 +409,11 @@ def agreement(
     NaN under 3 px) and ``iou_top{100 * f:g}`` for each fraction: the IoU
     of the top-k pixel sets, ties broken by (y, x) ascending.
     """
-    a = _as_map(a, "a")
-    b = _as_map(b, "b")
+    a = check_map(a, "a")
+    b = check_map(b, "b")
     if a.shape != b.shape:
         raise InvalidInputError(f"b: expected the same shape as a {a.shape}, got {b.shape}")
-    fractions = [_as_fraction(f, "fractions") for f in fractions]
+    fractions = [check_fraction(f, "fractions") for f in fractions]
     fa, fb = a.ravel(), b.ravel()
     norms = np.linalg.norm(fa) * np.linalg.norm(fb)
     result = {
@@ -423,9 +423,9 @@ def agreement(
         "ssim": _ssim(a, b),
     }
     for fraction in fractions:
-        k = _count_for(fraction, fa.size)
+        k = top_count(fraction, fa.size)
         inter = np.intersect1d(_top_indices(fa, k), _top_indices(fb, k)).size
-        result[_fraction_key(fraction)] = inter / (2 * k - inter)
+        result[fraction_key(fraction)] = inter / (2 * k - inter)
     return result
 
 

@@ -137,7 +137,7 @@ def _summary(x: torch.Tensor, values: torch.Tensor) -> dict[str, torch.Tensor]:
         "entropy_norm": entropy_bits / math.log2(size) if size > 1 else zero,
     }
     for key, fraction in stats.TOP_SHARES:
-        k = stats._count_for(fraction, size)
+        k = stats.top_count(fraction, size)
         result[key] = torch.where(nonzero, values[:, size - k :].sum(1) / safe_total, 0.0)
     result["centroid_x"] = centroid_x
     result["centroid_y"] = centroid_y
@@ -243,7 +243,7 @@ def agreement_batch(
     """
     raw_a, raw_b = _validate(a, "a"), _validate(b, "b")
     _check_pair(raw_a, raw_b)
-    fractions = [stats._as_fraction(f, "fractions") for f in fractions]
+    fractions = [stats.check_fraction(f, "fractions") for f in fractions]
     return _agreement(raw_a.to(torch.float64), raw_b.to(torch.float64), _sort(raw_a), _sort(raw_b), fractions)
 
 
@@ -278,9 +278,9 @@ def _agreement(x: torch.Tensor, y: torch.Tensor, sorted_a: tuple[torch.Tensor, t
         "ssim": _ssim(x, y),
     }
     for fraction in fractions:
-        k = stats._count_for(fraction, size)
+        k = stats.top_count(fraction, size)
         inter = ((place_a < k) & (place_b < k)).sum(1).to(torch.float64)
-        result[stats._fraction_key(fraction)] = inter / (2 * k - inter)
+        result[stats.fraction_key(fraction)] = inter / (2 * k - inter)
     return result
 
 
