@@ -14,6 +14,11 @@ from saliency_core.errors import InvalidInputError
 
 T = TypeVar("T")
 
+# The engine's one special target: "the model's top-1 prediction", resolved
+# from the same forward pass. (The pages' "automatic" target, true label else
+# top-1, is saliency_core.analysis.AUTO_TARGET; it is translated before here.)
+TOP1_TARGET = -1
+
 PRECISIONS = ("exact", "fast")
 
 # cuDNN/cuBLAS precision flags are process-wide; GPU work is serial anyway,
@@ -22,7 +27,11 @@ _CUDA_FLAGS_LOCK = threading.Lock()
 
 
 def validate_batch(X: torch.Tensor, y: torch.Tensor | Sequence[int]) -> torch.Tensor:
-    """Check an (N, 3, H, W) float batch and its (N,) targets (-1 allowed: top-1); return y as int64."""
+    """Check an (N, 3, H, W) float batch and its (N,) targets; return y as (N,) int64.
+
+    Targets are class indices >= 0 or :data:`TOP1_TARGET` (-1, "the model's
+    top-1 prediction"); the class count is checked later, against the logits.
+    """
     if not isinstance(X, torch.Tensor) or X.dim() != 4 or X.shape[1] != 3:
         shape = tuple(X.shape) if isinstance(X, torch.Tensor) else type(X).__name__
         raise InvalidInputError(f"X must be an (N, 3, H, W) tensor, got {shape}")
@@ -33,7 +42,8 @@ def validate_batch(X: torch.Tensor, y: torch.Tensor | Sequence[int]) -> torch.Te
     y = torch.as_tensor(y)
     if y.dim() == 0:
         y = y[None]
-    if y.dim() != 1 or y.shape[0] != X.shape[0] or y.is_floating_point() or y.is_complex() or bool((y < -1).any()):
+    if (y.dim() != 1 or y.shape[0] != X.shape[0] or y.is_floating_point() or y.is_complex()
+            or bool((y < TOP1_TARGET).any())):
         raise InvalidInputError(
             f"y must be (N,) integer class indices with N={X.shape[0]}, got {tuple(y.shape)} {y.dtype}"
         )

@@ -15,10 +15,13 @@ import torch
 from PIL import Image
 
 from saliency_core import gradients
-from saliency_core._torch import synchronize
+from saliency_core._torch import TOP1_TARGET, synchronize
 from saliency_core.models import LoadedModel
 
-AUTO_TARGET = -1  # "the true label where known, else the model's top-1 prediction"
+# The pages' automatic target: "the true label where known, else the model's
+# top-1 prediction". Not the engine's TOP1_TARGET ("top-1", whatever the
+# label), although both are -1: analyse translates one into the other.
+AUTO_TARGET = -1
 
 
 @dataclass
@@ -82,13 +85,15 @@ def analyse(model: LoadedModel, images: Sequence[Image.Image], targets: Sequence
     ----------
     model : a loaded model (see :func:`saliency_core.models.load_model`)
     images : RGB PIL images, any size (cropped as the model expects)
-    targets : class per image; None or -1 for automatic (the true label when
-        ``labels`` gives one, else the top-1 prediction)
+    targets : class per image; None or :data:`AUTO_TARGET` (-1) for
+        automatic: the true label when ``labels`` gives one, else the top-1
+        prediction (asked of the engine as
+        :data:`~saliency_core._torch.TOP1_TARGET`)
     labels : true labels where known
     """
     labels = list(labels) if labels is not None else [None] * len(images)
     chosen = [AUTO_TARGET if t is None else int(t) for t in targets]
-    y = [lab if t == AUTO_TARGET and lab is not None else t for t, lab in zip(chosen, labels, strict=True)]
+    y = [_engine_target(t, lab) for t, lab in zip(chosen, labels, strict=True)]
     batch = model.preprocess(list(images))
     # GPU work is asynchronous: wait for it before each clock read, so the
     # time is that of the work done, not of queueing it.
@@ -125,6 +130,13 @@ def analyse(model: LoadedModel, images: Sequence[Image.Image], targets: Sequence
         )
         for i in range(len(images))
     ]
+
+
+def _engine_target(chosen: int, label: int | None) -> int:
+    """The class to ask the engine for: ``chosen``, or for AUTO_TARGET the label, else TOP1_TARGET."""
+    if chosen != AUTO_TARGET:
+        return chosen
+    return label if label is not None else TOP1_TARGET
 
 
 def signed_channel_max(values: np.ndarray) -> np.ndarray:

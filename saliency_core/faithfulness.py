@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from saliency_core._torch import (
+    TOP1_TARGET,
     check_precision,
     device_of,
     input_dtype_of,
@@ -243,7 +244,7 @@ def _forward_target_probs(module: torch.nn.Module, rows: int, build: Callable[[i
                           on_chunk: Callable[[int], None] | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``build(start, stop)`` batches through the model; p(target) and top-1 per row.
 
-    ``targets`` (rows,) may hold -1, meaning "the row's own top-1 class".
+    ``targets`` (rows,) may hold TOP1_TARGET, meaning "the row's own top-1 class".
     Each chunk's forward pass runs under ``precision_context(device, precision)``
     (softmax after it in the model's dtype, float32 or float64). Returns two
     CPU tensors (rows,): float64 probabilities and int64 top-1.
@@ -263,7 +264,7 @@ def _forward_target_probs(module: torch.nn.Module, rows: int, build: Callable[[i
                 raise InvalidInputError(f"the model must return (N, C) logits, got {tuple(logits.shape)}")
             t = targets[start:stop].to(logits.device)
             best = logits.argmax(dim=1)
-            t = torch.where(t < 0, best, t)
+            t = torch.where(t == TOP1_TARGET, best, t)
             if int(t.max()) >= logits.shape[1]:
                 raise InvalidInputError(
                     f"target class {int(t.max())} is out of range for a model with {logits.shape[1]} classes"
@@ -296,7 +297,8 @@ def deletion_insertion(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor 
         float64 parameters; the images are made in the model's dtype.
     X : (N, 3, H, W) float tensor, normalised for the model; any device and
         float dtype.
-    y : (N,) integer target classes; -1 means the model's top-1 on ``X``.
+    y : (N,) integer target classes; :data:`~saliency_core._torch.TOP1_TARGET`
+        (-1) means the model's top-1 on ``X``, kept for every perturbed image.
     maps : (N, H, W) tensor or array, importance of each pixel (larger =
         more important); may be None when ``order="random"``.
     steps : number of steps, >= 1; step k perturbs the top
@@ -377,12 +379,12 @@ def deletion_insertion(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor 
         use_base = perturbed ^ row_inserting[start:stop, None, None]
         return torch.where(use_base[:, None], base[img], x[img])
 
-    if bool((y < 0).any()):
+    if bool((y == TOP1_TARGET).any()):
         # Resolve "top-1" targets on the original images first, so every
         # perturbed image follows the same class.
-        _, best = _forward_target_probs(module, n, lambda a, b: x[a:b], torch.full((n,), -1), batch_size,
+        _, best = _forward_target_probs(module, n, lambda a, b: x[a:b], torch.full((n,), TOP1_TARGET), batch_size,
                                         device, precision, None)
-        y = torch.where(y < 0, best, y)
+        y = torch.where(y == TOP1_TARGET, best, y)
 
     on_chunk = (lambda done: progress(done, rows)) if progress is not None else None
     probs, _ = _forward_target_probs(module, rows, build, y.repeat_interleave(per_image), batch_size, device,

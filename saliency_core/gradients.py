@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from saliency_core._torch import PRECISIONS as PRECISIONS  # re-exported: the modes' names live in _torch
+# Re-exported: the precision modes and the top-1 target are defined in _torch.
+from saliency_core._torch import PRECISIONS as PRECISIONS
+from saliency_core._torch import TOP1_TARGET as TOP1_TARGET
 from saliency_core._torch import (
     autocast_context,
     check_precision,
@@ -120,9 +122,9 @@ def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, method
         logits = logits.to(dtype)  # float16 under autocast
         if logits.dim() != 2:
             raise InvalidInputError(f"the model must return (N, C) logits, got {tuple(logits.shape)}")
-        # A negative target means "the model's top-1 prediction", resolved
+        # TOP1_TARGET means "the model's top-1 prediction", resolved
         # from this same forward pass.
-        y = torch.where(y < 0, logits.detach().argmax(dim=1), y)
+        y = torch.where(y == TOP1_TARGET, logits.detach().argmax(dim=1), y)
         if int(y.max()) >= logits.shape[1]:
             raise InvalidInputError(
                 f"target class {int(y.max())} is out of range for a model with {logits.shape[1]} classes"
@@ -155,7 +157,8 @@ def compute_saliency(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | 
         float16/bfloat16 models raise InvalidInputError.
     X : (N, 3, H, W) float tensor, normalised for the model; any device and
         float dtype (copied to the model's device and dtype).
-    y : (N,) integer target classes; -1 means "the model's top-1 prediction",
+    y : (N,) integer target classes; :data:`TOP1_TARGET` (-1) means "the
+        model's top-1 prediction",
         taken from the same forward pass.
     methods : any of "score" (d s_y / dx) and "loss" (d CE(s, y) / dx,
         per image, independent of the rest of the batch).

@@ -214,7 +214,8 @@ def cascading_randomization(model: torch.nn.Module, X: torch.Tensor, y: torch.Te
         randomisation happens on a deep copy (in eval mode, parameters
         frozen), on the model's device.
     X : (N, 3, H, W) float tensor, normalised for the model.
-    y : (N,) integer target classes; -1 means the trained model's top-1,
+    y : (N,) integer target classes; :data:`~saliency_core._torch.TOP1_TARGET`
+        (-1) means the trained model's top-1,
         which is then kept for every stage.
     methods : saliency objectives, see :func:`saliency_core.gradients.compute_saliency`.
     reduction : channel reduction, see :func:`saliency_core.gradients.reduce_channels`.

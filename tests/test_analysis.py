@@ -86,3 +86,27 @@ def test_cuda_timing_synchronises_the_model_device(monkeypatch):
     out = analyse(load_model(None, device="cuda"), [sample_by_name("coffee").image], [None])
     assert events == ["sync:cuda", "clock", "sync:cuda", "clock"]
     assert out[0].seconds > 0
+
+
+def test_auto_target_and_the_engines_top1_are_separate_names(lite0, monkeypatch):
+    # AUTO_TARGET ("true label, else top-1") is the page's choice; the engine
+    # only knows TOP1_TARGET ("the model's top-1"). analyse translates one
+    # into the other instead of relying on both being -1.
+    from saliency_core import analysis
+    from saliency_core._torch import TOP1_TARGET
+
+    assert TOP1_TARGET == -1
+    monkeypatch.setattr(analysis, "AUTO_TARGET", -7)
+    seen: list[list[int]] = []
+    real = analysis.gradients.compute_saliency
+
+    def spy(model, X, y, *args, **kwargs):
+        seen.append(torch.as_tensor(y).tolist())
+        return real(model, X, y, *args, **kwargs)
+
+    monkeypatch.setattr(analysis.gradients, "compute_saliency", spy)
+    coffee = sample_by_name("coffee")
+    out = analyse(lite0, [coffee.image] * 3, [None, -7, 5], labels=[None, coffee.label, None])
+    assert seen == [[TOP1_TARGET, coffee.label, 5]]
+    assert out[0].target == out[0].prediction and out[0].target_auto
+    assert out[1].target == coffee.label and out[1].target_auto and not out[2].target_auto
