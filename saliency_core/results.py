@@ -29,19 +29,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from saliency_core.errors import InvalidInputError
+from saliency_core.files import atomic_write
 
 MANIFEST = "manifest.json"
 RESULTS, ERRORS, MAPS = "results", "errors", "maps"
 ERROR_COLUMNS = ("key", "path", "error", "rank", "run")
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def write_part(out: str | os.PathLike, name: str, rows: pd.DataFrame, errors: pd.DataFrame,
@@ -53,13 +45,13 @@ def write_part(out: str | os.PathLike, name: str, rows: pd.DataFrame, errors: pd
     out = Path(out)
     if maps is not None and len(rows):
         (out / MAPS).mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / MAPS / f"{name}.npz", lambda fh: np.savez(fh, **maps))
+        atomic_write(out / MAPS / f"{name}.npz", lambda fh: np.savez(fh, **maps))
     if len(errors):
         (out / ERRORS).mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / ERRORS / f"{name}.parquet", lambda fh: errors.to_parquet(fh, index=False))
+        atomic_write(out / ERRORS / f"{name}.parquet", lambda fh: errors.to_parquet(fh, index=False))
     if len(rows):
         (out / RESULTS).mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / RESULTS / f"{name}.parquet", lambda fh: rows.to_parquet(fh, index=False))
+        atomic_write(out / RESULTS / f"{name}.parquet", lambda fh: rows.to_parquet(fh, index=False))
 
 
 def _parts(out: Path, kind: str) -> list[Path]:
@@ -99,7 +91,7 @@ def read_manifest(out: str | os.PathLike) -> dict:
 
 def write_manifest(out: str | os.PathLike, manifest: dict) -> None:
     data = json.dumps(manifest, indent=2, sort_keys=False).encode()
-    _atomic_write(Path(out) / MANIFEST, lambda fh: fh.write(data))
+    atomic_write(Path(out) / MANIFEST, lambda fh: fh.write(data))
 
 
 @dataclass

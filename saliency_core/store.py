@@ -11,20 +11,22 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-_SHA = re.compile(r"^[0-9a-f]{64}$")
+from saliency_core.files import atomic_write
+
+_SHA = re.compile(r"[0-9a-f]{64}")
 
 DEFAULT_DIR = Path.home() / ".cache" / "saliency-dashboard" / "uploads"
 
 
 def is_sha256(value: object) -> bool:
     """True for a 64-character lower-case hex string (never a path)."""
-    return isinstance(value, str) and bool(_SHA.match(value))
+    # fullmatch: "$" alone would also accept a trailing newline.
+    return isinstance(value, str) and _SHA.fullmatch(value) is not None
 
 
 @dataclass
@@ -81,8 +83,8 @@ class UploadStore:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
                 if not path.exists():
-                    _atomic_write(path, data)
-                _atomic_write(path.with_suffix(".json"), json.dumps(meta or {}).encode())
+                    atomic_write(path, data)
+                atomic_write(path.with_suffix(".json"), json.dumps(meta or {}).encode())
                 os.utime(path)  # a fresh upload of a kept file restarts its retention
                 self._prune_locked()
             except OSError:
@@ -132,14 +134,3 @@ class UploadStore:
             for q in (p, p.with_suffix(".json")):
                 q.unlink(missing_ok=True)
             total -= size
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 from saliency_core.images import image_sha256
 from saliency_core.store import UploadStore, is_sha256
 
@@ -64,3 +66,17 @@ def test_configuration_from_environment(tmp_path):
     assert store.root == tmp_path and store.max_bytes == 1024 * 1024 and store.retention_s == 43200
     assert store.enabled
     assert not UploadStore.from_env({"SALIENCY_UPLOAD_STORE": "off"}).enabled
+
+
+def test_is_sha256_needs_exactly_64_hex_digits_and_nothing_after():
+    sha = "a" * 64
+    assert is_sha256(sha)
+    for bad in (sha + "\n", sha + " ", "\n" + sha, sha.upper(), sha[:-1], sha + "0", None, 64):
+        assert not is_sha256(bad), repr(bad)
+
+
+def test_put_refuses_a_name_with_a_trailing_newline(tmp_path):
+    store = UploadStore(tmp_path)
+    with pytest.raises(ValueError, match="not a sha256"):
+        store.put("b" * 64 + "\n", b"data", {})
+    assert list(tmp_path.iterdir()) == []
