@@ -53,7 +53,7 @@ def rss_mb(pid: int) -> float:
 
 def photo(i: int) -> bytes:
     """A different photo-like PNG per i: a crop of a sample photo, shifted and tinted."""
-    from saliency_core.images import sample_images
+    from saliency_core.samples import sample_images
 
     samples = sample_images()
     img = np.asarray(samples[i % len(samples)].image).astype(np.float32)

@@ -25,8 +25,8 @@ from bench_saliency import timed  # this folder is on sys.path when run as a scr
 
 from saliency_core.faithfulness import deletion_insertion
 from saliency_core.gradients import compute_saliency
-from saliency_core.images import sample_images
 from saliency_core.models import load_model
+from saliency_core.samples import sample_images
 from saliency_core.sanity import cascading_randomization
 
 

@@ -176,7 +176,7 @@ def agreement(device: torch.device) -> list[str]:
     """Fast vs exact maps on the samples with real weights: Spearman per image."""
     from scipy.stats import spearmanr
 
-    from saliency_core.images import sample_images
+    from saliency_core.samples import sample_images
 
     m = load_model(None, device)
     samples = sample_images()

@@ -10,7 +10,7 @@ import streamlit as st
 
 from pages.ui import caches, sidebar
 from saliency_core import faithfulness, plots, sanity
-from saliency_core.models import normalize
+from saliency_core.preprocessing import normalize
 
 METHODS = ("score", "loss")
 

@@ -11,10 +11,12 @@ from saliency_core.errors import (
     ModelUnavailableError,
     SaliencyError,
     UnknownModelError,
+    UnknownSampleError,
 )
 from saliency_core.gradients import SaliencyResult, compute_saliency, compute_saliency_maps, loss_decomposition
-from saliency_core.images import load_image, sample_by_name, sample_images
+from saliency_core.images import load_image
 from saliency_core.models import DEFAULT_MODEL, list_models, load_model
+from saliency_core.samples import sample_by_name, sample_images
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -24,6 +26,7 @@ __all__ = [
     "SaliencyError",
     "SaliencyResult",
     "UnknownModelError",
+    "UnknownSampleError",
     "compute_saliency",
     "compute_saliency_maps",
     "list_models",

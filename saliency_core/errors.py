@@ -25,3 +25,7 @@ class UnknownModelError(SaliencyError, ValueError):
 
 class InvalidInputError(SaliencyError, ValueError):
     """Tensors, targets or options that do not fit the model."""
+
+
+class UnknownSampleError(SaliencyError, ValueError):
+    """A sample photo name that is not bundled (or the samples' package is missing)."""

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from saliency_core.npz import load_npz_batch
 from saliency_core.errors import InvalidImageError, InvalidInputError
 from saliency_core.images import DEFAULT_MAX_BYTES, load_image, pixels_sha256
-from saliency_core.models import Preprocessing, crop_image
+from saliency_core.npz import load_npz_batch
+from saliency_core.preprocessing import Preprocessing, crop_image
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"})
 _WNID = re.compile(r"n\d{8}")
@@ -234,7 +234,7 @@ def write_sample_folder(dest: str | os.PathLike, n: int = 12, *, corrupt: int = 
     """
     from PIL import ImageOps
 
-    from saliency_core.images import sample_images
+    from saliency_core.samples import sample_images
 
     root = Path(dest)
     root.mkdir(parents=True, exist_ok=True)

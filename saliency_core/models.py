@@ -23,39 +23,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from saliency_core.errors import ModelUnavailableError, UnknownModelError
+from saliency_core.errors import InvalidInputError, ModelUnavailableError, UnknownModelError
+from saliency_core.preprocessing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TF_LITE_MEAN,
+    TF_LITE_STD,
+    PreparedBatch,
+    Preprocessing,
+    crop_image,
+    normalize,
+)
 
 DEFAULT_MODEL = "efficientnet_lite0"
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# TensorFlow's EfficientNet-Lite checkpoints were trained on inputs scaled to
-# [-1, 1]; timm's port of them uses the same. Checked on the samples: with
-# these constants the embedded model gives "espresso" 0.95 on the coffee
-# photo, against 0.78 with ImageNet's mean/std.
-TF_LITE_MEAN = (0.5, 0.5, 0.5)
-TF_LITE_STD = (0.5, 0.5, 0.5)
-
-_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How a PIL image becomes model input: resize the shorter side, centre crop, normalise."""
-
-    resize: int
-    crop: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bilinear"
-
-    def describe(self) -> str:
-        return (
-            f"resize shorter side to {self.resize} ({self.interpolation}), centre crop "
-            f"{self.crop}x{self.crop}, scale to [0, 1], normalise mean={list(self.mean)} "
-            f"std={list(self.std)}"
-        )
-
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -125,21 +105,6 @@ class ModelStatus:
 
 
 @dataclass
-class PreparedBatch:
-    """Model input and the exact pixels it was made from.
-
-    Attributes
-    ----------
-    x : (N, 3, H, W) float32 tensor, normalised for the model, on CPU
-    display : (N, H, W, 3) uint8 array, the resized and cropped images the
-        model saw, pixel for pixel; draw maps over these.
-    """
-
-    x: torch.Tensor
-    display: np.ndarray
-
-
-@dataclass
 class LoadedModel:
     """A frozen, eval-mode classifier with everything needed to use it."""
 
@@ -188,42 +153,6 @@ class LoadedModel:
         return PreparedBatch(x=normalize(crops, self.spec.preprocessing), display=crops)
 
 
-def crop_image(image: Image.Image, prep: Preprocessing) -> Image.Image:
-    """Resize the shorter side to ``prep.resize`` and centre-crop ``prep.crop``.
-
-    Works for any size, 1x1 and 10000x1 included: the shorter side is scaled
-    up or down to ``prep.resize`` and the longer one keeps the aspect ratio
-    (at least ``prep.crop`` pixels so the crop is always full).
-    """
-    image = image.convert("RGB")
-    w, h = image.size
-    scale = prep.resize / min(w, h)
-    new_w = max(prep.crop, round(w * scale))
-    new_h = max(prep.crop, round(h * scale))
-    # Pillow's resize with a reducing filter antialiases like torchvision's
-    # antialias=True on PIL input.
-    image = image.resize((new_w, new_h), _RESAMPLE[prep.interpolation])
-    left = (new_w - prep.crop) // 2
-    top = (new_h - prep.crop) // 2
-    return image.crop((left, top, left + prep.crop, top + prep.crop))
-
-
-def normalize(crops: np.ndarray, prep: Preprocessing, device: str | torch.device = "cpu") -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 normalised with ``prep``'s mean and std, on ``device``.
-
-    The uint8 crops travel to the device first (a quarter of the float32
-    bytes; pinned for CUDA) and are scaled there.
-    """
-    x = torch.from_numpy(np.ascontiguousarray(crops))
-    device = torch.device(device)
-    if device.type == "cuda":
-        x = x.pin_memory()
-    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std, device=device).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous()
-
-
 @lru_cache(maxsize=1)
 def imagenet_categories() -> list[str]:
     """The 1000 ImageNet class names in index order: torchvision's list, shipped as a text file.
@@ -243,7 +172,7 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
         try:
             return torch.device(device)
         except RuntimeError as exc:
-            raise UnknownModelError(f"Unknown device {device!r}: use auto, cpu, cuda or mps.") from exc
+            raise InvalidInputError(f"Unknown device {device!r}: use auto, cpu, cuda, cuda:1 or mps.") from exc
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)

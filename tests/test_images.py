@@ -15,16 +15,9 @@ import pytest
 from PIL import Image, ImageFile, features
 
 from saliency_core import images
-from saliency_core.errors import InvalidImageError, SaliencyError
-from saliency_core.images import (
-    SampleImage,
-    encode_png,
-    image_sha256,
-    load_image,
-    pixels_sha256,
-    sample_by_name,
-    sample_images,
-)
+from saliency_core.errors import InvalidImageError, SaliencyError, UnknownSampleError
+from saliency_core.images import encode_png, image_sha256, load_image, pixels_sha256
+from saliency_core.samples import SampleImage, sample_by_name, sample_images
 
 # --------------------------------------------------------------------------
 # Corpus builders
@@ -714,7 +707,7 @@ def test_sample_is_frozen_and_hashable() -> None:
 
 def test_sample_by_name() -> None:
     assert sample_by_name("rocket").label == 657
-    with pytest.raises(InvalidImageError) as info:
+    with pytest.raises(UnknownSampleError) as info:
         sample_by_name("dog")
     assert "coffee" in str(info.value) and "camera" in str(info.value)
 

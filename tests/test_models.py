@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from saliency_core.errors import ModelUnavailableError, UnknownModelError
+from saliency_core.errors import InvalidInputError, ModelUnavailableError, UnknownModelError
 from saliency_core.models import (
     DEFAULT_MODEL,
     REGISTRY,
@@ -44,7 +44,7 @@ def test_embedded_model_is_frozen_in_eval_mode_with_1000_categories(lite0):
     [("coffee", {967}), ("chelsea", set(range(281, 286)))],  # 281-285: the domestic cats
 )
 def test_embedded_model_offline_recognises_the_samples(lite0, sample, accepted):
-    from saliency_core.images import sample_by_name
+    from saliency_core.samples import sample_by_name
 
     batch = lite0.preprocess(sample_by_name(sample).image)
     with torch.no_grad():
@@ -136,8 +136,9 @@ def test_device_choice():
     if not torch.cuda.is_available() and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         expected = "mps"
     assert pick_device("auto").type == expected
-    with pytest.raises(UnknownModelError):
+    with pytest.raises(InvalidInputError, match="Unknown device 'quantum'") as info:
         pick_device("quantum")
+    assert not isinstance(info.value, UnknownModelError)  # a bad device is not a bad model name
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

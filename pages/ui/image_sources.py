@@ -14,8 +14,9 @@ from PIL import Image
 from pages.ui import caches
 from pages.ui.labels import UPLOAD_TYPES
 from saliency_core.errors import SaliencyError
-from saliency_core.images import SampleImage, encode_png, image_sha256, sample_images
+from saliency_core.images import encode_png, image_sha256
 from saliency_core.models import imagenet_categories
+from saliency_core.samples import SampleImage, sample_images
 
 
 @dataclass

@@ -15,8 +15,8 @@ import streamlit as st
 
 from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
 from saliency_core.analysis import AUTO_TARGET
-from saliency_core.images import sample_images
 from saliency_core.models import DEFAULT_MODEL, REGISTRY
+from saliency_core.samples import sample_images
 from saliency_core.store import is_sha256
 
 ACTIVE_MODEL = "active_model"  # session key of the model in use (the picker's "model" may be unavailable)

@@ -20,7 +20,8 @@ from PIL import Image
 
 from saliency_core import gradients
 from saliency_core.errors import InvalidImageError
-from saliency_core.images import load_image, sample_by_name
+from saliency_core.images import load_image
+from saliency_core.samples import sample_by_name
 from saliency_core.stats import SUMMARY_COLUMNS
 
 pytestmark = pytest.mark.usefixtures("upload_dir")
