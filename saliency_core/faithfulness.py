@@ -71,6 +71,9 @@ class FaithfulnessResult:
     order : "map" or "random".
     precision : "exact" or "fast", the mode of the forward passes (see
         :func:`saliency_core._torch.precision_context`).
+    seed : the seed of the random order (used by ``order="random"`` only).
+    blur_sigma : the "blur" baseline's sigma in pixels, as used; None for
+        the other baselines.
     """
 
     deletion: np.ndarray
@@ -82,6 +85,8 @@ class FaithfulnessResult:
     baseline: str
     order: str
     precision: str
+    seed: int
+    blur_sigma: float | None
 
 
 # --- helpers -------------------------------------------------------------------
@@ -191,8 +196,7 @@ def make_baseline(X: torch.Tensor, baseline: str = "blur", *, mean: Sequence[flo
         raise InvalidInputError(f"baseline must be one of {BASELINES}, got {baseline!r}")
     x = X.detach()
     if baseline == "blur":
-        sigma = blur_sigma if blur_sigma is not None else BLUR_SIGMA_224 * min(x.shape[2:]) / 224.0
-        return gaussian_blur(x, float(sigma))
+        return gaussian_blur(x, resolve_blur_sigma(x.shape, blur_sigma))
     if baseline == "mean":
         return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
     if (mean is None) != (std is None):
@@ -202,6 +206,13 @@ def make_baseline(X: torch.Tensor, baseline: str = "blur", *, mean: Sequence[flo
     m = torch.tensor([float(v) for v in mean], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.tensor([float(v) for v in std], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return ((0.0 - m) / s).expand_as(x).clone()
+
+
+def resolve_blur_sigma(shape: Sequence[int], blur_sigma: float | None = None) -> float:
+    """The "blur" baseline's sigma for images of ``shape`` (..., H, W): ``blur_sigma``, else 5 px * min(H, W) / 224."""
+    if blur_sigma is not None:
+        return float(blur_sigma)
+    return BLUR_SIGMA_224 * min(shape[-2:]) / 224.0
 
 
 def pixel_ranks(maps: MapsLike) -> torch.Tensor:
@@ -403,6 +414,8 @@ def deletion_insertion(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor 
         baseline=baseline,
         order=order,
         precision=precision,
+        seed=int(seed),
+        blur_sigma=resolve_blur_sigma(X.shape, blur_sigma) if baseline == "blur" else None,
     )
 
 
