@@ -47,7 +47,7 @@ st.markdown(
 )
 
 st.subheader("Pages")
-cols = st.columns(5)
+cols = st.columns(6)
 cols[0].page_link("pages/saliency.py", label="Saliency", icon=":material/local_fire_department:",
                   help="Top-5 predictions, the interactive map, overlay and downloads")
 cols[1].page_link("pages/compare.py", label="Compare score vs loss", icon=":material/compare:",
@@ -58,6 +58,8 @@ cols[3].page_link("pages/statistics.py", label="Statistics", icon=":material/bar
                   help="Per-map summaries, top pixels, histograms and provenance downloads")
 cols[4].page_link("pages/faithfulness.py", label="Faithfulness", icon=":material/fact_check:",
                   help="Deletion/insertion curves and model-randomisation sanity checks for both maps")
+cols[5].page_link("pages/dataset.py", label="Dataset", icon=":material/dataset:",
+                  help="Results of the batch job for a whole dataset: filters, histograms, per-class means")
 st.caption("The page, model, image, target, method, reduction and precision live in the address bar: copy "
            "the link to share what you see. Display options (colour map, opacity, clipping) stay with you.")
 if v.problem:

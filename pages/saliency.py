@@ -26,7 +26,6 @@ with left:
     low, high = st.slider("Clip to percentiles", 0.0, 100.0, (0.0, 100.0), step=0.5, key="clip",
                           persist_state="session",
                           help="Display only: values outside the range are drawn at the ends of the scale.")
-    opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.6, step=0.05, key="opacity", persist_state="session")
 
 method = v.method
 saliency = a.maps[method]
@@ -39,6 +38,7 @@ with right:
                                  default="Heatmap", required=True, persist_state="session",
                                  label_visibility="collapsed")
     if shown == "Overlay on the image":
+        opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.6, step=0.05, key="opacity", persist_state="session")
         fig = plots.overlay_figure(a.display, saliency, opacity=opacity, colorscale=colorscale, zmin=zmin, zmax=zmax,
                                    gradients=grads, title=f"{label} over the model's crop")
     else:
@@ -55,4 +55,4 @@ with right:
                        "text/csv", on_click="ignore", width="stretch")
     st.caption(f"{saliency.shape[1]}×{saliency.shape[0]} map over the {a.display.shape[1]}×{a.display.shape[0]} "
                f"crop of {v.image.title} that the model saw. Hover for x, y, the value and ∂/∂R, ∂/∂G, ∂/∂B. "
-               f"Computed in {a.seconds * 1000:.0f} ms ({a.precision}, {a.reduction} over RGB).")
+               f"{label}: computed in {a.seconds * 1000:.0f} ms ({a.precision}, {a.reduction} over RGB).")

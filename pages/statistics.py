@@ -16,8 +16,10 @@ summary = stats.summary_table(maps)
 agreement = stats.agreement_table(maps)
 
 st.subheader("Summary per map")
-st.dataframe(summary.T, height=36 * (len(summary.columns) + 1) + 3,
-             column_config={m: st.column_config.NumberColumn(format="%.4g") for m in maps})
+st.dataframe(summary.T.rename_axis("statistic").reset_index(), hide_index=True,
+             height=36 * (len(summary.columns) + 1) + 3,
+             column_config={"statistic": st.column_config.TextColumn(width="medium"),
+                            **{m: st.column_config.NumberColumn(format="%.4g") for m in maps}})
 st.caption("gini: 0 = saliency spread evenly, 1 = all in one pixel. entropy_norm: entropy divided by its maximum. "
            "topK_share: share of the total saliency in the K % most salient pixels. centroid: saliency-weighted "
            "mean position (x = column, y = row).")

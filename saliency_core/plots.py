@@ -158,8 +158,14 @@ def _anchor_squares(fig: go.Figure, n_axes: int) -> None:
         fig.layout[f"yaxis{i}"].matches = "y"
 
 
+# Hover boxes take the colour of the point by default: grey text on a dark box over a "hot" map.
+# Dark text on white reads the same over every colour scale.
+HOVER_LABEL = dict(bgcolor="white", bordercolor="#333333", font=dict(color="#111111"))
+
+
 def _finish(fig: go.Figure, title: str | None, **layout: object) -> go.Figure:
     layout.setdefault("margin", dict(l=10, r=10, t=50 if title else 30, b=10))
+    layout.setdefault("hoverlabel", HOVER_LABEL)
     fig.update_layout(template=TEMPLATE, title=dict(text=title) if title else None, **layout)
     return fig
 

@@ -304,3 +304,16 @@ def test_curves_figure_draws_one_line_per_curve():
     assert fig.data[1].line.dash == "dot"
     with pytest.raises(InvalidInputError):
         plots.curves_figure(x, {"bad": np.zeros(3)})
+
+
+def test_hover_text_is_dark_on_white_over_any_map(saliency, gradients, image):
+    figures = [
+        plots.heatmap_figure(saliency, gradients=gradients, colorscale="hot"),
+        plots.overlay_figure(image, saliency, gradients=gradients),
+        plots.side_by_side_figure({"score": saliency, "loss": saliency / 2}, gradients={"score": gradients}),
+        plots.difference_figure(saliency, saliency / 2),
+        plots.gallery_figure([image], {"score": [saliency], "loss": [saliency]}, ["x"]),
+    ]
+    for fig in figures:
+        label = fig.layout.hoverlabel
+        assert (label.bgcolor, label.font.color) == ("white", "#111111"), fig.layout.title.text

@@ -168,7 +168,7 @@ def test_every_page_renders_with_defaults(new_app, name):
     assert_healthy(at)
     figs = charts(at)
     expected = {
-        "home": lambda: "Which pixels" in at.title[0].value and len(at.get("page_link")) == 5,
+        "home": lambda: "Which pixels" in at.title[0].value and len(at.get("page_link")) == 6,
         "saliency": lambda: "heatmap" in figs,
         "compare": lambda: {"side_by_side", "difference", "term_target", "term_others"} <= set(figs),
         "gallery": lambda: "gallery_0" in figs and len(heatmaps(figs["gallery_0"])) == 2 * 5,
@@ -365,13 +365,14 @@ def test_display_changes_compute_no_gradients(new_app, monkeypatch):
     before = heatmap_z(at)
 
     at.selectbox(key="colorscale").set_value("viridis").run()
-    at.slider(key="opacity").set_value(0.3).run()
+    assert "opacity" not in [s.key for s in at.slider], "the overlay's opacity shows only with the overlay"
     at.slider(key="clip").set_value((5.0, 95.0)).run()
     at.radio(key="method").set_value("loss").run()
     assert_healthy(at)
     fig = charts(at)["heatmap"]
     assert heatmaps(fig)[0]["zmin"] > 0  # the clip took effect on the figure
     at.button_group(key="saliency_view").set_value("Overlay on the image").run()
+    at.slider(key="opacity").set_value(0.3).run()
     assert_healthy(at)
     overlay = charts(at)["heatmap"]
     assert [t["type"] for t in overlay["data"]] == ["image", "heatmap"]
@@ -501,7 +502,9 @@ def test_npz_of_the_wrong_shape_shows_an_error(new_app, X, y, message):
 def test_statistics_page_summary_and_downloads(new_app, reference):
     at = new_app(PAGES["statistics"]).run()
     assert_healthy(at)
-    summary = at.dataframe[0].value.T  # shown with one column per map, so it fits the page
+    shown = at.dataframe[0].value  # one row per statistic, one column per map, so it fits the page
+    assert list(shown.columns) == ["statistic", "score", "loss"]
+    summary = shown.set_index("statistic").T
     assert list(summary.index) == ["score", "loss"]
     assert list(summary.columns) == list(SUMMARY_COLUMNS)
     expected = reference(coffee(), 967)
@@ -568,3 +571,12 @@ def test_faithfulness_page_computes_curves_table_and_randomisation_once(new_app,
     assert_healthy(at)
     assert calls["deletion_insertion"] == 6 and calls["cascading_randomization"] == 1
     assert len(decode_plotly_array(charts(at)["deletion"]["data"][0]["y"])) == 11
+
+
+def test_pages_about_one_method_name_it_in_their_caption(new_app):
+    at = new_app(PAGES["saliency"]).run()
+    assert "Score gradient" in main_markdown(at)
+    at.radio(key="method").set_value("loss").run()
+    assert "Loss gradient" in main_markdown(at) and "Score gradient" not in main_markdown(at)
+    at.switch_page(PAGES["statistics"]).run()
+    assert "Loss gradient" in main_markdown(at)
