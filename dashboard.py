@@ -10,7 +10,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from pages.ui import sidebar
+from pages.ui import sidebar, site
 from saliency_core.export import map_to_rgb
 
 # A radial "hot" blob drawn here: a Material icon as page_icon would be fetched
@@ -21,15 +21,9 @@ ICON = Image.fromarray(map_to_rgb(np.clip(1 - np.hypot(_xx, _yy), 0, 1), "hot"))
 st.set_page_config(page_title="Saliency dashboard", page_icon=ICON, layout="wide")
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/saliency.py", title="Saliency", icon=":material/local_fire_department:", url_path="saliency"),
-    st.Page("pages/compare.py", title="Compare score vs loss", icon=":material/compare:", url_path="compare"),
-    st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:", url_path="gallery"),
-    st.Page("pages/statistics.py", title="Statistics", icon=":material/bar_chart:", url_path="statistics"),
-    st.Page("pages/faithfulness.py", title="Faithfulness", icon=":material/fact_check:", url_path="faithfulness"),
-    st.Page("pages/dataset.py", title="Dataset", icon=":material/dataset:", url_path="dataset"),
+    st.Page(p.file, title=p.title, icon=p.icon, url_path=p.url_path, default=p.url_path is None)
+    for p in site.PAGES
 ]
-
 page = st.navigation(PAGES)
 sidebar.render_sidebar()
 try:

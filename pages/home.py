@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.ui import sidebar
+from pages.ui import sidebar, site
 
 v = sidebar.view()
 
@@ -47,19 +47,9 @@ st.markdown(
 )
 
 st.subheader("Pages")
-cols = st.columns(6)
-cols[0].page_link("pages/saliency.py", label="Saliency", icon=":material/local_fire_department:",
-                  help="Top-5 predictions, the interactive map, overlay and downloads")
-cols[1].page_link("pages/compare.py", label="Compare score vs loss", icon=":material/compare:",
-                  help="Both maps side by side, their difference, agreement and the loss decomposition")
-cols[2].page_link("pages/gallery.py", label="Gallery", icon=":material/photo_library:",
-                  help="Several images at once: the cs231n figure for both methods")
-cols[3].page_link("pages/statistics.py", label="Statistics", icon=":material/bar_chart:",
-                  help="Per-map summaries, top pixels, histograms and provenance downloads")
-cols[4].page_link("pages/faithfulness.py", label="Faithfulness", icon=":material/fact_check:",
-                  help="Deletion/insertion curves and model-randomisation sanity checks for both maps")
-cols[5].page_link("pages/dataset.py", label="Dataset", icon=":material/dataset:",
-                  help="Results of the batch job for a whole dataset: filters, histograms, per-class means")
+links = [p for p in site.PAGES if p.url_path is not None]
+for col, p in zip(st.columns(len(links)), links, strict=True):
+    col.page_link(p.file, label=p.title, icon=p.icon, help=p.summary)
 st.caption("The page, model, image, target, method, reduction and precision live in the address bar: copy "
            "the link to share what you see. Display options (colour map, opacity, clipping) stay with you.")
 if v.problem:
