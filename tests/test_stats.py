@@ -179,7 +179,7 @@ def test_top_pixels_rejects_mismatched_extras():
         stats.top_pixels(np.ones((3, 3)), image=np.zeros((3, 3, 3), dtype=np.float32))
     with pytest.raises(InvalidInputError, match="gradients"):
         stats.top_pixels(np.ones((3, 3)), gradients=np.zeros((3, 3, 3, 1)))
-    with pytest.raises(InvalidInputError, match="n"):
+    with pytest.raises(InvalidInputError, match=r"^n: expected an integer >= 1, got 0$"):
         stats.top_pixels(np.ones((3, 3)), n=0)
 
 
