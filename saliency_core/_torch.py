@@ -1,4 +1,10 @@
-"""Small torch helpers shared by the gradient, faithfulness and sanity code."""
+"""Small torch helpers shared by the gradient, faithfulness and sanity code.
+
+Batch validation and the engine's top-1 target (:data:`TOP1_TARGET`); the
+precision modes (:data:`PRECISIONS`, :func:`precision_context`); the model's
+device, dtype and layout; CUDA synchronisation for timing; chunked runs
+that back off on out-of-memory.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +51,8 @@ def validate_batch(X: torch.Tensor, y: torch.Tensor | Sequence[int]) -> torch.Te
     if (y.dim() != 1 or y.shape[0] != X.shape[0] or y.is_floating_point() or y.is_complex()
             or bool((y < TOP1_TARGET).any())):
         raise InvalidInputError(
-            f"y must be (N,) integer class indices with N={X.shape[0]}, got {tuple(y.shape)} {y.dtype}"
+            f"y must be (N,) integer class indices (or {TOP1_TARGET} for the model's top-1) with N={X.shape[0]}, "
+            f"got {tuple(y.shape)} {y.dtype}"
         )
     return y.long()
 
