@@ -23,9 +23,13 @@ again with the same options, the job skips everything already written.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import functools
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +42,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from saliency_core import tensor_stats, faithfulness, gradients, results
+from saliency_core import faithfulness, gradients, results, tensor_stats
 from saliency_core.errors import SaliencyError
 from saliency_core.export import MAP_DEFINITIONS, package_versions
 from saliency_core.imagefolder import (
@@ -188,6 +192,35 @@ def default_workers(device: torch.device, world: int) -> int:
     if device.type == "cpu":
         return max(0, min(8, cores - torch.get_num_threads() * world) // max(1, world))
     return max(0, min(8, cores // max(1, world)))
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_job(job_pid: int, worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: end this worker process as soon as the job process ``job_pid`` dies.
+
+    Why: torch's worker notices a dead parent only between items, and then, on its way out, joins its
+    queue's feeder thread, which is blocked for good writing a batch of crops into a full pipe that
+    nobody reads (the worker holds the pipe's read end too, so the write never fails). A job killed
+    with SIGKILL runs no clean-up, so its workers lived on. On Linux the kernel kills this worker when
+    the thread that forked it (the one iterating the loader, for the whole loop) dies; elsewhere, or
+    if prctl fails, a daemon thread polls the parent's pid.
+    """
+    del worker_id
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+            if os.getppid() != job_pid:  # the job died between the fork and the prctl: no signal will come
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == job_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-job", daemon=True).start()
 
 
 # --------------------------------------------------------------------------- numbers for one batch
@@ -360,9 +393,13 @@ def _run(opts: Options, ranks: Ranks, device: torch.device) -> dict:
     dataset = ImageDataset(discovery, pending, model.preprocessing)
     sampler = ShardSampler(len(pending), ranks.rank, ranks.world)
     workers = opts.workers if opts.workers is not None else default_workers(device, ranks.world)
+    # "fork" on Linux, as Python before 3.14 does by default: _die_with_job compares the worker's parent
+    # with this process, which a forkserver would stand between.
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=opts.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-        prefetch_factor=4 if workers else None, persistent_workers=False)
+        prefetch_factor=4 if workers else None, persistent_workers=False,
+        worker_init_fn=functools.partial(_die_with_job, os.getpid()),
+        multiprocessing_context="fork" if workers and sys.platform.startswith("linux") else None)
     progress = _Progress(len(sampler), ranks, opts.progress)
     rows: list[pd.DataFrame] = []
     errors: list[dict] = []
