@@ -8,7 +8,7 @@ import torch
 
 from saliency_core.analysis import analyse, signed_channel_max
 from saliency_core.gradients import compute_saliency
-from saliency_core.images import sample_by_name
+from saliency_core.samples import sample_by_name
 
 
 def test_analysis_matches_the_engine_and_resolves_targets(lite0):

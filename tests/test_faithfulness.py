@@ -240,7 +240,7 @@ def test_compare_orders_table(toy, data):
 
 
 def test_real_model_smoke(lite0):
-    from saliency_core.images import sample_by_name
+    from saliency_core.samples import sample_by_name
 
     sample = sample_by_name("coffee")
     batch = lite0.preprocess(sample.image)

@@ -327,8 +327,8 @@ def test_target_minus_one_means_top1_from_the_same_forward_pass():
 def test_cuda_fast_mode_agrees_with_exact_on_the_samples_with_real_weights():
     from scipy.stats import spearmanr
 
-    from saliency_core.images import sample_images
     from saliency_core.models import load_model
+    from saliency_core.samples import sample_images
 
     model = load_model(None, device="cuda")
     samples = sample_images()

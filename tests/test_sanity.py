@@ -153,7 +153,7 @@ def test_invalid_arguments(net, X):
 
 
 def test_lite0_maps_decorrelate_and_model_is_untouched(lite0):
-    from saliency_core.images import sample_images
+    from saliency_core.samples import sample_images
 
     samples = sample_images()[:2]
     batch = lite0.preprocess([s.image for s in samples])
