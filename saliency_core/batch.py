@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from saliency_core import faithfulness, gradients, results, tensor_stats
 from saliency_core.errors import SaliencyError
-from saliency_core.export import MAP_DEFINITIONS, package_versions
+from saliency_core.export import map_definitions, package_versions
 from saliency_core.imagefolder import (
     Discovery,
     ImageDataset,
@@ -258,10 +258,10 @@ def batch_columns(model: LoadedModel, x: torch.Tensor, labels: Sequence[int | No
         steps = opts.faithfulness_steps
         for m in opts.methods:
             f = faithfulness.deletion_insertion(model, x, res.targets, res.maps[m], steps=steps,
-                                                batch_size=opts.batch_size * 4)
+                                                batch_size=opts.batch_size * 4, precision=opts.precision)
             cols[f"{m}_deletion_auc"], cols[f"{m}_insertion_auc"] = f.deletion_auc, f.insertion_auc
         f = faithfulness.deletion_insertion(model, x, res.targets, None, steps=steps, order="random",
-                                            batch_size=opts.batch_size * 4)
+                                            batch_size=opts.batch_size * 4, precision=opts.precision)
         cols["random_deletion_auc"], cols["random_insertion_auc"] = f.deletion_auc, f.insertion_auc
     maps = {}
     if opts.save_maps:
@@ -360,7 +360,7 @@ def _prepare_out(opts: Options, ranks: Ranks, discovery: Discovery, model: Loade
                         "labelled": sum(it.label is not None for it in discovery.items),
                         "ignored_files": len(discovery.ignored)},
             "definitions": {
-                **MAP_DEFINITIONS,
+                **map_definitions(opts.methods, opts.reduction),
                 "target": "the true label where known, else the model's top-1 prediction (target_source)",
                 "maps": "maps/<part>.npz: each map divided by its own max, float16; scale in <method>_max",
             },

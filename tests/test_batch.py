@@ -344,6 +344,47 @@ def test_faithfulness_columns_equal_deletion_insertion(tmp_path: Path, lite0):
     np.testing.assert_allclose(rows["random_deletion_auc"], rand.deletion_auc, rtol=1e-4, atol=1e-6)
 
 
+@pytest.fixture(scope="module")
+def l2_fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """A one-image job with --reduction l2, --precision fast and --faithfulness: (out, the keyword
+    arguments of every faithfulness.deletion_insertion call it made)."""
+    from saliency_core import faithfulness
+
+    tmp = tmp_path_factory.mktemp("l2_fast")
+    path = tmp / "one.npz"
+    np.savez(path, X=np.random.default_rng(2).integers(0, 256, size=(1, 32, 32, 3), dtype=np.uint8),
+             y=np.array([967]))
+    calls: list[dict] = []
+    real = faithfulness.deletion_insertion
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(faithfulness, "deletion_insertion", spy)
+        assert main(["--images", str(path), "--out", str(tmp / "out"), "--workers", "0", "--no-progress",
+                     "--methods", "score", "--reduction", "l2", "--precision", "fast", "--faithfulness",
+                     "--faithfulness-steps", "2"]) == 0
+    return tmp / "out", calls
+
+
+def test_manifest_defines_the_maps_by_the_reduction_used(l2_fast_run: tuple[Path, list[dict]]):
+    from saliency_core.export import map_definitions
+
+    definitions = load_results(l2_fast_run[0]).manifest["definitions"]
+    assert definitions["score"] == map_definitions(("score",), "l2")["score"]
+    assert "L2" in definitions["score"] and "max" not in definitions["score"]
+    assert "loss" not in definitions  # only the maps this run made
+
+
+def test_faithfulness_runs_in_the_precision_of_the_maps(l2_fast_run: tuple[Path, list[dict]]):
+    out, calls = l2_fast_run
+    assert [c.get("order", "map") for c in calls] == ["map", "random"]
+    assert [c.get("precision") for c in calls] == ["fast", "fast"]
+    assert load_results(out).results[["score_deletion_auc", "random_insertion_auc"]].notna().all().all()
+
+
 def test_two_nodes_through_torchrun_rendezvous(single: Path, dataset: Path, tmp_path: Path):
     """Two torchrun launches that meet through c10d rendezvous, as two machines would."""
     import socket
