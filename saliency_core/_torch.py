@@ -1,6 +1,8 @@
 """Small torch helpers shared by the gradient, faithfulness and sanity code.
 
-Batch validation and the engine's top-1 target (:data:`TOP1_TARGET`); the
+What the engine accepts as a model (:data:`ModelLike`: a bare module or a
+:class:`LoadedModelLike` such as ``models.LoadedModel``, resolved in one
+place); batch validation and the engine's top-1 target (:data:`TOP1_TARGET`); the
 precision modes (:data:`PRECISIONS`, :func:`precision_context`); the model's
 device, dtype and layout; CUDA synchronisation for timing; chunked runs
 that back off on out-of-memory.
@@ -12,7 +14,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import TypeVar
+from typing import Protocol, TypeVar, Union, runtime_checkable
 
 import torch
 
@@ -57,13 +59,47 @@ def validate_batch(X: torch.Tensor, y: torch.Tensor | Sequence[int]) -> torch.Te
     return y.long()
 
 
-def unwrap_module(model: object) -> torch.nn.Module:
-    """The module of a :class:`~saliency_core.models.LoadedModel`, or the module itself."""
-    inner = getattr(model, "model", None)
-    module = inner if isinstance(inner, torch.nn.Module) else model
+@runtime_checkable
+class LoadedModelLike(Protocol):
+    """A classifier with what the engine can use beyond the module (``saliency_core.models.LoadedModel``).
+
+    model : the frozen, eval-mode module returning (N, C) logits
+    preprocessing : has ``mean`` and ``std`` (three floats each), the input normalisation
+    module_for(precision) : the module to run for a precision mode (e.g. a channels_last copy)
+    """
+
+    model: torch.nn.Module
+    preprocessing: object
+
+    def module_for(self, precision: str) -> torch.nn.Module: ...
+
+
+#: What every engine function takes as ``model``.
+ModelLike = Union[torch.nn.Module, LoadedModelLike]  # noqa: UP007 -- a runtime alias, kept readable
+
+
+def unwrap_module(model: ModelLike) -> torch.nn.Module:
+    """The module of a :class:`LoadedModelLike`, or the module itself."""
+    module = model.model if isinstance(model, LoadedModelLike) else model
     if not isinstance(module, torch.nn.Module):
         raise InvalidInputError(f"model must be a torch.nn.Module or a LoadedModel, got {type(model).__name__}")
     return module
+
+
+def preprocessing_of(model: ModelLike) -> object | None:
+    """The input normalisation of a :class:`LoadedModelLike` (``.mean``, ``.std``); None for a bare module."""
+    return model.preprocessing if isinstance(model, LoadedModelLike) else None
+
+
+def require_eval(module: torch.nn.Module) -> None:
+    """Refuse a module with any submodule in train mode.
+
+    The model is shared: in train mode BatchNorm would update its running
+    statistics (even under inference_mode) and dropout would make results
+    random. The caller's mode is never toggled here.
+    """
+    if any(m.training for m in module.modules()):
+        raise InvalidInputError("the model must be in eval mode (call model.eval() once, beforehand)")
 
 
 def device_of(module: torch.nn.Module) -> torch.device:
@@ -162,15 +198,14 @@ def precision_context(device: torch.device, precision: str) -> Iterator[None]:
         yield
 
 
-def module_for(model: object, precision: str) -> torch.nn.Module:
+def module_for(model: ModelLike, precision: str) -> torch.nn.Module:
     """The module to run for a precision mode.
 
     A :class:`~saliency_core.models.LoadedModel` picks its variant
     (``LoadedModel.module_for``: a channels_last copy for "fast" on CUDA);
     a bare module is returned as is.
     """
-    variant = getattr(model, "module_for", None)
-    return variant(precision) if callable(variant) else unwrap_module(model)
+    return model.module_for(precision) if isinstance(model, LoadedModelLike) else unwrap_module(model)
 
 
 def synchronize(device: torch.device | str) -> None:

@@ -103,11 +103,6 @@ def map_definitions(methods: Sequence[str] = METHODS, reduction: str = "max") ->
     return {m: f"per pixel, {_REDUCTION_TEXT[reduction]}, where {_GRADIENT_TEXT[m]}" for m in methods}
 
 
-# Deprecated: true only for reduction="max". Use map_definitions(methods, reduction);
-# kept until saliency_core.batch's manifest calls it.
-MAP_DEFINITIONS = map_definitions(METHODS, "max")
-
-
 def package_versions(names: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, str]:
     """Installed versions of the packages that shape a result (without importing them)."""
     out = {"python": platform.python_version()}

@@ -27,12 +27,15 @@ import torch.nn.functional as F
 
 from saliency_core._torch import (
     TOP1_TARGET,
+    ModelLike,
     check_precision,
     device_of,
     input_dtype_of,
     memory_format_of,
     module_for,
     precision_context,
+    preprocessing_of,
+    require_eval,
     run_in_chunks,
     validate_batch,
 )
@@ -92,12 +95,6 @@ class FaithfulnessResult:
 # --- helpers -------------------------------------------------------------------
 
 
-def _check_eval(module: torch.nn.Module) -> None:
-    # In train mode BatchNorm would update the shared model's running
-    # statistics even under inference_mode, and dropout would make the curves
-    # random: refuse rather than toggle the caller's mode.
-    if any(m.training for m in module.modules()):
-        raise InvalidInputError("the model must be in eval mode (call model.eval() once, beforehand)")
 
 
 
@@ -119,12 +116,12 @@ def _validate_maps(maps: MapsLike | None, shape: tuple[int, int, int]) -> torch.
     return maps
 
 
-def _mean_std(model: object, mean: Sequence[float] | None,
+def _mean_std(model: ModelLike, mean: Sequence[float] | None,
               std: Sequence[float] | None) -> tuple[Sequence[float], Sequence[float]] | None:
     if (mean is None) != (std is None):
         raise InvalidInputError("give both mean and std, or neither")
     if mean is None:
-        prep = getattr(model, "preprocessing", None)
+        prep = preprocessing_of(model)
         if prep is None or not hasattr(prep, "mean") or not hasattr(prep, "std"):
             return None
         mean, std = prep.mean, prep.std
@@ -293,7 +290,7 @@ def _forward_target_probs(module: torch.nn.Module, rows: int, build: Callable[[i
 # --- public API ------------------------------------------------------------------
 
 
-def deletion_insertion(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | Sequence[int],
+def deletion_insertion(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int],
                        maps: MapsLike | None, steps: int = 20, baseline: str = "blur", *,
                        order: str = "map", batch_size: int = 64, progress: Progress | None = None,
                        seed: int = 0, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
@@ -344,7 +341,7 @@ def deletion_insertion(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor 
     """
     check_precision(precision)
     module = module_for(model, precision)
-    _check_eval(module)
+    require_eval(module)
     y = validate_batch(X, y)
     if baseline not in BASELINES:
         raise InvalidInputError(f"baseline must be one of {BASELINES}, got {baseline!r}")
@@ -419,7 +416,7 @@ def deletion_insertion(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor 
     )
 
 
-def compare_orders(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | Sequence[int],
+def compare_orders(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int],
                    maps: Mapping[str, MapsLike], steps: int = 20, baseline: str = "blur", *,
                    random: bool = True, batch_size: int = 64, progress: Progress | None = None, seed: int = 0,
                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,

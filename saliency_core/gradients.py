@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from saliency_core._torch import PRECISIONS as PRECISIONS
 from saliency_core._torch import TOP1_TARGET as TOP1_TARGET
 from saliency_core._torch import (
+    ModelLike,
     autocast_context,
     check_precision,
     device_of,
@@ -143,7 +144,7 @@ def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, method
     return logits.detach(), y, grads
 
 
-def compute_saliency(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | Sequence[int],
+def compute_saliency(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int],
                      methods: Sequence[str] = METHODS, *, reduction: str = "max",
                      precision: str = "exact", max_batch: int | None = None) -> SaliencyResult:
     """Input-gradient saliency for several objectives from one forward pass.

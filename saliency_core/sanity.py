@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from saliency_core._torch import check_precision, unwrap_module
+from saliency_core._torch import ModelLike, check_precision, require_eval, unwrap_module
 from saliency_core.errors import InvalidInputError
 from saliency_core.gradients import METHODS, compute_saliency
 from saliency_core.stats import agreement
@@ -200,7 +200,7 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return scores["spearman"], scores["ssim"]
 
 
-def cascading_randomization(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor | Sequence[int], *,
+def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int], *,
                             methods: Sequence[str] = METHODS, reduction: str = "max",
                             max_stages: int | None = DEFAULT_MAX_STAGES, seed: int = 0,
                             progress: Progress | None = None, max_batch: int | None = None,
@@ -243,10 +243,7 @@ def cascading_randomization(model: torch.nn.Module, X: torch.Tensor, y: torch.Te
     check_precision(precision)
     methods = tuple(methods)
     module = unwrap_module(model)
-    if any(m.training for m in module.modules()):
-        # Stage 0 runs the given model: in train mode its BatchNorm layers
-        # would update the shared running statistics.
-        raise InvalidInputError("the model must be in eval mode (call model.eval() once, beforehand)")
+    require_eval(module)  # stage 0 runs the given model itself
 
     # Stage 0 runs the given model itself (compute_saliency only reads it);
     # this also validates X, y, methods and reduction before any copying.

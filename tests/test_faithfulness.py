@@ -174,7 +174,8 @@ def test_zeros_means_black_when_the_normalisation_is_known(toy, data):
     base = make_baseline(X, "zeros", mean=mean, std=std)
     assert torch.equal(base, torch.full_like(X, -1.0))
     assert torch.equal(make_baseline(X, "zeros"), torch.zeros_like(X))
-    wrapped = SimpleNamespace(model=toy, preprocessing=SimpleNamespace(mean=mean, std=std))
+    wrapped = SimpleNamespace(model=toy, preprocessing=SimpleNamespace(mean=mean, std=std),
+                              module_for=lambda precision: toy)  # what saliency_core._torch.LoadedModelLike asks
     res = deletion_insertion(wrapped, X, y, true_map, 4, "zeros")
     explicit = deletion_insertion(toy, X, y, true_map, 4, "zeros", mean=mean, std=std)
     np.testing.assert_array_equal(res.deletion, explicit.deletion)
