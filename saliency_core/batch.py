@@ -55,7 +55,8 @@ from saliency_core.imagefolder import (
     imagenet_wnids,
     item_path,
 )
-from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, load_model, normalize, pick_device
+from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, load_model, pick_device
+from saliency_core.preprocessing import normalize
 
 METHODS = gradients.METHODS
 # The options that change the numbers: a restarted job must use the same ones.
@@ -116,8 +117,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     bar.add_argument("--progress", dest="progress", action="store_true", default=None)
     bar.add_argument("--no-progress", dest="progress", action="store_false")
     a = p.parse_args(argv)
-    methods = tuple(m.strip() for m in a.methods.split(",") if m.strip())
-    if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
+    try:
+        methods = gradients.check_methods([m.strip() for m in a.methods.split(",") if m.strip()])
+    except SaliencyError:
         p.error(f"--methods: expected a comma-separated subset of {','.join(METHODS)}, got {a.methods!r}")
     for name in ("batch_size", "faithfulness_steps", "part_size"):
         if getattr(a, name) < 1:

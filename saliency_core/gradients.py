@@ -96,11 +96,17 @@ def reduce_channels(grad: torch.Tensor, reduction: str = "max") -> torch.Tensor:
     raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
+def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
+    """``methods`` as a tuple, if it is a non-empty list of distinct names from :data:`METHODS`."""
+    if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
+        raise InvalidInputError(f"methods must be distinct names from {METHODS}, got {tuple(methods)}")
+    return tuple(methods)
+
+
 def _validate(X: torch.Tensor, y: torch.Tensor | Sequence[int], methods: Sequence[str],
               reduction: str, precision: str) -> torch.Tensor:
     y = validate_batch(X, y)
-    if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
-        raise InvalidInputError(f"methods must be distinct names from {METHODS}, got {tuple(methods)}")
+    check_methods(methods)
     if reduction not in REDUCTIONS:
         raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     check_precision(precision)

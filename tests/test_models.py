@@ -17,9 +17,9 @@ from saliency_core.models import (
     imagenet_categories,
     list_models,
     load_model,
-    normalize,
     pick_device,
 )
+from saliency_core.preprocessing import normalize
 
 REQUIRED = ["squeezenet1_1", "resnet18", "resnet50", "vgg16", "mobilenet_v3_large",
             "efficientnet_b0", "convnext_tiny", "vit_b_16"]
