@@ -7,9 +7,17 @@ Run with ``pytest -m browser``. Needs Debian's Chromium at /usr/bin/chromium
 Full-page screenshots of every page land in ``artifacts/screenshots/`` and
 the server's log in ``artifacts/browser-server.log``.
 
-The first test asks a fresh server for a page URL before anything else (see
-``pages/ui/navigation.py``); it starts a server of its own when the shared one has
-already served a page (for example under ``-k``).
+One server and one Chromium serve the whole file; each test gets a fresh
+browser context (no cookies, no session state). The first test asks the fresh
+server for a page URL before anything else (see ``pages/ui/navigation.py``); it
+starts a server of its own when the shared one has already served a page (for
+example under ``-k``). Every other test gets the server once a page has run on it
+(torch imported, the model loaded), so its own waits do not pay for the cold start.
+
+Waits are on the app's own state (the script has finished, nothing is stale),
+never fixed sleeps. Their timeouts are generous, for a 2-core machine that is
+busy with something else, and bounded: the whole file gives up after
+``BUDGET_S``.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -33,7 +41,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
@@ -49,8 +57,13 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 VIEWPORT = {"width": 1500, "height": 1000}
-STARTUP_TIMEOUT_S = 90
-WAIT_MS = 60_000  # the first model load and gradient computations take a few seconds on 2 cores
+STARTUP_TIMEOUT_S = 120  # until the server answers its health check
+# How long one page run (or one upload) may take. Idle, each takes 1-15 s on 2 cores; a busy machine
+# (another process on both cores) makes that three to four times longer.
+WAIT_MS = 120_000
+COLD_WAIT_MS = 240_000  # the first page on a new server also imports torch and loads the model
+FAITHFULNESS_WAIT_MS = 240_000  # deletion/insertion curves and the randomisation check: the slowest page
+BUDGET_S = 20 * 60  # all browser tests together; a wedged server must not hold CI for hours
 
 IDLE_APP = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 RUNNING = '[data-testid="stStatusWidget"], [data-stale="true"]'  # the running indicator, stale elements
@@ -62,19 +75,31 @@ EXCEPTION = '[data-testid="stException"]'
 UPLOAD_INPUT = '[data-testid="stFileUploaderDropzoneInput"]'
 HEATMAP = ".st-key-heatmap .js-plotly-plot"
 
-# Path, title (h1) and what must be on screen once the page has run, for the default sample photo.
+# Path, title (h1), what must be on screen once the page has run for the default sample photo,
+# and how long that may take.
 PAGES = [
-    ("/", "Which pixels drive the classifier's decision?", {'[data-testid="stMetric"]': 3}),
-    ("/saliency", "Saliency map", {PLOT: 1, DATAFRAME: 1}),
-    ("/compare", "Score gradient vs loss gradient", {PLOT: 4, DATAFRAME: 1}),
-    ("/gallery", "Gallery", {PLOT: 1}),
-    ("/statistics", "Per-pixel statistics", {PLOT: 2, DATAFRAME: 3}),
-    ("/faithfulness", "Which map tells the truth?", {PLOT: 4, DATAFRAME: 1}),
-    ("/dataset", "Dataset results", {PLOT: 2, DATAFRAME: 3}),
+    ("/", "Which pixels drive the classifier's decision?", {'[data-testid="stMetric"]': 3}, WAIT_MS),
+    ("/saliency", "Saliency map", {PLOT: 1, DATAFRAME: 1}, WAIT_MS),
+    ("/compare", "Score gradient vs loss gradient", {PLOT: 4, DATAFRAME: 1}, WAIT_MS),
+    ("/gallery", "Gallery", {PLOT: 1}, WAIT_MS),
+    ("/statistics", "Per-pixel statistics", {PLOT: 2, DATAFRAME: 3}, WAIT_MS),
+    ("/faithfulness", "Which map tells the truth?", {PLOT: 4, DATAFRAME: 1}, FAITHFULNESS_WAIT_MS),
+    ("/dataset", "Dataset results", {PLOT: 2, DATAFRAME: 3}, WAIT_MS),
 ]
 
 _SERVED: set[str] = set()  # base URLs that have been asked for a page
 UPLOAD_DIRS: dict[str, Path] = {}  # base URL -> its SALIENCY_UPLOAD_DIR
+_DEADLINE: list[float] = []  # time.monotonic() at which the browser tests give up (set by the browser fixture)
+
+
+def budget(timeout_ms: float) -> float:
+    """``timeout_ms``, cut to what is left of ``BUDGET_S``; fails the test once that is spent."""
+    if not _DEADLINE:
+        return timeout_ms
+    left_ms = (_DEADLINE[0] - time.monotonic()) * 1000
+    if left_ms <= 0:
+        pytest.fail(f"the browser tests ran past their budget of {BUDGET_S} s; not starting another wait")
+    return min(timeout_ms, left_ms)
 
 
 # --------------------------------------------------------------------------- server
@@ -118,8 +143,11 @@ def _print_log(request: pytest.FixtureRequest, log: Path, why: str) -> None:
 
 @contextlib.contextmanager
 def _streamlit(request: pytest.FixtureRequest, upload_dir: Path, log: Path,
-               results_dir: Path | None = None) -> Iterator[str]:
-    """A dashboard server on a free port; yields its base URL."""
+               results_dir: Path | None = None, while_starting: Callable[[], None] | None = None) -> Iterator[str]:
+    """A dashboard server on a free port; yields its base URL.
+
+    ``while_starting`` runs once the server process is launched, before waiting for it to answer.
+    """
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "SALIENCY_UPLOAD_DIR": str(upload_dir), "PYTHONUNBUFFERED": "1",
@@ -131,6 +159,8 @@ def _streamlit(request: pytest.FixtureRequest, upload_dir: Path, log: Path,
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        if while_starting is not None:
+            while_starting()
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not _healthy(url):
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -150,12 +180,16 @@ def app_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     """Base URL of a dashboard server shared by this module, uploads kept in a tmp folder."""
     upload_dir = tmp_path_factory.mktemp("uploads")
     results_dir = tmp_path_factory.mktemp("results")
-    from saliency_core.batch import main as batch_job
-    from saliency_core.imagefolder import write_sample_folder
+    images = tmp_path_factory.mktemp("dataset") / "images"
 
-    images = write_sample_folder(tmp_path_factory.mktemp("dataset") / "images", 12)
-    assert batch_job(["--images", str(images), "--out", str(results_dir / "samples"), "--no-progress"]) == 0
-    with _streamlit(request, upload_dir, SERVER_LOG, results_dir) as url:
+    def batch_results() -> None:  # for the Dataset page, made while the server starts (it reads them lazily)
+        from saliency_core.batch import main as batch_job
+        from saliency_core.imagefolder import write_sample_folder
+
+        write_sample_folder(images, 12)
+        assert batch_job(["--images", str(images), "--out", str(results_dir / "samples"), "--no-progress"]) == 0
+
+    with _streamlit(request, upload_dir, SERVER_LOG, results_dir, while_starting=batch_results) as url:
         UPLOAD_DIRS[url] = upload_dir
         yield url
 
@@ -170,8 +204,9 @@ def _no_browser(msg: str) -> None:
     pytest.skip(msg)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser():
+    """One Chromium for the whole session; tests open their own contexts in it."""
     if not CHROMIUM.exists():
         _no_browser(f"{CHROMIUM} is missing (apt-get install chromium)")
     try:
@@ -181,6 +216,7 @@ def browser():
 
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        _DEADLINE[:] = [time.monotonic() + BUDGET_S]
         try:
             yield b
         finally:
@@ -193,7 +229,7 @@ class Session:
     def __init__(self, browser, base_url: str) -> None:
         self.base_url = base_url
         self.context = browser.new_context(viewport=VIEWPORT)
-        self.context.set_default_timeout(WAIT_MS)
+        self.context.set_default_timeout(budget(WAIT_MS))
         self.page = self.context.new_page()
         self.js_errors: list[str] = []
         self.page.on("pageerror", lambda exc: self.js_errors.append(str(exc)))
@@ -207,10 +243,11 @@ class Session:
 
 
 @pytest.fixture
-def new_session(browser, app_url):
+def session_on(browser):
+    """Factory: ``session_on(base_url)`` is a new Session (a fresh browser context); closed after the test."""
     sessions: list[Session] = []
 
-    def make(base_url: str = app_url) -> Session:
+    def make(base_url: str) -> Session:
         s = Session(browser, base_url)
         sessions.append(s)
         return s
@@ -220,28 +257,59 @@ def new_session(browser, app_url):
         s.close()
 
 
+@pytest.fixture(scope="module")
+def warm_url(browser, app_url: str) -> str:
+    """``app_url`` once a page has run there: torch imported, the model loaded, the sample's maps cached.
+
+    After the first test this costs nothing (it opened a page); under ``-k`` it opens the home page.
+    """
+    if app_url not in _SERVED:
+        s = Session(browser, app_url)
+        try:
+            s.goto("/")
+            wait_idle(s.page, COLD_WAIT_MS)
+            wait_for_counts(s.page, PAGES[0][2], COLD_WAIT_MS)
+        finally:
+            s.close()
+    return app_url
+
+
+@pytest.fixture
+def new_session(session_on, warm_url):
+    """Factory: ``new_session()`` is a new Session on the shared, warmed-up server."""
+    return lambda: session_on(warm_url)
+
+
 # --------------------------------------------------------------------------- helpers
 
 
 def wait_idle(page, timeout: float = WAIT_MS) -> None:
-    """Wait until the script has finished running and nothing on screen is stale."""
-    page.wait_for_selector(IDLE_APP, timeout=timeout)
-    page.wait_for_function(f"() => !document.querySelector({RUNNING!r})", timeout=timeout)
-    page.wait_for_selector(IDLE_APP, timeout=timeout)
+    """Wait until the script has finished running and nothing on screen is stale.
+
+    ``timeout`` bounds the whole wait (one script run), not each of its steps.
+    """
+    end = time.monotonic() + budget(timeout) / 1000
+    for condition in (IDLE_APP, None, IDLE_APP):
+        left = max(1.0, (end - time.monotonic()) * 1000)
+        if condition is None:
+            page.wait_for_function(f"() => !document.querySelector({RUNNING!r})", timeout=left)
+        else:
+            page.wait_for_selector(condition, timeout=left)
 
 
 def wait_for_counts(page, counts: dict[str, int], timeout: float = WAIT_MS) -> None:
     """Wait until each selector matches at least n visible elements."""
     for selector, n in counts.items():
-        page.locator(selector).nth(n - 1).wait_for(state="visible", timeout=timeout)
+        page.locator(selector).nth(n - 1).wait_for(state="visible", timeout=budget(timeout))
 
 
-def opened(new_session, path: str, counts: dict[str, int]) -> Session:
+def opened(new_session, path: str, counts: dict[str, int], timeout: float = WAIT_MS) -> Session:
     """A new session on ``path``, once the page has run and shows ``counts`` elements."""
     s = new_session()
     s.goto(path)
-    wait_idle(s.page)
-    wait_for_counts(s.page, counts)
+    wait_idle(s.page, timeout)
+    wait_for_counts(s.page, counts, timeout)
+    wait_idle(s.page, timeout)
     return s
 
 
@@ -260,11 +328,16 @@ def screenshot(page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     height_js = """() => Math.max(window.innerHeight, ...['stMain', 'stSidebarContent'].map(id => {
         const e = document.querySelector(`[data-testid="${id}"]`); return e ? e.scrollHeight : 0; }))"""
+    next_frames = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
     try:
-        for _ in range(2):  # a taller viewport can reflow once
-            height = min(int(page.evaluate(height_js)), 12_000)
+        height = 0
+        for _ in range(3):  # a taller viewport can reflow; stop once the height holds
+            new_height = min(int(page.evaluate(height_js)), 12_000)
+            if new_height == height:
+                break
+            height = new_height
             page.set_viewport_size({"width": VIEWPORT["width"], "height": height})
-            page.wait_for_timeout(400)
+            page.evaluate(next_frames)
         page.screenshot(path=str(path), full_page=True)
     finally:
         page.set_viewport_size(VIEWPORT)
@@ -320,7 +393,7 @@ def wait_for_caption(page, name: str, timeout: float = WAIT_MS) -> None:
         """name => [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stMarkdownContainer"]')]
                    .some(e => e.innerText.startsWith(name + ' · '))""",
         arg=name,
-        timeout=timeout,
+        timeout=budget(timeout),
     )
 
 
@@ -336,17 +409,17 @@ def server_log_tracebacks(start: int) -> list[str]:
 # --------------------------------------------------------------------------- tests
 
 
-def test_first_request_to_a_page_url_renders_the_page(request, browser, app_url, new_session, tmp_path):
+def test_first_request_to_a_page_url_renders_the_page(request, app_url, session_on, tmp_path):
     """A fresh server whose very first visitor opens /compare (not /) shows the Compare page."""
     with contextlib.ExitStack() as stack:
         base = app_url
         if app_url in _SERVED:  # not fresh any more (test selection or order changed): use a server of our own
             base = stack.enter_context(_streamlit(request, tmp_path / "uploads", tmp_path / "server.log"))
-        s = new_session(base)
+        s = session_on(base)
         s.goto("/compare")
-        wait_idle(s.page)
-        wait_for_counts(s.page, {PLOT: 4, DATAFRAME: 1})
-        wait_idle(s.page)
+        wait_idle(s.page, COLD_WAIT_MS)
+        wait_for_counts(s.page, {PLOT: 4, DATAFRAME: 1}, COLD_WAIT_MS)
+        wait_idle(s.page, COLD_WAIT_MS)
         assert s.page.locator("h1").first.inner_text() == "Score gradient vs loss gradient"
         assert urlsplit(s.page.url).path == "/compare"
         assert s.page.locator(f'{SIDEBAR} [data-testid="stSidebarNavLink"]').count() == len(PAGES)
@@ -354,14 +427,15 @@ def test_first_request_to_a_page_url_renders_the_page(request, browser, app_url,
         screenshot(s.page, "00-cold-start-compare")
 
 
-@pytest.mark.parametrize(("path", "title", "expected"), PAGES, ids=[p[0].strip("/") or "home" for p in PAGES])
-def test_every_page_renders(new_session, path, title, expected):
+@pytest.mark.parametrize(("path", "title", "expected", "timeout"), PAGES,
+                         ids=[p[0].strip("/") or "home" for p in PAGES])
+def test_every_page_renders(new_session, path, title, expected, timeout):
     s = new_session()
     log_start = SERVER_LOG.stat().st_size
     s.goto(path)
-    wait_idle(s.page)
-    wait_for_counts(s.page, expected)
-    wait_idle(s.page)
+    wait_idle(s.page, timeout)
+    wait_for_counts(s.page, expected, timeout)
+    wait_idle(s.page, timeout)
     assert s.page.locator("h1").first.inner_text() == title
     assert_healthy(s, path)
     assert not server_log_tracebacks(log_start), server_log_tracebacks(log_start)
@@ -390,7 +464,7 @@ def test_upload_on_saliency_page(new_session):
     # A corrupt file: a readable error, no exception, no traceback.
     upload(page, "broken.png", np.random.default_rng(0).bytes(4096))
     error = page.locator('[data-testid="stAlertContentError"]').first
-    error.wait_for(state="visible", timeout=WAIT_MS)
+    error.wait_for(state="visible", timeout=budget(WAIT_MS))
     wait_idle(page)
     text = error.inner_text()
     assert "broken.png" in text and "not a recognised image" in text, text
