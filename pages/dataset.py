@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.ui import caches, handover, labels, sidebar
+from pages.ui.text import plain
 from saliency_core import dataset_view, plots, results
 from saliency_core.errors import SaliencyError
 from saliency_core.images import image_sha256
@@ -34,14 +35,14 @@ try:
     else:
         names = caches.results_folders()
         if not names:
-            st.info(f"No results under **{caches.results_dir()}** yet (set `SALIENCY_RESULTS_DIR` to look "
+            st.info(f"No results under **{plain(caches.results_dir())}** yet (set `SALIENCY_RESULTS_DIR` to look "
                     "elsewhere). Run the command above with `--out` inside that folder.")
         else:
-            name = st.selectbox(f"Results folder in {caches.results_dir()}", names, key="dataset_folder",
+            name = st.selectbox(f"Results folder in {plain(caches.results_dir())}", names, key="dataset_folder",
                                 persist_state="session")
             folder = caches.load_results_folder(name or names[0])
 except SaliencyError as exc:
-    st.error(str(exc))
+    st.error(plain(exc, 1000))
 if folder is None:
     st.stop()
 
@@ -62,13 +63,13 @@ c3.metric("Top-1 accuracy", "—" if top.accuracy is None else f"{top.accuracy:.
 if top.median_spearman is not None:
     c4.metric("Median Spearman ρ", f"{top.median_spearman:.3f}",
               help="Rank correlation between each image's score map and loss map, median over the images")
-title = REGISTRY[model_name].title if model_name in REGISTRY else (model_name or "unknown model")
+title = REGISTRY[model_name].title if model_name in REGISTRY else plain(model_name or "unknown model")
 if manifest:
     config = manifest.get("config", {})
     runs = manifest.get("runs", [])
-    st.caption(f"{title} · {manifest.get('dataset', {}).get('root', '')} · {config.get('reduction', 'max')} "
-               f"over RGB · {config.get('precision', 'exact')} precision · {len(runs)} run(s), last "
-               f"{runs[-1].get('status', '?') if runs else '?'}")
+    st.caption(f"{title} · {plain(manifest.get('dataset', {}).get('root', ''))} · "
+               f"{plain(config.get('reduction', 'max'))} over RGB · {plain(config.get('precision', 'exact'))} "
+               f"precision · {len(runs)} run(s), last {plain(runs[-1].get('status', '?') if runs else '?')}")
 else:
     st.caption(f"{title} · an uploaded results part (no manifest)")
 
@@ -108,22 +109,23 @@ st.caption("Click a column header to sort; select a row to see the image and ope
 def open_button(row: pd.Series, where: st.delta_generator.DeltaGenerator, key: str) -> None:
     label = None if pd.isna(row.get("label")) else int(row["label"])
     where.button("Open in Compare →", key=key, on_click=handover.open_in_compare,
-                 args=(row["path"], row["key"], label, model_name), disabled="path" not in row,
+                 args=(row.get("path"), row.get("key"), label, model_name), disabled=pd.isna(row.get("path")),
                  help="Analyse this image in the Compare page (the file must still be on this server).")
 
 
 selected = event.selection.rows if event is not None else []
 if selected:
     row = view.iloc[selected[0]]
+    fields = dataset_view.row_fields(row)
     d1, d2 = st.columns([1, 2])
     try:
-        d1.image(caches.dataset_thumbnail(row["path"]), caption=row["key"], width="stretch")
+        d1.image(caches.dataset_thumbnail(str(row.get("path"))), caption=plain(fields["key"]), width="stretch")
     except (OSError, SaliencyError) as exc:
-        d1.warning(f"The image can't be shown here: {exc}")
+        d1.warning(f"The image can't be shown here: {plain(exc, 1000)}")
     with d2:
-        st.markdown(f"**{row['key']}** · label {row.get('label_name') or '—'} · target **{row['target_name']}** "
-                    f"({row['target_source']}) · predicted {row['prediction_name']} "
-                    f"(p = {row['prob_prediction']:.3f})")
+        st.markdown(f"**{plain(fields['key'])}** · label {plain(fields['label'])} · target "
+                    f"**{plain(fields['target'])}** ({plain(fields['target_source'])}) · predicted "
+                    f"{plain(fields['prediction'])} (p = {fields['prob_prediction']})")
         st.dataframe(row.drop(labels=[c for c in ("key", "path") if c in row]).to_frame("value").astype(str),
                      height=240)
         open_button(row, st, "open_selected")
@@ -150,7 +152,7 @@ def pick(label: str, options: list[str], preferred: str, key: str) -> str | None
 
 def histogram(series: dict[str, np.ndarray], x_title: str, key: str) -> None:
     if not any(np.isfinite(v).any() for v in series.values()):
-        st.caption(f"No {x_title} values to draw for these images.")
+        st.caption(f"No {plain(x_title)} values to draw for these images.")
         return
     st.plotly_chart(plots.values_histogram_figure(series, bins=bins, x_title=x_title), key=key)
 
@@ -183,11 +185,12 @@ if "agree_spearman" in view:
     for i, (_, row) in enumerate(worst.iterrows()):
         with cols[i % 3]:
             try:
-                st.image(caches.dataset_thumbnail(row["path"]), width="stretch")
+                st.image(caches.dataset_thumbnail(str(row.get("path"))), width="stretch")
             except (OSError, SaliencyError):
                 st.caption("(image not available on this server)")
-            st.markdown(f"**{row['key']}**  \nSpearman ρ {row['agree_spearman']:.3f} · p_y "
-                        f"{row['prob_target']:.3f} · {row['target_name']}")
+            fields = dataset_view.row_fields(row)
+            st.markdown(f"**{plain(fields['key'])}**  \nSpearman ρ {fields['agree_spearman']} · p_y "
+                        f"{fields['prob_target']} · {plain(fields['target'])}")
             open_button(row, st, f"open_worst_{i}")
     st.caption("Lowest Spearman correlation between the two maps first. A confident, correct prediction "
                "(p_y near 1) shrinks the target term of the loss gradient, so the other classes shape its map.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
 from pages.ui import caches, image_sources, labels, sidebar
@@ -14,7 +15,7 @@ st.title("Gallery")
 st.markdown("Every image with its class name over its **score** and **loss** maps, as in the cs231n "
             "*Network Visualization* figure. Targets are the true labels.")
 
-choices = image_sources.gallery_choices()
+choices = image_sources.gallery_choices(v.model)
 sets = list(choices)
 if len(sets) > 1:
     picked = st.segmented_control("Images", sets, key="gallery_set", default=sets[0], required=True,
@@ -30,7 +31,7 @@ analyses = []
 for start in range(0, len(items), CHUNK):
     chunk = items[start:start + CHUNK]
     analyses += caches.analyse_many(tuple(c.key for c in chunk), v.model.name, tuple(c.label for c in chunk),
-                                    v.reduction, v.precision, tuple(c.image for c in chunk))
+                                    v.reduction, v.precision, np.stack([c.crop for c in chunk]))
     progress.progress(len(analyses) / len(items), text=f"{len(analyses)} of {len(items)} images")
 progress.empty()
 

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.ui import labels, sidebar
+from pages.ui.text import plain
 from saliency_core import export, plots
 
 v, a = sidebar.analysis_page("Saliency map", one_method=True)
@@ -54,5 +55,5 @@ with right:
     d2.download_button("Download map and gradients (CSV)", lambda: export.map_csv(saliency, grads), f"{stem}.csv",
                        "text/csv", on_click="ignore", width="stretch")
     st.caption(f"{saliency.shape[1]}×{saliency.shape[0]} map over the {a.display.shape[1]}×{a.display.shape[0]} "
-               f"crop of {v.image.title} that the model saw. Hover for x, y, the value and ∂/∂R, ∂/∂G, ∂/∂B. "
+               f"crop of {plain(v.image.title)} that the model saw. Hover for x, y, the value and ∂/∂R, ∂/∂G, ∂/∂B. "
                f"{label}: computed in {a.seconds * 1000:.0f} ms ({a.precision}, {a.reduction} over RGB).")

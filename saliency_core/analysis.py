@@ -76,7 +76,7 @@ class ImageAnalysis:
         return [(int(i), self.categories[int(i)], float(self.probs[i])) for i in idx]
 
 
-def analyse(model: LoadedModel, images: Sequence[Image.Image], targets: Sequence[int | None],
+def analyse(model: LoadedModel, images: Sequence[Image.Image] | np.ndarray, targets: Sequence[int | None],
             labels: Sequence[int | None] | None = None, *, reduction: str = "max",
             precision: str = "exact", max_batch: int | None = 32) -> list[ImageAnalysis]:
     """Both maps, probabilities and the loss-gradient terms for a batch of images.
@@ -84,7 +84,10 @@ def analyse(model: LoadedModel, images: Sequence[Image.Image], targets: Sequence
     Parameters
     ----------
     model : a loaded model (see :func:`saliency_core.models.load_model`)
-    images : RGB PIL images, any size (cropped as the model expects)
+    images : RGB PIL images, any size (cropped as the model expects); or the
+        model's crops already made, (N, crop, crop, 3) uint8 as
+        :meth:`~saliency_core.models.LoadedModel.crop_array` returns them
+        (the dashboard keeps those instead of full-size uploads)
     targets : class per image; None or :data:`AUTO_TARGET` (-1) for
         automatic: the true label when ``labels`` gives one, else the top-1
         prediction (asked of the engine as
@@ -94,7 +97,7 @@ def analyse(model: LoadedModel, images: Sequence[Image.Image], targets: Sequence
     labels = list(labels) if labels is not None else [None] * len(images)
     chosen = [AUTO_TARGET if t is None else int(t) for t in targets]
     y = [_engine_target(t, lab) for t, lab in zip(chosen, labels, strict=True)]
-    batch = model.preprocess(list(images))
+    batch = model.prepare_crops(images) if isinstance(images, np.ndarray) else model.preprocess(list(images))
     # GPU work is asynchronous: wait for it before each clock read, so the
     # time is that of the work done, not of queueing it.
     synchronize(model.device)

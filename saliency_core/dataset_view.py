@@ -142,3 +142,35 @@ def other_columns(columns: Sequence[str]) -> list[str]:
 def histogram_bins(n: int) -> int:
     """About 2·sqrt(n) bins, between 10 and 50: readable for 12 images or 50,000."""
     return max(10, min(50, round(2 * max(0, n) ** 0.5)))
+
+
+def _number(value: object, fmt: str) -> str:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "—"
+    return "—" if math.isnan(number) else format(number, fmt)
+
+
+def _name(value: object) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA \
+        or str(value) == "" else str(value)
+
+
+def row_fields(row: pd.Series) -> dict[str, str]:
+    """The fields the Dataset page shows for one image, as text; "—" for what the table lacks.
+
+    Keys: key, label, target, target_source, prediction, prob_prediction,
+    prob_target, agree_spearman. Text comes from the results file as it is:
+    the page escapes it before rendering.
+    """
+    return {
+        "key": _name(row.get("key")),
+        "label": _name(row.get("label_name")),
+        "target": _name(row.get("target_name", row.get("target"))),
+        "target_source": _name(row.get("target_source")),
+        "prediction": _name(row.get("prediction_name", row.get("prediction"))),
+        "prob_prediction": _number(row.get("prob_prediction"), ".3f"),
+        "prob_target": _number(row.get("prob_target"), ".3f"),
+        "agree_spearman": _number(row.get("agree_spearman"), ".3f"),
+    }

@@ -1,35 +1,71 @@
-"""A small thread-safe least-recently-used cache, bounded by entries.
+"""A small thread-safe least-recently-used cache, bounded by entries and, optionally, by bytes.
 
-The dashboard keeps slow results that are computed with a progress bar
-(faithfulness curves, randomisation checks) here: ``st.cache_data`` replays
-the elements a cached function draws, so such a function can't be cached
-with it. Every session of a server shares one instance.
+The dashboard keeps here what must not grow without limit on a shared server:
+slow results computed with a progress bar (``st.cache_data`` replays the
+elements a cached function draws, so such a function can't be cached with
+it), and decoded uploads, whose size depends on what people upload. Every
+session of a server shares one instance.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
+
+
+def approximate_bytes(value: object) -> int:
+    """Memory held by ``value``: numpy arrays and PIL images by their pixel buffers, containers summed.
+
+    Dataclass-like objects count their attributes. An estimate for bounding a
+    cache, not an exact ``tracemalloc`` figure.
+    """
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return len(value)
+    size_of_image = getattr(value, "size", None)
+    mode = getattr(value, "mode", None)
+    if isinstance(size_of_image, tuple) and isinstance(mode, str):  # a PIL image
+        return size_of_image[0] * size_of_image[1] * max(1, len(getattr(value, "getbands", lambda: "RGB")())) + 256
+    if isinstance(value, dict):
+        return sum(approximate_bytes(v) for v in value.values()) + 64
+    if isinstance(value, (list, tuple)):
+        return sum(approximate_bytes(v) for v in value) + 56
+    attrs = getattr(value, "__dict__", None)
+    if attrs:
+        return sum(approximate_bytes(v) for v in attrs.values()) + 56
+    return sys.getsizeof(value)
 
 
 class LRUCache(Generic[T]):
     """``get_or_compute(key, compute)``: the value cached for ``key``, else ``compute()`` stored.
 
-    Holds at most ``max_entries`` values; the least recently used goes first.
-    ``compute`` runs outside the lock, so other threads keep reading while a
-    slow value is computed (two threads asking for the same new key at once
-    may both compute it; the values are equal, the last one is kept).
+    Holds at most ``max_entries`` values and, with ``max_bytes``, at most
+    that many bytes by ``size_of`` (default :func:`approximate_bytes`); the
+    least recently used go first. A single value larger than ``max_bytes``
+    is returned but not kept. ``compute`` runs outside the lock, so other
+    threads keep reading while a slow value is computed (two threads asking
+    for the same new key at once may both compute it; the last one is kept).
     """
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int, max_bytes: int | None = None,
+                 size_of: Callable[[object], int] = approximate_bytes) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1 or None, got {max_bytes}")
         self.max_entries = max_entries
-        self._data: OrderedDict[Hashable, T] = OrderedDict()
+        self.max_bytes = max_bytes
+        self._size_of = size_of
+        self._data: OrderedDict[Hashable, tuple[T, int]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -40,19 +76,31 @@ class LRUCache(Generic[T]):
         with self._lock:
             return key in self._data
 
+    @property
+    def nbytes(self) -> int:
+        """The bytes held now, by ``size_of``."""
+        with self._lock:
+            return self._bytes
+
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self._bytes = 0
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], T]) -> T:
         with self._lock:
             if key in self._data:
                 self._data.move_to_end(key)
-                return self._data[key]
+                return self._data[key][0]
         value = compute()
+        size = self._size_of(value) if self.max_bytes is not None else 0
+        if self.max_bytes is not None and size > self.max_bytes:
+            return value
         with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.max_entries:
-                self._data.popitem(last=False)
+            if key in self._data:
+                self._bytes -= self._data.pop(key)[1]
+            self._data[key] = (value, size)
+            self._bytes += size
+            while len(self._data) > self.max_entries or (self.max_bytes is not None and self._bytes > self.max_bytes):
+                self._bytes -= self._data.popitem(last=False)[1][1]
         return value

@@ -140,6 +140,10 @@ class LoadedModel:
         """The resized, centre-cropped RGB image the model sees (H x W = crop x crop)."""
         return crop_image(image, self.spec.preprocessing)
 
+    def crop_array(self, image: Image.Image) -> np.ndarray:
+        """:meth:`crop` as an (crop, crop, 3) uint8 array (its own, writable copy)."""
+        return np.array(self.crop(image), dtype=np.uint8)
+
     def preprocess(self, images: Image.Image | Sequence[Image.Image]) -> PreparedBatch:
         """Turn PIL images into the model's input batch and the crops it saw.
 
@@ -149,7 +153,23 @@ class LoadedModel:
         """
         if isinstance(images, Image.Image):
             images = [images]
-        crops = np.stack([np.asarray(self.crop(im), dtype=np.uint8) for im in images])
+        return self.prepare_crops(np.stack([self.crop_array(im) for im in images]))
+
+    def prepare_crops(self, crops: np.ndarray) -> PreparedBatch:
+        """The input batch for crops already made by :meth:`crop_array`.
+
+        Parameters
+        ----------
+        crops : (N, crop, crop, 3) uint8
+
+        Raises
+        ------
+        InvalidInputError : another shape or dtype.
+        """
+        size = self.spec.preprocessing.crop
+        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
+            raise InvalidInputError(f"crops must be (N, {size}, {size}, 3) uint8 for {self.name}, "
+                                    f"got {crops.shape} {crops.dtype}")
         return PreparedBatch(x=normalize(crops, self.spec.preprocessing), display=crops)
 
 

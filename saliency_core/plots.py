@@ -17,6 +17,7 @@ their "_r" reverses); the default "hot" matches the cs231n notebook's
 from __future__ import annotations
 
 import base64
+import html
 import io
 import math
 from collections.abc import Mapping, Sequence
@@ -108,7 +109,7 @@ def _nonempty(maps: Mapping[str, object], name: str = "maps") -> None:
 
 
 def _hovertemplate(label: str, with_gradients: bool) -> str:
-    template = f"x=%{{x}}, y=%{{y}}<br>{label}=%{{z:.4g}}"
+    template = f"x=%{{x}}, y=%{{y}}<br>{_template_text(label)}=%{{z:.4g}}"
     if with_gradients:
         template += "<br>" + ", ".join(f"∂/∂{ch}=%{{customdata[{i}]:.3g}}" for i, ch in enumerate(CHANNELS))
     return template + "<extra></extra>"
@@ -163,10 +164,30 @@ def _anchor_squares(fig: go.Figure, n_axes: int) -> None:
 HOVER_LABEL = dict(bgcolor="white", bordercolor="#333333", font=dict(color="#111111"))
 
 
+def as_text(value: object) -> str:
+    """``value`` as Plotly shows it literally: Plotly renders a subset of HTML (links included) in titles,
+    names and annotations, so ``<``, ``>`` and ``&`` are escaped. Names of files, classes and columns
+    come from uploads and datasets: they are data."""
+    return html.escape(str(value), quote=False)
+
+
+def _template_text(value: object) -> str:
+    """:func:`as_text` for a hover template, where ``%{`` would start a variable."""
+    return as_text(value).replace("%{", "% {")
+
+
 def _finish(fig: go.Figure, title: str | None, **layout: object) -> go.Figure:
+    """Template, margins, hover style; every title, trace name and annotation given by a caller as text."""
     layout.setdefault("margin", dict(l=10, r=10, t=50 if title else 30, b=10))
     layout.setdefault("hoverlabel", HOVER_LABEL)
-    fig.update_layout(template=TEMPLATE, title=dict(text=title) if title else None, **layout)
+    fig.update_layout(template=TEMPLATE, title=dict(text=as_text(title)) if title else None, **layout)
+    for trace in fig.data:
+        if trace.name is not None:
+            trace.name = as_text(trace.name)
+    for annotation in fig.layout.annotations:
+        annotation.text = as_text(annotation.text)
+    fig.for_each_xaxis(lambda axis: axis.title.text is not None and axis.title.update(text=as_text(axis.title.text)))
+    fig.for_each_yaxis(lambda axis: axis.title.text is not None and axis.title.update(text=as_text(axis.title.text)))
     return fig
 
 
@@ -448,7 +469,8 @@ def _overlaid_histograms(values: Mapping[str, np.ndarray], bins: int, x_title: s
                 y=table["count"].to_numpy(),
                 width=end - start,
                 customdata=np.stack([start, end], axis=-1),
-                hovertemplate="[%{customdata[0]:.3g}, %{customdata[1]:.3g}): %{y}<extra>" + name + "</extra>",
+                hovertemplate="[%{customdata[0]:.3g}, %{customdata[1]:.3g}): %{y}<extra>" + _template_text(name)
+                + "</extra>",
                 name=name,
                 opacity=0.55,
             )
@@ -475,7 +497,7 @@ def concentration_figure(maps: Mapping[str, np.ndarray]) -> go.Figure:
                 y=y,
                 mode="lines",
                 name=name,
-                hovertemplate="top %{x:.0%} of pixels hold %{y:.1%}<extra>" + name + "</extra>",
+                hovertemplate="top %{x:.0%} of pixels hold %{y:.1%}<extra>" + _template_text(name) + "</extra>",
             )
         )
     fig.add_trace(
@@ -573,7 +595,8 @@ def curves_figure(fractions: np.ndarray, curves: Mapping[str, np.ndarray], *, ti
             raise InvalidInputError(f"curves[{name!r}]: expected shape {x.shape} like fractions, got {y.shape}")
         dash = "dot" if name.startswith("random") else None
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=name, line=dict(dash=dash),
-                                 hovertemplate=f"{name}<br>{x_title} %{{x:.3g}}: %{{y:.4f}}<extra></extra>"))
+                                 hovertemplate=f"{_template_text(name)}<br>{_template_text(x_title)} "
+                                               "%{x:.3g}: %{y:.4f}<extra></extra>"))
     fig.update_xaxes(title_text=x_title, range=list(x_range) if x_range else None)
     fig.update_yaxes(title_text=y_title, rangemode="tozero")
     return _finish(fig, title, height=380)

@@ -85,7 +85,9 @@ def normalize(crops: np.ndarray, prep: Preprocessing, device: str | torch.device
     The uint8 crops travel to the device first (a quarter of the float32
     bytes; pinned for CUDA) and are scaled there.
     """
-    x = torch.from_numpy(np.ascontiguousarray(crops))
+    crops = np.ascontiguousarray(crops)
+    # torch wants writable memory; a read-only view (np.asarray of a PIL image, a cached crop) is copied.
+    x = torch.from_numpy(crops if crops.flags.writeable else crops.copy())
     device = torch.device(device)
     if device.type == "cuda":
         x = x.pin_memory()

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from saliency_core.analysis import analyse, signed_channel_max
+from saliency_core.errors import InvalidInputError
 from saliency_core.gradients import compute_saliency
 from saliency_core.samples import sample_by_name
 
@@ -110,3 +111,17 @@ def test_auto_target_and_the_engines_top1_are_separate_names(lite0, monkeypatch)
     assert seen == [[TOP1_TARGET, coffee.label, 5]]
     assert out[0].target == out[0].prediction and out[0].target_auto
     assert out[1].target == coffee.label and out[1].target_auto and not out[2].target_auto
+
+
+def test_crops_made_beforehand_give_the_same_analysis_as_the_images(lite0):
+    images = [sample_by_name("coffee").image, sample_by_name("chelsea").image]
+    crops = np.stack([lite0.crop_array(im) for im in images])
+    from_images = analyse(lite0, images, [None, 281])
+    from_crops = analyse(lite0, crops, [None, 281])
+    for a, b in zip(from_images, from_crops, strict=True):
+        np.testing.assert_array_equal(a.display, b.display)
+        for m in ("score", "loss"):
+            np.testing.assert_array_equal(a.maps[m], b.maps[m])
+        assert a.target == b.target
+    with pytest.raises(InvalidInputError, match="crops must be"):
+        analyse(lite0, crops[:, :100], [None, None])

@@ -94,3 +94,13 @@ def test_per_class_of_a_minimal_table_does_not_raise():
 def test_most_disagreeing_puts_unknown_agreement_last(frame):
     assert list(dv.most_disagreeing(frame, 4)["key"]) == ["n02/c.jpg", "loose/d.jpg", "n01/a.jpg", "n01/B.jpg"]
     assert dv.most_disagreeing(frame.drop(columns="agree_spearman")).empty
+
+
+def test_row_fields_fill_what_a_minimal_table_lacks(frame):
+    full = dv.row_fields(frame.iloc[0])
+    assert full["key"] == "n01/a.jpg" and full["target"] == "goldfish" and full["prob_target"] == "0.900"
+    assert full["prediction"] == "—" and full["label"] == "—"
+    minimal = dv.row_fields(pd.Series({"key": "a", "target": 3, "prediction": 7}))
+    assert minimal == {"key": "a", "label": "—", "target": "3", "target_source": "—", "prediction": "7",
+                       "prob_prediction": "—", "prob_target": "—", "agree_spearman": "—"}
+    assert dv.row_fields(frame.iloc[1])["agree_spearman"] == "—"  # NaN

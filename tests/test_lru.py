@@ -72,3 +72,25 @@ def test_clear_forgets_and_a_bound_below_one_is_refused():
     assert cache.get_or_compute("k", lambda: 2) == 2
     with pytest.raises(ValueError, match="max_entries"):
         LRUCache(max_entries=0)
+
+
+def test_a_byte_bound_evicts_the_oldest_and_never_keeps_an_oversized_value():
+    import numpy as np
+
+    cache = LRUCache(max_entries=100, max_bytes=1000)
+    for k in range(5):
+        cache.get_or_compute(k, lambda: np.zeros(300, np.uint8))
+    assert len(cache) == 3 and cache.nbytes == 900 and 0 not in cache and 4 in cache
+    big = cache.get_or_compute("big", lambda: np.zeros(5000, np.uint8))
+    assert big.nbytes == 5000 and "big" not in cache and cache.nbytes == 900
+
+
+def test_approximate_bytes_counts_pixels_not_object_headers():
+    import numpy as np
+    from PIL import Image
+
+    from saliency_core.lru import approximate_bytes
+
+    assert approximate_bytes(np.zeros((100, 100, 3), np.uint8)) == 30_000
+    assert 30_000 <= approximate_bytes(Image.new("RGB", (100, 100))) < 31_000
+    assert approximate_bytes({"a": np.zeros(10), "b": [np.zeros(5, np.uint8)]}) >= 85

@@ -317,3 +317,18 @@ def test_hover_text_is_dark_on_white_over_any_map(saliency, gradients, image):
     for fig in figures:
         label = fig.layout.hoverlabel
         assert (label.bgcolor, label.font.color) == ("white", "#111111"), fig.layout.title.text
+
+
+def test_text_from_data_is_never_rendered_as_plotly_html(saliency):
+    hostile = '<a href="http://127.0.0.1:8622/phish">docs</a> %{x} <b>'
+    figures = [
+        plots.values_histogram_figure({hostile: np.arange(10.0)}, x_title=hostile),
+        plots.curves_figure(np.linspace(0, 1, 3), {hostile: np.zeros(3)}, title=hostile, x_title=hostile),
+        plots.heatmap_figure(saliency, title=hostile),
+        plots.gallery_figure(None, {"score": [saliency]}, [hostile]),
+    ]
+    for fig in figures:
+        spec = fig.to_json()
+        assert "<a href" not in spec and "<b>" not in spec and "&lt;a href" in spec, spec[:300]
+        for trace in fig.data:
+            assert "%{x} &lt;" not in (trace.hovertemplate or "")  # the literal %{x} is no template variable

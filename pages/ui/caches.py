@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 import streamlit as st
 from PIL import Image
 
@@ -51,40 +52,81 @@ def model_statuses() -> dict[str, ModelStatus]:
 
 # --------------------------------------------------------------------------- images
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def decode_image(sha: str, _data: bytes) -> Image.Image:
-    """Decoded upload, keyed on the sha256 of its bytes (never on the bytes themselves)."""
-    return load_image(_data)
+MAX_DECODED_BYTES = 96 * 1024 * 1024  # crops and thumbnails of uploads, samples and .npz images
+MAX_NPZ_BYTES = 512 * 1024 * 1024  # decoded .npz batches (each is at most npz.MAX_DECODED_BYTES)
+THUMBNAIL_PX = 480
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def decode_npz(sha: str, _data: bytes) -> list[LabelledImage]:
-    return load_npz_batch(_data)
+@st.cache_resource
+def decoded_images() -> LRUCache:
+    """What pages need of each image, never the full-size decode: the model's crop and a small copy.
+
+    A 39-megapixel upload decodes to about 117 MB; it is dropped as soon as
+    its crop (150 KB) and thumbnail are made. Bounded by bytes, shared by
+    every session.
+    """
+    return LRUCache(max_entries=1024, max_bytes=MAX_DECODED_BYTES)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def thumbnail(key: str, _image: Image.Image) -> Image.Image:
-    """A small copy for the sidebar, so reruns don't re-encode a full photo."""
-    thumb = _image.copy()
-    thumb.thumbnail((480, 480))
+@st.cache_resource
+def decoded_npz() -> LRUCache:
+    return LRUCache(max_entries=4, max_bytes=MAX_NPZ_BYTES)
+
+
+def _thumbnail(image: Image.Image) -> Image.Image:
+    thumb = image.copy() if max(image.size) <= THUMBNAIL_PX else image.resize(
+        _fit(image.size, THUMBNAIL_PX), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    thumb.load()
     return thumb
+
+
+def _fit(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    scale = longest / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def image_views(key: str, model_name: str, load: Callable[[], Image.Image]) -> tuple[Image.Image, np.ndarray]:
+    """(thumbnail, the model's (crop, crop, 3) uint8 crop) of the image ``key``; ``load()`` decodes it.
+
+    ``load`` runs only when one of the two is not cached, and both are made
+    from that one decode. Raises what ``load`` raises (``SaliencyError`` for
+    a bad file); nothing is cached then.
+    """
+    cache = decoded_images()
+    thumb_key, crop_key = ("thumbnail", key), ("crop", key, model_name)
+    if thumb_key not in cache or crop_key not in cache:
+        image = load()
+        cache.get_or_compute(thumb_key, lambda: _thumbnail(image))
+        cache.get_or_compute(crop_key, lambda: get_model(model_name).crop_array(image))
+        del image
+    # Read through get_or_compute: an entry evicted meanwhile is made again, from a new decode.
+    thumb = cache.get_or_compute(thumb_key, lambda: _thumbnail(load()))
+    crop = cache.get_or_compute(crop_key, lambda: get_model(model_name).crop_array(load()))
+    return thumb, crop
+
+
+def npz_batch(sha: str, data: bytes) -> list[LabelledImage]:
+    """The images of an uploaded cs231n .npz, decoded once per file (bounded by bytes)."""
+    return decoded_npz().get_or_compute(sha, lambda: load_npz_batch(data))
 
 
 # --------------------------------------------------------------------------- analyses
 
 @st.cache_data(max_entries=MAX_CACHED_ANALYSES, show_spinner="Computing score and loss gradients…")
 def analyse_one(image_key: str, model_name: str, target: int, label: int | None, reduction: str,
-                precision: str, _image: Image.Image) -> ImageAnalysis:
-    """Both maps for one image; cached on the image's sha256 and every option that changes the numbers."""
-    return analysis.analyse(get_model(model_name), [_image], [target], [label], reduction=reduction,
+                precision: str, _crop: np.ndarray) -> ImageAnalysis:
+    """Both maps for one image (its model crop, see :func:`image_views`); cached on the image's sha256
+    and every option that changes the numbers."""
+    return analysis.analyse(get_model(model_name), _crop[None], [target], [label], reduction=reduction,
                             precision=precision)[0]
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def analyse_many(image_keys: tuple[str, ...], model_name: str, labels: tuple[int | None, ...], reduction: str,
-                 precision: str, _images: tuple[Image.Image, ...]) -> list[ImageAnalysis]:
-    """Both maps for several images in one batched computation (automatic targets)."""
-    return analysis.analyse(get_model(model_name), list(_images), [None] * len(_images), list(labels),
+                 precision: str, _crops: np.ndarray) -> list[ImageAnalysis]:
+    """Both maps for several images ((N, crop, crop, 3) model crops) in one batched computation
+    (automatic targets)."""
+    return analysis.analyse(get_model(model_name), _crops, [None] * len(_crops), list(labels),
                             reduction=reduction, precision=precision)
 
 

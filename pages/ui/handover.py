@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages.ui import caches
+from pages.ui.text import plain
 from saliency_core.analysis import AUTO_TARGET
 from saliency_core.errors import SaliencyError
 from saliency_core.images import image_sha256, load_image
@@ -25,7 +26,7 @@ def open_in_compare(path: str, key: str, label: int | None, model_name: str | No
         data = caches.read_dataset_image(path)
         load_image(data)
     except (OSError, SaliencyError) as exc:
-        st.session_state[PROBLEM] = f"**{key}** can't be opened: {exc}"
+        st.session_state[PROBLEM] = f"**{plain(key)}** can't be opened: {plain(exc, 1000)}"
         return
     sha = image_sha256(data)
     meta = {"name": key, "origin": "the dataset results"}

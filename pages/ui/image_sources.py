@@ -6,30 +6,42 @@ works for a colleague; an image from an .npz is stored as a lossless PNG.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import streamlit as st
 from PIL import Image
 
 from pages.ui import caches
 from pages.ui.labels import UPLOAD_TYPES
+from pages.ui.text import plain
 from saliency_core.errors import SaliencyError
-from saliency_core.images import encode_png, image_sha256
-from saliency_core.models import imagenet_categories
+from saliency_core.images import encode_png, image_sha256, load_image
+from saliency_core.models import LoadedModel, imagenet_categories
 from saliency_core.samples import SampleImage, sample_images
 
 
 @dataclass
 class ImageChoice:
-    key: str  # sha256 of the bytes the image came from
-    title: str
-    image: Image.Image
+    """The image to analyse, as the pages need it: never the full-size decode (see ``caches.image_views``)."""
+
+    key: str  # sha256 of the bytes (or pixels) the image came from
+    title: str  # a name from a file, a link or a dataset: data, shown only as text
     label: int | None
     source: str  # human-readable origin, for provenance
+    crop: np.ndarray  # (crop, crop, 3) uint8, what the active model sees
+    thumbnail: Image.Image  # at most caches.THUMBNAIL_PX a side
 
-    @classmethod
-    def from_sample(cls, s: SampleImage) -> ImageChoice:
-        return cls(s.sha256, s.title, s.image, s.label, f"sample:{s.name}")
+
+def _choice(key: str, title: str, label: int | None, source: str, model: LoadedModel,
+            load: Callable[[], Image.Image]) -> ImageChoice:
+    thumbnail, crop = caches.image_views(key, model.name, load)
+    return ImageChoice(key, title, label, source, crop, thumbnail)
+
+
+def from_sample(s: SampleImage, model: LoadedModel) -> ImageChoice:
+    return _choice(s.sha256, s.title, s.label, f"sample:{s.name}", model, lambda: s.image)
 
 
 class NoImage(Exception):
@@ -47,7 +59,7 @@ def _remember_upload() -> None:
         st.session_state.pop("prefer_stored", None)
 
 
-def image_picker() -> ImageChoice:
+def image_picker(model: LoadedModel) -> ImageChoice:
     """Draw the image controls (in the sidebar) and return the chosen image, or raise :class:`NoImage`."""
     st.segmented_control("Image", ["sample", "upload"], key="source", required=True,
                          format_func=lambda s: {"sample": "Sample photo", "upload": "Your image"}[s])
@@ -57,14 +69,14 @@ def image_picker() -> ImageChoice:
                                 "an .npz with arrays X (N, H, W, 3) and y (N,) as in cs231n's imagenet_val_25.npz.")
     if st.session_state.get("source") == "sample":
         name = st.selectbox("Sample", list(samples), key="sample", format_func=lambda n: samples[n].title)
-        s = samples[name or "coffee"]
-        st.image(caches.thumbnail(s.sha256, s.image), caption=s.description, width="stretch")
-        return ImageChoice.from_sample(s)
+        choice = from_sample(samples[name or "coffee"], model)
+        st.image(choice.thumbnail, caption=samples[name or "coffee"].description, width="stretch")
+        return choice
     if uploaded is not None and not st.session_state.get("prefer_stored"):
-        return _from_upload(uploaded)
+        return _from_upload(uploaded, model)
     sha = st.session_state.get("image_sha")
     if sha:
-        return _from_store(sha)
+        return _from_store(sha, model)
     raise NoImage("Upload a photo (PNG, JPEG, WebP, GIF, BMP or TIFF) to analyse it, or pick a sample photo.",
                   error=False)
 
@@ -73,24 +85,24 @@ def _is_npz(name: str) -> bool:
     return name.lower().endswith(".npz")
 
 
-def _from_upload(uploaded) -> ImageChoice:
+def _from_upload(uploaded, model: LoadedModel) -> ImageChoice:
     data = uploaded.getvalue()
     sha = image_sha256(data)
     try:
-        decoded = caches.decode_npz(sha, data) if _is_npz(uploaded.name) else caches.decode_image(sha, data)
+        if _is_npz(uploaded.name):
+            return _from_npz(uploaded.name, sha, caches.npz_batch(sha, data), model)
+        choice = _choice(sha, uploaded.name, None, f"upload:{uploaded.name}", model, lambda: load_image(data))
     except SaliencyError as exc:
         # The link must not keep pointing at an earlier image the user no longer sees.
         st.session_state.pop("image_sha", None)
-        raise NoImage(f"**{uploaded.name}**: {exc}", error=True) from exc
-    if _is_npz(uploaded.name):
-        return _from_npz(uploaded.name, sha, decoded)
+        raise NoImage(f"{plain(uploaded.name)}: {plain(exc, 1000)}", error=True) from exc
     caches.upload_store().put(sha, data, {"name": uploaded.name})
     st.session_state["image_sha"] = sha
-    st.image(caches.thumbnail(sha, decoded), caption=uploaded.name, width="stretch")
-    return ImageChoice(sha, uploaded.name, decoded, None, f"upload:{uploaded.name}")
+    st.image(choice.thumbnail, caption=plain(uploaded.name), width="stretch")
+    return choice
 
 
-def _from_npz(name: str, npz_sha: str, batch) -> ImageChoice:
+def _from_npz(name: str, npz_sha: str, batch, model: LoadedModel) -> ImageChoice:
     st.session_state["npz"] = (npz_sha, name)
     cats = imagenet_categories()
     i = st.selectbox("Image in the batch", range(len(batch)), key="npz_index",
@@ -100,40 +112,39 @@ def _from_npz(name: str, npz_sha: str, batch) -> ImageChoice:
     sha = image_sha256(png)
     caches.upload_store().put(sha, png, {"label": item.label, "name": f"{name}#{item.index}"})
     st.session_state["image_sha"] = sha
-    st.image(caches.thumbnail(sha, item.image), caption=f"{name} #{item.index}", width="stretch")
-    return ImageChoice(sha, f"{name} #{item.index}", item.image, item.label, f"npz:{name}#{item.index}")
+    choice = _choice(sha, f"{name} #{item.index}", item.label, f"npz:{name}#{item.index}", model,
+                     lambda: item.image)
+    st.image(choice.thumbnail, caption=plain(choice.title), width="stretch")
+    return choice
 
 
-def _from_store(sha: str) -> ImageChoice:
+def _from_store(sha: str, model: LoadedModel) -> ImageChoice:
     kept = caches.upload_store().get(sha)
     if kept is None:
         raise NoImage(f"The image in this link ({sha[:12]}…) is no longer kept on this server. "
                       "Upload it again or pick a sample photo.", error=True)
-    try:
-        image = caches.decode_image(sha, kept.data)
-    except SaliencyError as exc:
-        raise NoImage(str(exc), error=True) from exc
     label = kept.meta.get("label")
     label = int(label) if isinstance(label, int) and 0 <= label < 1000 else None
     name = str(kept.meta.get("name", sha[:12]))
     origin = str(kept.meta.get("origin", "a shared link"))
-    st.image(caches.thumbnail(sha, image), caption=f"{name} (from {origin})", width="stretch")
-    return ImageChoice(sha, name, image, label, f"link:{name}")
+    try:
+        choice = _choice(sha, name, label, f"link:{name}", model, lambda: load_image(kept.data))
+    except SaliencyError as exc:
+        raise NoImage(plain(exc, 1000), error=True) from exc
+    st.image(choice.thumbnail, caption=f"{plain(name)} (from {plain(origin)})", width="stretch")
+    return choice
 
 
-def sample_choices() -> list[ImageChoice]:
-    return [ImageChoice.from_sample(s) for s in sample_images()]
-
-
-def gallery_choices() -> dict[str, list[ImageChoice]]:
+def gallery_choices(model: LoadedModel) -> dict[str, list[ImageChoice]]:
     """Image sets for the gallery: the samples, and the uploaded .npz batch if there is one."""
-    sets = {"All sample photos": sample_choices()}
+    sets = {"All sample photos": [from_sample(s, model) for s in sample_images()]}
     npz = st.session_state.get("npz")
     upload = st.session_state.get("upload_file")
     if npz and upload is not None and image_sha256(upload.getvalue()) == npz[0]:
-        batch = caches.decode_npz(npz[0], upload.getvalue())
+        batch = caches.npz_batch(npz[0], upload.getvalue())
         sets[f"{npz[1]} ({len(batch)} images)"] = [
-            ImageChoice(f"{npz[0]}#{item.index}", f"#{item.index}", item.image, item.label, f"npz:{npz[1]}")
+            _choice(f"{npz[0]}#{item.index}", f"#{item.index}", item.label, f"npz:{npz[1]}", model,
+                    lambda item=item: item.image)
             for item in batch
         ]
     return sets

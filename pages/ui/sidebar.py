@@ -14,6 +14,7 @@ import streamlit as st
 from pages.ui import caches, navigation, url_state
 from pages.ui.image_sources import ImageChoice, NoImage, image_picker
 from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
+from pages.ui.text import plain
 from saliency_core.analysis import AUTO_TARGET, ImageAnalysis
 from saliency_core.errors import SaliencyError
 from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel
@@ -79,7 +80,7 @@ def render_sidebar() -> View:
         model = _model_picker()
         st.divider()
         try:
-            image = image_picker()
+            image = image_picker(model)
         except NoImage as exc:
             image, problem, is_error = None, str(exc), exc.error
         st.divider()
@@ -119,9 +120,9 @@ def current_analysis(v: View | None = None) -> ImageAnalysis | None:
         return None
     try:
         return caches.analyse_one(v.image.key, v.model.name, v.target, v.image.label, v.reduction, v.precision,
-                                  v.image.image)
+                                  v.image.crop)
     except SaliencyError as exc:
-        st.error(str(exc))
+        st.error(plain(exc, 1000))
         return None
 
 
@@ -143,7 +144,7 @@ def analysis_page(title: str, *, one_method: bool = False) -> tuple[View, ImageA
 def caption(a: ImageAnalysis, v: View, method: str | None = None) -> str:
     """One line that says what a map shows: image, model, target, method (when one), reduction, precision."""
     how = "true label" if a.target_auto and a.label is not None else ("top-1" if a.target_auto else "chosen")
-    parts = [v.image.title if v.image else "", REGISTRY[a.model_name].title,
+    parts = [plain(v.image.title) if v.image else "", REGISTRY[a.model_name].title,
              f"target **{a.target} {a.target_name}** ({how}), p = {a.target_prob:.3f}"]
     if method is not None:
         parts.append(f"**{METHOD_LABELS[method]}**")

@@ -17,7 +17,7 @@ from saliency_core.batch import main
 from saliency_core.imagefolder import write_sample_folder
 from saliency_core.images import load_image
 from saliency_core.results import load_results
-from tests.app.test_pages import charts, decode_plotly_array, heatmaps
+from tests.app.test_pages import charts, decode_plotly_array, heatmaps, shown
 
 pytestmark = pytest.mark.usefixtures("upload_dir")
 
@@ -68,7 +68,7 @@ def test_filters_narrow_the_table(app):
     table = next(d for d in at.dataframe if d.key == "dataset_table").value
     assert list(table["key"]) == ["rocket_002.jpg"]
     at.selectbox(key="dataset_other").set_value("prob_label").run()  # no label: every value is missing
-    assert not at.exception and "No prob_label values to draw" in " ".join(c.value for c in at.caption)
+    assert not at.exception and "No prob_label values to draw" in " ".join(shown(c.value) for c in at.caption)
     at.text_input(key="dataset_text").set_value("no such file").run()  # nothing left at all
     assert not at.exception and not at.error
 
@@ -87,7 +87,7 @@ def test_selecting_a_row_opens_it_in_compare_with_the_right_map(app, results_roo
     at.button(key="open_selected").click().run()
     assert not at.exception and not at.error
     assert at.title[0].value == "Score gradient vs loss gradient"
-    assert "n02123045/chelsea_006.jpg" in at.markdown[0].value and "281 tabby" in at.markdown[0].value
+    assert "n02123045/chelsea_006.jpg" in shown(at.markdown[0].value) and "281 tabby" in at.markdown[0].value
     path = load_results(results_root / "samples").results.set_index("key").loc["n02123045/chelsea_006.jpg", "path"]
     image = load_image(path)
     x = lite0.preprocess([image]).x
@@ -104,7 +104,7 @@ def test_parquet_upload_and_bad_files(app, results_root: Path):
     assert not at.exception and not at.error
     assert at.metric[0].value == "12"
     at.file_uploader(key="dataset_upload").upload("bad.parquet", b"not parquet", "application/octet-stream").run()
-    assert not at.exception and "not a Parquet file" in at.error[0].value
+    assert not at.exception and "not a Parquet file" in shown(at.error[0].value)
 
 
 def test_no_results_yet_says_how_to_make_them(new_app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -158,4 +158,43 @@ def test_an_uploaded_parquet_cannot_open_files_outside_the_datasets(app, results
     assert sum(c.value == "(image not available on this server)" for c in at.caption) == 6  # no thumbnails
     at.button(key="open_worst_0").click().run()
     assert not at.exception and at.title[0].value == "Dataset results"
-    assert "not in a dataset of the results on this server" in at.error[0].value
+    assert "not in a dataset of the results on this server" in shown(at.error[0].value)
+
+
+HOSTILE = "![t](http://127.0.0.1:8622/track.png) [docs](http://127.0.0.1:8622/phish) <b>x</b> cat.jpg"
+
+
+def _no_markup_anywhere(at) -> list[str]:
+    """Every Markdown body on the page, rendered: none may hold a link or an image."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("gfm-like")
+    bodies = [str(e.value) for kind in ("markdown", "caption", "error", "warning", "info", "success")
+              for e in at.get(kind)]
+    bodies += [c for img in at.get("imgs") for c in getattr(img, "captions", [])]
+    for body in bodies:
+        rendered = md.render(body)
+        assert "<a " not in rendered and "<img" not in rendered and "<b>" not in rendered, rendered
+    return [shown(b) for b in bodies]
+
+
+def test_keys_and_class_names_from_a_parquet_are_shown_as_text(app, results_root: Path):
+    import io
+
+    rows = load_results(results_root / "samples").results
+    forged = rows.assign(key=[f"{HOSTILE} {i}" for i in range(len(rows))], target_name=HOSTILE,
+                         prediction_name=HOSTILE, label_name=HOSTILE)
+    buf = io.BytesIO()
+    forged.to_parquet(buf, index=False)
+    at = app(page=PAGE).run()
+    at.segmented_control(key="dataset_source").set_value("upload").run()
+    at.file_uploader(key="dataset_upload").upload("forged.parquet", buf.getvalue(), "application/octet-stream").run()
+    assert not at.exception
+    at.session_state["dataset_table"] = {"selection": {"rows": [0], "columns": []}}
+    at.run()
+    assert not at.exception
+    texts = _no_markup_anywhere(at)
+    assert any(f"{HOSTILE} 0" in t for t in texts), texts  # the name itself, literally
+    at.button(key="open_worst_0").click().run()  # the refusal names the key: as text too
+    assert not at.exception
+    _no_markup_anywhere(at)

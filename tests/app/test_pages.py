@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import io
 import json
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -93,7 +95,16 @@ def assert_healthy(at) -> None:
 
 
 def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
+    """The Markdown bodies of elements, as the user reads them (rendered, tags dropped)."""
+    return "\n".join(shown(str(e.value)) for e in elements)
+
+
+def shown(markdown: str) -> str:
+    """What Markdown shows: rendered by a CommonMark/GFM parser, tags stripped, entities decoded."""
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("gfm-like").render(markdown)
+    return html.unescape(re.sub(r"<[^>]+>", "", rendered)).strip()
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -212,7 +223,7 @@ def test_uploaded_png_is_analysed_with_its_top1_target(new_app, reference, photo
     image = Image.open(io.BytesIO(photo_png)).convert("RGB")  # decoded independently of the app
     expected = reference(image, -1)
     top1 = int(expected.targets[0])
-    assert f"**{top1} " in main_markdown(at) and "(top-1)" in main_markdown(at)
+    assert f"target {top1} " in main_markdown(at) and "(top-1)" in main_markdown(at)
     assert_map_equal(heatmap_z(at), ref_map(expected, "score"))
 
 
@@ -323,7 +334,7 @@ def test_link_to_an_upload_opens_it_in_another_session(new_app, reference, photo
     assert_healthy(second)
     assert second.session_state["source"] == "upload"
     assert "astronaut.png" in main_markdown(second)
-    captions = [c for img in second.sidebar.get("image") for c in img.captions]
+    captions = [shown(c) for img in second.sidebar.get("image") for c in img.captions]
     assert "astronaut.png (from a shared link)" in captions, captions
     image = Image.open(io.BytesIO(photo_png)).convert("RGB")
     assert_map_equal(heatmap_z(second), ref_map(reference(image, -1), "score"))
@@ -453,13 +464,13 @@ def test_npz_upload_feeds_the_saliency_and_gallery_pages(new_app, reference, npz
     assert_healthy(at)
     assert at.selectbox(key="npz_index").value == 0
     text = main_markdown(at)
-    assert "batch.npz #0" in text and "**967 espresso** (true label)" in text, text
+    assert "batch.npz #0" in text and "967 espresso (true label)" in text, text
     assert_map_equal(heatmap_z(at), ref_map(reference(Image.fromarray(X[0]), 967), "score"))
 
     at.selectbox(key="npz_index").set_value(1).run()
     assert_healthy(at)
     text = main_markdown(at)
-    assert "batch.npz #1" in text and "**281 tabby** (true label)" in text, text
+    assert "batch.npz #1" in text and "281 tabby (true label)" in text, text
     assert_map_equal(heatmap_z(at), ref_map(reference(Image.fromarray(X[1]), 281), "score"))
 
     at.switch_page(PAGES["gallery"]).run()
@@ -535,8 +546,9 @@ def test_page_reruns_go_through_the_entry_script(new_app_unpatched, reference):
 def test_faithfulness_page_computes_curves_table_and_randomisation_once(new_app, monkeypatch):
     from saliency_core import faithfulness, sanity
 
-    calls = {"deletion_insertion": 0, "cascading_randomization": 0}
-    for module, name in ((faithfulness, "deletion_insertion"), (sanity, "cascading_randomization")):
+    calls = {"deletion_insertion_orders": 0, "deletion_insertion": 0, "cascading_randomization": 0}
+    for module, name in ((faithfulness, "deletion_insertion_orders"), (faithfulness, "deletion_insertion"),
+                         (sanity, "cascading_randomization")):
         original = getattr(module, name)
 
         def counting(*args, _original=original, _name=name, **kwargs):
@@ -558,19 +570,64 @@ def test_faithfulness_page_computes_curves_table_and_randomisation_once(new_app,
     table = at.dataframe[0].value
     assert sorted(table["order"]) == ["loss", "random order", "score"]
     assert list(table["rank"]) == [1, 2, 3]
-    assert (table["insertion − deletion"].diff().dropna() <= 0).all()
-    assert calls == {"deletion_insertion": 3, "cascading_randomization": 1}
+    assert (table["insertion_minus_deletion"].diff().dropna() <= 0).all()
+    # All three orders in one batched pass (one deletion_insertion over the stacked orders).
+    assert calls == {"deletion_insertion_orders": 1, "deletion_insertion": 1, "cascading_randomization": 1}
     similarity = figs["similarity"]["data"]
     assert len(similarity) == 4  # score/loss x spearman/ssim
     first = decode_plotly_array(similarity[0]["y"])
     assert first[0] == pytest.approx(1.0) and first[-1] < 0.9  # randomising the model changes the map
+    strip = heatmaps(figs["strip"])
+    assert len(strip) == 2 * 9  # score/loss x the trained model and 8 stages
+    assert decode_plotly_array(strip[0]["z"]).shape == (112, 112)  # 224 px maps shown as 2 x 2 means
 
     at.run()  # a rerun (same options) reuses the results
-    assert calls == {"deletion_insertion": 3, "cascading_randomization": 1}
+    assert calls == {"deletion_insertion_orders": 1, "deletion_insertion": 1, "cascading_randomization": 1}
     at.slider(key="faith_steps").set_value(10).run()
     assert_healthy(at)
-    assert calls["deletion_insertion"] == 6 and calls["cascading_randomization"] == 1
+    assert calls["deletion_insertion_orders"] == 2 and calls["cascading_randomization"] == 1
     assert len(decode_plotly_array(charts(at)["deletion"]["data"][0]["y"])) == 11
+    # Precision changes the numbers on CUDA (equal on the CPU): a key without it would serve exact-mode results.
+    at.selectbox(key="precision").set_value("fast").run()
+    assert_healthy(at)
+    assert calls["deletion_insertion_orders"] == 3 and calls["cascading_randomization"] == 2
+    assert "fast precision" in texts(at.caption)
+
+
+def test_faithfulness_page_downloads_carry_provenance_and_say_what_they_are(new_app, monkeypatch):
+    import pandas as pd
+    import streamlit as st
+
+    from saliency_core import export
+
+    buttons = {}
+    original = st.download_button
+
+    def spy(label, data, file_name=None, *args, **kwargs):
+        buttons[label] = (data, file_name)
+        return original(label, data, file_name, *args, **kwargs)
+
+    monkeypatch.setattr(st, "download_button", spy)
+    at = new_app(PAGES["faithfulness"], sample="chelsea").run()
+    assert_healthy(at)
+    curves_data, curves_name = buttons["Deletion/insertion curves (CSV)"]
+    rand_data, rand_name = buttons["Randomisation similarity (CSV)"]
+    title = sample_by_name("chelsea").title
+    assert curves_name == export.faithfulness_filename("deletion_insertion", title, "efficientnet_lite0", 281)
+    assert rand_name == export.faithfulness_filename("randomisation", title, "efficientnet_lite0", 281)
+    assert "Chelsea" in curves_name and "target281" in rand_name, (curves_name, rand_name)
+    for data, section in ((curves_data, "faithfulness"), (rand_data, "randomisation")):
+        raw = data() if callable(data) else data
+        header = export.read_csv_provenance(raw)
+        assert header["image"]["sha256"] == sample_by_name("chelsea").sha256
+        assert header["model"]["name"] == "efficientnet_lite0"
+        assert header["target"] == {"index": 281, "name": "tabby"}
+        assert header["saliency"]["reduction"] == "max" and header["saliency"]["precision"] == "exact"
+        assert header[section]["precision"] == "exact"
+        assert len(pd.read_csv(io.BytesIO(raw), comment="#")) > 0
+    assert header["randomisation"]["seed"] == 0 and len(header["randomisation"]["stages"]) == 9
+    curves = pd.read_csv(io.BytesIO(curves_data()), comment="#")
+    assert sorted(set(curves["order"])) == ["loss", "random order", "score"] and len(curves) == 3 * 21
 
 
 def test_pages_about_one_method_name_it_in_their_caption(new_app):

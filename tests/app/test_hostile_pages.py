@@ -1,0 +1,63 @@
+"""Text from uploads and links is data: a hostile file name never becomes a link or an image (AppTest).
+
+An upload named ``![t](http://host/track.png) [docs](http://host/phish) cat.jpg``
+made a colleague's browser fetch ``track.png`` when they opened the shared
+link: the name was rendered as Markdown in captions. It must show as text,
+on every page, for the uploader and for whoever opens the link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from markdown_it import MarkdownIt
+
+from tests.app.test_pages import PAGES, assert_healthy, png_bytes, shown
+
+HOSTILE = "![t](http://127.0.0.1:8622/track.png) [docs](http://127.0.0.1:8622/phish) :red[x] $y$ cat.png"
+
+
+def rendered_bodies(at) -> list[str]:
+    """Every Markdown body of the app (main and sidebar, image captions included), rendered to HTML."""
+    md = MarkdownIt("gfm-like")
+    bodies = [str(e.value) for kind in ("markdown", "caption", "error", "warning", "info", "success")
+              for e in at.get(kind)]
+    bodies += [c for img in at.get("imgs") for c in getattr(img, "captions", [])]
+    bodies += [c for img in at.sidebar.get("imgs") for c in getattr(img, "captions", [])]
+    return [md.render(b) for b in bodies]
+
+
+def assert_shown_as_text(at) -> None:
+    htmls = rendered_bodies(at)
+    for h in htmls:
+        assert "<a " not in h and "<img" not in h and "track.png\"" not in h, h
+    seen = [shown(h) for h in htmls]
+    assert any(HOSTILE in s for s in seen), seen  # the name itself, every character of it
+
+
+@pytest.fixture(scope="module")
+def photo() -> bytes:
+    rng = np.random.default_rng(7)
+    return png_bytes(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("page", ["saliency", "compare", "statistics"])
+def test_a_hostile_upload_name_is_text_for_the_uploader_and_for_the_link(new_app, photo, page):
+    at = new_app(PAGES[page]).run()
+    at.file_uploader(key="upload_file").upload(HOSTILE, photo, "image/png").run()
+    assert_healthy(at)
+    assert_shown_as_text(at)
+    sha = hashlib.sha256(photo).hexdigest()
+    colleague = new_app(PAGES[page], image=sha).run()  # the name comes back from the store's sidecar
+    assert_healthy(colleague)
+    assert_shown_as_text(colleague)
+
+
+def test_a_hostile_name_of_a_bad_file_is_text_in_the_error(new_app):
+    at = new_app(PAGES["saliency"]).run()
+    at.file_uploader(key="upload_file").upload(HOSTILE, b"<html>not an image</html>", "image/png").run()
+    assert not at.exception
+    assert at.error and all("<a " not in h and "<img" not in h for h in rendered_bodies(at))
+    assert HOSTILE in shown(at.main.error[0].value)
