@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from pages.ui import caches, image_sources, labels, sidebar
+from pages.ui.text import plain
 from saliency_core import plots
 
 CHUNK = 5  # images per batched forward pass; small enough for steady progress on a laptop CPU
@@ -18,7 +19,7 @@ st.markdown("Every image with its class name over its **score** and **loss** map
 choices = image_sources.gallery_choices(v.model)
 sets = list(choices)
 if len(sets) > 1:
-    picked = st.segmented_control("Images", sets, key="gallery_set", default=sets[0], required=True,
+    picked = st.segmented_control("Images", sets, key="gallery_set", default=sets[0], required=True, format_func=plain,
                                   persist_state="session")
 else:
     picked = sets[0]

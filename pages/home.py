@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages.ui import sidebar, site
+from pages.ui.text import plain
 
 v = sidebar.view()
 
@@ -29,7 +30,7 @@ channels, as in the paper; the sidebar's *Advanced* section offers mean-abs and 
 c1, c2, c3 = st.columns(3)
 c1.metric("Model", v.model.spec.title.split(" (")[0])
 c2.metric("Device", str(v.model.device))
-c3.metric("Image", v.image.title if v.image else "none")
+c3.metric("Image", plain(v.image.title) if v.image else "none")  # metric values render Markdown
 st.caption(f"Weights: {v.model.spec.weights}. Preprocessing: {v.model.preprocessing.describe()}.")
 
 st.subheader("How to read a saliency map")

@@ -61,3 +61,25 @@ def test_a_hostile_name_of_a_bad_file_is_text_in_the_error(new_app):
     assert not at.exception
     assert at.error and all("<a " not in h and "<img" not in h for h in rendered_bodies(at))
     assert HOSTILE in shown(at.main.error[0].value)
+
+
+def test_home_metric_and_gallery_set_names_are_text(new_app, photo):
+    import io
+
+    at = new_app(PAGES["home"]).run()
+    at.file_uploader(key="upload_file").upload(HOSTILE, photo, "image/png").run()
+    assert_healthy(at)
+    value = next(m.value for m in at.metric if m.label == "Image")
+    assert "<a " not in MarkdownIt("gfm-like").render(value) and shown(value) == HOSTILE
+
+    rng = np.random.default_rng(3)
+    buf = io.BytesIO()
+    np.savez(buf, X=rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8), y=np.array([1, 2]))
+    npz_name = HOSTILE.replace(".png", ".npz")
+    at.file_uploader(key="upload_file").upload(npz_name, buf.getvalue(), "application/octet-stream").run()
+    at.switch_page(PAGES["gallery"]).run()
+    assert_healthy(at)
+    control = at.button_group(key="gallery_set")
+    labels = [o.content for o in control.proto.options]
+    assert any(shown(label).startswith(npz_name) for label in labels), labels
+    assert all("<a " not in MarkdownIt("gfm-like").render(label) for label in labels)
