@@ -74,7 +74,10 @@ def _target_picker(model: LoadedModel, image: ImageChoice | None) -> int:
 
 def render_sidebar() -> View:
     """Draw the shared sidebar; remember and return the user's choices."""
-    url_state.restore_from_url()
+    notices = url_state.restore_from_url()
+    if notices:
+        st.warning("This link could not be followed in full:\n\n" + "\n".join(f"- {n}" for n in notices),
+                   icon=":material/link_off:")
     problem, is_error = None, False
     with st.sidebar:
         model = _model_picker()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import streamlit as st
 
 from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
+from pages.ui.text import plain
 from saliency_core.analysis import AUTO_TARGET
 from saliency_core.models import DEFAULT_MODEL, REGISTRY
 from saliency_core.samples import sample_images
@@ -45,19 +46,49 @@ URL_STATE: dict[str, tuple[object, Callable[[str], object]]] = {
 }
 
 
-def restore_from_url() -> None:
-    """On a session's first run, take the view from the address bar (a shared link)."""
+# What a value of each parameter must be, for the notice about a link that asks for something else.
+EXPECTED = {
+    "model": "a model of this dashboard",
+    "source": "sample or upload",
+    "sample": "one of the sample photos",
+    "target": "a class index from 0 to 999",
+    "method": "score or loss",
+    "reduction": "max, mean_abs or l2",
+    "precision": "exact or fast",
+    "image": "the sha256 of an upload (64 hexadecimal digits)",
+}
+
+
+_DEFAULT_TEXT = {"model": REGISTRY[DEFAULT_MODEL].title, "target": "the automatic target",
+                 "sample": "the coffee sample", "source": "a sample photo"}
+
+
+def restore_from_url() -> list[str]:
+    """On a session's first run, take the view from the address bar (a shared link).
+
+    Returns one line per parameter that could not be used, saying what it
+    asked for and what is shown instead (empty on later runs). The values
+    in them come from the link: they are escaped for Markdown.
+    """
     if st.session_state.get("_url_restored"):
-        return
+        return []
     st.session_state["_url_restored"] = True
     params = st.query_params
+    problems = []
     for key, (default, parse) in URL_STATE.items():
         value = parse(params[key]) if key in params else None
+        if key in params and value is None:
+            problems.append(f"**{key}={plain(params[key], 80)}** is not {EXPECTED[key]}; "
+                            f"showing {_DEFAULT_TEXT.get(key, plain(default))} instead.")
         st.session_state.setdefault(key, default if value is None else value)
     if is_sha256(params.get("image")):
         st.session_state["image_sha"] = params["image"]  # a link to an upload
         if "source" not in params:
             st.session_state["source"] = "upload"
+    elif "image" in params:
+        problems.append(f"**image={plain(params['image'], 80)}** is not {EXPECTED['image']}; "
+                        "showing a sample photo instead.")
+    return problems
 
 
 def current_params() -> dict[str, str]:

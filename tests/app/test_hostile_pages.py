@@ -83,3 +83,22 @@ def test_home_metric_and_gallery_set_names_are_text(new_app, photo):
     labels = [o.content for o in control.proto.options]
     assert any(shown(label).startswith(npz_name) for label in labels), labels
     assert all("<a " not in MarkdownIt("gfm-like").render(label) for label in labels)
+
+
+@pytest.mark.parametrize(("query", "says"), [
+    ({"model": "no_such_model"}, "model=no_such_model"),
+    ({"image": "not-a-sha"}, "image=not-a-sha"),
+    ({"image": "a" * 64 + "\n"}, "image="),
+    ({"target": "5000", "method": "gradcam"}, "target=5000"),
+    ({"sample": HOSTILE}, "sample="),
+])
+def test_a_mangled_link_says_once_what_it_could_not_open_and_what_is_shown(new_app, query, says):
+    at = new_app(PAGES["saliency"], **query).run()
+    assert not at.exception
+    notices = [shown(w.value) for w in at.warning]
+    assert len(notices) == 1 and says in notices[0] and "instead" in notices[0], notices
+    assert all("<a " not in h and "<img" not in h for h in rendered_bodies(at))
+    if "method" in query:
+        assert "method=gradcam" in notices[0]
+    at.run()  # said once, not on every rerun
+    assert not at.warning
