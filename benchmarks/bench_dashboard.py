@@ -51,8 +51,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def photo(i: int) -> bytes:
-    """A different photo-like PNG per i: a crop of a sample photo, shifted and tinted."""
+def photo(i: int, megapixels: float = 0.0) -> tuple[str, bytes]:
+    """A different photo per i: a crop of a sample photo, shifted and tinted, as (file name, bytes).
+
+    At its own size it is a PNG; with ``megapixels`` it is scaled up to about
+    that many pixels and saved as a JPEG (quality 90), like a camera's photo.
+    """
     from saliency_core.samples import sample_images
 
     samples = sample_images()
@@ -61,9 +65,23 @@ def photo(i: int) -> bytes:
     rng = np.random.default_rng(i)
     top, left = rng.integers(0, max(1, h // 4)), rng.integers(0, max(1, w // 4))
     crop = img[top:top + 3 * h // 4, left:left + 3 * w // 4] * rng.uniform(0.8, 1.2, 3)
+    image = Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8))
     buf = io.BytesIO()
-    Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
+    if not megapixels:
+        image.save(buf, format="PNG")
+        return f"upload_{i:03d}.png", buf.getvalue()
+    scale = (megapixels * 1e6 / (image.width * image.height)) ** 0.5
+    image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR)
+    image.save(buf, format="JPEG", quality=90)
+    return f"upload_{i:03d}.jpg", buf.getvalue()
+
+
+def hwm_mb(pid: int) -> float:
+    """Peak resident memory of a process so far (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def display_change_seconds() -> float:
@@ -83,6 +101,9 @@ def display_change_seconds() -> float:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--uploads", type=int, default=50)
+    ap.add_argument("--megapixels", type=float, default=0.0,
+                    help="scale each uploaded photo up to about this many megapixels (a JPEG); 0: small PNGs")
+    ap.add_argument("--skip-display", action="store_true", help="leave out the display-change timing")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -110,25 +131,31 @@ def main() -> int:
             cold = time.perf_counter() - start
             rss_start = rss_mb(server.pid)
             upload_times = []
+            sizes = []
             for i in range(args.uploads):
-                data = photo(i)
-                name = f"upload_{i:03d}.png"
+                name, data = photo(i, args.megapixels)
+                sizes.append(len(data))
                 t0 = time.perf_counter()
                 page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]',
-                                     files=[{"name": name, "mimeType": "image/png", "buffer": data}])
+                                     files=[{"name": name, "mimeType": "image/jpeg" if name.endswith(".jpg")
+                                             else "image/png", "buffer": data}])
                 page.wait_for_selector(f"text=crop of {name}", timeout=120_000)
                 upload_times.append(time.perf_counter() - t0)
-            rss_end = rss_mb(server.pid)
+            rss_end, peak = rss_mb(server.pid), hwm_mb(server.pid)
         finally:
             server.terminate()
             server.wait(timeout=30)
             browser.close()
-    display = display_change_seconds()
+    display = None if args.skip_display else display_change_seconds()
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"cold start to first heatmap: {cold:.2f} s (server answering after {health:.2f} s)")
     print(f"upload to heatmap: median {statistics.median(upload_times):.3f} s, "
           f"max {max(upload_times):.3f} s over {len(upload_times)} uploads")
-    print(f"display change (colour map), script time: median {display * 1000:.0f} ms")
-    print(f"server RSS: {rss_start:.0f} MB after the first heatmap, {rss_end:.0f} MB after {args.uploads} uploads")
+    if display is not None:
+        print(f"display change (colour map), script time: median {display * 1000:.0f} ms")
+    what = f"{args.megapixels:g}-megapixel JPEGs" if args.megapixels else "small PNGs"
+    print(f"server RSS: {rss_start:.0f} MB after the first heatmap, {rss_end:.0f} MB after {args.uploads} uploads "
+          f"of {what} (median {statistics.median(sizes) / 1e6:.1f} MB each); peak {peak:.0f} MB")
     return 0
 
 
