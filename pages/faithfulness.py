@@ -1,18 +1,23 @@
-"""Faithfulness: which map reflects what the model uses? Deletion/insertion and randomisation checks."""
+"""Faithfulness: which map reflects what the model uses? Deletion/insertion and randomisation checks.
+
+This page picks options, calls ``saliency_core`` through ``caches.cached_with_progress`` and draws.
+The deletion/insertion curves come first (all orders in one batched pass) with their table and
+download; the randomisation, slower, runs after them with its own progress bar.
+"""
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
-import pandas as pd
 import streamlit as st
 
 from pages.ui import caches, sidebar
-from saliency_core import faithfulness, plots, sanity
+from saliency_core import export, faithfulness, plots, sanity
 from saliency_core.preprocessing import normalize
 
 METHODS = ("score", "loss")
+RANDOM = "random order"  # the reference order every map should beat
+SEED = 0  # of the random order and of the re-initialised weights
+STRIP_PX = 112  # the strip shows each map at most this many pixels a side (224 px maps: 2 x 2 means)
+BASELINE_LABELS = {"blur": "blurred image", "mean": "mean colour", "zeros": "black"}
 
 v, a = sidebar.analysis_page("Which map tells the truth?")
 st.markdown(
@@ -26,9 +31,8 @@ st.markdown(
 
 c1, c2, c3 = st.columns(3)
 steps = c1.slider("Steps", 5, 50, 20, step=5, key="faith_steps", persist_state="session")
-baseline = c2.selectbox("Baseline for removed pixels", ["blur", "mean", "zeros"], key="faith_baseline",
-                        persist_state="session",
-                        format_func={"blur": "blurred image", "mean": "mean colour", "zeros": "black"}.get)
+baseline = c2.selectbox("Baseline for removed pixels", list(BASELINE_LABELS), key="faith_baseline",
+                        persist_state="session", format_func=BASELINE_LABELS.get)
 stages = c3.slider("Randomisation stages", 2, 12, 8, key="faith_stages", persist_state="session",
                    help="Layers are re-initialised in this many groups, from the output down.")
 
@@ -36,27 +40,35 @@ stages = c3.slider("Randomisation stages", 2, 12, 8, key="faith_stages", persist
 x = normalize(a.display[None], v.model.preprocessing)
 # Forward passes per chunk: small chunks were twice as fast on a 2-core CPU (cache-friendly), large ones suit GPUs.
 chunk = 8 if v.model.device.type == "cpu" else 64
-y = [a.target]
-key = (v.image.key, v.model.name, a.target, a.reduction)
+# Every option that changes the numbers, shared by both checks (each adds its own).
+key = (v.image.key, v.model.name, a.target, a.reduction, v.precision, SEED, METHODS)
 
 
-def run_deletion_insertion(progress):
-    orders = {m: (a.maps[m][None], "map") for m in METHODS} | {"random order": (None, "random")}
-    out = {}
-    for i, (name, (maps, order)) in enumerate(orders.items()):
-        def step(done, total, i=i):
-            progress(i * total + done, len(orders) * total)
-
-        out[name] = faithfulness.deletion_insertion(v.model, x, y, maps, steps=steps, baseline=baseline, order=order,
-                                                    batch_size=chunk, progress=step)
-    return out
+def record() -> dict:
+    """Provenance of the downloads: image, model, target and options (built on download only)."""
+    return export.provenance(
+        model_name=a.model_name, weights=v.model.spec.weights, preprocessing=v.model.preprocessing.describe(),
+        target=a.target, target_name=a.target_name, method=None, reduction=a.reduction, precision=v.precision,
+        image_sha256=v.image.key, image_source=v.image.source, device=str(v.model.device),
+        image_title=v.image.title, extra={"target_probability": a.target_prob, "true_label": a.label},
+    )
 
 
-curves = caches.cached_with_progress(("deletion_insertion", *key, steps, baseline),
-                                     "Deleting and inserting pixels…", run_deletion_insertion)
+def filename(kind: str) -> str:
+    return export.faithfulness_filename(kind, v.image.title, a.model_name, a.target)
+
+
+# --------------------------------------------------------------------------- deletion and insertion, first
 
 st.subheader("Deletion and insertion")
-fractions = next(iter(curves.values())).fractions
+curves = caches.cached_with_progress(
+    ("deletion_insertion", *key, RANDOM, steps, baseline),
+    f"Deleting and inserting pixels: {len(METHODS) + 1} orders × {2 * steps} images…",
+    lambda progress: faithfulness.deletion_insertion_orders(
+        v.model, x, [a.target], {m: a.maps[m][None] for m in METHODS}, steps, baseline, random=RANDOM,
+        batch_size=chunk, progress=progress, seed=SEED, precision=v.precision),
+)
+fractions = curves[RANDOM].fractions
 left, right = st.columns(2)
 left.plotly_chart(plots.curves_figure(fractions, {n: r.deletion[0] for n, r in curves.items()},
                                       title="Deletion: most salient pixels removed first (lower is better)"),
@@ -64,59 +76,43 @@ left.plotly_chart(plots.curves_figure(fractions, {n: r.deletion[0] for n, r in c
 right.plotly_chart(plots.curves_figure(fractions, {n: r.insertion[0] for n, r in curves.items()},
                                        title="Insertion: most salient pixels restored first (higher is better)"),
                    key="insertion")
-table = pd.DataFrame({
-    "order": list(curves),
-    "deletion AUC": [float(r.deletion_auc[0]) for r in curves.values()],
-    "insertion AUC": [float(r.insertion_auc[0]) for r in curves.values()],
-})
-table["insertion − deletion"] = table["insertion AUC"] - table["deletion AUC"]
-table = table.sort_values("insertion − deletion", ascending=False, ignore_index=True)
-table.insert(0, "rank", range(1, len(table) + 1))
-st.dataframe(table, hide_index=True, column_config={
-    c: st.column_config.NumberColumn(format="%.4f") for c in ("deletion AUC", "insertion AUC", "insertion − deletion")
+st.dataframe(faithfulness.ranking_table(curves), hide_index=True, column_config={
+    "deletion_auc": st.column_config.NumberColumn("deletion AUC", format="%.4f"),
+    "insertion_auc": st.column_config.NumberColumn("insertion AUC", format="%.4f"),
+    "insertion_minus_deletion": st.column_config.NumberColumn("insertion − deletion", format="%.4f"),
 })
 st.caption(f"Target {a.target} {a.target_name}; {steps} steps; removed pixels replaced by the "
-           f"{ {'blur': 'blurred image', 'mean': 'mean colour', 'zeros': 'black'}[baseline] }. Ranked by insertion "
-           "AUC minus deletion AUC. A map that does no better than the random order is not telling you much.")
+           f"{BASELINE_LABELS[baseline]}; {v.precision} precision. Ranked by insertion AUC minus deletion AUC. "
+           "A map that does no better than the random order is not telling you much.")
+st.download_button("Deletion/insertion curves (CSV)", lambda: export.deletion_insertion_csv(curves, record()),
+                   filename("deletion_insertion"), "text/csv", on_click="ignore",
+                   help="One row per order and step, with the image, model, target and options in '#' lines "
+                        "at the top (read with pandas.read_csv(path, comment='#')).")
 
-
-def run_randomisation(progress):
-    return sanity.cascading_randomization(v.model, x, y, methods=METHODS, reduction=a.reduction,
-                                          max_stages=stages, progress=progress)
-
-
-rand = caches.cached_with_progress(("randomisation", *key, stages), "Randomising layers…", run_randomisation)
+# --------------------------------------------------------------------------- randomisation, after the curves
 
 st.subheader("Cascading model randomisation")
-sim = rand.similarity
-st.plotly_chart(
-    plots.curves_figure(np.arange(len(rand.stages)),
-                        {f"{m} · {metric}": sim[sim.method == m].sort_values("stage_index")[metric].to_numpy()
-                         for m in METHODS for metric in ("spearman", "ssim")},
-                        title="Similarity to the original map as layers are randomised from the top",
-                        x_title="stage", y_title="similarity", x_range=None),
-    key="similarity",
+rand = caches.cached_with_progress(
+    ("randomisation", *key, stages),
+    "Randomising the layers stage by stage…",
+    lambda progress: sanity.cascading_randomization(
+        v.model, x, [a.target], methods=METHODS, reduction=a.reduction, max_stages=stages, seed=SEED,
+        progress=progress, precision=v.precision),
 )
-st.plotly_chart(plots.gallery_figure(None, {m: list(rand.maps[m][:, 0]) for m in METHODS},
-                                     [f"stage {i}" for i in range(len(rand.stages))]), key="strip")
+stage_titles = [f"stage {i}" for i in range(len(rand.stages))]
+st.plotly_chart(plots.curves_figure(list(range(len(rand.stages))), sanity.similarity_curves(rand),
+                                    title="Similarity to the original map as layers are randomised from the top",
+                                    x_title="stage", y_title="similarity", x_range=None),
+                key="similarity")
+st.plotly_chart(plots.gallery_figure(None, sanity.stage_maps(rand, max_side=STRIP_PX), stage_titles), key="strip")
 with st.expander("Which layers each stage re-initialises"):
-    st.dataframe(pd.DataFrame({"stage": range(len(rand.stages)), "layers (top → bottom)": rand.stages}),
-                 hide_index=True)
+    st.dataframe({"stage": list(range(len(rand.stages))), "layers (top → bottom)": rand.stages}, hide_index=True)
 st.caption("Stage 0 is the trained model; each later stage re-initialises one more group of layers, from the "
            "output down. Sanity-check passed when the maps and the similarity fall as the model is destroyed; a map "
            "that stays the same is explaining the image, not the model. The cached model is never touched: the "
-           "test runs on a copy.")
-
-d1, d2 = st.columns(2)
-d1.download_button("Deletion/insertion curves (CSV)", lambda: _curves_csv(curves), "deletion_insertion.csv",
-                   "text/csv", on_click="ignore", width="stretch")
-d2.download_button("Randomisation similarity (CSV)", lambda: sim.to_csv(index=False).encode(),
-                   "randomisation_similarity.csv", "text/csv", on_click="ignore", width="stretch")
-
-
-def _curves_csv(results) -> bytes:
-    rows = [{"order": name, "fraction": f, "deletion": d, "insertion": i}
-            for name, r in results.items() for f, d, i in zip(r.fractions, r.deletion[0], r.insertion[0], strict=True)]
-    buf = io.StringIO()
-    pd.DataFrame(rows).to_csv(buf, index=False)
-    return buf.getvalue().encode()
+           f"test runs on a copy. Maps shown at {STRIP_PX} px a side (means of pixel blocks); the similarity is "
+           "computed on the full maps.")
+st.download_button("Randomisation similarity (CSV)", lambda: export.randomisation_csv(rand, record()),
+                   filename("randomisation"), "text/csv", on_click="ignore",
+                   help="Spearman and SSIM per stage and map, with the layers of each stage and the image, "
+                        "model, target and options in '#' lines at the top.")

@@ -433,29 +433,134 @@ def compare_orders(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence
     Returns
     -------
     DataFrame with columns ``method, image, deletion_auc, insertion_auc``,
-    one row per method per image (image = index into ``X``).
+    one row per method per image (image = index into ``X``). The curves
+    behind it come from :func:`deletion_insertion_orders` (one batched pass).
+    """
+    results = deletion_insertion_orders(model, X, y, maps, steps, baseline, random="random" if random else None,
+                                        batch_size=batch_size, progress=progress, seed=seed, mean=mean, std=std,
+                                        blur_sigma=blur_sigma, precision=precision)
+    return auc_table(results)
+
+
+RANKING_COLUMNS = ("rank", "order", "deletion_auc", "insertion_auc", "insertion_minus_deletion")
+
+
+def deletion_insertion_orders(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int],
+                              maps: Mapping[str, MapsLike], steps: int = 20, baseline: str = "blur", *,
+                              random: str | None = "random", batch_size: int = 64,
+                              progress: Progress | None = None, seed: int = 0,
+                              mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                              blur_sigma: float | None = None,
+                              precision: str = "exact") -> dict[str, FaithfulnessResult]:
+    """Deletion and insertion curves of several pixel orders of the same images, in one batched pass.
+
+    Parameters
+    ----------
+    maps : order name -> (N, H, W) map (e.g. ``{"score": ..., "loss": ...}``),
+        ranked as ``order="map"`` ranks them.
+    random : name of the seeded random order added after the maps (the
+        reference a map has to beat), or None for no random order.
+    progress : ``progress(done, total)`` after each forward pass, counting
+        images over all orders (``total = len(orders) * N * 2 * steps``).
+    Everything else as in :func:`deletion_insertion`.
+
+    Returns
+    -------
+    order name -> :class:`FaithfulnessResult`, the maps' names first, then
+    ``random``. Each equals :func:`deletion_insertion` of that order alone
+    (``order="random"`` with ``seed`` for the random one).
+
+    Notes
+    -----
+    The perturbed images of every order share one stream of forward passes
+    (chunks of ``batch_size`` run across orders, so no chunk is left part
+    empty at the end of an order), and validation and top-1 resolution are
+    done once. Per image and order: ``2 * steps`` forward passes, as alone.
     """
     check_precision(precision)
-    runs: list[tuple[str, MapsLike | None, str]] = [(name, m, "map") for name, m in maps.items()]
-    if random:
-        if "random" in maps:
-            raise InvalidInputError('"random" is the name of the reference order; name the map differently')
-        runs.append(("random", None, "random"))
-    if not runs:
+    if random is not None and random in maps:
+        raise InvalidInputError(f'"{random}" is the name of the reference order; name the map differently')
+    names = [*maps, *([random] if random is not None else [])]
+    if not names:
         raise InvalidInputError("no maps to compare")
-    n = X.shape[0] if isinstance(X, torch.Tensor) and X.dim() == 4 else 0
-    per_run = n * 2 * steps if isinstance(steps, int) else 0
-    total = per_run * len(runs)
-    frames = []
-    for i, (name, m, order) in enumerate(runs):
-        inner = (lambda done, _t, _i=i: progress(_i * per_run + done, total)) if progress is not None else None
-        res = deletion_insertion(model, X, y, m, steps, baseline, order=order, batch_size=batch_size,
-                                 progress=inner, seed=seed, mean=mean, std=std, blur_sigma=blur_sigma,
-                                 precision=precision)
-        frames.append(pd.DataFrame({
-            "method": name,
-            "image": np.arange(res.deletion_auc.shape[0], dtype=np.int64),
-            "deletion_auc": res.deletion_auc,
-            "insertion_auc": res.insertion_auc,
-        }))
+    module = module_for(model, precision)
+    require_eval(module)
+    y = validate_batch(X, y)
+    n, _, h, w = X.shape
+    # The random order as a map whose decreasing values give exactly its ranks.
+    ranked = [_validate_maps(maps[name], (n, h, w)) for name in maps]
+    if random is not None:
+        ranked.append(-_random_ranks(n, h, w, seed).to(torch.float64))
+    if bool((y == TOP1_TARGET).any()):
+        # Resolve "top-1" once here, not once per order inside deletion_insertion.
+        device = device_of(module)
+        x = X.detach().to(device=device, dtype=input_dtype_of(module))
+        _, best = _forward_target_probs(module, n, lambda a, b: x[a:b], torch.full((n,), TOP1_TARGET),
+                                        max(1, int(batch_size)), device, precision, None)
+        y = torch.where(y == TOP1_TARGET, best, y)
+    k = len(names)
+    joint = deletion_insertion(model, X.detach().repeat(k, 1, 1, 1), y.repeat(k), torch.cat(ranked), steps,
+                               baseline, order="map", batch_size=batch_size, progress=progress, mean=mean,
+                               std=std, blur_sigma=blur_sigma, precision=precision)
+    out = {}
+    for i, name in enumerate(names):
+        part = slice(i * n, (i + 1) * n)
+        out[name] = FaithfulnessResult(
+            deletion=joint.deletion[part], insertion=joint.insertion[part],
+            deletion_auc=joint.deletion_auc[part], insertion_auc=joint.insertion_auc[part],
+            fractions=joint.fractions, targets=joint.targets[part], baseline=joint.baseline,
+            order="random" if name == random else "map", precision=joint.precision, seed=int(seed),
+            blur_sigma=joint.blur_sigma,
+        )
+    return out
+
+
+def auc_table(results: Mapping[str, FaithfulnessResult]) -> pd.DataFrame:
+    """The AUCs of several orders' results in one tidy table, as :func:`compare_orders` returns it.
+
+    Returns
+    -------
+    DataFrame with columns ``method, image, deletion_auc, insertion_auc``,
+    one row per order (in the mapping's order) per image.
+    """
+    frames = [pd.DataFrame({
+        "method": name,
+        "image": np.arange(r.deletion_auc.shape[0], dtype=np.int64),
+        "deletion_auc": r.deletion_auc,
+        "insertion_auc": r.insertion_auc,
+    }) for name, r in results.items()]
+    if not frames:
+        raise InvalidInputError("no results to tabulate")
     return pd.concat(frames, ignore_index=True)[list(COMPARE_COLUMNS)]
+
+
+def ranking_table(results: Mapping[str, FaithfulnessResult], image: int = 0) -> pd.DataFrame:
+    """The orders of one image ranked by insertion AUC minus deletion AUC, best first.
+
+    Parameters
+    ----------
+    results : order name -> result, e.g. from :func:`deletion_insertion_orders`.
+    image : index of the image in the results.
+
+    Returns
+    -------
+    DataFrame with columns ``rank, order, deletion_auc, insertion_auc,
+    insertion_minus_deletion``, one row per order, sorted by the last column
+    (largest first; ties keep the mapping's order); rank counts from 1. A
+    faithful map has low deletion and high insertion AUC, so a large
+    difference; a map below the random order tells little.
+    """
+    if not results:
+        raise InvalidInputError("no results to rank")
+    n = min(r.deletion_auc.shape[0] for r in results.values())
+    if isinstance(image, bool) or not isinstance(image, (int, np.integer)) or not 0 <= image < n:
+        raise InvalidInputError(f"image must be an index from 0 to {n - 1}, got {image!r}")
+    table = pd.DataFrame({
+        "order": list(results),
+        "deletion_auc": [float(r.deletion_auc[image]) for r in results.values()],
+        "insertion_auc": [float(r.insertion_auc[image]) for r in results.values()],
+    })
+    table["insertion_minus_deletion"] = table["insertion_auc"] - table["deletion_auc"]
+    table = table.sort_values("insertion_minus_deletion", ascending=False, kind="stable", ignore_index=True)
+    table.insert(0, "rank", np.arange(1, len(table) + 1, dtype=np.int64))
+    return table[list(RANKING_COLUMNS)]

@@ -298,3 +298,67 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
         precision=precision,
         seed=int(seed),
     )
+
+
+def similarity_curves(result: RandomizationResult, image: int = 0,
+                      metrics: Sequence[str] = ("spearman", "ssim")) -> dict[str, np.ndarray]:
+    """Each method's similarity to its stage-0 map along the stages, for one image.
+
+    Returns
+    -------
+    ``"<method> · <metric>"`` -> (S + 1,) float64 by stage index (stage 0
+    first), methods in ``result.methods`` order, each with ``metrics`` in order.
+    """
+    _check_image(result, image)
+    unknown = [m for m in metrics if m not in ("spearman", "ssim")]
+    if unknown:
+        raise InvalidInputError(f'metrics must be "spearman" or "ssim", got {unknown[0]!r}')
+    sim = result.similarity
+    sim = sim[sim["image"] == image]
+    out = {}
+    for method in result.methods:
+        rows = sim[sim["method"] == method].sort_values("stage_index")
+        for metric in metrics:
+            out[f"{method} · {metric}"] = rows[metric].to_numpy(dtype=np.float64)
+    return out
+
+
+def stage_maps(result: RandomizationResult, image: int = 0, max_side: int | None = None) -> dict[str, list[np.ndarray]]:
+    """Each method's map at every stage for one image, optionally shrunk for display.
+
+    Parameters
+    ----------
+    image : index of the image in the result.
+    max_side : None for the maps as computed; else each (H, W) map shrinks
+        by f = ceil(max(H, W) / max_side), each output pixel the mean of its
+        block of about f x f pixels (``adaptive_avg_pool2d``; exactly f x f
+        when f divides the side), so no side exceeds ``max_side``: 224 px
+        maps become 112 px for 112. Averaging keeps every pixel's share
+        (strided sampling would skip three in four).
+
+    Returns
+    -------
+    method -> S + 1 float32 arrays of shape (ceil(H / f), ceil(W / f)),
+    stage 0 first.
+    """
+    _check_image(result, image)
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer))
+                                 or max_side < 1):
+        raise InvalidInputError(f"max_side must be an integer >= 1 or None, got {max_side!r}")
+    out = {}
+    for method, maps in result.maps.items():
+        stack = np.ascontiguousarray(maps[:, image], dtype=np.float32)  # (S + 1, H, W)
+        h, w = stack.shape[-2:]
+        f = 1 if max_side is None else math.ceil(max(h, w) / max_side)
+        if f > 1:
+            pooled = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(stack)[:, None],
+                                                             (math.ceil(h / f), math.ceil(w / f)))
+            stack = pooled[:, 0].numpy()
+        out[method] = list(stack)
+    return out
+
+
+def _check_image(result: RandomizationResult, image: int) -> None:
+    n = len(result.targets)
+    if isinstance(image, bool) or not isinstance(image, (int, np.integer)) or not 0 <= image < n:
+        raise InvalidInputError(f"image must be an index from 0 to {n - 1}, got {image!r}")

@@ -311,3 +311,90 @@ def test_float64_model_runs_in_float64(data):
     res = deletion_insertion(toy64, X, y, true_map, 4, "zeros")
     expected = p_target(toy64, X.double(), y)
     np.testing.assert_allclose(res.deletion[:, 0], expected, rtol=1e-14)
+
+
+# --- several orders in one batched pass, and the ranking ------------------------------------------
+
+
+def test_orders_in_one_pass_equal_each_order_alone(toy, data):
+    from saliency_core.faithfulness import deletion_insertion_orders
+
+    X, y, true_map = data
+    forwards: list[int] = []
+    handle = toy.register_forward_hook(lambda module, args, out: forwards.append(args[0].shape[0]))
+    calls = []
+    try:
+        joint = deletion_insertion_orders(toy, X, y, {"true": true_map, "inverse": 1 - true_map}, 4, "blur",
+                                          random="random order", batch_size=10, seed=3,
+                                          progress=lambda d, t: calls.append((d, t)))
+    finally:
+        handle.remove()
+    # 3 orders x 3 images x 2 * 4 steps = 72 images in chunks of 10 across orders: 8 forward passes
+    # (each order alone would take 3 passes: 10, 10, 4).
+    assert forwards == [10] * 7 + [2]
+    assert calls[-1] == (72, 72) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert list(joint) == ["true", "inverse", "random order"]
+    alone = {
+        "true": deletion_insertion(toy, X, y, true_map, 4, "blur", seed=3),
+        "inverse": deletion_insertion(toy, X, y, 1 - true_map, 4, "blur", seed=3),
+        "random order": deletion_insertion(toy, X, y, None, 4, "blur", order="random", seed=3),
+    }
+    for name, expected in alone.items():
+        got = joint[name]
+        for field in ("deletion", "insertion", "deletion_auc", "insertion_auc", "fractions", "targets"):
+            np.testing.assert_allclose(getattr(got, field), getattr(expected, field), rtol=1e-12, atol=0,
+                                       err_msg=f"{name}.{field}")
+        assert (got.order, got.seed, got.baseline, got.blur_sigma, got.precision) == (
+            expected.order, expected.seed, expected.baseline, expected.blur_sigma, expected.precision)
+
+
+def test_orders_resolve_top1_once_and_validate(toy, data):
+    from saliency_core.faithfulness import deletion_insertion_orders
+
+    X, _, true_map = data
+    forwards: list[int] = []
+    handle = toy.register_forward_hook(lambda module, args, out: forwards.append(args[0].shape[0]))
+    try:
+        joint = deletion_insertion_orders(toy, X, [-1, 1, -1], {"true": true_map}, 2, "mean", batch_size=100)
+    finally:
+        handle.remove()
+    assert forwards == [3, 2 * 3 * 2 * 2]  # the originals once, then every order's images together
+    assert joint["true"].targets.tolist() == joint["random"].targets.tolist() == [1, 1, 1]
+    assert deletion_insertion_orders(toy, X, [1, 1, 1], {"true": true_map}, 2, random=None).keys() == {"true"}
+    with pytest.raises(InvalidInputError, match="reference order"):
+        deletion_insertion_orders(toy, X, [1, 1, 1], {"random": true_map}, 2)
+    with pytest.raises(InvalidInputError, match="no maps"):
+        deletion_insertion_orders(toy, X, [1, 1, 1], {}, 2, random=None)
+    with pytest.raises(InvalidInputError, match="precision"):
+        deletion_insertion_orders(toy, X, [1, 1, 1], {"true": true_map}, 2, precision="half")
+
+
+def test_ranking_table_ranks_by_insertion_minus_deletion(toy, data):
+    from saliency_core.faithfulness import RANKING_COLUMNS, deletion_insertion_orders, ranking_table
+
+    X, y, true_map = data
+    results = deletion_insertion_orders(toy, X, y, {"inverse": 1 - true_map, "true": true_map}, 8, "zeros")
+    for image in range(3):
+        table = ranking_table(results, image)
+        assert tuple(table.columns) == RANKING_COLUMNS
+        assert table["rank"].tolist() == [1, 2, 3]
+        assert table["order"].tolist() == ["true", "random", "inverse"]  # the true map first, its inverse last
+        row = table.set_index("order").loc["inverse"]
+        assert row["deletion_auc"] == results["inverse"].deletion_auc[image]
+        assert row["insertion_minus_deletion"] == pytest.approx(row["insertion_auc"] - row["deletion_auc"])
+    with pytest.raises(InvalidInputError, match="image"):
+        ranking_table(results, 3)
+    with pytest.raises(InvalidInputError, match="no results"):
+        ranking_table({})
+
+
+def test_ranking_table_keeps_the_given_order_on_ties():
+    from saliency_core.faithfulness import ranking_table
+
+    def result(d: float, i: float) -> FaithfulnessResult:
+        one = np.array([0.0])
+        return FaithfulnessResult(one, one, np.array([d]), np.array([i]), one, np.array([0]), "blur", "map",
+                                  "exact", 0, None)
+
+    table = ranking_table({"b": result(0.25, 0.5), "a": result(0.0, 0.25), "c": result(0.0, 0.75)})
+    assert table["order"].tolist() == ["c", "b", "a"]  # b and a tie at 0.25 (exactly): b was given first

@@ -276,3 +276,29 @@ def test_precision_reaches_every_stage_and_is_recorded(net, X, monkeypatch):
     assert cascading_randomization(net, X, [1, 3], methods=("score",), max_stages=1).precision == "exact"
     with pytest.raises(InvalidInputError, match="precision"):
         cascading_randomization(net, X, [1, 3], precision="half")
+
+
+def test_similarity_curves_and_stage_maps_for_display(net, X):
+    from saliency_core.sanity import similarity_curves, stage_maps
+
+    res = cascading_randomization(net, X, [1, 3], methods=("score", "loss"), max_stages=2)
+    curves = similarity_curves(res, image=1)
+    assert list(curves) == ["score · spearman", "score · ssim", "loss · spearman", "loss · ssim"]
+    sim = res.similarity
+    expected = sim[(sim.method == "loss") & (sim.image == 1)].sort_values("stage_index")["ssim"].to_numpy()
+    np.testing.assert_array_equal(curves["loss · ssim"], expected)
+    assert curves["score · spearman"][0] == pytest.approx(1.0)
+
+    full = stage_maps(res, image=1)
+    np.testing.assert_array_equal(np.stack(full["loss"]), res.maps["loss"][:, 1])
+    small = stage_maps(res, image=1, max_side=8)  # 16 px maps: means of 2 x 2 blocks
+    assert len(small["score"]) == 3 and small["score"][0].shape == (8, 8)
+    blocks = res.maps["score"][:, 1].reshape(3, 8, 2, 8, 2).mean(axis=(2, 4))
+    np.testing.assert_allclose(np.stack(small["score"]), blocks, rtol=1e-6)
+    assert stage_maps(res, max_side=6)["score"][0].shape == (6, 6)  # f = 3: 16 px -> 6 px
+    with pytest.raises(InvalidInputError, match="image"):
+        stage_maps(res, image=2)
+    with pytest.raises(InvalidInputError, match="max_side"):
+        stage_maps(res, max_side=0)
+    with pytest.raises(InvalidInputError, match="metrics"):
+        similarity_curves(res, metrics=("pearson",))
