@@ -3,11 +3,16 @@
 :func:`saliency_core.images.load_image` reads through :func:`read_source` and,
 when no accepted decoder recognises the bytes, explains them with
 :func:`describe_unreadable` ("an HTML web page", "a HEIC photo", ...).
+Files on disk are read only when they are regular files
+(:func:`open_regular_file`, :func:`read_regular_file`): a FIFO, a device or
+a socket named ``x.jpg`` is refused, never opened in a way that can block.
 """
 
 from __future__ import annotations
 
 import os
+import stat
+from typing import BinaryIO
 
 from saliency_core.errors import InvalidImageError
 
@@ -28,25 +33,78 @@ def too_big(size: int, max_bytes: int) -> InvalidImageError:
                          f"{max_bytes / 1024 / 1024:.0f} MB limit.")
 
 
+# Reading files on disk: regular files only
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _check_regular(path: str | os.PathLike, st: os.stat_result, max_bytes: int | None) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((what for is_kind, what in _KINDS if is_kind(st.st_mode)), "a special file")
+        raise InvalidImageError(f"{os.fsdecode(path)!r} is {kind}, not a regular file; only regular files are read.")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise InvalidImageError(f"The file is {st.st_size / 2**20:.1f} MB, larger than the "
+                                f"{max_bytes / 2**20:.0f} MB limit.")
+
+
+def open_regular_file(path: str | os.PathLike, max_bytes: int | None = None) -> BinaryIO:
+    """Open ``path`` for binary reading if it is a regular file (links followed) of at most ``max_bytes``.
+
+    Anything else is refused before a byte is read: a FIFO (whose ``open``
+    blocks until a writer comes), a device such as ``/dev/zero`` (which never
+    ends), a socket, a folder. ``stat`` checks the type first; the file is
+    then opened with ``O_NONBLOCK``, so that a FIFO swapped in after the check
+    cannot block the open, and checked again with ``fstat`` on the open
+    descriptor: what is read is what was checked.
+
+    Raises
+    ------
+    InvalidImageError : not a regular file, or larger than ``max_bytes``.
+    OSError : missing or unreadable.
+    """
+    _check_regular(path, os.stat(path), max_bytes)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        _check_regular(path, os.fstat(fd), max_bytes)
+        os.set_blocking(fd, True)  # no effect on reading a regular file; a plain file object from here on
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular_file(path: str | os.PathLike, max_bytes: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``max_bytes`` (see :func:`open_regular_file`).
+
+    Raises
+    ------
+    InvalidImageError : not a regular file, or larger than ``max_bytes`` (also when it grew after the check).
+    OSError : missing or unreadable.
+    """
+    with open_regular_file(path, max_bytes) as fh:
+        data = fh.read(max_bytes + 1)  # one byte past the limit: the file may have grown since the check
+    if len(data) > max_bytes:
+        raise InvalidImageError(f"The file is larger than the {max_bytes / 2**20:.0f} MB limit.")
+    return data
+
+
 def _read_path(path: str | os.PathLike, max_bytes: int) -> bytes:
-    """Read a file from disk, refusing missing paths, folders and huge files."""
+    """Read an image file from disk: regular files only, no larger than ``max_bytes``."""
     try:
         text_path = os.fspath(path)
         if isinstance(text_path, bytes):
             text_path = os.fsdecode(text_path)
         if not os.path.exists(text_path):
             raise invalid_image(f"No file was found at {text_path!r}.")
-        if os.path.isdir(text_path):
-            raise invalid_image(f"{text_path!r} is a folder, not an image file.")
-        # Check the size before reading so a huge file is never pulled into RAM.
-        size = os.path.getsize(text_path)
-        if size > max_bytes:
-            raise too_big(size, max_bytes)
-        with open(text_path, "rb") as fh:
-            # Read one byte past the limit: the file may have grown since stat.
-            return fh.read(max_bytes + 1)
-    except InvalidImageError:
-        raise
+        return read_regular_file(text_path, max_bytes)
+    except FileNotFoundError:
+        raise invalid_image(f"No file was found at {text_path!r}.") from None
+    except InvalidImageError as exc:
+        if ACCEPTED_FORMATS_TEXT in str(exc):
+            raise
+        raise invalid_image(str(exc)) from None
     except (OSError, ValueError, TypeError) as exc:
         # ValueError: e.g. a NUL byte in the path; OSError: permissions, etc.
         raise invalid_image(f"The file could not be read ({exc}).") from exc

@@ -7,6 +7,13 @@ folder with any other name, have no known label (the job then explains the
 model's top-1 prediction and says so). A ``.npz`` holds arrays ``X`` (N, H,
 W, 3) and ``y`` (N,) as cs231n's ``imagenet_val_25.npz`` does.
 
+Symbolic links are followed, as torchvision's ImageFolder follows them (a
+tree of class folders linked to a central store is common), but each real
+folder is entered once and each file counted once: see :func:`discover`.
+Only regular files are read; a FIFO, a socket or a device named ``x.jpg``
+is listed, and its record says what it is (see
+:func:`saliency_core.image_bytes.open_regular_file`).
+
 :class:`ImageDataset` decodes and crops in DataLoader worker processes, so
 it holds only picklable, torch-free state; a file that can't be read comes
 back as an error record, never as an exception.
@@ -27,6 +34,7 @@ import torch
 from PIL import Image
 
 from saliency_core.errors import InvalidImageError, InvalidInputError
+from saliency_core.image_bytes import open_regular_file, read_regular_file
 from saliency_core.images import DEFAULT_MAX_BYTES, load_image, pixels_sha256
 from saliency_core.npz import load_npz_batch
 from saliency_core.preprocessing import Preprocessing, crop_image
@@ -80,6 +88,17 @@ class Discovery:
 def discover(source: str | os.PathLike) -> Discovery:
     """List the images of a folder (ImageFolder layout) or an npz file, in a stable order.
 
+    Symbolic links are followed, once: every real folder (by device and
+    inode) is entered at most once, real folders before linked ones, so a
+    folder reached both by its own name and through a link is listed under
+    its own name, and a link back up the tree (``ln -s . loop``) adds
+    nothing. A link to a folder outside the tree is followed (its images
+    are listed under the link's name and take the label of the class
+    folder it stands for) unless that folder was entered already. A linked
+    file whose target is also listed by a name of its own is left out;
+    hard links, two names the user gave one file, are both listed.
+    Hidden files and folders (``.name``) are skipped.
+
     Raises
     ------
     InvalidInputError : the path does not exist, or the npz can't be read.
@@ -87,30 +106,95 @@ def discover(source: str | os.PathLike) -> Discovery:
     path = Path(source).expanduser().resolve()
     if path.is_file() and path.suffix.lower() == ".npz":
         try:
-            batch = load_npz_batch(path.read_bytes())
+            with open_regular_file(path) as fh:
+                batch = load_npz_batch(fh)
         except (InvalidImageError, OSError) as exc:
             raise InvalidInputError(f"{path}: {exc}") from exc
         items = tuple(Item(f"{path.name}#{b.index}", b.label, "npz") for b in batch)
         return Discovery(str(path), "npz", items, ())
     if not path.is_dir():
         raise InvalidInputError(f"{path} is neither a folder of images nor an .npz file")
-    items: list[Item] = []
+    found, ignored = _walk(path)
+    items = []
+    for key in _count_files_once(found):
+        top, sep, _ = key.partition("/")
+        items.append(Item(key, *(label_of_folder(top) if sep else (None, None))))
+    return Discovery(str(path), "folder", tuple(sorted(items, key=lambda it: it.key)), tuple(sorted(ignored)))
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:  # a dangling link, a file gone since the listing: listed, and its record will say why
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _walk(root: Path) -> tuple[list[tuple[str, tuple[int, int] | None, bool]], list[str]]:
+    """(image files as (key, file id, is a link), other files' keys) under ``root``, each real folder once.
+
+    Folders are walked breadth-first by level of links: first every folder
+    reachable without following a link, then the targets of the links found
+    there (in key order), then the links found in those, and so on.
+    """
+    files: list[tuple[str, tuple[int, int] | None, bool]] = []
     ignored: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel_dir = Path(dirpath).relative_to(path)
-        top = rel_dir.parts[0] if rel_dir.parts else None
-        label, source = label_of_folder(top) if top else (None, None)
-        for name in sorted(filenames):
-            if name.startswith("."):
+    seen: set[tuple[int, int]] = set()
+    st = os.stat(root)
+    seen.add((st.st_dev, st.st_ino))
+    level = [("", str(root))]  # (key prefix, real path to list) of folders entered through a link, or the root
+    while level:
+        links: list[tuple[str, str]] = []
+        todo = list(level)
+        while todo:
+            prefix, folder = todo.pop()
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError:  # unreadable folder: nothing to list, as os.walk does
                 continue
-            key = (rel_dir / name).as_posix()
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                items.append(Item(key, label, source))
-            else:
-                ignored.append(key)
-    items.sort(key=lambda it: it.key)
-    return Discovery(str(path), "folder", tuple(items), tuple(sorted(ignored)))
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                key = f"{prefix}{entry.name}"
+                try:
+                    is_dir = entry.is_dir()  # follows links
+                    is_link = entry.is_symlink()
+                except OSError:
+                    is_dir, is_link = False, False
+                if is_dir and is_link:
+                    links.append((key, entry.path))
+                elif is_dir:
+                    st = entry.stat()
+                    if (st.st_dev, st.st_ino) not in seen:  # a bind mount of an ancestor would loop too
+                        seen.add((st.st_dev, st.st_ino))
+                        todo.append((key + "/", entry.path))
+                elif Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
+                    files.append((key, _file_id(entry.path), is_link))
+                else:
+                    ignored.append(key)
+        level = []
+        for key, link in sorted(links):
+            target = _file_id(link)
+            if target is not None and target not in seen:
+                seen.add(target)
+                level.append((key + "/", os.path.realpath(link)))
+    return files, ignored
+
+
+def _count_files_once(files: list[tuple[str, tuple[int, int] | None, bool]]) -> list[str]:
+    """The keys to keep: a linked file is dropped when its target is listed by a name that is no link, or
+    (only links to it) by a link whose key sorts first."""
+    names: dict[tuple[int, int], list[tuple[bool, str]]] = {}
+    keep = []
+    for key, file_id, is_link in files:
+        if file_id is None:
+            keep.append(key)
+        else:
+            names.setdefault(file_id, []).append((is_link, key))
+    for group in names.values():
+        real = [key for is_link, key in group if not is_link]
+        keep.extend(real if real else [min(key for _, key in group)])
+    return keep
 
 
 def item_path(discovery: Discovery, item: Item) -> str:
@@ -125,21 +209,29 @@ def _npz_index(key: str) -> int:
 
 
 def split_item_path(path: str) -> tuple[Path, int | None]:
-    """(file on disk, index in the npz or None) of an :func:`item_path`."""
+    """(file on disk, index in the npz or None) of an :func:`item_path`.
+
+    Raises InvalidInputError when ``path`` is not a non-empty string (a row without a path).
+    """
+    if not isinstance(path, str) or not path:
+        raise InvalidInputError(f"No file path was given (got {path!r}).")
     base, sep, index = path.rpartition("#")
     if sep and base.lower().endswith(".npz") and index.isdigit():
         return Path(base), int(index)
     return Path(path), None
 
 
-def read_item_bytes(path: str) -> bytes:
+def read_item_bytes(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     """The encoded bytes of an item from its :func:`item_path`: the file's, or a lossless PNG of an npz image.
 
-    Raises OSError when the file is gone, InvalidImageError for a bad npz.
+    Only regular files are read (a FIFO or a device named like an image is refused), up to ``max_bytes``.
+
+    Raises OSError when the file is gone or unreadable, InvalidImageError when it is not a regular file, is
+    larger than ``max_bytes``, or is a bad npz; InvalidInputError when ``path`` is no path.
     """
     file, index = split_item_path(path)
     if index is None:
-        return file.read_bytes()
+        return read_regular_file(file, max_bytes)
     buf = io.BytesIO()
     _npz_images(str(file))[index].save(buf, format="PNG")
     return buf.getvalue()
@@ -148,7 +240,8 @@ def read_item_bytes(path: str) -> bytes:
 @lru_cache(maxsize=2)
 def _npz_images(path: str) -> tuple[Image.Image, ...]:
     # Once per worker process: the images of an npz are decoded together.
-    return tuple(b.image for b in load_npz_batch(Path(path).read_bytes()))
+    with open_regular_file(path) as fh:
+        return tuple(b.image for b in load_npz_batch(fh))
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -178,12 +271,7 @@ class ImageDataset(torch.utils.data.Dataset):
                 image = _npz_images(self.root)[_npz_index(item.key)]
                 record["sha256"] = pixels_sha256(image)
             else:
-                path = Path(self.root) / item.key
-                size = path.stat().st_size
-                if size > self.max_bytes:
-                    raise InvalidImageError(f"The file is {size / 2**20:.0f} MB; the limit is "
-                                            f"{self.max_bytes / 2**20:.0f} MB.")
-                data = path.read_bytes()
+                data = read_regular_file(Path(self.root) / item.key, self.max_bytes)
                 record["sha256"] = hashlib.sha256(data).hexdigest()
                 image = load_image(data, max_bytes=self.max_bytes)
         except InvalidImageError as exc:
