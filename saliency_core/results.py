@@ -13,11 +13,15 @@
 Every part is written to a temporary name and renamed, so a part is either
 complete or absent; a job stopped at any moment and started again skips the
 keys found in ``results/`` and ``errors/`` and writes nothing twice.
+
+Reading back, every table gets the columns the Dataset page reads
+(:data:`PAGE_COLUMNS`, as typed nulls when absent). An uploaded Parquet file
+(:func:`load_parquet_bytes`) is checked from its footer before any row is
+read: a few hundred kilobytes can hold millions of rows.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -26,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from saliency_core.errors import InvalidInputError
@@ -34,6 +39,25 @@ from saliency_core.files import atomic_write
 MANIFEST = "manifest.json"
 RESULTS, ERRORS, MAPS = "results", "errors", "maps"
 ERROR_COLUMNS = ("key", "path", "error", "rank", "run")
+# An uploaded Parquet file must have these (the batch job writes them all).
+REQUIRED_COLUMNS = ("key", "target", "prediction")
+# The columns the Dataset page reads from a row without checking, with their types. A table without
+# them gets them as typed nulls (the page then says it has no such data); present ones are converted.
+PAGE_COLUMNS: dict[str, str] = {
+    "path": "string", "label": "Int64", "label_name": "string", "target_name": "string",
+    "prediction_name": "string", "target_source": "string", "prob_target": "float64",
+    "prob_prediction": "float64", "correct": "boolean",
+}
+
+# Limits on an uploaded Parquet file, checked from its footer before a row is read. A results part holds
+# --part-size rows (1,024 by default) of about 70 columns; a whole dataset is opened as a folder instead.
+MAX_PARQUET_ROWS = 200_000
+MAX_PARQUET_COLUMNS = 500
+MAX_PARQUET_BYTES = 256 * 2**20  # uncompressed pages, and values as decoded (strings counted after reading)
+_MAX_PARQUET_FOOTER_BYTES = 16 * 2**20
+# Bytes one value takes once decoded, by Parquet physical type (BYTE_ARRAY: its offset; the strings are
+# counted after reading, as a dictionary-encoded string is stored once and repeated on decoding).
+_VALUE_BYTES = {"BOOLEAN": 1, "INT32": 4, "FLOAT": 4, "INT64": 8, "DOUBLE": 8, "INT96": 12, "BYTE_ARRAY": 8}
 
 
 def write_part(out: str | os.PathLike, name: str, rows: pd.DataFrame, errors: pd.DataFrame,
@@ -126,6 +150,26 @@ class ResultsFolder:
             return {m: npz[m][i].astype(np.float32) * np.float32(row[f"{m}_max"]) for m in self.methods if m in npz}
 
 
+def with_page_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every column of :data:`PAGE_COLUMNS`, of its type: absent ones all null.
+
+    Raises
+    ------
+    InvalidInputError : a present column can't be read as its type (words in ``prob_target``, say).
+    """
+    columns = {}
+    for name, dtype in PAGE_COLUMNS.items():
+        if name not in frame.columns:
+            columns[name] = pd.Series(np.nan if dtype == "float64" else pd.NA, index=frame.index, dtype=dtype)
+        elif str(frame[name].dtype) != dtype:
+            try:
+                columns[name] = frame[name].astype(dtype)
+            except (TypeError, ValueError) as exc:
+                raise InvalidInputError(f"The column {name!r} holds {frame[name].dtype} values that can't be read "
+                                        f"as {dtype} ({exc}).") from exc
+    return frame.assign(**columns) if columns else frame
+
+
 def load_results(out: str | os.PathLike) -> ResultsFolder:
     """Read a results folder written by the batch job.
 
@@ -143,24 +187,101 @@ def load_results(out: str | os.PathLike) -> ResultsFolder:
     if "key" in results.columns:
         results = results.sort_values("key", kind="stable").reset_index(drop=True)
     errors = _concat(error_parts, ERROR_COLUMNS)
-    return ResultsFolder(results, errors, read_manifest(root), str(root))
+    return ResultsFolder(with_page_columns(results), errors, read_manifest(root), str(root))
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.0f} MB"
+
+
+def _open_parquet(data: bytes) -> pq.ParquetFile:
+    """The file's footer, checked against the limits before any row is read."""
+    if len(data) >= 12 and data[-4:] == b"PAR1":
+        footer = int.from_bytes(data[-8:-4], "little")
+        if footer > _MAX_PARQUET_FOOTER_BYTES:
+            raise InvalidInputError(f"This Parquet file's metadata alone is {_mb(footer)}; the limit is "
+                                    f"{_mb(_MAX_PARQUET_FOOTER_BYTES)}.")
+    try:
+        pf = pq.ParquetFile(pa.BufferReader(data))
+        meta = pf.metadata
+        schema = pf.schema_arrow
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InvalidInputError(f"This is not a Parquet file ({exc}).") from exc
+    if meta.num_rows > MAX_PARQUET_ROWS:
+        raise InvalidInputError(f"This Parquet file holds {meta.num_rows:,} rows; an uploaded file may hold "
+                                f"{MAX_PARQUET_ROWS:,} (a results part holds --part-size rows, 1,024 by default). "
+                                "Open the whole results folder on the server instead.")
+    if meta.num_columns > MAX_PARQUET_COLUMNS:
+        raise InvalidInputError(f"This Parquet file has {meta.num_columns:,} columns; the limit is "
+                                f"{MAX_PARQUET_COLUMNS} (the batch job writes about 70).")
+    nested = [f.name for f in schema if pa.types.is_nested(f.type)]
+    if nested:
+        raise InvalidInputError(f"This Parquet file was not written by the batch job: its column {nested[0]!r} is "
+                                "nested (lists or structs); results have one value per cell.")
+    stored = decoded = 0
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        for j in range(group.num_columns):
+            chunk = group.column(j)
+            stored += chunk.total_uncompressed_size
+            width = pf.schema.column(j).length if chunk.physical_type == "FIXED_LEN_BYTE_ARRAY" else \
+                _VALUE_BYTES.get(chunk.physical_type, 8)
+            decoded += chunk.num_values * (width or 8)
+    if max(stored, decoded) > MAX_PARQUET_BYTES:
+        raise InvalidInputError(f"This Parquet file holds {_mb(max(stored, decoded))} once decompressed; the limit "
+                                f"is {_mb(MAX_PARQUET_BYTES)}.")
+    return pf
+
+
+def _string_bytes(column: pa.ChunkedArray) -> int:
+    """Bytes of the strings of a column read as dictionaries, once each is decoded where it is used."""
+    total = 0
+    for chunk in column.chunks:
+        if isinstance(chunk, pa.DictionaryArray):
+            lengths = pc.take(pc.binary_length(chunk.dictionary), chunk.indices)
+        else:
+            lengths = pc.binary_length(chunk)
+        total += pc.sum(lengths).as_py() or 0
+    return total
 
 
 def load_parquet_bytes(data: bytes) -> ResultsFolder:
     """An uploaded Parquet file of results (rows as the job writes them).
 
+    Checked before any row is decoded, from the footer: at most
+    :data:`MAX_PARQUET_ROWS` rows, :data:`MAX_PARQUET_COLUMNS` columns, none
+    nested, :data:`MAX_PARQUET_BYTES` uncompressed and decoded; the columns
+    :data:`REQUIRED_COLUMNS` present, ``target`` and ``prediction`` integers.
+    String columns are read as dictionaries and their decoded size checked
+    before they are expanded. Columns of :data:`PAGE_COLUMNS` that are
+    missing come as typed nulls.
+
     Raises
     ------
-    InvalidInputError : not a Parquet file, or not one written by the batch job.
+    InvalidInputError : not a Parquet file, over a limit, or not one written by the batch job.
     """
-    try:
-        table = pq.read_table(io.BytesIO(data))
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise InvalidInputError(f"This is not a Parquet file ({exc}).") from exc
-    frame = table.to_pandas()
-    missing = {"key", "target", "prediction"} - set(frame.columns)
+    pf = _open_parquet(data)
+    schema = pf.schema_arrow
+    missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
     if missing:
         raise InvalidInputError("This Parquet file was not written by the batch job: it has no column "
                                 f"{', '.join(sorted(missing))}.")
-    return ResultsFolder(frame.sort_values("key", kind="stable").reset_index(drop=True),
-                         pd.DataFrame(columns=list(ERROR_COLUMNS)))
+    for name in ("target", "prediction"):
+        if not pa.types.is_integer(schema.field(name).type):
+            raise InvalidInputError(f"The column {name!r} holds {schema.field(name).type} values; the batch job "
+                                    "writes ImageNet class indices (integers).")
+    strings = [pf.schema.column(j).path for j in range(len(pf.schema))
+               if pf.schema.column(j).physical_type == "BYTE_ARRAY"]
+    try:
+        table = pq.ParquetFile(pa.BufferReader(data), read_dictionary=strings).read()
+        size = sum(_string_bytes(table.column(name)) for name in strings) + table.nbytes
+        if size > MAX_PARQUET_BYTES:
+            raise InvalidInputError(f"This Parquet file holds {_mb(size)} once its strings are decoded; the limit "
+                                    f"is {_mb(MAX_PARQUET_BYTES)}.")
+        frame = table.cast(schema).to_pandas()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        if isinstance(exc, InvalidInputError):
+            raise
+        raise InvalidInputError(f"This Parquet file could not be read ({exc}).") from exc
+    frame = frame.sort_values("key", kind="stable").reset_index(drop=True)
+    return ResultsFolder(with_page_columns(frame), pd.DataFrame(columns=list(ERROR_COLUMNS)))
