@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -26,6 +28,7 @@ def test_readme_commands_match_ci():
     assert ".venv/bin/streamlit run dashboard.py" in text
 
 
+@pytest.mark.slow
 def test_readme_batch_example_runs(tmp_path: Path):
     """The "Try it on the sample photos" commands, run as written in a scratch folder."""
     import os

@@ -173,7 +173,8 @@ def link(**view: str | int) -> dict[str, str]:
 # --------------------------------------------------------------------------- 1. every page renders
 
 
-@pytest.mark.parametrize("name", list(PAGES))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "faithfulness" else n for n in PAGES])
 def test_every_page_renders_with_defaults(new_app, name):
     at = new_app(PAGES[name]).run()
     assert_healthy(at)
@@ -256,6 +257,7 @@ def test_corrupt_upload_is_an_error_in_the_page_whatever_its_name(new_app):
 # --------------------------------------------------------------------------- 5. method and target
 
 
+@pytest.mark.slow
 def test_method_and_target_change_the_map_to_the_matching_reference(new_app, reference):
     at = new_app(PAGES["saliency"]).run()
     score = heatmap_z(at)
@@ -456,6 +458,7 @@ def npz_batch(lite0) -> tuple[bytes, np.ndarray, np.ndarray]:
     return buf.getvalue(), X, y
 
 
+@pytest.mark.slow
 def test_npz_upload_feeds_the_saliency_and_gallery_pages(new_app, reference, npz_batch, lite0):
     data, X, y = npz_batch
     assert list(y) == [967, 281, 657]
@@ -543,6 +546,7 @@ def test_page_reruns_go_through_the_entry_script(new_app_unpatched, reference):
 # --------------------------------------------------------------------------- faithfulness page
 
 
+@pytest.mark.slow
 def test_faithfulness_page_computes_curves_table_and_randomisation_once(new_app, monkeypatch):
     from saliency_core import faithfulness, sanity
 
