@@ -145,8 +145,9 @@ def test_result_is_detached_from_the_file(tmp_path: Path, valid_png: bytes) -> N
 def test_invalid_image_error_is_a_value_error() -> None:
     assert issubclass(InvalidImageError, ValueError)
     assert issubclass(InvalidImageError, SaliencyError)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as info:  # what a caller that only knows ValueError catches
         load_image(b"")
+    assert type(info.value) is InvalidImageError and "empty" in str(info.value)
 
 
 def test_missing_path(tmp_path: Path) -> None:

@@ -159,7 +159,7 @@ def test_side_by_side_linked_axes_and_own_scales(rng, gradients):
 def test_side_by_side_shared_scale(rng):
     maps = {"score": rng.random((H, W)), "loss": 5 * rng.random((H, W))}
     fig = plots.side_by_side_figure(maps, shared_scale=True, titles=["S", "L"])
-    assert all(trace.coloraxis == "coloraxis" for trace in fig.data)
+    assert len(fig.data) == 2 and all(trace.coloraxis == "coloraxis" for trace in fig.data)
     assert fig.layout.coloraxis.cmin == pytest.approx(min(m.min() for m in maps.values()))
     assert fig.layout.coloraxis.cmax == pytest.approx(max(m.max() for m in maps.values()))
     assert [a.text for a in fig.layout.annotations] == ["S", "L"]
@@ -284,7 +284,7 @@ def test_signed_map_percentile_range_saturates_outliers():
     clipped = plots.signed_map_figure(values, percentile=99)
     assert full.data[0].zmax == 100.0
     assert 0.9 <= clipped.data[0].zmax < 2.0 and clipped.data[0].zmin == -clipped.data[0].zmax
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match=r"percentile: expected a value in \(0, 100\], got 0"):
         plots.signed_map_figure(values, percentile=0)
 
 
@@ -302,7 +302,7 @@ def test_curves_figure_draws_one_line_per_curve():
     fig = plots.curves_figure(x, {"score": x, "random order": 1 - x})
     assert [t.name for t in fig.data] == ["score", "random order"]
     assert fig.data[1].line.dash == "dot"
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError, match=r"curves\['bad'\]: expected shape \(5,\)"):
         plots.curves_figure(x, {"bad": np.zeros(3)})
 
 
