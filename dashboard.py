@@ -6,6 +6,14 @@ to the page the user is on.
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads: OpenMP threads that finish early sleep instead of spin-waiting. A shared
+# server runs several sessions' work at once (and other programs); spinning threads then eat the
+# cores the working ones need. Measured on the 2-core machine under load: the Faithfulness page's
+# first curves 22.9 s -> 9.0 s (benchmarks/RESULTS.md). Set OMP_WAIT_POLICY yourself to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import streamlit as st
 from PIL import Image
