@@ -18,6 +18,13 @@ device (:mod:`saliency_core.tensor_stats`), and writes its own Parquet parts
 (:mod:`saliency_core.results`). Files that cannot be read land in the
 errors table with the reason; they never stop the job. Stopped and started
 again with the same options, the job skips everything already written.
+
+Each run records in the manifest its process (pid, host, start time) and
+ends as "complete", or as "stopped" with the reason when it is stopped by
+SIGTERM, Ctrl-C or an error. A run killed outright (SIGKILL, out of memory)
+can't write that: :func:`saliency_core.results.run_status` tells it from a
+live one by its process, and the next run on the same ``--out`` marks it
+"stopped" (and refuses to start while a live one writes there).
 """
 
 from __future__ import annotations
@@ -210,6 +217,7 @@ def _die_with_job(job_pid: int, worker_id: int) -> None:
     if prctl fails, a daemon thread polls the parent's pid.
     """
     del worker_id
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the job's handler (forked with it) is for the job's thread
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
@@ -336,11 +344,17 @@ def _prepare_out(opts: Options, ranks: Ranks, discovery: Discovery, model: Loade
         out.mkdir(parents=True, exist_ok=True)
         for stale in out.glob("*/.part-*.tmp"):  # left by a run stopped while writing
             stale.unlink(missing_ok=True)
-        old = results.read_manifest(out).get("config")
+        earlier = results.read_manifest(out)
+        old = earlier.get("config")
+        live = [r for r in earlier.get("runs", []) if results.run_status(r) == "running"]
         if old is not None and old != opts.config():
             diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in opts.config().items() if old.get(k) != v)
             problem = (f"{out} holds results made with other options ({diff}). Use a new --out folder, "
                        "or the same options to finish that run.")
+        elif live:
+            r = live[-1]
+            problem = (f"{out} is being written by run {r.get('run')} (pid {r.get('pid')} on {r.get('host')}, "
+                       f"started {r.get('started')}). Wait for it to finish, or stop it, then run this again.")
     problem = ranks.broadcast(problem)
     if problem:
         raise SaliencyError(problem)
@@ -351,6 +365,9 @@ def _prepare_out(opts: Options, ranks: Ranks, discovery: Discovery, model: Loade
         manifest = results.read_manifest(out)
         runs = manifest.get("runs", [])
         run = len(runs)
+        for r in runs:  # killed outright (SIGKILL, out of memory), they could not say so themselves
+            if r.get("status") == "running" and results.run_status(r) == "stopped":
+                r.update(status="stopped", reason=f"killed or crashed (found by run {run})")
         prep = model.preprocessing
         manifest.update({
             "tool": "saliency_core.batch",
@@ -371,7 +388,7 @@ def _prepare_out(opts: Options, ranks: Ranks, discovery: Discovery, model: Loade
         runs.append({"run": run, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "command": shlex.join([sys.executable, "-m", "saliency_core.batch", *sys.argv[1:]]),
                      "world_size": ranks.world, "device": str(model.device), "already_done": len(done),
-                     "status": "running"})
+                     "status": "running", **results.this_process()})
         manifest["runs"] = runs
         results.write_manifest(out, manifest)
     return int(ranks.broadcast(run)), done
@@ -387,10 +404,56 @@ def run(opts: Options) -> dict:
             dist.destroy_process_group()
 
 
+class Stopped(BaseException):
+    """Raised in the job's main thread by SIGTERM (see :func:`main`), so that the run records that it stopped.
+
+    A BaseException, as KeyboardInterrupt is: no ``except Exception`` on the way swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
+    raise Stopped(signum)
+
+
+def _stop_reason(exc: BaseException) -> str:
+    if isinstance(exc, Stopped):
+        return signal.Signals(exc.signum).name
+    if isinstance(exc, KeyboardInterrupt):
+        return "SIGINT (Ctrl-C)"
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _record_stop(out: str, run_id: int, exc: BaseException) -> None:
+    """Mark the run "stopped" with the reason; never raises (the error that stopped it matters more)."""
+    try:
+        manifest = results.read_manifest(out)
+        manifest["runs"][run_id].update(status="stopped", reason=_stop_reason(exc), finished=datetime.now(
+            timezone.utc).isoformat(timespec="seconds"))
+        manifest["totals"] = results.row_counts(out)
+        results.write_manifest(out, manifest)
+    except Exception:  # results.run_status still finds its process gone
+        pass
+
+
 def _run(opts: Options, ranks: Ranks, device: torch.device) -> dict:
     discovery = discover(opts.images)
     model = load_model(opts.model, device, allow_download=False)
     run_id, done = _prepare_out(opts, ranks, discovery, model)
+    try:
+        return _compute(opts, ranks, device, discovery, model, run_id, done)
+    except BaseException as exc:
+        if ranks.rank == 0:
+            _record_stop(opts.out, run_id, exc)
+        raise
+
+
+def _compute(opts: Options, ranks: Ranks, device: torch.device, discovery: Discovery, model: LoadedModel,
+             run_id: int, done: set[str]) -> dict:
     pending = [it for it in discovery.items if it.key not in done]
     dataset = ImageDataset(discovery, pending, model.preprocessing)
     sampler = ShardSampler(len(pending), ranks.rank, ranks.world)
@@ -464,12 +527,23 @@ def _run(opts: Options, ranks: Ranks, device: torch.device) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line. Exit status 0, 2 for a user error, 128 + signal when stopped by SIGTERM or Ctrl-C."""
     opts = parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
         summary = run(opts)
     except SaliencyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (Stopped, KeyboardInterrupt) as exc:
+        print(f"stopped by {_stop_reason(exc)}; run the same command again to finish: what is written is kept.",
+              file=sys.stderr)
+        return 128 + (exc.signum if isinstance(exc, Stopped) else signal.SIGINT)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if int(os.environ.get("RANK", "0")) == 0:
         rate = summary["images_per_s"]
         print(f"{summary['images']} images and {summary['errors']} unreadable files in {summary['seconds']:.1f} s"

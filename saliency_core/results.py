@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,88 @@ def _concat(parts: list[Path], columns: tuple[str, ...] | None = None) -> pd.Dat
         return pd.DataFrame(columns=list(columns or ()))
     # "permissive": a part whose column was all missing (say, no unlabelled image) stored it as null.
     return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+
+
+# --------------------------------------------------------------------------- which runs are alive
+
+def process_start_time(pid: int) -> str | None:
+    """When process ``pid`` started, in clock ticks after boot (``/proc/<pid>/stat`` field 22), or None when
+    there is no such process or no ``/proc``. With the pid, it names one process for as long as the machine
+    runs: a pid reused later has another start time."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        fields = text[text.rindex(")") + 2 :].split()  # the name, in parentheses, may hold spaces
+    except (OSError, ValueError):
+        return None
+    return fields[19] if len(fields) > 19 and fields[0] not in ("Z", "X") else None  # a zombie is dead
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def this_process() -> dict:
+    """What a run records so that :func:`run_status` can tell later whether it still runs."""
+    pid = os.getpid()
+    return {"pid": pid, "host": socket.gethostname(), "process_start": process_start_time(pid),
+            "boot_id": _boot_id()}
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    if Path("/proc/self/stat").exists():
+        now = process_start_time(pid)
+        return now is not None and (start is None or now == start)
+    try:  # no /proc (macOS): the pid alone
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+RUN_STATUSES = ("complete", "running", "stopped", "unknown")
+
+
+def run_status(run: dict) -> str:
+    """What became of one run of the manifest's ``runs``: "complete", "running", "stopped" or "unknown".
+
+    * "complete": it finished.
+    * "stopped": it recorded that it stopped (SIGTERM, Ctrl-C, an error: ``run["reason"]``), or it says
+      "running" but its process is gone: killed (SIGKILL, out of memory), crashed, or the machine rebooted.
+    * "running": its process, recorded as pid, host and start time (:func:`this_process`), still runs on
+      this machine: same host name, a live process with that pid and that start time.
+    * "unknown": it says "running" and ran on another machine, which can't be checked from here, or was
+      recorded without its process (an older version of the job); or it has no status at all.
+
+    Reads ``/proc`` (or, without it, asks the kernel whether the pid exists); changes nothing.
+    """
+    status = run.get("status")
+    if status in ("complete", "stopped"):
+        return status
+    pid = run.get("pid")
+    if status != "running" or not isinstance(pid, int) or run.get("host") != socket.gethostname():
+        return "unknown"
+    boot = run.get("boot_id")
+    if boot is not None and _boot_id() not in (None, boot):
+        return "stopped"  # the machine restarted since
+    return "running" if _alive(pid, run.get("process_start")) else "stopped"
+
+
+def run_status_text(run: dict) -> str:
+    """:func:`run_status` in words for a page: "complete", "stopped (SIGTERM)", "stopped (killed or
+    crashed)", "running (pid 123 on host)", "unknown (on host b; can't be checked from here)"."""
+    status = run_status(run)
+    if status == "stopped":
+        return f"stopped ({run.get('reason') or 'killed or crashed'})"
+    if status == "running":
+        return f"running (pid {run.get('pid')} on {run.get('host')})"
+    if status == "unknown" and run.get("status") == "running" and run.get("host"):
+        return f"unknown (running on {run['host']}, which can't be checked from here)"
+    return status
 
 
 def read_manifest(out: str | os.PathLike) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -30,7 +31,14 @@ from saliency_core.dataset_view import most_disagreeing, numeric_columns, per_cl
 from saliency_core.errors import InvalidInputError
 from saliency_core.imagefolder import ShardSampler, discover, label_of_folder, read_item_bytes, write_sample_folder
 from saliency_core.images import load_image
-from saliency_core.results import done_keys, load_parquet_bytes, load_results
+from saliency_core.results import (
+    done_keys,
+    load_parquet_bytes,
+    load_results,
+    read_manifest,
+    run_status,
+    this_process,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 N_IMAGES = 12
@@ -267,14 +275,100 @@ def test_killed_run_leaves_no_process_and_restarts_without_duplicates(single: Pa
                     os.kill(pid, signal.SIGKILL)
     done = done_keys(out)
     assert 0 < len(done) < N_IMAGES + 1, "the job was not stopped midway"
-    assert load_results(out).manifest["runs"][0]["status"] == "running"
+    killed = load_results(out).manifest["runs"][0]
+    assert killed["status"] == "running" and killed["pid"] == proc.pid  # all it could write
+    assert run_status(killed) == "stopped"  # its process is gone
 
     again = run_job("--images", str(dataset), "--out", str(out), "--batch-size", "2", "--part-size", "2")
     assert f"{len(done)} already done" in again.stderr
     res = load_results(out)
     assert res.results["key"].is_unique and len(res.results) == N_IMAGES and len(res.errors) == 1
     assert_same_results(res.results, load_results(single).results)
-    assert [r["status"] for r in res.manifest["runs"]] == ["running", "complete"]
+    runs = res.manifest["runs"]
+    assert [r["status"] for r in runs] == ["stopped", "complete"]  # the restart marked the killed run
+    assert runs[0]["reason"] == "killed or crashed (found by run 1)"
+
+
+def _start_job(out: Path, dataset: Path, log: Path) -> subprocess.Popen:
+    """The job in batches of 2, one worker, started and waited for until its first part is written."""
+    args = [sys.executable, "-m", "saliency_core.batch", "--no-progress", "--images", str(dataset), "--out",
+            str(out), "--batch-size", "2", "--part-size", "2", "--workers", "1"]
+    with log.open("wb") as err:
+        proc = subprocess.Popen(args, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.monotonic() + 300
+    try:
+        while not list((out / "results").glob("part-*.parquet")):
+            assert proc.poll() is None, f"the job ended before its first part: {log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "the job wrote no part in 300 s"
+            time.sleep(0.05)
+    except BaseException:
+        proc.kill()
+        proc.wait(timeout=60)
+        raise
+    return proc
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the process tree from /proc")
+def test_sigterm_records_a_stopped_run_and_ends_every_process(dataset: Path, tmp_path: Path):
+    out, log = tmp_path / "out", tmp_path / "job.log"
+    proc = _start_job(out, dataset, log)
+    tree = _descendants(proc.pid)
+    try:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+        deadline = time.monotonic() + 10
+        while (left := [pid for pid, start in tree.items() if _running(pid, start)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not left, f"processes of the stopped job still run 10 s later: {left}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+        for pid, start in tree.items():
+            if _running(pid, start):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    assert "stopped by SIGTERM" in log.read_text()
+    run = load_results(out).manifest["runs"][0]
+    assert run["status"] == "stopped" and run["reason"] == "SIGTERM" and run_status(run) == "stopped"
+
+
+def _tiny_npz(path: Path) -> Path:
+    np.savez(path, X=np.random.default_rng(4).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8),
+             y=np.array([1, 967]))
+    return path
+
+
+@pytest.mark.parametrize("error, reason", [(KeyboardInterrupt(), "SIGINT (Ctrl-C)"),
+                                           (RuntimeError("CUDA out of memory"), "RuntimeError: CUDA out of memory")])
+def test_an_interrupted_or_failed_run_records_why_it_stopped(error: BaseException, reason: str, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch):
+    from saliency_core import batch
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(batch, "batch_columns", fail)
+    argv = ["--images", str(_tiny_npz(tmp_path / "two.npz")), "--out", str(tmp_path / "out"), "--workers", "0",
+            "--no-progress"]
+    if isinstance(error, KeyboardInterrupt):
+        assert main(argv) == 128 + signal.SIGINT
+    else:
+        with pytest.raises(RuntimeError):
+            main(argv)
+    run = read_manifest(tmp_path / "out")["runs"][0]
+    assert run["status"] == "stopped" and run["reason"] == reason and run_status(run) == "stopped"
+
+
+def test_a_second_run_on_a_folder_a_live_run_writes_is_refused(tmp_path: Path):
+    out = tmp_path / "out"
+    out.mkdir()
+    live = {"run": 0, "started": "2026-01-01T00:00:00+00:00", "status": "running", **this_process()}
+    (out / "manifest.json").write_text(json.dumps({"runs": [live]}))
+    assert run_status(live) == "running"  # this very process
+    argv = ["--images", str(_tiny_npz(tmp_path / "two.npz")), "--out", str(out), "--workers", "0", "--no-progress"]
+    assert main(argv) == 2
+    assert json.loads((out / "manifest.json").read_text())["runs"] == [live]  # nothing written
 
 
 # --------------------------------------------------------------------------- npz input, reading results

@@ -1,4 +1,5 @@
-"""Hostile datasets on disk: named pipes, sockets and devices named like images, directory-link loops.
+"""Hostile datasets on disk: named pipes, sockets and devices named like images, directory-link loops;
+and telling a live batch run from a dead one.
 
 Anything here that could hang (opening a FIFO blocks until a writer comes;
 a walk through link loops never ends) runs in a subprocess with a timeout,
@@ -184,6 +185,7 @@ def test_batch_job_lists_a_fifo_as_unreadable_instead_of_hanging(tmp_path: Path)
     assert sorted(res.results["key"]) == ["n07920052/good_0.jpg", "n07920052/good_1.jpg"]
     assert list(res.errors["key"]) == ["n07920052/x.jpg"]
     assert "named pipe" in res.errors["error"].iloc[0]
+    assert results.run_status(res.manifest["runs"][-1]) == "complete"
 
 
 # --------------------------------------------------------------------------- directory links
@@ -243,3 +245,26 @@ def test_a_dangling_link_named_like_an_image_is_an_unreadable_item(tmp_path: Pat
     root.mkdir()
     os.symlink(tmp_path / "gone.jpg", root / "dangling.jpg")
     assert [it.key for it in discover(root).items] == ["dangling.jpg"]
+
+
+# --------------------------------------------------------------------------- which runs are alive
+
+
+def _start_time(pid: int) -> str:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2:].split()[19]
+
+
+def test_run_status_tells_a_live_run_from_a_dead_one():
+    me = {"status": "running", "pid": os.getpid(), "host": socket.gethostname(),
+          "process_start": _start_time(os.getpid())}
+    assert results.run_status(me) == "running"
+    assert results.run_status({**me, "process_start": str(int(me["process_start"]) + 1)}) == "stopped"  # pid reused
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert results.run_status({**me, "pid": dead.pid, "process_start": None}) == "stopped"
+    assert results.run_status({**me, "host": "another-machine"}) == "unknown"
+    assert results.run_status({"status": "complete"}) == "complete"
+    assert results.run_status({"status": "stopped", "reason": "SIGTERM"}) == "stopped"
+    assert results.run_status({"status": "running"}) == "unknown"  # written before runs recorded their process
+    assert results.run_status({}) == "unknown"
