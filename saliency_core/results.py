@@ -34,8 +34,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from saliency_core.errors import InvalidInputError
+from saliency_core.errors import InvalidImageError, InvalidInputError
 from saliency_core.files import atomic_write
+from saliency_core.image_bytes import open_regular_file
 
 MANIFEST = "manifest.json"
 RESULTS, ERRORS, MAPS = "results", "errors", "maps"
@@ -81,7 +82,7 @@ def write_part(out: str | os.PathLike, name: str, rows: pd.DataFrame, errors: pd
 
 def _parts(out: Path, kind: str) -> list[Path]:
     folder = out / kind
-    return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+    return sorted(p for p in folder.glob("part-*.parquet") if p.is_file()) if folder.is_dir() else []
 
 
 def done_keys(out: str | os.PathLike) -> set[str]:
@@ -228,7 +229,14 @@ class ResultsFolder:
         if row.empty or pd.isna(row["maps_file"].iloc[0]):
             return None
         row = row.iloc[0]
-        with np.load(Path(self.root) / MAPS / row["maps_file"], allow_pickle=False) as npz:
+        name = row["maps_file"]
+        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".npz"):
+            return None  # the job writes a bare part name; anything else is not its file
+        try:
+            fh = open_regular_file(Path(self.root) / MAPS / name)
+        except (InvalidImageError, OSError):  # gone, or a FIFO or folder in its place: no saved maps
+            return None
+        with fh, np.load(fh, allow_pickle=False) as npz:
             i = int(row["maps_index"])
             return {m: npz[m][i].astype(np.float32) * np.float32(row[f"{m}_max"]) for m in self.methods if m in npz}
 

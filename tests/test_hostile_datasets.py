@@ -268,3 +268,36 @@ def test_run_status_tells_a_live_run_from_a_dead_one():
     assert results.run_status({"status": "stopped", "reason": "SIGTERM"}) == "stopped"
     assert results.run_status({"status": "running"}) == "unknown"  # written before runs recorded their process
     assert results.run_status({}) == "unknown"
+
+
+# --------------------------------------------------------------------------- saved maps named by the rows
+
+
+def test_saved_maps_are_read_only_from_regular_files_in_the_maps_folder(tmp_path: Path):
+    import pandas as pd
+
+    out = tmp_path / "out"
+    (out / "results").mkdir(parents=True)
+    (out / "maps").mkdir()
+    rows = pd.DataFrame({"key": ["a.jpg", "b.jpg", "c.jpg"], "target": [1, 1, 1], "prediction": [1, 1, 1],
+                         "score_max": [2.0, 2.0, 2.0], "maps_index": [0, 0, 0],
+                         "maps_file": ["part-0.npz", "part-1.npz", "../outside.npz"]})
+    rows.to_parquet(out / "results" / "part-000-r0000-00000.parquet", index=False)
+    maps = {"keys": np.array(["a.jpg"]), "score": np.ones((1, 4, 4), np.float16)}
+    np.savez(out / "maps" / "part-0.npz", **maps)
+    np.savez(out / "outside.npz", **maps)
+    os.mkfifo(out / "maps" / "part-1.npz")
+    folder = results.load_results(out)
+    np.testing.assert_array_equal(folder.maps("a.jpg")["score"], np.full((4, 4), 2.0, np.float32))
+
+    def hung(*_):
+        raise TimeoutError("reading the maps blocked on a FIFO")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        assert folder.maps("b.jpg") is None  # a FIFO where the part should be
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert folder.maps("c.jpg") is None  # a path out of the maps folder
