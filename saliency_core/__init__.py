@@ -5,6 +5,7 @@ Workshop 2014. This package never imports Streamlit: it serves the
 dashboard, notebooks and batch jobs alike.
 """
 
+from saliency_core.attribution import ATTRIBUTION_METHODS, AttributionResult, attribute
 from saliency_core.errors import (
     InvalidImageError,
     InvalidInputError,
@@ -19,7 +20,9 @@ from saliency_core.models import DEFAULT_MODEL, list_models, load_model
 from saliency_core.samples import sample_by_name, sample_images
 
 __all__ = [
+    "ATTRIBUTION_METHODS",
     "DEFAULT_MODEL",
+    "AttributionResult",
     "InvalidImageError",
     "InvalidInputError",
     "ModelUnavailableError",
@@ -27,6 +30,7 @@ __all__ = [
     "SaliencyResult",
     "UnknownModelError",
     "UnknownSampleError",
+    "attribute",
     "compute_saliency",
     "compute_saliency_maps",
     "list_models",

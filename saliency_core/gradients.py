@@ -150,6 +150,34 @@ def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, method
     return logits.detach(), y, grads
 
 
+def input_gradients(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, methods: Sequence[str] = METHODS,
+                    *, precision: str = "exact") -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """The core of :func:`compute_saliency` for one batch: one forward pass, one input-VJP per objective.
+
+    For methods that run the model on many inputs of their own (SmoothGrad's
+    noisy copies, Integrated Gradients' path points) and chunk them
+    themselves. Nothing is validated beyond ``methods`` and ``precision``.
+
+    Parameters
+    ----------
+    module : the module to run (e.g. ``module_for(model, precision)``), in eval mode.
+    X : (B, 3, H, W) float tensor, normalised for the model; copied to the
+        module's device and dtype, never modified.
+    y : (B,) int64 targets on the module's device; :data:`TOP1_TARGET` is
+        resolved from this forward pass.
+    methods : any of "score" (s_y) and "loss" (per-image cross-entropy, +L).
+
+    Returns
+    -------
+    (logits (B, C), targets (B,), {method: (B, 3, H, W) gradient}), detached,
+    in the module's dtype.
+    """
+    check_methods(methods)
+    check_precision(precision)
+    with torch.inference_mode(False), torch.enable_grad():
+        return _one_chunk(module, X, y, methods, device_of(module), input_dtype_of(module), precision)
+
+
 def compute_saliency(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int],
                      methods: Sequence[str] = METHODS, *, reduction: str = "max",
                      precision: str = "exact", max_batch: int | None = None) -> SaliencyResult:

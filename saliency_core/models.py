@@ -49,10 +49,13 @@ class ModelSpec:
     size_mb: float
     note: str = ""
     checkpoint: str = ""  # torchvision's file name for the weights (checked against torchvision by a test)
+    # Grad-CAM's default layer: the dotted module name (as in named_modules()) of the last
+    # convolutional block, whose (N, K, h, w) output Grad-CAM weighs; "" for a model without one.
+    cam_layer: str = ""
 
 
 def _tv(name: str, title: str, weights: str, checkpoint: str, resize: int, size_mb: float,
-        interpolation: str = "bilinear") -> ModelSpec:
+        interpolation: str = "bilinear", cam_layer: str = "") -> ModelSpec:
     return ModelSpec(
         name=name,
         title=title,
@@ -61,6 +64,7 @@ def _tv(name: str, title: str, weights: str, checkpoint: str, resize: int, size_
         source="torchvision",
         size_mb=size_mb,
         checkpoint=checkpoint,
+        cam_layer=cam_layer,
     )
 
 
@@ -76,18 +80,26 @@ REGISTRY: dict[str, ModelSpec] = {
             source="embedded",
             size_mb=17.4,
             note="Ships with the dashboard; 75.1 % top-1 on ImageNet.",
+            cam_layer="_blocks.15",  # the last MBConv block, 320 x 7 x 7 at 224 (the head's ReLU6 is shared)
         ),
         _tv("squeezenet1_1", "SqueezeNet 1.1 (the cs231n model)", "SqueezeNet1_1_Weights.IMAGENET1K_V1",
-            "squeezenet1_1-b8a52dc0.pth", 256, 4.7),
-        _tv("resnet18", "ResNet-18", "ResNet18_Weights.IMAGENET1K_V1", "resnet18-f37072fd.pth", 256, 44.7),
-        _tv("resnet50", "ResNet-50", "ResNet50_Weights.IMAGENET1K_V2", "resnet50-11ad3fa6.pth", 232, 97.8),
-        _tv("vgg16", "VGG-16", "VGG16_Weights.IMAGENET1K_V1", "vgg16-397923af.pth", 256, 527.8),
+            "squeezenet1_1-b8a52dc0.pth", 256, 4.7,
+            cam_layer="features.12"),
+        _tv("resnet18", "ResNet-18", "ResNet18_Weights.IMAGENET1K_V1", "resnet18-f37072fd.pth", 256, 44.7,
+            cam_layer="layer4"),
+        _tv("resnet50", "ResNet-50", "ResNet50_Weights.IMAGENET1K_V2", "resnet50-11ad3fa6.pth", 232, 97.8,
+            cam_layer="layer4"),
+        _tv("vgg16", "VGG-16", "VGG16_Weights.IMAGENET1K_V1", "vgg16-397923af.pth", 256, 527.8,
+            cam_layer="features.29"),  # conv5_3's ReLU, as in Selvaraju et al.
         _tv("mobilenet_v3_large", "MobileNet V3 Large", "MobileNet_V3_Large_Weights.IMAGENET1K_V2",
-            "mobilenet_v3_large-5c1a4163.pth", 232, 21.1),
+            "mobilenet_v3_large-5c1a4163.pth", 232, 21.1,
+            cam_layer="features.16"),
         _tv("efficientnet_b0", "EfficientNet-B0", "EfficientNet_B0_Weights.IMAGENET1K_V1",
-            "efficientnet_b0_rwightman-7f5810bc.pth", 256, 20.5, "bicubic"),
+            "efficientnet_b0_rwightman-7f5810bc.pth", 256, 20.5, "bicubic",
+            cam_layer="features.8"),
         _tv("convnext_tiny", "ConvNeXt-Tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", "convnext_tiny-983f1562.pth",
-            236, 109.1),
+            236, 109.1, cam_layer="features.7"),
+        # ViT: tokens, no convolutional feature map, so no cam_layer.
         _tv("vit_b_16", "ViT-B/16", "ViT_B_16_Weights.IMAGENET1K_V1", "vit_b_16-c867db91.pth", 256, 330.3),
     )
 }

@@ -1,0 +1,292 @@
+"""What the attribution methods share: the request, objectives, baselines, batched rows, private model copies.
+
+The model is shared by every user of the dashboard at once. Methods that
+need a changed backward pass (guided backprop) or an inner activation
+(Grad-CAM) never hook the shared module: they run a *private copy* of its
+structure that shares its parameters and buffers (no second copy of the
+weights), made once per module and kept in a weak cache.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from saliency_core._torch import (
+    TOP1_TARGET,
+    ModelLike,
+    autocast_context,
+    memory_format_of,
+    precision_context,
+    preprocessing_of,
+    run_in_chunks,
+    tf32_context,
+)
+from saliency_core.errors import InvalidInputError
+from saliency_core.gradients import input_gradients
+
+#: Rows (noisy copies, path points) per forward pass when ``max_batch`` is None.
+DEFAULT_ROWS = 64
+BASELINES = ("zeros", "black", "blur")
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Request:
+    """One :func:`saliency_core.attribute` call, validated.
+
+    X : (N, 3, H, W) float tensor as given (any device and float dtype)
+    y : (N,) int64 on ``device``; may hold TOP1_TARGET
+    module : the module to run for ``precision`` (eval mode)
+    device, dtype : the module's device and input dtype (float32 or float64)
+    """
+
+    model: ModelLike
+    module: torch.nn.Module
+    X: torch.Tensor
+    y: torch.Tensor
+    objectives: tuple[str, ...]
+    reduction: str
+    precision: str
+    max_batch: int | None
+    progress: Progress | None
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    def x(self) -> torch.Tensor:
+        """X on the module's device, in its dtype."""
+        return self.X.detach().to(device=self.device, dtype=self.dtype)
+
+    def report(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(done, total)
+
+
+@dataclass
+class MethodOutput:
+    """What a method's ``run`` returns; :func:`saliency_core.attribute` wraps it in an AttributionResult.
+
+    attributions : objective -> (N, 3, H, W) signed, or (N, 1, H, W) for a layer method
+    logits : (N, C) of the unperturbed input; targets : (N,) resolved
+    maps : objective -> (N, H, W), when the method reduces channels itself
+    convergence : objective -> (N,) (Integrated Gradients)
+    used : resolved parameter values beyond the given ones (e.g. Grad-CAM's layer)
+    """
+
+    attributions: dict[str, torch.Tensor]
+    logits: torch.Tensor
+    targets: torch.Tensor
+    maps: dict[str, torch.Tensor] | None = None
+    convergence: dict[str, torch.Tensor] | None = None
+    used: dict[str, object] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- objectives
+
+def resolve_targets(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``y`` with TOP1_TARGET replaced by each row's argmax; refuses classes the logits lack."""
+    if logits.dim() != 2:
+        raise InvalidInputError(f"the model must return (N, C) logits, got {tuple(logits.shape)}")
+    y = torch.where(y == TOP1_TARGET, logits.detach().argmax(dim=1), y)
+    if int(y.max()) >= logits.shape[1]:
+        raise InvalidInputError(
+            f"target class {int(y.max())} is out of range for a model with {logits.shape[1]} classes"
+        )
+    return y
+
+
+def objective_per_image(logits: torch.Tensor, y: torch.Tensor, objective: str, loss_sign: int) -> torch.Tensor:
+    """(N,) values of an objective: "score" s_y, or "loss" ``loss_sign`` * CE(s, y) (``loss_sign`` -1: log p_y)."""
+    if objective == "score":
+        return logits.gather(1, y[:, None]).squeeze(1)
+    return loss_sign * F.cross_entropy(logits, y, reduction="none")
+
+
+def objective_sum(logits: torch.Tensor, y: torch.Tensor, objective: str, loss_sign: int) -> torch.Tensor:
+    """The objective summed over the batch: each image's gradient is its own (no 1/N)."""
+    if objective == "score":
+        return logits.gather(1, y[:, None]).sum()
+    return loss_sign * F.cross_entropy(logits, y, reduction="sum")
+
+
+def clean_forward(req: Request, X: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, C) logits of ``X`` (default: the request's images) without gradients, chunked by max_batch."""
+    X = req.X if X is None else X
+    fmt = memory_format_of(req.module)
+    parts = []
+
+    def step(start: int, stop: int) -> torch.Tensor:
+        x = X[start:stop].detach().to(device=req.device, dtype=req.dtype).contiguous(memory_format=fmt)
+        with torch.no_grad(), precision_context(req.device, req.precision):
+            return req.module(x).to(req.dtype)
+
+    for _, _, logits in run_in_chunks(X.shape[0], req.max_batch, req.device, step):
+        parts.append(logits)
+    return torch.cat(parts)
+
+
+def signed_vjps(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, objectives: Sequence[str],
+                precision: str, device: torch.device, dtype: torch.dtype, loss_sign: int = -1,
+                wrt: Callable[[], torch.Tensor] | None = None):
+    """One forward pass of ``module`` and one VJP per objective, with the loss as ``loss_sign`` * L.
+
+    Gradients are taken with respect to the input, or to ``wrt()`` (called
+    after the forward pass; e.g. a captured activation). Like
+    :func:`saliency_core.gradients.input_gradients`, only through
+    ``torch.autograd.grad``: nothing is written into parameters.
+
+    Returns
+    -------
+    (logits (B, C), targets (B,), {objective: gradient}, the tensor differentiated, detached)
+    """
+    # torch.no_grad() or inference_mode() in the caller must not stop us; the copy is
+    # made outside inference mode, so it is a normal tensor even if X is not.
+    with torch.inference_mode(False), torch.enable_grad(), tf32_context(device, precision):
+        x = X.detach().to(device=device, dtype=dtype, copy=True)
+        x = x.contiguous(memory_format=memory_format_of(module)).requires_grad_(True)
+        with autocast_context(device, precision):
+            logits = module(x)
+        logits = logits.to(dtype)
+        y = resolve_targets(logits, y)
+        inputs = x if wrt is None else wrt()
+        grads = {}
+        for i, objective in enumerate(objectives):
+            (g,) = torch.autograd.grad(objective_sum(logits, y, objective, loss_sign), inputs,
+                                       retain_graph=i < len(objectives) - 1)
+            grads[objective] = g
+    return logits.detach(), y, grads, inputs.detach()
+
+
+def gradient_rows(req: Request, per_image: int, targets: torch.Tensor,
+                  build: Callable[[int, int], torch.Tensor],
+                  consume: Callable[[int, int, dict[str, torch.Tensor]], None]) -> None:
+    """Input gradients of ``N * per_image`` rows (image-major: row r belongs to image r // per_image).
+
+    ``build(start, stop)`` makes rows [start, stop) on the device; the rows
+    go through :func:`saliency_core.gradients.input_gradients` (one forward,
+    one VJP per objective; the loss as +L) ``max_batch`` rows at a time
+    (:data:`DEFAULT_ROWS` if None), halved on out-of-memory; then
+    ``consume(start, stop, grads)``. Progress counts rows.
+    """
+    total = req.n * per_image
+    row_targets = targets.repeat_interleave(per_image)
+
+    def step(start: int, stop: int) -> dict[str, torch.Tensor]:
+        return input_gradients(req.module, build(start, stop), row_targets[start:stop], req.objectives,
+                               precision=req.precision)[2]
+
+    for start, stop, grads in run_in_chunks(total, req.max_batch or DEFAULT_ROWS, req.device, step):
+        consume(start, stop, grads)
+        req.report(stop, total)
+
+
+def add_rows_per_image(acc: torch.Tensor, start: int, stop: int, per_image: int, rows: torch.Tensor) -> None:
+    """acc[n] += sum of ``rows`` (rows start..stop of :func:`gradient_rows`) that belong to image n.
+
+    A fixed summation order (no atomics), so the same call gives the same bits on CUDA too.
+    """
+    r = start
+    while r < stop:
+        n = r // per_image
+        end = min(stop, (n + 1) * per_image)
+        acc[n] += rows[r - start:end - start].sum(dim=0)
+        r = end
+
+
+# ---------------------------------------------------------------- baselines
+
+def make_baseline(req: Request, baseline: str | torch.Tensor) -> tuple[torch.Tensor, dict[str, object]]:
+    """The reference input x′ for Gradient×Input and Integrated Gradients.
+
+    "zeros": 0 in the model's input space (for mean/std normalisation: the
+    dataset's mean colour); "black": a black image through the model's own
+    normalisation, (0 - mean) / std (needs a LoadedModel: a bare module has
+    no mean/std); "blur": a Gaussian-blurred copy of each image (sigma 5 px
+    at 224, scaled with the size, as in :mod:`saliency_core.faithfulness`);
+    or a tensor shaped like X.
+
+    Returns
+    -------
+    ((N, 3, H, W) on the module's device and dtype, {parameter: value used} for provenance)
+    """
+    x = req.x()
+    if isinstance(baseline, torch.Tensor):
+        if tuple(baseline.shape) != tuple(x.shape) or not baseline.is_floating_point():
+            raise InvalidInputError(f"a baseline tensor must be a float tensor shaped like X {tuple(x.shape)}, "
+                                    f"got {tuple(baseline.shape)} {baseline.dtype}")
+        return baseline.detach().to(device=req.device, dtype=req.dtype), {"baseline": "tensor"}
+    if baseline == "zeros":
+        return torch.zeros_like(x), {"baseline": "zeros"}
+    if baseline == "black":
+        prep = preprocessing_of(req.model)
+        if prep is None:
+            raise InvalidInputError(
+                'baseline "black" needs the model\'s normalisation (mean and std), which a bare module '
+                'does not carry: pass a LoadedModel, baseline="zeros", or the black image as a tensor, '
+                "((0 - mean) / std) per channel"
+            )
+        mean = torch.tensor(prep.mean, device=req.device, dtype=req.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(prep.std, device=req.device, dtype=req.dtype).view(1, 3, 1, 1)
+        return ((0.0 - mean) / std).expand_as(x).clone(), {"baseline": "black"}
+    if baseline == "blur":
+        from saliency_core.faithfulness import gaussian_blur, resolve_blur_sigma
+
+        sigma = resolve_blur_sigma(x.shape)
+        return gaussian_blur(x, sigma), {"baseline": "blur", "blur_sigma": sigma}
+    raise InvalidInputError(f"baseline must be one of {BASELINES} or a tensor shaped like X, got {baseline!r}")
+
+
+# ---------------------------------------------------------------- private copies
+
+_COPIES_LOCK = threading.Lock()
+_COPIES: weakref.WeakKeyDictionary[torch.nn.Module, OrderedDict] = weakref.WeakKeyDictionary()
+_COPIES_PER_MODULE = 8
+
+
+def structure_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module``'s submodules that shares its parameters and buffers, with no hooks.
+
+    Changing the copy's structure (swapping a submodule) leaves the original
+    alone; the weights are the same tensors, so no memory is doubled and an
+    in-place weight update shows in both. Hooks registered on the original
+    are not carried over: the copy runs the plain forward.
+    """
+    memo: dict[int, object] = {}
+    for t in itertools.chain(module.parameters(), module.buffers()):
+        memo[id(t)] = t
+    for m in module.modules():
+        for name, value in vars(m).items():
+            if "hooks" in name and isinstance(value, dict):
+                memo[id(value)] = type(value)()
+    return copy.deepcopy(module, memo)
+
+
+def private_copy(module: torch.nn.Module, key: Hashable,
+                 make: Callable[[torch.nn.Module], torch.nn.Module]) -> torch.nn.Module:
+    """``make(structure_copy(module))``, made once per (module, key) and cached while the module lives.
+
+    Thread-safe; at most a few keys per module are kept (least recently used dropped).
+    """
+    with _COPIES_LOCK:
+        per_module = _COPIES.get(module)
+        if per_module is None:
+            per_module = _COPIES[module] = OrderedDict()
+        if key not in per_module:
+            per_module[key] = make(structure_copy(module))
+            while len(per_module) > _COPIES_PER_MODULE:
+                per_module.popitem(last=False)
+        per_module.move_to_end(key)
+        return per_module[key]

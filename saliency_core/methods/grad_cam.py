@@ -1,0 +1,127 @@
+"""Grad-CAM: the layer's feature maps weighed by their mean gradient, rectified and upsampled.
+
+Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
+Gradient-based Localization", ICCV 2017: with A the (N, K, h, w) output
+of a convolutional layer and f the objective,
+``α_k = mean_ij ∂f/∂A^k_ij``, ``CAM = ReLU(Σ_k α_k A^k)``, bilinearly
+upsampled to the input's H × W (``align_corners=False``, as Captum's
+``LayerAttribution.interpolate``). The default layer is the model's last
+convolutional block (``ModelSpec.cam_layer`` in :mod:`saliency_core.models`);
+a bare module needs ``layer=`` (a dotted name from ``named_modules()``).
+
+The loss objective is used as −L (the target's log-probability): the ReLU
+keeps what is evidence *for* the target, as for the score.
+
+The shared model is never hooked: the method runs a private copy of its
+structure (sharing the weights) in which the layer is wrapped to hand its
+output to the calling thread.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+import torch.nn.functional as F
+
+from saliency_core._torch import ModelLike, run_in_chunks
+from saliency_core.errors import InvalidInputError
+from saliency_core.methods._common import MethodOutput, Request, private_copy, signed_vjps
+
+_CAPTURED = threading.local()
+
+
+class _Capture(torch.nn.Module):
+    """Runs the wrapped layer and appends its output to this thread's list."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args, **kwargs):
+        out = self.inner(*args, **kwargs)
+        outputs = getattr(_CAPTURED, "outputs", None)
+        if outputs is not None:
+            outputs.append(out)
+        return out
+
+
+def default_layer(model: ModelLike) -> str:
+    """The registry's Grad-CAM layer for a LoadedModel; InvalidInputError when there is none."""
+    from saliency_core.models import LoadedModel
+
+    if not isinstance(model, LoadedModel):
+        raise InvalidInputError(
+            "Grad-CAM on a bare module needs layer=: the dotted name of a convolutional layer or block "
+            "from model.named_modules() (e.g. 'layer4' for a ResNet)"
+        )
+    if not model.spec.cam_layer:
+        raise InvalidInputError(f"{model.spec.title} has no convolutional feature map registered for Grad-CAM; "
+                                "pass layer= with a module whose output is (N, K, h, w)")
+    return model.spec.cam_layer
+
+
+def _wrap(clone: torch.nn.Module, layer: str) -> torch.nn.Module:
+    parent_name, _, child = layer.rpartition(".")
+    parent = clone.get_submodule(parent_name) if parent_name else clone
+    parent._modules[child] = _Capture(parent._modules[child])
+    return clone
+
+
+def cam_copy(module: torch.nn.Module, layer: str) -> torch.nn.Module:
+    """A structure copy of ``module`` (sharing its weights) with ``layer``'s output captured (cached)."""
+    names = dict(module.named_modules())
+    if not layer or layer not in names:
+        children = [n for n, _ in module.named_children()]
+        raise InvalidInputError(f"layer {layer!r} is not a submodule of {type(module).__name__}; "
+                                f"its top-level modules are {children}")
+    return private_copy(module, ("grad_cam", layer), lambda clone: _wrap(clone, layer))
+
+
+def _captured_activation(layer: str) -> torch.Tensor:
+    outputs = _CAPTURED.outputs
+    if len(outputs) != 1:
+        raise InvalidInputError(f"layer {layer!r} ran {len(outputs)} times in one forward pass; "
+                                "Grad-CAM needs a layer that runs exactly once")
+    a = outputs[0]
+    if not isinstance(a, torch.Tensor) or a.dim() != 4:
+        shape = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+        raise InvalidInputError(f"Grad-CAM needs a layer with an (N, K, h, w) output; {layer!r} gives {shape}")
+    return a
+
+
+def cam(activation: torch.Tensor, gradient: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, 1, H, W) >= 0: ReLU(Σ_k mean_ij(gradient_k) · activation_k), bilinearly upsampled to ``size``."""
+    alpha = gradient.mean(dim=(2, 3), keepdim=True)
+    coarse = F.relu((alpha * activation).sum(dim=1, keepdim=True))
+    return F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+
+
+def run(req: Request, layer: str | None = None) -> MethodOutput:
+    """attributions[obj] = Grad-CAM of f = s_y or −L at ``layer``; (N, 1, H, W) >= 0."""
+    layer = layer or default_layer(req.model)
+    wrapped = cam_copy(req.module, layer)
+    size = tuple(req.X.shape[2:])
+    logits_parts, target_parts = [], []
+    cam_parts: dict[str, list[torch.Tensor]] = {obj: [] for obj in req.objectives}
+
+    def step(start: int, stop: int):
+        _CAPTURED.outputs = []
+        try:
+            logits, targets, grads, a = signed_vjps(wrapped, req.X[start:stop], req.y[start:stop], req.objectives,
+                                                    req.precision, req.device, req.dtype,
+                                                    wrt=lambda: _captured_activation(layer))
+        finally:
+            _CAPTURED.outputs = None  # drop the graph's activation
+        a = a.to(req.dtype)  # float16 under "fast" autocast
+        return logits, targets, {obj: cam(a, g.to(req.dtype), size) for obj, g in grads.items()}
+
+    for _, stop, (logits, targets, cams) in run_in_chunks(req.n, req.max_batch, req.device, step):
+        logits_parts.append(logits)
+        target_parts.append(targets)
+        for obj, c in cams.items():
+            cam_parts[obj].append(c)
+        req.report(stop, req.n)
+    attributions = {obj: torch.cat(p) for obj, p in cam_parts.items()}
+    return MethodOutput(attributions=attributions, maps={obj: a[:, 0] for obj, a in attributions.items()},
+                        logits=torch.cat(logits_parts), targets=torch.cat(target_parts), used={"layer": layer})

@@ -1,0 +1,106 @@
+"""Guided backpropagation: the input gradient with ReLUs passing back only positive signals.
+
+Springenberg, Dosovitskiy, Brox & Riedmiller, "Striving for Simplicity:
+The All Convolutional Net", ICLR Workshop 2015. At every ReLU the backward
+pass keeps a signal only where the forward input was positive (the ReLU's
+own gradient) *and* the signal coming back is positive:
+``grad_in = max(grad_out, 0) · 1[x > 0]``, as Captum's ``GuidedBackprop``.
+ReLU6 (EfficientNet-Lite, MobileNet) is treated the same way with its own
+gradient ``1[0 < x < 6]``. Only ``nn.ReLU`` / ``nn.ReLU6`` modules are seen;
+activations applied with ``torch.nn.functional`` keep their plain backward.
+
+The loss objective is used as −L (the target's log-probability): the
+positive-only rule depends on the sign, and with −L it keeps the signals
+that are evidence for the target, as it does for the score.
+
+The shared model is never touched: the method runs a private copy of its
+structure (sharing the weights) in which those modules are swapped for a
+guided version; no hooks, no ``.grad``, no mode change.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from saliency_core._torch import run_in_chunks
+from saliency_core.errors import InvalidInputError
+from saliency_core.methods._common import MethodOutput, Request, private_copy, signed_vjps
+
+RELU_FAMILY = (torch.nn.ReLU, torch.nn.ReLU6)
+
+
+class _GuidedClamp(torch.autograd.Function):
+    """clamp(x, 0, upper) forward; max(grad, 0) where 0 < x (< upper) backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, upper: float | None) -> torch.Tensor:  # type: ignore[override]
+        passed = x > 0 if upper is None else (x > 0) & (x < upper)
+        ctx.save_for_backward(passed)
+        return x.clamp(min=0) if upper is None else x.clamp(0, upper)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (passed,) = ctx.saved_tensors
+        return grad.clamp(min=0) * passed, None
+
+
+class GuidedReLU(torch.nn.Module):
+    """A ReLU (``upper`` None) or ReLU6 (``upper`` 6) with the guided backward pass; never in place."""
+
+    def __init__(self, upper: float | None = None) -> None:
+        super().__init__()
+        self.upper = upper
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _GuidedClamp.apply(x, self.upper)
+
+    def extra_repr(self) -> str:
+        return f"upper={self.upper}"
+
+
+def _guided(module: torch.nn.Module) -> GuidedReLU:
+    return GuidedReLU(6.0 if isinstance(module, torch.nn.ReLU6) else None)
+
+
+def _swap_relus(clone: torch.nn.Module) -> torch.nn.Module:
+    for parent in list(clone.modules()):
+        for name, child in list(parent._modules.items()):
+            if isinstance(child, RELU_FAMILY):
+                parent._modules[name] = _guided(child)
+    return clone
+
+
+def guided_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """The module's guided twin: a structure copy sharing its weights, ReLU/ReLU6 modules swapped (cached).
+
+    Raises InvalidInputError for a module without ReLU-family modules.
+    """
+    if not any(isinstance(m, RELU_FAMILY) for m in module.modules()):
+        found = sorted({type(m).__name__ for m in module.modules() if not list(m.children())} - {"Identity"})
+        raise InvalidInputError(
+            "guided backprop changes the backward pass of ReLU activations (nn.ReLU, nn.ReLU6 modules), "
+            f"and {type(module).__name__} has none (its leaf modules: {', '.join(found[:12])}); "
+            "activations called through torch.nn.functional are not seen. Use another method for this model."
+        )
+    return private_copy(module, "guided_backprop", _swap_relus)
+
+
+def run(req: Request) -> MethodOutput:
+    """attributions[obj] = the guided gradient of f = s_y or −L; (N, 3, H, W) signed."""
+    guided = guided_copy(req.module)
+    logits_parts, target_parts = [], []
+    grad_parts: dict[str, list[torch.Tensor]] = {obj: [] for obj in req.objectives}
+
+    def step(start: int, stop: int):
+        return signed_vjps(guided, req.X[start:stop], req.y[start:stop], req.objectives, req.precision,
+                           req.device, req.dtype)
+
+    # The guided copy's forward pass is the model's, so its logits and top-1 are the model's.
+    for _, stop, (logits, targets, grads, _) in run_in_chunks(req.n, req.max_batch, req.device, step):
+        logits_parts.append(logits)
+        target_parts.append(targets)
+        for obj, g in grads.items():
+            grad_parts[obj].append(g)
+        req.report(stop, req.n)
+    return MethodOutput(attributions={obj: torch.cat(p) for obj, p in grad_parts.items()},
+                        logits=torch.cat(logits_parts), targets=torch.cat(target_parts))
