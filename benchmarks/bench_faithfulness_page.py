@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from saliency_core import analysis, faithfulness, plots, sanity  # noqa: E402
+from saliency_core import analysis, charts, faithfulness, plots, sanity  # noqa: E402
 from saliency_core.models import load_model  # noqa: E402
 from saliency_core.preprocessing import normalize  # noqa: E402
 from saliency_core.samples import sample_by_name  # noqa: E402
@@ -79,8 +79,8 @@ def old_first_curves(model, a, x) -> int:
                                                     order=order, batch_size=CHUNK)
               for name, (maps, order) in orders.items()}
     fractions = next(iter(curves.values())).fractions
-    figs = [plots.curves_figure(fractions, {n: r.deletion[0] for n, r in curves.items()}, title="Deletion"),
-            plots.curves_figure(fractions, {n: r.insertion[0] for n, r in curves.items()}, title="Insertion")]
+    figs = [charts.curves_figure(fractions, {n: r.deletion[0] for n, r in curves.items()}, title="Deletion"),
+            charts.curves_figure(fractions, {n: r.insertion[0] for n, r in curves.items()}, title="Insertion")]
     table = pd.DataFrame({"order": list(curves),
                           "deletion AUC": [float(r.deletion_auc[0]) for r in curves.values()],
                           "insertion AUC": [float(r.insertion_auc[0]) for r in curves.values()]})
@@ -94,7 +94,7 @@ def old_rest(model, a, x) -> int:
     rand = sanity.cascading_randomization(model, x, [a.target], methods=METHODS, reduction=a.reduction,
                                           max_stages=STAGES)
     sim = rand.similarity
-    similarity = plots.curves_figure(
+    similarity = charts.curves_figure(
         np.arange(len(rand.stages)),
         {f"{m} · {metric}": sim[sim.method == m].sort_values("stage_index")[metric].to_numpy()
          for m in METHODS for metric in ("spearman", "ssim")}, x_range=None)
@@ -110,8 +110,8 @@ def new_first_curves(model, a, x) -> int:
     curves = faithfulness.deletion_insertion_orders(model, x, [a.target], {m: a.maps[m][None] for m in METHODS},
                                                     STEPS, BASELINE, random="random order", batch_size=CHUNK)
     fractions = curves["random order"].fractions
-    figs = [plots.curves_figure(fractions, {n: r.deletion[0] for n, r in curves.items()}, title="Deletion"),
-            plots.curves_figure(fractions, {n: r.insertion[0] for n, r in curves.items()}, title="Insertion")]
+    figs = [charts.curves_figure(fractions, {n: r.deletion[0] for n, r in curves.items()}, title="Deletion"),
+            charts.curves_figure(fractions, {n: r.insertion[0] for n, r in curves.items()}, title="Insertion")]
     faithfulness.ranking_table(curves)
     return sum(len(f.to_json()) for f in figs)
 
@@ -119,7 +119,7 @@ def new_first_curves(model, a, x) -> int:
 def new_rest(model, a, x) -> int:
     rand = sanity.cascading_randomization(model, x, [a.target], methods=METHODS, reduction=a.reduction,
                                           max_stages=STAGES)
-    similarity = plots.curves_figure(list(range(len(rand.stages))), sanity.similarity_curves(rand), x_range=None)
+    similarity = charts.curves_figure(list(range(len(rand.stages))), sanity.similarity_curves(rand), x_range=None)
     strip = plots.gallery_figure(None, sanity.stage_maps(rand, max_side=112),
                                  [f"stage {i}" for i in range(len(rand.stages))])
     return len(similarity.to_json()) + len(strip.to_json())

@@ -8,7 +8,7 @@ import streamlit as st
 
 from pages.ui import caches, handover, labels, sidebar
 from pages.ui.text import plain
-from saliency_core import dataset_view, plots, results
+from saliency_core import charts, dataset_view, plots, results
 from saliency_core.errors import SaliencyError
 from saliency_core.images import image_sha256
 from saliency_core.models import REGISTRY
@@ -154,7 +154,7 @@ def histogram(series: dict[str, np.ndarray], x_title: str, key: str) -> None:
     if not any(np.isfinite(v).any() for v in series.values()):
         st.caption(f"No {plain(x_title)} values to draw for these images.")
         return
-    st.plotly_chart(plots.values_histogram_figure(series, bins=bins, x_title=x_title), key=key)
+    st.plotly_chart(charts.values_histogram_figure(series, bins=bins, x_title=x_title), key=key)
 
 
 h1, h2 = st.columns(2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages.ui import caches, sidebar
-from saliency_core import export, faithfulness, plots, sanity
+from saliency_core import charts, export, faithfulness, plots, sanity
 from saliency_core.preprocessing import normalize
 
 METHODS = ("score", "loss")
@@ -70,10 +70,10 @@ curves = caches.cached_with_progress(
 )
 fractions = curves[RANDOM].fractions
 left, right = st.columns(2)
-left.plotly_chart(plots.curves_figure(fractions, {n: r.deletion[0] for n, r in curves.items()},
+left.plotly_chart(charts.curves_figure(fractions, {n: r.deletion[0] for n, r in curves.items()},
                                       title="Deletion: most salient pixels removed first (lower is better)"),
                   key="deletion")
-right.plotly_chart(plots.curves_figure(fractions, {n: r.insertion[0] for n, r in curves.items()},
+right.plotly_chart(charts.curves_figure(fractions, {n: r.insertion[0] for n, r in curves.items()},
                                        title="Insertion: most salient pixels restored first (higher is better)"),
                    key="insertion")
 st.dataframe(faithfulness.ranking_table(curves), hide_index=True, column_config={
@@ -100,7 +100,7 @@ rand = caches.cached_with_progress(
         progress=progress, precision=v.precision),
 )
 stage_titles = [f"stage {i}" for i in range(len(rand.stages))]
-st.plotly_chart(plots.curves_figure(list(range(len(rand.stages))), sanity.similarity_curves(rand),
+st.plotly_chart(charts.curves_figure(list(range(len(rand.stages))), sanity.similarity_curves(rand),
                                     title="Similarity to the original map as layers are randomised from the top",
                                     x_title="stage", y_title="similarity", x_range=None),
                 key="similarity")

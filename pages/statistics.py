@@ -7,7 +7,7 @@ import json
 import streamlit as st
 
 from pages.ui import labels, sidebar
-from saliency_core import export, plots, stats
+from saliency_core import charts, export, stats
 
 v, a = sidebar.analysis_page("Per-pixel statistics", one_method=True)
 
@@ -28,10 +28,10 @@ left, right = st.columns(2)
 with left:
     # Each map over its own maximum: the loss map is often 10-100x smaller,
     # and on one absolute axis it would collapse into the first bar.
-    st.plotly_chart(plots.histogram_figure({m: stats.normalize_max(z) for m, z in maps.items()},
+    st.plotly_chart(charts.histogram_figure({m: stats.normalize_max(z) for m, z in maps.items()},
                                            x_title="value / map maximum"), key="histogram")
 with right:
-    st.plotly_chart(plots.concentration_figure(maps), key="concentration")
+    st.plotly_chart(charts.concentration_figure(maps), key="concentration")
 
 st.subheader("Agreement between the two maps")
 st.dataframe(agreement.rename(columns=labels.AGREEMENT_LABELS), hide_index=True,

@@ -17,7 +17,6 @@ their "_r" reverses); the default "hot" matches the cs231n notebook's
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 from collections.abc import Mapping, Sequence
@@ -27,36 +26,28 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
-from saliency_core import stats
 from saliency_core.errors import InvalidInputError
+from saliency_core.figure_style import as_text, finish, float32_map, require_nonempty, template_text
 from saliency_core.stats import normalize_max
 
 __all__ = [
+    "as_text",
     "clip_percentile",
-    "concentration_figure",
     "difference_figure",
     "gallery_figure",
     "heatmap_figure",
-    "histogram_figure",
     "normalize_max",
     "overlay_figure",
     "side_by_side_figure",
     "signed_map_figure",
-    "values_histogram_figure",
 ]
 
-TEMPLATE = "plotly_white"
 # "RdBu" runs red -> blue in Plotly; reversed, positive values are red.
 DIVERGING_SCALE = "RdBu_r"
 CHANNELS = ("R", "G", "B")
 
 
 # --- validation ---------------------------------------------------------------
-
-
-def _float32_map(saliency: np.ndarray, name: str = "saliency", *, signed: bool = False) -> np.ndarray:
-    """Validate an (H, W) map as :mod:`stats` does; float32 keeps the JSON small."""
-    return stats.check_map(saliency, name, signed=signed).astype(np.float32)
 
 
 def _as_image(image: np.ndarray, shape: tuple[int, int] | None, name: str = "image") -> np.ndarray:
@@ -100,16 +91,11 @@ def _as_range(zmin: float | None, zmax: float | None) -> tuple[float | None, flo
     return zmin, zmax
 
 
-def _nonempty(maps: Mapping[str, object], name: str = "maps") -> None:
-    if len(maps) == 0:
-        raise InvalidInputError(f"{name}: expected at least one map, got none")
-
-
 # --- building blocks ------------------------------------------------------------
 
 
 def _hovertemplate(label: str, with_gradients: bool) -> str:
-    template = f"x=%{{x}}, y=%{{y}}<br>{_template_text(label)}=%{{z:.4g}}"
+    template = f"x=%{{x}}, y=%{{y}}<br>{template_text(label)}=%{{z:.4g}}"
     if with_gradients:
         template += "<br>" + ", ".join(f"∂/∂{ch}=%{{customdata[{i}]:.3g}}" for i, ch in enumerate(CHANNELS))
     return template + "<extra></extra>"
@@ -159,38 +145,6 @@ def _anchor_squares(fig: go.Figure, n_axes: int) -> None:
         fig.layout[f"yaxis{i}"].matches = "y"
 
 
-# Hover boxes take the colour of the point by default: grey text on a dark box over a "hot" map.
-# Dark text on white reads the same over every colour scale.
-HOVER_LABEL = dict(bgcolor="white", bordercolor="#333333", font=dict(color="#111111"))
-
-
-def as_text(value: object) -> str:
-    """``value`` as Plotly shows it literally: Plotly renders a subset of HTML (links included) in titles,
-    names and annotations, so ``<``, ``>`` and ``&`` are escaped. Names of files, classes and columns
-    come from uploads and datasets: they are data."""
-    return html.escape(str(value), quote=False)
-
-
-def _template_text(value: object) -> str:
-    """:func:`as_text` for a hover template, where ``%{`` would start a variable."""
-    return as_text(value).replace("%{", "% {")
-
-
-def _finish(fig: go.Figure, title: str | None, **layout: object) -> go.Figure:
-    """Template, margins, hover style; every title, trace name and annotation given by a caller as text."""
-    layout.setdefault("margin", dict(l=10, r=10, t=50 if title else 30, b=10))
-    layout.setdefault("hoverlabel", HOVER_LABEL)
-    fig.update_layout(template=TEMPLATE, title=dict(text=as_text(title)) if title else None, **layout)
-    for trace in fig.data:
-        if trace.name is not None:
-            trace.name = as_text(trace.name)
-    for annotation in fig.layout.annotations:
-        annotation.text = as_text(annotation.text)
-    fig.for_each_xaxis(lambda axis: axis.title.text is not None and axis.title.update(text=as_text(axis.title.text)))
-    fig.for_each_yaxis(lambda axis: axis.title.text is not None and axis.title.update(text=as_text(axis.title.text)))
-    return fig
-
-
 def _symmetric_range(values: np.ndarray, percentile: float = 100.0) -> float:
     """Half-width m of a zero-centred colour range: a percentile of |values| (100 = max), or 1 if all zero."""
     m = float(np.percentile(np.abs(values), percentile))
@@ -204,7 +158,7 @@ def _diverging_figure(values: np.ndarray, title: str | None, label: str, percent
     fig = go.Figure(_heatmap(values, label=label, colorscale=DIVERGING_SCALE, zmin=-m, zmax=m, zmid=0.0))
     _image_axes(fig)
     _anchor_squares(fig, 1)
-    return _finish(fig, title)
+    return finish(fig, title)
 
 
 # --- public figures ---------------------------------------------------------------
@@ -218,7 +172,7 @@ def clip_percentile(saliency: np.ndarray, low: float = 0.0, high: float = 100.0)
     Purely for display: pass the result as ``zmin``/``zmax``; the map itself
     is never changed.
     """
-    arr = _float32_map(saliency, signed=True)
+    arr = float32_map(saliency, signed=True)
     if not (0.0 <= low <= high <= 100.0):
         raise InvalidInputError(f"low, high: expected 0 <= low <= high <= 100, got {low!r}, {high!r}")
     zmin, zmax = np.percentile(arr, [low, high])
@@ -240,7 +194,7 @@ def heatmap_figure(
     gradients : optional (3, H, W) signed gradients, shown on hover.
     zmin, zmax : optional display range (see :func:`clip_percentile`).
     """
-    z = _float32_map(saliency)
+    z = float32_map(saliency)
     zmin, zmax = _as_range(zmin, zmax)
     fig = go.Figure(
         _heatmap(
@@ -253,7 +207,7 @@ def heatmap_figure(
     )
     _image_axes(fig)
     _anchor_squares(fig, 1)
-    return _finish(fig, title)
+    return finish(fig, title)
 
 
 def overlay_figure(
@@ -274,7 +228,7 @@ def overlay_figure(
     opacity : heatmap opacity in [0, 1].
     gradients : optional (3, H, W) signed gradients, shown on hover.
     """
-    z = _float32_map(saliency)
+    z = float32_map(saliency)
     img = _as_image(image, z.shape)
     if isinstance(opacity, bool) or not isinstance(opacity, (int, float, np.number)) or not 0.0 <= opacity <= 1.0:
         raise InvalidInputError(f"opacity: expected a number in [0, 1], got {opacity!r}")
@@ -296,7 +250,7 @@ def overlay_figure(
     )
     _image_axes(fig)
     _anchor_squares(fig, 1)
-    return _finish(fig, title)
+    return finish(fig, title)
 
 
 def side_by_side_figure(
@@ -318,9 +272,9 @@ def side_by_side_figure(
     zmin_zmax : optional name -> (zmin, zmax) display range per map.
     titles : subplot titles, default the map names.
     """
-    _nonempty(maps)
+    require_nonempty(maps)
     names = list(maps)
-    zs = {name: _float32_map(maps[name], f"maps[{name!r}]") for name in names}
+    zs = {name: float32_map(maps[name], f"maps[{name!r}]") for name in names}
     shape = zs[names[0]].shape
     for name, z in zs.items():
         if z.shape != shape:
@@ -383,7 +337,7 @@ def side_by_side_figure(
     # Fixed height sized for a ~900 px wide page, so the square-pixel
     # constraint leaves little empty space above and below the maps.
     cell = min(450.0, 880.0 / n) * shape[0] / shape[1]
-    return _finish(fig, None, margin=dict(l=10, r=10, t=40, b=bottom), height=int(cell + 40 + bottom))
+    return finish(fig, None, margin=dict(l=10, r=10, t=40, b=bottom), height=int(cell + 40 + bottom))
 
 
 def difference_figure(
@@ -400,8 +354,8 @@ def difference_figure(
     The colour range is symmetric, ``[-m, m]`` with ``m = max |a - b|``
     (1 when the maps are equal), so zero is always the middle colour.
     """
-    za = _float32_map(a, "a", signed=True)
-    zb = _float32_map(b, "b", signed=True)
+    za = float32_map(a, "a", signed=True)
+    zb = float32_map(b, "b", signed=True)
     if za.shape != zb.shape:
         raise InvalidInputError(f"b: expected the same shape as a {za.shape}, got {zb.shape}")
     label = f"{names[0]} − {names[1]}"
@@ -418,101 +372,7 @@ def signed_map_figure(values: np.ndarray, *, title: str | None = None, percentil
     """
     if not 0 < percentile <= 100:
         raise InvalidInputError(f"percentile: expected a value in (0, 100], got {percentile}")
-    return _diverging_figure(_float32_map(values, "values", signed=True), title, "value", percentile)
-
-
-def histogram_figure(
-    maps: Mapping[str, np.ndarray],
-    *,
-    bins: int = 50,
-    log_y: bool = True,
-    x_title: str = "value",
-) -> go.Figure:
-    """Overlaid, semi-transparent histograms of each map's values.
-
-    maps : name -> (H, W) float array.
-    bins : number of bins, shared by all maps (common edges from the global
-        min to the global max) so the bars line up.
-    log_y : log-scale counts; saliency values are heavy-tailed.
-    Counts are computed here (via :func:`stats.histogram`) and drawn as
-    bars, which keeps the figure small compared with sending every pixel.
-    """
-    _nonempty(maps)
-    zs = {name: _float32_map(m, f"maps[{name!r}]", signed=True) for name, m in maps.items()}
-    return _overlaid_histograms(zs, bins, x_title, "pixels", log_y)
-
-
-def values_histogram_figure(values: Mapping[str, np.ndarray], *, bins: int = 40, x_title: str = "value",
-                            y_title: str = "images", log_y: bool = False) -> go.Figure:
-    """Overlaid histograms of 1-D values (one number per image, say), on shared bin edges.
-
-    values : name -> (N,) float array; NaNs are left out.
-    """
-    _nonempty(values, "values")
-    clean = {name: np.asarray(v, dtype=np.float64).ravel() for name, v in values.items()}
-    clean = {name: v[np.isfinite(v)] for name, v in clean.items()}
-    if not any(v.size for v in clean.values()):
-        raise InvalidInputError("values: nothing finite to draw")
-    return _overlaid_histograms({n: v for n, v in clean.items() if v.size}, bins, x_title, y_title, log_y)
-
-
-def _overlaid_histograms(values: Mapping[str, np.ndarray], bins: int, x_title: str, y_title: str,
-                         log_y: bool) -> go.Figure:
-    value_range = (min(float(z.min()) for z in values.values()), max(float(z.max()) for z in values.values()))
-    fig = go.Figure()
-    for name, z in values.items():
-        table = stats.histogram(z.reshape(1, -1), bins, value_range=value_range)
-        start, end = table["bin_start"].to_numpy(), table["bin_end"].to_numpy()
-        fig.add_trace(
-            go.Bar(
-                x=(start + end) / 2,
-                y=table["count"].to_numpy(),
-                width=end - start,
-                customdata=np.stack([start, end], axis=-1),
-                hovertemplate="[%{customdata[0]:.3g}, %{customdata[1]:.3g}): %{y}<extra>" + _template_text(name)
-                + "</extra>",
-                name=name,
-                opacity=0.55,
-            )
-        )
-    fig.update_xaxes(title_text=x_title)
-    fig.update_yaxes(title_text=y_title, type="log" if log_y else "linear", dtick=1 if log_y else None)
-    return _finish(fig, None, barmode="overlay", bargap=0)
-
-
-def concentration_figure(maps: Mapping[str, np.ndarray]) -> go.Figure:
-    """Concentration curves (:func:`stats.concentration_curve`) of several maps.
-
-    maps : name -> (H, W) float array, >= 0.
-    The dashed diagonal is a uniform map; the higher a curve bows above it,
-    the fewer pixels hold the saliency.
-    """
-    _nonempty(maps)
-    fig = go.Figure()
-    for name, saliency in maps.items():
-        x, y = stats.concentration_curve(_float32_map(saliency, f"maps[{name!r}]"))
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=y,
-                mode="lines",
-                name=name,
-                hovertemplate="top %{x:.0%} of pixels hold %{y:.1%}<extra>" + _template_text(name) + "</extra>",
-            )
-        )
-    fig.add_trace(
-        go.Scatter(
-            x=[0.0, 1.0],
-            y=[0.0, 1.0],
-            mode="lines",
-            name="uniform",
-            line=dict(dash="dash", color="gray"),
-            hoverinfo="skip",
-        )
-    )
-    fig.update_xaxes(title_text="share of pixels (most salient first)", range=[0, 1])
-    fig.update_yaxes(title_text="share of total saliency", range=[0, 1])
-    return _finish(fig, None)
+    return _diverging_figure(float32_map(values, "values", signed=True), title, "value", percentile)
 
 
 def gallery_figure(
@@ -558,7 +418,7 @@ def gallery_figure(
             fig.add_trace(_image_trace(imgs[col - 1], name=str(titles[col - 1])), row=1, col=col)
         shape = imgs[col - 1].shape[:2] if imgs is not None else None
         for row, (method, method_maps) in enumerate(maps.items(), start=first_map_row):
-            z = _float32_map(method_maps[col - 1], f"maps[{method!r}][{col - 1}]")
+            z = float32_map(method_maps[col - 1], f"maps[{method!r}][{col - 1}]")
             shape = shape or z.shape
             if z.shape != shape:
                 raise InvalidInputError(
@@ -576,27 +436,4 @@ def gallery_figure(
     for row, method in enumerate(maps, start=first_map_row):
         fig.update_yaxes(title_text=method, row=row, col=1)
     _anchor_squares(fig, n_rows * n_cols)
-    return _finish(fig, None, height=60 + 200 * n_rows)
-
-
-def curves_figure(fractions: np.ndarray, curves: Mapping[str, np.ndarray], *, title: str | None = None,
-                  x_title: str = "fraction of pixels", y_title: str = "target probability",
-                  x_range: tuple[float, float] | None = (0.0, 1.0)) -> go.Figure:
-    """Lines sharing one x axis, e.g. deletion or insertion curves (Petsiuk et al. 2018).
-
-    fractions : (S,) x values in [0, 1]
-    curves : name -> (S,) y values
-    """
-    x = np.asarray(fractions, dtype=np.float64)
-    fig = go.Figure()
-    for name, y in curves.items():
-        y = np.asarray(y, dtype=np.float64)
-        if y.shape != x.shape:
-            raise InvalidInputError(f"curves[{name!r}]: expected shape {x.shape} like fractions, got {y.shape}")
-        dash = "dot" if name.startswith("random") else None
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=name, line=dict(dash=dash),
-                                 hovertemplate=f"{_template_text(name)}<br>{_template_text(x_title)} "
-                                               "%{x:.3g}: %{y:.4f}<extra></extra>"))
-    fig.update_xaxes(title_text=x_title, range=list(x_range) if x_range else None)
-    fig.update_yaxes(title_text=y_title, rangemode="tozero")
-    return _finish(fig, title, height=380)
+    return finish(fig, None, height=60 + 200 * n_rows)

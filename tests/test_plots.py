@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
-from saliency_core import plots, stats
+from saliency_core import charts, plots, stats
 from saliency_core.errors import InvalidInputError
 
 H, W = 6, 8
@@ -213,7 +213,7 @@ def test_normalize_max_is_exported():
 
 def test_histogram_figure(rng):
     maps = {"score": rng.random((H, W)), "loss": 2 * rng.random((H, W))}
-    fig = plots.histogram_figure(maps, bins=10)
+    fig = charts.histogram_figure(maps, bins=10)
     assert [trace.name for trace in fig.data] == ["score", "loss"]
     assert fig.layout.barmode == "overlay"
     assert fig.layout.yaxis.type == "log"
@@ -221,12 +221,12 @@ def test_histogram_figure(rng):
         assert len(trace.x) == 10 and sum(trace.y) == H * W and 0 < trace.opacity < 1
     # Shared bin edges so the bars line up.
     np.testing.assert_allclose(fig.data[0].x, fig.data[1].x)
-    assert plots.histogram_figure(maps, log_y=False).layout.yaxis.type == "linear"
+    assert charts.histogram_figure(maps, log_y=False).layout.yaxis.type == "linear"
 
 
 def test_concentration_figure(rng):
     m = rng.random((H, W))
-    fig = plots.concentration_figure({"score": m})
+    fig = charts.concentration_figure({"score": m})
     assert len(fig.data) == 2
     x, y = stats.concentration_curve(m)
     np.testing.assert_allclose(fig.data[0].x, x)
@@ -299,11 +299,11 @@ def test_gallery_figure_without_images_is_a_grid_of_maps(rng):
 
 def test_curves_figure_draws_one_line_per_curve():
     x = np.linspace(0, 1, 5)
-    fig = plots.curves_figure(x, {"score": x, "random order": 1 - x})
+    fig = charts.curves_figure(x, {"score": x, "random order": 1 - x})
     assert [t.name for t in fig.data] == ["score", "random order"]
     assert fig.data[1].line.dash == "dot"
     with pytest.raises(InvalidInputError, match=r"curves\['bad'\]: expected shape \(5,\)"):
-        plots.curves_figure(x, {"bad": np.zeros(3)})
+        charts.curves_figure(x, {"bad": np.zeros(3)})
 
 
 def test_hover_text_is_dark_on_white_over_any_map(saliency, gradients, image):
@@ -322,8 +322,8 @@ def test_hover_text_is_dark_on_white_over_any_map(saliency, gradients, image):
 def test_text_from_data_is_never_rendered_as_plotly_html(saliency):
     hostile = '<a href="http://127.0.0.1:8622/phish">docs</a> %{x} <b>'
     figures = [
-        plots.values_histogram_figure({hostile: np.arange(10.0)}, x_title=hostile),
-        plots.curves_figure(np.linspace(0, 1, 3), {hostile: np.zeros(3)}, title=hostile, x_title=hostile),
+        charts.values_histogram_figure({hostile: np.arange(10.0)}, x_title=hostile),
+        charts.curves_figure(np.linspace(0, 1, 3), {hostile: np.zeros(3)}, title=hostile, x_title=hostile),
         plots.heatmap_figure(saliency, title=hostile),
         plots.gallery_figure(None, {"score": [saliency]}, [hostile]),
     ]
