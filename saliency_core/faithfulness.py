@@ -16,14 +16,12 @@ train/eval mode is touched, and the caller's tensors are not modified.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from saliency_core._torch import (
     TOP1_TARGET,
@@ -34,20 +32,15 @@ from saliency_core._torch import (
     memory_format_of,
     module_for,
     precision_context,
-    preprocessing_of,
     require_eval,
     run_in_chunks,
     validate_batch,
 )
+from saliency_core.baselines import BASELINES, make_baseline, normalisation_of, resolve_blur_sigma
 from saliency_core.errors import InvalidInputError
 
-BASELINES = ("blur", "mean", "zeros")
 ORDERS = ("map", "random")
 COMPARE_COLUMNS = ("method", "image", "deletion_auc", "insertion_auc")
-
-# RISE blurs with a Gaussian of sigma about 5 px at the usual 224 px input;
-# other sizes scale it so the baseline looks the same at any resolution.
-BLUR_SIGMA_224 = 5.0
 
 Progress = Callable[[int, int], None]
 MapsLike = torch.Tensor | np.ndarray
@@ -114,102 +107,6 @@ def _validate_maps(maps: MapsLike | None, shape: tuple[int, int, int]) -> torch.
     if not bool(torch.isfinite(maps).all()):
         raise InvalidInputError("maps contain NaN or infinite values")
     return maps
-
-
-def _mean_std(model: ModelLike, mean: Sequence[float] | None,
-              std: Sequence[float] | None) -> tuple[Sequence[float], Sequence[float]] | None:
-    if (mean is None) != (std is None):
-        raise InvalidInputError("give both mean and std, or neither")
-    if mean is None:
-        prep = preprocessing_of(model)
-        if prep is None or not hasattr(prep, "mean") or not hasattr(prep, "std"):
-            return None
-        mean, std = prep.mean, prep.std
-    if len(mean) != 3 or len(std) != 3 or any(float(s) == 0 for s in std):
-        raise InvalidInputError(f"mean and std must be three numbers each (std non-zero), got {mean!r}, {std!r}")
-    return mean, std
-
-
-def _gaussian_kernel(sigma: float, radius: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    t = torch.arange(-radius, radius + 1, device=device, dtype=torch.float64)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    return (k / k.sum()).to(dtype)
-
-
-def gaussian_blur(X: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur of every channel, as two 1-D convolutions with reflect padding.
-
-    Parameters
-    ----------
-    X : (N, C, H, W) float tensor, any device.
-    sigma : standard deviation in pixels, > 0. The kernel spans about
-        4 sigma + 1 pixels (radius ceil(2 sigma)), cut to the image size
-        because reflect padding cannot be wider than the image.
-
-    Returns
-    -------
-    (N, C, H, W) tensor, same dtype and device; ``X`` is not modified.
-    """
-    if not sigma > 0 or not math.isfinite(sigma):
-        raise InvalidInputError(f"blur sigma must be a positive number, got {sigma!r}")
-    _, c, h, w = X.shape
-    x = X.detach().contiguous()
-    out = x
-    # Separable: a 2-D Gaussian is the product of two 1-D ones, so two passes
-    # of k taps replace one of k*k.
-    for dim, size in ((3, w), (2, h)):
-        radius = min(math.ceil(2 * sigma), size - 1)
-        if radius < 1:
-            continue
-        k = _gaussian_kernel(sigma, radius, x.device, x.dtype)
-        shape = (1, 1, 1, -1) if dim == 3 else (1, 1, -1, 1)
-        pad = (radius, radius, 0, 0) if dim == 3 else (0, 0, radius, radius)
-        weight = k.view(shape).expand(c, -1, -1, -1)  # one filter per channel (groups=c)
-        out = F.conv2d(F.pad(out, pad, mode="reflect"), weight, groups=c)
-    return out if out is not x else x.clone()
-
-
-def make_baseline(X: torch.Tensor, baseline: str = "blur", *, mean: Sequence[float] | None = None,
-                  std: Sequence[float] | None = None, blur_sigma: float | None = None) -> torch.Tensor:
-    """The image that deleted pixels become (and insertion starts from).
-
-    Parameters
-    ----------
-    X : (N, 3, H, W) float tensor, normalised for the model.
-    baseline : "blur": Gaussian blur of ``X`` (RISE's insertion baseline),
-        sigma ``blur_sigma`` or 5 px scaled by min(H, W) / 224;
-        "mean": each image's own mean colour, per channel;
-        "zeros": black pixels, i.e. intensity 0 normalised,
-        ``(0 - mean) / std``. Without ``mean``/``std`` the normalisation is
-        unknown and "zeros" is 0 in the normalised space instead (the
-        dataset's mean colour for a mean/std-normalised model).
-    mean, std : the model's per-channel normalisation (three floats each).
-
-    Returns
-    -------
-    (N, 3, H, W) tensor, same dtype and device as ``X``.
-    """
-    if baseline not in BASELINES:
-        raise InvalidInputError(f"baseline must be one of {BASELINES}, got {baseline!r}")
-    x = X.detach()
-    if baseline == "blur":
-        return gaussian_blur(x, resolve_blur_sigma(x.shape, blur_sigma))
-    if baseline == "mean":
-        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
-    if (mean is None) != (std is None):
-        raise InvalidInputError("give both mean and std, or neither")
-    if mean is None:
-        return torch.zeros_like(x)
-    m = torch.tensor([float(v) for v in mean], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor([float(v) for v in std], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return ((0.0 - m) / s).expand_as(x).clone()
-
-
-def resolve_blur_sigma(shape: Sequence[int], blur_sigma: float | None = None) -> float:
-    """The "blur" baseline's sigma for images of ``shape`` (..., H, W): ``blur_sigma``, else 5 px * min(H, W) / 224."""
-    if blur_sigma is not None:
-        return float(blur_sigma)
-    return BLUR_SIGMA_224 * min(shape[-2:]) / 224.0
 
 
 def pixel_ranks(maps: MapsLike) -> torch.Tensor:
@@ -360,7 +257,7 @@ def deletion_insertion(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequ
         ranks = pixel_ranks(_validate_maps(maps, (n, h, w)))
     else:
         ranks = _random_ranks(n, h, w, seed)
-    norm = _mean_std(model, mean, std) if baseline == "zeros" else None
+    norm = normalisation_of(model, mean, std) if baseline == "zeros" else None
     x = X.detach().to(device=device, dtype=input_dtype_of(module))
     base = make_baseline(x, baseline, mean=norm[0] if norm else None, std=norm[1] if norm else None,
                          blur_sigma=blur_sigma)

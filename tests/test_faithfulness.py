@@ -11,14 +11,13 @@ import torch
 from scipy.integrate import trapezoid
 from scipy.ndimage import gaussian_filter
 
+from saliency_core.baselines import gaussian_blur, make_baseline
 from saliency_core.errors import InvalidInputError
 from saliency_core.faithfulness import (
     COMPARE_COLUMNS,
     FaithfulnessResult,
     compare_orders,
     deletion_insertion,
-    gaussian_blur,
-    make_baseline,
     pixel_ranks,
 )
 from saliency_core.gradients import compute_saliency
