@@ -242,7 +242,7 @@ def make_baseline(req: Request, baseline: str | torch.Tensor) -> tuple[torch.Ten
         std = torch.tensor(prep.std, device=req.device, dtype=req.dtype).view(1, 3, 1, 1)
         return ((0.0 - mean) / std).expand_as(x).clone(), {"baseline": "black"}
     if baseline == "blur":
-        from saliency_core.faithfulness import gaussian_blur, resolve_blur_sigma
+        from saliency_core.baselines import gaussian_blur, resolve_blur_sigma
 
         sigma = resolve_blur_sigma(x.shape)
         return gaussian_blur(x, sigma), {"baseline": "blur", "blur_sigma": sigma}
