@@ -43,13 +43,15 @@ RESULTS, ERRORS, MAPS = "results", "errors", "maps"
 ERROR_COLUMNS = ("key", "path", "error", "rank", "run")
 # An uploaded Parquet file must have these (the batch job writes them all).
 REQUIRED_COLUMNS = ("key", "target", "prediction")
-# The columns the Dataset page reads from a row without checking, with their types. A table without
-# them gets them as typed nulls (the page then says it has no such data); present ones are converted.
+# The columns the Dataset page reads from a row, with their types. A table without them gets them as
+# typed nulls (the page then says it has no such data), except that a missing class name is the class
+# index as text when the table has that (_NAMED_BY); present ones are converted to their type.
 PAGE_COLUMNS: dict[str, str] = {
     "path": "string", "label": "Int64", "label_name": "string", "target_name": "string",
     "prediction_name": "string", "target_source": "string", "prob_target": "float64",
     "prob_prediction": "float64", "correct": "boolean",
 }
+_NAMED_BY = {"target_name": "target", "prediction_name": "prediction", "label_name": "label"}
 
 # Limits on an uploaded Parquet file, checked from its footer before a row is read. A results part holds
 # --part-size rows (1,024 by default) of about 70 columns; a whole dataset is opened as a folder instead.
@@ -241,8 +243,16 @@ class ResultsFolder:
             return {m: npz[m][i].astype(np.float32) * np.float32(row[f"{m}_max"]) for m in self.methods if m in npz}
 
 
+def _as_text(index: pd.Series) -> pd.Series:
+    try:
+        return index.astype("Int64").astype("string")  # 967, not 967.0
+    except (TypeError, ValueError):
+        return index.astype("string")
+
+
 def with_page_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with every column of :data:`PAGE_COLUMNS`, of its type: absent ones all null.
+    """``frame`` with every column of :data:`PAGE_COLUMNS`, of its type: absent ones all null, except a
+    class name (``target_name``, ...) which is the class index as text when ``frame`` has that.
 
     Raises
     ------
@@ -250,7 +260,9 @@ def with_page_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """
     columns = {}
     for name, dtype in PAGE_COLUMNS.items():
-        if name not in frame.columns:
+        if name not in frame.columns and _NAMED_BY.get(name) in frame.columns:
+            columns[name] = _as_text(frame[_NAMED_BY[name]])
+        elif name not in frame.columns:
             columns[name] = pd.Series(np.nan if dtype == "float64" else pd.NA, index=frame.index, dtype=dtype)
         elif str(frame[name].dtype) != dtype:
             try:

@@ -108,8 +108,10 @@ def test_minimal_parquet_gets_every_column_the_page_reads(frame: pd.DataFrame):
     for column, dtype in PAGE_READS.items():
         assert column in rows, column
         assert str(rows[column].dtype) == dtype, (column, rows[column].dtype)
-    if "target_name" in frame:
-        assert list(rows["target_name"]) == ["goldfish", "espresso"]  # present columns are kept
+    # Present names are kept; missing ones are the class index as text, as the page would show it.
+    assert list(rows["target_name"]) == (["goldfish", "espresso"] if "target_name" in frame else ["1", "967"])
+    assert list(rows["prediction_name"]) == ["2", "967"]
+    assert rows["label_name"].isna().all() and rows["path"].isna().all() and rows["correct"].isna().all()
     # What the page does with them, section by section.
     top = dataset_view.headline(rows)
     assert top.images == 2 and top.labelled == 0 and top.accuracy is None
