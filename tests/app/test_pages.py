@@ -598,6 +598,7 @@ def test_faithfulness_page_computes_curves_table_and_randomisation_once(new_app,
     assert "fast precision" in texts(at.caption)
 
 
+@pytest.mark.slow
 def test_faithfulness_page_downloads_carry_provenance_and_say_what_they_are(new_app, monkeypatch):
     import pandas as pd
     import streamlit as st
