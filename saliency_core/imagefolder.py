@@ -115,10 +115,12 @@ def discover(source: str | os.PathLike) -> Discovery:
     if not path.is_dir():
         raise InvalidInputError(f"{path} is neither a folder of images nor an .npz file")
     found, ignored = _walk(path)
-    items = []
+    items, labels = [], {"": (None, None)}  # top folder -> (label, source); "" for files in the root
     for key in _count_files_once(found):
-        top, sep, _ = key.partition("/")
-        items.append(Item(key, *(label_of_folder(top) if sep else (None, None))))
+        top = key.partition("/")[0] if "/" in key else ""
+        if top not in labels:
+            labels[top] = label_of_folder(top)
+        items.append(Item(key, *labels[top]))
     return Discovery(str(path), "folder", tuple(sorted(items, key=lambda it: it.key)), tuple(sorted(ignored)))
 
 
@@ -130,14 +132,14 @@ def _file_id(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _walk(root: Path) -> tuple[list[tuple[str, tuple[int, int] | None, bool]], list[str]]:
-    """(image files as (key, file id, is a link), other files' keys) under ``root``, each real folder once.
+def _walk(root: Path) -> tuple[list[tuple[str, str, bool]], list[str]]:
+    """(image files as (key, path, is a link), other files' keys) under ``root``, each real folder once.
 
     Folders are walked breadth-first by level of links: first every folder
     reachable without following a link, then the targets of the links found
     there (in key order), then the links found in those, and so on.
     """
-    files: list[tuple[str, tuple[int, int] | None, bool]] = []
+    files: list[tuple[str, str, bool]] = []
     ignored: list[str] = []
     seen: set[tuple[int, int]] = set()
     st = os.stat(root)
@@ -168,8 +170,8 @@ def _walk(root: Path) -> tuple[list[tuple[str, tuple[int, int] | None, bool]], l
                     if (st.st_dev, st.st_ino) not in seen:  # a bind mount of an ancestor would loop too
                         seen.add((st.st_dev, st.st_ino))
                         todo.append((key + "/", entry.path))
-                elif Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
-                    files.append((key, _file_id(entry.path), is_link))
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                    files.append((key, entry.path, is_link))
                 else:
                     ignored.append(key)
         level = []
@@ -181,12 +183,15 @@ def _walk(root: Path) -> tuple[list[tuple[str, tuple[int, int] | None, bool]], l
     return files, ignored
 
 
-def _count_files_once(files: list[tuple[str, tuple[int, int] | None, bool]]) -> list[str]:
+def _count_files_once(files: list[tuple[str, str, bool]]) -> list[str]:
     """The keys to keep: a linked file is dropped when its target is listed by a name that is no link, or
-    (only links to it) by a link whose key sorts first."""
+    (only links to it) by a link whose key sorts first. Without linked files, nothing is stat'ed."""
+    if not any(is_link for _, _, is_link in files):
+        return [key for key, _, _ in files]
     names: dict[tuple[int, int], list[tuple[bool, str]]] = {}
     keep = []
-    for key, file_id, is_link in files:
+    for key, path, is_link in files:
+        file_id = _file_id(path)
         if file_id is None:
             keep.append(key)
         else:
