@@ -66,10 +66,19 @@ if top.median_spearman is not None:
 title = REGISTRY[model_name].title if model_name in REGISTRY else plain(model_name or "unknown model")
 if manifest:
     config = manifest.get("config", {})
-    runs = manifest.get("runs", [])
+    # Read again, not from the cached folder: a run's status changes while the table does not.
+    runs = [r for r in results.read_manifest(folder.root).get("runs", manifest.get("runs", [])) if isinstance(r, dict)]
+    last = results.run_status(runs[-1]) if runs else "unknown"
     st.caption(f"{title} · {plain(manifest.get('dataset', {}).get('root', ''))} · "
                f"{plain(config.get('reduction', 'max'))} over RGB · {plain(config.get('precision', 'exact'))} "
-               f"precision · {len(runs)} run(s), last {plain(runs[-1].get('status', '?') if runs else '?')}")
+               f"precision · {len(runs)} run(s), last {plain(results.run_status_text(runs[-1]) if runs else '?')}")
+    if last == "running":
+        st.info("The batch job is still writing these results: what is below is what it has written so far. "
+                "Rerun the page to see more.")
+    elif last == "stopped":
+        st.warning(f"The last run stopped before it finished "
+                   f"({plain(runs[-1].get('reason') or 'killed or crashed')}): the table holds what it wrote. "
+                   "Run the same command again to finish; what is written is skipped.")
 else:
     st.caption(f"{title} · an uploaded results part (no manifest)")
 

@@ -198,3 +198,25 @@ def test_keys_and_class_names_from_a_parquet_are_shown_as_text(app, results_root
     at.button(key="open_worst_0").click().run()  # the refusal names the key: as text too
     assert not at.exception
     _no_markup_anywhere(at)
+
+
+def test_a_killed_run_is_shown_as_stopped_not_running(app, results_root: Path, tmp_path: Path):
+    import json
+    import shutil
+    import socket
+
+    killed = results_root / "killed"
+    shutil.copytree(results_root / "samples", killed)
+    manifest = json.loads((killed / "manifest.json").read_text())
+    # A run that says "running" but whose process is gone (pid 2**22 + 1 is above Linux's pid_max default).
+    manifest["runs"][-1].update(status="running", pid=2**22 + 1, host=socket.gethostname(), process_start=1)
+    (killed / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        at = app(page=PAGE).run()
+        at.selectbox(key="dataset_folder").set_value("killed").run()
+        assert not at.exception
+        captions = " ".join(shown(c.value) for c in at.caption)
+        assert "last stopped (killed or crashed)" in captions, captions
+        assert any("stopped before it finished" in shown(w.value) for w in at.warning)
+    finally:
+        shutil.rmtree(killed)
