@@ -79,7 +79,7 @@ def test_integrated_gradients_gauss_legendre_equals_captum(nets):
     from captum.attr import IntegratedGradients
 
     model = nets["resnet18"]
-    X, y = inputs()
+    X, y = inputs(size=32)
     baseline = black(X)
     r = attribute(model, X, y, "integrated_gradients", steps=16, rule="gauss_legendre", baseline=baseline)
     for obj in ("score", "loss"):

@@ -60,7 +60,8 @@ def run(req: Request, samples: int = 25, noise: float = 0.15, seed: int = 0) -> 
     def build(start: int, stop: int) -> torch.Tensor:
         rows = range(start, stop)
         n = torch.tensor([r // samples for r in rows], device=req.device)
-        z = torch.stack([standard_noise(seed, r % samples, shape) for r in rows]).to(req.device, req.dtype)
+        drawn = {s: standard_noise(seed, s, shape) for s in {r % samples for r in rows}}  # shared by images
+        z = torch.stack([drawn[r % samples] for r in rows]).to(req.device, req.dtype)
         return x[n] + sigma[n].view(-1, 1, 1, 1) * z
 
     def consume(start: int, stop: int, grads: dict[str, torch.Tensor]) -> None:
