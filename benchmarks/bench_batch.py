@@ -10,7 +10,7 @@ after round, times
 * maps in-process: ``compute_saliency`` on the already decoded, cropped
   and normalised images, batch by batch (the "core" contender of
   ``bench_saliency.py``): the speed of the maps alone;
-* maps + numbers in-process: ``batch.batch_columns`` on the same tensors,
+* maps + numbers in-process: ``job_columns.batch_columns`` on the same tensors,
   the maps and every number the job writes (statistics, agreement,
   probabilities), still without reading a file;
 * the job: ``saliency_core.batch`` into a fresh folder, from JPEG files to
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_saliency import describe, timed  # this folder is on sys.path when run as a script
 
-from saliency_core import batch
+from saliency_core import batch, job_columns, job_processes
 from saliency_core.gradients import compute_saliency
 from saliency_core.imagefolder import discover, write_sample_folder
 from saliency_core.images import load_image
@@ -69,13 +69,13 @@ def main(argv: list[str] | None = None) -> int:
 
         def with_numbers() -> None:
             for start in range(0, len(x), args.batch_size):
-                batch.batch_columns(model, x[start:start + args.batch_size], labels[start:start + args.batch_size],
-                                    opts)
+                stop = start + args.batch_size
+                job_columns.batch_columns(model, x[start:stop], labels[start:stop], opts)
 
         job_argv = ["--images", str(folder), "--batch-size", str(args.batch_size), "--device", str(device),
                     "--no-progress"] + (["--workers", str(args.workers)] if args.workers is not None else [])
         opts = batch.parse_args([*job_argv, "--out", str(work / "x")])
-        workers = args.workers if args.workers is not None else batch.default_workers(device, 1)
+        workers = args.workers if args.workers is not None else job_processes.default_workers(device, 1)
         maps_only(), with_numbers()  # warm-up
         speed: dict[str, list[float]] = {"maps": [], "numbers": [], "job": []}
         for r in range(args.rounds):

@@ -30,7 +30,6 @@ live one by its process, and the next run on the same ``--out`` marks it
 from __future__ import annotations
 
 import argparse
-import ctypes
 import functools
 import os
 import shlex
@@ -47,22 +46,29 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
-from saliency_core import faithfulness, gradients, results, tensor_stats
+from saliency_core import gradients, results
 from saliency_core.errors import SaliencyError
 from saliency_core.export import map_definitions, package_versions
 from saliency_core.imagefolder import (
     Discovery,
     ImageDataset,
-    Item,
     ShardSampler,
     collate,
     discover,
-    imagenet_wnids,
     item_path,
 )
-from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, load_model, pick_device
+from saliency_core.job_columns import batch_columns, rows_frame
+from saliency_core.job_processes import (
+    Ranks,
+    Stopped,
+    default_workers,
+    die_with_job,
+    raise_stopped,
+    start_ranks,
+    stop_reason,
+)
+from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, load_model
 from saliency_core.preprocessing import normalize
 
 METHODS = gradients.METHODS
@@ -137,181 +143,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                    device=a.device, workers=a.workers, reduction=a.reduction, precision=a.precision,
                    faithfulness=a.faithfulness, faithfulness_steps=a.faithfulness_steps, save_maps=a.save_maps,
                    part_size=a.part_size, progress=a.progress)
-
-
-# --------------------------------------------------------------------------- ranks
-
-@dataclass
-class Ranks:
-    """This process's place among the job's processes (one, without torchrun)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
-    def broadcast(self, value: object) -> object:
-        """Rank 0's ``value`` on every rank."""
-        if not self.distributed:
-            return value
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def gather(self, value: object) -> list[object]:
-        if not self.distributed:
-            return [value]
-        out: list[object] = [None] * self.world
-        dist.all_gather_object(out, value)
-        return out
-
-
-def start_ranks(device: str) -> tuple[Ranks, torch.device]:
-    """Join torchrun's process group when launched by it; pick this rank's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    ranks = Ranks(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-    dev = pick_device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", ranks.local_rank % max(1, torch.cuda.device_count()))
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if ranks.distributed and not dist.is_initialized():
-        # NCCL between GPUs; gloo for CPU ranks (and for the small objects exchanged here).
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return ranks, dev
-
-
-def default_workers(device: torch.device, world: int) -> int:
-    """DataLoader workers per rank when --workers is not given.
-
-    On a GPU the CPU cores are free to decode: share them among the ranks
-    (at most 8 each). On the CPU, torch's intra-op threads already use the
-    cores for the model, and worker processes competing with them made the
-    job slower on a 2-core machine (``benchmarks/RESULTS.md``), so only
-    cores left over get workers.
-    """
-    cores = os.cpu_count() or 1
-    if device.type == "cpu":
-        return max(0, min(8, cores - torch.get_num_threads() * world) // max(1, world))
-    return max(0, min(8, cores // max(1, world)))
-
-
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
-def _die_with_job(job_pid: int, worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: end this worker process as soon as the job process ``job_pid`` dies.
-
-    Why: torch's worker notices a dead parent only between items, and then, on its way out, joins its
-    queue's feeder thread, which is blocked for good writing a batch of crops into a full pipe that
-    nobody reads (the worker holds the pipe's read end too, so the write never fails). A job killed
-    with SIGKILL runs no clean-up, so its workers lived on. On Linux the kernel kills this worker when
-    the thread that forked it (the one iterating the loader, for the whole loop) dies; elsewhere, or
-    if prctl fails, a daemon thread polls the parent's pid.
-    """
-    del worker_id
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the job's handler (forked with it) is for the job's thread
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
-            if os.getppid() != job_pid:  # the job died between the fork and the prctl: no signal will come
-                os._exit(1)
-            return
-
-    def watch() -> None:
-        while os.getppid() == job_pid:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="die-with-job", daemon=True).start()
-
-
-# --------------------------------------------------------------------------- numbers for one batch
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()
-
-
-def batch_columns(model: LoadedModel, x: torch.Tensor, labels: Sequence[int | None], opts: Options
-                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The per-image numbers of one batch: (columns, maps), each a dict of (N, ...) arrays.
-
-    The target is the true label where known, else the model's top-1
-    prediction from the same forward pass.
-    """
-    y = torch.tensor([-1 if lab is None else lab for lab in labels], device=x.device)
-    res = gradients.compute_saliency(model, x, y, opts.methods, reduction=opts.reduction,
-                                     precision=opts.precision, max_batch=opts.batch_size)
-    label_t = torch.tensor([0 if lab is None else lab for lab in labels], device=x.device)
-    known = torch.tensor([lab is not None for lab in labels], device=x.device)
-    pred = res.probs.argmax(dim=1)
-    numbers: dict[str, torch.Tensor] = {
-        "prob_target": res.target_probs,
-        "prob_prediction": res.probs.gather(1, pred[:, None])[:, 0],
-        "prob_label": torch.where(known, res.probs.gather(1, label_t[:, None])[:, 0], torch.nan),
-        "loss": F.cross_entropy(res.logits.double(), res.targets, reduction="none"),
-        **tensor_stats.describe_batch(res.maps),
-    }
-    # One copy to the host for all of them: on a GPU, each small copy would wait for the device.
-    host = _np(torch.stack([v.to(torch.float64) for v in numbers.values()]))
-    classes = _np(torch.stack([res.targets, pred]))
-    cols: dict[str, np.ndarray] = {"target": classes[0], "prediction": classes[1],
-                                   **{name: host[i] for i, name in enumerate(numbers)}}
-    if opts.faithfulness:
-        steps = opts.faithfulness_steps
-        for m in opts.methods:
-            f = faithfulness.deletion_insertion(model, x, res.targets, res.maps[m], steps=steps,
-                                                batch_size=opts.batch_size * 4, precision=opts.precision)
-            cols[f"{m}_deletion_auc"], cols[f"{m}_insertion_auc"] = f.deletion_auc, f.insertion_auc
-        f = faithfulness.deletion_insertion(model, x, res.targets, None, steps=steps, order="random",
-                                            batch_size=opts.batch_size * 4, precision=opts.precision)
-        cols["random_deletion_auc"], cols["random_insertion_auc"] = f.deletion_auc, f.insertion_auc
-    maps = {}
-    if opts.save_maps:
-        for m in opts.methods:
-            peak = res.maps[m].amax(dim=(1, 2), keepdim=True)
-            maps[m] = _np(torch.where(peak > 0, res.maps[m] / peak, 0.0).half())
-    return cols, maps
-
-
-def _rows(items: list[Item], records: list[dict], cols: dict[str, np.ndarray], model: LoadedModel,
-          ranks: Ranks, run: int, discovery: Discovery) -> pd.DataFrame:
-    cats = model.categories
-    wnids = imagenet_wnids()
-    labels = [it.label for it in items]
-    n = len(items)
-
-    def strings(values: list[str | None]) -> pd.arrays.StringArray:
-        return pd.array(values, dtype="string")
-
-    columns = {
-        "key": strings([it.key for it in items]),
-        "model": strings([model.name] * n),
-        "path": strings([item_path(discovery, it) for it in items]),
-        "sha256": strings([r["sha256"] for r in records]),
-        "width": np.array([r["width"] for r in records], dtype=np.int64),
-        "height": np.array([r["height"] for r in records], dtype=np.int64),
-        "label": pd.array(labels, dtype="Int64"),
-        "label_source": strings([it.label_source for it in items]),
-        "label_name": strings([None if lab is None else cats[lab] for lab in labels]),
-        "label_wnid": strings([None if lab is None else wnids[lab] for lab in labels]),
-        "target_source": strings(["prediction" if lab is None else "label" for lab in labels]),
-        **cols,
-        "target_name": strings([cats[int(t)] for t in cols["target"]]),
-        "prediction_name": strings([cats[int(p)] for p in cols["prediction"]]),
-        "correct": pd.array([None if lab is None else bool(p == lab) for p, lab in
-                             zip(cols["prediction"], labels, strict=True)], dtype="boolean"),
-        "rank": np.full(n, ranks.rank, dtype=np.int64),
-        "run": np.full(n, run, dtype=np.int64),
-    }
-    return pd.DataFrame(columns)
 
 
 # --------------------------------------------------------------------------- the job
@@ -404,35 +235,11 @@ def run(opts: Options) -> dict:
             dist.destroy_process_group()
 
 
-class Stopped(BaseException):
-    """Raised in the job's main thread by SIGTERM (see :func:`main`), so that the run records that it stopped.
-
-    A BaseException, as KeyboardInterrupt is: no ``except Exception`` on the way swallows it.
-    """
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_stopped(signum: int, frame: object) -> None:
-    signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
-    raise Stopped(signum)
-
-
-def _stop_reason(exc: BaseException) -> str:
-    if isinstance(exc, Stopped):
-        return signal.Signals(exc.signum).name
-    if isinstance(exc, KeyboardInterrupt):
-        return "SIGINT (Ctrl-C)"
-    return f"{type(exc).__name__}: {exc}"[:500]
-
-
 def _record_stop(out: str, run_id: int, exc: BaseException) -> None:
     """Mark the run "stopped" with the reason; never raises (the error that stopped it matters more)."""
     try:
         manifest = results.read_manifest(out)
-        manifest["runs"][run_id].update(status="stopped", reason=_stop_reason(exc), finished=datetime.now(
+        manifest["runs"][run_id].update(status="stopped", reason=stop_reason(exc), finished=datetime.now(
             timezone.utc).isoformat(timespec="seconds"))
         manifest["totals"] = results.row_counts(out)
         results.write_manifest(out, manifest)
@@ -458,12 +265,12 @@ def _compute(opts: Options, ranks: Ranks, device: torch.device, discovery: Disco
     dataset = ImageDataset(discovery, pending, model.preprocessing)
     sampler = ShardSampler(len(pending), ranks.rank, ranks.world)
     workers = opts.workers if opts.workers is not None else default_workers(device, ranks.world)
-    # "fork" on Linux, as Python before 3.14 does by default: _die_with_job compares the worker's parent
+    # "fork" on Linux, as Python before 3.14 does by default: die_with_job compares the worker's parent
     # with this process, which a forkserver would stand between.
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=opts.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
         prefetch_factor=4 if workers else None, persistent_workers=False,
-        worker_init_fn=functools.partial(_die_with_job, os.getpid()),
+        worker_init_fn=functools.partial(die_with_job, os.getpid()),
         multiprocessing_context="fork" if workers and sys.platform.startswith("linux") else None)
     progress = _Progress(len(sampler), ranks, opts.progress)
     rows: list[pd.DataFrame] = []
@@ -498,7 +305,7 @@ def _compute(opts: Options, ranks: Ranks, device: torch.device, discovery: Disco
             items = [pending[r["index"]] for r in good]
             x = normalize(np.stack([r["crop"] for r in good]), model.preprocessing, device)
             cols, batch_maps = batch_columns(model, x, [it.label for it in items], opts)
-            rows.append(_rows(items, good, cols, model, ranks, run_id, discovery))
+            rows.append(rows_frame(items, good, cols, model, ranks, run_id, discovery))
             for m, v in batch_maps.items():
                 maps.setdefault(m, []).append(v)
         counts["images"] += len(good)
@@ -531,14 +338,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_stopped)
+        previous = signal.signal(signal.SIGTERM, raise_stopped)
     try:
         summary = run(opts)
     except SaliencyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (Stopped, KeyboardInterrupt) as exc:
-        print(f"stopped by {_stop_reason(exc)}; run the same command again to finish: what is written is kept.",
+        print(f"stopped by {stop_reason(exc)}; run the same command again to finish: what is written is kept.",
               file=sys.stderr)
         return 128 + (exc.signum if isinstance(exc, Stopped) else signal.SIGINT)
     finally:

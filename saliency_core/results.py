@@ -4,7 +4,7 @@
 
     OUT/
       manifest.json          model, weights, preprocessing, options, versions, command, runs
-      results/part-*.parquet one row per image (columns: saliency_core.batch._rows, README)
+      results/part-*.parquet one row per image (columns: saliency_core.job_columns.rows_frame, README)
       errors/part-*.parquet  key, path, error: files that could not be used
       maps/part-*.npz        with --save-maps: keys, and per method the maps
                              divided by their own max, float16 (N, H, W);
