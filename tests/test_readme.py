@@ -10,14 +10,21 @@ import pytest
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_python_example_runs():
+def test_readme_python_examples_run():
     text = README.read_text()
-    section = text.split("## Use it from Python", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    section = text.split("## Use it from Python", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    for code in blocks:  # one after the other, as in a notebook
+        exec(compile(code, "README.md", "exec"), namespace)
     assert tuple(namespace["maps"].shape) == (1, 224, 224)
     assert namespace["result"].probs[0].argmax().item() == 967
+    smooth, cam = namespace["smooth"], namespace["cam"]
+    assert tuple(smooth.maps["score"].shape) == (1, 224, 224) and tuple(smooth.attributions["loss"].shape) == (
+        1, 3, 224, 224)
+    assert smooth.params["samples"] == 16 and smooth.params["noise"] == 0.15
+    assert tuple(cam.attributions["score"].shape) == (1, 1, 224, 224)
 
 
 def test_readme_commands_match_ci():

@@ -92,7 +92,8 @@ def run(req: Request, steps: int = 32, baseline: str | torch.Tensor = "black",
         if worst > GAP_WARNING:
             warnings.warn(
                 f"Integrated Gradients ({obj}): the completeness gap is {worst:.0%} of |f(x) - f(x')| for at "
-                f"least one image; use more steps (now {steps}) or rule='gauss_legendre'",
+                f"least one image; use more steps (now {steps})"
+                + ("" if rule == "gauss_legendre" else " or rule='gauss_legendre'"),
                 RuntimeWarning, stacklevel=3,
             )
     return MethodOutput(attributions=attributions, logits=logits, targets=targets, convergence=convergence,
