@@ -59,24 +59,43 @@ class PreparedBatch:
     display: np.ndarray
 
 
+# Above this many pixels, the resized image is not made whole (see crop_image).
+MAX_RESIZED_PIXELS = 16 * 256 * 256
+
+
 def crop_image(image: Image.Image, prep: Preprocessing) -> Image.Image:
     """Resize the shorter side to ``prep.resize`` and centre-crop ``prep.crop``.
 
     Works for any size, 1x1 and 10000x1 included: the shorter side is scaled
     up or down to ``prep.resize`` and the longer one keeps the aspect ratio
     (at least ``prep.crop`` pixels so the crop is always full).
+
+    For ordinary photos the whole image is resized, then cropped, exactly as
+    torchvision's ``Resize`` + ``CenterCrop`` do. An extreme aspect ratio would
+    make that resized image huge (10000x1 -> 2,560,000x256: seconds and
+    gigabytes); above :data:`MAX_RESIZED_PIXELS` only the cropped region (plus a
+    margin for the filter) is resampled, with Pillow's ``box``, at the same
+    scale. Those pixels can differ from the whole-image path by a few levels.
     """
     image = image.convert("RGB")
     w, h = image.size
     scale = prep.resize / min(w, h)
     new_w = max(prep.crop, round(w * scale))
     new_h = max(prep.crop, round(h * scale))
-    # Pillow's resize with a reducing filter antialiases like torchvision's
-    # antialias=True on PIL input.
-    image = image.resize((new_w, new_h), _RESAMPLE[prep.interpolation])
     left = (new_w - prep.crop) // 2
     top = (new_h - prep.crop) // 2
-    return image.crop((left, top, left + prep.crop, top + prep.crop))
+    resample = _RESAMPLE[prep.interpolation]
+    if new_w * new_h <= MAX_RESIZED_PIXELS:
+        # Pillow's resize with a reducing filter antialiases like torchvision's
+        # antialias=True on PIL input.
+        image = image.resize((new_w, new_h), resample)
+        return image.crop((left, top, left + prep.crop, top + prep.crop))
+    margin = 8  # output pixels: wider than any filter's reach
+    x0, y0 = max(0, left - margin), max(0, top - margin)
+    x1, y1 = min(new_w, left + prep.crop + margin), min(new_h, top + prep.crop + margin)
+    sx, sy = w / new_w, h / new_h
+    part = image.resize((x1 - x0, y1 - y0), resample, box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy))
+    return part.crop((left - x0, top - y0, left - x0 + prep.crop, top - y0 + prep.crop))
 
 
 def normalize(crops: np.ndarray, prep: Preprocessing, device: str | torch.device = "cpu") -> torch.Tensor:

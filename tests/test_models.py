@@ -188,3 +188,23 @@ def test_registry_matches_torchvision_weights_and_categories():
         assert (t.resize_size[0], t.crop_size[0]) == (spec.preprocessing.resize, spec.preprocessing.crop), spec.name
         assert tuple(t.mean) == spec.preprocessing.mean and tuple(t.std) == spec.preprocessing.std
         assert t.interpolation.value == spec.preprocessing.interpolation, spec.name
+
+
+def test_an_extreme_aspect_ratio_is_cropped_without_resizing_the_whole_image():
+    import time
+
+    from PIL import Image
+
+    from saliency_core.preprocessing import MAX_RESIZED_PIXELS, crop_image
+
+    prep = REGISTRY["efficientnet_lite0"].preprocessing
+    start = time.perf_counter()
+    crop = crop_image(Image.new("RGB", (100_000, 1), (200, 10, 10)), prep)  # would resize to 25,600,000 x 256
+    assert time.perf_counter() - start < 2.0
+    assert crop.size == (224, 224) and crop.getpixel((100, 100)) == (200, 10, 10)
+    # Where both paths are feasible, the region path agrees with resizing the whole image.
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 256, (20, 4000, 3), dtype=np.uint8))  # 256 x 51200 resized
+    assert 51_200 * 256 > MAX_RESIZED_PIXELS
+    whole = np.asarray(image.resize((51_200, 256), Image.Resampling.BICUBIC).crop((25_488, 16, 25_712, 240)))
+    np.testing.assert_allclose(np.asarray(crop_image(image, prep)), whole, atol=8)
