@@ -113,6 +113,21 @@ def _validate(X: torch.Tensor, y: torch.Tensor | Sequence[int], methods: Sequenc
     return y
 
 
+def resolve_targets(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``y`` with :data:`TOP1_TARGET` replaced by each row's argmax; refuses classes the logits lack.
+
+    logits : (N, C); y : (N,) int64 on the same device.
+    """
+    if logits.dim() != 2:
+        raise InvalidInputError(f"the model must return (N, C) logits, got {tuple(logits.shape)}")
+    y = torch.where(y == TOP1_TARGET, logits.detach().argmax(dim=1), y)
+    if int(y.max()) >= logits.shape[1]:
+        raise InvalidInputError(
+            f"target class {int(y.max())} is out of range for a model with {logits.shape[1]} classes"
+        )
+    return y
+
+
 def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, methods: Sequence[str],
                device: torch.device, dtype: torch.dtype,
                precision: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
@@ -127,15 +142,8 @@ def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, method
         with autocast_context(device, precision):
             logits = module(x)
         logits = logits.to(dtype)  # float16 under autocast
-        if logits.dim() != 2:
-            raise InvalidInputError(f"the model must return (N, C) logits, got {tuple(logits.shape)}")
-        # TOP1_TARGET means "the model's top-1 prediction", resolved
-        # from this same forward pass.
-        y = torch.where(y == TOP1_TARGET, logits.detach().argmax(dim=1), y)
-        if int(y.max()) >= logits.shape[1]:
-            raise InvalidInputError(
-                f"target class {int(y.max())} is out of range for a model with {logits.shape[1]} classes"
-            )
+        # TOP1_TARGET means "the model's top-1 prediction", resolved from this same forward pass.
+        y = resolve_targets(logits, y)
         grads: dict[str, torch.Tensor] = {}
         for i, method in enumerate(methods):
             if method == "score":

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 
 from saliency_core._torch import (
-    TOP1_TARGET,
     ModelLike,
     autocast_context,
     memory_format_of,
@@ -31,7 +30,7 @@ from saliency_core._torch import (
     tf32_context,
 )
 from saliency_core.errors import InvalidInputError
-from saliency_core.gradients import input_gradients
+from saliency_core.gradients import input_gradients, resolve_targets
 
 #: Rows (noisy copies, path points) per forward pass when ``max_batch`` is None.
 DEFAULT_ROWS = 64
@@ -95,18 +94,6 @@ class MethodOutput:
 
 
 # ---------------------------------------------------------------- objectives
-
-def resolve_targets(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``y`` with TOP1_TARGET replaced by each row's argmax; refuses classes the logits lack."""
-    if logits.dim() != 2:
-        raise InvalidInputError(f"the model must return (N, C) logits, got {tuple(logits.shape)}")
-    y = torch.where(y == TOP1_TARGET, logits.detach().argmax(dim=1), y)
-    if int(y.max()) >= logits.shape[1]:
-        raise InvalidInputError(
-            f"target class {int(y.max())} is out of range for a model with {logits.shape[1]} classes"
-        )
-    return y
-
 
 def objective_per_image(logits: torch.Tensor, y: torch.Tensor, objective: str, loss_sign: int) -> torch.Tensor:
     """(N,) values of an objective: "score" s_y, or "loss" ``loss_sign`` * CE(s, y) (``loss_sign`` -1: log p_y)."""

@@ -165,17 +165,13 @@ HOSTILE = "![t](http://127.0.0.1:8622/track.png) [docs](http://127.0.0.1:8622/ph
 
 
 def _no_markup_anywhere(at) -> list[str]:
-    """Every Markdown body on the page, rendered: none may hold a link or an image."""
-    from markdown_it import MarkdownIt
+    """Every Markdown body on the page, rendered: none may hold a link, an image or HTML; their text."""
+    from tests.app.test_hostile_pages import rendered_bodies
 
-    md = MarkdownIt("gfm-like")
-    bodies = [str(e.value) for kind in ("markdown", "caption", "error", "warning", "info", "success")
-              for e in at.get(kind)]
-    bodies += [c for img in at.get("imgs") for c in getattr(img, "captions", [])]
-    for body in bodies:
-        rendered = md.render(body)
+    htmls = rendered_bodies(at)
+    for rendered in htmls:
         assert "<a " not in rendered and "<img" not in rendered and "<b>" not in rendered, rendered
-    return [shown(b) for b in bodies]
+    return [shown(h) for h in htmls]
 
 
 def test_keys_and_class_names_from_a_parquet_are_shown_as_text(app, results_root: Path):
