@@ -23,6 +23,7 @@ from saliency_core import analysis, results, results_access
 from saliency_core.analysis import ImageAnalysis
 from saliency_core.images import load_image
 from saliency_core.lru import LRUCache
+from saliency_core.memory import release_freed_memory
 from saliency_core.models import LoadedModel, ModelStatus, list_models, load_model
 from saliency_core.npz import LabelledImage, load_npz_batch
 from saliency_core.store import UploadStore
@@ -99,6 +100,7 @@ def image_views(key: str, model_name: str, load: Callable[[], Image.Image]) -> t
         cache.get_or_compute(thumb_key, lambda: _thumbnail(image))
         cache.get_or_compute(crop_key, lambda: get_model(model_name).crop_array(image))
         del image
+        release_freed_memory()  # the full-size decode is gone: give its pages back
     # Read through get_or_compute: an entry evicted meanwhile is made again, from a new decode.
     thumb = cache.get_or_compute(thumb_key, lambda: _thumbnail(load()))
     crop = cache.get_or_compute(crop_key, lambda: get_model(model_name).crop_array(load()))
