@@ -102,3 +102,21 @@ def test_a_mangled_link_says_once_what_it_could_not_open_and_what_is_shown(new_a
         assert "method=gradcam" in notices[0]
     at.run()  # said once, not on every rerun
     assert not at.warning
+
+
+def test_a_large_upload_is_not_kept_decoded_at_full_size(new_app):
+    import gc
+
+    from PIL import Image
+
+    from pages.ui import caches
+
+    big = png_bytes(np.full((2000, 3000, 3), 90, dtype=np.uint8))  # 18 MB decoded, a few kB as PNG
+    at = new_app(PAGES["saliency"]).run()
+    at.file_uploader(key="upload_file").upload("big.png", big, "image/png").run()
+    assert_healthy(at)
+    gc.collect()
+    alive = [o for o in gc.get_objects() if isinstance(o, Image.Image) and o.size == (3000, 2000)]
+    assert not alive, f"{len(alive)} full-size decode(s) still held"
+    assert caches.decoded_images().nbytes <= caches.MAX_DECODED_BYTES
+    assert ("thumbnail", hashlib.sha256(big).hexdigest()) in caches.decoded_images()
