@@ -189,6 +189,7 @@ def test_other_options_on_the_same_folder_are_refused(single: Path, dataset: Pat
 # --------------------------------------------------------------------------- torchrun and restarts
 
 
+@pytest.mark.slow  # real processes: torchrun, kills
 def test_torchrun_two_ranks_equals_one_process(single: Path, dataset: Path, tmp_path: Path):
     out = tmp_path / "out"
     proc = run_torchrun(2, "--images", str(dataset), "--out", str(out), "--batch-size", "3", "--workers", "1",
@@ -233,6 +234,7 @@ def _running(pid: int, start: str) -> bool:
     return st is not None and st[2] == start and st[0] != "Z"
 
 
+@pytest.mark.slow  # real processes: torchrun, kills
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the process tree from /proc")
 def test_killed_run_leaves_no_process_and_restarts_without_duplicates(single: Path, dataset: Path,
                                                                       tmp_path: Path):
@@ -308,6 +310,7 @@ def _start_job(out: Path, dataset: Path, log: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow  # real processes: torchrun, kills
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the process tree from /proc")
 def test_sigterm_records_a_stopped_run_and_ends_every_process(dataset: Path, tmp_path: Path):
     out, log = tmp_path / "out", tmp_path / "job.log"
@@ -479,6 +482,7 @@ def test_faithfulness_runs_in_the_precision_of_the_maps(l2_fast_run: tuple[Path,
     assert load_results(out).results[["score_deletion_auc", "random_insertion_auc"]].notna().all().all()
 
 
+@pytest.mark.slow  # real processes: torchrun, kills
 def test_two_nodes_through_torchrun_rendezvous(single: Path, dataset: Path, tmp_path: Path):
     """Two torchrun launches that meet through c10d rendezvous, as two machines would."""
     import socket
