@@ -172,6 +172,63 @@ def bench_case(name: str, device: torch.device, batch: int, precision: str, reps
     }
 
 
+def bench_methods(device: torch.device, batch: int, reps: int, warmup: int) -> list[dict]:
+    """SmoothGrad (25 samples) and Integrated Gradients (32 Gauss-Legendre steps, zero baseline), both
+    objectives, embedded model: ``saliency_core.attribute`` (one forward, two VJPs per row) against Captum's
+    ``NoiseTunnel(Saliency)`` and ``IntegratedGradients`` called once per objective at the same settings,
+    with the same rows per forward pass (64). Interleaved rounds; images/s from the medians."""
+    import warnings
+
+    from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
+
+    from saliency_core import attribute
+
+    loaded = load_model("efficientnet_lite0", device)
+    model = loaded.model
+    fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    torch.manual_seed(1)
+    X = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 1000, (batch,), device=device)
+    sigma = float(0.15 * (X.amax() - X.amin()))
+
+    def log_probs(x: torch.Tensor) -> torch.Tensor:  # target column: -L, the per-image loss objective
+        return F.log_softmax(model(x).float(), dim=1)
+
+    def captum_smoothgrad() -> None:
+        for forward in (model, log_probs):
+            NoiseTunnel(Saliency(forward)).attribute(X, nt_type="smoothgrad", nt_samples=25, stdevs=sigma,
+                                                     nt_samples_batch_size=max(1, 64 // batch), target=y,
+                                                     abs=False)
+
+    def captum_ig() -> None:
+        for forward in (model, log_probs):
+            IntegratedGradients(forward).attribute(X, baselines=0.0, target=y, n_steps=32, method="gausslegendre",
+                                                   internal_batch_size=64)
+
+    def core_smoothgrad() -> None:
+        attribute(loaded, X, y, method="smoothgrad", objectives=("score", "loss"), samples=25, noise=0.15,
+                  max_batch=64)
+
+    def core_ig() -> None:
+        attribute(loaded, X, y, method="integrated_gradients", objectives=("score", "loss"), steps=32,
+                  rule="gauss_legendre", baseline="zeros", max_batch=64)
+
+    contenders = {"captum smoothgrad": captum_smoothgrad, "core smoothgrad": core_smoothgrad,
+                  "captum integrated_gradients": captum_ig, "core integrated_gradients": core_ig}
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # IG's completeness warning, Captum's requires_grad notice
+        for _ in range(warmup):
+            for fn in contenders.values():
+                timed(fn, device)
+        for _ in range(reps):
+            for key, fn in contenders.items():
+                times[key].append(timed(fn, device))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return [{"method": m, "batch": batch, "captum": batch / med[f"captum {m}"], "core": batch / med[f"core {m}"],
+             "ratio": med[f"captum {m}"] / med[f"core {m}"]} for m in ("smoothgrad", "integrated_gradients")]
+
+
 def agreement(device: torch.device) -> list[str]:
     """Fast vs exact maps on the samples with real weights: Spearman per image."""
     from scipy.stats import spearmanr
@@ -217,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=0, help="timed rounds (default 7 on CPU, 15 on CUDA)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--agreement", action="store_true", help="also report fast-vs-exact Spearman on the samples")
+    ap.add_argument("--methods", action="store_true",
+                    help="only SmoothGrad and Integrated Gradients against Captum (embedded model)")
+    ap.add_argument("--method-batches", default="1,4")
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
 
@@ -225,6 +285,18 @@ def main(argv: list[str] | None = None) -> int:
         devices.append(torch.device("cpu"))
     if args.device in ("cuda", "all") or (args.device == "auto" and torch.cuda.is_available()):
         devices.append(torch.device("cuda"))
+
+    if args.methods:
+        print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+        for device in devices:
+            reps = args.reps or 3
+            print(f"\n### {device.type}: {describe(device)}; median of {reps} interleaved rounds, both objectives\n")
+            print("| method | batch | Captum images/s | core images/s | core / Captum |\n|---|---|---|---|---|")
+            for batch in (int(b) for b in args.method_batches.split(",")):
+                for r in bench_methods(device, batch, reps, max(1, args.warmup - 1)):
+                    print(f"| {r['method']} | {batch} | {r['captum']:.2f} | {r['core']:.2f} | {r['ratio']:.2f}x |",
+                          flush=True)
+        return 0
 
     header = ("| model | batch | precision | seed maps/s | Captum maps/s | core maps/s | forward img/s | "
               "ceiling maps/s | core / Captum | core / seed | core / ceiling |")
