@@ -134,6 +134,19 @@ def timed(fn: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def interleaved_medians(contenders: dict[str, Callable[[], None]], device: torch.device, reps: int,
+                        warmup: int) -> dict[str, float]:
+    """Median seconds of each contender over ``reps`` rounds that run every contender once, after ``warmup``."""
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    for _ in range(warmup):
+        for fn in contenders.values():
+            timed(fn, device)
+    for _ in range(reps):
+        for key, fn in contenders.items():
+            times[key].append(timed(fn, device))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def bench_case(name: str, device: torch.device, batch: int, precision: str, reps: int, warmup: int) -> dict:
     base = build_model(name, device)
     channels_last = device.type == "cpu" or precision == "fast"
@@ -152,15 +165,8 @@ def bench_case(name: str, device: torch.device, batch: int, precision: str, reps
         "forward_other_layout": (forward_only(other), X_other),
     }
     contenders = {key: (lambda f=f, x=x: f(x, y)) for key, (f, x) in runners.items()}
-    times: dict[str, list[float]] = {k: [] for k in contenders}
     with precision_context(device, precision):
-        for _ in range(warmup):
-            for fn in contenders.values():
-                timed(fn, device)
-        for _ in range(reps):
-            for key, fn in contenders.items():
-                times[key].append(timed(fn, device))
-    med = {k: statistics.median(v) for k, v in times.items()}
+        med = interleaved_medians(contenders, device, reps, warmup)
     maps = {k: 2 * batch / med[k] for k in ("seed", "captum", "core")}
     fwd = max(batch / med["forward"], batch / med["forward_other_layout"])
     ceiling = 2 / 3 * fwd  # maps/s: 2 maps per image, 3 forward-equivalents per image
@@ -215,16 +221,9 @@ def bench_methods(device: torch.device, batch: int, reps: int, warmup: int) -> l
 
     contenders = {"captum smoothgrad": captum_smoothgrad, "core smoothgrad": core_smoothgrad,
                   "captum integrated_gradients": captum_ig, "core integrated_gradients": core_ig}
-    times: dict[str, list[float]] = {k: [] for k in contenders}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # IG's completeness warning, Captum's requires_grad notice
-        for _ in range(warmup):
-            for fn in contenders.values():
-                timed(fn, device)
-        for _ in range(reps):
-            for key, fn in contenders.items():
-                times[key].append(timed(fn, device))
-    med = {k: statistics.median(v) for k, v in times.items()}
+        med = interleaved_medians(contenders, device, reps, warmup)
     return [{"method": m, "batch": batch, "captum": batch / med[f"captum {m}"], "core": batch / med[f"core {m}"],
              "ratio": med[f"captum {m}"] / med[f"core {m}"]} for m in ("smoothgrad", "integrated_gradients")]
 
