@@ -234,6 +234,26 @@ def _running(pid: int, start: str) -> bool:
     return st is not None and st[2] == start and st[0] != "Z"
 
 
+def _survivors(tree: dict[int, str], within_s: float) -> list[int]:
+    """The processes of ``tree`` still running after waiting up to ``within_s`` for them to end."""
+    deadline = time.monotonic() + within_s
+    while (left := [pid for pid, start in tree.items() if _running(pid, start)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def _end_job(proc: subprocess.Popen, tree: dict[int, str]) -> None:
+    """Kill the job and every process recorded of it (and any it started since), whatever state it is in."""
+    if proc.poll() is None:
+        tree = tree | _descendants(proc.pid)
+        proc.kill()
+        proc.wait(timeout=60)
+    for pid, start in tree.items():
+        if _running(pid, start):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.slow  # real processes: torchrun, kills
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the process tree from /proc")
 def test_killed_run_leaves_no_process_and_restarts_without_duplicates(single: Path, dataset: Path,
@@ -262,19 +282,10 @@ def test_killed_run_leaves_no_process_and_restarts_without_duplicates(single: Pa
         proc.kill()
         proc.wait(timeout=60)
         assert tree, "the job had no DataLoader worker when it was killed"
-        deadline = time.monotonic() + 10
-        while (left := [pid for pid, start in tree.items() if _running(pid, start)]) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        left = _survivors(tree, within_s=10)
         assert not left, f"processes of the killed job still run 10 s later: {left}"
     finally:  # whatever failed above, leave nothing of this job running
-        if proc.poll() is None:
-            tree |= _descendants(proc.pid)
-            proc.kill()
-            proc.wait(timeout=60)
-        for pid, start in tree.items():
-            if _running(pid, start):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        _end_job(proc, tree)
     done = done_keys(out)
     assert 0 < len(done) < N_IMAGES + 1, "the job was not stopped midway"
     killed = load_results(out).manifest["runs"][0]
@@ -319,18 +330,10 @@ def test_sigterm_records_a_stopped_run_and_ends_every_process(dataset: Path, tmp
     try:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()[-3000:]
-        deadline = time.monotonic() + 10
-        while (left := [pid for pid, start in tree.items() if _running(pid, start)]) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        left = _survivors(tree, within_s=10)
         assert not left, f"processes of the stopped job still run 10 s later: {left}"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=60)
-        for pid, start in tree.items():
-            if _running(pid, start):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        _end_job(proc, tree)
     assert "stopped by SIGTERM" in log.read_text()
     run = load_results(out).manifest["runs"][0]
     assert run["status"] == "stopped" and run["reason"] == "SIGTERM" and run_status(run) == "stopped"
