@@ -141,19 +141,12 @@ def test_switching_folders_with_other_columns_and_only_errors(app, results_root:
 
 
 def test_an_uploaded_parquet_cannot_open_files_outside_the_datasets(app, results_root: Path, tmp_path: Path):
-    import io
 
 
     rows = load_results(results_root / "samples").results
     outside = tmp_path / "private.jpg"
     outside.write_bytes(Path(rows["path"].iloc[0]).read_bytes())
-    forged = rows.assign(path=str(outside))
-    buf = io.BytesIO()
-    forged.to_parquet(buf, index=False)
-
-    at = app(page=PAGE).run()
-    at.segmented_control(key="dataset_source").set_value("upload").run()
-    at.file_uploader(key="dataset_upload").upload("forged.parquet", buf.getvalue(), "application/octet-stream").run()
+    at = open_uploaded_parquet(app(page=PAGE).run(), rows.assign(path=str(outside)))
     assert not at.exception
     assert sum(c.value == "(image not available on this server)" for c in at.caption) == 6  # no thumbnails
     at.button(key="open_worst_0").click().run()
@@ -174,17 +167,23 @@ def _no_markup_anywhere(at) -> list[str]:
     return [shown(h) for h in htmls]
 
 
-def test_keys_and_class_names_from_a_parquet_are_shown_as_text(app, results_root: Path):
+def open_uploaded_parquet(at, frame):
+    """The Dataset page with ``frame`` uploaded as a Parquet results part."""
     import io
+
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    at.segmented_control(key="dataset_source").set_value("upload").run()
+    return at.file_uploader(key="dataset_upload").upload("forged.parquet", buf.getvalue(),
+                                                         "application/octet-stream").run()
+
+
+def test_keys_and_class_names_from_a_parquet_are_shown_as_text(app, results_root: Path):
 
     rows = load_results(results_root / "samples").results
     forged = rows.assign(key=[f"{HOSTILE} {i}" for i in range(len(rows))], target_name=HOSTILE,
                          prediction_name=HOSTILE, label_name=HOSTILE)
-    buf = io.BytesIO()
-    forged.to_parquet(buf, index=False)
-    at = app(page=PAGE).run()
-    at.segmented_control(key="dataset_source").set_value("upload").run()
-    at.file_uploader(key="dataset_upload").upload("forged.parquet", buf.getvalue(), "application/octet-stream").run()
+    at = open_uploaded_parquet(app(page=PAGE).run(), forged)
     assert not at.exception
     at.session_state["dataset_table"] = {"selection": {"rows": [0], "columns": []}}
     at.run()
