@@ -12,9 +12,11 @@ Every GPU of a machine, or many machines, with PyTorch's own launcher::
 
 Each rank takes every world-th image that is not written yet (see
 :class:`saliency_core.imagefolder.ShardSampler`), feeds it through a
-``DataLoader`` whose worker processes decode and crop, computes both maps
-with one forward pass per batch, their statistics and agreement on the
-device (:mod:`saliency_core.tensor_stats`), and writes its own Parquet parts
+``DataLoader`` whose worker processes decode and crop, computes the maps
+``--methods`` asks for (any attribution method of either objective, named
+by :mod:`saliency_core.map_specs`; the score and loss gradients by default,
+from one forward pass per batch), their statistics and the agreement of
+every two on the device (:mod:`saliency_core.tensor_stats`), and writes its own Parquet parts
 (:mod:`saliency_core.results`). Files that cannot be read land in the
 errors table with the reason; they never stop the job. Stopped and started
 again with the same options, the job skips everything already written.
@@ -38,7 +40,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -47,9 +49,10 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from saliency_core import gradients, results
+from saliency_core import gradients, map_specs, results
+from saliency_core.attribution import ATTRIBUTION_METHODS
 from saliency_core.errors import SaliencyError
-from saliency_core.export import map_definitions, package_versions
+from saliency_core.export import package_versions
 from saliency_core.imagefolder import (
     Discovery,
     ImageDataset,
@@ -58,7 +61,7 @@ from saliency_core.imagefolder import (
     discover,
     item_path,
 )
-from saliency_core.job_columns import batch_columns, rows_frame
+from saliency_core.job_columns import batch_columns, check_maps_apply, rows_frame
 from saliency_core.job_processes import (
     Ranks,
     Stopped,
@@ -71,8 +74,7 @@ from saliency_core.job_processes import (
 from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, load_model
 from saliency_core.preprocessing import normalize
 
-METHODS = gradients.METHODS
-# The options that change the numbers: a restarted job must use the same ones.
+# The options that change the numbers: a restarted job must use the same ones (and the methods' parameters).
 CONFIG_KEYS = ("images", "model", "methods", "reduction", "precision", "faithfulness", "faithfulness_steps",
                "save_maps")
 
@@ -82,7 +84,8 @@ class Options:
     images: str
     out: str
     model: str = DEFAULT_MODEL
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = gradients.METHODS  # --methods entries: "score", "smoothgrad:loss", ...
+    method_params: dict[str, dict[str, object]] = field(default_factory=dict)  # as given; defaults filled later
     batch_size: int = 32
     device: str = "auto"
     workers: int | None = None  # None: see default_workers
@@ -94,11 +97,30 @@ class Options:
     part_size: int = 1024
     progress: bool | None = None  # None: a progress bar when stderr is a terminal
 
+    @property
+    def maps(self) -> tuple[map_specs.MapSpec, ...]:
+        return map_specs.parse_methods(self.methods)
+
+    def params_for(self, method: str) -> dict[str, object]:
+        """Every parameter of ``method`` as the job uses it: given ones, then the defaults."""
+        return ATTRIBUTION_METHODS[method].resolve(self.method_params.get(method, {}))
+
+    def used_params(self) -> dict[str, dict[str, object]]:
+        """method -> its parameters, for the methods of the maps that have any."""
+        methods = map_specs.methods_of(self.maps)
+        return {m: p for m in methods if (p := self.params_for(m))}
+
     def config(self) -> dict:
         values = {k: getattr(self, k) for k in CONFIG_KEYS}
         values["images"] = str(Path(self.images).expanduser().resolve())
         values["methods"] = list(self.methods)
+        if params := self.used_params():  # absent for the plain gradient: older results folders still match
+            values["method_params"] = params
         return values
+
+
+def _option(method: str, param: str) -> str:
+    return f"--{method}-{param}".replace("_", "-")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -111,8 +133,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                         "index 0..999) or a cs231n-style .npz with arrays X and y")
     p.add_argument("--out", required=True, help="results folder; a run started again skips what it holds")
     p.add_argument("--model", default=DEFAULT_MODEL, choices=list(REGISTRY))
-    p.add_argument("--methods", default="score,loss", help="comma-separated: score, loss (default: both)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--methods", default="score,loss",
+                   help="comma-separated maps: score and loss (the plain gradient of each; the default is both), "
+                        "or METHOD:OBJECTIVE such as smoothgrad:loss, or a METHOD alone for both objectives. "
+                        f"Methods: {', '.join(ATTRIBUTION_METHODS)}")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="images per forward pass (default 32); for smoothgrad and integrated_gradients, noisy "
+                        "copies or path points per pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (each torchrun rank takes its LOCAL_RANK GPU)")
     p.add_argument("--workers", type=int, default=None,
                    help="DataLoader worker processes per rank (default: on a GPU, CPU cores / ranks, at most 8; "
@@ -126,20 +153,44 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--save-maps", action="store_true", help="also keep the maps, float16, in maps/*.npz")
     p.add_argument("--part-size", type=int, default=1024,
                    help="images per Parquet part: what a stopped run loses at most, per rank")
+    for method in ATTRIBUTION_METHODS.values():
+        if not method.params:
+            continue
+        group = p.add_argument_group(f"{method.title} ({method.name}) parameters")
+        for param in method.params:
+            default = "the model's" if param.none_ok and param.default is None else param.default
+            group.add_argument(_option(method.name, param.name), dest=f"{method.name}__{param.name}",
+                               type=param.kind, choices=list(param.choices) or None, default=None,
+                               metavar=param.name.upper() if not param.choices else None,
+                               help=f"{param.help} (default: {default})")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None)
     bar.add_argument("--no-progress", dest="progress", action="store_false")
     a = p.parse_args(argv)
     try:
-        methods = gradients.check_methods([m.strip() for m in a.methods.split(",") if m.strip()])
-    except SaliencyError:
-        p.error(f"--methods: expected a comma-separated subset of {','.join(METHODS)}, got {a.methods!r}")
+        maps = map_specs.parse_methods(a.methods)
+    except SaliencyError as exc:
+        p.error(str(exc))
+    used = map_specs.methods_of(maps)
+    params: dict[str, dict[str, object]] = {}
+    for method in ATTRIBUTION_METHODS.values():
+        for param in method.params:
+            value = getattr(a, f"{method.name}__{param.name}")
+            if value is None:
+                continue
+            if method.name not in used:
+                p.error(f"{_option(method.name, param.name)} is given but --methods asks for no {method.name} map")
+            try:
+                params.setdefault(method.name, {})[param.name] = param.check(value)
+            except SaliencyError as exc:
+                p.error(f"{_option(method.name, param.name)}: {exc}")
     for name in ("batch_size", "faithfulness_steps", "part_size"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if a.workers is not None and a.workers < 0:
         p.error("--workers must be 0 or more")
-    return Options(images=a.images, out=a.out, model=a.model, methods=methods, batch_size=a.batch_size,
+    return Options(images=a.images, out=a.out, model=a.model, methods=tuple(s.entry for s in maps),
+                   method_params=params, batch_size=a.batch_size,
                    device=a.device, workers=a.workers, reduction=a.reduction, precision=a.precision,
                    faithfulness=a.faithfulness, faithfulness_steps=a.faithfulness_steps, save_maps=a.save_maps,
                    part_size=a.part_size, progress=a.progress)
@@ -210,9 +261,9 @@ def _prepare_out(opts: Options, ranks: Ranks, discovery: Discovery, model: Loade
                         "labelled": sum(it.label is not None for it in discovery.items),
                         "ignored_files": len(discovery.ignored)},
             "definitions": {
-                **map_definitions(opts.methods, opts.reduction),
+                **map_specs.definitions(opts.maps, opts.reduction, _params_as_run(opts, model)),
                 "target": "the true label where known, else the model's top-1 prediction (target_source)",
-                "maps": "maps/<part>.npz: each map divided by its own max, float16; scale in <method>_max",
+                "maps": "maps/<part>.npz: each map divided by its own max, float16; scale in <map>_max",
             },
             "versions": package_versions(),
         })
@@ -223,6 +274,14 @@ def _prepare_out(opts: Options, ranks: Ranks, discovery: Discovery, model: Loade
         manifest["runs"] = runs
         results.write_manifest(out, manifest)
     return int(ranks.broadcast(run)), done
+
+
+def _params_as_run(opts: Options, model: LoadedModel) -> dict[str, dict[str, object]]:
+    """The methods' parameters with the model's defaults named (Grad-CAM's layer)."""
+    params = opts.used_params()
+    if "grad_cam" in params and params["grad_cam"].get("layer") is None:
+        params["grad_cam"] = {**params["grad_cam"], "layer": model.spec.cam_layer}
+    return params
 
 
 def run(opts: Options) -> dict:
@@ -250,6 +309,7 @@ def _record_stop(out: str, run_id: int, exc: BaseException) -> None:
 def _run(opts: Options, ranks: Ranks, device: torch.device) -> dict:
     discovery = discover(opts.images)
     model = load_model(opts.model, device, allow_download=False)
+    check_maps_apply(model, opts)  # before the folder is touched: a wrong layer is the user's error
     run_id, done = _prepare_out(opts, ranks, discovery, model)
     try:
         return _compute(opts, ranks, device, discovery, model, run_id, done)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from saliency_core.gradients import METHODS
+from saliency_core.map_specs import split_map_column
 
 OUTCOMES = ("all", "correct", "wrong", "no label")
 TABLE_COLUMNS = ("key", "label_name", "target_name", "prediction_name", "prob_target", "correct", "score_gini",
@@ -123,20 +123,14 @@ def most_disagreeing(frame: pd.DataFrame, n: int = 10, metric: str = "agree_spea
     return frame.sort_values(by, ascending=True, na_position="last", kind="stable").head(n)
 
 
-def split_method_column(column: str) -> tuple[str | None, str]:
-    """``"score_gini"`` -> ``("score", "gini")``; a column of no method -> ``(None, column)``."""
-    method, sep, stat = column.partition("_")
-    return (method, stat) if sep and method in METHODS and stat else (None, column)
-
-
 def method_statistics(columns: Sequence[str]) -> list[str]:
-    """The statistics computed per map (``gini`` for ``score_gini`` / ``loss_gini``), sorted."""
-    return sorted({split_method_column(c)[1] for c in columns if split_method_column(c)[0] is not None})
+    """The statistics computed per map (``gini`` for ``score_gini`` / ``smoothgrad_loss_gini``), sorted."""
+    return sorted({split_map_column(c)[1] for c in columns if split_map_column(c)[0] is not None})
 
 
 def other_columns(columns: Sequence[str]) -> list[str]:
     """The columns that belong to no one method (agreement, probabilities, loss), in order."""
-    return [c for c in columns if split_method_column(c)[0] is None]
+    return [c for c in columns if split_map_column(c)[0] is None]
 
 
 def histogram_bins(n: int) -> int:

@@ -3,6 +3,7 @@ and the Parquet rows they become (columns listed in the README and ``results.PAG
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -11,8 +12,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from saliency_core import faithfulness, gradients, tensor_stats
+from saliency_core import faithfulness, map_specs, tensor_stats
 from saliency_core._torch import TOP1_TARGET
+from saliency_core.attribution import AttributionResult, attribute
 from saliency_core.imagefolder import Discovery, Item, imagenet_wnids, item_path
 from saliency_core.job_processes import Ranks
 from saliency_core.models import LoadedModel
@@ -24,25 +26,71 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
+def _maps(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, opts: Options
+          ) -> tuple[AttributionResult, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """One ``attribute`` call per method, for all its objectives: (first result, maps by name, IG's gaps by name).
+
+    The first call resolves top-1 targets; the others explain the same classes.
+    """
+    first: AttributionResult | None = None
+    maps: dict[str, torch.Tensor] = {}
+    gaps: dict[str, torch.Tensor] = {}
+    for method, objectives in map_specs.methods_of(opts.maps).items():
+        with warnings.catch_warnings():  # the gap is a column (<map>_completeness_gap), not a warning per batch
+            warnings.filterwarnings("ignore", message="Integrated Gradients", category=RuntimeWarning)
+            r = attribute(model, x, y if first is None else first.targets, method, objectives, reduction=opts.reduction,
+                          precision=opts.precision, max_batch=opts.batch_size, **opts.params_for(method))
+        first = first or r
+        for spec in opts.maps:
+            if spec.method == method:
+                maps[spec.name] = r.maps[spec.objective]
+                if r.convergence is not None:
+                    gaps[spec.name] = r.convergence[spec.objective]
+    assert first is not None  # parse_methods never returns no map
+    return first, maps, gaps
+
+
+# Overrides that make a method's trial run cheap without changing what it checks.
+_CHEAP = {"samples": 1, "steps": 2}
+
+
+def check_maps_apply(model: LoadedModel, opts: Options) -> None:
+    """Raise the method's own error (InvalidInputError) now if a requested map can't be computed on this model:
+    Grad-CAM's layer missing or not convolutional, guided backprop without ReLUs. One black image, cheaply."""
+    size = model.preprocessing.crop
+    x = torch.zeros(1, 3, size, size, device=model.device)
+    for method in map_specs.methods_of(opts.maps):
+        params = opts.params_for(method)
+        params |= {k: v for k, v in _CHEAP.items() if k in params}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a trial run's numbers don't matter, only whether it runs
+            attribute(model, x, [TOP1_TARGET], method, ("score",), reduction=opts.reduction,
+                      precision=opts.precision, **params)
+
+
 def batch_columns(model: LoadedModel, x: torch.Tensor, labels: Sequence[int | None], opts: Options
                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The per-image numbers of one batch: (columns, maps), each a dict of (N, ...) arrays.
 
     The target is the true label where known, else the model's top-1
-    prediction from the same forward pass.
+    prediction from the same forward pass. Columns per map are prefixed by
+    its name (:mod:`saliency_core.map_specs`); Integrated Gradients maps add
+    ``<map>_completeness_gap``.
     """
     y = torch.tensor([TOP1_TARGET if lab is None else lab for lab in labels], device=x.device)
-    res = gradients.compute_saliency(model, x, y, opts.methods, reduction=opts.reduction,
-                                     precision=opts.precision, max_batch=opts.batch_size)
+    res, all_maps, gaps = _maps(model, x, y, opts)
+    pairs = [(a.name, b.name, prefix) for a, b, prefix in map_specs.agreement_pairs(opts.maps)]
     label_t = torch.tensor([0 if lab is None else lab for lab in labels], device=x.device)
     known = torch.tensor([lab is not None for lab in labels], device=x.device)
-    pred = res.probs.argmax(dim=1)
+    probs = res.probs
+    pred = probs.argmax(dim=1)
     numbers: dict[str, torch.Tensor] = {
-        "prob_target": res.target_probs,
-        "prob_prediction": res.probs.gather(1, pred[:, None])[:, 0],
-        "prob_label": torch.where(known, res.probs.gather(1, label_t[:, None])[:, 0], torch.nan),
+        "prob_target": probs.gather(1, res.targets[:, None])[:, 0],
+        "prob_prediction": probs.gather(1, pred[:, None])[:, 0],
+        "prob_label": torch.where(known, probs.gather(1, label_t[:, None])[:, 0], torch.nan),
         "loss": F.cross_entropy(res.logits.double(), res.targets, reduction="none"),
-        **tensor_stats.describe_batch(res.maps),
+        **tensor_stats.describe_batch(all_maps, pairs),
+        **{f"{name}_completeness_gap": gap for name, gap in gaps.items()},
     }
     # One copy to the host for all of them: on a GPU, each small copy would wait for the device.
     host = _np(torch.stack([v.to(torch.float64) for v in numbers.values()]))
@@ -51,8 +99,8 @@ def batch_columns(model: LoadedModel, x: torch.Tensor, labels: Sequence[int | No
                                    **{name: host[i] for i, name in enumerate(numbers)}}
     if opts.faithfulness:
         steps = opts.faithfulness_steps
-        for m in opts.methods:
-            f = faithfulness.deletion_insertion(model, x, res.targets, res.maps[m], steps=steps,
+        for m in all_maps:
+            f = faithfulness.deletion_insertion(model, x, res.targets, all_maps[m], steps=steps,
                                                 batch_size=opts.batch_size * 4, precision=opts.precision)
             cols[f"{m}_deletion_auc"], cols[f"{m}_insertion_auc"] = f.deletion_auc, f.insertion_auc
         f = faithfulness.deletion_insertion(model, x, res.targets, None, steps=steps, order="random",
@@ -60,9 +108,9 @@ def batch_columns(model: LoadedModel, x: torch.Tensor, labels: Sequence[int | No
         cols["random_deletion_auc"], cols["random_insertion_auc"] = f.deletion_auc, f.insertion_auc
     maps = {}
     if opts.save_maps:
-        for m in opts.methods:
-            peak = res.maps[m].amax(dim=(1, 2), keepdim=True)
-            maps[m] = _np(torch.where(peak > 0, res.maps[m] / peak, 0.0).half())
+        for m, v in all_maps.items():
+            peak = v.amax(dim=(1, 2), keepdim=True)
+            maps[m] = _np(torch.where(peak > 0, v / peak, 0.0).half())
     return cols, maps
 
 

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from saliency_core import map_specs
 from saliency_core.errors import InvalidImageError, InvalidInputError
 from saliency_core.files import atomic_write
 from saliency_core.image_bytes import open_regular_file
@@ -221,7 +222,8 @@ class ResultsFolder:
 
     @property
     def methods(self) -> list[str]:
-        return [m for m in ("score", "loss") if f"{m}_max" in self.results.columns]
+        """The maps the table holds, by name: "score", "loss", "smoothgrad_loss"... (:mod:`saliency_core.map_specs`)."""
+        return map_specs.map_names_in(self.results.columns)
 
     def maps(self, key: str) -> dict[str, np.ndarray] | None:
         """The saved maps of one image (float32, rescaled to their true values), or None when not saved."""

@@ -284,31 +284,39 @@ def _agreement(x: torch.Tensor, y: torch.Tensor, sorted_a: tuple[torch.Tensor, t
     return result
 
 
-def describe_batch(maps: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Every map's summary and, for two maps, their agreement: the batch job's columns, each map sorted once.
+def describe_batch(maps: Mapping[str, torch.Tensor],
+                   pairs: Sequence[tuple[str, str, str]] | None = None) -> dict[str, torch.Tensor]:
+    """Every map's summary and the agreement of pairs of them: the batch job's columns, each map sorted once.
 
     Parameters
     ----------
-    maps : name -> (N, H, W) tensor, >= 0 (one or two names, same shape and device)
+    maps : name -> (N, H, W) tensor, >= 0 (at least one; same shape and device)
+    pairs : (first, second, prefix) for each pair whose agreement is wanted;
+        None: with exactly two maps, the first against the second, prefix "agree"
 
     Returns
     -------
     dict
         ``{name}_{stat}`` for every name and key of ``stats.SUMMARY_COLUMNS``
-        (as :func:`summarize_batch`), then, with two maps, ``agree_{metric}``
-        (as :func:`agreement_batch` of the first against the second).
+        (as :func:`summarize_batch`), then ``{prefix}_{metric}`` per pair (as
+        :func:`agreement_batch` of first against second).
     """
-    if not 1 <= len(maps) <= 2:
-        raise InvalidInputError(f"maps: expected one or two maps, got {len(maps)}")
+    if not maps:
+        raise InvalidInputError("maps: expected at least one map")
+    if pairs is None:
+        pairs = [(*maps, "agree")] if len(maps) == 2 else []
+    for first, second, _ in pairs:
+        for name in (first, second):
+            if name not in maps:
+                raise InvalidInputError(f"pairs: no map named {name!r}; maps are {', '.join(maps)}")
     raw = {name: _validate(m, name) for name, m in maps.items()}
     wide = {name: r.to(torch.float64) for name, r in raw.items()}
     ordered = {name: _sort(r) for name, r in raw.items()}
     out: dict[str, torch.Tensor] = {}
     for name in maps:
         out |= {f"{name}_{k}": v for k, v in _summary(wide[name], ordered[name][0]).items()}
-    if len(maps) == 2:
-        first, second = maps
+    for first, second, prefix in pairs:
         _check_pair(raw[first], raw[second])
         agreement = _agreement(wide[first], wide[second], ordered[first], ordered[second], stats.DEFAULT_FRACTIONS)
-        out |= {f"agree_{k}": v for k, v in agreement.items()}
+        out |= {f"{prefix}_{k}": v for k, v in agreement.items()}
     return out

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from saliency_core import dataset_view as dv
+from saliency_core.map_specs import split_map_column
 
 
 @pytest.fixture
@@ -59,10 +60,15 @@ def test_headline_counts_accuracy_over_labelled_images_only(frame):
 def test_columns_split_by_method(frame):
     numeric = dv.numeric_columns(frame)
     assert "width" not in numeric and "target" not in numeric
-    assert dv.split_method_column("score_gini") == ("score", "gini")
-    assert dv.split_method_column("loss_insertion_auc") == ("loss", "insertion_auc")
-    assert dv.split_method_column("loss") == (None, "loss")
-    assert dv.split_method_column("prob_target") == (None, "prob_target")
+    assert split_map_column("score_gini") == ("score", "gini")
+    assert split_map_column("loss_insertion_auc") == ("loss", "insertion_auc")
+    assert split_map_column("loss") == (None, "loss")
+    assert split_map_column("prob_target") == (None, "prob_target")
+    assert split_map_column("integrated_gradients_loss_completeness_gap") == ("integrated_gradients_loss",
+                                                                              "completeness_gap")
+    assert split_map_column("agree_gradient_score_vs_grad_cam_loss_ssim") == (None,
+                                                                             "agree_gradient_score_vs_grad_cam_loss_ssim")
+    assert split_map_column("random_deletion_auc") == (None, "random_deletion_auc")
     assert dv.method_statistics(numeric) == ["gini"]
     assert dv.other_columns(numeric) == ["prob_target", "agree_spearman", "loss"]
     assert dv.table_columns(frame) == ["key", "target_name", "prob_target", "correct", "score_gini", "loss_gini",

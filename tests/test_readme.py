@@ -46,7 +46,8 @@ def test_readme_batch_example_runs(tmp_path: Path):
     from saliency_core.results import load_results
 
     section = README.read_text().split("Try it on the sample photos", 1)[1]
-    commands = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip().splitlines()
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip()
+    commands = block.replace("\\\n", " ").splitlines()  # continuation lines joined, as the shell does
     env = dict(os.environ, PYTHONPATH=str(README.parent))
     for line in commands:
         argv = shlex.split(line)
@@ -55,3 +56,6 @@ def test_readme_batch_example_runs(tmp_path: Path):
                        capture_output=True)
     written = load_results(tmp_path / "results" / "samples")
     assert len(written.results) == 24 and len(written.errors) == 1
+    three = load_results(tmp_path / "results" / "samples-3-methods")
+    assert len(three.results) == 24 and len(three.methods) == 3
+    assert all(f"{m}_insertion_auc" in three.results for m in three.methods)

@@ -188,5 +188,18 @@ def test_describe_batch_equals_summarize_and_agreement_batch():
     for key, value in expected.items():
         torch.testing.assert_close(both[key], value, rtol=0, atol=0, equal_nan=True, msg=key)
     assert list(describe_batch({"loss": b})) == [f"loss_{k}" for k in stats.SUMMARY_COLUMNS]
-    with pytest.raises(InvalidInputError, match="one or two maps"):
+    with pytest.raises(InvalidInputError, match="at least one map"):
         describe_batch({})
+
+
+def test_describe_batch_gives_every_requested_pair_its_own_prefix():
+    rng = np.random.default_rng(4)
+    maps = {n: torch.from_numpy(rng.random((3, 9, 11), dtype=np.float32)) for n in ("a", "b", "c")}
+    pairs = [("a", "b", "agree_a_vs_b"), ("a", "c", "agree_a_vs_c"), ("b", "c", "agree_b_vs_c")]
+    out = describe_batch(maps, pairs)
+    for first, second, prefix in pairs:
+        for key, value in agreement_batch(maps[first], maps[second]).items():
+            torch.testing.assert_close(out[f"{prefix}_{key}"], value, rtol=0, atol=0, equal_nan=True)
+    assert not any(k.startswith("agree_") for k in describe_batch(maps))  # three maps, no pairs asked
+    with pytest.raises(InvalidInputError, match="no map named 'd'"):
+        describe_batch(maps, [("a", "d", "agree")])
