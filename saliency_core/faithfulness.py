@@ -133,10 +133,12 @@ def pixel_ranks(maps: MapsLike) -> torch.Tensor:
 
 
 def _random_ranks(n: int, h: int, w: int, seed: int) -> torch.Tensor:
-    # One CPU generator for the whole call: the same seed gives the same
-    # orders on any device, and the global RNG is left alone.
+    # One permutation, a function of the seed and the size only, shared by every image: an image's random
+    # order (and its AUCs) must not depend on the batch it lands in, or a dataset job's numbers would change
+    # with --batch-size and the number of ranks. A private CPU generator: the same on any device, and the
+    # global RNG is left alone.
     g = torch.Generator().manual_seed(int(seed))
-    return torch.stack([torch.randperm(h * w, generator=g) for _ in range(n)]).view(n, h, w)
+    return torch.randperm(h * w, generator=g).view(1, h, w).expand(n, h, w).clone()
 
 
 def _auc(curves: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -210,7 +212,8 @@ def deletion_insertion(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequ
         ``round(k / steps * H * W)`` pixels, all channels.
     baseline : "blur", "mean" or "zeros", see :func:`make_baseline`.
     order : "map" (decreasing map value, ties by row-major position) or
-        "random" (a seeded random permutation per image, the reference).
+        "random" (a seeded random permutation of the pixels, the reference;
+        the same for every image, so an image's result is independent of the batch).
     batch_size : perturbed images per forward pass; halved and retried on
         out-of-memory.
     progress : called as ``progress(done, total)`` after each forward pass,

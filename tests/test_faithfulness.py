@@ -137,6 +137,16 @@ def test_random_order_is_seeded(toy, data):
     assert torch.equal(before, torch.get_rng_state())
 
 
+def test_an_images_random_order_does_not_depend_on_its_batch(toy, data):
+    # A dataset job splits images into batches by --batch-size and ranks: the reference must not move.
+    X, y, _ = data
+    whole = deletion_insertion(toy, X, y, None, 10, "zeros", order="random", seed=3)
+    for i in range(len(y)):
+        alone = deletion_insertion(toy, X[i:i + 1], y[i:i + 1], None, 10, "zeros", order="random", seed=3)
+        np.testing.assert_allclose(alone.deletion[0], whole.deletion[i], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(alone.insertion_auc[0], whole.insertion_auc[i], rtol=1e-6, atol=1e-7)
+
+
 def test_chunking_and_progress(toy, data):
     X, y, true_map = data
     calls: list[tuple[int, int]] = []
