@@ -291,7 +291,7 @@ def _stage_maps(model: ModelLike, X: torch.Tensor, y, methods: tuple[str, ...], 
     return r.maps, r.targets, r.params
 
 
-def _fixed_params(attribution: str, given: dict[str, object], used: dict[str, object]) -> dict[str, object]:
+def fixed_params(attribution: str, given: dict[str, object], used: dict[str, object]) -> dict[str, object]:
     """``given``, with parameters the trained model resolved from None (Grad-CAM's layer) fixed to their values."""
     out = dict(given)
     for p in ATTRIBUTION_METHODS[attribution].params:
@@ -357,7 +357,7 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
     # X, y, methods, reduction and the method's parameters before any copying.
     stage_maps0, targets, used = _stage_maps(model, X, y, methods, reduction, precision, max_batch, attribution,
                                              given)
-    stage_params = _fixed_params(attribution, given, used) if used else given
+    stage_params = fixed_params(attribution, given, used) if used else given
     maps: dict[str, list[np.ndarray]] = {m: [stage_maps0[m].float().cpu().numpy()] for m in methods}
 
     layers = randomizable_layers(module)
