@@ -114,6 +114,10 @@ class MethodComparison:
         return [(m, obj, map_label(m, obj), run.maps[obj])
                 for m, run in self.runs.items() if run.ok for obj in self.objectives]
 
+    def by_method(self) -> dict[str, dict[str, np.ndarray]]:
+        """method -> objective -> (H, W) map, for the methods that ran (the grid figure's rows)."""
+        return {m: {obj: run.maps[obj] for obj in self.objectives} for m, run in self.runs.items() if run.ok}
+
     def maps(self) -> dict[str, np.ndarray]:
         """label (:func:`map_label`) -> (H, W) map, for :func:`agreement_matrix` and the figures."""
         return {label: m for _, _, label, m in self.entries()}
@@ -189,9 +193,9 @@ def compare_methods(model: ModelLike, X: torch.Tensor, target: int, methods: Seq
     if reduction not in REDUCTIONS:
         raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     check_precision(precision)
-    y = validate_batch(X, [target])
-    if X.shape[0] != 1:
+    if isinstance(X, torch.Tensor) and X.dim() == 4 and X.shape[0] != 1:
         raise InvalidInputError(f"X must hold one image (1, 3, H, W), got {tuple(X.shape)}")
+    y = validate_batch(X, [target])
     params = params or {}
     given = {m: dict(params.get(m) or {}) for m in methods}
     units = [forward_passes(m, given[m]) for m in methods]
