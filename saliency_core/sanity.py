@@ -21,13 +21,14 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 
-from saliency_core._torch import ModelLike, check_precision, require_eval, unwrap_module
+from saliency_core._torch import ModelLike, check_precision, preprocessing_of, require_eval, unwrap_module
+from saliency_core.attribution import ATTRIBUTION_METHODS, attribute
 from saliency_core.errors import InvalidInputError
 from saliency_core.gradients import METHODS, compute_saliency
 from saliency_core.stats import agreement
@@ -61,6 +62,10 @@ class RandomizationResult:
     reduction : the channel reduction of the maps.
     precision : "exact" or "fast", the mode every stage's saliency was computed in.
     seed : the seed of the re-initialisation.
+    attribution : the attribution method of every stage's maps (a name from
+        :data:`saliency_core.ATTRIBUTION_METHODS`; "gradient" by default).
+    params : that method's parameters as used (defaults filled in; Grad-CAM's
+        layer resolved on the trained model and kept for every stage).
     """
 
     stages: list[str]
@@ -72,6 +77,8 @@ class RandomizationResult:
     reduction: str
     precision: str
     seed: int
+    attribution: str = "gradient"
+    params: dict[str, object] = field(default_factory=dict)
 
 
 def randomizable_layers(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
@@ -200,11 +207,105 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return scores["spearman"], scores["ssim"]
 
 
+class _RandomizedModel:
+    """A randomised copy with the trained model's normalisation: a ``LoadedModelLike`` for :func:`attribute`.
+
+    Baselines such as Integrated Gradients' "black" need the mean and std; the
+    copy's module is used for every precision (no channels_last variant).
+    """
+
+    def __init__(self, module: torch.nn.Module, preprocessing: object) -> None:
+        self.model = module
+        self.preprocessing = preprocessing
+
+    def module_for(self, precision: str) -> torch.nn.Module:
+        return self.model
+
+
+def _as_model(work: torch.nn.Module, model: ModelLike) -> ModelLike:
+    """``work`` with ``model``'s normalisation attached when it has one (a bare module stays bare)."""
+    prep = preprocessing_of(model)
+    return work if prep is None else _RandomizedModel(work, prep)
+
+
+def _randomized_copy(module: torch.nn.Module) -> torch.nn.Module:
+    work = copy.deepcopy(module)
+    work.eval()  # the copy's mode only; the caller's module is untouched
+    work.requires_grad_(False)
+    return work
+
+
+def _cascade(work: torch.nn.Module, groups: Sequence[Sequence[str]], seed: int):
+    """Re-initialise ``work``'s layers group by group (top first), yielding after each group.
+
+    One private stream of per-layer seeds: layers of equal shape still get
+    different weights, and the global generators are never consumed. The
+    stream is drawn layer by layer in top-down order, so the weights after
+    the last group do not depend on how the layers were grouped.
+    """
+    by_name = dict(work.named_modules())
+    seeds = torch.Generator().manual_seed(int(seed))
+    for group in groups:
+        for name in group:
+            _reinitialize(by_name[name], int(torch.randint(0, 2**62, (1,), generator=seeds)))
+        yield
+
+
+def fully_randomized_model(model: ModelLike, seed: int = 0) -> ModelLike:
+    """A copy of ``model`` with every parameter-owning layer re-initialised: the cascade's last stage.
+
+    Parameters
+    ----------
+    model : a LoadedModel or a bare module in eval mode; never modified.
+    seed : the seed of the re-initialisation, as in :func:`cascading_randomization`.
+
+    Returns
+    -------
+    A deep copy (eval mode, parameters frozen) whose weights equal those of
+    the last stage of ``cascading_randomization(model, ..., seed=seed)`` for
+    any ``max_stages``; a LoadedModel-like wrapper carrying the model's
+    normalisation when ``model`` has one, else a bare module. Pass it to
+    :func:`saliency_core.attribute` like the model itself.
+    """
+    module = unwrap_module(model)
+    require_eval(module)
+    layers = randomizable_layers(module)
+    if not layers:
+        raise InvalidInputError("the model has no layers with parameters to randomise")
+    work = _randomized_copy(module)
+    for _ in _cascade(work, group_layers([name for name, _ in layers], None), seed):
+        pass
+    return _as_model(work, model)
+
+
+def _stage_maps(model: ModelLike, X: torch.Tensor, y, methods: tuple[str, ...], reduction: str, precision: str,
+                max_batch: int | None, attribution: str, params: dict[str, object]):
+    """One stage's maps: (objective -> (N, H, W) tensor, (N,) targets, parameters used)."""
+    if attribution == "gradient" and not params:
+        # The plain gradient as before: exactly compute_saliency, on the module itself.
+        r = compute_saliency(unwrap_module(model), X, y, methods, reduction=reduction, precision=precision,
+                             max_batch=max_batch)
+        return r.maps, r.targets, {}
+    r = attribute(model, X, y, attribution, methods, reduction=reduction, precision=precision, max_batch=max_batch,
+                  **params)
+    return r.maps, r.targets, r.params
+
+
+def fixed_params(attribution: str, given: dict[str, object], used: dict[str, object]) -> dict[str, object]:
+    """``given``, with parameters the trained model resolved from None (Grad-CAM's layer) fixed to their values."""
+    out = dict(given)
+    for p in ATTRIBUTION_METHODS[attribution].params:
+        if given.get(p.name, p.default) is None and used.get(p.name) is not None:
+            out[p.name] = used[p.name]
+    return out
+
+
 def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int], *,
                             methods: Sequence[str] = METHODS, reduction: str = "max",
                             max_stages: int | None = DEFAULT_MAX_STAGES, seed: int = 0,
                             progress: Progress | None = None, max_batch: int | None = None,
-                            precision: str = "exact") -> RandomizationResult:
+                            precision: str = "exact", attribution: str = "gradient",
+                            params: dict[str, object] | None = None) -> RandomizationResult:
     """Cascading model randomisation (Adebayo et al., NeurIPS 2018).
 
     Parameters
@@ -231,6 +332,12 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
         ``compute_saliency`` for every stage: "exact" (strict float32, TF32
         off on CUDA) or "fast" (TF32 and float16 autocast on CUDA; elsewhere
         the same as exact).
+    attribution : the attribution method of the maps, a name from
+        :data:`saliency_core.ATTRIBUTION_METHODS`; "gradient" (the default,
+        with no ``params``) is exactly ``compute_saliency``.
+    params : the method's parameters (see :func:`saliency_core.attribute`),
+        the same for every stage. Parameters the trained model resolves
+        (Grad-CAM's default layer) are resolved once, at stage 0, and kept.
 
     Returns
     -------
@@ -242,15 +349,16 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
         raise InvalidInputError(f"max_stages must be an integer >= 1 or None, got {max_stages!r}")
     check_precision(precision)
     methods = tuple(methods)
+    given = dict(params or {})
     module = unwrap_module(model)
     require_eval(module)  # stage 0 runs the given model itself
 
-    # Stage 0 runs the given model itself (compute_saliency only reads it);
-    # this also validates X, y, methods and reduction before any copying.
-    result = compute_saliency(module, X, y, methods, reduction=reduction, precision=precision,
-                              max_batch=max_batch)
-    targets = result.targets
-    maps: dict[str, list[np.ndarray]] = {m: [result.maps[m].float().cpu().numpy()] for m in methods}
+    # Stage 0 runs the given model itself (only read); this also validates
+    # X, y, methods, reduction and the method's parameters before any copying.
+    stage_maps0, targets, used = _stage_maps(model, X, y, methods, reduction, precision, max_batch, attribution,
+                                             given)
+    stage_params = fixed_params(attribution, given, used) if used else given
+    maps: dict[str, list[np.ndarray]] = {m: [stage_maps0[m].float().cpu().numpy()] for m in methods}
 
     layers = randomizable_layers(module)
     if not layers:
@@ -260,23 +368,16 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
     if progress is not None:
         progress(1, total)
 
-    work = copy.deepcopy(module)
-    work.eval()  # the copy's mode only; the caller's module is untouched
-    work.requires_grad_(False)
-    by_name = dict(work.named_modules())
-    # One private stream of per-layer seeds: layers of equal shape still get
-    # different weights, and the global generators are never consumed.
-    seeds = torch.Generator().manual_seed(int(seed))
-    for done, group in enumerate(groups, start=2):
-        for name in group:
-            _reinitialize(by_name[name], int(torch.randint(0, 2**62, (1,), generator=seeds)))
-        stage = compute_saliency(work, X, targets, methods, reduction=reduction, precision=precision,
-                                 max_batch=max_batch)
+    work = _randomized_copy(module)
+    stage_model = _as_model(work, model)
+    for done, _ in enumerate(_cascade(work, groups, seed), start=2):
+        stage, _, _ = _stage_maps(stage_model, X, targets, methods, reduction, precision, max_batch, attribution,
+                                  stage_params)
         for m in methods:
-            maps[m].append(stage.maps[m].float().cpu().numpy())
+            maps[m].append(stage[m].float().cpu().numpy())
         if progress is not None:
             progress(done, total)
-    del work
+    del work, stage_model
 
     stages = ["original", *(_stage_name(g) for g in groups)]
     stacked = {m: np.stack(parts).astype(np.float32, copy=False) for m, parts in maps.items()}
@@ -297,6 +398,8 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
         reduction=reduction,
         precision=precision,
         seed=int(seed),
+        attribution=attribution,
+        params=dict(used),
     )
 
 

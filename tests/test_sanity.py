@@ -302,3 +302,60 @@ def test_similarity_curves_and_stage_maps_for_display(net, X):
         stage_maps(res, max_side=0)
     with pytest.raises(InvalidInputError, match="metrics"):
         similarity_curves(res, metrics=("pearson",))
+
+
+def test_any_attribution_method_each_stage_equals_attribute_on_the_randomised_weights(net, X):
+    # The same method and parameters at every stage; stage 0 is attribute() on the trained model,
+    # the last stage attribute() on fully_randomized_model (the same weights for any grouping).
+    from saliency_core import attribute
+    from saliency_core.sanity import fully_randomized_model
+
+    before = state_hash(net)
+    params = {"samples": 3, "noise": 0.1, "seed": 4}
+    res = cascading_randomization(net, X, [1, 3], methods=("score", "loss"), max_stages=3, seed=7,
+                                  attribution="smoothgrad", params=params)
+    assert res.attribution == "smoothgrad" and res.params == params
+    trained = attribute(net, X, [1, 3], "smoothgrad", **params)
+    randomised = attribute(fully_randomized_model(net, seed=7), X, [1, 3], "smoothgrad", **params)
+    for obj in ("score", "loss"):
+        np.testing.assert_array_equal(res.maps[obj][0], trained.maps[obj].numpy())
+        np.testing.assert_array_equal(res.maps[obj][-1], randomised.maps[obj].numpy())
+    one_stage = cascading_randomization(net, X, [1, 3], methods=("score",), max_stages=1, seed=7,
+                                        attribution="smoothgrad", params=params)
+    np.testing.assert_array_equal(one_stage.maps["score"][-1], res.maps["score"][-1])
+    assert state_hash(net) == before
+
+
+def test_gradient_default_is_unchanged_and_grad_cam_layer_is_fixed_at_stage_zero(net, X):
+    plain = cascading_randomization(net, X, [1, 3], max_stages=2)
+    assert plain.attribution == "gradient" and plain.params == {}
+    via_attribute = cascading_randomization(net, X, [1, 3], max_stages=2, attribution="guided_backprop")
+    assert via_attribute.params == {}
+    assert not np.array_equal(via_attribute.maps["score"], plain.maps["score"])  # really the guided gradient
+    cam = cascading_randomization(net, X, [1, 3], max_stages=2, attribution="grad_cam", params={"layer": "3"})
+    assert cam.params == {"layer": "3"} and cam.maps["score"].shape == (3, 2, 16, 16)
+    with pytest.raises(InvalidInputError, match="samples"):
+        cascading_randomization(net, X, [1, 3], attribution="smoothgrad", params={"samples": -1})
+
+
+@pytest.mark.filterwarnings("ignore:Integrated Gradients")  # 4 steps: a large completeness gap, on purpose
+def test_randomised_black_baseline_keeps_the_models_normalisation(net, X):
+    # "black" needs the mean and std: the randomised copy of a LoadedModel-like model keeps them.
+    from saliency_core.preprocessing import Preprocessing
+    from saliency_core.sanity import fully_randomized_model
+
+    class WithPreprocessing:
+        def __init__(self, model):
+            self.model = model
+            self.preprocessing = Preprocessing(16, 16, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+
+        def module_for(self, precision):
+            return self.model
+
+    wrapped = WithPreprocessing(net)
+    res = cascading_randomization(wrapped, X, [1, 3], methods=("score",), max_stages=2,
+                                  attribution="integrated_gradients", params={"steps": 4})
+    assert res.params["baseline"] == "black"
+    copy_ = fully_randomized_model(wrapped, seed=0)
+    assert copy_.preprocessing is wrapped.preprocessing and copy_.model is not net
+    assert isinstance(fully_randomized_model(net), torch.nn.Module)

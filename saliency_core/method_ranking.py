@@ -1,0 +1,280 @@
+"""Which method's map should I believe? Faithfulness and randomisation scores per map, and their downloads.
+
+For the maps of :func:`saliency_core.method_comparison.compare_methods`:
+
+- deletion and insertion AUC (Petsiuk, Das & Saenko, RISE, BMVC 2018), from
+  :func:`saliency_core.faithfulness.deletion_insertion_orders` with the
+  Faithfulness page's defaults (20 steps, blurred baseline, seed 0), all
+  maps and the random reference order in one batched pass, ranked by
+  :func:`saliency_core.faithfulness.ranking_table` (insertion − deletion);
+- the Spearman similarity of each map to the same method's map on the fully
+  randomised model (Adebayo et al., NeurIPS 2018):
+  :func:`saliency_core.sanity.fully_randomized_model` is the last stage of
+  the Faithfulness page's cascading randomisation (same seed, same weights),
+  and the map is recomputed there with the same method and parameters. A
+  map that survives the model's destruction (high similarity) explains the
+  image, not the model.
+
+Never imports Streamlit; the model is never modified.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from saliency_core import faithfulness, sanity
+from saliency_core._torch import ModelLike
+from saliency_core.attribution import ATTRIBUTION_METHODS, attribute
+from saliency_core.errors import InvalidInputError, SaliencyError
+from saliency_core.export import csv_with_provenance
+from saliency_core.method_comparison import MethodComparison, forward_passes, map_label
+from saliency_core.methods._common import Progress
+from saliency_core.stats import agreement
+
+#: The Faithfulness page's settings, so that the two pages give the same AUCs.
+DEFAULT_STEPS = 20
+DEFAULT_BASELINE = "blur"
+DEFAULT_SEED = 0
+RANDOM_ORDER = "random order"
+RANKING_COLUMNS = ("rank", "map", "method", "objective", "deletion_auc", "insertion_auc",
+                   "insertion_minus_deletion", "randomised_spearman")
+
+
+@dataclass
+class MethodRanking:
+    """What :func:`ranking_table` found.
+
+    Attributes
+    ----------
+    table : DataFrame with columns :data:`RANKING_COLUMNS`, one row per map
+        (and one for the random order, method "random", objective "", no
+        randomisation score), best insertion − deletion first (rank from 1;
+        ties keep the maps' order). ``randomised_spearman`` is Spearman's ρ
+        between the map and the same method's map on the fully randomised
+        model: low is good; NaN where either map is constant or not finite,
+        or where the method failed on the randomised model.
+    curves : map label (and :data:`RANDOM_ORDER`) -> the
+        :class:`~saliency_core.faithfulness.FaithfulnessResult` behind the AUCs
+    randomised_maps : map label -> (H, W) float32, the map on the fully randomised model
+    notes : method -> why it has no randomisation score (its error there)
+    steps, baseline, blur_sigma, seed : the deletion/insertion settings (``seed``
+        also seeds the random order and the re-initialised weights)
+    target, reduction, precision : those of the comparison
+    params : method -> parameters as used; objectives : per map label, "score", "L" or "−L"
+    """
+
+    table: pd.DataFrame
+    curves: dict[str, faithfulness.FaithfulnessResult]
+    randomised_maps: dict[str, np.ndarray]
+    notes: dict[str, str]
+    steps: int
+    baseline: str
+    blur_sigma: float | None
+    seed: int
+    target: int
+    reduction: str
+    precision: str
+    params: dict[str, dict[str, object]]
+    objectives: dict[str, str]
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's ρ as :func:`saliency_core.stats.agreement` (and the Sanity check) computes it; NaN if not finite."""
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return math.nan
+    return agreement(a, b, fractions=())["spearman"]
+
+
+def ranking_table(model: ModelLike, X: torch.Tensor, comparison: MethodComparison, *, steps: int = DEFAULT_STEPS,
+                  baseline: str = DEFAULT_BASELINE, seed: int = DEFAULT_SEED, random_order: bool = True,
+                  randomisation: bool = True, batch_size: int = 8,
+                  progress: Progress | None = None) -> MethodRanking:
+    """Deletion/insertion AUCs and the randomisation similarity of every map of a comparison.
+
+    Parameters
+    ----------
+    model : the model the comparison was computed with (LoadedModel or module); never modified.
+    X : (1, 3, H, W) float tensor, the image of the comparison, normalised for the model.
+    comparison : :func:`~saliency_core.method_comparison.compare_methods`'s result;
+        its target, reduction and precision are used throughout.
+    steps, baseline : deletion/insertion settings, see
+        :func:`saliency_core.faithfulness.deletion_insertion` ("blur", "mean", "zeros").
+    seed : of the random order and of the re-initialised weights (the Faithfulness page uses 0).
+    random_order : add the random order, the reference every map should beat.
+    randomisation : compute ``randomised_spearman`` (one more run of every
+        method, on the randomised copy); False leaves the column NaN.
+    batch_size : perturbed images per forward pass (8 suits a 2-core CPU, 64 a GPU).
+    progress : ``progress(done, total)`` in units of about one forward pass.
+
+    Returns
+    -------
+    :class:`MethodRanking`
+    """
+    entries = comparison.entries()
+    if not entries:
+        raise InvalidInputError("no maps to rank: every method failed (see the comparison's errors)")
+    n_orders = len(entries) + (1 if random_order else 0)
+    fa_total = n_orders * 2 * int(steps) if isinstance(steps, int) else 0
+    methods = list(dict.fromkeys(m for m, _, _, _ in entries))
+    rand_units = {m: 3 * forward_passes(m, comparison.runs[m].given) for m in methods} if randomisation else {}
+    total = fa_total + sum(rand_units.values())
+
+    def report_fa(done: int, of: int) -> None:
+        if progress is not None:
+            progress(done, total)
+
+    curves = faithfulness.deletion_insertion_orders(
+        model, X, [comparison.target], {label: m[None] for _, _, label, m in entries}, steps, baseline,
+        random=RANDOM_ORDER if random_order else None, batch_size=batch_size, progress=report_fa, seed=seed,
+        precision=comparison.precision)
+    table = faithfulness.ranking_table(curves).rename(columns={"order": "map"})
+
+    randomised: dict[str, np.ndarray] = {}
+    notes: dict[str, str] = {}
+    if randomisation:
+        work = sanity.fully_randomized_model(model, seed=seed)
+        done = fa_total
+        for method in methods:
+            run = comparison.runs[method]
+            try:
+                r = attribute(work, X, [comparison.target], method, comparison.objectives,
+                              reduction=comparison.reduction, precision=comparison.precision,
+                              **sanity.fixed_params(method, run.given, run.params))
+            except SaliencyError as exc:
+                notes[method] = str(exc)
+            else:
+                for obj in comparison.objectives:
+                    randomised[map_label(method, obj)] = r.maps[obj][0].float().cpu().numpy()
+            done += rand_units[method]
+            if progress is not None:
+                progress(done, total)
+        del work
+
+    by_label = {label: (m, obj, arr) for m, obj, label, arr in entries}
+    rows = []
+    for label in table["map"]:
+        if label in by_label:
+            m, obj, arr = by_label[label]
+            rho = _spearman(arr, randomised[label]) if label in randomised else math.nan
+            rows.append((m, obj, rho))
+        else:
+            rows.append(("random", "", math.nan))
+    table["method"], table["objective"], table["randomised_spearman"] = zip(*rows, strict=True)
+    first = next(iter(curves.values()))
+    return MethodRanking(
+        table=table[list(RANKING_COLUMNS)], curves=curves, randomised_maps=randomised, notes=notes,
+        steps=int(steps), baseline=first.baseline, blur_sigma=first.blur_sigma, seed=int(seed),
+        target=int(first.targets[0]), reduction=comparison.reduction, precision=comparison.precision,
+        params={m: comparison.runs[m].params for m in methods},
+        objectives={label: _objective(m, obj) for m, obj, label, _ in entries})
+
+
+def _objective(method: str, objective: str) -> str:
+    """"score", or what the loss map explains for this method: "L" or "−L"."""
+    if objective == "score":
+        return "score"
+    return "−L" if ATTRIBUTION_METHODS[method].loss_objective == "-L" else "L"
+
+
+# --------------------------------------------------------------------------- downloads
+
+
+def _check_record(record: Mapping[str, object], ranking: MethodRanking) -> None:
+    """The record must name the model and the image, and not contradict the ranking's options."""
+    model, image = record.get("model"), record.get("image")
+    if not isinstance(model, Mapping) or "name" not in model or not isinstance(image, Mapping) or "sha256" not in image:
+        raise InvalidInputError("record must carry the model's name and the image's sha256 "
+                                "(build it with saliency_core.export.provenance)")
+    target = record.get("target")
+    if isinstance(target, Mapping) and target.get("index") is not None and int(target["index"]) != ranking.target:
+        raise InvalidInputError(f"the record's target {target['index']} is not the ranking's {ranking.target}")
+    saliency = record.get("saliency")
+    if isinstance(saliency, Mapping):
+        for name in ("reduction", "precision"):
+            claimed = saliency.get(name)
+            if claimed is not None and claimed != getattr(ranking, name):
+                raise InvalidInputError(f"the record says {name}={claimed!r} but the ranking was computed with "
+                                        f"{name}={getattr(ranking, name)!r}")
+
+
+def _plain(value: object) -> object:
+    """JSON-ready: numpy values as numbers, tensors and other objects as text, NaN as None."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def ranking_header(ranking: MethodRanking, record: Mapping[str, object]) -> dict[str, object]:
+    """The provenance of a ranking download: ``record`` (from :func:`saliency_core.export.provenance`), its
+    ``saliency`` entry replaced by what each map is (method, citation, objective, parameters), and the
+    ranking's settings (steps, baseline, blur sigma, seed, target, reduction, precision)."""
+    _check_record(record, ranking)
+    maps = {}
+    for label, obj in ranking.objectives.items():
+        method = ranking.table.loc[ranking.table["map"] == label, "method"].iloc[0]
+        spec = ATTRIBUTION_METHODS[method]
+        maps[label] = {"method": method, "title": spec.title, "citation": spec.citation, "definition": spec.summary,
+                       "objective": "s_y" if obj == "score" else obj, "params": ranking.params[method]}
+    return _plain({
+        "export": "attribution methods ranked by deletion/insertion (RISE, BMVC 2018) and model randomisation "
+                  "(Adebayo et al., NeurIPS 2018)",
+        "read_with": "pandas.read_csv(path, comment='#')",
+        **record,
+        "saliency": {"reduction": ranking.reduction, "precision": ranking.precision, "maps": maps},
+        "ranking": {"target": ranking.target, "steps": ranking.steps, "baseline": ranking.baseline,
+                    "blur_sigma": ranking.blur_sigma, "seed": ranking.seed, "random_order": RANDOM_ORDER
+                    if RANDOM_ORDER in ranking.curves else None, "randomisation": "all layers re-initialised "
+                    "(the last stage of the cascading randomisation with this seed)",
+                    "randomisation_errors": ranking.notes},
+    })
+
+
+def ranking_csv(ranking: MethodRanking, record: Mapping[str, object]) -> bytes:
+    """The ranking table as UTF-8 CSV, :func:`ranking_header` in leading ``# key: <JSON>`` lines.
+
+    Read back with ``pandas.read_csv(f, comment="#")`` and
+    :func:`saliency_core.export.read_csv_provenance`.
+    """
+    return csv_with_provenance(ranking.table, ranking_header(ranking, record))
+
+
+def ranking_json(ranking: MethodRanking, record: Mapping[str, object]) -> bytes:
+    """The ranking as UTF-8 JSON: ``provenance`` (:func:`ranking_header`), ``table`` (one object per row,
+    NaN as null) and ``curves`` (per map: fractions, deletion and insertion probabilities)."""
+    doc = {
+        "provenance": ranking_header(ranking, record),
+        "table": _plain(ranking.table.to_dict(orient="records")),
+        "curves": _plain({name: {"fractions": r.fractions, "deletion": r.deletion[0], "insertion": r.insertion[0]}
+                          for name, r in ranking.curves.items()}),
+    }
+    return json.dumps(doc, ensure_ascii=False, allow_nan=False, indent=1).encode("utf-8")
+
+
+def ranking_filename(image: str, model: str, target: int, ext: str = "csv") -> str:
+    """``methods_ranking_<image>_<model>_target<k>.<ext>``; image and model reduced to ASCII letters,
+    digits, "-" and "_" (at most 48 characters each), ``ext`` "csv" or "json"."""
+    if ext not in ("csv", "json"):
+        raise InvalidInputError(f'ext must be "csv" or "json", got {ext!r}')
+
+    def slug(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9-]+", "_", str(text)).strip("_-")[:48].strip("_-")
+
+    return f"methods_ranking_{slug(image) or 'image'}_{slug(model) or 'model'}_target{int(target)}.{ext}"

@@ -1,0 +1,161 @@
+"""compare_methods and agreement_matrix: the numbers are attribute()'s and stats' own, failures are reported."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from saliency_core import ATTRIBUTION_METHODS, attribute
+from saliency_core.errors import InvalidInputError
+from saliency_core.method_comparison import (
+    FAST_METHODS,
+    SLOW_METHODS,
+    agreement_matrix,
+    cluster_order,
+    compare_methods,
+    map_label,
+)
+from saliency_core.stats import agreement
+
+SMALL = {"smoothgrad": {"samples": 3, "noise": 0.1, "seed": 2}, "integrated_gradients": {"steps": 4}}
+ALL = FAST_METHODS + SLOW_METHODS
+
+
+@pytest.fixture(scope="module")
+def image():
+    return torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def comparison(lite0, image):
+    calls = []
+    with pytest.warns(RuntimeWarning, match="completeness gap"):  # 4 IG steps, on purpose
+        result = compare_methods(lite0, image, -1, ALL, SMALL, progress=lambda d, t: calls.append((d, t)))
+    result.calls = calls
+    return result
+
+
+def test_fast_and_slow_methods_cover_the_registry():
+    assert set(FAST_METHODS) | set(SLOW_METHODS) == set(ATTRIBUTION_METHODS)
+    assert not set(FAST_METHODS) & set(SLOW_METHODS)
+
+
+@pytest.mark.filterwarnings("ignore:Integrated Gradients")
+def test_every_map_is_attributes_own(lite0, image, comparison):
+    assert list(comparison.runs) == list(ALL) and not comparison.failed
+    top1 = int(lite0.model(image).argmax())
+    assert comparison.target == top1
+    for method, run in comparison.runs.items():
+        r = attribute(lite0, image, [-1], method, ("score", "loss"), **SMALL.get(method, {}))
+        assert run.params == r.params and run.seconds > 0
+        for obj in ("score", "loss"):
+            np.testing.assert_array_equal(run.maps[obj], r.maps[obj][0].numpy())
+            assert run.maps[obj].shape == (64, 64) and run.maps[obj].dtype == np.float32
+        if method == "integrated_gradients":
+            assert run.completeness_gap == {o: pytest.approx(float(r.convergence[o][0])) for o in ("score", "loss")}
+            assert any("completeness gap" in note for note in run.notes)
+        else:
+            assert run.completeness_gap is None
+    assert comparison.target_prob == pytest.approx(float(r.probs[0, top1]))
+    labels = list(comparison.maps())
+    assert len(labels) == 12 and labels[:2] == ["Gradient · score", "Gradient · loss"]
+    assert map_label("grad_cam", "loss") == "Grad-CAM · −L" in labels
+    assert list(comparison.by_method()) == list(ALL)
+
+
+def test_progress_climbs_to_its_total(comparison):
+    done = [d for d, _ in comparison.calls]
+    totals = {t for _, t in comparison.calls}
+    assert done == sorted(done) and len(totals) == 1 and done[-1] == totals.pop()
+
+
+def tanh_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Tanh(),
+                               torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(16, 5)).eval()
+
+
+def test_a_method_that_cannot_run_is_reported_not_raised():
+    X = torch.randn(1, 3, 8, 8)
+    result = compare_methods(tanh_net(), X, 2, ["gradient", "guided_backprop", "smoothgrad"],
+                             {"smoothgrad": {"samples": -1}})
+    assert result.runs["gradient"].ok and result.target == 2
+    assert set(result.failed) == {"guided_backprop", "smoothgrad"}
+    assert "ReLU" in result.failed["guided_backprop"] and "samples" in result.failed["smoothgrad"]
+    assert list(result.maps()) == ["Gradient · score", "Gradient · loss"]
+    timings = result.timings()
+    assert list(timings["ok"]) == [True, False, False]
+
+
+def test_callers_errors_raise():
+    X = torch.randn(1, 3, 8, 8)
+    with pytest.raises(InvalidInputError, match="Known methods"):
+        compare_methods(tanh_net(), X, 0, ["gradient", "lime"])
+    with pytest.raises(InvalidInputError, match="one image"):
+        compare_methods(tanh_net(), torch.randn(2, 3, 8, 8), 0)
+    with pytest.raises(InvalidInputError, match="precision"):
+        compare_methods(tanh_net(), X, 0, precision="half")
+    with pytest.raises(InvalidInputError, match="each method once"):
+        compare_methods(tanh_net(), X, 0, ["gradient", "gradient"])
+
+
+# --------------------------------------------------------------------------- agreement
+
+
+def random_maps(n: int, size: int = 12, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {f"m{i}": rng.random((size, size)) for i in range(n)}
+
+
+@pytest.mark.parametrize("metric", ["spearman", "iou_top5"])
+def test_agreement_matrix_is_stats_agreement_symmetric_with_ones_on_the_diagonal(metric):
+    maps = random_maps(4)
+    maps["m3"] = maps["m0"] ** 2 + 0.1 * maps["m3"]  # something to agree with
+    result = agreement_matrix(maps, metric)
+    values = result.values
+    assert list(values.index) == list(values.columns) == list(maps)
+    np.testing.assert_array_equal(values.to_numpy(), values.to_numpy().T)
+    np.testing.assert_array_equal(np.diag(values.to_numpy()), 1.0)
+    for a, b in itertools.combinations(maps, 2):
+        expected = agreement(maps[a], maps[b], fractions=(0.05,))[metric]
+        assert values.loc[a, b] == pytest.approx(expected, abs=1e-12)
+    assert sorted(result.order) == sorted(maps) and result.ordered().shape == (4, 4)
+
+
+def test_clustering_puts_identical_maps_next_to_each_other():
+    maps = random_maps(5, seed=3)
+    maps["twin"] = maps["m1"].copy()  # far apart in the input order
+    for metric in ("spearman", "iou_top5"):
+        order = agreement_matrix(maps, metric).order
+        assert abs(order.index("m1") - order.index("twin")) == 1, (metric, order)
+        assert agreement_matrix(maps, metric).order == order  # deterministic
+
+
+def test_one_and_two_maps_and_constant_maps():
+    one = agreement_matrix({"a": np.eye(4)})
+    assert one.order == ["a"] and one.values.loc["a", "a"] == 1.0
+    two = agreement_matrix({"b": np.eye(4), "a": np.eye(4)[::-1]})
+    assert two.order == ["b", "a"]
+    maps = {"flat": np.zeros((6, 6)), **random_maps(3, size=6)}
+    rho = agreement_matrix(maps)
+    # A constant map has no ranking: its whole row and column are NaN, its diagonal included.
+    assert rho.values.loc["flat"].isna().all() and rho.values["flat"].isna().all()
+    assert not rho.values.loc[["m0", "m1", "m2"], ["m0", "m1", "m2"]].isna().any().any()
+    assert sorted(rho.order) == sorted(maps)
+    iou = agreement_matrix(maps, "iou_top5")  # top-k sets exist for a constant map (ties by position)
+    assert iou.values.loc["flat", "flat"] == 1.0 and not iou.values.isna().any().any()
+    assert cluster_order(np.array([[1.0, math.nan, 0.9], [math.nan, math.nan, math.nan], [0.9, math.nan, 1.0]])) \
+        in ([0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1])
+
+
+def test_agreement_matrix_rejects_bad_input():
+    with pytest.raises(InvalidInputError, match="metric"):
+        agreement_matrix(random_maps(2), "pearson")
+    with pytest.raises(InvalidInputError, match="at least one"):
+        agreement_matrix({})
+    with pytest.raises(InvalidInputError, match="shape"):
+        agreement_matrix({"a": np.ones((3, 3)), "b": np.ones((4, 4))})

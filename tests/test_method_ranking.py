@@ -1,0 +1,141 @@
+"""ranking_table: AUCs are faithfulness.deletion_insertion's, the randomisation score the Sanity check's; downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from saliency_core import export, faithfulness, sanity
+from saliency_core.errors import InvalidInputError
+from saliency_core.method_comparison import compare_methods
+from saliency_core.method_ranking import (
+    RANDOM_ORDER,
+    RANKING_COLUMNS,
+    ranking_csv,
+    ranking_filename,
+    ranking_json,
+    ranking_table,
+)
+
+METHODS = ("gradient_x_input", "grad_cam", "smoothgrad")
+PARAMS = {"smoothgrad": {"samples": 2, "seed": 1}}
+STEPS = 4
+
+
+def state_hash(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def image():
+    return torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+
+
+@pytest.fixture(scope="module")
+def ranked(lite0, image):
+    comparison = compare_methods(lite0, image, -1, METHODS, PARAMS)
+    before = state_hash(lite0.model)
+    calls = []
+    ranking = ranking_table(lite0, image, comparison, steps=STEPS, baseline="blur", seed=3, batch_size=64,
+                            progress=lambda d, t: calls.append((d, t)))
+    assert state_hash(lite0.model) == before  # the shared model is never touched
+    return comparison, ranking, calls
+
+
+def test_aucs_are_deletion_insertions_own(lite0, image, ranked):
+    comparison, ranking, _ = ranked
+    table = ranking.table
+    assert list(table.columns) == list(RANKING_COLUMNS) and len(table) == 2 * len(METHODS) + 1
+    assert list(table["rank"]) == list(range(1, len(table) + 1))
+    assert table["insertion_minus_deletion"].is_monotonic_decreasing
+    for method, obj, label, m in comparison.entries()[::2]:  # the score maps: enough, and half the time
+        alone = faithfulness.deletion_insertion(lite0, image, [comparison.target], m[None], STEPS, "blur",
+                                                batch_size=64)
+        row = table.set_index("map").loc[label]
+        assert (row["method"], row["objective"]) == (method, obj)
+        assert row["deletion_auc"] == pytest.approx(float(alone.deletion_auc[0]), abs=1e-6)
+        assert row["insertion_auc"] == pytest.approx(float(alone.insertion_auc[0]), abs=1e-6)
+    reference = faithfulness.deletion_insertion(lite0, image, [comparison.target], None, STEPS, "blur",
+                                                order="random", seed=3, batch_size=64)
+    row = table.set_index("map").loc[RANDOM_ORDER]
+    assert row["method"] == "random" and np.isnan(row["randomised_spearman"])
+    assert row["deletion_auc"] == pytest.approx(float(reference.deletion_auc[0]), abs=1e-6)
+
+
+def test_randomisation_score_is_the_cascades_last_stage_with_the_same_method(lite0, image, ranked):
+    comparison, ranking, _ = ranked
+    table = ranking.table.set_index("map")
+    # One stage re-initialises every layer: the same weights as the last of any number of stages.
+    for method in ("smoothgrad",):
+        cascade = sanity.cascading_randomization(lite0, image, [comparison.target], methods=("score", "loss"),
+                                                 max_stages=1, seed=3, attribution=method,
+                                                 params=PARAMS.get(method))
+        last = cascade.similarity[cascade.similarity.stage_index == 1].set_index("method")
+        for obj, label in ((o, lbl) for m, o, lbl, _ in comparison.entries() if m == method):
+            np.testing.assert_array_equal(ranking.randomised_maps[label], cascade.maps[obj][-1, 0])
+            assert table.loc[label, "randomised_spearman"] == pytest.approx(last.loc[obj, "spearman"], nan_ok=True)
+    assert ranking.params["smoothgrad"] == {"samples": 2, "noise": 0.15, "seed": 1}
+
+
+def test_progress_reaches_its_total(ranked):
+    _, _, calls = ranked
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and calls[-1][0] == calls[-1][1]
+
+
+def record(ranking, **saliency):
+    return export.provenance(
+        model_name="efficientnet_lite0", weights="embedded", preprocessing="resize 256, crop 224",
+        target=ranking.target, target_name="<b>cat</b>", method=None, reduction=saliency.get("reduction", "max"),
+        precision=saliency.get("precision", "exact"), image_sha256="ab" * 32, image_source="sample", device="cpu")
+
+
+def test_csv_and_json_carry_provenance(ranked):
+    _, ranking, _ = ranked
+    data = ranking_csv(ranking, record(ranking))
+    table = pd.read_csv(io.BytesIO(data), comment="#", keep_default_na=False, na_values=[""])
+    assert list(table.columns) == list(RANKING_COLUMNS)
+    np.testing.assert_allclose(table["deletion_auc"], ranking.table["deletion_auc"])
+    header = export.read_csv_provenance(data)
+    assert header["model"]["name"] == "efficientnet_lite0" and header["image"]["sha256"] == "ab" * 32
+    assert header["target"]["index"] == ranking.target
+    expected = {"steps": STEPS, "baseline": "blur", "seed": 3, "target": ranking.target}
+    assert expected.items() <= header["ranking"].items()
+    assert header["saliency"]["reduction"] == "max" and header["saliency"]["precision"] == "exact"
+    maps = header["saliency"]["maps"]
+    assert maps["SmoothGrad · score"]["params"] == {"samples": 2, "noise": 0.15, "seed": 1}
+    assert maps["Grad-CAM · −L"]["objective"] == "−L" and maps["SmoothGrad · loss"]["objective"] == "L"
+
+    doc = json.loads(ranking_json(ranking, record(ranking)))  # strict JSON: NaN became null
+    assert doc["provenance"] == json.loads(json.dumps(header))
+    assert len(doc["table"]) == len(ranking.table) and doc["table"][0]["rank"] == 1
+    assert any(row["randomised_spearman"] is None for row in doc["table"])
+    assert len(doc["curves"]["Grad-CAM · score"]["deletion"]) == STEPS + 1
+
+
+def test_downloads_refuse_a_record_that_does_not_match(ranked):
+    _, ranking, _ = ranked
+    with pytest.raises(InvalidInputError, match="precision"):
+        ranking_csv(ranking, record(ranking, precision="fast"))
+    with pytest.raises(InvalidInputError, match="sha256"):
+        ranking_json(ranking, {"model": {"name": "x"}})
+    assert ranking_filename("../My cat.png", "efficientnet_lite0", 281, "json") == \
+        "methods_ranking_My_cat_png_efficientnet_lite0_target281.json"
+
+
+def test_nothing_to_rank_raises(lite0, image):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Tanh(), torch.nn.Flatten(),
+                              torch.nn.Linear(2 * 62 * 62, 4)).eval()
+    comparison = compare_methods(net, image, 0, ["guided_backprop"])
+    with pytest.raises(InvalidInputError, match="every method failed"):
+        ranking_table(net, image, comparison)
