@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
 from saliency_core import stats
 from saliency_core.errors import InvalidInputError
-from saliency_core.figure_style import finish, float32_map, require_nonempty, template_text
+from saliency_core.figure_style import as_text, finish, float32_map, require_nonempty, template_text
 
-__all__ = ["concentration_figure", "curves_figure", "histogram_figure", "values_histogram_figure"]
+__all__ = ["concentration_figure", "curves_figure", "histogram_figure", "intervals_figure", "values_histogram_figure"]
 
 
 def histogram_figure(
@@ -129,3 +129,28 @@ def curves_figure(fractions: np.ndarray, curves: Mapping[str, np.ndarray], *, ti
     fig.update_xaxes(title_text=x_title, range=list(x_range) if x_range else None)
     fig.update_yaxes(title_text=y_title, rangemode="tozero")
     return finish(fig, title, height=380)
+
+
+def intervals_figure(labels: Sequence[str], means: np.ndarray, lows: np.ndarray, highs: np.ndarray, *,
+                     x_title: str, title: str | None = None, reference: str | None = None) -> go.Figure:
+    """One row per label: the mean as a dot and its confidence interval as a bar, best row on top.
+
+    labels : (K,) names (data: escaped); means, lows, highs : (K,) floats, NaN rows drawn without a dot.
+    reference : a label drawn in grey (the random order a map has to beat).
+    """
+    means, lows, highs = (np.asarray(v, dtype=np.float64).ravel() for v in (means, lows, highs))
+    if not len(labels) == means.size == lows.size == highs.size:
+        raise InvalidInputError(f"labels, means, lows and highs must have one entry each per row, got "
+                                f"{len(labels)}, {means.size}, {lows.size}, {highs.size}")
+    names = [as_text(label) for label in labels]
+    colours = ["#888888" if label == reference else "#1f77b4" for label in labels]
+    fig = go.Figure(go.Scatter(
+        x=means, y=names, mode="markers", marker=dict(size=10, color=colours),
+        error_x=dict(type="data", symmetric=False, array=highs - means, arrayminus=means - lows, thickness=2),
+        customdata=np.stack([lows, highs], axis=1),
+        hovertemplate=f"%{{y}}<br>{template_text(x_title)} %{{x:.4f}}"
+                      "<br>interval [%{customdata[0]:.4f}, %{customdata[1]:.4f}]<extra></extra>",
+    ))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(title_text=x_title)
+    return finish(fig, title, height=max(180, 60 + 40 * len(names)), showlegend=False)
