@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from saliency_core.map_specs import split_map_column
+from saliency_core.map_specs import MAP_NAMES, agreement_column, map_names_in, split_map_column
 
 OUTCOMES = ("all", "correct", "wrong", "no label")
 TABLE_COLUMNS = ("key", "label_name", "target_name", "prediction_name", "prob_target", "correct", "score_gini",
@@ -77,9 +77,22 @@ def filter_rows(frame: pd.DataFrame, classes: Sequence[str] = (), outcome: str =
     return frame[keep]
 
 
+MAX_AGREEMENT_TABLE_COLUMNS = 6  # every two maps have one; a dozen maps would have 66
+
+
 def table_columns(frame: pd.DataFrame) -> list[str]:
-    """The columns of the image table that this results table has, in display order."""
-    return [c for c in TABLE_COLUMNS if c in frame.columns]
+    """The columns of the image table that this results table has, in display order.
+
+    The :data:`TABLE_COLUMNS` of the job's original score and loss maps;
+    for maps of other methods (``smoothgrad_loss``...), each one's gini and
+    AUCs, then the Spearman ρ of the first pairs of them.
+    """
+    columns = [c for c in TABLE_COLUMNS if c in frame.columns]
+    others = [m for m in map_names_in(frame.columns) if not MAP_NAMES[m].legacy]
+    for stat in ("gini", "deletion_auc", "insertion_auc"):
+        columns += [f"{m}_{stat}" for m in others if f"{m}_{stat}" in frame.columns]
+    pairs = [agreement_column(a, b, "spearman", frame.columns) for i, a in enumerate(others) for b in others[i + 1:]]
+    return columns + [c for c in pairs if c is not None][:MAX_AGREEMENT_TABLE_COLUMNS]
 
 
 def numeric_columns(frame: pd.DataFrame) -> list[str]:

@@ -149,6 +149,18 @@ def split_agreement_column(column: str) -> tuple[str, str, str] | None:
     return None
 
 
+def agreement_column(first: str, second: str, metric: str, columns: Iterable[str]) -> str | None:
+    """The column of ``columns`` holding ``metric`` between maps ``first`` and ``second`` (either order), or None."""
+    have = set(columns)
+    for a, b in ((first, second), (second, first)):
+        for spec_a, spec_b in ((MAP_NAMES.get(a), MAP_NAMES.get(b)),):
+            if spec_a is not None and spec_b is not None:
+                column = f"{agreement_prefix(spec_a, spec_b)}_{metric}"
+                if column in have:
+                    return column
+    return None
+
+
 def map_names_in(columns: Iterable[str]) -> list[str]:
     """The maps a results table holds (those with a ``<name>_max`` column), in column order."""
     names = []

@@ -22,7 +22,9 @@ from saliency_core.plots import _anchor_squares, _check_colorscale, _heatmap, _i
 
 SCALES = ("map", "method")
 #: Colour scales of the agreement matrix: ρ is diverging around 0, IoU runs from 0 to 1.
-AGREEMENT_STYLE = {"spearman": ("RdBu_r", -1.0, 1.0, "Spearman ρ"), "iou_top5": ("Blues", 0.0, 1.0, "top-5 % IoU")}
+AGREEMENT_STYLE = {"spearman": ("RdBu_r", -1.0, 1.0, "Spearman ρ"), "iou_top5": ("Blues", 0.0, 1.0, "top-5 % IoU"),
+                   # leaderboard.head_to_head: the share of images on which the row's map beats the column's
+                   "wins": ("RdBu_r", 0.0, 1.0, "share of images the row wins")}
 MISSING = "—"
 
 
@@ -98,7 +100,8 @@ def agreement_heatmap(matrix: AgreementMatrix | pd.DataFrame, order: Sequence[st
         square DataFrame (index and columns the same labels).
     order : the labels in display order (default: the AgreementMatrix's
         clustered order, or the DataFrame's own); must be a permutation of them.
-    metric : "spearman" (diverging scale, -1 to 1) or "iou_top5" (0 to 1);
+    metric : "spearman" (diverging scale, -1 to 1), "iou_top5" (0 to 1) or
+        "wins" (:func:`saliency_core.leaderboard.head_to_head`, 0 to 1, even at 0.5);
         default the AgreementMatrix's, else "spearman".
     title : optional figure title (shown as text).
 

@@ -75,6 +75,26 @@ def test_columns_split_by_method(frame):
                                        "agree_spearman"]
 
 
+def test_the_table_of_a_run_with_method_pairs_shows_each_maps_gini_aucs_and_agreement():
+    names = ["gradient_score", "smoothgrad_loss", "grad_cam_score"]
+    frame = pd.DataFrame({"key": ["a"], "prob_target": [0.5],
+                          **{f"{m}_{s}": [0.1] for m in names for s in ("max", "gini", "deletion_auc",
+                                                                          "insertion_auc")},
+                          "agree_gradient_score_vs_smoothgrad_loss_spearman": [0.3],
+                          "agree_gradient_score_vs_grad_cam_score_spearman": [0.2],
+                          "agree_smoothgrad_loss_vs_grad_cam_score_spearman": [0.1]})
+    assert dv.table_columns(frame) == [
+        "key", "prob_target", *[f"{m}_gini" for m in names], *[f"{m}_deletion_auc" for m in names],
+        *[f"{m}_insertion_auc" for m in names], "agree_gradient_score_vs_smoothgrad_loss_spearman",
+        "agree_gradient_score_vs_grad_cam_score_spearman", "agree_smoothgrad_loss_vs_grad_cam_score_spearman"]
+    from saliency_core.map_specs import agreement_column
+
+    assert agreement_column("grad_cam_score", "gradient_score", "spearman", frame.columns) == \
+        "agree_gradient_score_vs_grad_cam_score_spearman"
+    assert agreement_column("score", "loss", "spearman", ["agree_spearman"]) == "agree_spearman"
+    assert agreement_column("score", "grad_cam_score", "spearman", frame.columns) is None
+
+
 @pytest.mark.parametrize(("n", "bins"), [(0, 10), (12, 10), (100, 20), (400, 40), (50_000, 50)])
 def test_histogram_bins_grow_with_the_square_root(n, bins):
     assert dv.histogram_bins(n) == bins
