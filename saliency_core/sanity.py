@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from saliency_core._torch import ModelLike, check_precision, require_eval, unwrap_module
+from saliency_core._torch import ModelLike, check_precision, preprocessing_of, require_eval, unwrap_module
+from saliency_core.attribution import ATTRIBUTION_METHODS, attribute
 from saliency_core.errors import InvalidInputError
 from saliency_core.gradients import METHODS, compute_saliency
 from saliency_core.stats import agreement
@@ -61,6 +62,9 @@ class RandomizationResult:
     reduction : the channel reduction of the maps.
     precision : "exact" or "fast", the mode every stage's saliency was computed in.
     seed : the seed of the re-initialisation.
+    attribution : the attribution method of every stage (a key of
+        :data:`saliency_core.ATTRIBUTION_METHODS`); params : its parameters as
+        used (defaults and Grad-CAM's default layer resolved on the trained model).
     """
 
     stages: list[str]
@@ -72,6 +76,34 @@ class RandomizationResult:
     reduction: str
     precision: str
     seed: int
+    attribution: str = "gradient"
+    params: dict[str, object] | None = None
+
+
+@dataclass
+class _StageModel:
+    """A randomised copy seen as a loaded model: its module plus the original's input normalisation.
+
+    Satisfies :class:`saliency_core._torch.LoadedModelLike`, so baselines that
+    need the normalisation ("black") work on the copy as on the original.
+    """
+
+    model: torch.nn.Module
+    preprocessing: object
+
+    def module_for(self, precision: str) -> torch.nn.Module:
+        return self.model
+
+
+def _stage_maps(model: ModelLike, X: torch.Tensor, y: torch.Tensor, methods: tuple[str, ...], reduction: str,
+                precision: str, max_batch: int | None, attribution: str, params: dict[str, object]):
+    """(maps per objective, targets, params used) of one stage: the plain gradient or any attribution method."""
+    if attribution == "gradient" and not params:
+        result = compute_saliency(model, X, y, methods, reduction=reduction, precision=precision, max_batch=max_batch)
+        return result.maps, result.targets, {}
+    result = attribute(model, X, y, attribution, methods, reduction=reduction, precision=precision,
+                       max_batch=max_batch, **params)
+    return result.maps, result.targets, result.params
 
 
 def randomizable_layers(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
@@ -204,7 +236,8 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
                             methods: Sequence[str] = METHODS, reduction: str = "max",
                             max_stages: int | None = DEFAULT_MAX_STAGES, seed: int = 0,
                             progress: Progress | None = None, max_batch: int | None = None,
-                            precision: str = "exact") -> RandomizationResult:
+                            precision: str = "exact", attribution: str = "gradient",
+                            params: dict[str, object] | None = None) -> RandomizationResult:
     """Cascading model randomisation (Adebayo et al., NeurIPS 2018).
 
     Parameters
@@ -231,6 +264,13 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
         ``compute_saliency`` for every stage: "exact" (strict float32, TF32
         off on CUDA) or "fast" (TF32 and float16 autocast on CUDA; elsewhere
         the same as exact).
+    attribution : the attribution method whose maps are randomised, a key of
+        :data:`saliency_core.ATTRIBUTION_METHODS` (default "gradient", the
+        paper's first test); every stage calls :func:`saliency_core.attribute`
+        with it. ``methods`` are then its objectives ("score", "loss").
+    params : the method's parameters. Resolved once on the trained model
+        (Grad-CAM's default layer, a blur baseline's sigma) and used unchanged
+        for every stage, so only the weights differ between stages.
 
     Returns
     -------
@@ -245,12 +285,21 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
     module = unwrap_module(model)
     require_eval(module)  # stage 0 runs the given model itself
 
-    # Stage 0 runs the given model itself (compute_saliency only reads it);
-    # this also validates X, y, methods and reduction before any copying.
-    result = compute_saliency(module, X, y, methods, reduction=reduction, precision=precision,
-                              max_batch=max_batch)
-    targets = result.targets
-    maps: dict[str, list[np.ndarray]] = {m: [result.maps[m].float().cpu().numpy()] for m in methods}
+    spec = ATTRIBUTION_METHODS.get(attribution) if isinstance(attribution, str) else None
+    if spec is None:
+        raise InvalidInputError(f"Unknown method {attribution!r}. Known methods: {', '.join(ATTRIBUTION_METHODS)}.")
+    params = dict(params or {})
+
+    # Stage 0 runs the given model itself (the engine only reads it); this
+    # also validates X, y, methods, reduction and params before any copying.
+    first = module if attribution == "gradient" else model  # the gradient: exactly as before, on the module
+    stage0, targets, used = _stage_maps(first, X, y, methods, reduction, precision, max_batch, attribution, params)
+    # Later stages run with exactly the parameters stage 0 used (Grad-CAM's
+    # layer resolved from the registry, which the copy does not carry).
+    names = {p.name for p in spec.params}
+    given = {name: params[name] if isinstance(params.get(name), torch.Tensor) else value
+             for name, value in used.items() if name in names}
+    maps: dict[str, list[np.ndarray]] = {m: [stage0[m].float().cpu().numpy()] for m in methods}
 
     layers = randomizable_layers(module)
     if not layers:
@@ -264,16 +313,17 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
     work.eval()  # the copy's mode only; the caller's module is untouched
     work.requires_grad_(False)
     by_name = dict(work.named_modules())
+    stage_model = _StageModel(work, preprocessing_of(model)) if preprocessing_of(model) is not None else work
     # One private stream of per-layer seeds: layers of equal shape still get
     # different weights, and the global generators are never consumed.
     seeds = torch.Generator().manual_seed(int(seed))
     for done, group in enumerate(groups, start=2):
         for name in group:
             _reinitialize(by_name[name], int(torch.randint(0, 2**62, (1,), generator=seeds)))
-        stage = compute_saliency(work, X, targets, methods, reduction=reduction, precision=precision,
-                                 max_batch=max_batch)
+        stage, _, _ = _stage_maps(stage_model, X, targets, methods, reduction, precision, max_batch, attribution,
+                                  given)
         for m in methods:
-            maps[m].append(stage.maps[m].float().cpu().numpy())
+            maps[m].append(stage[m].float().cpu().numpy())
         if progress is not None:
             progress(done, total)
     del work
@@ -297,6 +347,8 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
         reduction=reduction,
         precision=precision,
         seed=int(seed),
+        attribution=attribution,
+        params=used,
     )
 
 
