@@ -56,20 +56,31 @@ def map_png(saliency: np.ndarray, colorscale: str = "hot", zmin: float | None = 
     return buf.getvalue()
 
 
-def map_frame(saliency: np.ndarray, gradients: np.ndarray | None = None) -> pd.DataFrame:
-    """Long table of a map: columns x, y, value (+ grad_r, grad_g, grad_b)."""
+def map_frame(saliency: np.ndarray, gradients: np.ndarray | None = None, prefix: str = "grad") -> pd.DataFrame:
+    """Long table of a map: columns x, y, value (+ grad_r, grad_g, grad_b; ``prefix`` names them, e.g.
+    "attr" for another method's per-channel attributions)."""
     h, w = saliency.shape
     yy, xx = np.mgrid[0:h, 0:w]
     data = {"x": xx.ravel(), "y": yy.ravel(), "value": np.asarray(saliency).ravel()}
     if gradients is not None:
-        for c, name in enumerate(("grad_r", "grad_g", "grad_b")):
-            data[name] = np.asarray(gradients[c]).ravel()
+        for c, channel in enumerate("rgb"):
+            data[f"{prefix}_{channel}"] = np.asarray(gradients[c]).ravel()
     return pd.DataFrame(data)
 
 
-def map_csv(saliency: np.ndarray, gradients: np.ndarray | None = None) -> bytes:
-    """CSV bytes of :func:`map_frame` (values written with full float32 precision)."""
-    return map_frame(saliency, gradients).to_csv(index=False, float_format="%.9g").encode()
+def map_csv(saliency: np.ndarray, gradients: np.ndarray | None = None, prefix: str = "grad",
+            header: Mapping[str, object] | None = None) -> bytes:
+    """CSV bytes of :func:`map_frame` (values written with full float32 precision).
+
+    ``header``: provenance written first as ``# key: <JSON>`` lines (read with
+    ``pd.read_csv(f, comment="#")`` and :func:`read_csv_provenance`).
+    """
+    if header:
+        lines = "".join(f"# {k}: {json.dumps(v, default=_json_default, ensure_ascii=False)}\n"
+                        for k, v in header.items())
+        return lines.encode() + map_frame(saliency, gradients, prefix).to_csv(index=False,
+                                                                             float_format="%.9g").encode()
+    return map_frame(saliency, gradients, prefix).to_csv(index=False, float_format="%.9g").encode()
 
 
 # How each reduction turns a pixel's three channel gradients g into one value
