@@ -260,3 +260,67 @@ def test_an_invalid_parameter_in_a_link_says_so_and_shows_the_default(new_app, q
     assert "heatmap" in charts(at)
     if query["method"] != "gradient" and ("steps" in query or "samples" in query):
         assert "256" in notices[0], notices  # the dashboard's limit is said
+
+
+# --------------------------------------------------------------------------- faithfulness
+
+
+@pytest.mark.slow
+def test_faithfulness_uses_the_chosen_method_for_both_checks(new_app, engine, lite0, monkeypatch):
+    from pages.ui import caches
+    from saliency_core import faithfulness, sanity
+
+    calls = []
+    original = sanity.cascading_randomization
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs.get("attribution"), kwargs.get("params")))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sanity, "cascading_randomization", spy)
+    caches.progress_results().clear()
+    at = new_app(PAGES["faithfulness"], method="grad_cam").run()
+    at.slider(key="faith_stages").set_value(2).run()
+    assert_healthy(at)
+    assert "Grad-CAM" in main_markdown(at)
+    expected = engine(coffee(), 967, "grad_cam")
+    x = lite0.preprocess(coffee()).x
+    curves = faithfulness.deletion_insertion_orders(
+        lite0, x, [967], {m: expected.maps[m].numpy() for m in ("score", "loss")}, 20, "blur", random="random order",
+        batch_size=8, seed=0)
+    drawn = {t["name"]: decode_plotly_array(t["y"]) for t in charts(at)["deletion"]["data"]}
+    for name in ("score", "loss", "random order"):
+        np.testing.assert_allclose(drawn[name], curves[name].deletion[0], rtol=1e-4, atol=1e-6)
+    assert calls[-1] == ("grad_cam", {"layer": None})
+    strip = heatmaps(charts(at)["strip"])
+    assert len(strip) == 2 * 3  # score/loss x the trained model and 2 stages
+    # Warm: a second visit computes nothing.
+    calls.clear()
+    at.run()
+    assert not calls
+
+
+def test_a_slow_method_shows_progress_once_and_a_second_visit_is_instant(new_app, monkeypatch):
+    from pages.ui import caches
+    from saliency_core import analysis
+
+    calls = []
+    original = analysis.attribute
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("progress"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(analysis, "attribute", counting)
+    caches.analyses().clear()
+    at = new_app(PAGES["saliency"], method="smoothgrad", samples="2", seed="5").run()
+    assert_healthy(at)
+    assert len(calls) == 1 and calls[0] is not None  # reported progress to the page's bar
+    again = new_app(PAGES["compare"], method="smoothgrad", samples="2", seed="5").run()  # another session
+    assert_healthy(again)
+    assert len(calls) == 1
+    at.selectbox(key="colorscale").set_value("viridis").run()  # a display option
+    assert len(calls) == 1
+    (seed,) = [w for w in at.sidebar.get("number_input") if w.key == "param.smoothgrad.seed"]
+    seed.set_value(6).run()  # a parameter: new maps
+    assert len(calls) == 2
