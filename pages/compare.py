@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages.ui import labels, sidebar
+from pages.ui import labels, method_params, sidebar
 from saliency_core import plots, stats
 from saliency_core.analysis import signed_channel_max
 
-v, a = sidebar.analysis_page("Score gradient vs loss gradient")
+v = sidebar.view()
+gradient = v.method == method_params.DEFAULT_METHOD
+v, a = sidebar.analysis_page("Score gradient vs loss gradient" if gradient
+                             else f"{method_params.spec(v.method).title}: score vs loss")
 
 c1, c2, c3 = st.columns([2, 1, 1])
 colorscale = c1.selectbox("Colour map", labels.COLORSCALES, key="colorscale", persist_state="session")
@@ -19,12 +22,16 @@ shared = c2.toggle("Shared colour scale", key="shared_scale", persist_state="ses
 c3.metric("Target probability p_y", f"{a.target_prob:.4f}", help=f"p({a.target} · {a.target_name})")
 
 maps = {m: a.maps[m] for m in ("score", "loss")}
+values = {m: c for m in maps if (c := a.channel_values(m)) is not None}
 st.plotly_chart(
-    plots.side_by_side_figure(maps, gradients=a.gradients, colorscale=colorscale, shared_scale=shared,
-                              titles=[labels.METHOD_LABELS[m] for m in maps]),
+    plots.side_by_side_figure(maps, gradients=values, colorscale=colorscale, shared_scale=shared,
+                              titles=[method_params.objective_label(a.method, m) for m in maps],
+                              channel_prefix=method_params.hover_prefix(a.method)),
     key="side_by_side",
 )
-st.caption("Zoom or pan one map and the other follows. Hover shows the value and the signed gradient per channel.")
+what = "signed gradient" if gradient else "signed attribution"
+st.caption("Zoom or pan one map and the other follows. "
+           + (f"Hover shows the value and the {what} per channel." if values else "Hover shows the value."))
 
 left, right = st.columns([3, 2])
 with left:
@@ -45,6 +52,11 @@ with right:
                "max-normalised maps; IoU is the overlap of the top 1 / 5 / 10 % pixels.")
 
 st.subheader("Why the loss map fades as the model grows confident")
+if not gradient:
+    st.info(f"The decomposition ∂L/∂x = −(1 − p_y)·∂s_y/∂x + Σ_{{k≠y}} p_k·∂s_k/∂x applies to the plain gradient "
+            f"only, not to {method_params.spec(a.method).title}: choose Gradient in the sidebar to see it.",
+            icon=":material/info:")
+    st.stop()
 st.latex(r"\frac{\partial L}{\partial x} = \underbrace{-(1-p_y)\,\frac{\partial s_y}{\partial x}}_{\text{target term}}"
          r" + \underbrace{\sum_{k\neq y} p_k\,\frac{\partial s_k}{\partial x}}_{\text{other classes}}")
 target_term = a.terms["target"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.ui import caches, sidebar
+from pages.ui import caches, method_params, sidebar
 from saliency_core import charts, export, faithfulness, plots, sanity
 from saliency_core.preprocessing import normalize
 
@@ -20,13 +20,15 @@ STRIP_PX = 112  # the strip shows each map at most this many pixels a side (224 
 BASELINE_LABELS = {"blur": "blurred image", "mean": "mean colour", "zeros": "black"}
 
 v, a = sidebar.analysis_page("Which map tells the truth?")
+method = method_params.method_summary(a.method, a.params)
 st.markdown(
     "Two tests of whether a map reflects what the model actually uses. **Deletion / insertion** "
     "(Petsiuk, Das & Saenko, *RISE*, BMVC 2018): remove the most salient pixels first and watch the "
     "target probability fall (a faithful map makes it fall fast: **low deletion AUC**), or start from a "
     "blurred image and put them back (it should rise fast: **high insertion AUC**). **Cascading model "
     "randomisation** (Adebayo et al., *Sanity Checks for Saliency Maps*, NeurIPS 2018): re-initialise the "
-    "layers from the top down; a map that explains the model must change as the model is destroyed."
+    "layers from the top down; a map that explains the model must change as the model is destroyed. "
+    f"Both tests here use the sidebar's method, **{method}**, for the score and the loss."
 )
 
 c1, c2, c3 = st.columns(3)
@@ -41,17 +43,13 @@ x = normalize(a.display[None], v.model.preprocessing)
 # Forward passes per chunk: small chunks were twice as fast on a 2-core CPU (cache-friendly), large ones suit GPUs.
 chunk = 8 if v.model.device.type == "cpu" else 64
 # Every option that changes the numbers, shared by both checks (each adds its own).
-key = (v.image.key, v.model.name, a.target, a.reduction, v.precision, SEED, METHODS)
+key = (v.image.key, v.model.name, a.target, a.reduction, v.precision, SEED, METHODS, a.method,
+       method_params.cache_key(a.params))
 
 
 def record() -> dict:
-    """Provenance of the downloads: image, model, target and options (built on download only)."""
-    return export.provenance(
-        model_name=a.model_name, weights=v.model.spec.weights, preprocessing=v.model.preprocessing.describe(),
-        target=a.target, target_name=a.target_name, method=None, reduction=a.reduction, precision=v.precision,
-        image_sha256=v.image.key, image_source=v.image.source, device=str(v.model.device),
-        image_title=v.image.title, extra={"target_probability": a.target_prob, "true_label": a.label},
-    )
+    """Provenance of the downloads: image, model, target, method and options (built on download only)."""
+    return sidebar.provenance_record(v, a)
 
 
 def filename(kind: str) -> str:
@@ -81,7 +79,7 @@ st.dataframe(faithfulness.ranking_table(curves), hide_index=True, column_config=
     "insertion_auc": st.column_config.NumberColumn("insertion AUC", format="%.4f"),
     "insertion_minus_deletion": st.column_config.NumberColumn("insertion − deletion", format="%.4f"),
 })
-st.caption(f"Target {a.target} {a.target_name}; {steps} steps; removed pixels replaced by the "
+st.caption(f"{method} maps; target {a.target} {a.target_name}; {steps} steps; removed pixels replaced by the "
            f"{BASELINE_LABELS[baseline]}; {v.precision} precision. Ranked by insertion AUC minus deletion AUC. "
            "A map that does no better than the random order is not telling you much.")
 st.download_button("Deletion/insertion curves (CSV)", lambda: export.deletion_insertion_csv(curves, record()),
@@ -94,10 +92,10 @@ st.download_button("Deletion/insertion curves (CSV)", lambda: export.deletion_in
 st.subheader("Cascading model randomisation")
 rand = caches.cached_with_progress(
     ("randomisation", *key, stages),
-    "Randomising the layers stage by stage…",
+    f"Randomising the layers stage by stage ({method_params.spec(a.method).title} at every stage)…",
     lambda progress: sanity.cascading_randomization(
         v.model, x, [a.target], methods=METHODS, reduction=a.reduction, max_stages=stages, seed=SEED,
-        progress=progress, precision=v.precision),
+        progress=progress, precision=v.precision, attribution=a.method, params=v.params),
 )
 stage_titles = [f"stage {i}" for i in range(len(rand.stages))]
 st.plotly_chart(charts.curves_figure(list(range(len(rand.stages))), sanity.similarity_curves(rand),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import streamlit as st
 
-from pages.ui import caches, image_sources, labels, sidebar
+from pages.ui import caches, image_sources, labels, method_params, sidebar
 from pages.ui.text import plain
 from saliency_core import plots
 
@@ -13,8 +15,9 @@ CHUNK = 5  # images per batched forward pass; small enough for steady progress o
 
 v = sidebar.view()
 st.title("Gallery")
-st.markdown("Every image with its class name over its **score** and **loss** maps, as in the cs231n "
-            "*Network Visualization* figure. Targets are the true labels.")
+st.markdown(f"Every image with its class name over its **score** and **loss** maps by "
+            f"**{method_params.method_summary(v.method, v.params)}**, as in the cs231n *Network Visualization* "
+            "figure. Targets are the true labels.")
 
 choices = image_sources.gallery_choices(v.model)
 sets = list(choices)
@@ -29,11 +32,15 @@ colorscale = st.selectbox("Colour map", labels.COLORSCALES, key="colorscale", pe
 
 progress = st.progress(0.0, text=f"Computing {len(items)} images in batches of {CHUNK}…")
 analyses = []
+started = time.monotonic()
 for start in range(0, len(items), CHUNK):
     chunk = items[start:start + CHUNK]
     analyses += caches.analyse_many(tuple(c.key for c in chunk), v.model.name, tuple(c.label for c in chunk),
-                                    v.reduction, v.precision, np.stack([c.crop for c in chunk]))
-    progress.progress(len(analyses) / len(items), text=f"{len(analyses)} of {len(items)} images")
+                                    v.reduction, v.precision, np.stack([c.crop for c in chunk]), v.method,
+                                    method_params.cache_key(v.params))
+    left = (time.monotonic() - started) / len(analyses) * (len(items) - len(analyses))
+    progress.progress(len(analyses) / len(items), text=f"{len(analyses)} of {len(items)} images"
+                      + (f" · about {left:.0f} s left" if len(analyses) < len(items) else ""))
 progress.empty()
 
 per_row = st.slider("Images per row", 1, max(2, min(8, len(items))), min(5, len(items)), key="gallery_cols")
@@ -46,6 +53,9 @@ for start in range(0, len(analyses), per_row):
     st.plotly_chart(fig, key=f"gallery_{start}")
 
 correct = sum(x.prediction == x.target for x in analyses)
+channels = sidebar.channels_text(analyses[0]) if analyses else f"{v.reduction} over RGB"
+sign = method_params.sign_note(v.method)
 st.caption(f"{correct} of {len(analyses)} images classified correctly by {v.model.spec.title}. "
-           f"{v.reduction} over RGB, {v.precision} precision; each map on its own colour scale. The sidebar's "
-           "model, channel reduction and precision apply here; image, target and method do not.")
+           f"{method_params.method_summary(v.method, v.params)}, {channels}, {v.precision} precision; each map on "
+           "its own colour scale. The sidebar's model, method and its parameters, channel reduction and precision "
+           f"apply here; image, target and objective do not.{' ' + sign if sign else ''}")

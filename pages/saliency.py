@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages.ui import labels, sidebar
+from pages.ui import labels, method_params, sidebar
 from pages.ui.text import plain
 from saliency_core import export, plots
 
@@ -28,12 +28,13 @@ with left:
                           persist_state="session",
                           help="Display only: values outside the range are drawn at the ends of the scale.")
 
-method = v.method
-saliency = a.maps[method]
-grads = a.gradients[method]
+objective = v.objective
+saliency = a.maps[objective]
+grads = a.channel_values(objective)  # None for Grad-CAM's one channel
+prefix = method_params.hover_prefix(a.method)
 zmin, zmax = plots.clip_percentile(saliency, low, high)
 with right:
-    label = labels.METHOD_LABELS[method]
+    label = method_params.objective_label(a.method, objective)
     # One figure at a time: two (tabs) would double what each rerun sends and the browser draws.
     shown = st.segmented_control("View", ["Heatmap", "Overlay on the image"], key="saliency_view",
                                  default="Heatmap", required=True, persist_state="session",
@@ -41,19 +42,27 @@ with right:
     if shown == "Overlay on the image":
         opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.6, step=0.05, key="opacity", persist_state="session")
         fig = plots.overlay_figure(a.display, saliency, opacity=opacity, colorscale=colorscale, zmin=zmin, zmax=zmax,
-                                   gradients=grads, title=f"{label} over the model's crop")
+                                   gradients=grads, title=f"{label} over the model's crop", channel_prefix=prefix)
     else:
         fig = plots.heatmap_figure(saliency, gradients=grads, colorscale=colorscale, zmin=zmin, zmax=zmax,
-                                   title=f"{label} · {a.precision} precision")
+                                   title=f"{label} · {a.precision} precision", channel_prefix=prefix)
     st.plotly_chart(fig.update_layout(height=620), key="heatmap")
 
-    stem = f"saliency_{method}_{a.model_name}_{a.target}_{v.image.key[:12]}"
+    stem = f"saliency_{a.method}_{objective}_{a.model_name}_{a.target}_{v.image.key[:12]}"
     d1, d2 = st.columns(2)
     # Files are made when clicked, not on every rerun (the CSV has 50 000 rows).
     d1.download_button("Download map (PNG)", lambda: export.map_png(saliency, colorscale, zmin, zmax),
                        f"{stem}.png", "image/png", on_click="ignore", width="stretch")
-    d2.download_button("Download map and gradients (CSV)", lambda: export.map_csv(saliency, grads), f"{stem}.csv",
-                       "text/csv", on_click="ignore", width="stretch")
+    values = "gradients" if a.method == method_params.DEFAULT_METHOD else "attributions"
+    d2.download_button(f"Download map and {values} (CSV)",
+                       lambda: export.map_csv(saliency, grads, "grad" if values == "gradients" else "attr",
+                                              header=sidebar.csv_provenance(v, a, objective)),
+                       f"{stem}.csv", "text/csv", on_click="ignore", width="stretch",
+                       help="One row per pixel, after '#' lines that name the image, model, target, method and "
+                            "its parameters (read with pandas.read_csv(path, comment='#')).")
+    hover = ("the value and ∂/∂R, ∂/∂G, ∂/∂B" if a.method == method_params.DEFAULT_METHOD
+             else "the value and the attribution of R, G and B" if grads is not None else "the value")
     st.caption(f"{saliency.shape[1]}×{saliency.shape[0]} map over the {a.display.shape[1]}×{a.display.shape[0]} "
-               f"crop of {plain(v.image.title)} that the model saw. Hover for x, y, the value and ∂/∂R, ∂/∂G, ∂/∂B. "
-               f"{label}: computed in {a.seconds * 1000:.0f} ms ({a.precision}, {a.reduction} over RGB).")
+               f"crop of {plain(v.image.title)} that the model saw. Hover for x, y, {hover}. "
+               f"{label} by {method_params.method_summary(a.method, a.params)}: computed in "
+               f"{a.seconds * 1000:.0f} ms ({a.precision}, {sidebar.channels_text(a)}).")

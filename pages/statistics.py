@@ -6,8 +6,8 @@ import json
 
 import streamlit as st
 
-from pages.ui import labels, sidebar
-from saliency_core import charts, export, stats
+from pages.ui import labels, method_params, sidebar
+from saliency_core import charts, stats
 
 v, a = sidebar.analysis_page("Per-pixel statistics", one_method=True)
 
@@ -15,6 +15,7 @@ maps = {m: a.maps[m] for m in ("score", "loss")}
 summary = stats.summary_table(maps)
 agreement = stats.agreement_table(maps)
 
+names = {m: method_params.objective_label(a.method, m) for m in maps}
 st.subheader("Summary per map")
 st.dataframe(summary.T.rename_axis("statistic").reset_index(), hide_index=True,
              height=36 * (len(summary.columns) + 1) + 3,
@@ -39,31 +40,28 @@ st.dataframe(agreement.rename(columns=labels.AGREEMENT_LABELS), hide_index=True,
                             for c in labels.AGREEMENT_LABELS.values()})
 
 st.subheader("Most salient pixels")
-method = v.method
+objective = v.objective
 n = st.number_input("How many", 1, 1000, 20, key="top_n", persist_state="session")
-top = stats.top_pixels(maps[method], int(n), gradients=a.gradients[method], image=a.display)
+top = stats.top_pixels(maps[objective], int(n), gradients=a.channel_values(objective), image=a.display)
 st.dataframe(top, hide_index=True, column_config={
     "value": st.column_config.NumberColumn(format="%.4g"),
     **{c: st.column_config.NumberColumn(format="%.3g") for c in ("grad_r", "grad_g", "grad_b")},
 })
-st.caption(f"{labels.METHOD_LABELS[method]} (change the method in the sidebar). r, g, b: the pixel of the crop "
-           "the model saw; grad_*: the signed gradient of each channel.")
+per_channel = ("grad_*: the signed gradient of each channel." if a.method == method_params.DEFAULT_METHOD
+               else "grad_*: the method's signed attribution of each channel." if "grad_r" in top else "")
+st.caption(f"{names[objective]} by {method_params.method_summary(a.method, a.params)} (change the method or "
+           f"objective in the sidebar). r, g, b: the pixel of the crop the model saw; {per_channel}")
 
 st.subheader("Downloads")
-record = export.provenance(
-    model_name=a.model_name, weights=v.model.spec.weights, preprocessing=v.model.preprocessing.describe(),
-    target=a.target, target_name=a.target_name, method=method, reduction=a.reduction, precision=a.precision,
-    image_sha256=v.image.key, image_source=v.image.source, device=str(v.model.device),
-    extra={"target_probability": a.target_prob, "true_label": a.label,
-           "summary": json.loads(summary.to_json(orient="index")),
-           "agreement": json.loads(agreement.to_json(orient="records")),
-           "top_pixels": {"method": method, "rows": json.loads(top.to_json(orient="records"))}},
-)
-stem = f"saliency_stats_{a.model_name}_{a.target}_{v.image.key[:12]}"
+record = sidebar.provenance_record(v, a, objective, extra={
+    "summary": json.loads(summary.to_json(orient="index")),
+    "agreement": json.loads(agreement.to_json(orient="records")),
+    "top_pixels": {"method": objective, "rows": json.loads(top.to_json(orient="records"))}})
+stem = f"saliency_stats_{a.method}_{a.model_name}_{a.target}_{v.image.key[:12]}"
 d1, d2, d3 = st.columns(3)
 d1.download_button("Summary (CSV)", summary.to_csv().encode(), f"{stem}_summary.csv", "text/csv",
                    on_click="ignore", width="stretch")
-d2.download_button("Top pixels (CSV)", top.to_csv(index=False).encode(), f"{stem}_top_{method}.csv", "text/csv",
+d2.download_button("Top pixels (CSV)", top.to_csv(index=False).encode(), f"{stem}_top_{objective}.csv", "text/csv",
                    on_click="ignore", width="stretch")
 d3.download_button("Everything with provenance (JSON)", json.dumps(record, indent=2).encode(), f"{stem}.json",
                    "application/json", on_click="ignore", width="stretch")

@@ -56,20 +56,31 @@ def map_png(saliency: np.ndarray, colorscale: str = "hot", zmin: float | None = 
     return buf.getvalue()
 
 
-def map_frame(saliency: np.ndarray, gradients: np.ndarray | None = None) -> pd.DataFrame:
-    """Long table of a map: columns x, y, value (+ grad_r, grad_g, grad_b)."""
+def map_frame(saliency: np.ndarray, gradients: np.ndarray | None = None, prefix: str = "grad") -> pd.DataFrame:
+    """Long table of a map: columns x, y, value (+ grad_r, grad_g, grad_b; ``prefix`` names them, e.g.
+    "attr" for another method's per-channel attributions)."""
     h, w = saliency.shape
     yy, xx = np.mgrid[0:h, 0:w]
     data = {"x": xx.ravel(), "y": yy.ravel(), "value": np.asarray(saliency).ravel()}
     if gradients is not None:
-        for c, name in enumerate(("grad_r", "grad_g", "grad_b")):
-            data[name] = np.asarray(gradients[c]).ravel()
+        for c, channel in enumerate("rgb"):
+            data[f"{prefix}_{channel}"] = np.asarray(gradients[c]).ravel()
     return pd.DataFrame(data)
 
 
-def map_csv(saliency: np.ndarray, gradients: np.ndarray | None = None) -> bytes:
-    """CSV bytes of :func:`map_frame` (values written with full float32 precision)."""
-    return map_frame(saliency, gradients).to_csv(index=False, float_format="%.9g").encode()
+def map_csv(saliency: np.ndarray, gradients: np.ndarray | None = None, prefix: str = "grad",
+            header: Mapping[str, object] | None = None) -> bytes:
+    """CSV bytes of :func:`map_frame` (values written with full float32 precision).
+
+    ``header``: provenance written first as ``# key: <JSON>`` lines (read with
+    ``pd.read_csv(f, comment="#")`` and :func:`read_csv_provenance`).
+    """
+    if header:
+        lines = "".join(f"# {k}: {json.dumps(v, default=_json_default, ensure_ascii=False)}\n"
+                        for k, v in header.items())
+        return lines.encode() + map_frame(saliency, gradients, prefix).to_csv(index=False,
+                                                                             float_format="%.9g").encode()
+    return map_frame(saliency, gradients, prefix).to_csv(index=False, float_format="%.9g").encode()
 
 
 # How each reduction turns a pixel's three channel gradients g into one value
@@ -81,26 +92,72 @@ _GRADIENT_TEXT = {
 }
 
 
-def map_definitions(methods: Sequence[str] = METHODS, reduction: str = "max") -> dict[str, str]:
+_OBJECTIVE_TEXT = {
+    "score": "the target class's logit s_y",
+    "L": "the per-image cross-entropy loss L",
+    "-L": "−L = log p_y (the loss negated, so positive = evidence for the target)",
+}
+
+
+def describe_params(params: Mapping[str, object] | None) -> str:
+    """``samples=16, noise=0.15, seed=0``: a method's parameters in one line ("" for none)."""
+    return ", ".join(f"{k}={v}" for k, v in (params or {}).items())
+
+
+def map_definitions(methods: Sequence[str] = METHODS, reduction: str = "max", attribution: str = "gradient",
+                    params: Mapping[str, object] | None = None) -> dict[str, str]:
     """What each map is, in words, for the options actually used.
 
     Parameters
     ----------
-    methods : names from :data:`saliency_core.gradients.METHODS`.
+    methods : objectives, names from :data:`saliency_core.gradients.METHODS`.
     reduction : the channel reduction used, one of
         :data:`saliency_core.gradients.REDUCTIONS`.
+    attribution : the attribution method, a key of
+        :data:`saliency_core.ATTRIBUTION_METHODS` ("gradient": the input gradient).
+    params : the method's parameters as used (``AttributionResult.params``).
 
     Returns
     -------
-    method -> one sentence, e.g. for ("score", "l2"): "per pixel, L2 norm of
+    objective -> one sentence, e.g. for ("score", "l2"): "per pixel, L2 norm of
     g over RGB, where g = d s_y / d x, ...".
     """
+    from saliency_core.attribution import ATTRIBUTION_METHODS
+
     if reduction not in REDUCTIONS:
         raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise InvalidInputError(f"method must be one of {METHODS}, got {unknown[0]!r}")
-    return {m: f"per pixel, {_REDUCTION_TEXT[reduction]}, where {_GRADIENT_TEXT[m]}" for m in methods}
+    spec = ATTRIBUTION_METHODS.get(attribution) if isinstance(attribution, str) else None
+    if spec is None:
+        raise InvalidInputError(f"attribution must be one of {', '.join(ATTRIBUTION_METHODS)}, got {attribution!r}")
+    if attribution == "gradient":
+        return {m: f"per pixel, {_REDUCTION_TEXT[reduction]}, where {_GRADIENT_TEXT[m]}" for m in methods}
+    used = describe_params(params)
+    out = {}
+    for m in methods:
+        objective = _OBJECTIVE_TEXT["score" if m == "score" else spec.loss_objective]
+        what = f"{spec.title} ({spec.citation}) of {objective}: {spec.summary}"
+        if used:
+            what += f"; {used}"
+        if spec.output == "layer":
+            out[m] = f"per pixel, {what}; one channel, no reduction over RGB"
+        else:
+            out[m] = f"per pixel, {_REDUCTION_TEXT[reduction].replace('g', 'a', 1)}, where a = {what}"
+    return out
+
+
+def _attribution_record(attribution: str, params: Mapping[str, object] | None,
+                        convergence: Mapping[str, float] | None) -> dict:
+    from saliency_core.attribution import ATTRIBUTION_METHODS
+
+    spec = ATTRIBUTION_METHODS[attribution]
+    record = {"name": attribution, "title": spec.title, "citation": spec.citation,
+              "params": dict(params or {}), "loss_objective": spec.loss_objective}
+    if convergence is not None:
+        record["completeness_gap"] = {k: float(v) for k, v in convergence.items()}
+    return record
 
 
 def package_versions(names: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, str]:
@@ -117,11 +174,17 @@ def package_versions(names: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, 
 def provenance(*, model_name: str, weights: str, preprocessing: str, target: int, target_name: str,
                method: str | None, reduction: str, precision: str, image_sha256: str,
                image_source: str, device: str, extra: Mapping[str, object] | None = None,
-               image_title: str | None = None) -> dict:
+               image_title: str | None = None, attribution: str = "gradient",
+               params: Mapping[str, object] | None = None,
+               convergence: Mapping[str, float] | None = None) -> dict:
     """Everything needed to reproduce a map, as a JSON-ready dict.
 
-    ``saliency.definition`` describes both maps with the ``reduction`` given
-    (:func:`map_definitions`), so the record never contradicts itself.
+    ``saliency.definition`` describes both maps with the ``reduction``,
+    ``attribution`` method and ``params`` given (:func:`map_definitions`), so
+    the record never contradicts itself. ``method`` is the objective shown
+    ("score", "loss" or None for both); ``saliency.attribution`` names the
+    method, its paper, its parameters and (Integrated Gradients) the
+    completeness gap per objective.
     ``image.title`` is included when ``image_title`` is given; ``extra``
     entries are added at the top level.
     """
@@ -135,7 +198,8 @@ def provenance(*, model_name: str, weights: str, preprocessing: str, target: int
         "target": {"index": int(target), "name": target_name},
         "saliency": {
             "method": method,
-            "definition": map_definitions(METHODS, reduction),
+            "attribution": _attribution_record(attribution, params, convergence),
+            "definition": map_definitions(METHODS, reduction, attribution, params),
             "reduction": reduction,
             "precision": precision,
         },

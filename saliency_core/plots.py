@@ -45,6 +45,8 @@ __all__ = [
 # "RdBu" runs red -> blue in Plotly; reversed, positive values are red.
 DIVERGING_SCALE = "RdBu_r"
 CHANNELS = ("R", "G", "B")
+#: How hover names the per-channel values: "∂/∂R" for gradients; e.g. "attribution " for another method's values.
+GRADIENT_PREFIX = "∂/∂"
 
 
 # --- validation ---------------------------------------------------------------
@@ -94,10 +96,11 @@ def _as_range(zmin: float | None, zmax: float | None) -> tuple[float | None, flo
 # --- building blocks ------------------------------------------------------------
 
 
-def _hovertemplate(label: str, with_gradients: bool) -> str:
+def _hovertemplate(label: str, with_gradients: bool, channel_prefix: str = GRADIENT_PREFIX) -> str:
     template = f"x=%{{x}}, y=%{{y}}<br>{template_text(label)}=%{{z:.4g}}"
     if with_gradients:
-        template += "<br>" + ", ".join(f"∂/∂{ch}=%{{customdata[{i}]:.3g}}" for i, ch in enumerate(CHANNELS))
+        prefix = template_text(channel_prefix)
+        template += "<br>" + ", ".join(f"{prefix}{ch}=%{{customdata[{i}]:.3g}}" for i, ch in enumerate(CHANNELS))
     return template + "<extra></extra>"
 
 
@@ -115,12 +118,13 @@ def _heatmap(
     customdata: np.ndarray | None = None,
     label: str = "saliency",
     name: str | None = None,
+    channel_prefix: str = GRADIENT_PREFIX,
     **kwargs: object,
 ) -> go.Heatmap:
     return go.Heatmap(
         z=z,
         customdata=customdata,
-        hovertemplate=_hovertemplate(label, customdata is not None),
+        hovertemplate=_hovertemplate(label, customdata is not None, channel_prefix),
         name=name,
         **kwargs,
     )
@@ -187,11 +191,13 @@ def heatmap_figure(
     zmin: float | None = None,
     zmax: float | None = None,
     title: str | None = None,
+    channel_prefix: str = GRADIENT_PREFIX,
 ) -> go.Figure:
     """One saliency map as a heatmap.
 
     saliency : (H, W) float array, >= 0
-    gradients : optional (3, H, W) signed gradients, shown on hover.
+    gradients : optional (3, H, W) signed gradients (or another method's
+        per-channel attributions), shown on hover, each named ``channel_prefix`` + R/G/B.
     zmin, zmax : optional display range (see :func:`clip_percentile`).
     """
     z = float32_map(saliency)
@@ -203,6 +209,7 @@ def heatmap_figure(
             colorscale=_check_colorscale(colorscale),
             zmin=zmin,
             zmax=zmax,
+            channel_prefix=channel_prefix,
         )
     )
     _image_axes(fig)
@@ -220,6 +227,7 @@ def overlay_figure(
     zmax: float | None = None,
     gradients: np.ndarray | None = None,
     title: str | None = None,
+    channel_prefix: str = GRADIENT_PREFIX,
 ) -> go.Figure:
     """The displayed crop with the saliency heatmap drawn over it.
 
@@ -245,6 +253,7 @@ def overlay_figure(
                 zmax=zmax,
                 opacity=float(opacity),
                 name="saliency",
+                channel_prefix=channel_prefix,
             ),
         ]
     )
@@ -261,6 +270,7 @@ def side_by_side_figure(
     shared_scale: bool = False,
     zmin_zmax: Mapping[str, tuple[float, float]] | None = None,
     titles: Sequence[str] | None = None,
+    channel_prefix: str = GRADIENT_PREFIX,
 ) -> go.Figure:
     """Several maps of the same image in one row, zoom and pan linked.
 
@@ -303,6 +313,7 @@ def side_by_side_figure(
             customdata=_as_customdata(gradients.get(name), shape, f"gradients[{name!r}]"),
             label=name,
             name=name,
+            channel_prefix=channel_prefix,
         )
         if shared_scale:
             trace = _heatmap(zs[name], coloraxis="coloraxis", **common)

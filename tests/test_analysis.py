@@ -125,3 +125,29 @@ def test_crops_made_beforehand_give_the_same_analysis_as_the_images(lite0):
         assert a.target == b.target
     with pytest.raises(InvalidInputError, match="crops must be"):
         analyse(lite0, crops[:, :100], [None, None])
+
+
+def test_analysis_by_another_method_is_saliency_core_attribute(lite0):
+    from saliency_core import attribute
+
+    coffee = sample_by_name("coffee")
+    params = {"steps": 3, "rule": "gauss_legendre"}
+    (a,) = analyse(lite0, [coffee.image], [None], [coffee.label], method="integrated_gradients", params=params)
+    ref = attribute(lite0, lite0.preprocess([coffee.image]).x, [coffee.label], "integrated_gradients",
+                    ("score", "loss"), **params)
+    for objective in ("score", "loss"):
+        np.testing.assert_allclose(a.maps[objective], ref.maps[objective][0].numpy(), rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(a.gradients[objective], ref.attributions[objective][0].numpy(), rtol=1e-5,
+                                   atol=1e-8)
+        assert a.convergence[objective] == pytest.approx(float(ref.convergence[objective][0]), rel=1e-5)
+    assert a.method == "integrated_gradients" and a.params == ref.params and a.terms == {}
+    (cam,) = analyse(lite0, [coffee.image], [None], [coffee.label], method="grad_cam")
+    assert cam.gradients["score"].shape == (1, 224, 224) and cam.channel_values("score") is None
+    assert cam.params == {"layer": lite0.spec.cam_layer} and cam.convergence is None
+
+
+@pytest.mark.parametrize(("method", "params"), [("no_such_method", {}), ("gradient", {"steps": 3}),
+                                                ("smoothgrad", {"samples": -1})])
+def test_analysis_refuses_an_unknown_method_or_parameter(lite0, method, params):
+    with pytest.raises(InvalidInputError):
+        analyse(lite0, [sample_by_name("coffee").image], [None], method=method, params=params)

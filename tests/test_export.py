@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from saliency_core.export import colormap_lut, map_csv, map_png, map_to_rgb, provenance
@@ -196,3 +197,24 @@ def test_faithfulness_file_names_are_descriptive_and_safe():
     assert len(faithfulness_filename("randomisation", "x" * 500, "m", 1)) < 120
     with pytest.raises(InvalidInputError, match="kind"):
         faithfulness_filename("curves", "a", "m", 1)
+
+
+def test_definitions_and_provenance_name_the_attribution_method_and_its_parameters():
+    from saliency_core.errors import InvalidInputError
+    from saliency_core.export import map_definitions, provenance
+
+    cam = map_definitions(attribution="grad_cam", params={"layer": "_blocks.15"})
+    assert "Grad-CAM" in cam["loss"] and "layer=_blocks.15" in cam["loss"] and "no reduction" in cam["loss"]
+    assert "−L" in cam["loss"]  # Grad-CAM's loss map is of −L: positive = evidence for the target
+    smooth = map_definitions(reduction="l2", attribution="smoothgrad", params={"samples": 8, "seed": 3})
+    assert "SmoothGrad" in smooth["score"] and "samples=8, seed=3" in smooth["score"] and "L2" in smooth["score"]
+    assert map_definitions() == map_definitions(attribution="gradient")  # the plain gradient's text is unchanged
+    record = provenance(model_name="m", weights="w", preprocessing="p", target=1, target_name="t", method="loss",
+                        reduction="max", precision="exact", image_sha256="0" * 64, image_source="sample",
+                        device="cpu", attribution="integrated_gradients", params={"steps": 16},
+                        convergence={"score": 0.03, "loss": -0.05})
+    attribution = record["saliency"]["attribution"]
+    assert attribution["name"] == "integrated_gradients" and attribution["params"] == {"steps": 16}
+    assert attribution["completeness_gap"] == {"score": 0.03, "loss": -0.05}
+    with pytest.raises(InvalidInputError):
+        map_definitions(attribution="nope")

@@ -359,3 +359,22 @@ def test_randomised_black_baseline_keeps_the_models_normalisation(net, X):
     copy_ = fully_randomized_model(wrapped, seed=0)
     assert copy_.preprocessing is wrapped.preprocessing and copy_.model is not net
     assert isinstance(fully_randomized_model(net), torch.nn.Module)
+
+
+@pytest.mark.slow
+def test_randomisation_of_another_method_starts_from_its_maps_and_leaves_the_model_alone(lite0):
+    from saliency_core import attribute
+    from saliency_core.samples import sample_by_name
+
+    coffee = sample_by_name("coffee")
+    x = lite0.preprocess([coffee.image]).x
+    before = {k: v.clone() for k, v in lite0.model.state_dict().items()}
+    # Integrated Gradients' "black" baseline needs the model's normalisation on every randomised copy too.
+    for method, params in (("grad_cam", {}), ("integrated_gradients", {"steps": 2})):
+        r = cascading_randomization(lite0, x, [coffee.label], max_stages=2, attribution=method, params=params)
+        ref = attribute(lite0, x, [coffee.label], method, ("score", "loss"), **params)
+        assert r.attribution == method and r.maps["score"].shape == (3, 1, 224, 224)
+        np.testing.assert_allclose(r.maps["loss"][0, 0], ref.maps["loss"][0].numpy(), rtol=1e-5, atol=1e-8)
+        assert not np.allclose(r.maps["score"][2, 0], r.maps["score"][0, 0])  # the randomised model's map moved
+    assert r.params == {"steps": 2, "baseline": "black", "rule": "trapezoid"}
+    assert all(torch.equal(before[k], v) for k, v in lite0.model.state_dict().items())

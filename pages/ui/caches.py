@@ -11,6 +11,7 @@ images one pixel apart could share a key otherwise.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -19,6 +20,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
+from pages.ui import method_params
 from saliency_core import analysis, results, results_access
 from saliency_core.analysis import ImageAnalysis
 from saliency_core.images import load_image
@@ -30,6 +32,7 @@ from saliency_core.store import UploadStore
 
 T = TypeVar("T")
 MAX_CACHED_ANALYSES = 32  # about 4 MB each
+MAX_ANALYSIS_BYTES = 160 * 1024 * 1024
 MAX_PROGRESS_RESULTS = 16
 
 
@@ -114,22 +117,45 @@ def npz_batch(sha: str, data: bytes) -> list[LabelledImage]:
 
 # --------------------------------------------------------------------------- analyses
 
-@st.cache_data(max_entries=MAX_CACHED_ANALYSES, show_spinner="Computing score and loss gradients…")
+@st.cache_resource
+def analyses() -> LRUCache:
+    """Analyses of single images (any method), shared by every session; bounded by entries and bytes."""
+    return LRUCache(max_entries=MAX_CACHED_ANALYSES, max_bytes=MAX_ANALYSIS_BYTES)
+
+
 def analyse_one(image_key: str, model_name: str, target: int, label: int | None, reduction: str,
-                precision: str, _crop: np.ndarray) -> ImageAnalysis:
-    """Both maps for one image (its model crop, see :func:`image_views`); cached on the image's sha256
-    and every option that changes the numbers."""
-    return analysis.analyse(get_model(model_name), _crop[None], [target], [label], reduction=reduction,
-                            precision=precision)[0]
+                precision: str, _crop: np.ndarray, method: str = "gradient",
+                params: dict[str, object] | None = None) -> ImageAnalysis:
+    """Score and loss maps of one image (its model crop, see :func:`image_views`) by any attribution method.
+
+    The one way pages get an image's maps: cached on the image's sha256,
+    model, target (and label, which the automatic target follows), method,
+    every parameter (SmoothGrad's seed included), reduction and precision;
+    the crop itself is never hashed. Slow methods (SmoothGrad, Integrated
+    Gradients) draw a progress bar with the time left; a second visit is
+    instant. ``params`` as :func:`saliency_core.attribute` takes them
+    (unknown or invalid ones raise ``InvalidInputError``, a SaliencyError).
+    """
+    params = dict(params or {})
+    key = ("analysis", image_key, model_name, int(target), label, method, method_params.cache_key(params),
+           reduction, precision)
+    what = method_params.method_summary(method, params) if params else method_params.spec(method).title
+    return cached_with_progress(
+        key, f"Computing {what} for the score and the loss…",
+        lambda progress: analysis.analyse(get_model(model_name), _crop[None], [target], [label],
+                                          reduction=reduction, precision=precision, method=method, params=params,
+                                          progress=progress)[0],
+        cache=analyses(), bar=method in method_params.SLOW_METHODS)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def analyse_many(image_keys: tuple[str, ...], model_name: str, labels: tuple[int | None, ...], reduction: str,
-                 precision: str, _crops: np.ndarray) -> list[ImageAnalysis]:
-    """Both maps for several images ((N, crop, crop, 3) model crops) in one batched computation
-    (automatic targets)."""
+                 precision: str, _crops: np.ndarray, method: str = "gradient",
+                 params: tuple = ()) -> list[ImageAnalysis]:
+    """Score and loss maps for several images ((N, crop, crop, 3) model crops) in one batched computation
+    (automatic targets), by any method; ``params`` as :func:`pages.ui.method_params.cache_key` makes them."""
     return analysis.analyse(get_model(model_name), _crops, [None] * len(_crops), list(labels),
-                            reduction=reduction, precision=precision)
+                            reduction=reduction, precision=precision, method=method, params=dict(params))
 
 
 @st.cache_resource
@@ -138,25 +164,40 @@ def progress_results() -> LRUCache:
     return LRUCache(max_entries=MAX_PROGRESS_RESULTS)
 
 
-def cached_with_progress(key: tuple, label: str, compute: Callable[[Callable[[int, int], None]], T]) -> T:
-    """``compute(progress)`` once per key, with a progress bar while it runs.
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min"
 
-    ``key`` must hold every option that changes the result.
+
+def cached_with_progress(key: tuple, label: str, compute: Callable[[Callable[[int, int], None]], T], *,
+                         cache: LRUCache | None = None, bar: bool = True) -> T:
+    """``compute(progress)`` once per key, with a progress bar and the time left while it runs.
+
+    ``key`` must hold every option that changes the result. ``cache``: where
+    the result is kept (default :func:`progress_results`). ``bar=False``
+    shows a spinner instead, for work that takes a moment.
     """
     holder: list = []
 
     def run() -> T:
-        bar = st.progress(0.0, text=label)
-        holder.append(bar)
+        if not bar:
+            with st.spinner(label):
+                return compute(lambda done, total: None)
+        start = time.monotonic()
+        progress_bar = st.progress(0.0, text=label)
+        holder.append(progress_bar)
 
         def progress(done: int, total: int) -> None:
-            bar.progress(min(1.0, done / max(1, total)), text=f"{label} {done}/{total}")
+            text = f"{label} {done}/{total}"
+            if 0 < done < total:
+                left = (time.monotonic() - start) / done * (total - done)
+                text += f" · about {_seconds(left)} left"
+            progress_bar.progress(min(1.0, done / max(1, total)), text=text)
 
         return compute(progress)
 
-    value = progress_results().get_or_compute(key, run)
-    for bar in holder:
-        bar.empty()
+    value = (cache if cache is not None else progress_results()).get_or_compute(key, run)
+    for element in holder:
+        element.empty()
     return value
 
 

@@ -7,14 +7,15 @@ the title, the cached analysis and the line that says what it shows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import streamlit as st
 
-from pages.ui import caches, navigation, url_state
+from pages.ui import caches, method_params, navigation, url_state
 from pages.ui.image_sources import ImageChoice, NoImage, image_picker
 from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
 from pages.ui.text import plain
+from saliency_core import export
 from saliency_core.analysis import AUTO_TARGET, ImageAnalysis
 from saliency_core.errors import SaliencyError
 from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel
@@ -25,11 +26,13 @@ class View:
     model: LoadedModel
     image: ImageChoice | None
     target: int  # AUTO_TARGET or a class index
-    method: str
+    objective: str  # "score" or "loss": the map pages that show one map show
     reduction: str
     precision: str
     problem: str | None = None  # why there is no image, shown by the pages
     problem_is_error: bool = False  # an error the user caused, not a hint
+    method: str = method_params.DEFAULT_METHOD  # the attribution method, a key of ATTRIBUTION_METHODS
+    params: dict[str, object] = field(default_factory=dict)  # its parameters, every one (defaults included)
 
 
 def _model_picker() -> LoadedModel:
@@ -88,9 +91,17 @@ def render_sidebar() -> View:
             image, problem, is_error = None, str(exc), exc.error
         st.divider()
         target = _target_picker(model, image)
-        method = st.radio("Method", list(METHOD_LABELS), key="method", format_func=METHOD_LABELS.get,
-                          horizontal=True)
+        method = st.selectbox("Method", method_params.METHODS, key="method", format_func=method_params.method_label,
+                              help="The attribution method of every page: the plain gradient (Simonyan et al. "
+                                   "2014, the cs231n map) or one of its successors. Its parameters are under "
+                                   "Advanced.") or method_params.DEFAULT_METHOD
+        objective = st.radio("Objective", list(METHOD_LABELS), key="objective", horizontal=True,
+                             format_func=lambda o: method_params.objective_label(method, o),
+                             help="Pages that show one map show this one; Compare shows both.")
         with st.expander("Advanced"):
+            st.markdown(f"**{method_params.spec(method).title}** parameters")
+            params = method_params.draw_controls(method, model)
+            st.divider()
             reduction = st.selectbox("Channel reduction", list(REDUCTION_LABELS), key="reduction",
                                      format_func=REDUCTION_LABELS.get)
             precision = st.selectbox("Precision", list(PRECISION_LABELS), key="precision",
@@ -98,7 +109,8 @@ def render_sidebar() -> View:
                                      help="Exact: float32 with TF32 off. Fast: float16 autocast on CUDA; "
                                           "on CPU both are float32.")
     url_state.write_url()
-    v = View(model, image, target, method or "score", reduction or "max", precision or "exact", problem, is_error)
+    v = View(model, image, target, objective or "score", reduction or "max", precision or "exact", problem, is_error,
+             method, params)
     st.session_state["view"] = v
     return v
 
@@ -123,7 +135,7 @@ def current_analysis(v: View | None = None) -> ImageAnalysis | None:
         return None
     try:
         return caches.analyse_one(v.image.key, v.model.name, v.target, v.image.label, v.reduction, v.precision,
-                                  v.image.crop)
+                                  v.image.crop, v.method, v.params)
     except SaliencyError as exc:
         st.error(plain(exc, 1000))
         return None
@@ -132,7 +144,7 @@ def current_analysis(v: View | None = None) -> ImageAnalysis | None:
 def analysis_page(title: str, *, one_method: bool = False) -> tuple[View, ImageAnalysis]:
     """The top of a page about the current image: title, the analysis and what it shows.
 
-    ``one_method``: the page shows the sidebar's method only, so the line names it.
+    ``one_method``: the page shows the sidebar's objective only (score or loss), so the line names it.
     Stops the page (after saying why) when there is no image to analyse.
     """
     v = view()
@@ -140,16 +152,62 @@ def analysis_page(title: str, *, one_method: bool = False) -> tuple[View, ImageA
     a = current_analysis(v)
     if a is None:
         st.stop()
-    st.markdown(caption(a, v, v.method if one_method else None))
+    st.markdown(caption(a, v, v.objective if one_method else None))
+    notes = method_notes(a, v.objective if one_method else None)
+    if notes:
+        st.caption(" ".join(notes))
     return v, a
 
 
-def caption(a: ImageAnalysis, v: View, method: str | None = None) -> str:
-    """One line that says what a map shows: image, model, target, method (when one), reduction, precision."""
+def caption(a: ImageAnalysis, v: View, objective: str | None = None) -> str:
+    """One line that says what a map shows: image, model, target, method and its parameters, the objective
+    (when one), reduction, precision."""
     how = "true label" if a.target_auto and a.label is not None else ("top-1" if a.target_auto else "chosen")
     parts = [plain(v.image.title) if v.image else "", REGISTRY[a.model_name].title,
-             f"target **{a.target} {a.target_name}** ({how}), p = {a.target_prob:.3f}"]
-    if method is not None:
-        parts.append(f"**{METHOD_LABELS[method]}**")
-    parts += [f"{a.reduction} over RGB", f"{a.precision} precision"]
+             f"target **{a.target} {a.target_name}** ({how}), p = {a.target_prob:.3f}",
+             f"**{method_params.method_summary(a.method, a.params)}**"]
+    if objective is not None:
+        parts.append(f"**{method_params.objective_label(a.method, objective)}**")
+    parts += [channels_text(a), f"{a.precision} precision"]
     return " · ".join(parts)
+
+
+def channels_text(a: ImageAnalysis) -> str:
+    """How channels became one value per pixel: the reduction, or Grad-CAM's single channel."""
+    if method_params.spec(a.method).output == "layer":
+        return "one channel (a layer's map, upsampled)"
+    return f"{a.reduction} over RGB"
+
+
+def method_notes(a: ImageAnalysis, objective: str | None = None) -> list[str]:
+    """What to know when reading this method's maps: the loss's sign convention, Integrated Gradients' gap."""
+    notes = []
+    sign = method_params.sign_note(a.method)
+    if sign and objective != "score":
+        notes.append(sign)
+    gap = method_params.convergence_note(a.convergence, a.params)
+    if gap:
+        notes.append(gap)
+    return notes
+
+
+def provenance_record(v: View, a: ImageAnalysis, objective: str | None = None,
+                      extra: dict | None = None) -> dict:
+    """What a download needs to be reproduced: image, model, target, method and its parameters, options.
+
+    ``objective``: the map downloaded ("score" or "loss"), None for both.
+    """
+    return export.provenance(
+        model_name=a.model_name, weights=v.model.spec.weights, preprocessing=v.model.preprocessing.describe(),
+        target=a.target, target_name=a.target_name, method=objective, reduction=a.reduction, precision=a.precision,
+        image_sha256=v.image.key if v.image else "", image_source=v.image.source if v.image else "",
+        device=str(v.model.device), image_title=v.image.title if v.image else None,
+        attribution=a.method, params=a.params, convergence=a.convergence,
+        extra={"target_probability": a.target_prob, "true_label": a.label, **(extra or {})},
+    )
+
+
+def csv_provenance(v: View, a: ImageAnalysis, objective: str | None = None) -> dict:
+    """:func:`provenance_record` as the ``# key: <JSON>`` header of a CSV download."""
+    record = provenance_record(v, a, objective)
+    return {k: record[k] for k in ("model", "image", "target", "saliency", "created")}

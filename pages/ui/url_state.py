@@ -1,10 +1,13 @@
 """The view in the address bar, by option *name*, so links are readable and stable.
 
-``?sample=chelsea&method=loss&target=282`` or ``?source=upload&image=<sha256>``:
-restored on a session's first run (a shared link), written back after every
-run. Defaults are left out to keep links short. The URL always describes
-what is shown: the model written is the one in use, not one the user picked
-that could not be loaded.
+``?sample=chelsea&objective=loss&target=282`` or ``?source=upload&image=<sha256>``,
+``?method=smoothgrad&samples=16&seed=3``: restored on a session's first run (a
+shared link), written back after every run. Defaults are left out to keep
+links short; the chosen method's parameters are written by their names
+(:mod:`pages.ui.method_params`). The URL always describes what is shown: the
+model written is the one in use, not one the user picked that could not be
+loaded. Older links said ``method=score`` or ``method=loss`` for what is now
+the objective; they still open the plain gradient's score or loss map.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from collections.abc import Callable
 
 import streamlit as st
 
+from pages.ui import method_params
 from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
 from pages.ui.text import plain
 from saliency_core.analysis import AUTO_TARGET
-from saliency_core.models import DEFAULT_MODEL, REGISTRY
+from saliency_core.errors import SaliencyError
+from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel
 from saliency_core.samples import sample_images
 from saliency_core.store import is_sha256
 
@@ -40,7 +45,8 @@ URL_STATE: dict[str, tuple[object, Callable[[str], object]]] = {
     "source": ("sample", lambda t: t if t in ("sample", "upload") else None),
     "sample": ("coffee", lambda t: t if t in {x.name for x in sample_images()} else None),
     "target": (AUTO_TARGET, _int_in(0, 999)),
-    "method": ("score", lambda t: t if t in METHOD_LABELS else None),
+    "method": (method_params.DEFAULT_METHOD, lambda t: t if t in method_params.METHODS else None),
+    "objective": ("score", lambda t: t if t in METHOD_LABELS else None),
     "reduction": ("max", lambda t: t if t in REDUCTION_LABELS else None),
     "precision": ("exact", lambda t: t if t in PRECISION_LABELS else None),
 }
@@ -52,7 +58,8 @@ EXPECTED = {
     "source": "sample or upload",
     "sample": "one of the sample photos",
     "target": "a class index from 0 to 999",
-    "method": "score or loss",
+    "method": "an attribution method (" + ", ".join(method_params.METHODS) + ")",
+    "objective": "score or loss",
     "reduction": "max, mean_abs or l2",
     "precision": "exact or fast",
     "image": "the sha256 of an upload (64 hexadecimal digits)",
@@ -60,7 +67,8 @@ EXPECTED = {
 
 
 _DEFAULT_TEXT = {"model": REGISTRY[DEFAULT_MODEL].title, "target": "the automatic target",
-                 "sample": "the coffee sample", "source": "a sample photo"}
+                 "sample": "the coffee sample", "source": "a sample photo", "method": "the plain gradient"}
+_LEGACY_OBJECTIVES = ("score", "loss")  # what ?method= meant before it named the attribution method
 
 
 def restore_from_url() -> list[str]:
@@ -73,7 +81,9 @@ def restore_from_url() -> list[str]:
     if st.session_state.get("_url_restored"):
         return []
     st.session_state["_url_restored"] = True
-    params = st.query_params
+    params = st.query_params.to_dict()
+    if params.get("method") in _LEGACY_OBJECTIVES and "objective" not in params:
+        params["objective"] = params.pop("method")  # an older link: the plain gradient's score or loss map
     problems = []
     for key, (default, parse) in URL_STATE.items():
         value = parse(params[key]) if key in params else None
@@ -88,6 +98,41 @@ def restore_from_url() -> list[str]:
     elif "image" in params:
         problems.append(f"**image={plain(params['image'], 80)}** is not {EXPECTED['image']}; "
                         "showing a sample photo instead.")
+    problems += _restore_method_params(params)
+    return problems
+
+
+def _model_for_links() -> LoadedModel:
+    """The model a link's Grad-CAM layer is checked against: the link's model, else the default."""
+    from pages.ui import caches
+
+    try:
+        return caches.get_model(str(st.session_state.get("model") or DEFAULT_MODEL))
+    except SaliencyError:
+        return caches.get_model(DEFAULT_MODEL)
+
+
+def _restore_method_params(params: dict[str, str]) -> list[str]:
+    """The chosen method's parameters from the link; a notice for each one that can't be used."""
+    method = st.session_state.get("method", method_params.DEFAULT_METHOD)
+    spec = method_params.spec(method)
+    known = {p.name: p for p in spec.params}
+    others = {p.name for m in method_params.METHODS for p in method_params.spec(m).params}
+    problems = []
+    for name in sorted(others - set(known)):
+        if name in params:
+            problems.append(f"**{name}={plain(params[name], 80)}** is not a parameter of {spec.title}; ignored.")
+    for name, p in known.items():
+        if name not in params:
+            continue
+        try:
+            value = method_params.parse(p, params[name], _model_for_links() if name == "layer" else None)
+        except (ValueError, SaliencyError):
+            default = "the model's default layer" if p.default is None else plain(p.default)
+            problems.append(f"**{name}={plain(params[name], 80)}** is not {method_params.describe(p)}; "
+                            f"showing {spec.title} with {name} = {default} instead.")
+            continue
+        st.session_state[method_params.param_key(method, name)] = value
     return problems
 
 
@@ -96,6 +141,8 @@ def current_params() -> dict[str, str]:
     shown = {key: st.session_state.get(key, default) for key, (default, _) in URL_STATE.items()}
     shown["model"] = st.session_state.get(ACTIVE_MODEL, shown["model"])
     params = {key: str(value) for key, value in shown.items() if value != URL_STATE[key][0]}
+    if shown["method"] in method_params.METHODS:
+        params.update({k: str(v) for k, v in method_params.non_default(shown["method"]).items()})
     sha = st.session_state.get("image_sha")
     if st.session_state.get("source") == "upload" and sha:
         params["image"] = sha

@@ -24,7 +24,7 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from saliency_core._torch import ModelLike, run_in_chunks
+from saliency_core._torch import ModelLike, run_in_chunks, unwrap_module
 from saliency_core.errors import InvalidInputError
 from saliency_core.methods._common import MethodOutput, Request, private_copy, signed_vjps
 
@@ -59,6 +59,14 @@ def default_layer(model: ModelLike) -> str:
         raise InvalidInputError(f"{model.spec.title} has no convolutional feature map registered for Grad-CAM; "
                                 "pass layer= with a module whose output is (N, K, h, w)")
     return model.spec.cam_layer
+
+
+def conv_layers(model: ModelLike) -> list[str]:
+    """Dotted names of the model's 2-D convolutions, input to output (``named_modules()`` order).
+
+    What a user may pick as Grad-CAM's ``layer`` besides the registry's default block.
+    """
+    return [name for name, m in unwrap_module(model).named_modules() if isinstance(m, torch.nn.Conv2d) and name]
 
 
 def _wrap(clone: torch.nn.Module, layer: str) -> torch.nn.Module:

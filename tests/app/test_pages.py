@@ -197,16 +197,17 @@ def test_default_sample_heatmap_is_saliency_core_score_map(new_app, reference):
     at = new_app(PAGES["saliency"]).run()
     assert_healthy(at)
     assert at.selectbox(key="sample").value == "coffee"
-    assert at.radio(key="method").value == "score"
+    assert at.radio(key="objective").value == "score"
     assert "967 espresso" in main_markdown(at) and "true label" in main_markdown(at)
     assert_map_equal(heatmap_z(at), ref_map(reference(coffee(), 967), "score"))
 
 
 def test_sample_from_query_params_shows_its_loss_map(new_app, reference):
+    # method=loss: how links said "objective=loss" before ?method named the attribution method; still opened.
     at = new_app(PAGES["saliency"], **link(sample="chelsea", method="loss")).run()
     assert_healthy(at)
     assert at.selectbox(key="sample").value == "chelsea"
-    assert at.radio(key="method").value == "loss"
+    assert at.radio(key="objective").value == "loss"
     assert "281 tabby" in main_markdown(at)
     assert_map_equal(heatmap_z(at), ref_map(reference(chelsea(), 281), "loss"))
 
@@ -263,7 +264,7 @@ def test_method_and_target_change_the_map_to_the_matching_reference(new_app, ref
     score = heatmap_z(at)
     assert_map_equal(score, ref_map(reference(coffee(), 967), "score"))
 
-    at.radio(key="method").set_value("loss").run()
+    at.radio(key="objective").set_value("loss").run()
     assert_healthy(at)
     loss = heatmap_z(at)
     assert not np.allclose(loss, score)
@@ -276,7 +277,7 @@ def test_method_and_target_change_the_map_to_the_matching_reference(new_app, ref
     assert not np.allclose(loss_968, loss)
     assert_map_equal(loss_968, ref_map(reference(coffee(), 968), "loss"))
 
-    at.radio(key="method").set_value("score").run()
+    at.radio(key="objective").set_value("score").run()
     assert_map_equal(heatmap_z(at), ref_map(reference(coffee(), 968), "score"))
 
     at.selectbox(key="reduction").set_value("mean_abs").run()
@@ -294,11 +295,11 @@ def test_method_and_target_change_the_map_to_the_matching_reference(new_app, ref
 # --------------------------------------------------------------------------- 6. links restore a view
 
 
-SHARED_VIEW = {"sample": "chelsea", "method": "loss", "target": 282, "model": "efficientnet_lite0"}
+SHARED_VIEW = {"sample": "chelsea", "objective": "loss", "target": 282, "model": "efficientnet_lite0"}
 
 def assert_widgets_show_shared_view(at) -> None:
     assert at.selectbox(key="sample").value == "chelsea"
-    assert at.radio(key="method").value == "loss"
+    assert at.radio(key="objective").value == "loss"
     assert at.selectbox(key="target").value == 282
     assert at.selectbox(key="model").value == "efficientnet_lite0"
 
@@ -357,7 +358,6 @@ def test_link_to_an_unknown_upload_says_it_is_no_longer_kept(new_app, upload_dir
 
 
 def test_display_changes_compute_no_gradients(new_app, monkeypatch):
-    import streamlit as st
 
     from saliency_core import analysis
 
@@ -370,7 +370,9 @@ def test_display_changes_compute_no_gradients(new_app, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(gradients, "compute_saliency", counting)
-    st.cache_data.clear()  # earlier tests cached the default view's analysis
+    from pages.ui import caches
+
+    caches.analyses().clear()  # earlier tests cached the default view's analysis
 
     at = new_app(PAGES["saliency"]).run()
     assert_healthy(at)
@@ -380,7 +382,7 @@ def test_display_changes_compute_no_gradients(new_app, monkeypatch):
     at.selectbox(key="colorscale").set_value("viridis").run()
     assert "opacity" not in [s.key for s in at.slider], "the overlay's opacity shows only with the overlay"
     at.slider(key="clip").set_value((5.0, 95.0)).run()
-    at.radio(key="method").set_value("loss").run()
+    at.radio(key="objective").set_value("loss").run()
     assert_healthy(at)
     fig = charts(at)["heatmap"]
     assert heatmaps(fig)[0]["zmin"] > 0  # the clip took effect on the figure
@@ -433,9 +435,9 @@ def test_unavailable_model_keeps_the_current_one(new_app, reference, empty_torch
     assert_map_equal(heatmap_z(at), ref_map(reference(coffee(), 967), "score"))
     # The shared link describes what is shown: the model in use, not the one that failed.
     assert at.query_params.get("model") in (None, [], "efficientnet_lite0", ["efficientnet_lite0"]), at.query_params
-    at.radio(key="method").set_value("loss").run()
+    at.radio(key="objective").set_value("loss").run()
     assert "vit_b_16" not in str(at.query_params.get("model")), at.query_params
-    assert at.query_params.get("method") in ("loss", ["loss"])
+    assert at.query_params.get("objective") in ("loss", ["loss"])
 
 
 # --------------------------------------------------------------------------- 9. cs231n .npz batches
@@ -537,9 +539,9 @@ def test_page_reruns_go_through_the_entry_script(new_app_unpatched, reference):
     at = new_app_unpatched(PAGES["saliency"]).run()  # the first run is rescued by sidebar.view()'s st.rerun()
     assert_healthy(at)
     assert_map_equal(heatmap_z(at), ref_map(reference(coffee(), 967), "score"))
-    at.radio(key="method").set_value("loss").run()
+    at.radio(key="objective").set_value("loss").run()
     assert_healthy(at)
-    assert [w.key for w in at.sidebar.get("radio")] == ["method"], "the sidebar was not drawn"
+    assert [w.key for w in at.sidebar.get("radio")] == ["objective"], "the sidebar was not drawn"
     assert_map_equal(heatmap_z(at), ref_map(reference(coffee(), 967), "loss"))
 
 
@@ -638,7 +640,7 @@ def test_faithfulness_page_downloads_carry_provenance_and_say_what_they_are(new_
 def test_pages_about_one_method_name_it_in_their_caption(new_app):
     at = new_app(PAGES["saliency"]).run()
     assert "Score gradient" in main_markdown(at)
-    at.radio(key="method").set_value("loss").run()
+    at.radio(key="objective").set_value("loss").run()
     assert "Loss gradient" in main_markdown(at) and "Score gradient" not in main_markdown(at)
     at.switch_page(PAGES["statistics"]).run()
     assert "Loss gradient" in main_markdown(at)

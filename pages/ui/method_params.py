@@ -1,0 +1,195 @@
+"""The attribution method and its parameters, built from ``ATTRIBUTION_METHODS``: controls, limits, links, labels.
+
+Every method's parameters come from its registry entry (``Param``): numbers
+get number inputs with the registry's minimum and the dashboard's maximum
+(:data:`DASHBOARD_MAX`), strings with choices get selects, and Grad-CAM's
+layer a select of the model's convolutions with the registry's default
+first. Each parameter lives in ``st.session_state[param_key(method, name)]``,
+so every method keeps its own values, and in the URL by its name while its
+method is the one shown (``?method=smoothgrad&samples=16&seed=3``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from saliency_core.attribution import ATTRIBUTION_METHODS, AttributionMethod, Param
+from saliency_core.export import describe_params
+from saliency_core.methods.grad_cam import conv_layers
+from saliency_core.models import LoadedModel
+
+DEFAULT_METHOD = "gradient"  # the cs231n map; every other method is one choice away
+METHODS = list(ATTRIBUTION_METHODS)  # gradient first, then as the registry lists them
+
+#: What one dashboard view may ask for: each noisy copy or path point is a forward and a backward pass
+#: (about 30 ms on the 2-core CPU), so 256 of them take about 8 s; the engine itself has no upper limit.
+DASHBOARD_MAX: dict[str, float] = {"samples": 256, "steps": 256, "noise": 1.0, "seed": 2**31 - 1}
+#: Methods that run many passes per map: they draw a progress bar with the time left.
+SLOW_METHODS = frozenset({"smoothgrad", "integrated_gradients"})
+
+
+def spec(method: str) -> AttributionMethod:
+    return ATTRIBUTION_METHODS[method]
+
+
+def method_label(method: str) -> str:
+    """"SmoothGrad (Smilkov et al. 2017)": the method as its paper names it."""
+    s = spec(method)
+    return f"{s.title} ({s.citation})"
+
+
+def param_key(method: str, name: str) -> str:
+    """The session-state key of one method's parameter (each method keeps its own values)."""
+    return f"param.{method}.{name}"
+
+
+def upper_bound(p: Param) -> float | None:
+    return DASHBOARD_MAX.get(p.name)
+
+
+def layer_options(model: LoadedModel) -> list[str | None]:
+    """Grad-CAM's layers for ``model``: None (the registry's default block) first, then every convolution."""
+    default = model.spec.cam_layer
+    return [None, *(name for name in _conv_layers(model) if name != default)]
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _conv_layer_names(model_name: str, _model: LoadedModel) -> list[str]:
+    return conv_layers(_model)
+
+
+def _conv_layers(model: LoadedModel) -> list[str]:
+    return _conv_layer_names(model.name, model)
+
+
+def describe(p: Param) -> str:
+    """What a value of ``p`` must be on this dashboard, for a notice about a link."""
+    if p.choices:
+        return "one of " + ", ".join(p.choices)
+    if p.name == "layer":
+        return "a convolutional layer of this model"
+    what = {int: "an integer", float: "a number"}[p.kind]
+    lo, hi = p.minimum, upper_bound(p)
+    if lo is not None and hi is not None:
+        return f"{what} from {lo:g} to {hi:g}" + (" (the dashboard's limit)" if p.name in DASHBOARD_MAX else "")
+    if lo is not None:
+        return f"{what} >= {lo:g}"
+    return what
+
+
+def parse(p: Param, text: str, model: LoadedModel) -> object:
+    """The value a URL's ``text`` asks for, or raise ValueError when it is not one this dashboard takes."""
+    if p.name == "layer":
+        if text in ("", "default", "None", model.spec.cam_layer):
+            return None
+        if text in _conv_layers(model):
+            return text
+        raise ValueError(text)
+    if p.kind is int:
+        value: object = int(text)
+    elif p.kind is float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(text)
+    else:
+        value = text
+    value = p.check(value)  # the registry's own rule (kind, choices, minimum); InvalidInputError is a ValueError
+    hi = upper_bound(p)
+    if hi is not None and value > hi:
+        raise ValueError(text)
+    return value
+
+
+def params_for(method: str) -> dict[str, object]:
+    """The method's parameters as this session has them (defaults where unset)."""
+    return {p.name: st.session_state.get(param_key(method, p.name), p.default) for p in spec(method).params}
+
+
+def non_default(method: str) -> dict[str, object]:
+    """The parameters that differ from the registry's defaults (what a link needs to carry)."""
+    return {p.name: v for p in spec(method).params
+            if (v := st.session_state.get(param_key(method, p.name), p.default)) != p.default}
+
+
+def cache_key(params: dict[str, object]) -> tuple:
+    """Parameters as a hashable, order-independent key for the caches."""
+    return tuple(sorted(params.items()))
+
+
+def draw_controls(method: str, model: LoadedModel) -> dict[str, object]:
+    """The method's parameters as controls (in the current container); returns their values."""
+    s = spec(method)
+    if not s.params:
+        st.caption(f"{s.title} has no parameters.")
+    for p in s.params:
+        key = param_key(method, p.name)
+        st.session_state.setdefault(key, p.default)
+        if p.name == "layer":
+            options = layer_options(model)
+            if st.session_state[key] not in options:
+                st.session_state[key] = None
+            default = model.spec.cam_layer or "none registered"
+            st.selectbox("Layer", options, key=key, persist_state="session", help=p.help,
+                         format_func=lambda x, d=default: f"default ({d})" if x is None else x)
+        elif p.choices:
+            st.selectbox(p.name.capitalize(), list(p.choices), key=key, persist_state="session", help=p.help)
+        elif p.kind is int:
+            hi = upper_bound(p)
+            st.number_input(p.name.capitalize(), min_value=int(p.minimum) if p.minimum is not None else None,
+                            max_value=int(hi) if hi is not None else None, step=1, key=key,
+                            persist_state="session", help=p.help + _limit_help(p))
+        else:
+            hi = upper_bound(p)
+            st.number_input(p.name.capitalize(), min_value=float(p.minimum) if p.minimum is not None else None,
+                            max_value=float(hi) if hi is not None else None, step=0.05, format="%.3f", key=key,
+                            persist_state="session", help=p.help + _limit_help(p))
+    return params_for(method)
+
+
+def _limit_help(p: Param) -> str:
+    hi = upper_bound(p)
+    return f" (at most {hi:g} here)" if hi is not None and p.name in ("samples", "steps") else ""
+
+
+# --------------------------------------------------------------------------- what the pages say
+
+
+def objective_label(method: str, objective: str) -> str:
+    """The name of one map: "Score gradient ∂s_y/∂x" for the gradient, "SmoothGrad · score s_y" otherwise."""
+    if method == DEFAULT_METHOD:
+        return {"score": "Score gradient  ∂s_y/∂x", "loss": "Loss gradient  ∂L/∂x"}[objective]
+    s = spec(method)
+    if objective == "score":
+        return f"{s.title} · score s_y"
+    return f"{s.title} · loss −L" if s.loss_objective == "-L" else f"{s.title} · loss L"
+
+
+def sign_note(method: str) -> str | None:
+    """What the loss map's sign means, where the method uses −L; None where it does not apply."""
+    if spec(method).loss_objective == "-L":
+        return "Loss as −L: positive = evidence for the target."
+    return None
+
+
+def convergence_note(convergence: dict[str, float] | None, params: dict[str, object]) -> str | None:
+    """Integrated Gradients' completeness gap per map, in words; None for other methods."""
+    if not convergence:
+        return None
+    gaps = ", ".join(f"{m} {abs(g) * 100:.1f} %" for m, g in convergence.items())
+    steps = params.get("steps")
+    return (f"Completeness gap (|Σ attributions − (f(x) − f(x′))| / |f(x) − f(x′)|): {gaps} at {steps} steps; "
+            "more steps (or the gauss_legendre rule) reduce it.")
+
+
+def method_summary(method: str, params: dict[str, object]) -> str:
+    """"SmoothGrad (Smilkov et al. 2017; samples=25, noise=0.15, seed=0)": the method and its parameters."""
+    s = spec(method)
+    used = describe_params(params)
+    return f"{s.title} ({s.citation}{'; ' + used if used else ''})"
+
+
+def hover_prefix(method: str) -> str:
+    """How hover names the per-channel values: gradients as ∂/∂R, other methods' attributions as "attr R"."""
+    return "∂/∂" if method == DEFAULT_METHOD else "attr "
