@@ -8,9 +8,10 @@ import streamlit as st
 
 from pages.ui import caches, handover, labels, sidebar
 from pages.ui.text import plain
-from saliency_core import charts, dataset_view, plots, results
+from saliency_core import charts, dataset_view, leaderboard, map_specs, plots, results
 from saliency_core.errors import SaliencyError
 from saliency_core.images import image_sha256
+from saliency_core.method_figures import agreement_heatmap
 from saliency_core.models import REGISTRY
 
 sidebar.view()  # the shared sidebar ran (a first request straight to /dataset reruns through dashboard.py)
@@ -47,6 +48,13 @@ if folder is None:
     st.stop()
 
 frame, errors, manifest = folder.results, folder.errors, folder.manifest
+map_names = folder.methods  # "score", "loss", or pairs such as "smoothgrad_loss"
+
+
+def map_title(name: str) -> str:
+    return labels.METHOD_LABELS.get(name) or map_specs.title(name)
+
+
 problem = st.session_state.pop(handover.PROBLEM, None)
 if problem:
     st.error(problem)
@@ -60,6 +68,8 @@ c1.metric("Images", f"{top.images:,}")
 c2.metric("Unreadable files", f"{len(errors):,}")
 c3.metric("Top-1 accuracy", "—" if top.accuracy is None else f"{top.accuracy:.1%}",
           help=f"over the {top.labelled} images with a known label")
+if top.median_spearman is None and len(map_names) > 2:
+    c4.metric("Maps per image", len(map_names), help=", ".join(map_title(m) for m in map_names))
 if top.median_spearman is not None:
     c4.metric("Median Spearman ρ", f"{top.median_spearman:.3f}",
               help="Rank correlation between each image's score map and loss map, median over the images")
@@ -140,7 +150,7 @@ if selected:
         open_button(row, st, "open_selected")
     saved = folder.maps(row["key"])
     if saved:
-        st.plotly_chart(plots.side_by_side_figure(saved, titles=[labels.METHOD_LABELS[m] for m in saved]),
+        st.plotly_chart(plots.side_by_side_figure(saved, titles=[map_title(m) for m in saved]),
                         key="dataset_saved_maps")
         st.caption("The maps as the job saved them (--save-maps: float16, each relative to its maximum, "
                    "rescaled here), not recomputed.")
@@ -168,9 +178,10 @@ def histogram(series: dict[str, np.ndarray], x_title: str, key: str) -> None:
 
 h1, h2 = st.columns(2)
 with h1:
-    stat = pick("Statistic of both maps", dataset_view.method_statistics(numeric), "gini", "dataset_stat")
+    stat = pick("Statistic of every map", dataset_view.method_statistics(numeric), "gini", "dataset_stat")
     if stat:
-        histogram({m: view[f"{m}_{stat}"].to_numpy() for m in ("score", "loss") if f"{m}_{stat}" in view}, stat,
+        histogram({map_specs.title(m): view[f"{m}_{stat}"].to_numpy() for m in map_names if f"{m}_{stat}" in view},
+                  stat,
                   "dataset_hist_stat")
 with h2:
     other = pick("Another column", dataset_view.other_columns(numeric),
@@ -186,22 +197,85 @@ st.dataframe(per_class, hide_index=True, key="dataset_per_class",
                             if c not in ("target", "class", "images")})
 st.caption("Means over the images whose maps explain that class. Low gini / high entropy_norm: diffuse maps.")
 
+# --------------------------------------------------------------------------- leaderboard
+ranked = leaderboard.faithfulness_maps(view)
+if len(ranked) >= 2:
+    st.subheader("Leaderboard: which map is most faithful")
+    by = st.segmented_control("Rank by", list(leaderboard.METRICS), key="dataset_rank_by", required=True,
+                              default="insertion_minus_deletion", format_func=leaderboard.METRIC_TITLES.get)
+    by = by if by in leaderboard.METRICS else "insertion_minus_deletion"
+
+    def board_of(rows: pd.DataFrame) -> leaderboard.Leaderboard:
+        return caches.dataset_leaderboard(dataset_view.frame_digest(rows), by, rows)
+
+    def intervals(board: leaderboard.Leaderboard, title: str | None, key: str) -> None:
+        t = board.table
+        if t[f"{by}_mean"].isna().all():
+            st.caption(f"No {leaderboard.METRIC_TITLES[by]} values for {plain(title or 'these images')}.")
+            return
+        st.plotly_chart(charts.intervals_figure(
+            list(t["title"]), t[f"{by}_mean"], t[f"{by}_low"], t[f"{by}_high"],
+            x_title=f"mean {leaderboard.METRIC_TITLES[by]} ({leaderboard.METRICS[by]})", title=title,
+            reference="random order"), key=key)
+
+    board = board_of(view)
+    intervals(board, None, "dataset_leaderboard_chart")
+    st.dataframe(leaderboard.display_table(board), hide_index=True, key="dataset_leaderboard",
+                 column_config={leaderboard.METRIC_TITLES[m]: st.column_config.NumberColumn(format="%.3f")
+                                for m in leaderboard.METRICS})
+    st.caption(f"Means over the {len(view):,} images shown, with {board.confidence:.0%} percentile-bootstrap "
+               f"intervals ({board.resamples:,} resamples of the images). Deletion AUC: the target's probability "
+               "as the map's top pixels are removed first (low is faithful); insertion AUC: as they are restored "
+               "first (high is faithful). A map should beat the random order.")
+    correct = view["correct"].astype("boolean") if "correct" in view else pd.Series(dtype="boolean")
+    if correct.notna().any():
+        st.markdown("**Correct and wrong predictions apart** (a map can be faithful on one and not on the other)")
+        o1, o2 = st.columns(2)
+        for where, outcome, key in ((o1, "correct", "dataset_board_correct"), (o2, "wrong", "dataset_board_wrong")):
+            rows = dataset_view.filter_rows(view, outcome=outcome)
+            with where:
+                if len(rows) < 2:
+                    st.caption(f"{len(rows)} {outcome} prediction(s) here: too few for an interval.")
+                else:
+                    intervals(board_of(rows), f"{outcome} predictions ({len(rows):,} images)", key)
+    wins = leaderboard.head_to_head(view, ranked, metric=by)
+    st.plotly_chart(agreement_heatmap(wins, metric="wins", title=f"Head to head by {leaderboard.METRIC_TITLES[by]}: "
+                                      "share of images on which the row's map beats the column's"),
+                    key="dataset_head_to_head")
+    st.caption("Ties count half; only images with both values count.")
+elif map_names and not ranked:
+    st.caption("No leaderboard: these results have no deletion/insertion AUCs. Run the batch job with "
+               "--faithfulness (and several maps, e.g. --methods gradient:score,smoothgrad:loss,grad_cam:score).")
+
 # --------------------------------------------------------------------------- disagreement
-if "agree_spearman" in view:
-    st.subheader("Where the score and loss maps disagree most")
-    worst = dataset_view.most_disagreeing(view, 6)
-    cols = st.columns(3)
-    for i, (_, row) in enumerate(worst.iterrows()):
-        with cols[i % 3]:
-            try:
-                st.image(caches.dataset_thumbnail(str(row.get("path"))), width="stretch")
-            except (OSError, SaliencyError):
-                st.caption("(image not available on this server)")
-            fields = dataset_view.row_fields(row)
-            st.markdown(f"**{plain(fields['key'])}**  \nSpearman ρ {fields['agree_spearman']} · p_y "
-                        f"{fields['prob_target']} · {plain(fields['target'])}")
-            open_button(row, st, f"open_worst_{i}")
-    st.caption("Lowest Spearman correlation between the two maps first. A confident, correct prediction "
-               "(p_y near 1) shrinks the target term of the loss gradient, so the other classes shape its map.")
+pair = dataset_view.map_pair_defaults(map_names)
+if pair is not None:
+    st.subheader("Where two maps disagree most")
+    p1, p2 = st.columns(2)
+    first = p1.selectbox("Map", map_names, index=map_names.index(pair[0]), format_func=map_title,
+                         key="dataset_pair_a")
+    others = [m for m in map_names if m != first]
+    second = p2.selectbox("against", others, index=others.index(pair[1]) if pair[1] in others else 0,
+                          format_func=map_title, key="dataset_pair_b")
+    metric = map_specs.agreement_column(first or pair[0], second or pair[1], "spearman", view.columns)
+    if metric is None:
+        st.caption("These results hold no agreement between those two maps.")
+    else:
+        worst = dataset_view.most_disagreeing(view, 6, metric)
+        cols = st.columns(3)
+        for i, (_, row) in enumerate(worst.iterrows()):
+            with cols[i % 3]:
+                try:
+                    st.image(caches.dataset_thumbnail(str(row.get("path"))), width="stretch")
+                except (OSError, SaliencyError):
+                    st.caption("(image not available on this server)")
+                fields = dataset_view.row_fields(row)
+                rho = row.get(metric)
+                st.markdown(f"**{plain(fields['key'])}**  \nSpearman ρ {'—' if pd.isna(rho) else f'{rho:.3f}'} · "
+                            f"p_y {fields['prob_target']} · {plain(fields['target'])}")
+                open_button(row, st, f"open_worst_{i}")
+        st.caption("Lowest Spearman correlation between the two maps first."
+                   + (" A confident, correct prediction (p_y near 1) shrinks the target term of the loss gradient, "
+                      "so the other classes shape its map." if {first, second} == {"score", "loss"} else ""))
 
 unreadable_files()

@@ -7,6 +7,7 @@ function of that table, so the page only draws.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -181,3 +182,18 @@ def row_fields(row: pd.Series) -> dict[str, str]:
         "prob_target": _number(row.get("prob_target"), ".3f"),
         "agree_spearman": _number(row.get("agree_spearman"), ".3f"),
     }
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """sha256 of a table's values, index and column names: a cache key for what is computed from it."""
+    h = hashlib.sha256()
+    h.update(repr(list(frame.columns)).encode())
+    h.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def map_pair_defaults(names: Sequence[str]) -> tuple[str, str] | None:
+    """The two maps the Dataset page compares first: score and loss when there, else the first two."""
+    if "score" in names and "loss" in names:
+        return "score", "loss"
+    return (names[0], names[1]) if len(names) >= 2 else None

@@ -155,3 +155,18 @@ def head_to_head(frame: pd.DataFrame, maps: Sequence[str] | None = None, *, metr
                 out[i, j] = float(((va > vb) + 0.5 * (va == vb)).mean())
     labels = ["random order" if n == RANDOM else title(n) for n in names]
     return pd.DataFrame(out, index=labels, columns=labels)
+
+
+def display_table(board: Leaderboard) -> pd.DataFrame:
+    """The leaderboard as the Dataset page shows it: the map's title, images, and per metric its mean
+    (a number, sortable) beside its interval as text ("[0.112, 0.135]"), the ranking metric first."""
+    percent = f"{board.confidence * 100:g} %"
+    metrics = [board.by, *(m for m in METRICS if m != board.by)]
+    out = {"map": board.table["title"], "images": board.table["images"]}
+    for metric in metrics:
+        t = board.table
+        out[METRIC_TITLES[metric]] = t[f"{metric}_mean"]
+        out[f"{METRIC_TITLES[metric]}, {percent} interval"] = [
+            "—" if np.isnan(lo) else f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(t[f"{metric}_low"], t[f"{metric}_high"],
+                                                                             strict=True)]
+    return pd.DataFrame(out)

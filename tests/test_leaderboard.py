@@ -104,3 +104,12 @@ def test_the_interval_figure_draws_each_interval_and_keeps_names_as_text():
     assert list(trace.y)[-1] == "&lt;b&gt;random&lt;/b&gt;" and trace.marker.color[-1] == "#888888"
     with pytest.raises(InvalidInputError, match="one entry each"):
         intervals_figure(["a"], [1.0, 2.0], [0.0], [3.0], x_title="x")
+
+
+def test_the_display_table_puts_the_ranking_metric_first_with_its_interval():
+    board = lb.leaderboard(_frame(), by="deletion_auc")
+    shown = lb.display_table(board)
+    assert list(shown.columns)[:4] == ["map", "images", "deletion AUC", "deletion AUC, 95 % interval"]
+    row = board.table.iloc[0]
+    expected = f"[{row['deletion_auc_low']:.3f}, {row['deletion_auc_high']:.3f}]"
+    assert shown["deletion AUC, 95 % interval"].iloc[0] == expected

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 from PIL import Image
 
 from pages.ui import method_params
-from saliency_core import analysis, results, results_access
+from saliency_core import analysis, leaderboard, results, results_access
 from saliency_core.analysis import ImageAnalysis
 from saliency_core.images import load_image
 from saliency_core.lru import LRUCache
@@ -231,6 +232,12 @@ def load_results_folder(name: str) -> results.ResultsFolder:
 @st.cache_data(max_entries=4, show_spinner="Reading the Parquet file…")
 def load_results_upload(sha: str, _data: bytes) -> results.ResultsFolder:
     return results.load_parquet_bytes(_data)
+
+
+@st.cache_data(max_entries=16, show_spinner="Bootstrapping the confidence intervals…")
+def dataset_leaderboard(digest: str, by: str, _frame: pd.DataFrame) -> leaderboard.Leaderboard:
+    """The faithfulness leaderboard of a results table; ``digest``: :func:`dataset_view.frame_digest` of it."""
+    return leaderboard.leaderboard(_frame, by=by)
 
 
 @st.cache_data(ttl=60, show_spinner=False)

@@ -1,0 +1,100 @@
+"""The Dataset page's leaderboard on a results folder the batch job made with three method x objective pairs.
+
+The numbers drawn must be those of ``saliency_core.leaderboard`` for the
+same rows (not re-derived by the page), the outcome split must use only
+that outcome's images, and two chosen maps' worst disagreements come from
+their own agreement column.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from saliency_core import leaderboard
+from saliency_core.batch import main
+from saliency_core.dataset_view import filter_rows
+from saliency_core.imagefolder import write_sample_folder
+from saliency_core.results import load_results
+from tests.app.test_pages import charts, decode_plotly_array, shown
+
+pytestmark = pytest.mark.usefixtures("upload_dir")
+
+PAGE = "pages/dataset.py"
+METHODS = "gradient:score,smoothgrad:loss,grad_cam:score"
+
+
+@pytest.fixture(scope="module")
+def results_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("results")
+    images = write_sample_folder(tmp_path_factory.mktemp("data") / "images", 8)
+    assert main(["--images", str(images), "--out", str(root / "three"), "--methods", METHODS,
+                 "--smoothgrad-samples", "2", "--faithfulness", "--faithfulness-steps", "4", "--workers", "0",
+                 "--no-progress"]) == 0
+    return root
+
+
+@pytest.fixture
+def app(new_app, results_root: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SALIENCY_RESULTS_DIR", str(results_root))
+    return new_app
+
+
+def _values(trace: dict, name: str) -> np.ndarray:
+    value = trace[name]
+    return decode_plotly_array(value) if isinstance(value, dict) else np.asarray(value, dtype=np.float64)
+
+
+def test_the_leaderboard_draws_the_cores_means_and_intervals(app, results_root: Path):
+    at = app(page=PAGE).run()
+    assert not at.exception and not at.error
+    rows = load_results(results_root / "three").results
+    board = leaderboard.leaderboard(rows).table
+    (trace,) = charts(at)["dataset_leaderboard_chart"]["data"]
+    assert list(trace["y"]) == list(board["title"])
+    assert "random order" in trace["y"] and len(trace["y"]) == 4
+    x = _values(trace, "x")
+    np.testing.assert_allclose(x, board["insertion_minus_deletion_mean"])
+    np.testing.assert_allclose(x + _values(trace["error_x"], "array"), board["insertion_minus_deletion_high"])
+    np.testing.assert_allclose(x - _values(trace["error_x"], "arrayminus"), board["insertion_minus_deletion_low"])
+    # Only a selectable table carries its key in AppTest: this one is known by its columns.
+    table = next(d.value for d in at.dataframe if "insertion − deletion, 95 % interval" in d.value.columns)
+    assert list(table["map"]) == list(board["title"]) and (table["images"] == len(rows)).all()
+    wins = charts(at)["dataset_head_to_head"]["data"][0]
+    expected = leaderboard.head_to_head(rows).to_numpy()
+    np.testing.assert_allclose(_values(wins, "z"), expected, rtol=1e-6, equal_nan=True)
+    assert "percentile-bootstrap" in " ".join(shown(c.value) for c in at.caption)
+
+
+def test_ranking_by_deletion_reorders_and_outcomes_are_split(app, results_root: Path):
+    at = app(page=PAGE).run()
+    at.segmented_control(key="dataset_rank_by").set_value("deletion_auc").run()
+    assert not at.exception
+    rows = load_results(results_root / "three").results
+    (trace,) = charts(at)["dataset_leaderboard_chart"]["data"]
+    board = leaderboard.leaderboard(rows, by="deletion_auc").table
+    assert list(trace["y"]) == list(board["title"])
+    figs = charts(at)
+    for outcome in ("correct", "wrong"):
+        subset = filter_rows(rows, outcome=outcome)
+        if len(subset) < 2:
+            assert f"dataset_board_{outcome}" not in figs
+            continue
+        (t,) = figs[f"dataset_board_{outcome}"]["data"]
+        np.testing.assert_allclose(_values(t, "x"),
+                                   leaderboard.leaderboard(subset, by="deletion_auc").table["deletion_auc_mean"])
+
+
+def test_two_chosen_maps_show_their_worst_disagreements(app, results_root: Path):
+    at = app(page=PAGE).run()
+    at.selectbox(key="dataset_pair_a").set_value("smoothgrad_loss").run()
+    at.selectbox(key="dataset_pair_b").set_value("grad_cam_score").run()
+    assert not at.exception and not at.error
+    rows = load_results(results_root / "three").results
+    column = "agree_smoothgrad_loss_vs_grad_cam_score_spearman"
+    worst = rows.sort_values([column, "key"], na_position="last").head(6)
+    text = " ".join(shown(m.value) for m in at.markdown)
+    first = worst.iloc[0]
+    assert f"{first['key']}" in text and f"Spearman ρ {first[column]:.3f}" in text
