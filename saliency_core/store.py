@@ -41,18 +41,23 @@ class UploadStore:
     Parameters
     ----------
     root : folder to keep files in (created on first use)
-    max_bytes : total size cap; the oldest files go first when exceeded
-    retention_s : files older than this are removed
+    max_bytes : total size cap; the least recently used files go first when
+        exceeded, but never one used in the last ``in_use_s`` seconds (a live
+        session's image, a link just opened): the cap yields to them
+    retention_s : files not used for this long are removed (a use, an upload
+        or a link opened, restarts the clock)
+    in_use_s : how recent a use protects a file from the size cap
     enabled : False keeps nothing (links to uploads then only work in the
         uploader's own session)
     """
 
     def __init__(self, root: str | os.PathLike | None = None, *, max_bytes: int = 500 * 1024 * 1024,
-                 retention_s: float = 7 * 24 * 3600, enabled: bool = True) -> None:
+                 retention_s: float = 7 * 24 * 3600, enabled: bool = True, in_use_s: float = 3600) -> None:
         self.root = Path(root) if root is not None else DEFAULT_DIR
         self.max_bytes = int(max_bytes)
         self.retention_s = float(retention_s)
         self.enabled = bool(enabled)
+        self.in_use_s = float(in_use_s)
         self._lock = threading.Lock()
 
     @classmethod
@@ -102,11 +107,26 @@ class UploadStore:
             data = path.read_bytes()
         except OSError:
             return None
+        self._used(path)
         try:
             meta = json.loads(path.with_suffix(".json").read_text())
         except (OSError, ValueError):
             meta = {}
         return StoredImage(data, meta if isinstance(meta, dict) else {})
+
+    def touch(self, sha: str) -> None:
+        """Record that a session still shows this image: its retention restarts and the cap spares it."""
+        if self.enabled and is_sha256(sha):
+            self._used(self._path(sha))
+
+    @staticmethod
+    def _used(path: Path) -> None:
+        # The file's mtime is its last use. Written at most once a minute: every rerun of every page asks.
+        try:
+            if time.time() - path.stat().st_mtime > 60:
+                os.utime(path)
+        except OSError:
+            pass
 
     def prune(self) -> None:
         """Drop expired files, then the oldest until the folder fits the cap."""
@@ -128,8 +148,9 @@ class UploadStore:
             files.append((st.st_mtime, st.st_size, p))
         files.sort()
         total = sum(size for _, size, _ in files)
-        for mtime, size, p in files:
-            if now - mtime <= self.retention_s and total <= self.max_bytes:
+        for mtime, size, p in files:  # least recently used first
+            expired = now - mtime > self.retention_s
+            if not expired and (total <= self.max_bytes or now - mtime <= self.in_use_s):
                 continue
             for q in (p, p.with_suffix(".json")):
                 q.unlink(missing_ok=True)

@@ -49,7 +49,7 @@ def test_expired_files_are_not_served_and_are_pruned(tmp_path):
 
 
 def test_size_cap_drops_the_oldest_first(tmp_path):
-    store = UploadStore(tmp_path, max_bytes=2500)
+    store = UploadStore(tmp_path, max_bytes=2500, in_use_s=10)
     blobs = [bytes([i]) * 1000 for i in range(4)]
     for i, blob in enumerate(blobs):
         store.put(image_sha256(blob), blob)
@@ -58,6 +58,31 @@ def test_size_cap_drops_the_oldest_first(tmp_path):
     store.prune()
     kept = [store.get(image_sha256(b)) is not None for b in blobs]
     assert kept == [False, False, True, True]
+
+
+def test_an_image_in_use_survives_the_cap_and_a_use_restarts_its_retention(tmp_path):
+    store = UploadStore(tmp_path, max_bytes=2500, retention_s=3 * 3600, in_use_s=3600)
+    blobs = [bytes([i]) * 1000 for i in range(4)]
+    ages = [2 * 3600, 2 * 3600 - 1, 600, 300]  # two untouched for two hours, two used minutes ago
+    for blob, age in zip(blobs, ages, strict=True):
+        store.put(image_sha256(blob), blob)
+        t = time.time() - age
+        os.utime(tmp_path / image_sha256(blob), (t, t))
+    store.prune()
+    assert [(tmp_path / image_sha256(b)).exists() for b in blobs] == [False, False, True, True]
+    big = bytes([9]) * 2000  # over the cap with the two in use: they stay, the cap yields
+    store.put(image_sha256(big), big)
+    assert all((tmp_path / image_sha256(b)).exists() for b in (*blobs[2:], big))
+    # A link opened after 2.5 hours restarts the clock: the image outlives its first 3 hours.
+    t = time.time() - 2.5 * 3600
+    os.utime(tmp_path / image_sha256(blobs[2]), (t, t))
+    assert store.get(image_sha256(blobs[2])) is not None
+    assert time.time() - (tmp_path / image_sha256(blobs[2])).stat().st_mtime < 60
+    stale = time.time() - 2 * 3600
+    os.utime(tmp_path / image_sha256(blobs[3]), (stale, stale))
+    store.touch(image_sha256(blobs[3]))  # a live session still shows it
+    assert time.time() - (tmp_path / image_sha256(blobs[3])).stat().st_mtime < 60
+    store.touch("not a sha")  # ignored
 
 
 def test_configuration_from_environment(tmp_path):
