@@ -51,8 +51,9 @@ class LRUCache(Generic[T]):
     that many bytes by ``size_of`` (default :func:`approximate_bytes`); the
     least recently used go first. A single value larger than ``max_bytes``
     is returned but not kept. ``compute`` runs outside the lock, so other
-    threads keep reading while a slow value is computed (two threads asking
-    for the same new key at once may both compute it; the last one is kept).
+    threads keep reading while a slow value is computed; a thread asking for
+    a key that another is computing waits for that value instead of computing
+    it again (and computes it itself if that computation failed).
     """
 
     def __init__(self, max_entries: int, max_bytes: int | None = None,
@@ -67,6 +68,7 @@ class LRUCache(Generic[T]):
         self._data: OrderedDict[Hashable, tuple[T, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._pending: dict[Hashable, threading.Event] = {}  # keys being computed now
 
     def __len__(self) -> int:
         with self._lock:
@@ -88,14 +90,27 @@ class LRUCache(Generic[T]):
             self._bytes = 0
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], T]) -> T:
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key][0]
-        value = compute()
-        size = self._size_of(value) if self.max_bytes is not None else 0
-        if self.max_bytes is not None and size > self.max_bytes:
+        while True:
+            with self._lock:
+                if key in self._data:
+                    self._data.move_to_end(key)
+                    return self._data[key][0]
+                pending = self._pending.get(key)
+                if pending is None:
+                    self._pending[key] = threading.Event()
+                    break
+            pending.wait()  # another thread computes it: take its value (or compute if it failed)
+        try:
+            value = compute()
+            size = self._size_of(value) if self.max_bytes is not None else 0
+            if self.max_bytes is None or size <= self.max_bytes:
+                self._keep(key, value, size)
             return value
+        finally:
+            with self._lock:
+                self._pending.pop(key).set()
+
+    def _keep(self, key: Hashable, value: T, size: int) -> None:
         with self._lock:
             if key in self._data:
                 self._bytes -= self._data.pop(key)[1]
@@ -103,4 +118,3 @@ class LRUCache(Generic[T]):
             self._bytes += size
             while len(self._data) > self.max_entries or (self.max_bytes is not None and self._bytes > self.max_bytes):
                 self._bytes -= self._data.popitem(last=False)[1][1]
-        return value

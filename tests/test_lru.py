@@ -94,3 +94,56 @@ def test_approximate_bytes_counts_pixels_not_object_headers():
     assert approximate_bytes(np.zeros((100, 100, 3), np.uint8)) == 30_000
     assert 30_000 <= approximate_bytes(Image.new("RGB", (100, 100))) < 31_000
     assert approximate_bytes({"a": np.zeros(10), "b": [np.zeros(5, np.uint8)]}) >= 85
+
+
+def test_a_key_being_computed_is_computed_once_for_every_thread_that_asks():
+    import threading
+    import time
+
+    cache = LRUCache(max_entries=4)
+    calls, started = [], threading.Event()
+
+    def slow() -> str:
+        calls.append(1)
+        started.set()
+        time.sleep(0.2)
+        return "map"
+
+    results: list[str] = []
+    first = threading.Thread(target=lambda: results.append(cache.get_or_compute("k", slow)))
+    first.start()
+    started.wait(5)
+    others = [threading.Thread(target=lambda: results.append(cache.get_or_compute("k", slow))) for _ in range(5)]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join(5)
+    assert results == ["map"] * 6 and len(calls) == 1
+
+
+def test_when_the_computing_thread_fails_a_waiting_thread_computes_it_itself():
+    import threading
+    import time
+
+    cache = LRUCache(max_entries=4)
+    started = threading.Event()
+
+    def fails() -> str:
+        started.set()
+        time.sleep(0.1)
+        raise RuntimeError("the session moved on")
+
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            cache.get_or_compute("k", fails)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=first)
+    t.start()
+    started.wait(5)
+    assert cache.get_or_compute("k", lambda: "recomputed") == "recomputed"
+    t.join(5)
+    assert len(errors) == 1 and cache.get_or_compute("k", lambda: "not again") == "recomputed"

@@ -10,6 +10,8 @@ images one pixel apart could share a key otherwise.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import time
 from collections.abc import Callable
@@ -30,6 +32,7 @@ from saliency_core.memory import release_freed_memory
 from saliency_core.models import LoadedModel, ModelStatus, list_models, load_model
 from saliency_core.npz import LabelledImage, load_npz_batch
 from saliency_core.store import UploadStore
+from saliency_core.work_queue import ComputeQueue, default_slots
 
 T = TypeVar("T")
 MAX_CACHED_ANALYSES = 32  # about 4 MB each
@@ -155,8 +158,9 @@ def analyse_many(image_keys: tuple[str, ...], model_name: str, labels: tuple[int
                  params: tuple = ()) -> list[ImageAnalysis]:
     """Score and loss maps for several images ((N, crop, crop, 3) model crops) in one batched computation
     (automatic targets), by any method; ``params`` as :func:`pages.ui.method_params.cache_key` makes them."""
-    return analysis.analyse(get_model(model_name), _crops, [None] * len(_crops), list(labels),
-                            reduction=reduction, precision=precision, method=method, params=dict(params))
+    return queued("gallery", lambda: analysis.analyse(
+        get_model(model_name), _crops, [None] * len(_crops), list(labels), reduction=reduction,
+        precision=precision, method=method, params=dict(params)))
 
 
 @st.cache_resource
@@ -182,23 +186,59 @@ def cached_with_progress(key: tuple, label: str, compute: Callable[[Callable[[in
     def run() -> T:
         if not bar:
             with st.spinner(label):
-                return compute(lambda done, total: None)
-        start = time.monotonic()
+                return queued(str(key[0]), lambda: compute(lambda done, total: None))
         progress_bar = st.progress(0.0, text=label)
         holder.append(progress_bar)
 
-        def progress(done: int, total: int) -> None:
-            text = f"{label} {done}/{total}"
-            if 0 < done < total:
-                left = (time.monotonic() - start) / done * (total - done)
-                text += f" · about {_seconds(left)} left"
-            progress_bar.progress(min(1.0, done / max(1, total)), text=text)
+        def work() -> T:
+            start = time.monotonic()
 
-        return compute(progress)
+            def progress(done: int, total: int) -> None:
+                text = f"{label} {done}/{total}"
+                if 0 < done < total:
+                    left = (time.monotonic() - start) / done * (total - done)
+                    text += f" · about {_seconds(left)} left"
+                progress_bar.progress(min(1.0, done / max(1, total)), text=text)
+
+            return compute(progress)
+
+        return queued(str(key[0]), work)
 
     value = (cache if cache is not None else progress_results()).get_or_compute(key, run)
     for element in holder:
         element.empty()
+    return value
+
+
+# --------------------------------------------------------------------------- the compute queue
+
+@st.cache_resource
+def compute_queue() -> ComputeQueue:
+    """The one queue in front of the model for every session (``SALIENCY_COMPUTE_SLOTS`` at once)."""
+    return ComputeQueue(default_slots())
+
+
+def queued(what: str, compute: Callable[[], T]) -> T:
+    """``compute()`` once a compute slot is free. While it waits, the page says how many requests are
+    ahead; a session that moves on meanwhile leaves the queue (Streamlit raises its rerun or stop
+    exception from the waiting message's update). With ``SALIENCY_TIMING_LOG`` set, each computation's
+    wait and duration are appended there as a JSON line."""
+    notice = st.empty()
+
+    def on_wait(ahead: int) -> None:
+        notice.info(f"Waiting for the model: {ahead} request{'s' if ahead != 1 else ''} ahead of yours "
+                    f"(at most {compute_queue().slots} computed at once on this server).", icon="⏳")
+
+    with compute_queue().slot(on_wait) as waited:
+        notice.empty()
+        start = time.perf_counter()
+        value = compute()
+        seconds = time.perf_counter() - start
+    log = os.environ.get("SALIENCY_TIMING_LOG")
+    if log:
+        record = {"what": what, "waited": round(waited, 4), "seconds": round(seconds, 4), "finished": time.time()}
+        with contextlib.suppress(OSError), open(log, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
     return value
 
 

@@ -1,0 +1,235 @@
+"""Many users at once: Chromium sessions uploading different photos to the Saliency page at the same time.
+
+Run from the repository root (needs Debian's chromium and the dev requirements), on an otherwise idle
+machine::
+
+    .venv/bin/python benchmarks/bench_load.py [--sessions 1 4 8] [--faithfulness 8] [--slots N]
+
+For each number of sessions: that many browser contexts open the Saliency page, then all upload a
+different photo at once; reported per round are the median, p95 and max time from the upload to the
+heatmap, whether every map shown equals ``saliency_core.analysis.analyse`` of that photo (read back from
+the page's Plotly figure), and the server-side time of each map (queue wait and computation, from the
+server's timing log, ``SALIENCY_TIMING_LOG``). Then ``--faithfulness`` sessions open the Faithfulness page
+for their photo at once. The server's resident memory is sampled every 0.2 s throughout (peak reported).
+The browsers share the machine's cores with the server, so the CPU seconds of each are reported too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_dashboard import CHROMIUM_ARGS, free_port, photo, rss_mb  # noqa: E402
+
+HEATMAP_JS = """() => { const p = document.querySelector('.st-key-heatmap .js-plotly-plot');
+    if (!p || !p.data || !p.data.length) return null; const z = p.data[0].z;
+    return Array.from(z, row => Array.from(row)); }"""
+FAITHFULNESS_PLOTS = 4  # what the Faithfulness page shows once done (tests/app/test_browser.py PAGES)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children that were waited for."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def browser_cpu_seconds() -> float:
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if "chromium" in (proc / "comm").read_text():
+                    total += cpu_seconds(int(proc.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return total
+
+
+class MemoryWatch(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.samples, self.stop = pid, 0.0, [], threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            try:
+                value = rss_mb(self.pid)
+            except OSError:
+                return
+            self.samples.append(value)
+            self.peak = max(self.peak, value)
+
+
+def expected_map(data: bytes) -> np.ndarray:
+    from saliency_core.analysis import AUTO_TARGET, analyse
+    from saliency_core.images import load_image
+    from saliency_core.models import load_model
+
+    model = expected_map.__dict__.setdefault("model", load_model(None, device="cpu"))
+    (a,) = analyse(model, [load_image(data)], [AUTO_TARGET], [None])
+    return a.maps["score"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+async def open_saliency(browser, base: str):
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = await context.new_page()
+    await page.goto(f"{base}/saliency")
+    await page.wait_for_selector("text=crop of Coffee", timeout=300_000)
+    return context, page
+
+
+async def upload_and_wait(page, name: str, data: bytes) -> tuple[float, list | None]:
+    t0 = time.perf_counter()
+    await page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]',
+                               files=[{"name": name, "mimeType": "image/png", "buffer": data}])
+    await page.wait_for_selector(f"text=crop of {name}", timeout=600_000)
+    seconds = time.perf_counter() - t0
+    return seconds, await page.evaluate(HEATMAP_JS)
+
+
+async def faithfulness_of(page, base: str) -> float:
+    query = urlsplit(page.url).query
+    t0 = time.perf_counter()
+    await page.goto(f"{base}/faithfulness?{query}")
+    await page.locator(".js-plotly-plot").nth(FAITHFULNESS_PLOTS - 1).wait_for(state="visible", timeout=900_000)
+    return time.perf_counter() - t0
+
+
+def timing_records(log: Path, since: float) -> list[dict]:
+    if not log.exists():
+        return []
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if r.get("finished", 0) >= since:
+            out.append(r)
+    return out
+
+
+async def run(args: argparse.Namespace, base: str, server: subprocess.Popen, log: Path) -> dict:
+    from playwright.async_api import async_playwright
+
+    report: dict = {"rounds": []}
+    photos = [photo(100 + i) for i in range(sum(args.sessions))]
+    used = 0
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        ctx, _ = await open_saliency(browser, base)  # warm: model loaded, sample cached
+        await ctx.close()
+        sessions = []
+        for n in args.sessions:
+            opened = await asyncio.gather(*(open_saliency(browser, base) for _ in range(n)))
+            mine = photos[used:used + n]
+            used += n
+            since, cpu0, bcpu0 = time.time(), cpu_seconds(server.pid), browser_cpu_seconds()
+            results = await asyncio.gather(*(upload_and_wait(pg, name, data) for (_, pg), (name, data)
+                                             in zip(opened, mine, strict=True)))
+            cpu1, bcpu1 = cpu_seconds(server.pid), browser_cpu_seconds()
+            correct = 0
+            for (_, z), (_, data) in zip(results, mine, strict=True):
+                if z is not None:
+                    ref = expected_map(data)
+                    shown = np.asarray(z, dtype=np.float64)
+                    correct += int(shown.shape == ref.shape and np.allclose(shown, ref, rtol=1e-3,
+                                                                            atol=1e-6 * ref.max()))
+            times = [t for t, _ in results]
+            server_side = [r for r in timing_records(log, since) if r.get("what") == "analysis"]
+            report["rounds"].append({
+                "sessions": n, "median_s": statistics.median(times), "p95_s": percentile(times, 95),
+                "max_s": max(times), "correct": correct,
+                "server_wait_median_s": statistics.median([r["waited"] for r in server_side]) if server_side
+                else None,
+                "server_compute_median_s": statistics.median([r["seconds"] for r in server_side]) if server_side
+                else None,
+                "server_cpu_s": cpu1 - cpu0, "browser_cpu_s": bcpu1 - bcpu0})
+            print(json.dumps(report["rounds"][-1]), flush=True)
+            sessions = opened
+        if args.faithfulness:
+            pages = [pg for _, pg in sessions[:args.faithfulness]]
+            t0 = time.time()
+            times = await asyncio.gather(*(faithfulness_of(pg, base) for pg in pages))
+            report["faithfulness"] = {"sessions": len(pages), "median_s": statistics.median(times),
+                                      "max_s": max(times), "wall_s": time.time() - t0}
+            print(json.dumps(report["faithfulness"]), flush=True)
+        await browser.close()
+    return report
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 8])
+    ap.add_argument("--faithfulness", type=int, default=8, help="sessions opening Faithfulness at once (0: none)")
+    ap.add_argument("--slots", type=int, default=None, help="SALIENCY_COMPUTE_SLOTS for the server (default: its own)")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    log = tmp / "timing.jsonl"
+    env = dict(os.environ, SALIENCY_UPLOAD_DIR=str(tmp / "uploads"), SALIENCY_TIMING_LOG=str(log))
+    if args.slots is not None:
+        env["SALIENCY_COMPUTE_SLOTS"] = str(args.slots)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    load_before = os.getloadavg()
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
+                               "--server.headless", "true"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    watch = MemoryWatch(server.pid)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if urllib.request.urlopen(f"{base}/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the server did not start") from None
+                time.sleep(0.2)
+        watch.start()
+        report = asyncio.run(run(args, base, server, log))
+    finally:
+        watch.stop.set()
+        server.terminate()
+        server.wait(timeout=30)
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"load average before: {load_before[0]:.2f}; server RSS peak {watch.peak:.0f} MB "
+          f"(first sample {watch.samples[0] if watch.samples else float('nan'):.0f} MB)")
+    print("| sessions at once | median to heatmap | p95 | max | maps correct | server: median queue wait | "
+          "server: median compute | server CPU s | browsers CPU s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in report["rounds"]:
+        wait = "—" if r["server_wait_median_s"] is None else f"{r['server_wait_median_s']:.1f} s"
+        comp = "—" if r["server_compute_median_s"] is None else f"{r['server_compute_median_s']:.2f} s"
+        print(f"| {r['sessions']} | {r['median_s']:.1f} s | {r['p95_s']:.1f} s | {r['max_s']:.1f} s | "
+              f"{r['correct']}/{r['sessions']} | {wait} | {comp} | {r['server_cpu_s']:.0f} | "
+              f"{r['browser_cpu_s']:.0f} |")
+    if "faithfulness" in report:
+        f = report["faithfulness"]
+        print(f"Faithfulness, {f['sessions']} sessions at once: median {f['median_s']:.1f} s, max {f['max_s']:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
