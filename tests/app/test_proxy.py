@@ -104,6 +104,18 @@ def test_template_renders_with_every_placeholder():
                      "@TLS_CERTIFICATE@", "@TLS_CERTIFICATE_KEY@"}, names
 
 
+def test_readme_sed_renders_every_placeholder():
+    """The README's sed command, run as written (up to its pipe), leaves no placeholder in the site."""
+    readme = (REPO / "README.md").read_text().split("### Deploying behind a proxy", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
+    joined = block.replace("\\\n", " ")  # continuation lines joined, as the shell does
+    command = joined.splitlines()[0].split(" | ", 1)[0]  # the sed, without the install into /etc
+    assert command.startswith("sed ") and command.endswith(" deploy/nginx/saliency.conf"), command
+    rendered = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert not PLACEHOLDER.findall(rendered), sorted(set(PLACEHOLDER.findall(rendered)))
+    assert "listen 443 ssl;" in rendered and "server 127.0.0.1:8501;" in rendered
+
+
 # --------------------------------------------------------------------------- nginx in front of the dashboard
 
 
