@@ -211,12 +211,14 @@ def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     nginx = _program("nginx")
     prefix = tmp_path_factory.mktemp("nginx")
     cert, key = _certificate(prefix)
-    https_port, http_port = _free_port(), _free_port()
-    origin = f"https://127.0.0.1:{https_port}"
     tls = ssl.create_default_context(cafile=str(cert))
 
     with _streamlit(request, tmp_path_factory.mktemp("uploads"), SERVER_LOG) as upstream, \
             contextlib.ExitStack() as cleanup:
+        https_port = _free_port()  # picked once Streamlit holds its own port, so that none of the three clash
+        while (http_port := _free_port()) == https_port:
+            pass
+        origin = f"https://127.0.0.1:{https_port}"
         site = prefix / "saliency.conf"
         site.write_text(render(TEMPLATE.read_text(), SERVER_NAME="127.0.0.1", PUBLIC_ORIGIN=origin,
                                HTTPS_LISTEN=f"127.0.0.1:{https_port}", HTTP_LISTEN=f"127.0.0.1:{http_port}",
