@@ -94,13 +94,13 @@ def decide(claims: Mapping[str, object], allowed: tuple[str, ...] | None) -> Dec
     if allowed is None:
         return Decision(True, email, "no allow-list: everyone who can sign in")
     if email is None:
-        return Decision(False, None, "the provider sent no usable email address")
+        return Decision(False, None, "the sign-in provider sent no usable email address")
     if _unverified(claims):
-        return Decision(False, email, "the provider says this email address is not verified")
+        return Decision(False, email, "the sign-in provider says this email address is not verified")
     for p in allowed:
         if fnmatchcase(email, p):
             return Decision(True, email, f"matches {p}")
-    return Decision(False, email, "this address is not on the dashboard's allow-list")
+    return Decision(False, email, "this address is not on its allow-list")
 
 
 # --- the shared link across the sign-in round trip -----------------------------------------

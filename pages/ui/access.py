@@ -101,11 +101,15 @@ def require_sign_in(page: StreamlitPage, pages: Sequence[StreamlitPage], access:
     else:
         d = a.decision
         _LOG.warning("refused %s: %s", d.email if d and d.email else "a user without an email", d.reason if d else "")
-        who = plain(d.email) if d and d.email else "your account"
-        _refused(f"You are signed in as **{who}**, but this dashboard is open only to the people its "
-                 f"administrator has listed ({d.reason if d else 'no decision'}). Sign out and sign in with "
-                 "another account, or ask the administrator for access.")
+        who = _code(d.email) if d and d.email else "an account without an email address"
+        _refused(f"You are signed in as {who}, but you can't use this dashboard: {d.reason if d else 'no decision'}. "
+                 "Sign out and sign in with another account, or ask the dashboard's administrator for access.")
     st.stop()
+
+
+def _code(email: str) -> str:
+    """An address as inline code: shown as it is, not turned into a mailto link (it passed access._ADDRESS)."""
+    return "`" + email.replace("`", "") + "`"
 
 
 def _providers(auth: Mapping) -> list[str | None]:
@@ -196,10 +200,10 @@ def account_box(access: Access | None = None) -> None:
     user = st.user.to_dict()
     email = a.decision.email if a.decision else None
     name = user.get("name") if isinstance(user.get("name"), str) else None
-    shown = " · ".join(plain(x, 80) for x in dict.fromkeys([name, email]) if x) or plain(user.get("sub", "?"), 80)
-    c1, c2 = st.columns([3, 2], vertical_alignment="center")
-    c1.caption(f"Signed in as **{shown}**")
-    if c2.button("Sign out", key="sign_out", icon=":material/logout:", width="stretch"):
+    parts = [f"**{plain(name, 80)}**" if name else "", _code(email) if email else ""]
+    shown = " · ".join(p for p in parts if p) or f"**{plain(user.get('sub', '?'), 80)}**"
+    st.caption(f"Signed in as {shown}")
+    if st.button("Sign out", key="sign_out", icon=":material/logout:", width="content"):
         st.logout()
 
 
