@@ -1,7 +1,9 @@
 """Saliency dashboard: `streamlit run dashboard.py`.
 
-The entry file only sets the page up, draws the shared sidebar and hands over
-to the page the user is on.
+The entry file only sets the page up, lets the session through the sign-in
+gate (only when ``.streamlit/secrets.toml`` has an ``[auth]`` section; see
+``pages/ui/access.py``), draws the shared sidebar and hands over to the page
+the user is on.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from pages.ui import sidebar, site
+from pages.ui import access, sidebar, site
 from saliency_core.export import map_to_rgb
 
 # A radial "hot" blob drawn here: a Material icon as page_icon would be fetched
@@ -32,7 +34,12 @@ PAGES = [
     st.Page(p.file, title=p.title, icon=p.icon, url_path=p.url_path, default=p.url_path is None)
     for p in site.PAGES
 ]
-page = st.navigation(PAGES)
+gate = access.current()
+# Before the gate lets a session in, not even the list of pages is shown.
+page = st.navigation(PAGES, position="sidebar" if gate.lets_in else "hidden")
+access.require_sign_in(page, PAGES, gate)  # the sign-in or "not allowed" page, then st.stop(); off without [auth]
+with st.sidebar:
+    access.account_box(gate)
 sidebar.render_sidebar()
 try:
     page.run()

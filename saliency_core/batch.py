@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import getpass
 import os
 import shlex
 import signal
@@ -269,11 +270,20 @@ def _prepare_out(opts: Options, ranks: Ranks, discovery: Discovery, model: Loade
         })
         runs.append({"run": run, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "command": shlex.join([sys.executable, "-m", "saliency_core.batch", *sys.argv[1:]]),
-                     "world_size": ranks.world, "device": str(model.device), "already_done": len(done),
+                     "user": _os_user(), "world_size": ranks.world, "device": str(model.device),
+                     "already_done": len(done),
                      "status": "running", **results.this_process()})
         manifest["runs"] = runs
         results.write_manifest(out, manifest)
     return int(ranks.broadcast(run)), done
+
+
+def _os_user() -> str | None:
+    """Who ran the job: the operating-system account (the dashboard records its signed-in user instead)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # a uid without a passwd entry (some containers) and no LOGNAME/USER
+        return None
 
 
 def _params_as_run(opts: Options, model: LoadedModel) -> dict[str, dict[str, object]]:

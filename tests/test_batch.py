@@ -9,6 +9,7 @@ and ``saliency_core.stats`` computed here, image by image.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import hashlib
 import io
 import json
@@ -146,6 +147,7 @@ def test_every_readable_image_once_and_the_corrupt_one_in_errors(single: Path, d
                             "labelled": N_IMAGES, "ignored_files": 1}
     assert m["runs"][-1]["status"] == "complete" and m["totals"] == {"images": N_IMAGES, "errors": 1}
     assert "torch" in m["versions"] and "saliency_core.batch" in m["runs"][-1]["command"]
+    assert m["runs"][-1]["user"] == getpass.getuser()  # who computed it
 
 
 def test_numbers_equal_saliency_core_image_by_image(single: Path, lite0):

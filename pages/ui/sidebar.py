@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from pages.ui import caches, method_params, navigation, url_state
+from pages.ui import access, caches, method_params, navigation, url_state
 from pages.ui.image_sources import ImageChoice, NoImage, image_picker
 from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
 from pages.ui.text import plain
@@ -203,11 +203,17 @@ def provenance_record(v: View, a: ImageAnalysis, objective: str | None = None,
         image_sha256=v.image.key if v.image else "", image_source=v.image.source if v.image else "",
         device=str(v.model.device), image_title=v.image.title if v.image else None,
         attribution=a.method, params=a.params, convergence=a.convergence,
-        extra={"target_probability": a.target_prob, "true_label": a.label, **(extra or {})},
+        extra={"target_probability": a.target_prob, "true_label": a.label, **_computed_by(), **(extra or {})},
     )
+
+
+def _computed_by() -> dict:
+    """With sign-in on, who computed a download: ``{"computed_by": {"email": ..., "name": ...}}``."""
+    by = access.who()
+    return {"computed_by": by} if by else {}
 
 
 def csv_provenance(v: View, a: ImageAnalysis, objective: str | None = None) -> dict:
     """:func:`provenance_record` as the ``# key: <JSON>`` header of a CSV download."""
     record = provenance_record(v, a, objective)
-    return {k: record[k] for k in ("model", "image", "target", "saliency", "created")}
+    return {k: record[k] for k in ("model", "image", "target", "saliency", "created", "computed_by") if k in record}
