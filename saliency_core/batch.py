@@ -72,7 +72,7 @@ from saliency_core.job_processes import (
     start_ranks,
     stop_reason,
 )
-from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, load_model
+from saliency_core.models import DEFAULT_MODEL, LoadedModel, load_model, model_names
 from saliency_core.preprocessing import normalize
 
 # The options that change the numbers: a restarted job must use the same ones (and the methods' parameters).
@@ -133,7 +133,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                    help="an ImageFolder tree (class folders named by WordNet id such as n01440764, or by class "
                         "index 0..999) or a cs231n-style .npz with arrays X and y")
     p.add_argument("--out", required=True, help="results folder; a run started again skips what it holds")
-    p.add_argument("--model", default=DEFAULT_MODEL, choices=list(REGISTRY))
+    p.add_argument("--model", default=DEFAULT_MODEL, choices=model_names(),
+                   help="a built-in model, or custom:NAME for a model of SALIENCY_MODELS_DIR; a torchvision "
+                        "model's weights are downloaded once if not cached (unless SALIENCY_ALLOW_DOWNLOAD=0)")
     p.add_argument("--methods", default="score,loss",
                    help="comma-separated maps: score and loss (the plain gradient of each; the default is both), "
                         "or METHOD:OBJECTIVE such as smoothgrad:loss, or a METHOD alone for both objectives. "
@@ -217,6 +219,20 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class _DownloadLog:
+    """Log lines on stderr while a model's weights download: the start, every 10 %, the end."""
+
+    def __init__(self, model: str) -> None:
+        self.model, self.shown = model, -1
+
+    def __call__(self, done: int, total: int) -> None:
+        tenth = done * 10 // total if total else 0
+        if tenth > self.shown:
+            self.shown = tenth
+            size = f"{done / 1e6:.0f} of {total / 1e6:.0f} MB" if total else f"{done / 1e6:.0f} MB"
+            print(f"downloading the weights of {self.model}: {size}", file=sys.stderr, flush=True)
 
 
 def _prepare_out(opts: Options, ranks: Ranks, discovery: Discovery, model: LoadedModel) -> tuple[int, set[str]]:
@@ -318,7 +334,7 @@ def _record_stop(out: str, run_id: int, exc: BaseException) -> None:
 
 def _run(opts: Options, ranks: Ranks, device: torch.device) -> dict:
     discovery = discover(opts.images)
-    model = load_model(opts.model, device, allow_download=False)
+    model = load_model(opts.model, device, progress=_DownloadLog(opts.model) if ranks.rank == 0 else None)
     check_maps_apply(model, opts)  # before the folder is touched: a wrong layer is the user's error
     run_id, done = _prepare_out(opts, ranks, discovery, model)
     try:

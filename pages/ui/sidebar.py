@@ -18,7 +18,7 @@ from pages.ui.text import plain
 from saliency_core import export
 from saliency_core.analysis import AUTO_TARGET, ImageAnalysis
 from saliency_core.errors import SaliencyError
-from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel
+from saliency_core.models import DEFAULT_MODEL, LoadedModel
 
 
 @dataclass
@@ -40,21 +40,31 @@ def _model_picker() -> LoadedModel:
 
     def label(name: str) -> str:
         s = statuses[name]
-        return s.title if s.available else f"{s.title} — unavailable"
+        if s.available:
+            return s.title
+        return f"{s.title} — download {s.size_mb:.0f} MB" if s.downloadable else f"{s.title} — unavailable"
 
-    st.selectbox("Classifier", list(REGISTRY), key="model", format_func=label,
-                 help="Models whose weights are not on this server are marked unavailable.")
+    if st.session_state.get("model") not in statuses:  # a custom model removed from the folder meanwhile
+        st.session_state["model"] = DEFAULT_MODEL
+    st.selectbox("Classifier", list(statuses), key="model", format_func=label,
+                 help="Built-in models, then the team's own (custom:…, from SALIENCY_MODELS_DIR). Models whose "
+                      "weights are not on this server are marked unavailable, or with their download size.")
     chosen = st.session_state.get("model") or DEFAULT_MODEL
     active = st.session_state.get(url_state.ACTIVE_MODEL, DEFAULT_MODEL)
-    if not statuses[chosen].available:
-        st.error(f"**{statuses[chosen].title}** can't be loaded here: {statuses[chosen].reason}. "
-                 f"Still using {REGISTRY[active].title}.")
+    if active not in statuses:
+        active = DEFAULT_MODEL
+    active_title = statuses[active].title
+    if not statuses[chosen].available and not statuses[chosen].downloadable:
+        st.error(f"**{plain(statuses[chosen].title)}** can't be loaded here: {plain(statuses[chosen].reason, 600)}. "
+                 f"Still using {plain(active_title)}.")
     else:
         try:
+            if statuses[chosen].downloadable:
+                caches.download_weights(chosen, statuses[chosen].title)
             caches.get_model(chosen)
             active = chosen
         except SaliencyError as exc:
-            st.error(f"{exc} Still using {REGISTRY[active].title}.")
+            st.error(f"{plain(exc, 600)} Still using {plain(active_title)}.")
     st.session_state[url_state.ACTIVE_MODEL] = active
     model = caches.get_model(active)
     st.caption(f"Device: **{model.device}** · {model.spec.weights}")
@@ -163,7 +173,7 @@ def caption(a: ImageAnalysis, v: View, objective: str | None = None) -> str:
     """One line that says what a map shows: image, model, target, method and its parameters, the objective
     (when one), reduction, precision."""
     how = "true label" if a.target_auto and a.label is not None else ("top-1" if a.target_auto else "chosen")
-    parts = [plain(v.image.title) if v.image else "", REGISTRY[a.model_name].title,
+    parts = [plain(v.image.title) if v.image else "", plain(v.model.spec.title),
              f"target **{a.target} {a.target_name}** ({how}), p = {a.target_prob:.3f}",
              f"**{method_params.method_summary(a.method, a.params)}**"]
     if objective is not None:

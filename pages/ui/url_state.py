@@ -21,7 +21,7 @@ from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
 from pages.ui.text import plain
 from saliency_core.analysis import AUTO_TARGET
 from saliency_core.errors import SaliencyError
-from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel
+from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, model_names
 from saliency_core.samples import sample_images
 from saliency_core.store import is_sha256
 
@@ -41,7 +41,7 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int | None]:
 
 # key -> (default, parser returning the value or None when invalid)
 URL_STATE: dict[str, tuple[object, Callable[[str], object]]] = {
-    "model": (DEFAULT_MODEL, lambda t: t if t in REGISTRY else None),
+    "model": (DEFAULT_MODEL, lambda t: t if t in REGISTRY or t in model_names() else None),
     "source": ("sample", lambda t: t if t in ("sample", "upload") else None),
     "sample": ("coffee", lambda t: t if t in {x.name for x in sample_images()} else None),
     "target": (AUTO_TARGET, _int_in(0, 999)),

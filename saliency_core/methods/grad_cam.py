@@ -78,6 +78,9 @@ def _wrap(clone: torch.nn.Module, layer: str) -> torch.nn.Module:
 
 def cam_copy(module: torch.nn.Module, layer: str) -> torch.nn.Module:
     """A structure copy of ``module`` (sharing its weights) with ``layer``'s output captured (cached)."""
+    if isinstance(module, torch.jit.ScriptModule):
+        raise InvalidInputError("Grad-CAM can't run on a TorchScript model: its compiled forward can't hand a "
+                                "layer's output over. Save the model with torch.export (.pt2) or as a state dict")
     names = dict(module.named_modules())
     if not layer or layer not in names:
         children = [n for n, _ in module.named_children()]

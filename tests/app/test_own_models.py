@@ -1,0 +1,130 @@
+"""The team's own models in the dashboard: listed in the picker, drawn on the Saliency page; broken ones explained;
+and a torchvision model's weights downloaded on demand when chosen."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_pages import PAGES, charts, decode_plotly_array, heatmaps, main_markdown, texts
+from torch import nn
+
+from saliency_core.attribution import attribute
+from saliency_core.models import load_model
+from saliency_core.samples import sample_by_name
+
+CLASSES = ["red", "green", "blue", "grey"]
+
+
+class TinyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(8, 16, 3, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@pytest.fixture
+def models_dir(tmp_path, monkeypatch):
+    """SALIENCY_MODELS_DIR with a TorchScript net (custom:tiny) and a sidecar with a bad field (custom:broken)."""
+    from pages.ui import caches
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    torch.manual_seed(0)
+    torch.jit.script(TinyNet().eval()).save(str(folder / "tiny.pt"))
+    sidecar = {"title": "Tiny colour net", "classes": CLASSES, "resize": 36, "crop": 32,
+               "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    (folder / "tiny.json").write_text(json.dumps(sidecar))
+    (folder / "broken.pt").write_bytes(b"not a model")
+    (folder / "broken.json").write_text(json.dumps({**sidecar, "std": [0, 1, 1]}))
+    monkeypatch.setenv("SALIENCY_MODELS_DIR", str(folder))
+    caches.model_statuses.clear()
+    yield folder
+    caches.model_statuses.clear()
+
+
+def test_a_custom_model_is_in_the_picker_and_draws_its_maps(new_app, models_dir):
+    at = new_app(PAGES["saliency"]).run()
+    options = at.selectbox(key="model").options
+    assert "Tiny colour net" in options and "Tiny colour net — unavailable" not in options, options
+    at.selectbox(key="model").set_value("custom:tiny").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert "Tiny colour net" in main_markdown(at)
+    (trace,) = heatmaps(charts(at)["heatmap"])
+    z = decode_plotly_array(trace["z"])
+    model = load_model("custom:tiny", "cpu")
+    batch = model.preprocess(sample_by_name("coffee").image)
+    want = attribute(model, batch.x, [-1], "gradient").maps["score"][0].numpy()  # no ImageNet label: top-1
+    assert z.shape == want.shape == (32, 32) and want.max() > 0
+    np.testing.assert_allclose(z, want, rtol=1e-5, atol=1e-7)
+    assert at.query_params.get("model") in ("custom:tiny", ["custom:tiny"]), at.query_params
+
+
+def test_a_broken_custom_model_says_what_is_wrong_and_keeps_the_current_one(new_app, models_dir):
+    at = new_app(PAGES["saliency"]).run()
+    at.selectbox(key="model").set_value("custom:broken").run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = texts(at.error)
+    assert "broken.json" in errors and "std must be three finite numbers > 0" in errors, errors
+    assert "Still using EfficientNet-Lite0" in errors
+
+
+def test_choosing_an_uncached_model_downloads_its_weights_once(new_app, tmp_path, monkeypatch):
+    import http.server
+
+    import torchvision
+
+    from pages.ui import caches
+    from saliency_core import downloads
+
+    torch.manual_seed(0)
+    buf = io.BytesIO()
+    torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), buf)
+    data = buf.getvalue()
+    served: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            served.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        monkeypatch.setenv("SALIENCY_ALLOW_DOWNLOAD", "1")
+        monkeypatch.setenv("SALIENCY_WEIGHTS_URL", f"http://127.0.0.1:{httpd.server_address[1]}/models")
+        monkeypatch.setattr(downloads, "sha256_prefix", lambda name: None)  # random weights, not torchvision's
+        caches.model_statuses.clear()
+        at = new_app(PAGES["saliency"]).run()
+        assert "SqueezeNet 1.1 (the cs231n model) — download 5 MB" in at.selectbox(key="model").options
+        at.selectbox(key="model").set_value("squeezenet1_1").run()
+        assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
+        assert served == ["/models/squeezenet1_1-b8a52dc0.pth"]
+        assert (Path(torch.hub.get_dir()) / "checkpoints" / "squeezenet1_1-b8a52dc0.pth").read_bytes() == data
+        assert "SqueezeNet 1.1" in main_markdown(at)
+        at.radio(key="objective").set_value("loss").run()
+        assert served == ["/models/squeezenet1_1-b8a52dc0.pth"]  # once
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+        caches.model_statuses.clear()
+        caches.get_model.clear()
