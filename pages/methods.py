@@ -154,7 +154,7 @@ nan_note = ""
 if constant:
     nan_note = (f" {', '.join(plain(c) for c in constant)}: on the randomised model the map is constant (Grad-CAM's "
                 "ReLU lets nothing through there, so its map is zero everywhere), and a constant map has no "
-                "ranking to correlate: ρ is undefined (blank), not a failure of the check.")
+                "ranking to correlate: ρ is undefined (None), not a failure of the check.")
 failed = "".join(f" {method_params.spec(m).title} could not run on the randomised model: {plain(n, 300)}."
                  for m, n in ranking.notes.items())
 st.caption(

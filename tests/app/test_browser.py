@@ -81,6 +81,7 @@ PAGES = [
     ("/", "Which pixels drive the classifier's decision?", {'[data-testid="stMetric"]': 3}, WAIT_MS),
     ("/saliency", "Saliency map", {PLOT: 1, DATAFRAME: 1}, WAIT_MS),
     ("/compare", "Score gradient vs loss gradient", {PLOT: 4, DATAFRAME: 1}, WAIT_MS),
+    ("/methods", "Which method should I believe?", {PLOT: 2, DATAFRAME: 1}, WAIT_MS),
     ("/gallery", "Gallery", {PLOT: 1}, WAIT_MS),
     ("/statistics", "Per-pixel statistics", {PLOT: 2, DATAFRAME: 3}, WAIT_MS),
     ("/faithfulness", "Which map tells the truth?", {PLOT: 4, DATAFRAME: 1}, FAITHFULNESS_WAIT_MS),
