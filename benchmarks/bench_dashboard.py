@@ -13,6 +13,20 @@ Reports:
 * display change: script time of a rerun that only changes the colour map
   (measured with AppTest, in-process, after the map is cached);
 * server memory (RSS) after N different uploads.
+
+``--methods-page`` measures the Methods page instead (AppTest, in-process, the
+embedded model on the CPU, the model loaded before the clock starts)::
+
+    .venv/bin/python benchmarks/bench_dashboard.py --methods-page [--reps 3]
+
+* the fast methods' grid (gradient, gradient × input, guided backprop,
+  Grad-CAM; score and loss) from a cold cache: the script time of a new
+  session opening the page with every method's maps dropped first (goal < 3 s);
+* SmoothGrad and Integrated Gradients alone at their defaults, the same way
+  (goal < 10 s each), with the engine's own time for them
+  (``MethodRun.seconds``) so the page's overhead shows;
+* a second visit (everything cached).
+Medians over ``--reps``, with the load average before and after.
 """
 
 from __future__ import annotations
@@ -98,13 +112,76 @@ def display_change_seconds() -> float:
     return statistics.median(times)
 
 
+GOALS_S = {"fast grid": 3.0, "smoothgrad": 10.0, "integrated_gradients": 10.0}
+
+
+def methods_page_seconds(methods: str, cold: bool) -> tuple[float, float]:
+    """(script time of a new session opening the Methods page with ``methods``, engine seconds of its methods)."""
+    from streamlit.testing.v1 import AppTest
+
+    from pages.ui import caches
+
+    if cold:
+        caches.method_runs().clear()
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=600)
+    at.query_params.update({"methods": methods})
+    at.switch_page("pages/methods.py")
+    start = time.perf_counter()
+    at.run()
+    took = time.perf_counter() - start
+    if at.exception or at.error:
+        raise RuntimeError(f"the Methods page failed: {[e.value for e in (*at.exception, *at.error)]}")
+    used = at.dataframe[0].value
+    return took, float(used["seconds"].sum())
+
+
+def methods_page(reps: int) -> int:
+    """The Methods page's timings (see the module's docstring)."""
+    import logging
+
+    import pytest
+
+    logging.getLogger("streamlit").setLevel(logging.ERROR)  # AppTest's "no runtime" warnings
+    from pages.ui.navigation import entry_script_for_every_run
+    from saliency_core.method_comparison import FAST_METHODS
+
+    os.environ.setdefault("SALIENCY_DEVICE", "cpu")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as dashboard.py does on a server
+    with pytest.MonkeyPatch.context() as mp:
+        entry_script_for_every_run(mp)  # every run goes through dashboard.py, as on a server
+        print(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+        methods_page_seconds("gradient", cold=True)  # warm-up: torch, the model, the sample's crop and gradient
+        cases = {"fast grid": ",".join(FAST_METHODS), "smoothgrad": "smoothgrad",
+                 "integrated_gradients": "integrated_gradients"}
+        rows = {name: [methods_page_seconds(m, cold=True) for _ in range(reps)] for name, m in cases.items()}
+        warm = [methods_page_seconds(cases["fast grid"], cold=False)[0] for _ in range(reps)]
+        after = os.getloadavg()
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"load average after: {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}")
+    print(f"| case | page, cold (median of {reps}) | min | max | engine | page / engine | goal | met |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, runs in rows.items():
+        page = statistics.median(r[0] for r in runs)
+        engine = statistics.median(r[1] for r in runs)
+        print(f"| {name} | {page:.2f} s | {min(r[0] for r in runs):.2f} s | {max(r[0] for r in runs):.2f} s | "
+              f"{engine:.2f} s | {page / engine:.2f} | < {GOALS_S[name]:g} s | "
+              f"{'yes' if page < GOALS_S[name] else 'no'} |")
+    print(f"second visit of the fast grid (all cached): median {statistics.median(warm) * 1000:.0f} ms")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--methods-page", action="store_true",
+                    help="time the Methods page (fast grid, SmoothGrad, Integrated Gradients) instead")
+    ap.add_argument("--reps", type=int, default=3, help="--methods-page: timings per case")
     ap.add_argument("--uploads", type=int, default=50)
     ap.add_argument("--megapixels", type=float, default=0.0,
                     help="scale each uploaded photo up to about this many megapixels (a JPEG); 0: small PNGs")
     ap.add_argument("--skip-display", action="store_true", help="leave out the display-change timing")
     args = ap.parse_args()
+    if args.methods_page:
+        return methods_page(args.reps)
     from playwright.sync_api import sync_playwright
 
     port = free_port()

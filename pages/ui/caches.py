@@ -24,11 +24,13 @@ import streamlit as st
 from PIL import Image
 
 from pages.ui import method_params
-from saliency_core import analysis, leaderboard, results, results_access
+from saliency_core import analysis, leaderboard, method_comparison, method_ranking, results, results_access
 from saliency_core.analysis import ImageAnalysis
 from saliency_core.images import load_image
 from saliency_core.lru import LRUCache
 from saliency_core.memory import release_freed_memory
+from saliency_core.method_comparison import AgreementMatrix, MethodComparison
+from saliency_core.method_ranking import MethodRanking
 from saliency_core.models import LoadedModel, ModelStatus, list_models, load_model
 from saliency_core.models import download_weights as _download_weights
 from saliency_core.npz import LabelledImage, load_npz_batch
@@ -39,6 +41,8 @@ T = TypeVar("T")
 MAX_CACHED_ANALYSES = 32  # about 4 MB each
 MAX_ANALYSIS_BYTES = 160 * 1024 * 1024
 MAX_PROGRESS_RESULTS = 16
+MAX_METHOD_RUNS = 96  # one method's two maps and attributions of one image: about 1.6 MB at 224 px
+MAX_METHOD_RUN_BYTES = 192 * 1024 * 1024
 
 
 # --------------------------------------------------------------------------- process-wide resources
@@ -261,6 +265,80 @@ def queued(what: str, compute: Callable[[], T]) -> T:
         with contextlib.suppress(OSError), open(log, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
     return value
+
+
+# --------------------------------------------------------------------------- the Methods page
+
+
+@st.cache_resource
+def method_runs() -> LRUCache:
+    """Each method's maps of one image (and the agreement matrices), shared by every session; bounded by bytes."""
+    return LRUCache(max_entries=MAX_METHOD_RUNS, max_bytes=MAX_METHOD_RUN_BYTES)
+
+
+def _run_key(image_key: str, model_name: str, target: int, method: str, params: dict[str, object],
+             reduction: str, precision: str) -> tuple:
+    return ("method_run", image_key, model_name, int(target), method, method_params.cache_key(params),
+            reduction, precision)
+
+
+def compare_methods(image_key: str, model_name: str, target: int, methods: tuple[str, ...],
+                    params: dict[str, dict[str, object]], reduction: str, precision: str,
+                    _x) -> MethodComparison:
+    """:func:`saliency_core.method_comparison.compare_methods` for one image, one cache entry per method.
+
+    Keyed on the image's sha256, model, target (a class index: resolve the
+    automatic target first), method, every parameter given, reduction and
+    precision; ``_x`` (the (1, 3, H, W) normalised image) is never hashed.
+    Adding a method to the page computes that method only; slow methods
+    draw a progress bar with the time left, a second visit is instant.
+    """
+    parts = []
+    for m in methods:
+        given = dict(params.get(m) or {})
+        what = method_params.method_summary(m, given) if given else method_params.spec(m).title
+        parts.append(cached_with_progress(
+            _run_key(image_key, model_name, target, m, given, reduction, precision),
+            f"Computing {what} for the score and the loss…",
+            lambda progress, m=m, given=given: method_comparison.compare_methods(
+                get_model(model_name), _x, int(target), (m,), {m: given}, reduction=reduction,
+                precision=precision, progress=progress),
+            cache=method_runs(), bar=m in method_params.SLOW_METHODS))
+    ok = [p for p in parts if p.target >= 0]
+    first = ok[0] if ok else parts[0]
+    return MethodComparison(runs={m: p.runs[m] for m, p in zip(methods, parts, strict=True)},
+                            objectives=first.objectives, target=first.target, target_prob=first.target_prob,
+                            reduction=reduction, precision=precision, shape=first.shape)
+
+
+def comparison_key(image_key: str, model_name: str, comparison: MethodComparison) -> tuple:
+    """What identifies a comparison's maps, for the caches built on them."""
+    return (image_key, model_name, comparison.target, comparison.reduction, comparison.precision,
+            tuple((m, method_params.cache_key(r.given)) for m, r in comparison.runs.items()))
+
+
+def agreement(key: tuple, comparison: MethodComparison, metric: str) -> AgreementMatrix:
+    """:func:`saliency_core.method_comparison.agreement_matrix` of a comparison's maps.
+
+    ``key``: :func:`comparison_key` of the comparison.
+    """
+    return cached_with_progress(("agreement", *key, metric), "Comparing the maps…",
+                                lambda progress: method_comparison.agreement_matrix(comparison.maps(), metric),
+                                cache=method_runs(), bar=False)
+
+
+def rank_methods(key: tuple, model_name: str, comparison: MethodComparison, _x, *, steps: int, baseline: str,
+                 seed: int) -> MethodRanking:
+    """:func:`saliency_core.method_ranking.ranking_table` of a comparison (``key``: :func:`comparison_key`),
+    with a progress bar and the time left; kept with the other slow results."""
+    model = get_model(model_name)
+    batch = 8 if model.device.type == "cpu" else 64  # small chunks were faster on a 2-core CPU, large suit GPUs
+    n = len(comparison.entries())
+    return cached_with_progress(
+        ("method_ranking", *key, steps, baseline, seed),
+        f"Ranking {n} maps: deletion and insertion ({steps} steps), then each method on the randomised model…",
+        lambda progress: method_ranking.ranking_table(model, _x, comparison, steps=steps, baseline=baseline,
+                                                      seed=seed, batch_size=batch, progress=progress))
 
 
 # --------------------------------------------------------------------------- batch-job results

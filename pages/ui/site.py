@@ -20,6 +20,8 @@ PAGES = (
              "Top-5 predictions, the interactive map, overlay and downloads"),
     PageInfo("pages/compare.py", "Compare score vs loss", ":material/compare:", "compare",
              "Both maps side by side, their difference, agreement and the loss decomposition"),
+    PageInfo("pages/methods.py", "Methods", ":material/grid_view:", "methods",
+             "Every attribution method for one image: the maps, how much they agree, which to believe"),
     PageInfo("pages/gallery.py", "Gallery", ":material/photo_library:", "gallery",
              "Several images at once: the cs231n figure for both methods"),
     PageInfo("pages/statistics.py", "Statistics", ":material/bar_chart:", "statistics",

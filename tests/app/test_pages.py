@@ -33,6 +33,7 @@ PAGES = {
     "home": "pages/home.py",
     "saliency": "pages/saliency.py",
     "compare": "pages/compare.py",
+    "methods": "pages/methods.py",
     "gallery": "pages/gallery.py",
     "statistics": "pages/statistics.py",
     "faithfulness": "pages/faithfulness.py",
@@ -176,13 +177,16 @@ def link(**view: str | int) -> dict[str, str]:
 @pytest.mark.parametrize(
     "name", [pytest.param(n, marks=pytest.mark.slow) if n == "faithfulness" else n for n in PAGES])
 def test_every_page_renders_with_defaults(new_app, name):
+    from pages.ui import site
+
     at = new_app(PAGES[name]).run()
     assert_healthy(at)
     figs = charts(at)
     expected = {
-        "home": lambda: "Which pixels" in at.title[0].value and len(at.get("page_link")) == 6,
+        "home": lambda: "Which pixels" in at.title[0].value and len(at.get("page_link")) == len(site.PAGES) - 1,
         "saliency": lambda: "heatmap" in figs,
         "compare": lambda: {"side_by_side", "difference", "term_target", "term_others"} <= set(figs),
+        "methods": lambda: {"grid", "agreement"} <= set(figs) and len(heatmaps(figs["grid"])) == 2 * 4,
         "gallery": lambda: "gallery_0" in figs and len(heatmaps(figs["gallery_0"])) == 2 * 5,
         "statistics": lambda: {"histogram", "concentration"} <= set(figs) and len(at.dataframe) == 3,
         "faithfulness": lambda: {"deletion", "insertion", "similarity", "strip"} <= set(figs),

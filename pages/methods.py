@@ -1,0 +1,185 @@
+"""Methods: every attribution method × objective for the current image, how much they agree, which to believe.
+
+This page picks methods, calls ``saliency_core.method_comparison`` and ``method_ranking`` through
+``pages/ui/caches.py`` and draws. The grid and the agreement come first; the ranking (tens of seconds
+on a CPU) runs when switched on, with a progress bar. The page's choices live in the URL
+(:mod:`pages.ui.methods_view`).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pages.ui import caches, labels, method_params, methods_view, sidebar
+from pages.ui.text import plain
+from saliency_core import method_figures, method_ranking
+from saliency_core.errors import SaliencyError
+from saliency_core.method_comparison import FAST_METHODS
+from saliency_core.models import REGISTRY
+from saliency_core.preprocessing import normalize
+
+SEED = method_ranking.DEFAULT_SEED  # the Faithfulness page's: same random order, same randomised weights
+STEPS = method_ranking.DEFAULT_STEPS
+BASELINE = method_ranking.DEFAULT_BASELINE
+BASELINE_LABELS = {"blur": "blurred image", "mean": "mean colour", "zeros": "black"}
+
+v = sidebar.view()
+st.title("Which method should I believe?")
+notices = methods_view.restore()
+if notices:
+    st.warning("This link could not be followed in full:\n\n" + "\n".join(f"- {n}" for n in notices),
+               icon=":material/link_off:")
+if v.image is None:
+    (st.error if v.problem_is_error else st.info)(v.problem or "No image.")
+    st.stop()
+try:  # the plain gradient's analysis (cached, shared with the other pages) resolves the target
+    a = caches.analyse_one(v.image.key, v.model.name, v.target, v.image.label, v.reduction, v.precision,
+                           v.image.crop)
+except SaliencyError as exc:
+    st.error(plain(exc, 1000))
+    st.stop()
+how = "true label" if a.target_auto and a.label is not None else ("top-1" if a.target_auto else "chosen")
+st.markdown(" · ".join([plain(v.image.title), REGISTRY[a.model_name].title,
+                        f"target **{a.target} {a.target_name}** ({how}), p = {a.target_prob:.3f}",
+                        f"{a.reduction} over RGB", f"{a.precision} precision"]))
+st.markdown(
+    "Every attribution method for the score and the loss of this image, side by side; how much their maps "
+    "agree; and which of them the model's behaviour supports: **deletion / insertion** (Petsiuk, Das & Saenko, "
+    "*RISE*, BMVC 2018) and **model randomisation** (Adebayo et al., *Sanity Checks for Saliency Maps*, "
+    "NeurIPS 2018).")
+
+# --------------------------------------------------------------------------- choices
+
+fast = ", ".join(method_params.spec(m).title for m in FAST_METHODS)
+slow = " and ".join(method_params.spec(m).title for m in method_params.METHODS if m in method_params.SLOW_METHODS)
+st.multiselect("Methods", method_params.METHODS, key=methods_view.PICK, persist_state="session",
+               format_func=method_params.method_label,
+               help=f"By default the methods that take one pass each ({fast}); {slow} take many passes "
+                    "(seconds each).")
+c1, c2, c3, c4 = st.columns([2, 2, 2, 2])
+colorscale = c1.selectbox("Colour map", labels.COLORSCALES, key="colorscale", persist_state="session")
+per_method = c2.toggle("One colour scale per method", key=methods_view.PER_METHOD, persist_state="session",
+                       help="Off: each map its own range (compares shapes). On: a method's score and loss maps "
+                            "share one range (shows how much fainter one is).")
+iou = c3.toggle("Top-5 % IoU", key=methods_view.IOU, persist_state="session",
+                help="Agreement as the overlap of the top 5 % pixels instead of Spearman's rank correlation.")
+rank = c4.toggle("Rank the maps", key=methods_view.RANK, persist_state="session",
+                 help="Deletion/insertion AUCs and the randomisation check for every map: tens of seconds on a "
+                      "CPU, then cached.")
+methods_view.write()
+methods = tuple(st.session_state.get(methods_view.PICK) or ())
+if not methods:
+    st.info("Pick at least one method above.")
+    st.stop()
+
+
+def params_of(method: str) -> dict[str, object]:
+    """The sidebar's Advanced parameters when the sidebar shows this method, else the defaults (``{}``)."""
+    return dict(v.params) if method == v.method else {}
+
+
+x = normalize(a.display[None], v.model.preprocessing)  # the crop the analysis made: no second resize
+try:
+    comparison = caches.compare_methods(v.image.key, v.model.name, a.target, methods,
+                                        {m: params_of(m) for m in methods}, v.reduction, v.precision, x)
+except SaliencyError as exc:
+    st.error(plain(exc, 1000))
+    st.stop()
+for m, message in comparison.failed.items():
+    st.error(f"**{method_params.spec(m).title}** can't run here: {plain(message, 1000)}")
+if v.method in method_params.SLOW_METHODS and v.method not in methods:
+    st.caption(f"The sidebar's method, {method_params.method_summary(v.method, v.params)}, is not picked above; "
+               "add it to see it here with those parameters.")
+if not comparison.entries():
+    st.stop()
+
+# --------------------------------------------------------------------------- the grid
+
+st.subheader("Every map")
+st.plotly_chart(method_figures.method_grid_figure(comparison.by_method(), scale="method" if per_method else "map",
+                                                  colorscale=colorscale), key="grid")
+used = pd.DataFrame([{
+    "method": method_params.spec(m).title,
+    "parameters": method_params.method_summary(m, r.params),
+    "from": ("no parameters" if not method_params.spec(m).params else
+             "the sidebar's Advanced" if m == v.method else "defaults"),
+    "seconds": r.seconds,
+} for m, r in comparison.runs.items() if r.ok])
+st.dataframe(used, hide_index=True, column_config={
+    "seconds": st.column_config.NumberColumn("seconds (both maps)", format="%.2f")})
+notes = [f"{method_params.spec(m).title}: {n}" for m, r in comparison.runs.items() for n in r.notes]
+st.caption("Rows are methods, columns the score s_y and the loss (−L where the method's sign matters: positive = "
+           "evidence for the target). " + ("Each method's two maps share one colour range. " if per_method else
+                                           "Each map has its own colour range. ")
+           + "Zoom or pan one map and the others follow; hover shows x, y and the value (the Saliency page adds "
+             "each channel's value). A method's parameters come from the sidebar's Advanced when the sidebar "
+             "shows that method, else its defaults. " + " ".join(notes))
+
+# --------------------------------------------------------------------------- agreement
+
+st.subheader("How much the maps agree")
+metric = "iou_top5" if iou else "spearman"
+key = caches.comparison_key(v.image.key, v.model.name, comparison)
+matrix = caches.agreement(key, comparison, metric)
+st.plotly_chart(method_figures.agreement_heatmap(matrix), key="agreement")
+what = ("the overlap (intersection over union) of their top 5 % pixels" if iou else
+        "Spearman's rank correlation ρ of their pixel values")
+st.caption(f"Every pair of maps compared by {what}, ordered by hierarchical clustering (average linkage) so that "
+           "similar maps sit together. — : a constant map has no ranking to correlate (e.g. Grad-CAM when the "
+           "target's evidence is nowhere positive).")
+
+# --------------------------------------------------------------------------- ranking
+
+st.subheader("Which map does the model's behaviour support?")
+if not rank:
+    st.info("Switch on **Rank the maps** above for each map's deletion and insertion AUCs and its similarity "
+            f"after the model's weights are destroyed ({len(comparison.entries())} maps: tens of seconds on a CPU, "
+            "then cached).", icon=":material/leaderboard:")
+    st.stop()
+try:
+    ranking = caches.rank_methods(key, v.model.name, comparison, x, steps=STEPS, baseline=BASELINE, seed=SEED)
+except SaliencyError as exc:
+    st.error(plain(exc, 1000))
+    st.stop()
+st.dataframe(ranking.table.drop(columns=["method", "objective"]), hide_index=True, key="ranking", column_config={
+    "rank": st.column_config.NumberColumn("rank", format="%d"),
+    "deletion_auc": st.column_config.NumberColumn("deletion AUC ↓", format="%.4f"),
+    "insertion_auc": st.column_config.NumberColumn("insertion AUC ↑", format="%.4f"),
+    "insertion_minus_deletion": st.column_config.NumberColumn("insertion − deletion ↑", format="%.4f"),
+    "randomised_spearman": st.column_config.NumberColumn("ρ after randomisation ↓", format="%.3f"),
+})
+constant = [m for m in ranking.randomised_maps if ranking.randomised_maps[m].min() == ranking.randomised_maps[m].max()]
+nan_note = ""
+if constant:
+    nan_note = (f" {', '.join(plain(c) for c in constant)}: on the randomised model the map is constant (Grad-CAM's "
+                "ReLU lets nothing through there, so its map is zero everywhere), and a constant map has no "
+                "ranking to correlate: ρ is undefined (None), not a failure of the check.")
+failed = "".join(f" {method_params.spec(m).title} could not run on the randomised model: {plain(n, 300)}."
+                 for m, n in ranking.notes.items())
+st.caption(
+    f"Sort by any column. Deletion: the target probability as the most salient pixels are replaced by the "
+    f"{BASELINE_LABELS[ranking.baseline]} ({ranking.steps} steps; lower AUC is better); insertion: as they are put "
+    "back (higher is better); ranked by insertion − deletion, as on the Faithfulness page, against a random order "
+    "every map should beat (it has no ρ). ρ after randomisation: Spearman's ρ between the map and the same "
+    "method's map on a copy of the model with every layer re-initialised (the last stage of the Faithfulness "
+    f"page's cascading randomisation, seed {ranking.seed}). A map that survives the model's destruction (high ρ) "
+    "cannot be explaining what this model learned: it is explaining the image (edges, contrast), so low is good."
+    + nan_note + failed)
+
+
+def record() -> dict:
+    """Provenance of the downloads (built on download only)."""
+    return sidebar.provenance_record(v, a, extra={"page": "methods", "methods": list(methods)})
+
+
+d1, d2 = st.columns(2)
+for col, ext, mime in ((d1, "csv", "text/csv"), (d2, "json", "application/json")):
+    col.download_button(
+        f"Ranking ({ext.upper()})",
+        (lambda: method_ranking.ranking_csv(ranking, record())) if ext == "csv"
+        else (lambda: method_ranking.ranking_json(ranking, record())),
+        method_ranking.ranking_filename(v.image.title, a.model_name, a.target, ext), mime, on_click="ignore",
+        width="stretch", help="The table with the image, model, target, each method's parameters and the ranking's "
+                              "settings" + (" in '#' lines at the top (read with pandas.read_csv(path, comment='#'))."
+                                            if ext == "csv" else ", and every curve."))
