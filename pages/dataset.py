@@ -15,8 +15,7 @@ from saliency_core.method_figures import agreement_heatmap
 from saliency_core.models import REGISTRY
 
 sidebar.view()  # the shared sidebar ran (a first request straight to /dataset reruns through dashboard.py)
-if st.session_state.pop(handover.GOTO_COMPARE, False):  # set by an "Open in Compare" button
-    st.switch_page("pages/compare.py")
+handover.follow()  # an "Open in Compare" or "Open in Methods" button asked to move
 
 st.title("Dataset results")
 st.markdown("Maps, statistics and agreement for every image of a dataset, computed by the batch job:")
@@ -125,11 +124,20 @@ event = st.dataframe(
 st.caption("Click a column header to sort; select a row to see the image and open it in Compare.")
 
 
-def open_button(row: pd.Series, where: st.delta_generator.DeltaGenerator, key: str) -> None:
+def open_button(row: pd.Series, where: st.delta_generator.DeltaGenerator, key: str,
+                methods: list[str] | None = None) -> None:
+    """"Open in Compare", or with ``methods`` "Open in Methods" with those methods preselected."""
     label = None if pd.isna(row.get("label")) else int(row["label"])
-    where.button("Open in Compare →", key=key, on_click=handover.open_in_compare,
-                 args=(row.get("path"), row.get("key"), label, model_name), disabled=pd.isna(row.get("path")),
-                 help="Analyse this image in the Compare page (the file must still be on this server).")
+    args = (row.get("path"), row.get("key"), label, model_name)
+    if methods is None:
+        where.button("Open in Compare →", key=key, on_click=handover.open_in_compare, args=args,
+                     disabled=pd.isna(row.get("path")),
+                     help="Analyse this image in the Compare page (the file must still be on this server).")
+    else:
+        where.button("Open in Methods →", key=key, on_click=handover.open_in_methods, args=(*args, methods),
+                     disabled=pd.isna(row.get("path")),
+                     help="Every chosen method's score and loss maps for this image, side by side, with their "
+                          "agreement (the file must still be on this server).")
 
 
 selected = event.selection.rows if event is not None else []
@@ -258,6 +266,8 @@ if pair is not None:
     second = p2.selectbox("against", others, index=others.index(pair[1]) if pair[1] in others else 0,
                           format_func=map_title, key="dataset_pair_b")
     metric = map_specs.agreement_column(first or pair[0], second or pair[1], "spearman", view.columns)
+    pair_methods = list(dict.fromkeys(map_specs.MAP_NAMES[m].method for m in (first or pair[0], second or pair[1])
+                                      if m in map_specs.MAP_NAMES))
     if metric is None:
         st.caption("These results hold no agreement between those two maps.")
     else:
@@ -273,8 +283,11 @@ if pair is not None:
                 rho = row.get(metric)
                 st.markdown(f"**{plain(fields['key'])}**  \nSpearman ρ {'—' if pd.isna(rho) else f'{rho:.3f}'} · "
                             f"p_y {fields['prob_target']} · {plain(fields['target'])}")
-                open_button(row, st, f"open_worst_{i}")
-        st.caption("Lowest Spearman correlation between the two maps first."
+                b1, b2 = st.columns(2)
+                open_button(row, b1, f"open_worst_{i}")
+                open_button(row, b2, f"open_worst_methods_{i}", pair_methods)
+        st.caption("Lowest Spearman correlation between the two maps first. Methods shows the two maps' methods "
+                   "for that image side by side, with both objectives."
                    + (" A confident, correct prediction (p_y near 1) shrinks the target term of the loss gradient, "
                       "so the other classes shape its map." if {first, second} == {"score", "loss"} else ""))
 

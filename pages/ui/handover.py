@@ -17,7 +17,6 @@ from saliency_core.analysis import AUTO_TARGET
 from saliency_core.attribution import ATTRIBUTION_METHODS
 from saliency_core.errors import SaliencyError
 from saliency_core.images import image_sha256, load_image
-from saliency_core.models import REGISTRY
 
 GOTO_COMPARE = "goto_compare"  # session key the Dataset page reads at its top
 GOTO_METHODS = "goto_methods"  # the same for the Methods page (see follow())
@@ -46,7 +45,8 @@ def make_current(path: str, key: str, label: int | None, model_name: str | None)
         meta["label"] = int(label)
     caches.upload_store().put(sha, data, meta)
     st.session_state.update(source="upload", image_sha=sha, prefer_stored=True, target=AUTO_TARGET)
-    if model_name in REGISTRY and caches.model_statuses()[model_name].available:
+    status = caches.model_statuses().get(model_name or "")  # built-in or custom:NAME
+    if status is not None and status.available:
         st.session_state["model"] = model_name
     return True
 

@@ -98,3 +98,17 @@ def test_two_chosen_maps_show_their_worst_disagreements(app, results_root: Path)
     text = " ".join(shown(m.value) for m in at.markdown)
     first = worst.iloc[0]
     assert f"{first['key']}" in text and f"Spearman ρ {first[column]:.3f}" in text
+
+
+def test_a_disagreeing_image_opens_in_methods_with_both_maps_methods(app, results_root: Path):
+    at = app(page=PAGE).run()
+    at.selectbox(key="dataset_pair_a").set_value("smoothgrad_loss").run()
+    at.selectbox(key="dataset_pair_b").set_value("grad_cam_score").run()
+    rows = load_results(results_root / "three").results
+    worst = rows.sort_values(["agree_smoothgrad_loss_vs_grad_cam_score_spearman", "key"]).iloc[0]
+    at.button(key="open_worst_methods_0").click().run()
+    assert not at.exception and not at.error
+    assert at.title[0].value == "Which method should I believe?"
+    assert at.multiselect(key="methods_pick").value == ["smoothgrad", "grad_cam"]
+    assert worst["key"] in " ".join(shown(c.value) for c in at.caption) + " ".join(
+        shown(m.value) for m in at.markdown)
