@@ -1,14 +1,14 @@
 """A first-come, first-served queue in front of the model: a bounded number of computations at once.
 
 Every dashboard session runs its script in its own thread, all sharing one
-model. Eight sessions computing at once on a 2-core CPU each get a quarter
-of a core and all finish late; queued, the first finishes at full speed and
-the others know how many requests are ahead of theirs. On a GPU, one
-computation per device keeps memory predictable.
+model. Without a bound, a burst of requests all compute at once: on a GPU
+that multiplies the memory in use, on a CPU they share the cores and all
+finish late. Queued, at most ``slots`` run, and the others know how many
+requests are ahead of theirs.
 
 ::
 
-    queue = ComputeQueue(slots=1)
+    queue = ComputeQueue(slots=2)
     with queue.slot(on_wait=lambda ahead: show(f"{ahead} requests ahead of yours")):
         maps = compute(...)
 
@@ -33,11 +33,18 @@ from saliency_core.errors import InvalidInputError
 SLOTS_SETTING = "SALIENCY_COMPUTE_SLOTS"
 
 
-def default_slots(environ: dict[str, str] | None = None, cuda_devices: int | None = None) -> int:
-    """How many computations may run at once: ``SALIENCY_COMPUTE_SLOTS`` if set, else one per GPU, else one.
+CPU_SLOTS = 2
 
-    On a CPU, torch already spreads one computation over every core, so a
-    second one at the same time only makes both slower.
+
+def default_slots(environ: dict[str, str] | None = None, cuda_devices: int | None = None) -> int:
+    """How many computations may run at once: ``SALIENCY_COMPUTE_SLOTS`` if set, else one per GPU, else
+    :data:`CPU_SLOTS` (two).
+
+    On a CPU, torch spreads one computation over every core; yet with eight
+    browser sessions uploading at once on the 2-core machine, one slot made
+    the median time to heatmap 33 s against 22 s with two (requests arrive
+    spread over the uploads, and a second slot lets one start while another
+    finishes; ``benchmarks/bench_load.py --slots 2 1``, RESULTS.md).
     """
     env = os.environ if environ is None else environ
     value = env.get(SLOTS_SETTING, "").strip()
@@ -53,7 +60,7 @@ def default_slots(environ: dict[str, str] | None = None, cuda_devices: int | Non
         import torch
 
         cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return max(1, cuda_devices)
+    return cuda_devices if cuda_devices > 0 else CPU_SLOTS
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ def test_the_wait_is_reported_and_a_free_slot_is_taken_at_once():
 
 
 def test_slots_come_from_the_setting_or_the_gpus():
-    assert default_slots({}, cuda_devices=0) == 1
+    assert default_slots({}, cuda_devices=0) == 2
     assert default_slots({}, cuda_devices=4) == 4
     assert default_slots({"SALIENCY_COMPUTE_SLOTS": "3"}, cuda_devices=0) == 3
     for bad in ("0", "-1", "two"):

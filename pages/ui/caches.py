@@ -41,6 +41,7 @@ T = TypeVar("T")
 MAX_CACHED_ANALYSES = 32  # about 4 MB each
 MAX_ANALYSIS_BYTES = 160 * 1024 * 1024
 MAX_PROGRESS_RESULTS = 16
+NOTICE_REFRESH_S = 5.0  # how often a waiting page's queue notice is sent again when nothing changed
 MAX_METHOD_RUNS = 96  # one method's two maps and attributions of one image: about 1.6 MB at 224 px
 MAX_METHOD_RUN_BYTES = 192 * 1024 * 1024
 
@@ -249,8 +250,16 @@ def queued(what: str, compute: Callable[[], T]) -> T:
     exception from the waiting message's update). With ``SALIENCY_TIMING_LOG`` set, each computation's
     wait and duration are appended there as a JSON line."""
     notice = st.empty()
+    shown: list = [None, 0.0]  # what the notice says, and when it was last sent
 
     def on_wait(ahead: int) -> None:
+        # Sent when the count changes, else every few seconds: each message re-renders the page in every
+        # waiting browser (measured: polling twice a second cost the browsers a third more CPU than the
+        # server spent computing), and Streamlit only notices a session that moved on when one is sent.
+        now = time.monotonic()
+        if ahead == shown[0] and now - shown[1] < NOTICE_REFRESH_S:
+            return
+        shown[:] = [ahead, now]
         notice.info(f"Waiting for the model: {ahead} request{'s' if ahead != 1 else ''} ahead of yours "
                     f"(at most {compute_queue().slots} computed at once on this server).", icon="⏳")
 

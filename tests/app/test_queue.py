@@ -66,12 +66,12 @@ def test_a_page_waits_for_a_busy_model_then_draws_and_logs_the_wait(new_app, mon
     assert queue.state().running == 0 and queue.state().waiting == 0
 
 
-def test_slots_default_to_one_on_the_cpu(monkeypatch):
+def test_slots_default_to_two_on_the_cpu(monkeypatch):
     from pages.ui import caches
 
     monkeypatch.delenv("SALIENCY_COMPUTE_SLOTS", raising=False)
     caches.compute_queue.clear()
     try:
-        assert caches.compute_queue().slots == 1
+        assert caches.compute_queue().slots == 2
     finally:
         caches.compute_queue.clear()
