@@ -82,3 +82,11 @@ def _factory() -> Callable[..., object]:
         return at
 
     return make
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One Chromium for every browser test module (skipped, or failed with REQUIRE_BROWSER=1, without it)."""
+    from tests.app.test_browser import launch_browser
+
+    yield from launch_browser()

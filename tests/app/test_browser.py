@@ -207,9 +207,9 @@ def _no_browser(msg: str) -> None:
     pytest.skip(msg)
 
 
-@pytest.fixture(scope="session")
-def browser():
-    """One Chromium for the whole session; tests open their own contexts in it."""
+def launch_browser():
+    """One Chromium for the whole test session (the ``browser`` fixture of tests/app/conftest.py, shared by
+    every browser test module: a second Playwright in the same process breaks the first)."""
     if not CHROMIUM.exists():
         _no_browser(f"{CHROMIUM} is missing (apt-get install chromium)")
     try:

@@ -19,8 +19,8 @@ from tests.app.test_browser import (
     wait_idle,
 )
 
-# The browser fixtures of test_browser, registered here under their own names ("browser", "session_on").
-browser, session_on = test_browser.browser, test_browser.session_on
+# test_browser's session_on fixture, registered here under its own name (the browser is conftest's).
+session_on = test_browser.session_on
 
 LOG = REPO / "artifacts" / "browser-leaderboard-server.log"
 

@@ -31,8 +31,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.app.test_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     COLD_WAIT_MS,
     EXCEPTION,
     MAIN,
@@ -145,22 +143,6 @@ def app(request, provider: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     with _process(request, cmd, SERVER_LOG, f"{url}/_stcore/health", lambda status, body: status == 200, env):
         assert _healthy(url)
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        _no_browser(f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _no_browser("the playwright package is not installed (pip install -r requirements-dev.txt)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture

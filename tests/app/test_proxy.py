@@ -30,7 +30,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.app import test_browser
 from tests.app.test_browser import (
     COLD_WAIT_MS,
     DATAFRAME,
@@ -51,9 +50,6 @@ from tests.app.test_browser import (
     wait_for_counts,
     wait_idle,
 )
-
-# The browser fixture of test_browser, registered here under its own name.
-browser = test_browser.browser
 
 TEMPLATE = REPO / "deploy" / "nginx" / "saliency.conf"
 STREAMLIT_CONFIG = REPO / ".streamlit" / "config.toml"
