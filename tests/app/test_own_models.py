@@ -12,24 +12,11 @@ import numpy as np
 import pytest
 import torch
 from test_pages import PAGES, charts, decode_plotly_array, heatmaps, main_markdown, texts
-from torch import nn
 
 from saliency_core.attribution import attribute
 from saliency_core.models import load_model
 from saliency_core.samples import sample_by_name
-
-CLASSES = ["red", "green", "blue", "grey"]
-
-
-class TinyNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                      nn.Conv2d(8, 16, 3, padding=1), nn.ReLU())
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+from tests.test_custom_models import CLASSES, TinyNet
 
 
 @pytest.fixture
