@@ -16,7 +16,6 @@ from pages.ui.text import plain
 from saliency_core import method_figures, method_ranking
 from saliency_core.errors import SaliencyError
 from saliency_core.method_comparison import FAST_METHODS
-from saliency_core.models import REGISTRY
 from saliency_core.preprocessing import normalize
 
 SEED = method_ranking.DEFAULT_SEED  # the Faithfulness page's: same random order, same randomised weights
@@ -40,7 +39,7 @@ except SaliencyError as exc:
     st.error(plain(exc, 1000))
     st.stop()
 how = "true label" if a.target_auto and a.label is not None else ("top-1" if a.target_auto else "chosen")
-st.markdown(" · ".join([plain(v.image.title), REGISTRY[a.model_name].title,
+st.markdown(" · ".join([plain(v.image.title), plain(v.model.spec.title),
                         f"target **{a.target} {a.target_name}** ({how}), p = {a.target_prob:.3f}",
                         f"{a.reduction} over RGB", f"{a.precision} precision"]))
 st.markdown(

@@ -139,7 +139,7 @@ def encode_return(page: str, query: Mapping[str, str], secret: str, *, now: floa
 
 def decode_return(token: str | None, secret: str, *, now: float | None = None) -> tuple[str, dict[str, str]] | None:
     """``(page, query)`` from :func:`encode_return`'s token; None if missing, forged, malformed or expired."""
-    if not token or not secret or token.count(".") != 1 or len(token) > 8192:
+    if not token or not secret or not token.isascii() or token.count(".") != 1 or len(token) > 8192:
         return None
     payload, mac = token.split(".")
     if not hmac.compare_digest(mac, _mac(secret, payload)):

@@ -110,7 +110,11 @@ def discover(folder: Path | None = None) -> dict[str, CustomModel]:
         return {}
     root = folder.resolve()
     stems: dict[str, list[Path]] = {}
-    for entry in sorted(folder.iterdir()):
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:  # an unreadable folder holds no models we can offer
+        return {}
+    for entry in entries:
         if entry.name.startswith(".") or entry.suffix == ".txt" or not entry.is_file():
             continue
         stems.setdefault(entry.stem, []).append(entry)
@@ -149,6 +153,8 @@ def _describe(root: Path, stem: str, files: list[Path]) -> CustomModel:
         return _read_sidecar(root, name, model, sidecars[0])
     except ModelUnavailableError as exc:
         return broken(str(exc), str(model))
+    except OSError as exc:  # an unreadable sidecar or class file: say so in the picker, never a traceback
+        return broken(f"{sidecars[0].name}: can't be read ({exc.strerror or exc})", str(model))
 
 
 def _inside(root: Path, path: Path) -> Path:
@@ -327,7 +333,9 @@ def _check_pt2_archive(path: Path, shown: str) -> None:
                     except Exception as exc:
                         raise ModelUnavailableError(f"{shown}: its sample inputs ({n}) are not plain tensors: "
                                                     f"{_first_line(exc)}") from None
-    except (zipfile.BadZipFile, OSError, ValueError, AttributeError) as exc:
+    except ModelUnavailableError:
+        raise
+    except Exception as exc:  # a corrupt, encrypted or oddly compressed member (zlib.error, RuntimeError, ...)
         raise ModelUnavailableError(f"{shown}: not a torch.export program (torch.export.save): {exc}") from None
 
 

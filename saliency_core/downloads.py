@@ -85,7 +85,11 @@ def download(url: str, dest: str, *, progress: Progress | None = None, timeout: 
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:
             raise ModelUnavailableError(f"can't create the checkpoint folder {folder}: {exc.strerror or exc}") from exc
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
+        except OSError as exc:  # a read-only cache folder (common in containers)
+            raise ModelUnavailableError(f"can't write into the checkpoint folder {folder} ({exc.strerror or exc}); "
+                                        f"copy {name} from {url} there by hand") from exc
         try:
             with os.fdopen(fd, "wb") as out:
                 got, total, digest = _fetch(url, out, progress, timeout)
@@ -96,7 +100,11 @@ def download(url: str, dest: str, *, progress: Progress | None = None, timeout: 
                 raise ModelUnavailableError(
                     f"the file downloaded from {url} is not {name}: its sha256 starts with {digest[:len(expected)]}, "
                     f"not {expected}")
-            os.replace(tmp, dest)
+            try:
+                os.replace(tmp, dest)
+            except OSError as exc:
+                raise ModelUnavailableError(f"can't put {name} into {folder} ({exc.strerror or exc}); "
+                                            f"copy it from {url} there by hand") from exc
         except BaseException:
             try:
                 os.remove(tmp)

@@ -129,3 +129,9 @@ def test_a_return_token_needs_a_secret():
     with pytest.raises(ValueError, match="secret"):
         encode_return("", {}, "")
     assert decode_return(encode_return("", {}, SECRET), "") is None
+
+
+def test_a_return_token_with_non_ascii_characters_is_ignored():
+    from saliency_core.access import decode_return
+
+    assert decode_return("é.abc", "secret") is None

@@ -328,3 +328,17 @@ def test_the_batch_job_accepts_a_custom_model(models_dir, tmp_path):
     assert batch.main(args) == 0
     written = load_results(tmp_path / "out")
     assert len(written.results) == 3 and set(written.results["model"]) == {"custom:exported"}
+
+
+def test_an_unreadable_sidecar_is_a_broken_entry_not_a_traceback(tmp_path, monkeypatch):
+    from saliency_core import custom_models
+
+    (tmp_path / "locked.pt").write_bytes(b"x")
+    (tmp_path / "locked.json").write_text("{}")
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(custom_models, "_read_sidecar", unreadable)
+    (entry,) = custom_models.discover(tmp_path).values()
+    assert entry.problem == "locked.json: can't be read (Permission denied)"

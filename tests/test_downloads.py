@@ -149,3 +149,13 @@ def test_downloads_off_make_no_request_and_say_where_to_copy_the_file(server, ch
 def test_hash_prefix_is_read_from_torchvision_style_names():
     assert downloads.sha256_prefix("efficientnet_b0_rwightman-7f5810bc.pth") == "7f5810bc"
     assert downloads.sha256_prefix("mynet.pth") is None
+
+
+def test_a_read_only_checkpoint_folder_is_a_clear_message_not_a_traceback(monkeypatch, tmp_path):
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(downloads.tempfile, "mkstemp", read_only)
+    with pytest.raises(ModelUnavailableError, match=r"can't write into the checkpoint folder .*copy x\.pth"):
+        downloads.download("http://127.0.0.1:9/x.pth", str(tmp_path / "x.pth"))
+    assert not list(tmp_path.iterdir())

@@ -186,7 +186,7 @@ def analyse_many(image_keys: tuple[str, ...], model_name: str, labels: tuple[int
     (automatic targets), by any method; ``params`` as :func:`pages.ui.method_params.cache_key` makes them."""
     return queued("gallery", lambda: analysis.analyse(
         get_model(model_name), _crops, [None] * len(_crops), list(labels), reduction=reduction,
-        precision=precision, method=method, params=dict(params)))
+        precision=precision, method=method, params=dict(params)), show_wait=False)
 
 
 @st.cache_resource
@@ -244,27 +244,30 @@ def compute_queue() -> ComputeQueue:
     return ComputeQueue(default_slots())
 
 
-def queued(what: str, compute: Callable[[], T]) -> T:
+def queued(what: str, compute: Callable[[], T], *, show_wait: bool = True) -> T:
     """``compute()`` once a compute slot is free. While it waits, the page says how many requests are
     ahead; a session that moves on meanwhile leaves the queue (Streamlit raises its rerun or stop
     exception from the waiting message's update). With ``SALIENCY_TIMING_LOG`` set, each computation's
-    wait and duration are appended there as a JSON line."""
-    notice = st.empty()
+    wait and duration are appended there as a JSON line. ``show_wait=False`` draws nothing: inside an
+    ``st.cache_data`` function, whose drawn elements would be replayed on every later cache hit."""
+    notice = st.empty() if show_wait else None
     shown: list = [None, 0.0]  # what the notice says, and when it was last sent
 
     def on_wait(ahead: int) -> None:
         # Sent when the count changes, else every few seconds: each message re-renders the page in every
-        # waiting browser (measured: polling twice a second cost the browsers a third more CPU than the
-        # server spent computing), and Streamlit only notices a session that moved on when one is sent.
+        # waiting browser, and browsers already take most of a loaded machine's CPU (benchmarks/RESULTS.md,
+        # "Many users at once"); Streamlit only notices a session that moved on when one is sent.
         now = time.monotonic()
         if ahead == shown[0] and now - shown[1] < NOTICE_REFRESH_S:
             return
         shown[:] = [ahead, now]
-        notice.info(f"Waiting for the model: {ahead} request{'s' if ahead != 1 else ''} ahead of yours "
-                    f"(at most {compute_queue().slots} computed at once on this server).", icon="⏳")
+        if notice is not None:
+            notice.info(f"Waiting for the model: {ahead} request{'s' if ahead != 1 else ''} ahead of yours "
+                        f"(at most {compute_queue().slots} computed at once on this server).", icon="⏳")
 
     with compute_queue().slot(on_wait) as waited:
-        notice.empty()
+        if notice is not None:
+            notice.empty()
         start = time.perf_counter()
         value = compute()
         seconds = time.perf_counter() - start

@@ -55,6 +55,9 @@ def test_a_custom_model_is_in_the_picker_and_draws_its_maps(new_app, models_dir)
     assert z.shape == want.shape == (32, 32) and want.max() > 0
     np.testing.assert_allclose(z, want, rtol=1e-5, atol=1e-7)
     assert at.query_params.get("model") in ("custom:tiny", ["custom:tiny"]), at.query_params
+    at.switch_page("pages/methods.py").run()  # every page names the model by its own title, not the registry's
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Tiny colour net" in main_markdown(at)
 
 
 def test_a_broken_custom_model_says_what_is_wrong_and_keeps_the_current_one(new_app, models_dir):
