@@ -376,7 +376,7 @@ def randomisation_csv(result: RandomizationResult, record: Mapping[str, object])
     return csv_with_provenance(result.similarity, header)
 
 
-def _slug(text: str, limit: int = 48) -> str:
+def file_name_part(text: str, limit: int = 48) -> str:
     """``text`` as a file-name part: ASCII letters, digits, "-" and "_" only, runs of others as one "_"."""
     return re.sub(r"[^A-Za-z0-9-]+", "_", text).strip("_-")[:limit].strip("_-")
 
@@ -392,4 +392,5 @@ def faithfulness_filename(kind: str, image: str, model: str, target: int) -> str
     """
     if kind not in FAITHFULNESS_KINDS:
         raise InvalidInputError(f"kind must be one of {FAITHFULNESS_KINDS}, got {kind!r}")
-    return f"faithfulness_{kind}_{_slug(image) or 'image'}_{_slug(model) or 'model'}_target{int(target)}.csv"
+    image, model = file_name_part(image) or "image", file_name_part(model) or "model"
+    return f"faithfulness_{kind}_{image}_{model}_target{int(target)}.csv"

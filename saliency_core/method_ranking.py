@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -34,7 +33,7 @@ from saliency_core import faithfulness, sanity
 from saliency_core._torch import ModelLike
 from saliency_core.attribution import ATTRIBUTION_METHODS, attribute
 from saliency_core.errors import InvalidInputError, SaliencyError
-from saliency_core.export import csv_with_provenance
+from saliency_core.export import csv_with_provenance, file_name_part
 from saliency_core.method_comparison import MethodComparison, forward_passes, map_label
 from saliency_core.methods._common import Progress
 from saliency_core.stats import agreement
@@ -274,7 +273,5 @@ def ranking_filename(image: str, model: str, target: int, ext: str = "csv") -> s
     if ext not in ("csv", "json"):
         raise InvalidInputError(f'ext must be "csv" or "json", got {ext!r}')
 
-    def slug(text: str) -> str:
-        return re.sub(r"[^A-Za-z0-9-]+", "_", str(text)).strip("_-")[:48].strip("_-")
-
-    return f"methods_ranking_{slug(image) or 'image'}_{slug(model) or 'model'}_target{int(target)}.{ext}"
+    image, model = file_name_part(str(image)), file_name_part(str(model))
+    return f"methods_ranking_{image or 'image'}_{model or 'model'}_target{int(target)}.{ext}"

@@ -15,6 +15,7 @@ import math
 
 import streamlit as st
 
+from saliency_core import method_comparison
 from saliency_core.attribution import ATTRIBUTION_METHODS, AttributionMethod, Param
 from saliency_core.export import describe_params
 from saliency_core.methods.grad_cam import conv_layers
@@ -26,8 +27,8 @@ METHODS = list(ATTRIBUTION_METHODS)  # gradient first, then as the registry list
 #: What one dashboard view may ask for: each noisy copy or path point is a forward and a backward pass
 #: (about 30 ms on the 2-core CPU), so 256 of them take about 8 s; the engine itself has no upper limit.
 DASHBOARD_MAX: dict[str, float] = {"samples": 256, "steps": 256, "noise": 1.0, "seed": 2**31 - 1}
-#: Methods that run many passes per map: they draw a progress bar with the time left.
-SLOW_METHODS = frozenset({"smoothgrad", "integrated_gradients"})
+#: Methods that run many passes per map (the engine's list): they draw a progress bar with the time left.
+SLOW_METHODS = frozenset(method_comparison.SLOW_METHODS)
 
 
 def spec(method: str) -> AttributionMethod:
