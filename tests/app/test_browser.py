@@ -157,21 +157,32 @@ def _streamlit(request: pytest.FixtureRequest, upload_dir: Path, log: Path,
            "SALIENCY_RESULTS_DIR": str(results_dir or upload_dir / "no-results")}
     cmd = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    with serve(request, cmd, log, url, lambda: _healthy(url), env, while_starting):
+        yield url
+
+
+@contextlib.contextmanager
+def serve(request: pytest.FixtureRequest, cmd: list[str], log: Path, url: str, ready: Callable[[], bool],
+          env: dict[str, str] | None = None,
+          while_starting: Callable[[], None] | None = None) -> Iterator[subprocess.Popen]:
+    """``cmd`` in its own process group, its output in ``log``, until ``ready()``; stopped by PID after, and
+    its log printed when a test failed. ``while_starting`` runs once the process is launched."""
     log.parent.mkdir(parents=True, exist_ok=True)
     failed_before = request.session.testsfailed
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env or dict(os.environ), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     try:
         if while_starting is not None:
             while_starting()
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not _healthy(url):
+        while not ready():
             if proc.poll() is not None or time.monotonic() > deadline:
-                why = f"exited with {proc.returncode}" if proc.poll() is not None else "no health answer"
+                why = f"exited with {proc.returncode}" if proc.poll() is not None else "no answer"
                 _print_log(request, log, why)
-                pytest.fail(f"streamlit did not start at {url} within {STARTUP_TIMEOUT_S} s ({why})")
+                pytest.fail(f"{cmd[2]} did not start at {url} within {STARTUP_TIMEOUT_S} s ({why})")
             time.sleep(0.25)
-        yield url
+        yield proc
     finally:
         _stop(proc)
         if request.session.testsfailed > failed_before:

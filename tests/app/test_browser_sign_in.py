@@ -14,14 +14,11 @@ by its PID (each leads its own process group).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
 import secrets
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -36,15 +33,13 @@ from tests.app.test_browser import (
     MAIN,
     PLOT,
     SIDEBAR,
-    STARTUP_TIMEOUT_S,
     VIEWPORT,
     WAIT_MS,
     _free_port,
     _healthy,
     _no_browser,
-    _print_log,
-    _stop,
     screenshot,
+    serve,
     wait_for_counts,
     wait_idle,
 )
@@ -78,28 +73,10 @@ def _get(url: str) -> tuple[int, str]:
         return 0, ""
 
 
-@contextlib.contextmanager
 def _process(request: pytest.FixtureRequest, cmd: list[str], log: Path, ready_url: str, ready,
-             env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
-    """``cmd`` in its own process group until ``ready(status, body)`` of ``ready_url``; stopped by PID after."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    failed_before = request.session.testsfailed
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env or dict(os.environ), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not ready(*_get(ready_url)):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                why = f"exited with {proc.returncode}" if proc.poll() is not None else "no answer"
-                _print_log(request, log, why)
-                pytest.fail(f"{cmd[2]} did not start at {ready_url} within {STARTUP_TIMEOUT_S} s ({why})")
-            time.sleep(0.25)
-        yield proc
-    finally:
-        _stop(proc)
-        if request.session.testsfailed > failed_before:
-            _print_log(request, log, "a test failed")
+             env: dict[str, str] | None = None):
+    """:func:`tests.app.test_browser.serve` until ``ready(status, body)`` of ``ready_url``."""
+    return serve(request, cmd, log, ready_url, lambda: ready(*_get(ready_url)), env)
 
 
 @pytest.fixture(scope="module")
