@@ -49,6 +49,14 @@ HEATMAP_JS = """() => { const p = document.querySelector('.st-key-heatmap .js-pl
         return {shape: String(z.shape).split(',').map(Number), values: flat}; }
     const rows = Array.from(z, row => Array.from(row));
     return {shape: [rows.length, rows[0].length], values: rows.flat()}; }"""
+PLOT_JS = "document.querySelector('.st-key-heatmap .js-plotly-plot')"
+# The heatmap is drawn (Plotly has laid it out) and the page is not running a script.
+SETTLED_JS = f"""() => {{ const p = {PLOT_JS};
+    return !!(p && p._fullLayout && p.data && p.data.length)
+        && !document.querySelector('[data-testid="stStatusWidget"]'); }}"""
+# ...and its data is no longer the figure that was on screen before the upload (window.__before).
+REDRAWN_JS = f"""() => {{ const p = {PLOT_JS};
+    return !!(p && p._fullLayout && p.data && p.data.length && p.data[0].z !== window.__before); }}"""
 FAITHFULNESS_PLOTS = 4  # what the Faithfulness page shows once done (tests/app/test_browser.py PAGES)
 
 
@@ -105,16 +113,19 @@ async def open_saliency(browser, base: str):
     page = await context.new_page()
     await page.goto(f"{base}/saliency")
     await page.wait_for_selector("text=crop of Coffee", timeout=300_000)
+    await page.wait_for_function(SETTLED_JS, timeout=300_000, polling=200)
     return context, page
 
 
-async def upload_and_wait(page, name: str, data: bytes) -> tuple[float, list | None]:
+async def upload_and_wait(page, name: str, data: bytes) -> float:
+    """Seconds from the upload to its heatmap drawn on screen (the figure's data replaced and laid out)."""
+    await page.evaluate(f"() => {{ window.__before = {PLOT_JS}.data[0].z; }}")
     t0 = time.perf_counter()
     await page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]',
                                files=[{"name": name, "mimeType": "image/png", "buffer": data}])
     await page.wait_for_selector(f"text=crop of {name}", timeout=600_000)
-    seconds = time.perf_counter() - t0
-    return seconds, await page.evaluate(HEATMAP_JS)
+    await page.wait_for_function(REDRAWN_JS, timeout=600_000, polling=100)
+    return time.perf_counter() - t0
 
 
 async def faithfulness_of(page, base: str) -> float:
@@ -167,17 +178,18 @@ async def run(args: argparse.Namespace, base: str, server: subprocess.Popen, log
             mine = photos[used:used + n]
             used += n
             since, cpu0, bcpu0 = time.time(), cpu_seconds(server.pid), browser_cpu_seconds()
-            results = await asyncio.gather(*(upload_and_wait(pg, name, data) for (_, pg), (name, data)
-                                             in zip(opened, mine, strict=True)))
+            times = await asyncio.gather(*(upload_and_wait(pg, name, data) for (_, pg), (name, data)
+                                           in zip(opened, mine, strict=True)))
             cpu1, bcpu1 = cpu_seconds(server.pid), browser_cpu_seconds()
+            # Read back after every session is done, so that no session's read-back slows the others.
+            shown_maps = [await pg.evaluate(HEATMAP_JS) for _, pg in opened]
             correct = 0
-            for (_, z), (_, data) in zip(results, mine, strict=True):
+            for z, (_, data) in zip(shown_maps, mine, strict=True):
                 if z is not None:
                     ref = expected_map(data)
                     shown = np.asarray(z["values"], dtype=np.float64).reshape(z["shape"])
                     correct += int(shown.shape == ref.shape and np.allclose(shown, ref, rtol=1e-3,
                                                                             atol=1e-6 * ref.max()))
-            times = [t for t, _ in results]
             server_side = [r for r in timing_records(log, since) if r.get("what") == "analysis"]
             report["rounds"].append({
                 "sessions": n, "median_s": statistics.median(times), "p95_s": percentile(times, 95),
