@@ -20,8 +20,10 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from pages.ui import access, sidebar, site
+from pages.ui import access, sidebar, site, timing_log
 from saliency_core.export import map_to_rgb
+
+timing_log.run_started()
 
 # A radial "hot" blob drawn here: a Material icon as page_icon would be fetched
 # from the internet, which an offline server can't reach.

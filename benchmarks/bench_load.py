@@ -5,11 +5,14 @@ machine::
 
     .venv/bin/python benchmarks/bench_load.py [--sessions 1 4 8] [--faithfulness 8] [--slots 1 8]
 
-For each number of sessions: that many browser contexts open the Saliency page, then all upload a
-different photo at once; reported per round are the median, p95 and max time from the upload to the
-heatmap, whether every map shown equals ``saliency_core.analysis.analyse`` of that photo (read back from
-the page's Plotly figure), and the server-side time of each map (queue wait and computation, from the
-server's timing log, ``SALIENCY_TIMING_LOG``). Then ``--faithfulness`` sessions open the Faithfulness page
+For each number of sessions: that many browser contexts open the Saliency page at once and wait until
+it has settled (the sample's heatmap drawn, no script running: a user looking at the page), then all
+upload a different photo at once. Reported per round: the median, p95 and max time from the upload to
+its heatmap drawn (the figure's data replaced and laid out by Plotly), whether every map shown equals
+``saliency_core.analysis.analyse`` of that photo (read back from the page's Plotly figure, after every
+session is done), the server's side from its timing log (``SALIENCY_TIMING_LOG``: the script run from
+its start to the figure handed over, and each map's queue wait and computation), and how long opening
+the page took with that many sessions opening it at once. Then ``--faithfulness`` sessions open the Faithfulness page
 for their photo at once. The server's resident memory is sampled every 0.2 s throughout (peak reported).
 The browsers share the machine's cores with the server, so the CPU seconds of each are reported too;
 ``--nice-browsers`` runs them at the lowest CPU priority, which shows the server as users on their own
@@ -109,12 +112,15 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def open_saliency(browser, base: str):
+    """A new session on the Saliency page, once the sample's heatmap is drawn and no script runs; and the
+    seconds that took."""
+    t0 = time.perf_counter()
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
     page = await context.new_page()
     await page.goto(f"{base}/saliency")
     await page.wait_for_selector("text=crop of Coffee", timeout=300_000)
     await page.wait_for_function(SETTLED_JS, timeout=300_000, polling=200)
-    return context, page
+    return context, page, time.perf_counter() - t0
 
 
 async def upload_and_wait(page, name: str, data: bytes) -> float:
@@ -170,19 +176,20 @@ async def run(args: argparse.Namespace, base: str, server: subprocess.Popen, log
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=chromium_path(args.nice_browsers, log.parent),
                                           args=CHROMIUM_ARGS)
-        ctx, _ = await open_saliency(browser, base)  # warm: model loaded, sample cached
+        ctx, _, _ = await open_saliency(browser, base)  # warm: model loaded, sample cached
         await ctx.close()
         sessions = []
         for n in args.sessions:
             opened = await asyncio.gather(*(open_saliency(browser, base) for _ in range(n)))
+            open_times = [t for _, _, t in opened]
             mine = photos[used:used + n]
             used += n
             since, cpu0, bcpu0 = time.time(), cpu_seconds(server.pid), browser_cpu_seconds()
-            times = await asyncio.gather(*(upload_and_wait(pg, name, data) for (_, pg), (name, data)
+            times = await asyncio.gather(*(upload_and_wait(pg, name, data) for (_, pg, _), (name, data)
                                            in zip(opened, mine, strict=True)))
             cpu1, bcpu1 = cpu_seconds(server.pid), browser_cpu_seconds()
             # Read back after every session is done, so that no session's read-back slows the others.
-            shown_maps = [await pg.evaluate(HEATMAP_JS) for _, pg in opened]
+            shown_maps = [await pg.evaluate(HEATMAP_JS) for _, pg, _ in opened]
             correct = 0
             for z, (_, data) in zip(shown_maps, mine, strict=True):
                 if z is not None:
@@ -190,10 +197,15 @@ async def run(args: argparse.Namespace, base: str, server: subprocess.Popen, log
                     shown = np.asarray(z["values"], dtype=np.float64).reshape(z["shape"])
                     correct += int(shown.shape == ref.shape and np.allclose(shown, ref, rtol=1e-3,
                                                                             atol=1e-6 * ref.max()))
-            server_side = [r for r in timing_records(log, since) if r.get("what") == "analysis"]
+            records = timing_records(log, since)
+            server_side = [r for r in records if r.get("what") == "analysis"]
+            sent = [r["seconds"] for r in records if r.get("what") == "map sent"]
             report["rounds"].append({
                 "sessions": n, "median_s": statistics.median(times), "p95_s": percentile(times, 95),
                 "max_s": max(times), "correct": correct,
+                "open_median_s": statistics.median(open_times), "open_max_s": max(open_times),
+                "server_run_to_map_median_s": statistics.median(sent) if sent else None,
+                "server_run_to_map_max_s": max(sent) if sent else None,
                 "server_wait_median_s": statistics.median([r["waited"] for r in server_side]) if server_side
                 else None,
                 "server_compute_median_s": statistics.median([r["seconds"] for r in server_side]) if server_side
@@ -202,7 +214,7 @@ async def run(args: argparse.Namespace, base: str, server: subprocess.Popen, log
             print(json.dumps(report["rounds"][-1]), flush=True)
             sessions = opened
         if args.faithfulness:
-            pages = [pg for _, pg in sessions[:args.faithfulness]]
+            pages = [pg for _, pg, _ in sessions[:args.faithfulness]]
             t0 = time.time()
             times = await asyncio.gather(*(faithfulness_of(pg, base) for pg in pages))
             report["faithfulness"] = {"sessions": len(pages), "median_s": statistics.median(times),
@@ -260,15 +272,20 @@ def measure(args: argparse.Namespace, slots: int | None) -> None:
     print(f"\nSALIENCY_COMPUTE_SLOTS={slots if slots is not None else 'default'}; load average before: "
           f"{load_before[0]:.2f}; server RSS peak {watch.peak:.0f} MB "
           f"(first sample {watch.samples[0] if watch.samples else float('nan'):.0f} MB)")
-    print("| sessions at once | median to heatmap | p95 | max | maps correct | server: median queue wait | "
-          "server: median compute | server CPU s | browsers CPU s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| sessions at once | median to heatmap | p95 | max | maps correct | server: median run to map sent "
+          "(max) | server: median queue wait | server: median compute | server CPU s | browsers CPU s | "
+          "opening the page, median (max) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def secs(value: float | None, digits: int = 1) -> str:
+        return "—" if value is None else f"{value:.{digits}f} s"
+
     for r in report["rounds"]:
-        wait = "—" if r["server_wait_median_s"] is None else f"{r['server_wait_median_s']:.1f} s"
-        comp = "—" if r["server_compute_median_s"] is None else f"{r['server_compute_median_s']:.2f} s"
         print(f"| {r['sessions']} | {r['median_s']:.1f} s | {r['p95_s']:.1f} s | {r['max_s']:.1f} s | "
-              f"{r['correct']}/{r['sessions']} | {wait} | {comp} | {r['server_cpu_s']:.0f} | "
-              f"{r['browser_cpu_s']:.0f} |")
+              f"{r['correct']}/{r['sessions']} | {secs(r['server_run_to_map_median_s'])} "
+              f"({secs(r['server_run_to_map_max_s'])}) | {secs(r['server_wait_median_s'])} | "
+              f"{secs(r['server_compute_median_s'], 2)} | {r['server_cpu_s']:.0f} | {r['browser_cpu_s']:.0f} | "
+              f"{r['open_median_s']:.1f} s ({r['open_max_s']:.1f} s) |")
     if "faithfulness" in report:
         f = report["faithfulness"]
         print(f"Faithfulness, {f['sessions']} sessions at once: median {f['median_s']:.1f} s, max {f['max_s']:.1f} s")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages.ui import labels, method_params, sidebar
+from pages.ui import labels, method_params, sidebar, timing_log
 from pages.ui.text import plain
 from saliency_core import export, plots
 
@@ -47,6 +47,7 @@ with right:
         fig = plots.heatmap_figure(saliency, gradients=grads, colorscale=colorscale, zmin=zmin, zmax=zmax,
                                    title=f"{label} · {a.precision} precision", channel_prefix=prefix)
     st.plotly_chart(fig.update_layout(height=620), key="heatmap")
+    timing_log.map_sent("saliency")
 
     stem = f"saliency_{a.method}_{objective}_{a.model_name}_{a.target}_{v.image.key[:12]}"
     d1, d2 = st.columns(2)

@@ -10,8 +10,6 @@ images one pixel apart could share a key otherwise.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -23,7 +21,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from pages.ui import method_params
+from pages.ui import method_params, timing_log
 from saliency_core import analysis, leaderboard, method_comparison, method_ranking, results, results_access
 from saliency_core.analysis import ImageAnalysis
 from saliency_core.images import load_image
@@ -247,8 +245,8 @@ def compute_queue() -> ComputeQueue:
 def queued(what: str, compute: Callable[[], T], *, show_wait: bool = True) -> T:
     """``compute()`` once a compute slot is free. While it waits, the page says how many requests are
     ahead; a session that moves on meanwhile leaves the queue (Streamlit raises its rerun or stop
-    exception from the waiting message's update). With ``SALIENCY_TIMING_LOG`` set, each computation's
-    wait and duration are appended there as a JSON line. ``show_wait=False`` draws nothing: inside an
+    exception from the waiting message's update). Each computation's wait and duration go to
+    :mod:`pages.ui.timing_log`. ``show_wait=False`` draws nothing: inside an
     ``st.cache_data`` function, whose drawn elements would be replayed on every later cache hit."""
     notice = st.empty() if show_wait else None
     shown: list = [None, 0.0]  # what the notice says, and when it was last sent
@@ -271,11 +269,7 @@ def queued(what: str, compute: Callable[[], T], *, show_wait: bool = True) -> T:
         start = time.perf_counter()
         value = compute()
         seconds = time.perf_counter() - start
-    log = os.environ.get("SALIENCY_TIMING_LOG")
-    if log:
-        record = {"what": what, "waited": round(waited, 4), "seconds": round(seconds, 4), "finished": time.time()}
-        with contextlib.suppress(OSError), open(log, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+    timing_log.append({"what": what, "waited": round(waited, 4), "seconds": round(seconds, 4)})
     return value
 
 

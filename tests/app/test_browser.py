@@ -146,18 +146,20 @@ def _print_log(request: pytest.FixtureRequest, log: Path, why: str) -> None:
 
 @contextlib.contextmanager
 def _streamlit(request: pytest.FixtureRequest, upload_dir: Path, log: Path,
-               results_dir: Path | None = None, while_starting: Callable[[], None] | None = None) -> Iterator[str]:
+               results_dir: Path | None = None, while_starting: Callable[[], None] | None = None,
+               env: dict[str, str] | None = None) -> Iterator[str]:
     """A dashboard server on a free port; yields its base URL.
 
-    ``while_starting`` runs once the server process is launched, before waiting for it to answer.
+    ``while_starting`` runs once the server process is launched, before waiting for it to answer; ``env``
+    adds settings to its environment.
     """
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "SALIENCY_UPLOAD_DIR": str(upload_dir), "PYTHONUNBUFFERED": "1",
-           "SALIENCY_RESULTS_DIR": str(results_dir or upload_dir / "no-results")}
+    full_env = {**os.environ, "SALIENCY_UPLOAD_DIR": str(upload_dir), "PYTHONUNBUFFERED": "1",
+                "SALIENCY_RESULTS_DIR": str(results_dir or upload_dir / "no-results"), **(env or {})}
     cmd = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    with serve(request, cmd, log, url, lambda: _healthy(url), env, while_starting):
+    with serve(request, cmd, log, url, lambda: _healthy(url), full_env, while_starting):
         yield url
 
 
