@@ -115,6 +115,47 @@ def test_a_page_waits_for_a_busy_model_then_draws_and_logs_the_wait(new_app, mon
     assert queue.state().running == 0 and queue.state().waiting == 0
 
 
+def test_a_session_that_moves_on_while_queued_leaves_the_queue_and_the_slot_is_not_lost(
+        new_app, monkeypatch, script_runners, analyse_calls):
+    from pages.ui import waiting
+
+    queue = RecordingQueue()
+    monkeypatch.setattr(waiting, "compute_queue", lambda: queue)
+    monkeypatch.setattr(waiting, "NOTICE_REFRESH_S", 0.05)  # the notice's next update comes soon
+    held, release = threading.Event(), threading.Event()
+
+    def other_session() -> None:
+        with queue.slot():
+            held.set()
+            release.wait(60)
+
+    other = threading.Thread(target=other_session)
+    other.start()
+    held.wait(5)
+
+    def close_the_tab_once_waiting() -> None:
+        _wait_until(lambda: script_runners and shows(script_runners[0], "Waiting for the model"))
+        script_runners[0].request_stop()
+
+    closer = threading.Thread(target=close_the_tab_once_waiting)
+    closer.start()
+    try:
+        at = new_app(page="pages/saliency.py", target="4").run()  # a target no other test asks for
+        closer.join(5)
+        assert not at.exception and not at.get("plotly_chart"), "the session stopped while it waited"
+        assert queue.state().waiting == 0 and queue.state().running == 1, "it left the queue; the other still runs"
+        assert analyse_calls == []
+    finally:
+        release.set()
+        other.join(5)
+    waits = len(queue.seen)
+    at = new_app(page="pages/saliency.py", target="4").run()
+    assert not at.exception and not at.error
+    assert at.get("plotly_chart"), "the next request ran: no slot was lost to the session that left"
+    assert len(queue.seen) == waits and analyse_calls == [1], "it ran at once, and computed the map"
+    assert queue.state().running == 0 and queue.state().waiting == 0
+
+
 def _held_by_another_session(new_app, monkeypatch, target: str):
     """Find the cache key and the map of the saliency page for ``target``, forget the map, and start a thread
     that computes that key as another session would, holding it until ``release`` is set.
