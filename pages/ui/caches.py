@@ -248,7 +248,7 @@ def _run_key(image_key: str, model_name: str, target: int, method: str, params: 
 
 def compare_methods(image_key: str, model_name: str, target: int, methods: tuple[str, ...],
                     params: dict[str, dict[str, object]], reduction: str, precision: str,
-                    _x) -> MethodComparison:
+                    _x, gradient: ImageAnalysis | None = None) -> MethodComparison:
     """:func:`saliency_core.method_comparison.compare_methods` for one image, one cache entry per method.
 
     Keyed on the image's sha256, model, target (a class index: resolve the
@@ -256,10 +256,18 @@ def compare_methods(image_key: str, model_name: str, target: int, methods: tuple
     precision; ``_x`` (the (1, 3, H, W) normalised image) is never hashed.
     Adding a method to the page computes that method only; slow methods
     draw a progress bar with the time left, a second visit is instant.
+    ``gradient``: this image's plain-gradient analysis (:func:`analyse_one`)
+    when the page has it: the gradient's run is taken from it instead of a
+    second backward pass, if its target, reduction and precision match.
     """
     parts = []
     for m in methods:
         given = dict(params.get(m) or {})
+        if (m == "gradient" and not given and gradient is not None and gradient.method == "gradient"
+                and (gradient.model_name, gradient.target, gradient.reduction, gradient.precision)
+                == (model_name, int(target), reduction, precision)):
+            parts.append(method_comparison.gradient_comparison(gradient))
+            continue
         what = method_params.method_summary(m, given) if given else method_params.spec(m).title
         parts.append(cached_with_progress(
             _run_key(image_key, model_name, target, m, given, reduction, precision),
