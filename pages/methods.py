@@ -32,7 +32,8 @@ if notices:
 if v.image is None:
     (st.error if v.problem_is_error else st.info)(v.problem or "No image.")
     st.stop()
-try:  # the plain gradient's analysis (cached, shared with the other pages) resolves the target
+try:  # the plain gradient's analysis (cached, shared with the other pages) resolves the target, and is the
+    # Gradient row of the grid
     a = caches.analyse_one(v.image.key, v.model.name, v.target, v.image.label, v.reduction, v.precision,
                            v.image.crop)
 except SaliencyError as exc:
@@ -81,7 +82,7 @@ def params_of(method: str) -> dict[str, object]:
 x = normalize(a.display[None], v.model.preprocessing)  # the crop the analysis made: no second resize
 try:
     comparison = caches.compare_methods(v.image.key, v.model.name, a.target, methods,
-                                        {m: params_of(m) for m in methods}, v.reduction, v.precision, x)
+                                        {m: params_of(m) for m in methods}, v.reduction, v.precision, x, a)
 except SaliencyError as exc:
     st.error(plain(exc, 1000))
     st.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
@@ -53,17 +54,21 @@ class LRUCache(Generic[T]):
     is returned but not kept. ``compute`` runs outside the lock, so other
     threads keep reading while a slow value is computed; a thread asking for
     a key that another is computing waits for that value instead of computing
-    it again (and computes it itself if that computation failed).
+    it again (and computes it itself if that computation failed). A waiting
+    thread is told so every ``poll_s`` seconds through ``on_wait``, and leaves
+    by raising from it, as a thread waiting in
+    :class:`saliency_core.work_queue.ComputeQueue` does.
     """
 
     def __init__(self, max_entries: int, max_bytes: int | None = None,
-                 size_of: Callable[[object], int] = approximate_bytes) -> None:
+                 size_of: Callable[[object], int] = approximate_bytes, poll_s: float = 0.5) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
         if max_bytes is not None and max_bytes < 1:
             raise ValueError(f"max_bytes must be at least 1 or None, got {max_bytes}")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        self.poll_s = poll_s
         self._size_of = size_of
         self._data: OrderedDict[Hashable, tuple[T, int]] = OrderedDict()
         self._bytes = 0
@@ -89,7 +94,17 @@ class LRUCache(Generic[T]):
             self._data.clear()
             self._bytes = 0
 
-    def get_or_compute(self, key: Hashable, compute: Callable[[], T]) -> T:
+    def get_or_compute(self, key: Hashable, compute: Callable[[], T],
+                       on_wait: Callable[[float], None] | None = None) -> T:
+        """The value cached for ``key``, else ``compute()``, stored (see the class).
+
+        on_wait : called as ``on_wait(seconds)`` (the seconds waited so far)
+            when another thread is computing ``key``: at once, then every
+            ``poll_s`` seconds until its value is ready. What it raises
+            propagates and ends this thread's wait only: the computing thread
+            still stores its value for the next one to ask.
+        """
+        start = time.monotonic()
         while True:
             with self._lock:
                 if key in self._data:
@@ -99,7 +114,14 @@ class LRUCache(Generic[T]):
                 if pending is None:
                     self._pending[key] = threading.Event()
                     break
-            pending.wait()  # another thread computes it: take its value (or compute if it failed)
+            # Another thread computes it: take its value (or compute it here if that computation failed).
+            if on_wait is None:
+                pending.wait()
+                continue
+            while True:
+                on_wait(time.monotonic() - start)  # outside the lock: it may draw on a page, or raise
+                if pending.wait(self.poll_s):
+                    break
         try:
             value = compute()
             size = self._size_of(value) if self.max_bytes is not None else 0

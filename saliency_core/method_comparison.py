@@ -6,10 +6,12 @@ method (both objectives from the same passes) and keeps each (H, W) map, the
 parameters used, Integrated Gradients' completeness gap and the time taken;
 a method that cannot run on the model (guided backprop without ReLUs,
 Grad-CAM without a convolutional layer, an invalid parameter) is recorded
-with its message instead of raising. :func:`agreement_matrix` compares every
-pair of maps (Spearman's ρ or the IoU of the top 5 % pixels) and orders them
-so that similar maps sit together. Faithfulness and randomisation scores of
-the maps are in :mod:`saliency_core.method_ranking`.
+with its message instead of raising; :func:`gradient_comparison` makes the
+plain gradient's run from an image's analysis, which already holds it.
+:func:`agreement_matrix` compares every pair of maps (Spearman's ρ or the
+IoU of the top 5 % pixels) and orders them so that similar maps sit
+together. Faithfulness and randomisation scores of the maps are in
+:mod:`saliency_core.method_ranking`.
 
 Never imports Streamlit.
 """
@@ -20,6 +22,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -32,6 +35,9 @@ from saliency_core.gradients import REDUCTIONS, check_methods
 from saliency_core.methods._common import Progress
 from saliency_core.methods.integrated_gradients import GAP_WARNING
 from saliency_core.stats import _top_indices, check_map, top_count
+
+if TYPE_CHECKING:
+    from saliency_core.analysis import ImageAnalysis
 
 OBJECTIVES = ("score", "loss")
 #: Methods that take one forward and one backward pass: a second or less each on a 2-core CPU
@@ -235,6 +241,27 @@ def compare_methods(model: ModelLike, X: torch.Tensor, target: int, methods: Seq
             prob = float(r.probs[0, resolved])
     return MethodComparison(runs=runs, objectives=objectives, target=resolved, target_prob=prob,
                             reduction=reduction, precision=precision, shape=(int(X.shape[2]), int(X.shape[3])))
+
+
+def gradient_comparison(analysis: ImageAnalysis) -> MethodComparison:
+    """The plain gradient's :func:`compare_methods` result, made from an analysis that already computed it.
+
+    ``analysis`` : an :class:`~saliency_core.analysis.ImageAnalysis` by the
+    "gradient" method: the same forward and backward passes as
+    ``compare_methods(model, X, analysis.target, ("gradient",),
+    reduction=analysis.reduction, precision=analysis.precision)`` for the
+    same image, so the maps, the channel gradients (the run's
+    ``attributions``), the target and its probability are exactly those
+    (the seconds are the analysis's). Another method's analysis raises
+    InvalidInputError: its parameters as given are not known.
+    """
+    if analysis.method != "gradient":
+        raise InvalidInputError(f"analysis: expected one by the 'gradient' method, got {analysis.method!r}")
+    run = MethodRun("gradient", maps={o: analysis.maps[o] for o in OBJECTIVES},
+                    attributions={o: analysis.gradients[o] for o in OBJECTIVES}, seconds=analysis.seconds)
+    return MethodComparison(runs={"gradient": run}, objectives=OBJECTIVES, target=analysis.target,
+                            target_prob=analysis.target_prob, reduction=analysis.reduction,
+                            precision=analysis.precision, shape=tuple(analysis.maps["score"].shape))
 
 
 # --------------------------------------------------------------------------- agreement

@@ -147,3 +147,65 @@ def test_when_the_computing_thread_fails_a_waiting_thread_computes_it_itself():
     assert cache.get_or_compute("k", lambda: "recomputed") == "recomputed"
     t.join(5)
     assert len(errors) == 1 and cache.get_or_compute("k", lambda: "not again") == "recomputed"
+
+
+def test_a_thread_waiting_for_another_threads_value_is_told_how_long_it_has_waited():
+    cache = LRUCache(max_entries=4, poll_s=0.02)
+    started, release = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        started.set()
+        release.wait(5)
+        return "map"
+
+    first = threading.Thread(target=cache.get_or_compute, args=("k", slow))
+    first.start()
+    started.wait(5)
+    waited: list[float] = []
+
+    def on_wait(seconds: float) -> None:
+        waited.append(seconds)
+        if len(waited) == 5:
+            release.set()
+
+    assert cache.get_or_compute("k", lambda: "computed twice", on_wait) == "map"
+    first.join(5)
+    assert len(waited) >= 5 and waited == sorted(waited) and waited[0] < 0.1 and waited[-1] >= 0.06
+    calls = len(waited)
+    assert cache.get_or_compute("k", lambda: "not again", on_wait) == "map" and len(waited) == calls  # a hit
+
+
+class MovedOn(BaseException):
+    """Stands for Streamlit's rerun and stop exceptions (BaseExceptions), raised from a page update."""
+
+
+def test_a_waiter_that_raises_from_on_wait_leaves_and_the_value_is_still_computed_once_and_kept():
+    cache = LRUCache(max_entries=4, poll_s=0.02)
+    started, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def slow() -> str:
+        calls.append(1)
+        started.set()
+        release.wait(5)
+        return "map"
+
+    results: list[str] = []
+    first = threading.Thread(target=lambda: results.append(cache.get_or_compute("k", slow)))
+    first.start()
+    started.wait(5)
+    patient_waits: list[float] = []
+    patient = threading.Thread(target=lambda: results.append(cache.get_or_compute("k", slow, patient_waits.append)))
+    patient.start()
+
+    def leave(seconds: float) -> None:
+        if seconds > 0.05:
+            raise MovedOn
+
+    with pytest.raises(MovedOn):
+        cache.get_or_compute("k", slow, leave)
+    assert "k" not in cache and first.is_alive() and patient.is_alive()  # the others still wait for the value
+    release.set()
+    first.join(5), patient.join(5)
+    assert results == ["map", "map"] and calls == [1] and patient_waits
+    assert cache.get_or_compute("k", lambda: "not again") == "map"

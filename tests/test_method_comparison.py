@@ -67,6 +67,35 @@ def test_every_map_is_attributes_own(lite0, image, comparison):
     assert list(comparison.by_method()) == list(ALL)
 
 
+@pytest.mark.parametrize("target", [None, 3])
+def test_the_gradient_run_from_an_analysis_is_compare_methods_own(lite0, target):
+    from saliency_core.analysis import analyse
+    from saliency_core.method_comparison import gradient_comparison
+
+    crop = np.random.default_rng(1).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)
+    a = analyse(lite0, crop, [target], reduction="l2")[0]
+    made = gradient_comparison(a)
+    x = lite0.prepare_crops(crop).x
+    expected = compare_methods(lite0, x, a.target, ("gradient",), reduction="l2")
+    assert (made.target, made.target_prob, made.objectives, made.reduction, made.precision, made.shape) == (
+        expected.target, expected.target_prob, expected.objectives, "l2", "exact", expected.shape)
+    run, want = made.runs["gradient"], expected.runs["gradient"]
+    assert list(made.runs) == ["gradient"] and run.ok and run.params == want.params == {} and run.given == {}
+    for obj in ("score", "loss"):
+        np.testing.assert_array_equal(run.maps[obj], want.maps[obj])
+        np.testing.assert_array_equal(run.attributions[obj], want.attributions[obj])
+    assert run.completeness_gap is None and run.notes == []
+
+
+def test_only_a_gradient_analysis_makes_a_gradient_run(lite0):
+    from saliency_core.analysis import analyse
+    from saliency_core.method_comparison import gradient_comparison
+
+    crop = np.zeros((1, 224, 224, 3), np.uint8)
+    with pytest.raises(InvalidInputError, match="gradient"):
+        gradient_comparison(analyse(lite0, crop, [1], method="gradient_x_input")[0])
+
+
 def test_progress_climbs_to_its_total(comparison):
     done = [d for d, _ in comparison.calls]
     totals = {t for _, t in comparison.calls}

@@ -21,7 +21,8 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from pages.ui import method_params, timing_log
+from pages.ui import method_params
+from pages.ui.waiting import queued, seconds_text, shared_or_computed
 from saliency_core import analysis, leaderboard, method_comparison, method_ranking, results, results_access
 from saliency_core.analysis import ImageAnalysis
 from saliency_core.images import load_image
@@ -33,13 +34,11 @@ from saliency_core.models import LoadedModel, ModelStatus, list_models, load_mod
 from saliency_core.models import download_weights as _download_weights
 from saliency_core.npz import LabelledImage, load_npz_batch
 from saliency_core.store import UploadStore
-from saliency_core.work_queue import ComputeQueue, default_slots
 
 T = TypeVar("T")
 MAX_CACHED_ANALYSES = 32  # about 4 MB each
 MAX_ANALYSIS_BYTES = 160 * 1024 * 1024
 MAX_PROGRESS_RESULTS = 16
-NOTICE_REFRESH_S = 5.0  # how often a waiting page's queue notice is sent again when nothing changed
 MAX_METHOD_RUNS = 96  # one method's two maps and attributions of one image: about 1.6 MB at 224 px
 MAX_METHOD_RUN_BYTES = 192 * 1024 * 1024
 
@@ -173,7 +172,7 @@ def analyse_one(image_key: str, model_name: str, target: int, label: int | None,
         lambda progress: analysis.analyse(get_model(model_name), _crop[None], [target], [label],
                                           reduction=reduction, precision=precision, method=method, params=params,
                                           progress=progress)[0],
-        cache=analyses(), bar=method in method_params.SLOW_METHODS)
+        cache=analyses(), bar=method in method_params.SLOW_METHODS, what="map")
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -193,17 +192,15 @@ def progress_results() -> LRUCache:
     return LRUCache(max_entries=MAX_PROGRESS_RESULTS)
 
 
-def _seconds(s: float) -> str:
-    return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min"
-
-
 def cached_with_progress(key: tuple, label: str, compute: Callable[[Callable[[int, int], None]], T], *,
-                         cache: LRUCache | None = None, bar: bool = True) -> T:
+                         cache: LRUCache | None = None, bar: bool = True, what: str = "result") -> T:
     """``compute(progress)`` once per key, with a progress bar and the time left while it runs.
 
     ``key`` must hold every option that changes the result. ``cache``: where
     the result is kept (default :func:`progress_results`). ``bar=False``
-    shows a spinner instead, for work that takes a moment.
+    shows a spinner instead, for work that takes a moment. While another
+    session computes the same key, the page says its ``what`` ("map") will be
+    shared (:func:`pages.ui.waiting.shared_or_computed`).
     """
     holder: list = []
 
@@ -221,55 +218,16 @@ def cached_with_progress(key: tuple, label: str, compute: Callable[[Callable[[in
                 text = f"{label} {done}/{total}"
                 if 0 < done < total:
                     left = (time.monotonic() - start) / done * (total - done)
-                    text += f" · about {_seconds(left)} left"
+                    text += f" · about {seconds_text(left)} left"
                 progress_bar.progress(min(1.0, done / max(1, total)), text=text)
 
             return compute(progress)
 
         return queued(str(key[0]), work)
 
-    value = (cache if cache is not None else progress_results()).get_or_compute(key, run)
+    value = shared_or_computed(cache if cache is not None else progress_results(), key, run, what)
     for element in holder:
         element.empty()
-    return value
-
-
-# --------------------------------------------------------------------------- the compute queue
-
-@st.cache_resource
-def compute_queue() -> ComputeQueue:
-    """The one queue in front of the model for every session (``SALIENCY_COMPUTE_SLOTS`` at once)."""
-    return ComputeQueue(default_slots())
-
-
-def queued(what: str, compute: Callable[[], T], *, show_wait: bool = True) -> T:
-    """``compute()`` once a compute slot is free. While it waits, the page says how many requests are
-    ahead; a session that moves on meanwhile leaves the queue (Streamlit raises its rerun or stop
-    exception from the waiting message's update). Each computation's wait and duration go to
-    :mod:`pages.ui.timing_log`. ``show_wait=False`` draws nothing: inside an
-    ``st.cache_data`` function, whose drawn elements would be replayed on every later cache hit."""
-    notice = st.empty() if show_wait else None
-    shown: list = [None, 0.0]  # what the notice says, and when it was last sent
-
-    def on_wait(ahead: int) -> None:
-        # Sent when the count changes, else every few seconds: each message re-renders the page in every
-        # waiting browser, and browsers already take most of a loaded machine's CPU (benchmarks/RESULTS.md,
-        # "Many users at once"); Streamlit only notices a session that moved on when one is sent.
-        now = time.monotonic()
-        if ahead == shown[0] and now - shown[1] < NOTICE_REFRESH_S:
-            return
-        shown[:] = [ahead, now]
-        if notice is not None:
-            notice.info(f"Waiting for the model: {ahead} request{'s' if ahead != 1 else ''} ahead of yours "
-                        f"(at most {compute_queue().slots} computed at once on this server).", icon="⏳")
-
-    with compute_queue().slot(on_wait) as waited:
-        if notice is not None:
-            notice.empty()
-        start = time.perf_counter()
-        value = compute()
-        seconds = time.perf_counter() - start
-    timing_log.append({"what": what, "waited": round(waited, 4), "seconds": round(seconds, 4)})
     return value
 
 
@@ -290,7 +248,7 @@ def _run_key(image_key: str, model_name: str, target: int, method: str, params: 
 
 def compare_methods(image_key: str, model_name: str, target: int, methods: tuple[str, ...],
                     params: dict[str, dict[str, object]], reduction: str, precision: str,
-                    _x) -> MethodComparison:
+                    _x, gradient: ImageAnalysis | None = None) -> MethodComparison:
     """:func:`saliency_core.method_comparison.compare_methods` for one image, one cache entry per method.
 
     Keyed on the image's sha256, model, target (a class index: resolve the
@@ -298,10 +256,18 @@ def compare_methods(image_key: str, model_name: str, target: int, methods: tuple
     precision; ``_x`` (the (1, 3, H, W) normalised image) is never hashed.
     Adding a method to the page computes that method only; slow methods
     draw a progress bar with the time left, a second visit is instant.
+    ``gradient``: this image's plain-gradient analysis (:func:`analyse_one`)
+    when the page has it: the gradient's run is taken from it instead of a
+    second backward pass, if its target, reduction and precision match.
     """
     parts = []
     for m in methods:
         given = dict(params.get(m) or {})
+        if (m == "gradient" and not given and gradient is not None and gradient.method == "gradient"
+                and (gradient.model_name, gradient.target, gradient.reduction, gradient.precision)
+                == (model_name, int(target), reduction, precision)):
+            parts.append(method_comparison.gradient_comparison(gradient))
+            continue
         what = method_params.method_summary(m, given) if given else method_params.spec(m).title
         parts.append(cached_with_progress(
             _run_key(image_key, model_name, target, m, given, reduction, precision),
@@ -309,7 +275,7 @@ def compare_methods(image_key: str, model_name: str, target: int, methods: tuple
             lambda progress, m=m, given=given: method_comparison.compare_methods(
                 get_model(model_name), _x, int(target), (m,), {m: given}, reduction=reduction,
                 precision=precision, progress=progress),
-            cache=method_runs(), bar=m in method_params.SLOW_METHODS))
+            cache=method_runs(), bar=m in method_params.SLOW_METHODS, what="map"))
     ok = [p for p in parts if p.target >= 0]
     first = ok[0] if ok else parts[0]
     return MethodComparison(runs={m: p.runs[m] for m, p in zip(methods, parts, strict=True)},
@@ -330,7 +296,7 @@ def agreement(key: tuple, comparison: MethodComparison, metric: str) -> Agreemen
     """
     return cached_with_progress(("agreement", *key, metric), "Comparing the maps…",
                                 lambda progress: method_comparison.agreement_matrix(comparison.maps(), metric),
-                                cache=method_runs(), bar=False)
+                                cache=method_runs(), bar=False, what="comparison")
 
 
 def rank_methods(key: tuple, model_name: str, comparison: MethodComparison, _x, *, steps: int, baseline: str,
@@ -344,7 +310,8 @@ def rank_methods(key: tuple, model_name: str, comparison: MethodComparison, _x, 
         ("method_ranking", *key, steps, baseline, seed),
         f"Ranking {n} maps: deletion and insertion ({steps} steps), then each method on the randomised model…",
         lambda progress: method_ranking.ranking_table(model, _x, comparison, steps=steps, baseline=baseline,
-                                                      seed=seed, batch_size=batch, progress=progress))
+                                                      seed=seed, batch_size=batch, progress=progress),
+        what="ranking")
 
 
 # --------------------------------------------------------------------------- batch-job results

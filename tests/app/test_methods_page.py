@@ -34,6 +34,30 @@ def grid(at) -> dict[str, np.ndarray]:
     return {t["name"]: decode_plotly_array(t["z"]) for t in heatmaps(charts(at)["grid"])}
 
 
+def test_the_gradient_row_reuses_the_pages_analysis_one_backward_pass_for_the_first_view(
+        new_app, monkeypatch, lite0, coffee_x):
+    from pages.ui import caches
+    from saliency_core import gradients
+
+    calls: list[int] = []
+    real = gradients._one_chunk
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gradients, "_one_chunk", counting)  # every gradient's forward and backward passes
+    caches.analyses().clear(), caches.method_runs().clear()  # the first view of this image and target
+    at = new_app(PAGE, methods="gradient,grad_cam", target="2").run()
+    assert_healthy(at)
+    assert len(calls) == 1, "the Gradient row is the analysis's gradient, not a second backward pass"
+    drawn = grid(at)
+    expected = attribute(lite0, coffee_x, [2], "gradient", ("score", "loss"))
+    for o in ("score", "loss"):
+        assert_close(drawn[map_label("gradient", o)], expected.maps[o])
+    assert list(drawn) == [map_label(m, o) for m in ("gradient", "grad_cam") for o in ("score", "loss")]
+
+
 def test_the_page_is_registered_after_compare():
     from pages.ui.site import PAGES
 
