@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from saliency_core import custom_models, downloads
+from saliency_core import custom_model_loading, custom_models, downloads
 from saliency_core.errors import InvalidInputError, ModelUnavailableError, UnknownModelError
 from saliency_core.preprocessing import (
     IMAGENET_MEAN,
@@ -414,7 +414,7 @@ def load_model(name: str | None = None, device: str | torch.device = "auto",
         model = custom_models.get(spec.name)
         if model is None:
             raise ModelUnavailableError(f"{spec.title}: its files are no longer in the models folder")
-        module = custom_models.build(model)  # eval mode and frozen already (an exported graph has no .eval())
+        module = custom_model_loading.build(model)  # eval mode and frozen already (an exported graph has no .eval())
         categories = list(model.classes)
     else:
         module = _build_torchvision(spec, allow_download, progress)
