@@ -31,6 +31,7 @@ import json
 import math
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,8 @@ class CustomModel:
     cam_layer: str = ""
     architecture: str = ""
     problem: str = ""
+    files: tuple[str, ...] = ()  # what it was read from: the model file, its sidecar, its class-name file
+
 
     @property
     def kind(self) -> str:
@@ -82,20 +85,54 @@ def is_custom(name: str | None) -> bool:
     return bool(name) and name.startswith(PREFIX)
 
 
+def _stamp(path: Path | str) -> tuple:
+    """(path, size, mtime_ns, inode) of a file, following links; a file replaced or rewritten changes it."""
+    try:
+        st = os.stat(path)
+    except OSError:  # gone, or a dangling link
+        return (str(path), None, None, None)
+    return (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def fingerprint(model: CustomModel) -> tuple:
+    """The :func:`_stamp` of each file ``model`` was read from: it changes when one of them is replaced."""
+    return tuple(_stamp(f) for f in model.files)
+
+
+# The last discovery of each folder, with the stamps of the entries it was read from.
+_DISCOVERED: dict[str, tuple[tuple, dict[str, CustomModel]]] = {}
+_DISCOVERED_LOCK = threading.Lock()
+
+
 def discover(folder: Path | None = None) -> dict[str, CustomModel]:
     """Every model of the folder by name (``custom:<stem>``), sorted; broken ones carry their ``problem``.
 
-    Cheap: reads sidecars (and class-name files), never the model files.
+    Cheap: reads sidecars (and class-name files), never the model files, and
+    only when the folder changed: the result is kept with the (name, size,
+    mtime_ns, inode) of every entry, and a listing that still matches returns
+    it without parsing a sidecar again.
     """
     folder = models_dir() if folder is None else folder
     if folder is None or not folder.is_dir():
         return {}
-    root = folder.resolve()
-    stems: dict[str, list[Path]] = {}
     try:
         entries = sorted(folder.iterdir())
     except OSError:  # an unreadable folder holds no models we can offer
         return {}
+    root = folder.resolve()
+    listing = tuple(_stamp(e) for e in entries)
+    with _DISCOVERED_LOCK:
+        known = _DISCOVERED.get(str(root))
+    if known is not None and known[0] == listing:
+        return dict(known[1])
+    found = _describe_all(root, entries)
+    with _DISCOVERED_LOCK:
+        _DISCOVERED[str(root)] = (listing, found)
+    return dict(found)
+
+
+def _describe_all(root: Path, entries: list[Path]) -> dict[str, CustomModel]:
+    stems: dict[str, list[Path]] = {}
     for entry in entries:
         if entry.name.startswith(".") or entry.suffix == ".txt" or not entry.is_file():
             continue
@@ -176,6 +213,7 @@ def _read_sidecar(root: Path, name: str, model: Path, sidecar: Path) -> CustomMo
     if not isinstance(title, str) or not title.strip() or len(title) > 120:
         raise bad("title", "a non-empty string of at most 120 characters")
     classes = _classes(root, sidecar, data["classes"])
+    files = (str(model), str(sidecar), *([str(root / data["classes"])] if isinstance(data["classes"], str) else []))
     sizes = {}
     for field in ("resize", "crop"):
         v = data[field]
@@ -213,7 +251,7 @@ def _read_sidecar(root: Path, name: str, model: Path, sidecar: Path) -> CustomMo
         raise ModelUnavailableError(f"{sidecar.name}: architecture is for state dicts only; {model.name} "
                                     "carries its own")
     prep = Preprocessing(sizes["resize"], sizes["crop"], norm["mean"], norm["std"], interpolation)
-    return CustomModel(name, title.strip(), str(model), prep, classes, cam_layer, architecture)
+    return CustomModel(name, title.strip(), str(model), prep, classes, cam_layer, architecture, files=files)
 
 
 def _classes(root: Path, sidecar: Path, value: object) -> tuple[str, ...]:

@@ -132,6 +132,7 @@ class LoadedModel:
     model: torch.nn.Module
     categories: list[str]
     device: torch.device
+    fingerprint: tuple = ()  # :func:`model_fingerprint` of the files it was loaded from
 
     _variants: dict[str, torch.nn.Module] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -154,6 +155,12 @@ class LoadedModel:
     @property
     def preprocessing(self) -> Preprocessing:
         return self.spec.preprocessing
+
+    @property
+    def key(self) -> tuple:
+        """(name, fingerprint): what results computed with this model are cached on, so that a custom
+        model replaced under the same name gets its own."""
+        return self.name, self.fingerprint
 
     def crop(self, image: Image.Image) -> Image.Image:
         """The resized, centre-cropped RGB image the model sees (H x W = crop x crop)."""
@@ -229,6 +236,14 @@ def _custom_spec(model: custom_models.CustomModel) -> ModelSpec:
 def model_names() -> list[str]:
     """Every name :func:`load_model` knows now: the registry's, then the models folder's (``custom:...``)."""
     return [*REGISTRY, *custom_models.discover()]
+
+
+def model_fingerprint(name: str) -> tuple:
+    """What tells a model from a newer one of the same name: for a custom model, the (path, size,
+    mtime_ns, inode) of its file, sidecar and class-name file (:func:`custom_models.fingerprint`),
+    so a cache keyed on it loads a replaced file afresh; () for a built-in model, whose weights don't change."""
+    model = custom_models.get(name) if custom_models.is_custom(name) else None
+    return custom_models.fingerprint(model) if model is not None else ()
 
 
 def _get_spec(name: str | None) -> ModelSpec:
@@ -404,6 +419,7 @@ def load_model(name: str | None = None, device: str | torch.device = "auto",
         to place the file.
     """
     spec = _get_spec(name)
+    fingerprint = model_fingerprint(spec.name)  # before reading the files: a file replaced meanwhile is seen next time
     dev = pick_device(device)
     if allow_download is None:
         allow_download = downloads.downloads_allowed()
@@ -427,4 +443,5 @@ def load_model(name: str | None = None, device: str | torch.device = "auto",
     if channels_last is None:
         channels_last = dev.type == "cpu"
     module.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    return LoadedModel(name=spec.name, spec=spec, model=module, categories=categories, device=dev)
+    return LoadedModel(name=spec.name, spec=spec, model=module, categories=categories, device=dev,
+                       fingerprint=fingerprint)

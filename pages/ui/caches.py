@@ -31,7 +31,7 @@ from saliency_core.lru import LRUCache
 from saliency_core.memory import release_freed_memory
 from saliency_core.method_comparison import AgreementMatrix, MethodComparison
 from saliency_core.method_ranking import MethodRanking
-from saliency_core.models import LoadedModel, ModelStatus, list_models, load_model
+from saliency_core.models import LoadedModel, ModelStatus, list_models, load_model, model_fingerprint
 from saliency_core.models import download_weights as _download_weights
 from saliency_core.npz import LabelledImage, load_npz_batch
 from saliency_core.store import UploadStore
@@ -48,10 +48,32 @@ MAX_METHOD_RUN_BYTES = 192 * 1024 * 1024
 
 # --------------------------------------------------------------------------- process-wide resources
 
-@st.cache_resource(show_spinner="Loading the model (once per server process)…", max_entries=3)
 def get_model(name: str) -> LoadedModel:
-    """One shared, frozen model per name and process. Safe to run again after "clear cache"."""
+    """One shared, frozen model per name and process. Safe to run again after "clear cache".
+
+    A custom model is kept with the fingerprint of its files (:func:`saliency_core.models.model_fingerprint`):
+    when an admin replaces its file or sidecar, the next call loads the new one and drops the old. Results
+    computed with a model are cached on its :attr:`~saliency_core.models.LoadedModel.key`, so the new
+    model's are computed afresh too.
+    """
+    fingerprint = model_fingerprint(name)
+    loaded = _loaded_fingerprints()
+    old = loaded.get(name)
+    if old is not None and old != fingerprint:
+        _load_model.clear(name, old)  # the replaced model's memory goes now, not when evicted
+    loaded[name] = fingerprint
+    return _load_model(name, fingerprint)
+
+
+@st.cache_resource(show_spinner="Loading the model (once per server process)…", max_entries=3)
+def _load_model(name: str, fingerprint: tuple) -> LoadedModel:
     return load_model(name, device=os.environ.get("SALIENCY_DEVICE", "auto"), allow_download=False)
+
+
+@st.cache_resource
+def _loaded_fingerprints() -> dict[str, tuple]:
+    """The fingerprint each model name was last loaded with (see :func:`get_model`)."""
+    return {}
 
 
 @st.cache_resource
@@ -127,7 +149,7 @@ def image_views(key: str, model_name: str, load: Callable[[], Image.Image]) -> t
     a bad file); nothing is cached then.
     """
     cache = decoded_images()
-    thumb_key, crop_key = ("thumbnail", key), ("crop", key, model_name)
+    thumb_key, crop_key = ("thumbnail", key), ("crop", key, get_model(model_name).key)
     if thumb_key not in cache or crop_key not in cache:
         image = load()
         cache.get_or_compute(thumb_key, lambda: _thumbnail(image))
@@ -167,8 +189,8 @@ def analyse_one(image_key: str, model_name: str, target: int, label: int | None,
     (unknown or invalid ones raise ``InvalidInputError``, a SaliencyError).
     """
     params = dict(params or {})
-    key = ("analysis", image_key, model_name, int(target), label, method, method_params.cache_key(params),
-           reduction, precision)
+    key = ("analysis", image_key, get_model(model_name).key, int(target), label, method,
+           method_params.cache_key(params), reduction, precision)
     what = method_params.method_summary(method, params) if params else method_params.spec(method).title
     return cached_with_progress(
         key, f"Computing {what} for the score and the loss…",
@@ -178,14 +200,19 @@ def analyse_one(image_key: str, model_name: str, target: int, label: int | None,
         cache=analyses(), bar=method in method_params.SLOW_METHODS)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
 def analyse_many(image_keys: tuple[str, ...], model_name: str, labels: tuple[int | None, ...], reduction: str,
                  precision: str, _crops: np.ndarray, method: str = "gradient",
                  params: tuple = ()) -> list[ImageAnalysis]:
     """Score and loss maps for several images ((N, crop, crop, 3) model crops) in one batched computation
     (automatic targets), by any method; ``params`` as :func:`pages.ui.method_params.cache_key` makes them."""
+    return _analyse_many(image_keys, get_model(model_name).key, labels, reduction, precision, _crops, method, params)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _analyse_many(image_keys: tuple[str, ...], model_key: tuple, labels: tuple[int | None, ...], reduction: str,
+                  precision: str, _crops: np.ndarray, method: str, params: tuple) -> list[ImageAnalysis]:
     return queued("gallery", lambda: analysis.analyse(
-        get_model(model_name), _crops, [None] * len(_crops), list(labels), reduction=reduction,
+        get_model(model_key[0]), _crops, [None] * len(_crops), list(labels), reduction=reduction,
         precision=precision, method=method, params=dict(params)), show_wait=False)
 
 
@@ -290,7 +317,7 @@ def method_runs() -> LRUCache:
 
 def _run_key(image_key: str, model_name: str, target: int, method: str, params: dict[str, object],
              reduction: str, precision: str) -> tuple:
-    return ("method_run", image_key, model_name, int(target), method, method_params.cache_key(params),
+    return ("method_run", image_key, get_model(model_name).key, int(target), method, method_params.cache_key(params),
             reduction, precision)
 
 
@@ -325,7 +352,7 @@ def compare_methods(image_key: str, model_name: str, target: int, methods: tuple
 
 def comparison_key(image_key: str, model_name: str, comparison: MethodComparison) -> tuple:
     """What identifies a comparison's maps, for the caches built on them."""
-    return (image_key, model_name, comparison.target, comparison.reduction, comparison.precision,
+    return (image_key, get_model(model_name).key, comparison.target, comparison.reduction, comparison.precision,
             tuple((m, method_params.cache_key(r.given)) for m, r in comparison.runs.items()))
 
 

@@ -117,4 +117,26 @@ def test_choosing_an_uncached_model_downloads_its_weights_once(new_app, tmp_path
         httpd.server_close()
         thread.join(5)
         caches.model_statuses.clear()
-        caches.get_model.clear()
+        caches._load_model.clear()
+
+
+def test_a_replaced_model_file_or_sidecar_is_loaded_afresh(models_dir, tmp_path):
+    from pages.ui import caches
+
+    before = caches.get_model("custom:tiny")
+    assert caches.get_model("custom:tiny") is before  # kept while its files stay as they are
+    torch.manual_seed(1)
+    replacement = TinyNet().eval()
+    torch.jit.script(replacement).save(str(tmp_path / "new.pt"))
+    (models_dir / "tiny.pt").replace(tmp_path / "old.pt")
+    (tmp_path / "new.pt").replace(models_dir / "tiny.pt")  # how an admin replaces a file: a new one moved in
+    after = caches.get_model("custom:tiny")
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(after.model(x), replacement(x))
+        assert not torch.allclose(before.model(x), after.model(x))
+    assert after.key != before.key  # the key of every cached map and crop made with the model
+    sidecar = json.loads((models_dir / "tiny.json").read_text())
+    (models_dir / "tiny.json").write_text(json.dumps({**sidecar, "title": "Tiny colour net, retrained"}))
+    assert caches.get_model("custom:tiny").spec.title == "Tiny colour net, retrained"
+    assert caches.get_model("efficientnet_lite0") is caches.get_model("efficientnet_lite0")
