@@ -146,6 +146,20 @@ def test_downloads_off_make_no_request_and_say_where_to_copy_the_file(server, ch
     assert server.requests == []
 
 
+def test_an_explicit_allow_download_wins_over_the_environment(server, checkpoint, monkeypatch):
+    monkeypatch.setattr(downloads, "sha256_prefix", lambda name: None)
+    server.files[NAME] = checkpoint
+    monkeypatch.setenv("SALIENCY_ALLOW_DOWNLOAD", "1")
+    with pytest.raises(ModelUnavailableError) as info:
+        load_model("squeezenet1_1", "cpu", allow_download=False)
+    assert f"Place {NAME}" in str(info.value) and "downloads are off" not in str(info.value)
+    assert server.requests == []
+    monkeypatch.setenv("SALIENCY_ALLOW_DOWNLOAD", "0")  # the environment only sets the default
+    load_model("squeezenet1_1", "cpu", allow_download=True)
+    assert server.requests == [f"/models/{NAME}"]
+    assert Path(checkpoint_path("squeezenet1_1")).read_bytes() == checkpoint
+
+
 def test_hash_prefix_is_read_from_torchvision_style_names():
     assert downloads.sha256_prefix("efficientnet_b0_rwightman-7f5810bc.pth") == "7f5810bc"
     assert downloads.sha256_prefix("mynet.pth") is None
