@@ -7,6 +7,7 @@ import http.server
 import io
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -173,3 +174,20 @@ def test_a_read_only_checkpoint_folder_is_a_clear_message_not_a_traceback(monkey
     with pytest.raises(ModelUnavailableError, match=r"can't write into the checkpoint folder .*copy x\.pth"):
         downloads.download("http://127.0.0.1:9/x.pth", str(tmp_path / "x.pth"))
     assert not list(tmp_path.iterdir())
+
+
+def test_a_part_file_left_by_a_killed_download_is_removed_by_the_next_one(server, checkpoint, monkeypatch):
+    monkeypatch.setattr(downloads, "sha256_prefix", lambda name: None)
+    server.files[NAME] = checkpoint
+    folder = Path(checkpoint_path("squeezenet1_1")).parent
+    folder.mkdir(parents=True)
+    old = time.time() - downloads.STALE_PART_S - 60
+    kept = [f".{NAME}.live1234.part",  # a download still running somewhere: written just now
+            ".resnet18-f37072fd.pth.x1y2z3ab.part",  # another file's
+            f"{NAME}.abcd1234.part", f".{NAME}.abcd1234.part.bak", "notes.txt"]
+    for name in [f".{NAME}.dead1234.part", *kept]:
+        (folder / name).write_bytes(b"half a file")
+        if name != kept[0]:
+            os.utime(folder / name, (old, old))
+    load_model("squeezenet1_1", "cpu")
+    assert folder_files(str(folder / NAME)) == sorted([NAME, *kept])
