@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import io
@@ -22,9 +23,9 @@ from saliency_core.models import checkpoint_path, list_models, load_model
 NAME = "squeezenet1_1-b8a52dc0.pth"
 
 
-@pytest.fixture(scope="module")
-def checkpoint() -> bytes:
-    """squeezenet1_1's state dict with random weights, as torch.save writes it."""
+def random_checkpoint() -> bytes:
+    """squeezenet1_1's state dict with random weights (seed 0), as torch.save writes it; not torchvision's file,
+    so its sha256 does not start with the b8a52dc0 of its name."""
     import torchvision
 
     torch.manual_seed(0)
@@ -33,13 +34,21 @@ def checkpoint() -> bytes:
     return buf.getvalue()
 
 
+@pytest.fixture(scope="module")
+def checkpoint() -> bytes:
+    return random_checkpoint()
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     files: ClassVar[dict[str, bytes]] = {}
     cut_at: ClassVar[int | None] = None  # send the full Content-Length, then close after this many bytes
+    delay_s: ClassVar[float] = 0.0  # wait this long before answering
     requests: ClassVar[list[str]] = []
+    url: ClassVar[str] = ""  # the base URL files are served under
 
     def do_GET(self) -> None:
         self.requests.append(self.path)
+        time.sleep(self.delay_s)
         data = self.files.get(self.path.rsplit("/", 1)[-1])
         if data is None:
             self.send_error(404)
@@ -56,22 +65,33 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def server(monkeypatch, tmp_path) -> Iterator[type[_Handler]]:
-    """An HTTP server on 127.0.0.1 as SALIENCY_WEIGHTS_URL, downloads on, TORCH_HOME in a temporary folder."""
-    handler = type("Handler", (_Handler,), {"files": {}, "cut_at": None, "requests": []})
+@contextlib.contextmanager
+def serve_weights(**settings) -> Iterator[type[_Handler]]:
+    """An HTTP server on 127.0.0.1 serving ``files`` by name under its ``url``; it records the ``requests``.
+
+    ``settings``: class attributes of the handler (files, cut_at, delay_s).
+    """
+    handler = type("Handler", (_Handler,), {"files": {}, "cut_at": None, "delay_s": 0.0, "requests": [], **settings})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    handler.url = f"http://127.0.0.1:{httpd.server_address[1]}/models/"
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    monkeypatch.setenv("SALIENCY_WEIGHTS_URL", f"http://127.0.0.1:{httpd.server_address[1]}/models/")
-    monkeypatch.setenv("SALIENCY_ALLOW_DOWNLOAD", "1")
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     try:
         yield handler
     finally:
         httpd.shutdown()
         httpd.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def server(monkeypatch, tmp_path) -> Iterator[type[_Handler]]:
+    """:func:`serve_weights` as SALIENCY_WEIGHTS_URL, downloads on, TORCH_HOME in a temporary folder."""
+    with serve_weights() as handler:
+        monkeypatch.setenv("SALIENCY_WEIGHTS_URL", handler.url)
+        monkeypatch.setenv("SALIENCY_ALLOW_DOWNLOAD", "1")
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        yield handler
 
 
 def folder_files(path: str) -> list[str]:

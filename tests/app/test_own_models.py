@@ -3,9 +3,7 @@ and a torchvision model's weights downloaded on demand when chosen."""
 
 from __future__ import annotations
 
-import io
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from saliency_core.attribution import attribute
 from saliency_core.models import load_model
 from saliency_core.samples import sample_by_name
 from tests.test_custom_models import CLASSES, TinyNet
+from tests.test_downloads import random_checkpoint, serve_weights
 
 
 @pytest.fixture
@@ -70,54 +69,29 @@ def test_a_broken_custom_model_says_what_is_wrong_and_keeps_the_current_one(new_
 
 
 def test_choosing_an_uncached_model_downloads_its_weights_once(new_app, tmp_path, monkeypatch):
-    import http.server
-
-    import torchvision
-
     from pages.ui import caches
     from saliency_core import downloads
 
-    torch.manual_seed(0)
-    buf = io.BytesIO()
-    torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), buf)
-    data = buf.getvalue()
-    served: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            served.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    data = random_checkpoint()
+    with serve_weights(files={"squeezenet1_1-b8a52dc0.pth": data}) as server:
         monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
         monkeypatch.setenv("SALIENCY_ALLOW_DOWNLOAD", "1")
-        monkeypatch.setenv("SALIENCY_WEIGHTS_URL", f"http://127.0.0.1:{httpd.server_address[1]}/models")
+        monkeypatch.setenv("SALIENCY_WEIGHTS_URL", server.url)
         monkeypatch.setattr(downloads, "sha256_prefix", lambda name: None)  # random weights, not torchvision's
         caches.model_statuses.clear()
-        at = new_app(PAGES["saliency"]).run()
-        assert "SqueezeNet 1.1 (the cs231n model) — download 5 MB" in at.selectbox(key="model").options
-        at.selectbox(key="model").set_value("squeezenet1_1").run()
-        assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
-        assert served == ["/models/squeezenet1_1-b8a52dc0.pth"]
-        assert (Path(torch.hub.get_dir()) / "checkpoints" / "squeezenet1_1-b8a52dc0.pth").read_bytes() == data
-        assert "SqueezeNet 1.1" in main_markdown(at)
-        at.radio(key="objective").set_value("loss").run()
-        assert served == ["/models/squeezenet1_1-b8a52dc0.pth"]  # once
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
-        caches.model_statuses.clear()
-        caches._load_model.clear()
+        try:
+            at = new_app(PAGES["saliency"]).run()
+            assert "SqueezeNet 1.1 (the cs231n model) — download 5 MB" in at.selectbox(key="model").options
+            at.selectbox(key="model").set_value("squeezenet1_1").run()
+            assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
+            assert server.requests == ["/models/squeezenet1_1-b8a52dc0.pth"]
+            assert (Path(torch.hub.get_dir()) / "checkpoints" / "squeezenet1_1-b8a52dc0.pth").read_bytes() == data
+            assert "SqueezeNet 1.1" in main_markdown(at)
+            at.radio(key="objective").set_value("loss").run()
+            assert server.requests == ["/models/squeezenet1_1-b8a52dc0.pth"]  # once
+        finally:
+            caches.model_statuses.clear()
+            caches._load_model.clear()
 
 
 def test_a_replaced_model_file_or_sidecar_is_loaded_afresh(models_dir, tmp_path):
