@@ -1,7 +1,7 @@
-"""Every cache of the dashboard, in one place.
+"""Every cache of the dashboard but the model's (:mod:`pages.ui.model_cache`), in one place.
 
 ``st.cache_resource`` holds what is built once per server process (the
-model, the upload store, the shared result cache); ``st.cache_data`` holds
+upload store, the shared result caches); ``st.cache_data`` holds
 numbers and images, keyed on the sha256 of an image's bytes plus every
 option that changes them. Images and tensors are passed as ``_underscore``
 arguments beside that key: Streamlit hashes large arrays by sampling, so two
@@ -24,6 +24,7 @@ import streamlit as st
 from PIL import Image
 
 from pages.ui import method_params
+from pages.ui.model_cache import get_model
 from saliency_core import analysis, leaderboard, method_comparison, method_ranking, results, results_access
 from saliency_core.analysis import ImageAnalysis
 from saliency_core.images import load_image
@@ -31,8 +32,6 @@ from saliency_core.lru import LRUCache
 from saliency_core.memory import release_freed_memory
 from saliency_core.method_comparison import AgreementMatrix, MethodComparison
 from saliency_core.method_ranking import MethodRanking
-from saliency_core.models import LoadedModel, ModelStatus, list_models, load_model, model_fingerprint
-from saliency_core.models import download_weights as _download_weights
 from saliency_core.npz import LabelledImage, load_npz_batch
 from saliency_core.store import UploadStore
 from saliency_core.work_queue import ComputeQueue, default_slots
@@ -48,62 +47,9 @@ MAX_METHOD_RUN_BYTES = 192 * 1024 * 1024
 
 # --------------------------------------------------------------------------- process-wide resources
 
-def get_model(name: str) -> LoadedModel:
-    """One shared, frozen model per name and process. Safe to run again after "clear cache".
-
-    A custom model is kept with the fingerprint of its files (:func:`saliency_core.models.model_fingerprint`):
-    when an admin replaces its file or sidecar, the next call loads the new one and drops the old. Results
-    computed with a model are cached on its :attr:`~saliency_core.models.LoadedModel.key`, so the new
-    model's are computed afresh too.
-    """
-    fingerprint = model_fingerprint(name)
-    loaded = _loaded_fingerprints()
-    old = loaded.get(name)
-    if old is not None and old != fingerprint:
-        _load_model.clear(name, old)  # the replaced model's memory goes now, not when evicted
-    loaded[name] = fingerprint
-    return _load_model(name, fingerprint)
-
-
-@st.cache_resource(show_spinner="Loading the model (once per server process)…", max_entries=3)
-def _load_model(name: str, fingerprint: tuple) -> LoadedModel:
-    return load_model(name, device=os.environ.get("SALIENCY_DEVICE", "auto"), allow_download=False)
-
-
-@st.cache_resource
-def _loaded_fingerprints() -> dict[str, tuple]:
-    """The fingerprint each model name was last loaded with (see :func:`get_model`)."""
-    return {}
-
-
 @st.cache_resource
 def upload_store() -> UploadStore:
     return UploadStore.from_env()
-
-
-@st.cache_data(ttl=60, show_spinner=False)
-def model_statuses() -> dict[str, ModelStatus]:
-    return {s.name: s for s in list_models()}
-
-
-def download_weights(name: str, title: str) -> None:
-    """Download a torchvision model's weights into the local cache with a progress bar (once per server).
-
-    Outside :func:`get_model` on purpose: a cached function's elements are
-    replayed on every cache hit, and a progress bar must show only while it
-    runs. Raises ModelUnavailableError (a SaliencyError) when it fails.
-    """
-    bar = st.progress(0.0, text=f"Downloading the weights of {title}…")
-
-    def progress(done: int, total: int) -> None:
-        mb = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
-        bar.progress(min(1.0, done / total) if total else 0.0, text=f"Downloading the weights of {title}: {mb}")
-
-    try:
-        _download_weights(name, progress)
-    finally:
-        bar.empty()
-        model_statuses.clear()
 
 
 # --------------------------------------------------------------------------- images

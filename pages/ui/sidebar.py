@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from pages.ui import access, caches, method_params, navigation, url_state
+from pages.ui import access, caches, method_params, model_cache, navigation, url_state
 from pages.ui.image_sources import ImageChoice, NoImage, image_picker
 from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
 from pages.ui.text import plain
@@ -36,7 +36,7 @@ class View:
 
 
 def _model_picker() -> LoadedModel:
-    statuses = caches.model_statuses()
+    statuses = model_cache.model_statuses()
 
     def label(name: str) -> str:
         s = statuses[name]
@@ -60,13 +60,13 @@ def _model_picker() -> LoadedModel:
     else:
         try:
             if statuses[chosen].downloadable:
-                caches.download_weights(chosen, statuses[chosen].title)
-            caches.get_model(chosen)
+                model_cache.download_weights(chosen, statuses[chosen].title)
+            model_cache.get_model(chosen)
             active = chosen
         except SaliencyError as exc:
             st.error(f"{plain(exc, 600)} Still using {plain(active_title)}.")
     st.session_state[url_state.ACTIVE_MODEL] = active
-    model = caches.get_model(active)
+    model = model_cache.get_model(active)
     st.caption(f"Device: **{model.device}** · {model.spec.weights}")
     return model
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from pages.ui import method_params
+from pages.ui import method_params, model_cache
 from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
 from pages.ui.text import plain
 from saliency_core.analysis import AUTO_TARGET
@@ -107,12 +107,10 @@ def restore_from_url() -> list[str]:
 
 def _model_for_links() -> LoadedModel:
     """The model a link's Grad-CAM layer is checked against: the link's model, else the default."""
-    from pages.ui import caches
-
     try:
-        return caches.get_model(str(st.session_state.get("model") or DEFAULT_MODEL))
+        return model_cache.get_model(str(st.session_state.get("model") or DEFAULT_MODEL))
     except SaliencyError:
-        return caches.get_model(DEFAULT_MODEL)
+        return model_cache.get_model(DEFAULT_MODEL)
 
 
 def _restore_method_params(params: dict[str, str]) -> list[str]:

@@ -21,7 +21,7 @@ from tests.test_downloads import random_checkpoint, serve_weights
 @pytest.fixture
 def models_dir(tmp_path, monkeypatch):
     """SALIENCY_MODELS_DIR with a TorchScript net (custom:tiny) and a sidecar with a bad field (custom:broken)."""
-    from pages.ui import caches
+    from pages.ui import model_cache
 
     folder = tmp_path / "models"
     folder.mkdir()
@@ -33,9 +33,9 @@ def models_dir(tmp_path, monkeypatch):
     (folder / "broken.pt").write_bytes(b"not a model")
     (folder / "broken.json").write_text(json.dumps({**sidecar, "std": [0, 1, 1]}))
     monkeypatch.setenv("SALIENCY_MODELS_DIR", str(folder))
-    caches.model_statuses.clear()
+    model_cache.model_statuses.clear()
     yield folder
-    caches.model_statuses.clear()
+    model_cache.model_statuses.clear()
 
 
 def test_a_custom_model_is_in_the_picker_and_draws_its_maps(new_app, models_dir):
@@ -69,7 +69,7 @@ def test_a_broken_custom_model_says_what_is_wrong_and_keeps_the_current_one(new_
 
 
 def test_choosing_an_uncached_model_downloads_its_weights_once(new_app, tmp_path, monkeypatch):
-    from pages.ui import caches
+    from pages.ui import model_cache
     from saliency_core import downloads
 
     data = random_checkpoint()
@@ -78,7 +78,7 @@ def test_choosing_an_uncached_model_downloads_its_weights_once(new_app, tmp_path
         monkeypatch.setenv("SALIENCY_ALLOW_DOWNLOAD", "1")
         monkeypatch.setenv("SALIENCY_WEIGHTS_URL", server.url)
         monkeypatch.setattr(downloads, "sha256_prefix", lambda name: None)  # random weights, not torchvision's
-        caches.model_statuses.clear()
+        model_cache.model_statuses.clear()
         try:
             at = new_app(PAGES["saliency"]).run()
             assert "SqueezeNet 1.1 (the cs231n model) — download 5 MB" in at.selectbox(key="model").options
@@ -90,21 +90,21 @@ def test_choosing_an_uncached_model_downloads_its_weights_once(new_app, tmp_path
             at.radio(key="objective").set_value("loss").run()
             assert server.requests == ["/models/squeezenet1_1-b8a52dc0.pth"]  # once
         finally:
-            caches.model_statuses.clear()
-            caches._load_model.clear()
+            model_cache.model_statuses.clear()
+            model_cache._load_model.clear()
 
 
 def test_a_replaced_model_file_or_sidecar_is_loaded_afresh(models_dir, tmp_path):
-    from pages.ui import caches
+    from pages.ui import model_cache
 
-    before = caches.get_model("custom:tiny")
-    assert caches.get_model("custom:tiny") is before  # kept while its files stay as they are
+    before = model_cache.get_model("custom:tiny")
+    assert model_cache.get_model("custom:tiny") is before  # kept while its files stay as they are
     torch.manual_seed(1)
     replacement = TinyNet().eval()
     torch.jit.script(replacement).save(str(tmp_path / "new.pt"))
     (models_dir / "tiny.pt").replace(tmp_path / "old.pt")
     (tmp_path / "new.pt").replace(models_dir / "tiny.pt")  # how an admin replaces a file: a new one moved in
-    after = caches.get_model("custom:tiny")
+    after = model_cache.get_model("custom:tiny")
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(after.model(x), replacement(x))
@@ -112,5 +112,5 @@ def test_a_replaced_model_file_or_sidecar_is_loaded_afresh(models_dir, tmp_path)
     assert after.key != before.key  # the key of every cached map and crop made with the model
     sidecar = json.loads((models_dir / "tiny.json").read_text())
     (models_dir / "tiny.json").write_text(json.dumps({**sidecar, "title": "Tiny colour net, retrained"}))
-    assert caches.get_model("custom:tiny").spec.title == "Tiny colour net, retrained"
-    assert caches.get_model("efficientnet_lite0") is caches.get_model("efficientnet_lite0")
+    assert model_cache.get_model("custom:tiny").spec.title == "Tiny colour net, retrained"
+    assert model_cache.get_model("efficientnet_lite0") is model_cache.get_model("efficientnet_lite0")
