@@ -1,5 +1,5 @@
 """The models, each loaded once per server process and shared by every session; their weights downloaded with a
-progress bar.
+progress bar; a model that just failed remembered for a moment.
 
 Results computed with a model are cached in :mod:`pages.ui.caches`, on the
 model's :attr:`~saliency_core.models.LoadedModel.key`.
@@ -11,8 +11,12 @@ import os
 
 import streamlit as st
 
+from saliency_core.errors import ModelUnavailableError, SaliencyError
 from saliency_core.models import LoadedModel, ModelStatus, list_models, load_model, model_fingerprint
 from saliency_core.models import download_weights as _download_weights
+from saliency_core.recent_failures import RecentFailures
+
+MODEL_FAILURE_MEMORY_S = 60.0  # a model that failed to download or load is tried again after this, or on request
 
 
 def get_model(name: str) -> LoadedModel:
@@ -41,6 +45,42 @@ def _load_model(name: str, fingerprint: tuple) -> LoadedModel:
 def _loaded_fingerprints() -> dict[str, tuple]:
     """The fingerprint each model name was last loaded with (see :func:`get_model`)."""
     return {}
+
+
+@st.cache_resource
+def _model_failures() -> RecentFailures:
+    return RecentFailures(MODEL_FAILURE_MEMORY_S)
+
+
+def prepare_model(status: ModelStatus) -> LoadedModel:
+    """The model a user chose, its weights downloaded first if needed (:func:`download_weights`).
+
+    A failure to download or load it is remembered for
+    :data:`MODEL_FAILURE_MEMORY_S` for every session, by model and the
+    fingerprint of its files: until then, or until
+    :func:`forget_model_failure`, the same error is raised again without
+    touching the network or the files (a page reruns on every click).
+
+    Raises
+    ------
+    SaliencyError : the download or the model failed, now or a moment ago.
+    """
+    key = (status.name, model_fingerprint(status.name))
+    failed = _model_failures().get(key)
+    if failed is not None:
+        raise ModelUnavailableError(failed)
+    try:
+        if status.downloadable:
+            download_weights(status.name, status.title)
+        return get_model(status.name)
+    except SaliencyError as exc:
+        _model_failures().remember(key, str(exc))
+        raise
+
+
+def forget_model_failure(name: str) -> None:
+    """Let :func:`prepare_model` try the model ``name`` again at once (the "Try again" button)."""
+    _model_failures().forget((name, model_fingerprint(name)))
 
 
 @st.cache_data(ttl=60, show_spinner=False)

@@ -59,12 +59,12 @@ def _model_picker() -> LoadedModel:
                  f"Still using {plain(active_title)}.")
     else:
         try:
-            if statuses[chosen].downloadable:
-                model_cache.download_weights(chosen, statuses[chosen].title)
-            model_cache.get_model(chosen)
+            model_cache.prepare_model(statuses[chosen])
             active = chosen
         except SaliencyError as exc:
             st.error(f"{plain(exc, 600)} Still using {plain(active_title)}.")
+            st.button("Try again", key="retry_model", on_click=model_cache.forget_model_failure, args=(chosen,),
+                      help=f"Otherwise it is tried again {model_cache.MODEL_FAILURE_MEMORY_S:.0f} s after it failed.")
     st.session_state[url_state.ACTIVE_MODEL] = active
     model = model_cache.get_model(active)
     st.caption(f"Device: **{model.device}** · {model.spec.weights}")

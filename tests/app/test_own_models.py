@@ -114,3 +114,75 @@ def test_a_replaced_model_file_or_sidecar_is_loaded_afresh(models_dir, tmp_path)
     (models_dir / "tiny.json").write_text(json.dumps({**sidecar, "title": "Tiny colour net, retrained"}))
     assert model_cache.get_model("custom:tiny").spec.title == "Tiny colour net, retrained"
     assert model_cache.get_model("efficientnet_lite0") is model_cache.get_model("efficientnet_lite0")
+
+
+@pytest.fixture
+def failures_forgotten():
+    """The dashboard's memory of failed models is process-wide: start and end each test without one."""
+    from pages.ui import model_cache
+
+    model_cache._model_failures.clear()
+    yield
+    model_cache._model_failures.clear()
+
+
+def test_a_failed_download_is_tried_again_only_on_try_again(new_app, tmp_path, monkeypatch, failures_forgotten):
+    from pages.ui import model_cache
+    from saliency_core import downloads
+
+    name = "squeezenet1_1-b8a52dc0.pth"
+    with serve_weights() as server:  # nothing to serve yet: HTTP 404
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        monkeypatch.setenv("SALIENCY_ALLOW_DOWNLOAD", "1")
+        monkeypatch.setenv("SALIENCY_WEIGHTS_URL", server.url)
+        monkeypatch.setattr(downloads, "sha256_prefix", lambda name: None)  # random weights, not torchvision's
+        model_cache.model_statuses.clear()
+        try:
+            at = new_app(PAGES["saliency"]).run()
+            at.selectbox(key="model").set_value("squeezenet1_1").run()
+            assert not at.exception, [e.value for e in at.exception]
+            errors = texts(at.error)
+            assert "HTTP 404" in errors and "Still using EfficientNet-Lite0" in errors, errors
+            assert len(server.requests) == 1
+            at.radio(key="objective").set_value("loss").run()  # any click reruns the page
+            at.radio(key="objective").set_value("score").run()
+            assert texts(at.error) == errors  # the picker still says what is wrong
+            assert len(server.requests) == 1  # without asking the server again
+            at.button(key="retry_model").click().run()
+            assert len(server.requests) == 2 and "HTTP 404" in texts(at.error)
+            server.files[name] = random_checkpoint()
+            at.button(key="retry_model").click().run()
+            assert not at.exception and not at.error, [e.value for e in at.error]
+            assert len(server.requests) == 3 and "SqueezeNet 1.1" in main_markdown(at)
+        finally:
+            model_cache.model_statuses.clear()
+            model_cache._load_model.clear()
+
+
+def test_a_custom_model_that_fails_to_load_is_not_rebuilt_on_every_click(new_app, models_dir, monkeypatch,
+                                                                         failures_forgotten):
+    from saliency_core import custom_model_loading
+
+    (models_dir / "corrupt.pt").write_bytes(b"not a model")  # its sidecar is fine: it fails when built
+    sidecar = json.loads((models_dir / "tiny.json").read_text())
+    (models_dir / "corrupt.json").write_text(json.dumps({**sidecar, "title": "Corrupt net"}))
+    builds: list[str] = []
+    build = custom_model_loading.build
+
+    def counting(model):
+        builds.append(model.name)
+        return build(model)
+
+    monkeypatch.setattr(custom_model_loading, "build", counting)
+    at = new_app(PAGES["saliency"]).run()
+    at.selectbox(key="model").set_value("custom:corrupt").run()
+    errors = texts(at.error)
+    assert "corrupt.pt: not a TorchScript file" in errors and "Still using EfficientNet-Lite0" in errors, errors
+    at.radio(key="objective").set_value("loss").run()
+    assert texts(at.error) == errors and builds == ["custom:corrupt"]
+    at.button(key="retry_model").click().run()
+    assert texts(at.error) == errors and builds == ["custom:corrupt"] * 2
+    (models_dir / "corrupt.pt").write_bytes((models_dir / "tiny.pt").read_bytes())  # the admin fixes the file
+    at.radio(key="objective").set_value("score").run()  # a new file is tried at once, without "Try again"
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert builds == ["custom:corrupt"] * 3 and "Corrupt net" in main_markdown(at)
