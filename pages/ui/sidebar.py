@@ -71,6 +71,16 @@ def _model_picker() -> LoadedModel:
     return model
 
 
+def _drop_target_without_class(model: LoadedModel) -> int | None:
+    """Make the target automatic when ``model`` has no such class (a link made for another model, or another
+    model chosen); returns the target dropped, else None."""
+    target = st.session_state.get("target", AUTO_TARGET)
+    if target == AUTO_TARGET or 0 <= target < len(model.categories):
+        return None
+    st.session_state["target"] = AUTO_TARGET
+    return int(target)
+
+
 def _target_picker(model: LoadedModel, image: ImageChoice | None) -> int:
     # A new image resets an explicitly chosen target (a shared link sets both at once).
     key = image.key if image else None
@@ -87,13 +97,11 @@ def _target_picker(model: LoadedModel, image: ImageChoice | None) -> int:
 
 def render_sidebar() -> View:
     """Draw the shared sidebar; remember and return the user's choices."""
-    notices = url_state.restore_from_url()
-    if notices:
-        st.warning("This link could not be followed in full:\n\n" + "\n".join(f"- {n}" for n in notices),
-                   icon=":material/link_off:")
+    notices = url_state.restore_from_url()  # None after the session's first run
     problem, is_error = None, False
     with st.sidebar:
         model = _model_picker()
+        dropped = _drop_target_without_class(model)
         st.divider()
         try:
             image = image_picker(model)
@@ -118,6 +126,17 @@ def render_sidebar() -> View:
                                      format_func=PRECISION_LABELS.get,
                                      help="Exact: float32 with TF32 off. Fast: float16 autocast on CUDA; "
                                           "on CPU both are float32.")
+    if dropped is not None:
+        count, title = len(model.categories), plain(model.spec.title)
+        if notices is not None:  # a link made for another model
+            notices.append(f"**target={dropped}** is not a class of {title} (0 to {count - 1}); "
+                           "showing the automatic target instead.")
+        else:
+            st.info(f"{title} has no class {dropped} (its {count} classes are 0 to {count - 1}): the target is "
+                    "automatic again.")
+    if notices:
+        st.warning("This link could not be followed in full:\n\n" + "\n".join(f"- {n}" for n in notices),
+                   icon=":material/link_off:")
     url_state.write_url()
     v = View(model, image, target, objective or "score", reduction or "max", precision or "exact", problem, is_error,
              method, params)

@@ -186,3 +186,42 @@ def test_a_custom_model_that_fails_to_load_is_not_rebuilt_on_every_click(new_app
     at.radio(key="objective").set_value("score").run()  # a new file is tried at once, without "Try again"
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert builds == ["custom:corrupt"] * 3 and "Corrupt net" in main_markdown(at)
+
+
+def test_a_link_with_a_target_the_model_lacks_says_so_and_uses_the_automatic_target(new_app, models_dir):
+    at = new_app(PAGES["saliency"], model="custom:tiny", target="500", objective="loss").run()
+    assert not at.exception, [e.value for e in at.exception]
+    (notice,) = [w.value for w in at.warning]
+    assert notice.startswith("This link could not be followed in full") and (
+        "**target=500** is not a class of Tiny colour net (0 to 3); showing the automatic target instead") in notice
+    assert at.selectbox(key="target").value == -1 and len(heatmaps(charts(at)["heatmap"])) == 1
+    assert "target" not in at.query_params and at.query_params.get("objective") in ("loss", ["loss"])
+    at.run()
+    assert not at.warning  # said once
+
+
+def test_choosing_a_model_without_the_chosen_class_makes_the_target_automatic(new_app, models_dir):
+    at = new_app(PAGES["saliency"]).run()
+    at.selectbox(key="target").set_value(968).run()
+    at.selectbox(key="model").set_value("custom:tiny").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Tiny colour net has no class 968 (its 4 classes are 0 to 3)" in texts(at.info), texts(at.info)
+    assert at.selectbox(key="target").value == -1 and not at.error and not at.warning
+
+
+def test_a_link_may_name_a_class_beyond_imagenets_for_a_model_that_has_it(new_app, models_dir):
+    class Wide(torch.nn.Module):  # 1500 classes
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = torch.nn.Linear(3, 1500)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(x.mean(dim=(2, 3)))
+
+    torch.jit.script(Wide().eval()).save(str(models_dir / "wide.pt"))
+    sidecar = json.loads((models_dir / "tiny.json").read_text())
+    classes = [f"class {i}" for i in range(1500)]
+    (models_dir / "wide.json").write_text(json.dumps({**sidecar, "title": "Wide net", "classes": classes}))
+    at = new_app(PAGES["saliency"], model="custom:wide", target="1234").run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    assert at.selectbox(key="target").value == 1234 and "target 1234 class 1234 (chosen)" in main_markdown(at)
