@@ -43,7 +43,7 @@ x = normalize(a.display[None], v.model.preprocessing)
 # Forward passes per chunk: small chunks were twice as fast on a 2-core CPU (cache-friendly), large ones suit GPUs.
 chunk = 8 if v.model.device.type == "cpu" else 64
 # Every option that changes the numbers, shared by both checks (each adds its own).
-key = (v.image.key, v.model.name, a.target, a.reduction, v.precision, SEED, METHODS, a.method,
+key = (v.image.key, v.model.key, a.target, a.reduction, v.precision, SEED, METHODS, a.method,
        method_params.cache_key(a.params))
 
 

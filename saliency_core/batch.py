@@ -10,6 +10,10 @@ Every GPU of a machine, or many machines, with PyTorch's own launcher::
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29400 \\
         -m saliency_core.batch --images val/ --out results/val
 
+A torchvision model's weights not yet cached are downloaded by rank 0 while the
+other ranks wait, then every rank loads them from the cache
+(:func:`saliency_core.job_processes.fetch_weights_once`).
+
 Each rank takes every world-th image that is not written yet (see
 :class:`saliency_core.imagefolder.ShardSampler`), feeds it through a
 ``DataLoader`` whose worker processes decode and crop, computes the maps
@@ -68,6 +72,7 @@ from saliency_core.job_processes import (
     Stopped,
     default_workers,
     die_with_job,
+    fetch_weights_once,
     raise_stopped,
     start_ranks,
     stop_reason,
@@ -221,20 +226,6 @@ class _Progress:
             self.bar.close()
 
 
-class _DownloadLog:
-    """Log lines on stderr while a model's weights download: the start, every 10 %, the end."""
-
-    def __init__(self, model: str) -> None:
-        self.model, self.shown = model, -1
-
-    def __call__(self, done: int, total: int) -> None:
-        tenth = done * 10 // total if total else 0
-        if tenth > self.shown:
-            self.shown = tenth
-            size = f"{done / 1e6:.0f} of {total / 1e6:.0f} MB" if total else f"{done / 1e6:.0f} MB"
-            print(f"downloading the weights of {self.model}: {size}", file=sys.stderr, flush=True)
-
-
 def _prepare_out(opts: Options, ranks: Ranks, discovery: Discovery, model: LoadedModel) -> tuple[int, set[str]]:
     """Check the folder against the options, read what is done, record this run; returns (run, done keys)."""
     out = Path(opts.out)
@@ -334,7 +325,8 @@ def _record_stop(out: str, run_id: int, exc: BaseException) -> None:
 
 def _run(opts: Options, ranks: Ranks, device: torch.device) -> dict:
     discovery = discover(opts.images)
-    model = load_model(opts.model, device, progress=_DownloadLog(opts.model) if ranks.rank == 0 else None)
+    fetch_weights_once(opts.model, ranks)
+    model = load_model(opts.model, device, allow_download=False)  # every rank from the cache, filled just now
     check_maps_apply(model, opts)  # before the folder is touched: a wrong layer is the user's error
     run_id, done = _prepare_out(opts, ranks, discovery, model)
     try:

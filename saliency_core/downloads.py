@@ -7,7 +7,9 @@ first 8 hex digits of the file's sha256), then renames it into place
 (``os.replace``, atomic on one file system). Whatever fails (network, a
 connection dropped halfway, a wrong size or hash), the temporary file is
 removed and :class:`~saliency_core.errors.ModelUnavailableError` says what
-happened and which file to copy where instead.
+happened and which file to copy where instead. A process killed outright
+(SIGKILL, power cut) can't remove its ``.NAME.*.part`` file: the next download
+of NAME removes those not written for :data:`STALE_PART_S`.
 
 Settings (environment variables, read at each call):
 
@@ -23,6 +25,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -33,6 +36,9 @@ ALLOW_ENV = "SALIENCY_ALLOW_DOWNLOAD"
 URL_ENV = "SALIENCY_WEIGHTS_URL"
 CHUNK = 1 << 20
 TIMEOUT_S = 30.0  # per socket operation, not for the whole file
+# A part file untouched this long is a dead download's: a live one writes each CHUNK as it arrives (1 MiB in
+# 5 minutes is 3.5 KB/s, hours for any checkpoint) and fails after TIMEOUT_S without a byte.
+STALE_PART_S = 300.0
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all; 0 when unknown)
 
@@ -85,6 +91,7 @@ def download(url: str, dest: str, *, progress: Progress | None = None, timeout: 
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:
             raise ModelUnavailableError(f"can't create the checkpoint folder {folder}: {exc.strerror or exc}") from exc
+        remove_stale_parts(folder, name)
         try:
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
         except OSError as exc:  # a read-only cache folder (common in containers)
@@ -112,6 +119,30 @@ def download(url: str, dest: str, *, progress: Progress | None = None, timeout: 
                 pass
             raise
     return dest
+
+
+def remove_stale_parts(folder: str, name: str) -> None:
+    """Delete the ``.NAME.*.part`` files in ``folder`` that no download has written for :data:`STALE_PART_S`.
+
+    Those are left by a process killed mid-download (SIGKILL runs no clean-up).
+    A download still running, in this process or another (a torchrun rank, a
+    second server), writes its part file as bytes arrive, so its file is never
+    that old. Files of other names are never touched.
+    """
+    now = time.time()
+    pattern = re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]+\.part")
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not pattern.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
+                    continue
+                try:
+                    if now - entry.stat(follow_symlinks=False).st_mtime > STALE_PART_S:
+                        os.remove(entry.path)
+                except OSError:  # gone meanwhile, or not ours to remove: the download goes on regardless
+                    pass
+    except OSError:  # an unreadable folder: mkstemp will say what is wrong
+        pass
 
 
 def _fetch(url: str, out, progress: Progress | None, timeout: float) -> tuple[int, int, str]:

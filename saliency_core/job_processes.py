@@ -1,6 +1,7 @@
 """The batch job's processes: its torchrun ranks, its DataLoader workers, and how it is stopped.
 
-Used by :mod:`saliency_core.batch`. A worker dies with the job (:func:`die_with_job`);
+Used by :mod:`saliency_core.batch`. The model's weights are downloaded once for
+all ranks (:func:`fetch_weights_once`); a worker dies with the job (:func:`die_with_job`);
 SIGTERM becomes :class:`Stopped` in the job's main thread, so the run can record
 that it stopped and why (:func:`stop_reason`).
 """
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from saliency_core.models import pick_device
+from saliency_core.errors import ModelUnavailableError, SaliencyError
+from saliency_core.models import download_weights, pick_device
 
 
 @dataclass
@@ -66,6 +68,42 @@ def start_ranks(device: str) -> tuple[Ranks, torch.device]:
         # NCCL between GPUs; gloo for CPU ranks (and for the small objects exchanged here).
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return ranks, dev
+
+
+class DownloadLog:
+    """Log lines on stderr while a model's weights download: the start, every 10 %, the end."""
+
+    def __init__(self, model: str) -> None:
+        self.model, self.shown = model, -1
+
+    def __call__(self, done: int, total: int) -> None:
+        tenth = done * 10 // total if total else 0
+        if tenth > self.shown:
+            self.shown = tenth
+            size = f"{done / 1e6:.0f} of {total / 1e6:.0f} MB" if total else f"{done / 1e6:.0f} MB"
+            print(f"downloading the weights of {self.model}: {size}", file=sys.stderr, flush=True)
+
+
+def fetch_weights_once(model: str, ranks: Ranks) -> None:
+    """Put ``model``'s weights into the checkpoint cache (if it has any to download) before any rank loads it.
+
+    Rank 0 downloads while the other ranks wait; then the first rank of each
+    other machine, for machines that don't share rank 0's checkpoint folder
+    (where they do, the file is there and nothing is fetched). Without this,
+    every rank fetched the same file at once. A rank that fails tells the
+    others, and every rank raises its error (ModelUnavailableError), so none
+    waits for one that gave up. Follows ``SALIENCY_ALLOW_DOWNLOAD``.
+    """
+    for fetches in (ranks.rank == 0, ranks.local_rank == 0 and ranks.rank != 0):
+        problem = None
+        if fetches:
+            try:
+                download_weights(model, DownloadLog(model))
+            except SaliencyError as exc:
+                problem = str(exc)
+        problems = [p for p in ranks.gather(problem) if p]
+        if problems:
+            raise ModelUnavailableError(str(problems[0]))
 
 
 def default_workers(device: torch.device, world: int) -> int:

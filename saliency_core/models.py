@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from saliency_core import custom_models, downloads
+from saliency_core import custom_model_loading, custom_models, downloads
 from saliency_core.errors import InvalidInputError, ModelUnavailableError, UnknownModelError
 from saliency_core.preprocessing import (
     IMAGENET_MEAN,
@@ -132,6 +132,7 @@ class LoadedModel:
     model: torch.nn.Module
     categories: list[str]
     device: torch.device
+    fingerprint: tuple = ()  # :func:`model_fingerprint` of the files it was loaded from
 
     _variants: dict[str, torch.nn.Module] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -154,6 +155,12 @@ class LoadedModel:
     @property
     def preprocessing(self) -> Preprocessing:
         return self.spec.preprocessing
+
+    @property
+    def key(self) -> tuple:
+        """(name, fingerprint): what results computed with this model are cached on, so that a custom
+        model replaced under the same name gets its own."""
+        return self.name, self.fingerprint
 
     def crop(self, image: Image.Image) -> Image.Image:
         """The resized, centre-cropped RGB image the model sees (H x W = crop x crop)."""
@@ -231,6 +238,14 @@ def model_names() -> list[str]:
     return [*REGISTRY, *custom_models.discover()]
 
 
+def model_fingerprint(name: str) -> tuple:
+    """What tells a model from a newer one of the same name: for a custom model, the (path, size,
+    mtime_ns, inode) of its file, sidecar and class-name file (:func:`custom_models.fingerprint`),
+    so a cache keyed on it loads a replaced file afresh; () for a built-in model, whose weights don't change."""
+    model = custom_models.get(name) if custom_models.is_custom(name) else None
+    return custom_models.fingerprint(model) if model is not None else ()
+
+
 def _get_spec(name: str | None) -> ModelSpec:
     name = name or DEFAULT_MODEL
     if name in REGISTRY:
@@ -305,11 +320,13 @@ def list_models() -> list[ModelStatus]:
     return out
 
 
-def download_weights(name: str, progress: downloads.Progress | None = None) -> str | None:
+def download_weights(name: str, progress: downloads.Progress | None = None, *,
+                     allow_download: bool | None = None) -> str | None:
     """Make sure a torchvision model's checkpoint is in the local cache, downloading it if allowed; its path.
 
     None for models without a checkpoint to fetch (embedded, custom).
-    ``progress(bytes done, bytes in all)`` follows the download.
+    ``progress(bytes done, bytes in all)`` follows the download. ``allow_download``:
+    True or False decides; None (default) follows ``SALIENCY_ALLOW_DOWNLOAD``.
 
     Raises
     ------
@@ -323,10 +340,10 @@ def download_weights(name: str, progress: downloads.Progress | None = None) -> s
     if os.path.isfile(path):
         return path
     url = downloads.weights_url(_torchvision_weights(spec).url)
-    if not downloads.downloads_allowed():
+    if not (downloads.downloads_allowed() if allow_download is None else allow_download):
+        why = f", and downloads are off ({downloads.ALLOW_ENV}=0)" if allow_download is None else ""
         raise ModelUnavailableError(
-            f"{spec.title}: weights not in the local cache, and downloads are off ({downloads.ALLOW_ENV}=0). "
-            f"Place {spec.checkpoint} (from {url}) at {path}.")
+            f"{spec.title}: weights not in the local cache{why}. Place {spec.checkpoint} (from {url}) at {path}.")
     try:
         return downloads.download(url, path, progress=progress)
     except ModelUnavailableError as exc:
@@ -350,17 +367,11 @@ def _build_embedded() -> torch.nn.Module:
     return model
 
 
-def _build_torchvision(spec: ModelSpec, allow_download: bool, progress: downloads.Progress | None) -> torch.nn.Module:
+def _build_torchvision(spec: ModelSpec, allow_download: bool | None,
+                       progress: downloads.Progress | None) -> torch.nn.Module:
     from torchvision.models import get_model
 
-    path = checkpoint_path(spec.name)
-    if not os.path.isfile(path or "") and not allow_download:
-        url = downloads.weights_url(_torchvision_weights(spec).url)
-        raise ModelUnavailableError(
-            f"{spec.title}: weights not in the local cache. Place {os.path.basename(path or '')} "
-            f"(from {url}) at {path}."
-        )
-    path = download_weights(spec.name, progress)
+    path = download_weights(spec.name, progress, allow_download=allow_download)
     model = get_model(spec.name, weights=None)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -389,8 +400,10 @@ def load_model(name: str | None = None, device: str | torch.device = "auto",
         ``SALIENCY_MODELS_DIR`` (:mod:`saliency_core.custom_models`); None for the embedded default.
     device : "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:1", ...
     allow_download : for torchvision models whose weights are not cached,
-        download them into the cache (:func:`download_weights`); None follows
-        ``SALIENCY_ALLOW_DOWNLOAD`` (default on), False never downloads.
+        download them into the cache (:func:`download_weights`). An explicit
+        True or False wins over the environment: True downloads even with
+        ``SALIENCY_ALLOW_DOWNLOAD=0`` (that variable only sets the default),
+        False never downloads; None follows ``SALIENCY_ALLOW_DOWNLOAD`` (default on).
     channels_last : memory layout of the weights; None picks the faster one
         for the input-gradient backward: channels_last on CPU (about 1.25x on
         the embedded model, ``benchmarks/RESULTS.md``), contiguous on CUDA
@@ -404,9 +417,8 @@ def load_model(name: str | None = None, device: str | torch.device = "auto",
         to place the file.
     """
     spec = _get_spec(name)
+    fingerprint = model_fingerprint(spec.name)  # before reading the files: a file replaced meanwhile is seen next time
     dev = pick_device(device)
-    if allow_download is None:
-        allow_download = downloads.downloads_allowed()
     categories = imagenet_categories()
     if spec.source == "embedded":
         module = _build_embedded()
@@ -414,7 +426,7 @@ def load_model(name: str | None = None, device: str | torch.device = "auto",
         model = custom_models.get(spec.name)
         if model is None:
             raise ModelUnavailableError(f"{spec.title}: its files are no longer in the models folder")
-        module = custom_models.build(model)  # eval mode and frozen already (an exported graph has no .eval())
+        module = custom_model_loading.build(model)  # eval mode and frozen already (an exported graph has no .eval())
         categories = list(model.classes)
     else:
         module = _build_torchvision(spec, allow_download, progress)
@@ -427,4 +439,5 @@ def load_model(name: str | None = None, device: str | torch.device = "auto",
     if channels_last is None:
         channels_last = dev.type == "cpu"
     module.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    return LoadedModel(name=spec.name, spec=spec, model=module, categories=categories, device=dev)
+    return LoadedModel(name=spec.name, spec=spec, model=module, categories=categories, device=dev,
+                       fingerprint=fingerprint)

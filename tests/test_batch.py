@@ -60,9 +60,11 @@ def run_job(*args: str, check: bool = True) -> subprocess.CompletedProcess:
                           env=_env(), capture_output=True, text=True, timeout=600, check=check)
 
 
-def run_torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
+def run_torchrun(nproc: int, *args: str, script: Path | None = None) -> subprocess.CompletedProcess:
+    """The job under torchrun; ``script``: a file that runs it instead of ``-m saliency_core.batch``."""
+    program = [str(script)] if script else ["-m", "saliency_core.batch"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-           "-m", "saliency_core.batch", "--no-progress", *args]
+           *program, "--no-progress", *args]
     return subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
 
 
@@ -203,6 +205,44 @@ def test_torchrun_two_ranks_equals_one_process(single: Path, dataset: Path, tmp_
     assert list(res.errors["key"]) == ["n07920052/broken_0.jpg"]
     assert_same_results(res.results, load_results(single).results)
     assert res.manifest["runs"][-1]["world_size"] == 2
+
+
+# Runs the job with the sha256 check of downloads off: the test serves random weights, not torchvision's file.
+_UNCHECKED_DOWNLOADS = """
+import runpy
+from saliency_core import downloads
+downloads.sha256_prefix = lambda name: None
+runpy.run_module("saliency_core.batch", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.slow  # two torchrun jobs
+@pytest.mark.parametrize("served", [True, False], ids=["served", "missing"])
+def test_torchrun_ranks_fetch_the_weights_once(served: bool, tmp_path: Path, monkeypatch):
+    from tests.test_downloads import random_checkpoint, serve_weights
+
+    name = "squeezenet1_1-b8a52dc0.pth"
+    images = tmp_path / "images.npz"
+    np.savez(images, X=np.random.default_rng(0).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8), y=np.array([0, 1]))
+    script = tmp_path / "job.py"
+    script.write_text(_UNCHECKED_DOWNLOADS)
+    # Slow to answer, so that every rank would ask while rank 0 waits for its answer.
+    with serve_weights(files={name: random_checkpoint()} if served else {}, delay_s=2.0) as server:
+        monkeypatch.setenv("SALIENCY_WEIGHTS_URL", server.url)
+        monkeypatch.setenv("SALIENCY_ALLOW_DOWNLOAD", "1")
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        proc = run_torchrun(2, "--images", str(images), "--out", str(tmp_path / "out"), "--model", "squeezenet1_1",
+                            "--device", "cpu", "--workers", "0", script=script)
+    assert server.requests == [f"/models/{name}"], proc.stderr[-3000:]  # once, by rank 0
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    if served:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert len(load_results(tmp_path / "out").results) == 2
+        assert sorted(os.listdir(checkpoints)) == [name]
+    else:  # every rank says why and ends; none waits for the other
+        assert proc.returncode != 0
+        assert proc.stderr.count("error: SqueezeNet 1.1 (the cs231n model): downloading") == 2, proc.stderr[-3000:]
+        assert "HTTP 404" in proc.stderr and os.listdir(checkpoints) == []
 
 
 def _stat(pid: int) -> tuple[str, int, str] | None:

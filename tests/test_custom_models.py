@@ -342,3 +342,39 @@ def test_an_unreadable_sidecar_is_a_broken_entry_not_a_traceback(tmp_path, monke
     monkeypatch.setattr(custom_models, "_read_sidecar", unreadable)
     (entry,) = custom_models.discover(tmp_path).values()
     assert entry.problem == "locked.json: can't be read (Permission denied)"
+
+
+def test_discovery_parses_sidecars_again_only_when_the_folder_changes(models_dir, monkeypatch):
+    parsed: list[str] = []
+    read_sidecar = custom_models._read_sidecar
+
+    def counting(root, name, model, sidecar):
+        parsed.append(sidecar.name)
+        return read_sidecar(root, name, model, sidecar)
+
+    monkeypatch.setattr(custom_models, "_read_sidecar", counting)
+    first = custom_models.discover()
+    assert sorted(parsed) == ["exported.toml", "scripted.json", "squeeze.json"]
+    parsed.clear()
+    assert custom_models.discover() == first and model_names()[len(REGISTRY):] == list(first)
+    assert parsed == []  # nothing changed: no sidecar read again
+    write_sidecar(models_dir, "scripted", title="Tiny colour NET")  # same size: only its mtime tells
+    assert custom_models.discover()["custom:scripted"].title == "Tiny colour NET"
+    assert sorted(parsed) == ["exported.toml", "scripted.json", "squeeze.json"]
+    (models_dir / "colours.txt").write_text("a\nb\nc\nd\n")  # a class-name file is part of the listing too
+    assert custom_models.discover()["custom:exported"].classes == ("a", "b", "c", "d")
+
+
+def test_a_custom_models_fingerprint_changes_with_each_of_its_files(models_dir):
+    def fingerprint(name: str) -> tuple:
+        return custom_models.fingerprint(custom_models.get(name))
+
+    exported = fingerprint("custom:exported")
+    assert [os.path.basename(f[0]) for f in exported] == ["exported.pt2", "exported.toml", "colours.txt"]
+    scripted = fingerprint("custom:scripted")
+    assert fingerprint("custom:scripted") == scripted
+    shutil.copy(models_dir / "squeeze.pth", models_dir / "new.pt")
+    os.replace(models_dir / "new.pt", models_dir / "scripted.pt")  # a file replaced by another
+    assert fingerprint("custom:scripted") != scripted
+    (models_dir / "colours.txt").write_text("\n".join(CLASSES) + "\n\n")
+    assert fingerprint("custom:exported") != exported

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import io
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -21,9 +23,9 @@ from saliency_core.models import checkpoint_path, list_models, load_model
 NAME = "squeezenet1_1-b8a52dc0.pth"
 
 
-@pytest.fixture(scope="module")
-def checkpoint() -> bytes:
-    """squeezenet1_1's state dict with random weights, as torch.save writes it."""
+def random_checkpoint() -> bytes:
+    """squeezenet1_1's state dict with random weights (seed 0), as torch.save writes it; not torchvision's file,
+    so its sha256 does not start with the b8a52dc0 of its name."""
     import torchvision
 
     torch.manual_seed(0)
@@ -32,13 +34,21 @@ def checkpoint() -> bytes:
     return buf.getvalue()
 
 
+@pytest.fixture(scope="module")
+def checkpoint() -> bytes:
+    return random_checkpoint()
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     files: ClassVar[dict[str, bytes]] = {}
     cut_at: ClassVar[int | None] = None  # send the full Content-Length, then close after this many bytes
+    delay_s: ClassVar[float] = 0.0  # wait this long before answering
     requests: ClassVar[list[str]] = []
+    url: ClassVar[str] = ""  # the base URL files are served under
 
     def do_GET(self) -> None:
         self.requests.append(self.path)
+        time.sleep(self.delay_s)
         data = self.files.get(self.path.rsplit("/", 1)[-1])
         if data is None:
             self.send_error(404)
@@ -55,22 +65,33 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def server(monkeypatch, tmp_path) -> Iterator[type[_Handler]]:
-    """An HTTP server on 127.0.0.1 as SALIENCY_WEIGHTS_URL, downloads on, TORCH_HOME in a temporary folder."""
-    handler = type("Handler", (_Handler,), {"files": {}, "cut_at": None, "requests": []})
+@contextlib.contextmanager
+def serve_weights(**settings) -> Iterator[type[_Handler]]:
+    """An HTTP server on 127.0.0.1 serving ``files`` by name under its ``url``; it records the ``requests``.
+
+    ``settings``: class attributes of the handler (files, cut_at, delay_s).
+    """
+    handler = type("Handler", (_Handler,), {"files": {}, "cut_at": None, "delay_s": 0.0, "requests": [], **settings})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    handler.url = f"http://127.0.0.1:{httpd.server_address[1]}/models/"
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    monkeypatch.setenv("SALIENCY_WEIGHTS_URL", f"http://127.0.0.1:{httpd.server_address[1]}/models/")
-    monkeypatch.setenv("SALIENCY_ALLOW_DOWNLOAD", "1")
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     try:
         yield handler
     finally:
         httpd.shutdown()
         httpd.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def server(monkeypatch, tmp_path) -> Iterator[type[_Handler]]:
+    """:func:`serve_weights` as SALIENCY_WEIGHTS_URL, downloads on, TORCH_HOME in a temporary folder."""
+    with serve_weights() as handler:
+        monkeypatch.setenv("SALIENCY_WEIGHTS_URL", handler.url)
+        monkeypatch.setenv("SALIENCY_ALLOW_DOWNLOAD", "1")
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        yield handler
 
 
 def folder_files(path: str) -> list[str]:
@@ -146,6 +167,20 @@ def test_downloads_off_make_no_request_and_say_where_to_copy_the_file(server, ch
     assert server.requests == []
 
 
+def test_an_explicit_allow_download_wins_over_the_environment(server, checkpoint, monkeypatch):
+    monkeypatch.setattr(downloads, "sha256_prefix", lambda name: None)
+    server.files[NAME] = checkpoint
+    monkeypatch.setenv("SALIENCY_ALLOW_DOWNLOAD", "1")
+    with pytest.raises(ModelUnavailableError) as info:
+        load_model("squeezenet1_1", "cpu", allow_download=False)
+    assert f"Place {NAME}" in str(info.value) and "downloads are off" not in str(info.value)
+    assert server.requests == []
+    monkeypatch.setenv("SALIENCY_ALLOW_DOWNLOAD", "0")  # the environment only sets the default
+    load_model("squeezenet1_1", "cpu", allow_download=True)
+    assert server.requests == [f"/models/{NAME}"]
+    assert Path(checkpoint_path("squeezenet1_1")).read_bytes() == checkpoint
+
+
 def test_hash_prefix_is_read_from_torchvision_style_names():
     assert downloads.sha256_prefix("efficientnet_b0_rwightman-7f5810bc.pth") == "7f5810bc"
     assert downloads.sha256_prefix("mynet.pth") is None
@@ -159,3 +194,20 @@ def test_a_read_only_checkpoint_folder_is_a_clear_message_not_a_traceback(monkey
     with pytest.raises(ModelUnavailableError, match=r"can't write into the checkpoint folder .*copy x\.pth"):
         downloads.download("http://127.0.0.1:9/x.pth", str(tmp_path / "x.pth"))
     assert not list(tmp_path.iterdir())
+
+
+def test_a_part_file_left_by_a_killed_download_is_removed_by_the_next_one(server, checkpoint, monkeypatch):
+    monkeypatch.setattr(downloads, "sha256_prefix", lambda name: None)
+    server.files[NAME] = checkpoint
+    folder = Path(checkpoint_path("squeezenet1_1")).parent
+    folder.mkdir(parents=True)
+    old = time.time() - downloads.STALE_PART_S - 60
+    kept = [f".{NAME}.live1234.part",  # a download still running somewhere: written just now
+            ".resnet18-f37072fd.pth.x1y2z3ab.part",  # another file's
+            f"{NAME}.abcd1234.part", f".{NAME}.abcd1234.part.bak", "notes.txt"]
+    for name in [f".{NAME}.dead1234.part", *kept]:
+        (folder / name).write_bytes(b"half a file")
+        if name != kept[0]:
+            os.utime(folder / name, (old, old))
+    load_model("squeezenet1_1", "cpu")
+    assert folder_files(str(folder / NAME)) == sorted([NAME, *kept])

@@ -1,7 +1,7 @@
-"""Every cache of the dashboard, in one place.
+"""Every cache of the dashboard but the model's (:mod:`pages.ui.model_cache`), in one place.
 
 ``st.cache_resource`` holds what is built once per server process (the
-model, the upload store, the shared result cache); ``st.cache_data`` holds
+upload store, the shared result caches); ``st.cache_data`` holds
 numbers and images, keyed on the sha256 of an image's bytes plus every
 option that changes them. Images and tensors are passed as ``_underscore``
 arguments beside that key: Streamlit hashes large arrays by sampling, so two
@@ -10,7 +10,6 @@ images one pixel apart could share a key otherwise.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ import streamlit as st
 from PIL import Image
 
 from pages.ui import method_params
+from pages.ui.model_cache import get_model
 from pages.ui.waiting import queued, seconds_text, shared_or_computed
 from saliency_core import analysis, leaderboard, method_comparison, method_ranking, results, results_access
 from saliency_core.analysis import ImageAnalysis
@@ -30,8 +30,6 @@ from saliency_core.lru import LRUCache
 from saliency_core.memory import release_freed_memory
 from saliency_core.method_comparison import AgreementMatrix, MethodComparison
 from saliency_core.method_ranking import MethodRanking
-from saliency_core.models import LoadedModel, ModelStatus, list_models, load_model
-from saliency_core.models import download_weights as _download_weights
 from saliency_core.npz import LabelledImage, load_npz_batch
 from saliency_core.store import UploadStore
 
@@ -45,40 +43,9 @@ MAX_METHOD_RUN_BYTES = 192 * 1024 * 1024
 
 # --------------------------------------------------------------------------- process-wide resources
 
-@st.cache_resource(show_spinner="Loading the model (once per server process)…", max_entries=3)
-def get_model(name: str) -> LoadedModel:
-    """One shared, frozen model per name and process. Safe to run again after "clear cache"."""
-    return load_model(name, device=os.environ.get("SALIENCY_DEVICE", "auto"), allow_download=False)
-
-
 @st.cache_resource
 def upload_store() -> UploadStore:
     return UploadStore.from_env()
-
-
-@st.cache_data(ttl=60, show_spinner=False)
-def model_statuses() -> dict[str, ModelStatus]:
-    return {s.name: s for s in list_models()}
-
-
-def download_weights(name: str, title: str) -> None:
-    """Download a torchvision model's weights into the local cache with a progress bar (once per server).
-
-    Outside :func:`get_model` on purpose: a cached function's elements are
-    replayed on every cache hit, and a progress bar must show only while it
-    runs. Raises ModelUnavailableError (a SaliencyError) when it fails.
-    """
-    bar = st.progress(0.0, text=f"Downloading the weights of {title}…")
-
-    def progress(done: int, total: int) -> None:
-        mb = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
-        bar.progress(min(1.0, done / total) if total else 0.0, text=f"Downloading the weights of {title}: {mb}")
-
-    try:
-        _download_weights(name, progress)
-    finally:
-        bar.empty()
-        model_statuses.clear()
 
 
 # --------------------------------------------------------------------------- images
@@ -124,7 +91,7 @@ def image_views(key: str, model_name: str, load: Callable[[], Image.Image]) -> t
     a bad file); nothing is cached then.
     """
     cache = decoded_images()
-    thumb_key, crop_key = ("thumbnail", key), ("crop", key, model_name)
+    thumb_key, crop_key = ("thumbnail", key), ("crop", key, get_model(model_name).key)
     if thumb_key not in cache or crop_key not in cache:
         image = load()
         cache.get_or_compute(thumb_key, lambda: _thumbnail(image))
@@ -164,8 +131,8 @@ def analyse_one(image_key: str, model_name: str, target: int, label: int | None,
     (unknown or invalid ones raise ``InvalidInputError``, a SaliencyError).
     """
     params = dict(params or {})
-    key = ("analysis", image_key, model_name, int(target), label, method, method_params.cache_key(params),
-           reduction, precision)
+    key = ("analysis", image_key, get_model(model_name).key, int(target), label, method,
+           method_params.cache_key(params), reduction, precision)
     what = method_params.method_summary(method, params) if params else method_params.spec(method).title
     return cached_with_progress(
         key, f"Computing {what} for the score and the loss…",
@@ -175,14 +142,19 @@ def analyse_one(image_key: str, model_name: str, target: int, label: int | None,
         cache=analyses(), bar=method in method_params.SLOW_METHODS, what="map")
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
 def analyse_many(image_keys: tuple[str, ...], model_name: str, labels: tuple[int | None, ...], reduction: str,
                  precision: str, _crops: np.ndarray, method: str = "gradient",
                  params: tuple = ()) -> list[ImageAnalysis]:
     """Score and loss maps for several images ((N, crop, crop, 3) model crops) in one batched computation
     (automatic targets), by any method; ``params`` as :func:`pages.ui.method_params.cache_key` makes them."""
+    return _analyse_many(image_keys, get_model(model_name).key, labels, reduction, precision, _crops, method, params)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _analyse_many(image_keys: tuple[str, ...], model_key: tuple, labels: tuple[int | None, ...], reduction: str,
+                  precision: str, _crops: np.ndarray, method: str, params: tuple) -> list[ImageAnalysis]:
     return queued("gallery", lambda: analysis.analyse(
-        get_model(model_name), _crops, [None] * len(_crops), list(labels), reduction=reduction,
+        get_model(model_key[0]), _crops, [None] * len(_crops), list(labels), reduction=reduction,
         precision=precision, method=method, params=dict(params)), show_wait=False)
 
 
@@ -242,7 +214,7 @@ def method_runs() -> LRUCache:
 
 def _run_key(image_key: str, model_name: str, target: int, method: str, params: dict[str, object],
              reduction: str, precision: str) -> tuple:
-    return ("method_run", image_key, model_name, int(target), method, method_params.cache_key(params),
+    return ("method_run", image_key, get_model(model_name).key, int(target), method, method_params.cache_key(params),
             reduction, precision)
 
 
@@ -285,7 +257,7 @@ def compare_methods(image_key: str, model_name: str, target: int, methods: tuple
 
 def comparison_key(image_key: str, model_name: str, comparison: MethodComparison) -> tuple:
     """What identifies a comparison's maps, for the caches built on them."""
-    return (image_key, model_name, comparison.target, comparison.reduction, comparison.precision,
+    return (image_key, get_model(model_name).key, comparison.target, comparison.reduction, comparison.precision,
             tuple((m, method_params.cache_key(r.given)) for m, r in comparison.runs.items()))
 
 

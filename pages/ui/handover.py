@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from pages.ui import caches
+from pages.ui import caches, model_cache
 from pages.ui.text import plain
 from saliency_core.analysis import AUTO_TARGET
 from saliency_core.attribution import ATTRIBUTION_METHODS
@@ -45,7 +45,7 @@ def make_current(path: str, key: str, label: int | None, model_name: str | None)
         meta["label"] = int(label)
     caches.upload_store().put(sha, data, meta)
     st.session_state.update(source="upload", image_sha=sha, prefer_stored=True, target=AUTO_TARGET)
-    status = caches.model_statuses().get(model_name or "")  # built-in or custom:NAME
+    status = model_cache.model_statuses().get(model_name or "")  # built-in or custom:NAME
     if status is not None and status.available:
         st.session_state["model"] = model_name
     return True

@@ -57,12 +57,12 @@ def layer_options(model: LoadedModel) -> list[str | None]:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _conv_layer_names(model_name: str, _model: LoadedModel) -> list[str]:
+def _conv_layer_names(model_key: tuple, _model: LoadedModel) -> list[str]:
     return conv_layers(_model)
 
 
 def _conv_layers(model: LoadedModel) -> list[str]:
-    return _conv_layer_names(model.name, model)
+    return _conv_layer_names(model.key, model)
 
 
 def describe(p: Param) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from pages.ui import access, caches, method_params, navigation, url_state
+from pages.ui import access, caches, method_params, model_cache, navigation, url_state
 from pages.ui.image_sources import ImageChoice, NoImage, image_picker
 from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
 from pages.ui.text import plain
@@ -36,7 +36,7 @@ class View:
 
 
 def _model_picker() -> LoadedModel:
-    statuses = caches.model_statuses()
+    statuses = model_cache.model_statuses()
 
     def label(name: str) -> str:
         s = statuses[name]
@@ -59,16 +59,26 @@ def _model_picker() -> LoadedModel:
                  f"Still using {plain(active_title)}.")
     else:
         try:
-            if statuses[chosen].downloadable:
-                caches.download_weights(chosen, statuses[chosen].title)
-            caches.get_model(chosen)
+            model_cache.prepare_model(statuses[chosen])
             active = chosen
         except SaliencyError as exc:
             st.error(f"{plain(exc, 600)} Still using {plain(active_title)}.")
+            st.button("Try again", key="retry_model", on_click=model_cache.forget_model_failure, args=(chosen,),
+                      help=f"Otherwise it is tried again {model_cache.MODEL_FAILURE_MEMORY_S:.0f} s after it failed.")
     st.session_state[url_state.ACTIVE_MODEL] = active
-    model = caches.get_model(active)
+    model = model_cache.get_model(active)
     st.caption(f"Device: **{model.device}** · {model.spec.weights}")
     return model
+
+
+def _drop_target_without_class(model: LoadedModel) -> int | None:
+    """Make the target automatic when ``model`` has no such class (a link made for another model, or another
+    model chosen); returns the target dropped, else None."""
+    target = st.session_state.get("target", AUTO_TARGET)
+    if target == AUTO_TARGET or 0 <= target < len(model.categories):
+        return None
+    st.session_state["target"] = AUTO_TARGET
+    return int(target)
 
 
 def _target_picker(model: LoadedModel, image: ImageChoice | None) -> int:
@@ -87,13 +97,11 @@ def _target_picker(model: LoadedModel, image: ImageChoice | None) -> int:
 
 def render_sidebar() -> View:
     """Draw the shared sidebar; remember and return the user's choices."""
-    notices = url_state.restore_from_url()
-    if notices:
-        st.warning("This link could not be followed in full:\n\n" + "\n".join(f"- {n}" for n in notices),
-                   icon=":material/link_off:")
+    notices = url_state.restore_from_url()  # None after the session's first run
     problem, is_error = None, False
     with st.sidebar:
         model = _model_picker()
+        dropped = _drop_target_without_class(model)
         st.divider()
         try:
             image = image_picker(model)
@@ -118,6 +126,17 @@ def render_sidebar() -> View:
                                      format_func=PRECISION_LABELS.get,
                                      help="Exact: float32 with TF32 off. Fast: float16 autocast on CUDA; "
                                           "on CPU both are float32.")
+    if dropped is not None:
+        count, title = len(model.categories), plain(model.spec.title)
+        if notices is not None:  # a link made for another model
+            notices.append(f"**target={dropped}** is not a class of {title} (0 to {count - 1}); "
+                           "showing the automatic target instead.")
+        else:
+            st.info(f"{title} has no class {dropped} (its {count} classes are 0 to {count - 1}): the target is "
+                    "automatic again.")
+    if notices:
+        st.warning("This link could not be followed in full:\n\n" + "\n".join(f"- {n}" for n in notices),
+                   icon=":material/link_off:")
     url_state.write_url()
     v = View(model, image, target, objective or "score", reduction or "max", precision or "exact", problem, is_error,
              method, params)

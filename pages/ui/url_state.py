@@ -16,10 +16,11 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from pages.ui import method_params
+from pages.ui import method_params, model_cache
 from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
 from pages.ui.text import plain
 from saliency_core.analysis import AUTO_TARGET
+from saliency_core.custom_models import MAX_CLASSES
 from saliency_core.errors import SaliencyError
 from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, model_names
 from saliency_core.samples import sample_images
@@ -47,7 +48,7 @@ URL_STATE: dict[str, tuple[object, Callable[[str], object]]] = {
     "model": (DEFAULT_MODEL, lambda t: t if t in REGISTRY or t in model_names() else None),
     "source": ("sample", lambda t: t if t in ("sample", "upload") else None),
     "sample": ("coffee", lambda t: t if t in {x.name for x in sample_images()} else None),
-    "target": (AUTO_TARGET, _int_in(0, 999)),
+    "target": (AUTO_TARGET, _int_in(0, MAX_CLASSES - 1)),  # a custom model may have more than ImageNet's
     "method": (method_params.DEFAULT_METHOD, lambda t: t if t in method_params.METHODS else None),
     "objective": ("score", lambda t: t if t in METHOD_LABELS else None),
     "reduction": ("max", lambda t: t if t in REDUCTION_LABELS else None),
@@ -60,7 +61,7 @@ EXPECTED = {
     "model": "a model of this dashboard",
     "source": "sample or upload",
     "sample": "one of the sample photos",
-    "target": "a class index from 0 to 999",
+    "target": "a class index (0, 1, 2, …)",
     "method": "an attribution method (" + ", ".join(method_params.METHODS) + ")",
     "objective": "score or loss",
     "reduction": "max, mean_abs or l2",
@@ -74,15 +75,17 @@ _DEFAULT_TEXT = {"model": REGISTRY[DEFAULT_MODEL].title, "target": "the automati
 _LEGACY_OBJECTIVES = ("score", "loss")  # what ?method= meant before it named the attribution method
 
 
-def restore_from_url() -> list[str]:
+def restore_from_url() -> list[str] | None:
     """On a session's first run, take the view from the address bar (a shared link).
 
     Returns one line per parameter that could not be used, saying what it
-    asked for and what is shown instead (empty on later runs). The values
-    in them come from the link: they are escaped for Markdown.
+    asked for and what is shown instead; None on later runs. The values in
+    them come from the link: they are escaped for Markdown. The target is
+    checked here as a class index only: whether the model has that class is
+    known once the model is loaded (``sidebar``).
     """
     if st.session_state.get("_url_restored"):
-        return []
+        return None
     st.session_state["_url_restored"] = True
     params = st.query_params.to_dict()
     if params.get("method") in _LEGACY_OBJECTIVES and "objective" not in params:
@@ -107,12 +110,10 @@ def restore_from_url() -> list[str]:
 
 def _model_for_links() -> LoadedModel:
     """The model a link's Grad-CAM layer is checked against: the link's model, else the default."""
-    from pages.ui import caches
-
     try:
-        return caches.get_model(str(st.session_state.get("model") or DEFAULT_MODEL))
+        return model_cache.get_model(str(st.session_state.get("model") or DEFAULT_MODEL))
     except SaliencyError:
-        return caches.get_model(DEFAULT_MODEL)
+        return model_cache.get_model(DEFAULT_MODEL)
 
 
 def _restore_method_params(params: dict[str, str]) -> list[str]:

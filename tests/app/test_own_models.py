@@ -3,9 +3,7 @@ and a torchvision model's weights downloaded on demand when chosen."""
 
 from __future__ import annotations
 
-import io
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +15,13 @@ from saliency_core.attribution import attribute
 from saliency_core.models import load_model
 from saliency_core.samples import sample_by_name
 from tests.test_custom_models import CLASSES, TinyNet
+from tests.test_downloads import random_checkpoint, serve_weights
 
 
 @pytest.fixture
 def models_dir(tmp_path, monkeypatch):
     """SALIENCY_MODELS_DIR with a TorchScript net (custom:tiny) and a sidecar with a bad field (custom:broken)."""
-    from pages.ui import caches
+    from pages.ui import model_cache
 
     folder = tmp_path / "models"
     folder.mkdir()
@@ -34,9 +33,9 @@ def models_dir(tmp_path, monkeypatch):
     (folder / "broken.pt").write_bytes(b"not a model")
     (folder / "broken.json").write_text(json.dumps({**sidecar, "std": [0, 1, 1]}))
     monkeypatch.setenv("SALIENCY_MODELS_DIR", str(folder))
-    caches.model_statuses.clear()
+    model_cache.model_statuses.clear()
     yield folder
-    caches.model_statuses.clear()
+    model_cache.model_statuses.clear()
 
 
 def test_a_custom_model_is_in_the_picker_and_draws_its_maps(new_app, models_dir):
@@ -70,51 +69,159 @@ def test_a_broken_custom_model_says_what_is_wrong_and_keeps_the_current_one(new_
 
 
 def test_choosing_an_uncached_model_downloads_its_weights_once(new_app, tmp_path, monkeypatch):
-    import http.server
-
-    import torchvision
-
-    from pages.ui import caches
+    from pages.ui import model_cache
     from saliency_core import downloads
 
-    torch.manual_seed(0)
-    buf = io.BytesIO()
-    torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), buf)
-    data = buf.getvalue()
-    served: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            served.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    data = random_checkpoint()
+    with serve_weights(files={"squeezenet1_1-b8a52dc0.pth": data}) as server:
         monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
         monkeypatch.setenv("SALIENCY_ALLOW_DOWNLOAD", "1")
-        monkeypatch.setenv("SALIENCY_WEIGHTS_URL", f"http://127.0.0.1:{httpd.server_address[1]}/models")
+        monkeypatch.setenv("SALIENCY_WEIGHTS_URL", server.url)
         monkeypatch.setattr(downloads, "sha256_prefix", lambda name: None)  # random weights, not torchvision's
-        caches.model_statuses.clear()
-        at = new_app(PAGES["saliency"]).run()
-        assert "SqueezeNet 1.1 (the cs231n model) — download 5 MB" in at.selectbox(key="model").options
-        at.selectbox(key="model").set_value("squeezenet1_1").run()
-        assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
-        assert served == ["/models/squeezenet1_1-b8a52dc0.pth"]
-        assert (Path(torch.hub.get_dir()) / "checkpoints" / "squeezenet1_1-b8a52dc0.pth").read_bytes() == data
-        assert "SqueezeNet 1.1" in main_markdown(at)
-        at.radio(key="objective").set_value("loss").run()
-        assert served == ["/models/squeezenet1_1-b8a52dc0.pth"]  # once
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
-        caches.model_statuses.clear()
-        caches.get_model.clear()
+        model_cache.model_statuses.clear()
+        try:
+            at = new_app(PAGES["saliency"]).run()
+            assert "SqueezeNet 1.1 (the cs231n model) — download 5 MB" in at.selectbox(key="model").options
+            at.selectbox(key="model").set_value("squeezenet1_1").run()
+            assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
+            assert server.requests == ["/models/squeezenet1_1-b8a52dc0.pth"]
+            assert (Path(torch.hub.get_dir()) / "checkpoints" / "squeezenet1_1-b8a52dc0.pth").read_bytes() == data
+            assert "SqueezeNet 1.1" in main_markdown(at)
+            at.radio(key="objective").set_value("loss").run()
+            assert server.requests == ["/models/squeezenet1_1-b8a52dc0.pth"]  # once
+        finally:
+            model_cache.model_statuses.clear()
+            model_cache._load_model.clear()
+
+
+def test_a_replaced_model_file_or_sidecar_is_loaded_afresh(models_dir, tmp_path):
+    from pages.ui import model_cache
+
+    before = model_cache.get_model("custom:tiny")
+    assert model_cache.get_model("custom:tiny") is before  # kept while its files stay as they are
+    torch.manual_seed(1)
+    replacement = TinyNet().eval()
+    torch.jit.script(replacement).save(str(tmp_path / "new.pt"))
+    (models_dir / "tiny.pt").replace(tmp_path / "old.pt")
+    (tmp_path / "new.pt").replace(models_dir / "tiny.pt")  # how an admin replaces a file: a new one moved in
+    after = model_cache.get_model("custom:tiny")
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(after.model(x), replacement(x))
+        assert not torch.allclose(before.model(x), after.model(x))
+    assert after.key != before.key  # the key of every cached map and crop made with the model
+    sidecar = json.loads((models_dir / "tiny.json").read_text())
+    (models_dir / "tiny.json").write_text(json.dumps({**sidecar, "title": "Tiny colour net, retrained"}))
+    assert model_cache.get_model("custom:tiny").spec.title == "Tiny colour net, retrained"
+    assert model_cache.get_model("efficientnet_lite0") is model_cache.get_model("efficientnet_lite0")
+
+
+@pytest.fixture
+def failures_forgotten():
+    """The dashboard's memory of failed models is process-wide: start and end each test without one."""
+    from pages.ui import model_cache
+
+    model_cache._model_failures.clear()
+    yield
+    model_cache._model_failures.clear()
+
+
+def test_a_failed_download_is_tried_again_only_on_try_again(new_app, tmp_path, monkeypatch, failures_forgotten):
+    from pages.ui import model_cache
+    from saliency_core import downloads
+
+    name = "squeezenet1_1-b8a52dc0.pth"
+    with serve_weights() as server:  # nothing to serve yet: HTTP 404
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        monkeypatch.setenv("SALIENCY_ALLOW_DOWNLOAD", "1")
+        monkeypatch.setenv("SALIENCY_WEIGHTS_URL", server.url)
+        monkeypatch.setattr(downloads, "sha256_prefix", lambda name: None)  # random weights, not torchvision's
+        model_cache.model_statuses.clear()
+        try:
+            at = new_app(PAGES["saliency"]).run()
+            at.selectbox(key="model").set_value("squeezenet1_1").run()
+            assert not at.exception, [e.value for e in at.exception]
+            errors = texts(at.error)
+            assert "HTTP 404" in errors and "Still using EfficientNet-Lite0" in errors, errors
+            assert len(server.requests) == 1
+            at.radio(key="objective").set_value("loss").run()  # any click reruns the page
+            at.radio(key="objective").set_value("score").run()
+            assert texts(at.error) == errors  # the picker still says what is wrong
+            assert len(server.requests) == 1  # without asking the server again
+            at.button(key="retry_model").click().run()
+            assert len(server.requests) == 2 and "HTTP 404" in texts(at.error)
+            server.files[name] = random_checkpoint()
+            at.button(key="retry_model").click().run()
+            assert not at.exception and not at.error, [e.value for e in at.error]
+            assert len(server.requests) == 3 and "SqueezeNet 1.1" in main_markdown(at)
+        finally:
+            model_cache.model_statuses.clear()
+            model_cache._load_model.clear()
+
+
+def test_a_custom_model_that_fails_to_load_is_not_rebuilt_on_every_click(new_app, models_dir, monkeypatch,
+                                                                         failures_forgotten):
+    from saliency_core import custom_model_loading
+
+    (models_dir / "corrupt.pt").write_bytes(b"not a model")  # its sidecar is fine: it fails when built
+    sidecar = json.loads((models_dir / "tiny.json").read_text())
+    (models_dir / "corrupt.json").write_text(json.dumps({**sidecar, "title": "Corrupt net"}))
+    builds: list[str] = []
+    build = custom_model_loading.build
+
+    def counting(model):
+        builds.append(model.name)
+        return build(model)
+
+    monkeypatch.setattr(custom_model_loading, "build", counting)
+    at = new_app(PAGES["saliency"]).run()
+    at.selectbox(key="model").set_value("custom:corrupt").run()
+    errors = texts(at.error)
+    assert "corrupt.pt: not a TorchScript file" in errors and "Still using EfficientNet-Lite0" in errors, errors
+    at.radio(key="objective").set_value("loss").run()
+    assert texts(at.error) == errors and builds == ["custom:corrupt"]
+    at.button(key="retry_model").click().run()
+    assert texts(at.error) == errors and builds == ["custom:corrupt"] * 2
+    (models_dir / "corrupt.pt").write_bytes((models_dir / "tiny.pt").read_bytes())  # the admin fixes the file
+    at.radio(key="objective").set_value("score").run()  # a new file is tried at once, without "Try again"
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert builds == ["custom:corrupt"] * 3 and "Corrupt net" in main_markdown(at)
+
+
+def test_a_link_with_a_target_the_model_lacks_says_so_and_uses_the_automatic_target(new_app, models_dir):
+    at = new_app(PAGES["saliency"], model="custom:tiny", target="500", objective="loss").run()
+    assert not at.exception, [e.value for e in at.exception]
+    (notice,) = [w.value for w in at.warning]
+    assert notice.startswith("This link could not be followed in full") and (
+        "**target=500** is not a class of Tiny colour net (0 to 3); showing the automatic target instead") in notice
+    assert at.selectbox(key="target").value == -1 and len(heatmaps(charts(at)["heatmap"])) == 1
+    assert "target" not in at.query_params and at.query_params.get("objective") in ("loss", ["loss"])
+    at.run()
+    assert not at.warning  # said once
+
+
+def test_choosing_a_model_without_the_chosen_class_makes_the_target_automatic(new_app, models_dir):
+    at = new_app(PAGES["saliency"]).run()
+    at.selectbox(key="target").set_value(968).run()
+    at.selectbox(key="model").set_value("custom:tiny").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Tiny colour net has no class 968 (its 4 classes are 0 to 3)" in texts(at.info), texts(at.info)
+    assert at.selectbox(key="target").value == -1 and not at.error and not at.warning
+
+
+def test_a_link_may_name_a_class_beyond_imagenets_for_a_model_that_has_it(new_app, models_dir):
+    class Wide(torch.nn.Module):  # 1500 classes
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = torch.nn.Linear(3, 1500)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(x.mean(dim=(2, 3)))
+
+    torch.jit.script(Wide().eval()).save(str(models_dir / "wide.pt"))
+    sidecar = json.loads((models_dir / "tiny.json").read_text())
+    classes = [f"class {i}" for i in range(1500)]
+    (models_dir / "wide.json").write_text(json.dumps({**sidecar, "title": "Wide net", "classes": classes}))
+    at = new_app(PAGES["saliency"], model="custom:wide", target="1234").run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    assert at.selectbox(key="target").value == 1234 and "target 1234 class 1234 (chosen)" in main_markdown(at)

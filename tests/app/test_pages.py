@@ -418,15 +418,15 @@ def test_display_changes_compute_no_gradients(new_app, monkeypatch):
 @pytest.fixture
 def empty_torch_home(tmp_path, monkeypatch):
     """No torchvision checkpoints anywhere: every torchvision model is unavailable."""
-    from pages.ui import caches
+    from pages.ui import model_cache
     from saliency_core.models import list_models
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     status = {s.name: s for s in list_models()}
     assert not status["vit_b_16"].available and status["efficientnet_lite0"].available
-    caches.model_statuses.clear()
+    model_cache.model_statuses.clear()
     yield
-    caches.model_statuses.clear()
+    model_cache.model_statuses.clear()
 
 
 def test_unavailable_model_keeps_the_current_one(new_app, reference, empty_torch_home):

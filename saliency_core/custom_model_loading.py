@@ -1,0 +1,220 @@
+"""Loading the team's own model files (:mod:`saliency_core.custom_models` finds them and reads their sidecars).
+
+What is never done: unpickling Python objects from these files. State dicts
+go through ``torch.load(weights_only=True)``. A TorchScript archive is read
+by TorchScript's own C++ unpickler, which builds tensors and TorchScript
+types only, never calls Python. ``torch.export.load`` (torch 2.14) *does*
+unpickle in places (tensors marked ``use_pickle`` with
+``weights_only=False``, "opaque" constants with ``pickle.loads``, legacy
+``.pt`` members, sample inputs retried with ``weights_only=False``) and
+loads AOTInductor's native libraries, so :func:`_check_pt2_archive` reads
+the archive's manifest first and refuses any file that has such members; ordinary
+``torch.export.save`` output has none. Model files are still programs
+(their graphs run PyTorch operators): put only files you trust in the folder.
+
+At load, one forward pass on a zero batch checks that the model returns
+(N, C) float logits with C the number of class names and that one image's
+logits do not depend on the rest of the batch (a model left in training
+mode fails that). Every problem is a :class:`ModelUnavailableError` naming
+the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+
+from saliency_core.custom_models import CustomModel, inside_folder
+from saliency_core.errors import ModelUnavailableError
+
+
+def build(model: CustomModel) -> torch.nn.Module:
+    """The model file as an nn.Module on the CPU, eval mode, frozen, checked with one forward pass.
+
+    Raises
+    ------
+    ModelUnavailableError : the sidecar's problem, or a file that is not what
+        its extension says, or a model whose output does not fit its classes.
+    """
+    if model.problem:
+        raise ModelUnavailableError(model.problem)
+    path = Path(model.path)
+    root = path.parent.resolve()
+    real = inside_folder(root, path)
+    if not real.is_file():
+        raise ModelUnavailableError(f"{path.name}: the file is gone")
+    loader = {".pt": _load_torchscript, ".pt2": _load_export}.get(path.suffix, _load_state_dict)
+    module = loader(real, path.name, model)
+    for m in module.modules():
+        m.training = False  # an exported graph's .eval() raises; the flag is what require_eval reads
+    for p in module.parameters():
+        p.requires_grad_(False)
+    _check_forward(module, path.name, model)
+    return module
+
+
+def _load_torchscript(path: Path, shown: str, model: CustomModel) -> torch.nn.Module:
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # RuntimeError from the reader, for anything that is not a TorchScript archive
+        raise ModelUnavailableError(f"{shown}: not a TorchScript file (torch.jit.save): {_first_line(exc)}") from None
+    module.eval()
+    return module
+
+
+def _check_pt2_archive(path: Path, shown: str) -> None:
+    """Refuse a .pt2 archive with members that torch.export.load would unpickle or run as native code.
+
+    torch 2.14's loader unpickles with ``weights_only=False`` tensors marked
+    ``use_pickle`` and legacy ``.pt`` weight files, ``pickle.loads`` "opaque"
+    constants, falls back to ``weights_only=False`` when the sample inputs
+    don't load with ``weights_only=True``, and loads AOTInductor's compiled
+    libraries. ``torch.export.save`` of an ordinary model writes none of
+    these (tensors as raw bytes, sample inputs as plain tensors).
+    """
+    import io
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            configs = [n for n in names if re.search(r"/data/(weights|constants)/[^/]*config\.json$", n)]
+            if not any(n.endswith("/archive_format") for n in names) or not configs:
+                raise ModelUnavailableError(f"{shown}: not a torch.export program (torch.export.save)")
+            for n in names:
+                if "/data/aotinductor/" in n or re.search(r"/data/(weights|constants)/[^/]+\.pt$", n):
+                    raise ModelUnavailableError(f"{shown}: holds {n}, which torch.export.load would unpickle or "
+                                                "run as native code; refused. Save it with torch.export.save")
+            for n in configs:
+                entries = json.loads(archive.read(n)).get("config", {})
+                for fqn, meta in entries.items():
+                    if meta.get("use_pickle") or ("/constants/" in n
+                                                  and not str(meta.get("path_name", "")).startswith("tensor_")):
+                        raise ModelUnavailableError(
+                            f"{shown}: its {fqn} is stored as a pickled object, which this dashboard never loads")
+            for n in names:
+                if "/data/sample_inputs/" in n:
+                    try:
+                        torch.load(io.BytesIO(archive.read(n)), map_location="cpu", weights_only=True)
+                    except Exception as exc:
+                        raise ModelUnavailableError(f"{shown}: its sample inputs ({n}) are not plain tensors: "
+                                                    f"{_first_line(exc)}") from None
+    except ModelUnavailableError:
+        raise
+    except Exception as exc:  # a corrupt, encrypted or oddly compressed member (zlib.error, RuntimeError, ...)
+        raise ModelUnavailableError(f"{shown}: not a torch.export program (torch.export.save): {exc}") from None
+
+
+def _load_export(path: Path, shown: str, model: CustomModel) -> torch.nn.Module:
+    _check_pt2_archive(path, shown)
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise ModelUnavailableError(f"{shown}: not a usable torch.export program: {_first_line(exc)}") from None
+    _check_export_input(program, shown, model)
+    try:
+        # unflatten keeps the original module tree (named_modules: features.4, ...), so Grad-CAM finds its layer
+        module = torch.export.unflatten(program)
+    except Exception as exc:
+        raise ModelUnavailableError(f"{shown}: not a usable torch.export program: {_first_line(exc)}") from None
+    # Each node's meta holds the shapes export traced (fake, possibly symbolic tensors): compilers read
+    # them, the interpreter that runs the graph does not, and they can't be deep-copied (which Grad-CAM's
+    # and guided backprop's private copies of the model need).
+    for m in module.modules():
+        graph = getattr(m, "graph", None)
+        if isinstance(graph, torch.fx.Graph):
+            for node in graph.nodes:
+                node.meta = {}
+    return module
+
+
+def _check_export_input(program, shown: str, model: CustomModel) -> None:
+    """One (N, 3, crop, crop) input with N free: the graph runs with the batch sizes it was exported for."""
+    inputs = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in
+              {s.arg.name for s in program.graph_signature.input_specs
+               if s.kind == torch.export.graph_signature.InputKind.USER_INPUT}]
+    shapes = [tuple(n.meta["val"].shape) for n in inputs if isinstance(n.meta.get("val"), torch.Tensor)]
+    if len(inputs) != 1 or len(shapes) != 1 or len(shapes[0]) != 4:
+        raise ModelUnavailableError(
+            f"{shown}: takes {len(inputs)} input(s) {shapes}; expected one (N, 3, H, W) image batch")
+    n, c, h, w = shapes[0]
+    if isinstance(n, int):
+        raise ModelUnavailableError(
+            f"{shown}: exported for batches of exactly {n} image(s); the batch size must not be fixed: export with "
+            "dynamic_shapes=({0: torch.export.Dim('batch')},) and an example batch of 2 or more")
+    crop = model.preprocessing.crop
+    if (isinstance(h, int) and h != crop) or (isinstance(w, int) and w != crop) or c != 3:
+        raise ModelUnavailableError(f"{shown}: exported for ({c}, {h}, {w}) images, but its sidecar's crop is {crop}")
+
+
+def _load_state_dict(path: Path, shown: str, model: CustomModel) -> torch.nn.Module:
+    from torchvision.models import get_model, list_models
+
+    if model.architecture not in list_models():
+        raise ModelUnavailableError(f"{shown}: architecture {model.architecture!r} is not a torchvision model; "
+                                    "e.g. resnet18, squeezenet1_1, mobilenet_v3_small")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ModelUnavailableError(f"{shown}: .safetensors files need the safetensors package "
+                                        "(pip install safetensors)") from None
+        try:
+            state = load_file(str(path), device="cpu")
+        except Exception as exc:
+            raise ModelUnavailableError(f"{shown}: not a safetensors file: {_first_line(exc)}") from None
+    else:
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # UnpicklingError for anything but tensors and plain containers
+            raise ModelUnavailableError(f"{shown}: not a state dict saved with torch.save(model.state_dict()) "
+                                        f"(loaded with weights_only=True): {_first_line(exc)}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ModelUnavailableError(f"{shown}: not a state dict (a mapping of names to tensors), "
+                                    f"got {type(state).__name__}")
+    try:
+        module = get_model(model.architecture, weights=None, num_classes=len(model.classes))
+        module.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ModelUnavailableError(f"{shown}: does not fit torchvision's {model.architecture} with "
+                                    f"{len(model.classes)} classes: {_first_line(exc, 400)}") from None
+    return module.eval()
+
+
+def _check_forward(module: torch.nn.Module, shown: str, model: CustomModel) -> None:
+    """One pass of a zero image and a grey one: (2, C) finite float logits, the first row as when alone."""
+    size = model.preprocessing.crop
+    x = torch.zeros(2, 3, size, size)
+    x[1] = 0.5
+    try:
+        with torch.no_grad():
+            out = module(x)
+            alone = module(x[:1]) if isinstance(out, torch.Tensor) else None
+    except Exception as exc:
+        raise ModelUnavailableError(f"{shown}: fails on a (2, 3, {size}, {size}) input batch "
+                                    f"(crop {size} from the sidecar; the batch size must not be fixed): "
+                                    f"{_first_line(exc)}") from None
+    n = len(model.classes)
+    if not isinstance(out, torch.Tensor):
+        raise ModelUnavailableError(f"{shown}: returns {type(out).__name__}, not an (N, C) tensor of logits")
+    if out.dim() != 2 or out.shape[0] != 2 or not out.is_floating_point():
+        raise ModelUnavailableError(f"{shown}: returns {tuple(out.shape)} {out.dtype} for 2 images; "
+                                    "expected (N, C) float logits")
+    if out.shape[1] != n:
+        raise ModelUnavailableError(f"{shown}: returns {out.shape[1]} logits per image but its sidecar names "
+                                    f"{n} classes")
+    if not torch.isfinite(out).all():
+        raise ModelUnavailableError(f"{shown}: returns non-finite logits for a zero image")
+    if not torch.allclose(alone, out[:1], rtol=1e-4, atol=1e-5):
+        raise ModelUnavailableError(f"{shown}: an image's logits change with the rest of the batch; was it saved "
+                                    "in training mode (BatchNorm batch statistics, dropout)? Save it after "
+                                    "model.eval()")
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:limit]
