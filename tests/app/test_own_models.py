@@ -68,30 +68,38 @@ def test_a_broken_custom_model_says_what_is_wrong_and_keeps_the_current_one(new_
     assert "Still using EfficientNet-Lite0" in errors
 
 
-def test_choosing_an_uncached_model_downloads_its_weights_once(new_app, tmp_path, monkeypatch):
+@pytest.fixture
+def downloads_from(tmp_path, monkeypatch):
+    """``downloads_from(server)``: downloads on, into an empty torch cache, from a local ``serve_weights`` server
+    (random weights: no checksum to match); the model list and loaded models are forgotten after the test."""
     from pages.ui import model_cache
     from saliency_core import downloads
 
-    data = random_checkpoint()
-    with serve_weights(files={"squeezenet1_1-b8a52dc0.pth": data}) as server:
+    def point_at(server) -> None:
         monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
         monkeypatch.setenv("SALIENCY_ALLOW_DOWNLOAD", "1")
         monkeypatch.setenv("SALIENCY_WEIGHTS_URL", server.url)
-        monkeypatch.setattr(downloads, "sha256_prefix", lambda name: None)  # random weights, not torchvision's
+        monkeypatch.setattr(downloads, "sha256_prefix", lambda name: None)
         model_cache.model_statuses.clear()
-        try:
-            at = new_app(PAGES["saliency"]).run()
-            assert "SqueezeNet 1.1 (the cs231n model) — download 5 MB" in at.selectbox(key="model").options
-            at.selectbox(key="model").set_value("squeezenet1_1").run()
-            assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
-            assert server.requests == ["/models/squeezenet1_1-b8a52dc0.pth"]
-            assert (Path(torch.hub.get_dir()) / "checkpoints" / "squeezenet1_1-b8a52dc0.pth").read_bytes() == data
-            assert "SqueezeNet 1.1" in main_markdown(at)
-            at.radio(key="objective").set_value("loss").run()
-            assert server.requests == ["/models/squeezenet1_1-b8a52dc0.pth"]  # once
-        finally:
-            model_cache.model_statuses.clear()
-            model_cache._load_model.clear()
+
+    yield point_at
+    model_cache.model_statuses.clear()
+    model_cache._load_model.clear()
+
+
+def test_choosing_an_uncached_model_downloads_its_weights_once(new_app, downloads_from):
+    data = random_checkpoint()
+    with serve_weights(files={"squeezenet1_1-b8a52dc0.pth": data}) as server:
+        downloads_from(server)
+        at = new_app(PAGES["saliency"]).run()
+        assert "SqueezeNet 1.1 (the cs231n model) — download 5 MB" in at.selectbox(key="model").options
+        at.selectbox(key="model").set_value("squeezenet1_1").run()
+        assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
+        assert server.requests == ["/models/squeezenet1_1-b8a52dc0.pth"]
+        assert (Path(torch.hub.get_dir()) / "checkpoints" / "squeezenet1_1-b8a52dc0.pth").read_bytes() == data
+        assert "SqueezeNet 1.1" in main_markdown(at)
+        at.radio(key="objective").set_value("loss").run()
+        assert server.requests == ["/models/squeezenet1_1-b8a52dc0.pth"]  # once
 
 
 def test_a_replaced_model_file_or_sidecar_is_loaded_afresh(models_dir, tmp_path):
@@ -126,37 +134,27 @@ def failures_forgotten():
     model_cache._model_failures.clear()
 
 
-def test_a_failed_download_is_tried_again_only_on_try_again(new_app, tmp_path, monkeypatch, failures_forgotten):
-    from pages.ui import model_cache
-    from saliency_core import downloads
+def test_a_failed_download_is_tried_again_only_on_try_again(new_app, downloads_from, failures_forgotten):
 
     name = "squeezenet1_1-b8a52dc0.pth"
     with serve_weights() as server:  # nothing to serve yet: HTTP 404
-        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-        monkeypatch.setenv("SALIENCY_ALLOW_DOWNLOAD", "1")
-        monkeypatch.setenv("SALIENCY_WEIGHTS_URL", server.url)
-        monkeypatch.setattr(downloads, "sha256_prefix", lambda name: None)  # random weights, not torchvision's
-        model_cache.model_statuses.clear()
-        try:
-            at = new_app(PAGES["saliency"]).run()
-            at.selectbox(key="model").set_value("squeezenet1_1").run()
-            assert not at.exception, [e.value for e in at.exception]
-            errors = texts(at.error)
-            assert "HTTP 404" in errors and "Still using EfficientNet-Lite0" in errors, errors
-            assert len(server.requests) == 1
-            at.radio(key="objective").set_value("loss").run()  # any click reruns the page
-            at.radio(key="objective").set_value("score").run()
-            assert texts(at.error) == errors  # the picker still says what is wrong
-            assert len(server.requests) == 1  # without asking the server again
-            at.button(key="retry_model").click().run()
-            assert len(server.requests) == 2 and "HTTP 404" in texts(at.error)
-            server.files[name] = random_checkpoint()
-            at.button(key="retry_model").click().run()
-            assert not at.exception and not at.error, [e.value for e in at.error]
-            assert len(server.requests) == 3 and "SqueezeNet 1.1" in main_markdown(at)
-        finally:
-            model_cache.model_statuses.clear()
-            model_cache._load_model.clear()
+        downloads_from(server)
+        at = new_app(PAGES["saliency"]).run()
+        at.selectbox(key="model").set_value("squeezenet1_1").run()
+        assert not at.exception, [e.value for e in at.exception]
+        errors = texts(at.error)
+        assert "HTTP 404" in errors and "Still using EfficientNet-Lite0" in errors, errors
+        assert len(server.requests) == 1
+        at.radio(key="objective").set_value("loss").run()  # any click reruns the page
+        at.radio(key="objective").set_value("score").run()
+        assert texts(at.error) == errors  # the picker still says what is wrong
+        assert len(server.requests) == 1  # without asking the server again
+        at.button(key="retry_model").click().run()
+        assert len(server.requests) == 2 and "HTTP 404" in texts(at.error)
+        server.files[name] = random_checkpoint()
+        at.button(key="retry_model").click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert len(server.requests) == 3 and "SqueezeNet 1.1" in main_markdown(at)
 
 
 def test_a_custom_model_that_fails_to_load_is_not_rebuilt_on_every_click(new_app, models_dir, monkeypatch,
