@@ -7,6 +7,8 @@ the title, the cached analysis and the line that says what it shows.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import streamlit as st
@@ -71,14 +73,44 @@ def _model_picker() -> LoadedModel:
     return model
 
 
-def _drop_target_without_class(model: LoadedModel) -> int | None:
+def class_text(index: int, categories: Sequence[str]) -> str:
+    """How the target picker lists a class: "281 · tabby"."""
+    return f"{index} · {categories[index]}"
+
+
+def target_index(value: object) -> int:
+    """The class index the target picker's state holds. After another model was chosen it may hold the text
+    of the old list's entry instead (Streamlit matches a picker's value by its text, and the texts differ
+    between models): "281 · tabby" is 281; anything else ("Auto: …") is the automatic target."""
+    if isinstance(value, int):
+        return value
+    match = re.match(r"(\d+) · ", str(value))
+    return int(match.group(1)) if match else AUTO_TARGET
+
+
+def kept_target(held: object, categories: Sequence[str]) -> tuple[int, str | None]:
+    """What becomes of the target picker's state ``held`` with a model whose classes are ``categories``: the
+    target to use, and what was dropped (its number, or the old list's text) when the model has no such
+    class, else None. A class of another model's list ("2 · blue") is dropped even when this model has a
+    class 2: it is another class."""
+    target = target_index(held)
+    if target == AUTO_TARGET:
+        return AUTO_TARGET, None
+    if 0 <= target < len(categories) and (isinstance(held, int) or held == class_text(target, categories)):
+        return target, None
+    return AUTO_TARGET, str(held)
+
+
+def _drop_target_without_class(model: LoadedModel) -> str | None:
     """Make the target automatic when ``model`` has no such class (a link made for another model, or another
-    model chosen); returns the target dropped, else None."""
-    target = st.session_state.get("target", AUTO_TARGET)
-    if target == AUTO_TARGET or 0 <= target < len(model.categories):
-        return None
-    st.session_state["target"] = AUTO_TARGET
-    return int(target)
+    model chosen; :func:`kept_target`); returns what was dropped, else None."""
+    held = st.session_state.get("target", AUTO_TARGET)
+    target, dropped = kept_target(held, model.categories)
+    # Set even when unchanged after a change of model: the browser would go on showing the old list's text.
+    if target != held or st.session_state.get("_target_model") != model.key:
+        st.session_state["target"] = target
+    st.session_state["_target_model"] = model.key
+    return dropped
 
 
 def _target_picker(model: LoadedModel, image: ImageChoice | None) -> int:
@@ -91,7 +123,7 @@ def _target_picker(model: LoadedModel, image: ImageChoice | None) -> int:
     label = image.label if image else None
     auto = f"Auto: true label ({label} · {cats[label]})" if label is not None else "Auto: top-1 prediction"
     st.selectbox("Target class (type to search)", [AUTO_TARGET, *range(len(cats))], key="target",
-                 format_func=lambda i: auto if i == AUTO_TARGET else f"{i} · {cats[i]}")
+                 format_func=lambda i: auto if i == AUTO_TARGET else class_text(i, cats))
     return int(st.session_state.get("target", AUTO_TARGET))
 
 

@@ -223,3 +223,21 @@ def test_a_link_may_name_a_class_beyond_imagenets_for_a_model_that_has_it(new_ap
     at = new_app(PAGES["saliency"], model="custom:wide", target="1234").run()
     assert not at.exception and not at.warning, [w.value for w in at.warning]
     assert at.selectbox(key="target").value == 1234 and "target 1234 class 1234 (chosen)" in main_markdown(at)
+
+
+def test_the_target_pickers_text_from_another_models_list_is_read_as_its_class_or_dropped():
+    """In a browser, after another model is chosen the target picker sends back the old list's text (Streamlit
+    matches a picker's value by its text; tests/app/test_browser_own_models.py goes through it): "Auto: …" stays
+    automatic, "281 · tabby" stays class 281 on another ImageNet model, "2 · blue" (the tiny net's class) is not
+    ImageNet's class 2, and a link's target=500 is not one of the tiny net's four classes."""
+    from pages.ui.sidebar import kept_target, target_index
+    from saliency_core.models import imagenet_categories
+
+    imagenet = imagenet_categories()
+    assert [target_index(v) for v in (5, -1, "281 · tabby", "Auto: top-1 prediction",
+                                      "Auto: true label (967 · espresso)", "garbage")] == [5, -1, 281, -1, -1, -1]
+    assert kept_target("Auto: top-1 prediction", imagenet) == (-1, None)
+    assert kept_target(f"281 · {imagenet[281]}", imagenet) == (281, None)
+    assert kept_target("2 · blue", imagenet) == (-1, "2 · blue")
+    assert kept_target("2 · blue", CLASSES) == (2, None)
+    assert kept_target(500, CLASSES) == (-1, "500") and kept_target(3, CLASSES) == (3, None)
