@@ -88,29 +88,55 @@ def target_index(value: object) -> int:
     return int(match.group(1)) if match else AUTO_TARGET
 
 
-def kept_target(held: object, categories: Sequence[str]) -> tuple[int, str | None]:
+def kept_target(held: object, categories: Sequence[str], shown_before: str | None = None) -> tuple[int, str | None]:
     """What becomes of the target picker's state ``held`` with a model whose classes are ``categories``: the
-    target to use, and what was dropped (its number, or the old list's text) when the model has no such
-    class, else None. A class of another model's list ("2 · blue") is dropped even when this model has a
-    class 2: it is another class."""
+    target to use, and what was dropped (the class as it was listed, or a link's number) when the model has
+    no such class, else None. A class is kept by what it is, not by its number: after a change of model
+    (``shown_before``: how the old list showed the target) class 2 "great white shark" is not the new model's
+    class 2 "blue", nor is the old list's text "2 · blue" that a browser sends back."""
     target = target_index(held)
     if target == AUTO_TARGET:
         return AUTO_TARGET, None
-    if 0 <= target < len(categories) and (isinstance(held, int) or held == class_text(target, categories)):
+    listed = class_text(target, categories) if 0 <= target < len(categories) else None
+    was = shown_before if isinstance(held, int) else str(held)
+    if listed is not None and (was is None or was == listed):
         return target, None
-    return AUTO_TARGET, str(held)
+    return AUTO_TARGET, was or str(held)
+
+
+def _settle_picker(key: str, value: object, context: object) -> None:
+    """Put ``value`` into the picker ``key`` before it is drawn, when the picker holds something else or when
+    ``context`` (what its entries' text depends on: the model, the method) changed since the last run.
+    Streamlit matches a picker's value by its text: after such a change the browser goes on showing the old
+    list's text, and sends it back on the next click, unless the value is set again."""
+    context_key = f"_{key}_context"
+    if st.session_state.get(key) != value or st.session_state.get(context_key) != context:
+        st.session_state[key] = value
+    st.session_state[context_key] = context
 
 
 def _drop_target_without_class(model: LoadedModel) -> str | None:
     """Make the target automatic when ``model`` has no such class (a link made for another model, or another
     model chosen; :func:`kept_target`); returns what was dropped, else None."""
     held = st.session_state.get("target", AUTO_TARGET)
-    target, dropped = kept_target(held, model.categories)
-    # Set even when unchanged after a change of model: the browser would go on showing the old list's text.
-    if target != held or st.session_state.get("_target_model") != model.key:
-        st.session_state["target"] = target
-    st.session_state["_target_model"] = model.key
+    model_changed = st.session_state.get("_target_context", model.key) != model.key
+    target, dropped = kept_target(held, model.categories,
+                                  st.session_state.get("_target_shown") if model_changed else None)
+    _settle_picker("target", target, model.key)
+    st.session_state["_target_shown"] = None if target == AUTO_TARGET else class_text(target, model.categories)
     return dropped
+
+
+def objective_of(held: object) -> str:
+    """The objective the Objective picker's state ``held`` names: "score" or "loss", or after a change of
+    method the old method's label of one ("SmoothGrad · loss L"); anything else is the score."""
+    if held in METHOD_LABELS:
+        return str(held)
+    for method in method_params.METHODS:
+        for objective in METHOD_LABELS:
+            if held == method_params.objective_label(method, objective):
+                return objective
+    return "score"
 
 
 def _target_picker(model: LoadedModel, image: ImageChoice | None) -> int:
@@ -145,6 +171,7 @@ def render_sidebar() -> View:
                               help="The attribution method of every page: the plain gradient (Simonyan et al. "
                                    "2014, the cs231n map) or one of its successors. Its parameters are under "
                                    "Advanced.") or method_params.DEFAULT_METHOD
+        _settle_picker("objective", objective_of(st.session_state.get("objective", "score")), method)
         objective = st.radio("Objective", list(METHOD_LABELS), key="objective", horizontal=True,
                              format_func=lambda o: method_params.objective_label(method, o),
                              help="Pages that show one map show this one; Compare shows both.")

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from benchmarks.bench_load import HEATMAP_JS
+from benchmarks.bench_load import HEATMAP_JS, PLOT_JS, REDRAWN_JS, SETTLED_JS
 from tests.app import test_browser
 from tests.app.test_browser import (
     COLD_WAIT_MS,
@@ -43,7 +44,6 @@ session_on = test_browser.session_on  # the browser itself is conftest's
 LOG = REPO / "artifacts" / "browser-own-models-server.log"
 WEIGHTS = "squeezenet1_1-b8a52dc0.pth"
 TITLE = "Tiny colour net"
-MODEL_PICKER_OPEN = f'{SIDEBAR} .st-key-model button[aria-label="Open"]'
 TARGET_SHOWN = f'{SIDEBAR} .st-key-target input[role="combobox"]'  # the text the target picker shows
 CHECKSUM_OFF = ("import sys; import saliency_core.downloads as d; d.sha256_prefix = lambda name: None; "
                 "from streamlit.web.cli import main; sys.argv[0] = 'streamlit'; sys.exit(main())")
@@ -72,13 +72,35 @@ def team_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
             yield url, weights, models, tmp / "torch"
 
 
-def choose_model(page, option: str) -> None:
-    """Open the sidebar's model picker and click the option that contains ``option``."""
-    page.locator(MODEL_PICKER_OPEN).click()
+def open_picker(page, key: str) -> list[str]:
+    """Open the sidebar picker ``key``; the texts of its entries. A page that is still drawing can swallow the
+    click that opens the list: then it is opened again."""
+    for attempt in range(3):
+        wait_idle(page)
+        page.locator(f'{SIDEBAR} .st-key-{key} button[aria-label="Open"]').click()
+        try:
+            page.get_by_role("option").first.wait_for(timeout=budget(15_000))
+            return page.get_by_role("option").all_inner_texts()
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+            page.keyboard.press("Escape")
+    raise AssertionError("unreachable")
+
+
+def choose(page, key: str, option: str) -> None:
+    """Pick the entry of the sidebar picker ``key`` that contains ``option``."""
+    open_picker(page, key)
     page.get_by_role("option").filter(has_text=option).first.click()
 
 
+def choose_model(page, option: str) -> None:
+    choose(page, "model", option)
+
+
 def shown_heatmap(page) -> np.ndarray:
+    """The heatmap on screen, once Plotly has drawn it and no script runs."""
+    page.wait_for_function(SETTLED_JS, timeout=budget(WAIT_MS), polling=200)
     z = page.evaluate(HEATMAP_JS)
     return np.asarray(z["values"], dtype=np.float64).reshape(z["shape"])
 
@@ -90,9 +112,7 @@ def test_own_model_and_downloaded_weights_are_chosen_in_the_picker_and_drawn(ses
     s.goto("/saliency")
     wait_idle(s.page, COLD_WAIT_MS)
 
-    s.page.locator(MODEL_PICKER_OPEN).click()
-    s.page.get_by_role("option").first.wait_for()
-    options = s.page.get_by_role("option").all_inner_texts()
+    options = open_picker(s.page, "model")
     assert any(TITLE in o for o in options), options
     assert any("SqueezeNet 1.1" in o and "download" in o for o in options), options
     s.page.keyboard.press("Escape")
@@ -115,6 +135,7 @@ def test_own_model_and_downloaded_weights_are_chosen_in_the_picker_and_drawn(ses
     screenshot(s.page, "own-model-tiny")
 
     assert weights.requests == []
+    s.page.evaluate(f"() => {{ window.__before = {PLOT_JS}.data[0].z; }}")
     choose_model(s.page, "SqueezeNet 1.1")
     s.page.get_by_text("coffee · SqueezeNet 1.1").first.wait_for(timeout=budget(WAIT_MS))
     wait_idle(s.page)
@@ -123,5 +144,40 @@ def test_own_model_and_downloaded_weights_are_chosen_in_the_picker_and_drawn(ses
     assert "Auto: true label (967 · espresso)" in target, target
     assert weights.requests == [f"/models/{WEIGHTS}"]
     assert (Path(torch_home) / "hub" / "checkpoints" / WEIGHTS).read_bytes() == weights.files[WEIGHTS]
+    s.page.wait_for_function(REDRAWN_JS, timeout=budget(WAIT_MS), polling=200)
     assert shown_heatmap(s.page).shape == (224, 224)
     screenshot(s.page, "downloaded-squeezenet")
+
+
+def test_changing_the_method_then_the_image_keeps_the_objective(session_on, team_server):
+    """The Objective picker's labels depend on the method: after another method is chosen the browser sends
+    back the old label on the next click, which crashed the page (KeyError on the map)."""
+    url = team_server[0]
+    s = session_on(url)
+    s.goto("/saliency?objective=loss")
+    wait_idle(s.page, COLD_WAIT_MS)
+    choose(s.page, "method", "Gradient × input")
+    wait_idle(s.page)
+    checked = s.page.locator(f'{SIDEBAR} .st-key-objective input[type="radio"]:checked')
+    assert checked.count() == 1
+    choose(s.page, "sample", "Chelsea")
+    s.page.get_by_text("crop of Chelsea").first.wait_for(timeout=budget(WAIT_MS))
+    wait_idle(s.page)
+    assert_healthy(s, "a new image after a new method")
+    assert "objective=loss" in s.page.url
+    assert "Gradient × input · loss" in s.page.locator('[data-testid="stMain"]').inner_text()
+
+
+def test_an_explicit_class_is_not_carried_by_its_number_to_another_models_list(session_on, team_server):
+    url = team_server[0]
+    s = session_on(url)
+    s.goto("/saliency?target=2")
+    wait_idle(s.page, COLD_WAIT_MS)
+    assert "great white shark" in s.page.locator(TARGET_SHOWN).input_value()
+    choose_model(s.page, TITLE)
+    s.page.get_by_text(f"coffee · {TITLE}").first.wait_for(timeout=budget(WAIT_MS))
+    wait_idle(s.page)
+    assert_healthy(s, "another model after an explicit class")
+    assert "has no class 2 · great white shark" in s.page.locator('[data-testid="stAlertContentInfo"]').inner_text()
+    assert "Auto: top-1 prediction" in s.page.locator(TARGET_SHOWN).input_value()
+    assert "target=" not in s.page.url

@@ -203,7 +203,7 @@ def test_choosing_a_model_without_the_chosen_class_makes_the_target_automatic(ne
     at.selectbox(key="target").set_value(968).run()
     at.selectbox(key="model").set_value("custom:tiny").run()
     assert not at.exception, [e.value for e in at.exception]
-    assert "Tiny colour net has no class 968 (its 4 classes are 0 to 3)" in texts(at.info), texts(at.info)
+    assert "Tiny colour net has no class 968 · cup (its 4 classes are 0 to 3)" in texts(at.info), texts(at.info)
     assert at.selectbox(key="target").value == -1 and not at.error and not at.warning
 
 
@@ -241,3 +241,27 @@ def test_the_target_pickers_text_from_another_models_list_is_read_as_its_class_o
     assert kept_target("2 · blue", imagenet) == (-1, "2 · blue")
     assert kept_target("2 · blue", CLASSES) == (2, None)
     assert kept_target(500, CLASSES) == (-1, "500") and kept_target(3, CLASSES) == (3, None)
+    # After a change of model the number is not enough: class 2 was a shark, the tiny net's class 2 is blue.
+    assert kept_target(2, CLASSES, f"2 · {imagenet[2]}") == (-1, f"2 · {imagenet[2]}")
+    assert kept_target(281, imagenet, f"281 · {imagenet[281]}") == (281, None)  # one ImageNet model to another
+
+
+def test_the_objective_pickers_text_from_another_methods_labels_is_read_as_its_objective():
+    """The Objective picker's labels change with the method; a browser then sends back the old label."""
+    from pages.ui.method_params import objective_label
+    from pages.ui.sidebar import objective_of
+
+    assert objective_of("loss") == "loss" and objective_of("score") == "score"
+    assert objective_of(objective_label("gradient", "loss")) == "loss"
+    assert objective_of(objective_label("smoothgrad", "loss")) == "loss"
+    assert objective_of(objective_label("guided_backprop", "score")) == "score"
+    assert objective_of("something else") == "score" and objective_of(None) == "score"
+
+
+def test_choosing_another_model_drops_an_explicit_class_that_is_another_class_there(new_app, models_dir):
+    at = new_app(PAGES["saliency"]).run()
+    at.selectbox(key="target").set_value(2).run()
+    at.selectbox(key="model").set_value("custom:tiny").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Tiny colour net has no class 2 · great white shark" in texts(at.info), texts(at.info)
+    assert at.selectbox(key="target").value == -1 and "(top-1)" in main_markdown(at)
