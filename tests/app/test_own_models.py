@@ -241,3 +241,21 @@ def test_the_target_pickers_text_from_another_models_list_is_read_as_its_class_o
     assert kept_target("2 · blue", imagenet) == (-1, "2 · blue")
     assert kept_target("2 · blue", CLASSES) == (2, None)
     assert kept_target(500, CLASSES) == (-1, "500") and kept_target(3, CLASSES) == (3, None)
+
+
+def test_the_randomisation_checks_run_on_a_torchscript_model(new_app, models_dir):
+    # The Faithfulness page's cascade and the Methods page's ranking copy the model and re-initialise it:
+    # a ScriptModule refuses requires_grad_, so its parameters are frozen one by one.
+    at = new_app(PAGES["faithfulness"], model="custom:tiny", method="gradient").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    similarity = charts(at)["similarity"]
+    assert len(similarity["data"]) == 4  # score and loss, Spearman and SSIM
+    assert all(decode_plotly_array(t["x"]).tolist() == [0, 1, 2, 3] for t in similarity["data"])  # 3 layers + original
+    at = new_app(PAGES["methods"], model="custom:tiny", methods="gradient,smoothgrad").run()
+    at.toggle(key="methods_rank").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    (ranking,) = [d.value for d in at.dataframe if "rank" in d.value.columns]
+    maps = ranking[ranking["map"] != "random order"]
+    assert len(maps) == 4 and maps["randomised_spearman"].notna().all(), ranking  # two methods x score and loss
