@@ -259,3 +259,23 @@ def test_the_randomisation_checks_run_on_a_torchscript_model(new_app, models_dir
     (ranking,) = [d.value for d in at.dataframe if "rank" in d.value.columns]
     maps = ranking[ranking["map"] != "random order"]
     assert len(maps) == 4 and maps["randomised_spearman"].notna().all(), ranking  # two methods x score and loss
+
+
+def test_the_gallery_says_why_grad_cam_cannot_run_on_a_torchscript_model(new_app, models_dir):
+    at = new_app(PAGES["gallery"], model="custom:tiny", method="grad_cam").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "no convolutional feature map registered for Grad-CAM" in texts(at.error), texts(at.error)
+    assert "gallery_0" not in charts(at)
+
+
+def test_the_gallery_does_not_use_imagenet_labels_for_a_model_with_its_own_classes(new_app, models_dir):
+    at = new_app(PAGES["gallery"], model="custom:tiny").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    shown = main_markdown(at) + "\n" + texts(at.caption)
+    assert "Targets are the true labels" not in shown and "classified correctly" not in shown, shown
+    assert "Targets are the model's top-1 classes" in shown, shown
+    assert len(heatmaps(charts(at)["gallery_0"])) == 2 * 5
+    at = new_app(PAGES["gallery"]).run()  # an ImageNet model: the samples' labels are the targets
+    shown = main_markdown(at) + "\n" + texts(at.caption)
+    assert "Targets are the true labels" in shown and "of 5 images classified correctly by" in shown, shown
