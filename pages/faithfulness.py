@@ -10,7 +10,9 @@ from __future__ import annotations
 import streamlit as st
 
 from pages.ui import caches, method_params, sidebar
+from pages.ui.text import plain
 from saliency_core import charts, export, faithfulness, plots, sanity
+from saliency_core.errors import SaliencyError
 from saliency_core.preprocessing import normalize
 
 METHODS = ("score", "loss")
@@ -90,13 +92,17 @@ st.download_button("Deletion/insertion curves (CSV)", lambda: export.deletion_in
 # --------------------------------------------------------------------------- randomisation, after the curves
 
 st.subheader("Cascading model randomisation")
-rand = caches.cached_with_progress(
-    ("randomisation", *key, stages),
-    f"Randomising the layers stage by stage ({method_params.spec(a.method).title} at every stage)…",
-    lambda progress: sanity.cascading_randomization(
-        v.model, x, [a.target], methods=METHODS, reduction=a.reduction, max_stages=stages, seed=SEED,
-        progress=progress, precision=v.precision, attribution=a.method, params=v.params),
-)
+try:
+    rand = caches.cached_with_progress(
+        ("randomisation", *key, stages),
+        f"Randomising the layers stage by stage ({method_params.spec(a.method).title} at every stage)…",
+        lambda progress: sanity.cascading_randomization(
+            v.model, x, [a.target], methods=METHODS, reduction=a.reduction, max_stages=stages, seed=SEED,
+            progress=progress, precision=v.precision, attribution=a.method, params=v.params),
+    )
+except SaliencyError as exc:
+    st.error(f"The randomisation check could not run: {plain(exc, 1000)}")
+    st.stop()
 stage_titles = [f"stage {i}" for i in range(len(rand.stages))]
 st.plotly_chart(charts.curves_figure(list(range(len(rand.stages))), sanity.similarity_curves(rand),
                                     title="Similarity to the original map as layers are randomised from the top",

@@ -10,14 +10,13 @@ import streamlit as st
 from pages.ui import caches, image_sources, labels, method_params, sidebar
 from pages.ui.text import plain
 from saliency_core import plots
+from saliency_core.errors import SaliencyError
 
 CHUNK = 5  # images per batched forward pass; small enough for steady progress on a laptop CPU
 
 v = sidebar.view()
 st.title("Gallery")
-st.markdown(f"Every image with its class name over its **score** and **loss** maps by "
-            f"**{method_params.method_summary(v.method, v.params)}**, as in the cs231n *Network Visualization* "
-            "figure. Targets are the true labels.")
+intro = st.empty()  # filled once the image set, and so which images have labels, is known
 
 choices = image_sources.gallery_choices(v.model)
 sets = list(choices)
@@ -28,6 +27,20 @@ else:
     picked = sets[0]
     st.caption("Upload a cs231n .npz batch in the sidebar to see its images here too.")
 items = choices[picked if picked in choices else sets[0]]
+# A label is kept only where it is among the model's classes (image_sources: an ImageNet label means nothing
+# to a custom model with its own classes); the other images are explained for the model's top-1 class.
+labelled = sum(c.label is not None for c in items)
+if labelled == len(items):
+    targets = "Targets are the true labels."
+elif labelled == 0:
+    targets = (f"Targets are the model's top-1 classes: these images' labels are not among "
+               f"{plain(v.model.spec.title)}'s classes.")
+else:
+    targets = ("Targets are the true labels where an image's label is among the model's classes, else the "
+               "model's top-1 class.")
+intro.markdown(f"Every image with its class name over its **score** and **loss** maps by "
+               f"**{method_params.method_summary(v.method, v.params)}**, as in the cs231n *Network Visualization* "
+               f"figure. {targets}")
 colorscale = st.selectbox("Colour map", labels.COLORSCALES, key="colorscale", persist_state="session")
 
 progress = st.progress(0.0, text=f"Computing {len(items)} images in batches of {CHUNK}…")
@@ -35,9 +48,14 @@ analyses = []
 started = time.monotonic()
 for start in range(0, len(items), CHUNK):
     chunk = items[start:start + CHUNK]
-    analyses += caches.analyse_many(tuple(c.key for c in chunk), v.model.name, tuple(c.label for c in chunk),
-                                    v.reduction, v.precision, np.stack([c.crop for c in chunk]), v.method,
-                                    method_params.cache_key(v.params))
+    try:
+        analyses += caches.analyse_many(tuple(c.key for c in chunk), v.model.name, tuple(c.label for c in chunk),
+                                        v.reduction, v.precision, np.stack([c.crop for c in chunk]), v.method,
+                                        method_params.cache_key(v.params))
+    except SaliencyError as exc:  # e.g. a method the model cannot run: said like on the other pages
+        progress.empty()
+        st.error(plain(exc, 1000))
+        st.stop()
     left = (time.monotonic() - started) / len(analyses) * (len(items) - len(analyses))
     progress.progress(len(analyses) / len(items), text=f"{len(analyses)} of {len(items)} images"
                       + (f" · about {left:.0f} s left" if len(analyses) < len(items) else ""))
@@ -52,10 +70,17 @@ for start in range(0, len(analyses), per_row):
                                titles, colorscale=colorscale)
     st.plotly_chart(fig, key=f"gallery_{start}")
 
-correct = sum(x.prediction == x.target for x in analyses)
+correct = sum(x.prediction == x.label for x in analyses if x.label is not None)
+if labelled == len(analyses):
+    accuracy = f"{correct} of {len(analyses)} images classified correctly by {plain(v.model.spec.title)}. "
+elif labelled:
+    accuracy = (f"{correct} of the {labelled} images with a label among its classes classified correctly by "
+                f"{plain(v.model.spec.title)}. ")
+else:
+    accuracy = ""  # no label applies: the top-1 targets say nothing about accuracy
 channels = sidebar.channels_text(analyses[0]) if analyses else f"{v.reduction} over RGB"
 sign = method_params.sign_note(v.method)
-st.caption(f"{correct} of {len(analyses)} images classified correctly by {v.model.spec.title}. "
+st.caption(f"{accuracy}"
            f"{method_params.method_summary(v.method, v.params)}, {channels}, {v.precision} precision; each map on "
            "its own colour scale. The sidebar's model, method and its parameters, channel reduction and precision "
            f"apply here; image, target and objective do not.{' ' + sign if sign else ''}")

@@ -151,7 +151,7 @@ ATTRIBUTION_METHODS: dict[str, AttributionMethod] = {
         AttributionMethod(
             "integrated_gradients", "Integrated Gradients", "Sundararajan, Taly & Yan 2017",
             "(x − x′) ⊙ the gradient averaged along the straight path from x′ to x",
-            (Param("steps", 32, int, "points on the path", minimum=1),
+            (Param("steps", 32, int, "points on the path", minimum=2),
              Param("baseline", "black", str, _BASELINE_HELP, BASELINES, tensor_ok=True),
              Param("rule", "trapezoid", str, "quadrature rule along the path", integrated_gradients.RULES)),
             "-L", "input", integrated_gradients.run),

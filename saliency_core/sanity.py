@@ -229,9 +229,22 @@ def _as_model(work: torch.nn.Module, model: ModelLike) -> ModelLike:
 
 
 def _randomized_copy(module: torch.nn.Module) -> torch.nn.Module:
-    work = copy.deepcopy(module)
-    work.eval()  # the copy's mode only; the caller's module is untouched
-    work.requires_grad_(False)
+    """A deep copy of ``module`` in eval mode with frozen parameters; the caller's module is untouched.
+
+    The mode and the flags are set module by module and parameter by
+    parameter: a TorchScript module refuses ``requires_grad_`` and an
+    unflattened torch.export program refuses ``.eval()``, and both are
+    models the dashboard loads (``custom:`` models).
+    """
+    try:
+        work = copy.deepcopy(module)
+    except Exception as exc:  # a module holding state that cannot be copied (open handles, fake tensors)
+        raise InvalidInputError(f"this model cannot be copied for the randomisation check, so the check cannot run "
+                                f"on it: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    for m in work.modules():
+        m.training = False
+    for p in work.parameters():
+        p.requires_grad_(False)
     return work
 
 

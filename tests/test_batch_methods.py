@@ -55,6 +55,7 @@ def test_method_options_are_parsed_and_checked():
     assert "method_params" not in parse_args(["--images", "a", "--out", "b"]).config()  # old folders still match
     for bad in (["--methods", "score", "--smoothgrad-samples", "4"],  # no smoothgrad map asked for
                 ["--methods", "smoothgrad", "--smoothgrad-samples", "0"],
+                ["--methods", "integrated_gradients", "--integrated-gradients-steps", "1"],
                 ["--methods", "integrated_gradients", "--integrated-gradients-rule", "simpson"],
                 ["--methods", "gradient:score,score"]):
         with pytest.raises(SystemExit):

@@ -13,11 +13,12 @@ import pickle
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from saliency_core import custom_models
+from saliency_core import custom_models, sanity
 from saliency_core.attribution import attribute
 from saliency_core.errors import InvalidInputError, ModelUnavailableError, UnknownModelError
 from saliency_core.models import REGISTRY, _get_spec, list_models, load_model, model_names
@@ -167,6 +168,27 @@ def test_methods_that_cannot_work_on_a_compiled_model_say_so(models_dir):
     for model in (scripted, exported):
         with pytest.raises(InvalidInputError, match="guided backprop"):
             attribute(model, x, [0], "guided_backprop")
+
+
+@pytest.mark.parametrize("name", ["custom:scripted", "custom:exported"])
+def test_the_randomisation_check_runs_on_compiled_models(models_dir, name):
+    # A TorchScript module refuses requires_grad_ and an exported graph refuses .eval(): the copy is frozen
+    # parameter by parameter, and its layers are re-initialised like an eager model's.
+    loaded = load_model(name, "cpu", channels_last=False)
+    before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    x, _ = synthetic(2, torch.Generator().manual_seed(3))
+    result = sanity.cascading_randomization(loaded, x, [-1, -1], max_stages=None)
+    assert result.stages == ["original", "head.2", "features.3", "features.0"]
+    maps = result.maps["score"]
+    for k in range(1, len(result.stages)):
+        assert not np.allclose(maps[k], maps[0]), result.stages[k]
+    last = result.similarity[result.similarity["stage_index"] == 3]["spearman"]
+    assert (last < 0.9).all(), last
+    for k, v in loaded.model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)  # the shared model is untouched
+    work = sanity.fully_randomized_model(loaded)
+    assert not torch.equal(work.model.state_dict()["head.2.weight"], before["head.2.weight"])
+    assert attribute(work, x, [0, 1], "gradient").maps["score"].shape == (2, 32, 32)
 
 
 def problem(models_dir: Path, name: str) -> str:

@@ -378,3 +378,15 @@ def test_randomisation_of_another_method_starts_from_its_maps_and_leaves_the_mod
         assert not np.allclose(r.maps["score"][2, 0], r.maps["score"][0, 0])  # the randomised model's map moved
     assert r.params == {"steps": 2, "baseline": "black", "rule": "trapezoid"}
     assert all(torch.equal(before[k], v) for k, v in lite0.model.state_dict().items())
+
+
+class _Uncopyable:
+    def __deepcopy__(self, memo):
+        raise RuntimeError("Cannot access data pointer of Tensor (e.g. FakeTensor)\nmore detail")
+
+
+def test_a_model_that_cannot_be_copied_is_refused_with_a_message():
+    model = tiny_convnet()
+    model.handle = _Uncopyable()  # e.g. an exported graph still holding its traced fake tensors
+    with pytest.raises(InvalidInputError, match=r"cannot be copied for the randomisation check.*FakeTensor\)$"):
+        cascading_randomization(model, torch.randn(1, 3, 16, 16), [0], max_stages=2)

@@ -246,6 +246,7 @@ def test_changing_a_parameter_writes_it_to_the_link(new_app):
     ({"method": "smoothgrad", "samples": "-3"}, "samples=-3"),
     ({"method": "smoothgrad", "samples": "1000000000"}, "256"),
     ({"method": "integrated_gradients", "steps": "1000000000"}, "steps=1000000000"),
+    ({"method": "integrated_gradients", "steps": "1"}, "an integer from 2 to 256"),  # the trapezoid needs 2 points
     ({"method": "integrated_gradients", "rule": "simpson"}, "rule=simpson"),
     ({"method": "smoothgrad", "noise": "nan"}, "noise=nan"),
     ({"method": "grad_cam", "layer": "no.such.layer"}, "layer=no.such.layer"),
@@ -260,6 +261,13 @@ def test_an_invalid_parameter_in_a_link_says_so_and_shows_the_default(new_app, q
     assert "heatmap" in charts(at)
     if query["method"] != "gradient" and ("steps" in query or "samples" in query):
         assert "256" in notices[0], notices  # the dashboard's limit is said
+
+
+def test_integrated_gradients_steps_input_starts_at_two(new_app):
+    at = new_app(PAGES["saliency"], method="integrated_gradients", steps="8").run()
+    assert_healthy(at)
+    (steps,) = [w for w in at.sidebar.get("number_input") if w.key == "param.integrated_gradients.steps"]
+    assert steps.min == 2 and steps.value == 8  # one point is no path: the trapezoid rule needs two
 
 
 # --------------------------------------------------------------------------- faithfulness

@@ -265,3 +265,43 @@ def test_choosing_another_model_drops_an_explicit_class_that_is_another_class_th
     assert not at.exception, [e.value for e in at.exception]
     assert "Tiny colour net has no class 2 · great white shark" in texts(at.info), texts(at.info)
     assert at.selectbox(key="target").value == -1 and "(top-1)" in main_markdown(at)
+
+
+
+
+def test_the_randomisation_checks_run_on_a_torchscript_model(new_app, models_dir):
+    # The Faithfulness page's cascade and the Methods page's ranking copy the model and re-initialise it:
+    # a ScriptModule refuses requires_grad_, so its parameters are frozen one by one.
+    at = new_app(PAGES["faithfulness"], model="custom:tiny", method="gradient").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    similarity = charts(at)["similarity"]
+    assert len(similarity["data"]) == 4  # score and loss, Spearman and SSIM
+    assert all(decode_plotly_array(t["x"]).tolist() == [0, 1, 2, 3] for t in similarity["data"])  # 3 layers + original
+    at = new_app(PAGES["methods"], model="custom:tiny", methods="gradient,smoothgrad").run()
+    at.toggle(key="methods_rank").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    (ranking,) = [d.value for d in at.dataframe if "rank" in d.value.columns]
+    maps = ranking[ranking["map"] != "random order"]
+    assert len(maps) == 4 and maps["randomised_spearman"].notna().all(), ranking  # two methods x score and loss
+
+
+def test_the_gallery_says_why_grad_cam_cannot_run_on_a_torchscript_model(new_app, models_dir):
+    at = new_app(PAGES["gallery"], model="custom:tiny", method="grad_cam").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "no convolutional feature map registered for Grad-CAM" in texts(at.error), texts(at.error)
+    assert "gallery_0" not in charts(at)
+
+
+def test_the_gallery_does_not_use_imagenet_labels_for_a_model_with_its_own_classes(new_app, models_dir):
+    at = new_app(PAGES["gallery"], model="custom:tiny").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    shown = main_markdown(at) + "\n" + texts(at.caption)
+    assert "Targets are the true labels" not in shown and "classified correctly" not in shown, shown
+    assert "Targets are the model's top-1 classes" in shown, shown
+    assert len(heatmaps(charts(at)["gallery_0"])) == 2 * 5
+    at = new_app(PAGES["gallery"]).run()  # an ImageNet model: the samples' labels are the targets
+    shown = main_markdown(at) + "\n" + texts(at.caption)
+    assert "Targets are the true labels" in shown and "of 5 images classified correctly by" in shown, shown
