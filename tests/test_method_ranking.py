@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 
@@ -22,18 +21,12 @@ from saliency_core.method_ranking import (
     ranking_json,
     ranking_table,
 )
+from tests.test_sanity import state_hash
 
 METHODS = ("gradient_x_input", "grad_cam", "smoothgrad")
 PARAMS = {"smoothgrad": {"samples": 2, "seed": 1}}
 STEPS = 4
 
-
-def state_hash(module: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, t in module.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")

@@ -119,10 +119,11 @@ def test_a_link_opens_directly_for_a_signed_in_user(signed, monkeypatch):
     assert at.query_params["sample"] == "chelsea" and at.query_params["objective"] == "loss"
 
 
-def test_downloads_record_who_computed_them(signed, monkeypatch):
+@pytest.fixture
+def download_buttons(monkeypatch) -> dict:
+    """label -> the data (or the function making it) of every download button a page draws from now on."""
     from streamlit.delta_generator import DeltaGenerator
 
-    monkeypatch.setenv("SALIENCY_ALLOWED_EMAILS", "*@example.com")
     buttons = {}
     original = DeltaGenerator.download_button
 
@@ -131,27 +132,22 @@ def test_downloads_record_who_computed_them(signed, monkeypatch):
         return original(self, label, data, *args, **kwargs)
 
     monkeypatch.setattr(DeltaGenerator, "download_button", spy)  # the page draws them in columns
+    return buttons
+
+
+def test_downloads_record_who_computed_them(signed, monkeypatch, download_buttons):
+    monkeypatch.setenv("SALIENCY_ALLOWED_EMAILS", "*@example.com")
     at = signed(ALICE, "pages/statistics.py").run()
     assert not at.exception
-    data = buttons["Everything with provenance (JSON)"]
+    data = download_buttons["Everything with provenance (JSON)"]
     record = json.loads(data() if callable(data) else data)
     assert record["computed_by"] == {"email": "alice@example.com", "name": "Alice Liddell", "subject": "alice",
                                      "issuer": "http://127.0.0.1:9"}
 
 
-def test_without_sign_in_downloads_name_nobody(new_app, monkeypatch):
-    from streamlit.delta_generator import DeltaGenerator
-
-    buttons = {}
-    original = DeltaGenerator.download_button
-
-    def spy(self, label, data, *args, **kwargs):
-        buttons[label] = data
-        return original(self, label, data, *args, **kwargs)
-
-    monkeypatch.setattr(DeltaGenerator, "download_button", spy)  # the page draws them in columns
+def test_without_sign_in_downloads_name_nobody(new_app, download_buttons):
     at = new_app("pages/statistics.py").run()
     assert not at.exception
     assert "sign_out" not in [b.key for b in at.sidebar.button]
-    data = buttons["Everything with provenance (JSON)"]
+    data = download_buttons["Everything with provenance (JSON)"]
     assert "computed_by" not in json.loads(data() if callable(data) else data)
