@@ -112,10 +112,10 @@ def _from_npz(name: str, npz_sha: str, batch, model: LoadedModel) -> ImageChoice
     item = batch[i or 0]
     png = encode_png(item.image)
     sha = image_sha256(png)
-    caches.upload_store().put(sha, png, {"label": item.label, "name": f"{name}#{item.index}"})
+    title = f"{name} #{item.index}"  # the same title when the image is opened from a link (its stored name)
+    caches.upload_store().put(sha, png, {"label": item.label, "name": title})
     st.session_state["image_sha"] = sha
-    choice = _choice(sha, f"{name} #{item.index}", item.label, f"npz:{name}#{item.index}", model,
-                     lambda: item.image)
+    choice = _choice(sha, title, item.label, f"npz:{name}#{item.index}", model, lambda: item.image)
     st.image(choice.thumbnail, caption=plain(choice.title), width="stretch")
     return choice
 

@@ -481,6 +481,11 @@ def test_npz_upload_feeds_the_saliency_and_gallery_pages(new_app, reference, npz
     text = main_markdown(at)
     assert "batch.npz #1" in text and "281 tabby (true label)" in text, text
     assert_map_equal(heatmap_z(at), ref_map(reference(Image.fromarray(X[1]), 281), "score"))
+    sha = at.query_params.get("image")
+    sha = sha[0] if isinstance(sha, list) else sha
+    linked = new_app(PAGES["saliency"], source="upload", image=sha).run()  # a colleague opens the link
+    assert_healthy(linked)
+    assert main_markdown(linked).startswith("batch.npz #1 · "), main_markdown(linked)  # the same title
 
     at.switch_page(PAGES["gallery"]).run()
     assert_healthy(at)
