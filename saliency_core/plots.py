@@ -174,13 +174,19 @@ def clip_percentile(saliency: np.ndarray, low: float = 0.0, high: float = 100.0)
     saliency : (H, W) float array
     low, high : percentiles with 0 <= low <= high <= 100.
     Purely for display: pass the result as ``zmin``/``zmax``; the map itself
-    is never changed.
+    is never changed. A range collapsed to one value (``low == high``, or a
+    constant map) becomes a threshold: ``zmax`` a hair above ``zmin``, so that
+    values up to it are drawn at the bottom of the scale and larger ones at
+    the top (Plotly would otherwise ignore an empty range and scale to the data).
     """
     arr = float32_map(saliency, signed=True)
     if not (0.0 <= low <= high <= 100.0):
         raise InvalidInputError(f"low, high: expected 0 <= low <= high <= 100, got {low!r}, {high!r}")
-    zmin, zmax = np.percentile(arr, [low, high])
-    return float(zmin), float(zmax)
+    zmin, zmax = (float(v) for v in np.percentile(arr, [low, high]))
+    if zmax <= zmin:
+        spread = float(arr.max() - arr.min()) if arr.size else 0.0
+        zmax = zmin + max(spread, abs(zmin), 1e-30) * 1e-6
+    return zmin, zmax
 
 
 def heatmap_figure(

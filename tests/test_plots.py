@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
-from saliency_core import charts, plots, stats
+from saliency_core import charts, export, plots, stats
 from saliency_core.errors import InvalidInputError
 
 H, W = 6, 8
@@ -92,6 +92,20 @@ def test_clip_percentile_does_not_touch_map():
     np.testing.assert_array_equal(m, before)
     with pytest.raises(InvalidInputError, match="low, high"):
         plots.clip_percentile(m, 60, 40)
+
+
+def test_a_collapsed_clip_range_is_a_threshold_not_an_empty_range():
+    """95-95 on the slider: Plotly ignores zmin == zmax (it scales to the data), so the range gets a hair of
+    width: values up to the 95th percentile are drawn at the bottom of the scale, the rest at the top."""
+    m = np.arange(101.0).reshape(1, 101)
+    zmin, zmax = plots.clip_percentile(m, 95, 95)
+    assert zmin == 95.0 and 95.0 < zmax < 95.001
+    rgb = export.map_to_rgb(m, "hot", zmin, zmax)[0]
+    assert (rgb[:96] == rgb[0]).all() and (rgb[96:] == rgb[-1]).all() and not (rgb[0] == rgb[-1]).all()
+    lo, hi = plots.clip_percentile(np.full((4, 4), 2.5), 0, 100)  # a constant map
+    assert lo == 2.5 and hi > lo
+    lo, hi = plots.clip_percentile(np.zeros((4, 4)), 10, 90)
+    assert lo == 0.0 and hi > 0.0
 
 
 # --- overlay -------------------------------------------------------------------------------
