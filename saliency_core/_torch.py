@@ -102,6 +102,20 @@ def require_eval(module: torch.nn.Module) -> None:
         raise InvalidInputError("the model must be in eval mode (call model.eval() once, beforehand)")
 
 
+def freeze(module: torch.nn.Module) -> None:
+    """Put every submodule in eval mode and stop every parameter collecting gradients, in place.
+
+    Flag by flag rather than ``.eval()`` and ``.requires_grad_(False)``: an
+    unflattened torch.export program refuses ``.eval()`` and a TorchScript
+    module refuses ``requires_grad_``; the flags are what :func:`require_eval`
+    and autograd read.
+    """
+    for m in module.modules():
+        m.training = False
+    for p in module.parameters():
+        p.requires_grad_(False)
+
+
 def device_of(module: torch.nn.Module) -> torch.device:
     """Where the module's parameters (or buffers) live; CPU for a module with neither."""
     for t in module.parameters():

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from saliency_core._torch import freeze
 from saliency_core.custom_models import CustomModel, inside_folder
 from saliency_core.errors import ModelUnavailableError
 
@@ -49,10 +50,7 @@ def build(model: CustomModel) -> torch.nn.Module:
         raise ModelUnavailableError(f"{path.name}: the file is gone")
     loader = {".pt": _load_torchscript, ".pt2": _load_export}.get(path.suffix, _load_state_dict)
     module = loader(real, path.name, model)
-    for m in module.modules():
-        m.training = False  # an exported graph's .eval() raises; the flag is what require_eval reads
-    for p in module.parameters():
-        p.requires_grad_(False)
+    freeze(module)  # an exported graph's .eval() raises
     _check_forward(module, path.name, model)
     return module
 

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from saliency_core import custom_model_loading, custom_models, downloads
+from saliency_core._torch import freeze
 from saliency_core.errors import InvalidInputError, ModelUnavailableError, UnknownModelError
 from saliency_core.preprocessing import (
     IMAGENET_MEAN,
@@ -426,16 +427,13 @@ def load_model(name: str | None = None, device: str | torch.device = "auto",
         model = custom_models.get(spec.name)
         if model is None:
             raise ModelUnavailableError(f"{spec.title}: its files are no longer in the models folder")
-        module = custom_model_loading.build(model)  # eval mode and frozen already (an exported graph has no .eval())
+        module = custom_model_loading.build(model)
         categories = list(model.classes)
     else:
         module = _build_torchvision(spec, allow_download, progress)
     # Frozen and in eval mode once, here: the model is shared by every user
     # of the dashboard, so nothing may toggle modes or collect weight grads.
-    if spec.source != "custom":
-        module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
+    freeze(module)
     if channels_last is None:
         channels_last = dev.type == "cpu"
     module.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)

@@ -27,7 +27,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from saliency_core._torch import ModelLike, check_precision, preprocessing_of, require_eval, unwrap_module
+from saliency_core._torch import (
+    ModelLike,
+    check_precision,
+    freeze,
+    preprocessing_of,
+    require_eval,
+    unwrap_module,
+)
 from saliency_core.attribution import ATTRIBUTION_METHODS, attribute
 from saliency_core.errors import InvalidInputError
 from saliency_core.gradients import METHODS, compute_saliency
@@ -229,22 +236,14 @@ def _as_model(work: torch.nn.Module, model: ModelLike) -> ModelLike:
 
 
 def _randomized_copy(module: torch.nn.Module) -> torch.nn.Module:
-    """A deep copy of ``module`` in eval mode with frozen parameters; the caller's module is untouched.
-
-    The mode and the flags are set module by module and parameter by
-    parameter: a TorchScript module refuses ``requires_grad_`` and an
-    unflattened torch.export program refuses ``.eval()``, and both are
-    models the dashboard loads (``custom:`` models).
-    """
+    """A deep copy of ``module`` in eval mode with frozen parameters (:func:`~saliency_core._torch.freeze`,
+    which also takes TorchScript and torch.export models); the caller's module is untouched."""
     try:
         work = copy.deepcopy(module)
     except Exception as exc:  # a module holding state that cannot be copied (open handles, fake tensors)
         raise InvalidInputError(f"this model cannot be copied for the randomisation check, so the check cannot run "
                                 f"on it: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    for m in work.modules():
-        m.training = False
-    for p in work.parameters():
-        p.requires_grad_(False)
+    freeze(work)
     return work
 
 
