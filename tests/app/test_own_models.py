@@ -198,13 +198,18 @@ def test_a_link_with_a_target_the_model_lacks_says_so_and_uses_the_automatic_tar
     assert not at.warning  # said once
 
 
-def test_choosing_a_model_without_the_chosen_class_makes_the_target_automatic(new_app, models_dir):
+@pytest.mark.parametrize(("target", "note"), [
+    (968, "Tiny colour net has no class 968 · cup (its 4 classes are 0 to 3)"),  # beyond its four classes
+    (2, "Tiny colour net has no class 2 · great white shark"),  # its class 2 is "blue": another class
+])
+def test_choosing_another_model_drops_an_explicit_class_it_does_not_have(new_app, models_dir, target, note):
     at = new_app(PAGES["saliency"]).run()
-    at.selectbox(key="target").set_value(968).run()
+    at.selectbox(key="target").set_value(target).run()
     at.selectbox(key="model").set_value("custom:tiny").run()
     assert not at.exception, [e.value for e in at.exception]
-    assert "Tiny colour net has no class 968 · cup (its 4 classes are 0 to 3)" in texts(at.info), texts(at.info)
+    assert note in texts(at.info), texts(at.info)
     assert at.selectbox(key="target").value == -1 and not at.error and not at.warning
+    assert "(top-1)" in main_markdown(at)
 
 
 def test_a_link_may_name_a_class_beyond_imagenets_for_a_model_that_has_it(new_app, models_dir):
@@ -256,15 +261,6 @@ def test_the_objective_pickers_text_from_another_methods_labels_is_read_as_its_o
     assert objective_of(objective_label("smoothgrad", "loss")) == "loss"
     assert objective_of(objective_label("guided_backprop", "score")) == "score"
     assert objective_of("something else") == "score" and objective_of(None) == "score"
-
-
-def test_choosing_another_model_drops_an_explicit_class_that_is_another_class_there(new_app, models_dir):
-    at = new_app(PAGES["saliency"]).run()
-    at.selectbox(key="target").set_value(2).run()
-    at.selectbox(key="model").set_value("custom:tiny").run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert "Tiny colour net has no class 2 · great white shark" in texts(at.info), texts(at.info)
-    assert at.selectbox(key="target").value == -1 and "(top-1)" in main_markdown(at)
 
 
 
