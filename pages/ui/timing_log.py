@@ -16,10 +16,6 @@ ENV = "SALIENCY_TIMING_LOG"
 _run = threading.local()  # Streamlit runs each session's script on its own thread
 
 
-def enabled() -> bool:
-    return bool(os.environ.get(ENV))
-
-
 def append(record: dict) -> None:
     """Add ``record`` (with the time it was written, ``finished``) as one line of the log, if there is one."""
     log = os.environ.get(ENV)
@@ -38,5 +34,5 @@ def run_started() -> None:
 def map_sent(page: str) -> None:
     """Log the seconds from the start of this script run to now, when ``page`` has handed its map over."""
     started = getattr(_run, "started", None)
-    if started is not None and enabled():
+    if started is not None:
         append({"what": "map sent", "page": page, "seconds": round(time.perf_counter() - started, 4)})
