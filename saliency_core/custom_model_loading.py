@@ -1,16 +1,15 @@
 """Loading the team's own model files (:mod:`saliency_core.custom_models` finds them and reads their sidecars).
 
-What is never done: unpickling Python objects from these files. State dicts
-go through ``torch.load(weights_only=True)``. A TorchScript archive is read
-by TorchScript's own C++ unpickler, which builds tensors and TorchScript
-types only, never calls Python. ``torch.export.load`` (torch 2.14) *does*
-unpickle in places (tensors marked ``use_pickle`` with
-``weights_only=False``, "opaque" constants with ``pickle.loads``, legacy
-``.pt`` members, sample inputs retried with ``weights_only=False``) and
-loads AOTInductor's native libraries, so :func:`_check_pt2_archive` reads
-the archive's manifest first and refuses any file that has such members; ordinary
-``torch.export.save`` output has none. Model files are still programs
-(their graphs run PyTorch operators): put only files you trust in the folder.
+What is never done: unpickling Python objects from these files, or running
+Python they hold. State dicts go through ``torch.load(weights_only=True)``.
+A TorchScript archive is read by TorchScript's own C++ unpickler, which
+builds tensors and TorchScript types only, never calls Python. A
+``torch.export`` archive is never given to ``torch.export.load``, which
+unpickles and evaluates parts of its file: :mod:`saliency_core.export_archive`
+reads only the members of the program it needs, builds the tensors itself
+and refuses whatever would run code. Model files are still programs (their
+graphs run PyTorch operators, which can be slow or large): put only files
+you trust in the folder.
 
 At load, one forward pass on a zero batch checks that the model returns
 (N, C) float logits with C the number of class names and that one image's
@@ -21,16 +20,14 @@ the file and what is wrong.
 
 from __future__ import annotations
 
-import json
-import re
-import zipfile
 from pathlib import Path
 
 import torch
 
 from saliency_core._torch import freeze
 from saliency_core.custom_models import CustomModel, inside_folder
-from saliency_core.errors import ModelUnavailableError
+from saliency_core.errors import ModelUnavailableError, first_line
+from saliency_core.export_archive import read_exported_program
 
 
 def build(model: CustomModel) -> torch.nn.Module:
@@ -59,65 +56,19 @@ def _load_torchscript(path: Path, shown: str, model: CustomModel) -> torch.nn.Mo
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # RuntimeError from the reader, for anything that is not a TorchScript archive
-        raise ModelUnavailableError(f"{shown}: not a TorchScript file (torch.jit.save): {_first_line(exc)}") from None
+        raise ModelUnavailableError(f"{shown}: not a TorchScript file (torch.jit.save): {first_line(exc)}") from None
     module.eval()
     return module
 
 
-def _check_pt2_archive(path: Path, shown: str) -> None:
-    """Refuse a .pt2 archive with members that torch.export.load would unpickle or run as native code.
-
-    torch 2.14's loader unpickles with ``weights_only=False`` tensors marked
-    ``use_pickle`` and legacy ``.pt`` weight files, ``pickle.loads`` "opaque"
-    constants, falls back to ``weights_only=False`` when the sample inputs
-    don't load with ``weights_only=True``, and loads AOTInductor's compiled
-    libraries. ``torch.export.save`` of an ordinary model writes none of
-    these (tensors as raw bytes, sample inputs as plain tensors).
-    """
-    import io
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            configs = [n for n in names if re.search(r"/data/(weights|constants)/[^/]*config\.json$", n)]
-            if not any(n.endswith("/archive_format") for n in names) or not configs:
-                raise ModelUnavailableError(f"{shown}: not a torch.export program (torch.export.save)")
-            for n in names:
-                if "/data/aotinductor/" in n or re.search(r"/data/(weights|constants)/[^/]+\.pt$", n):
-                    raise ModelUnavailableError(f"{shown}: holds {n}, which torch.export.load would unpickle or "
-                                                "run as native code; refused. Save it with torch.export.save")
-            for n in configs:
-                entries = json.loads(archive.read(n)).get("config", {})
-                for fqn, meta in entries.items():
-                    if meta.get("use_pickle") or ("/constants/" in n
-                                                  and not str(meta.get("path_name", "")).startswith("tensor_")):
-                        raise ModelUnavailableError(
-                            f"{shown}: its {fqn} is stored as a pickled object, which this dashboard never loads")
-            for n in names:
-                if "/data/sample_inputs/" in n:
-                    try:
-                        torch.load(io.BytesIO(archive.read(n)), map_location="cpu", weights_only=True)
-                    except Exception as exc:
-                        raise ModelUnavailableError(f"{shown}: its sample inputs ({n}) are not plain tensors: "
-                                                    f"{_first_line(exc)}") from None
-    except ModelUnavailableError:
-        raise
-    except Exception as exc:  # a corrupt, encrypted or oddly compressed member (zlib.error, RuntimeError, ...)
-        raise ModelUnavailableError(f"{shown}: not a torch.export program (torch.export.save): {exc}") from None
-
-
 def _load_export(path: Path, shown: str, model: CustomModel) -> torch.nn.Module:
-    _check_pt2_archive(path, shown)
-    try:
-        program = torch.export.load(str(path))
-    except Exception as exc:
-        raise ModelUnavailableError(f"{shown}: not a usable torch.export program: {_first_line(exc)}") from None
+    program = read_exported_program(path, shown)  # never torch.export.load: see saliency_core.export_archive
     _check_export_input(program, shown, model)
     try:
         # unflatten keeps the original module tree (named_modules: features.4, ...), so Grad-CAM finds its layer
         module = torch.export.unflatten(program)
     except Exception as exc:
-        raise ModelUnavailableError(f"{shown}: not a usable torch.export program: {_first_line(exc)}") from None
+        raise ModelUnavailableError(f"{shown}: not a usable torch.export program: {first_line(exc)}") from None
     # Each node's meta holds the shapes export traced (fake, possibly symbolic tensors): compilers read
     # them, the interpreter that runs the graph does not, and they can't be deep-copied (which Grad-CAM's
     # and guided backprop's private copies of the model need).
@@ -163,13 +114,13 @@ def _load_state_dict(path: Path, shown: str, model: CustomModel) -> torch.nn.Mod
         try:
             state = load_file(str(path), device="cpu")
         except Exception as exc:
-            raise ModelUnavailableError(f"{shown}: not a safetensors file: {_first_line(exc)}") from None
+            raise ModelUnavailableError(f"{shown}: not a safetensors file: {first_line(exc)}") from None
     else:
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # UnpicklingError for anything but tensors and plain containers
             raise ModelUnavailableError(f"{shown}: not a state dict saved with torch.save(model.state_dict()) "
-                                        f"(loaded with weights_only=True): {_first_line(exc)}") from None
+                                        f"(loaded with weights_only=True): {first_line(exc)}") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise ModelUnavailableError(f"{shown}: not a state dict (a mapping of names to tensors), "
@@ -179,7 +130,7 @@ def _load_state_dict(path: Path, shown: str, model: CustomModel) -> torch.nn.Mod
         module.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, ValueError) as exc:
         raise ModelUnavailableError(f"{shown}: does not fit torchvision's {model.architecture} with "
-                                    f"{len(model.classes)} classes: {_first_line(exc, 400)}") from None
+                                    f"{len(model.classes)} classes: {first_line(exc, 400)}") from None
     return module.eval()
 
 
@@ -195,7 +146,7 @@ def _check_forward(module: torch.nn.Module, shown: str, model: CustomModel) -> N
     except Exception as exc:
         raise ModelUnavailableError(f"{shown}: fails on a (2, 3, {size}, {size}) input batch "
                                     f"(crop {size} from the sidecar; the batch size must not be fixed): "
-                                    f"{_first_line(exc)}") from None
+                                    f"{first_line(exc)}") from None
     n = len(model.classes)
     if not isinstance(out, torch.Tensor):
         raise ModelUnavailableError(f"{shown}: returns {type(out).__name__}, not an (N, C) tensor of logits")
@@ -211,8 +162,3 @@ def _check_forward(module: torch.nn.Module, shown: str, model: CustomModel) -> N
         raise ModelUnavailableError(f"{shown}: an image's logits change with the rest of the batch; was it saved "
                                     "in training mode (BatchNorm batch statistics, dropout)? Save it after "
                                     "model.eval()")
-
-
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:limit]

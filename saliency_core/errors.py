@@ -29,3 +29,10 @@ class InvalidInputError(SaliencyError, ValueError):
 
 class UnknownSampleError(SaliencyError, ValueError):
     """A sample photo name that is not bundled (or the samples' package is missing)."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's text (its type when it has none), at most ``limit`` characters:
+    what a one-line message quotes of a library's error."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:limit]

@@ -16,6 +16,7 @@ from saliency_core.models import load_model
 from saliency_core.samples import sample_by_name
 from tests.test_custom_models import CLASSES, TinyNet
 from tests.test_downloads import random_checkpoint, serve_weights
+from tests.test_export_archive import ordinary, planted_folder  # noqa: F401 -- fixtures
 
 
 @pytest.fixture
@@ -301,3 +302,19 @@ def test_the_gallery_does_not_use_imagenet_labels_for_a_model_with_its_own_class
     at = new_app(PAGES["gallery"]).run()  # an ImageNet model: the samples' labels are the targets
     shown = main_markdown(at) + "\n" + texts(at.caption)
     assert "Targets are the true labels" in shown and "of 5 images classified correctly by" in shown, shown
+
+
+def test_a_link_to_a_planted_export_archive_loads_it_without_running_it(new_app, planted_folder):
+    """The probe's .pt2 (a nested program whose legacy weights are a pickle), opened from a shared link."""
+    from pages.ui import model_cache
+
+    _, marker = planted_folder
+    model_cache.model_statuses.clear()
+    try:
+        at = new_app(PAGES["saliency"], model="custom:tiny").run()
+    finally:
+        model_cache.model_statuses.clear()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert "Tiny colour net" in main_markdown(at)
+    assert not marker.exists()
