@@ -1,9 +1,12 @@
 """Loading the team's own model files (:mod:`saliency_core.custom_models` finds them and reads their sidecars).
 
-What is never done: unpickling Python objects from these files, or running
-Python they hold. State dicts go through ``torch.load(weights_only=True)``.
-A TorchScript archive is read by TorchScript's own C++ unpickler, which
-builds tensors and TorchScript types only, never calls Python. A
+What is never done: unpickling Python objects from these files, running
+Python they hold, or letting them touch the server's files. State dicts go
+through ``torch.load(weights_only=True)``. A TorchScript archive is read by
+TorchScript's own C++ unpickler, which builds tensors and TorchScript types
+only and never calls Python; but its code can call operators that read or
+write files (``torch.save`` in a ``__setstate__`` runs while loading), so
+that code is read first (:mod:`saliency_core.file_operators`). A
 ``torch.export`` archive is never given to ``torch.export.load``, which
 unpickles and evaluates parts of its file: :mod:`saliency_core.export_archive`
 reads only the members of the program it needs, builds the tensors itself
@@ -28,6 +31,7 @@ from saliency_core._torch import freeze
 from saliency_core.custom_models import CustomModel, inside_folder
 from saliency_core.errors import ModelUnavailableError, first_line
 from saliency_core.export_archive import read_exported_program
+from saliency_core.file_operators import check_torchscript_code
 
 
 def build(model: CustomModel) -> torch.nn.Module:
@@ -53,6 +57,7 @@ def build(model: CustomModel) -> torch.nn.Module:
 
 
 def _load_torchscript(path: Path, shown: str, model: CustomModel) -> torch.nn.Module:
+    check_torchscript_code(path, shown)  # its __setstate__ runs while loading
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # RuntimeError from the reader, for anything that is not a TorchScript archive

@@ -28,9 +28,10 @@ shape expressions outside a small grammar and tree specs of other types,
 drops ``guards_code``, and hands torch's deserializer tensors that are
 already built, so nothing is left for it to unpickle. No other member (other
 programs, compiled libraries, extra files) is ever read. The graph it returns
-calls only PyTorch's own operators (``aten``, ``prims``), a few control-flow
-operators and the arithmetic on sizes that export records; any other call is
-refused before the model runs.
+calls only PyTorch's own operators (``aten``, ``prims``) that touch no file
+(:mod:`saliency_core.file_operators`), a few control-flow operators and the
+arithmetic on sizes that export records; any other call is refused before
+the model runs.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from torch._export.serde.serialize import (
 from torch.export.pt2_archive import constants as layout
 
 from saliency_core.errors import ModelUnavailableError, first_line
+from saliency_core.file_operators import touches_files
 
 PROGRAM = "model"  # the program torch.export.save writes and torch.export.load returns
 MAX_JSON_BYTES = 256 << 20
@@ -292,13 +294,14 @@ def _check_calls(graph_module: torch.nn.Module, shown: str) -> None:
                 raise ModelUnavailableError(f"{shown}: its graph has a {node.op} node ({str(node.target)[:80]}); "
                                             "an exported program calls operators only")
             if node.op == "call_function" and not _allowed_call(node.target):
-                raise ModelUnavailableError(f"{shown}: its graph calls {str(node.target)[:80]}, which is not one of "
-                                            "PyTorch's own operators; refused")
+                what = ("reads or writes files on the server" if isinstance(node.target, torch._ops.OpOverload)
+                        and touches_files(node.target) else "is not one of PyTorch's own operators")
+                raise ModelUnavailableError(f"{shown}: its graph calls {str(node.target)[:80]}, which {what}; refused")
 
 
 def _allowed_call(target: object) -> bool:
     if isinstance(target, torch._ops.OpOverload):
-        return target.namespace in _OPERATOR_NAMESPACES
+        return target.namespace in _OPERATOR_NAMESPACES and not touches_files(target)
     if isinstance(target, torch._ops.HigherOrderOperator):
         return target.name() in _HIGHER_ORDER
     try:

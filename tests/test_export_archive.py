@@ -224,7 +224,7 @@ def test_an_operator_that_runs_python_is_refused_before_the_model_runs(tmp_path)
                                   dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(program, str(tmp_path / "calls.pt2"))
     marker.unlink(missing_ok=True)
-    with pytest.raises(ModelUnavailableError, match="saliency_probe.touch.*not one of PyTorch's own operators"):
+    with pytest.raises(ModelUnavailableError, match=r"saliency_probe\.touch.*not one of PyTorch's own operators"):
         read_exported_program(tmp_path / "calls.pt2", "calls.pt2")
     assert not marker.exists()
 

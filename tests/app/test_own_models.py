@@ -304,7 +304,7 @@ def test_the_gallery_does_not_use_imagenet_labels_for_a_model_with_its_own_class
     assert "Targets are the true labels" in shown and "of 5 images classified correctly by" in shown, shown
 
 
-def test_a_link_to_a_planted_export_archive_loads_it_without_running_it(new_app, planted_folder):
+def test_a_link_to_a_planted_export_archive_loads_it_without_running_it(new_app, planted_folder):  # noqa: F811
     """The probe's .pt2 (a nested program whose legacy weights are a pickle), opened from a shared link."""
     from pages.ui import model_cache
 
