@@ -92,6 +92,9 @@ def test_without_an_allow_list_everyone_who_signs_in_enters(signed):
 @pytest.mark.parametrize("user", [
     {**ALICE, "email": "eve@other.org"},
     {**ALICE, "email_verified": False},
+    {**ALICE, "email_verified": "no"},  # only true / "true" is verified
+    {**ALICE, "email_verified": 0},
+    {**ALICE, "email": "\u212alice@example.com"},  # a Kelvin sign: str.lower() makes it "klice@example.com"
     {"is_logged_in": True, "sub": "no-email"},
 ])
 def test_a_user_off_the_allow_list_sees_not_allowed_and_a_sign_out(signed, monkeypatch, user):
