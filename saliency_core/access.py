@@ -8,8 +8,13 @@ functions the glue in ``pages/ui/access.py`` calls:
   case-insensitive ``fnmatch`` patterns such as ``*@example.com`` or
   ``alice@example.org``. Unset or blank means anyone the provider signs in.
 - :func:`decide` says whether a signed-in person's claims let them in: only
-  on an ``email`` claim that is present, well-formed and not marked
-  ``email_verified = false`` by the provider.
+  on an ``email`` claim that is present and well-formed, with an
+  ``email_verified`` that is ``true`` (or absent: Microsoft Entra never sends
+  it), and that matches a pattern as written: addresses are compared after
+  Unicode normalisation (NFC), and one with characters outside ASCII only
+  matches a pattern that has such characters too, so that a look-alike
+  (``\u212aate@…`` with a Kelvin sign, which ``str.lower`` turns into
+  ``kate@…``) is not let in under an ASCII address.
 - :func:`encode_return` / :func:`decode_return`: the page and query of a
   shared link, in a short-lived HMAC-signed token. Streamlit's sign-in
   always comes back to the app's home page without the query (checked on
@@ -26,6 +31,7 @@ import hmac
 import json
 import re
 import time
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -45,7 +51,7 @@ _ADDRESS = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$")
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
-    email: str | None  # the address matched (lower case), None when the claims have no usable one
+    email: str | None  # the address (ASCII letters lower-cased), None when the claims have no usable one
     reason: str  # for the "not allowed" page and the server log; never shown when allowed
 
 
@@ -53,31 +59,65 @@ def parse_allowed(value: str | None) -> tuple[str, ...] | None:
     """The patterns of ``SALIENCY_ALLOWED_EMAILS``; None when unset or blank (anyone who signs in).
 
     ``value``: comma-separated patterns, spaces around them ignored, e.g.
-    ``"*@example.com, alice@partner.org"``. Patterns are lower-cased (matching
-    is case-insensitive) and each must look like an address: one ``@`` with
-    something on both sides (``*@example.com``, ``*@*.example.com``, ``*``
-    wildcards anywhere). Raises ``ValueError`` naming the pattern otherwise,
-    so a typo closes the door instead of opening it.
+    ``"*@example.com, alice@partner.org"``. Patterns are compared without
+    regard to case (see :func:`decide`) and each must look like an address:
+    one ``@`` with something on both sides (``*@example.com``,
+    ``*@*.example.com``, ``*`` wildcards anywhere). Raises ``ValueError``
+    naming the pattern otherwise, so a typo closes the door instead of
+    opening it.
     """
     if value is None or not value.strip():
         return None
     patterns = []
     for raw in value.split(","):
-        p = raw.strip().lower()
+        p = _comparable(raw.strip())
         if not p:
             continue
         if not _ADDRESS.match(p):
             raise ValueError(f"{ALLOWED_EMAILS_ENV}: {raw.strip()!r} is not an address pattern "
                              "(expected e.g. *@example.com or alice@example.org)")
+        if _outside_ascii(raw) and not _outside_ascii(p):
+            # A Kelvin sign written for "K": the pattern would silently become an ASCII one.
+            raise ValueError(f"{ALLOWED_EMAILS_ENV}: {raw.strip()!r} has characters that stand for ASCII ones "
+                             f"({_outside_ascii(raw)}); write them as ASCII")
         patterns.append(p)
     if not patterns:
         raise ValueError(f"{ALLOWED_EMAILS_ENV} is set but names no pattern: {value!r}")
     return tuple(patterns)
 
 
-def _unverified(claims: Mapping[str, object]) -> bool:
-    v = claims.get("email_verified")
-    return v is False or (isinstance(v, str) and v.strip().lower() == "false")
+def _comparable(text: str) -> str:
+    """``text`` as addresses and patterns are compared: Unicode NFC, then lower case.
+
+    NFC makes two spellings of one character equal (``é`` and ``e`` + combining
+    acute) but keeps look-alikes from other scripts apart. It also turns the
+    Kelvin sign (U+212A) into ``K``: whether the provider's address was plain
+    ASCII is therefore decided on the address as sent (:func:`_outside_ascii`).
+    """
+    return unicodedata.normalize("NFC", text).lower()
+
+
+def _outside_ascii(text: str) -> str:
+    """The characters of ``text`` outside ASCII, as code points ("U+212A KELVIN SIGN"); "" when none."""
+    found = dict.fromkeys(c for c in text if not c.isascii())
+    return ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, '(unnamed)')}" for c in found)
+
+
+def _shown(address: str) -> str:
+    """An address as shown and recorded: ASCII letters lower-cased, every other character as sent."""
+    return "".join(c.lower() if c.isascii() else c for c in address)
+
+
+def _verification(claims: Mapping[str, object]) -> bool | None:
+    """``email_verified``: True only for JSON ``true`` or the string "true"; None when the claim is absent.
+
+    Anything else (``false``, ``0``, ``"no"``, ``null``, ``1``) is not a
+    provider saying yes, so it counts as unverified.
+    """
+    if "email_verified" not in claims:
+        return None
+    v = claims["email_verified"]
+    return v is True or (isinstance(v, str) and v.strip().lower() == "true")
 
 
 def decide(claims: Mapping[str, object], allowed: tuple[str, ...] | None) -> Decision:
@@ -85,21 +125,30 @@ def decide(claims: Mapping[str, object], allowed: tuple[str, ...] | None) -> Dec
 
     ``allowed``: from :func:`parse_allowed`; None lets in everyone the provider
     signed in, whatever their claims. Otherwise the ``email`` claim must be a
-    well-formed address, not marked unverified (``email_verified`` false;
-    providers that never send the claim, such as Microsoft Entra, are taken
-    at their word), and match one pattern.
+    well-formed address, verified (``email_verified`` true; providers that
+    never send the claim, such as Microsoft Entra, are taken at their word)
+    and match one pattern (``fnmatch``, case-insensitive, after Unicode NFC).
+    An address with characters outside ASCII is matched only by patterns
+    that have such characters themselves: an ASCII pattern never lets in a
+    look-alike of an address it names.
     """
     raw = claims.get("email")
-    email = raw.strip().lower() if isinstance(raw, str) and _ADDRESS.match(raw.strip()) else None
+    raw = raw.strip() if isinstance(raw, str) else ""
+    email = _shown(raw) if _ADDRESS.match(raw) else None
     if allowed is None:
         return Decision(True, email, "no allow-list: everyone who can sign in")
     if email is None:
         return Decision(False, None, "the sign-in provider sent no usable email address")
-    if _unverified(claims):
-        return Decision(False, email, "the sign-in provider says this email address is not verified")
-    for p in allowed:
-        if fnmatchcase(email, p):
+    if _verification(claims) is False:
+        return Decision(False, email, "the sign-in provider does not say that this email address is verified")
+    unusual = _outside_ascii(raw)
+    candidates = [p for p in allowed if bool(_outside_ascii(p)) == bool(unusual)]
+    for p in candidates:
+        if fnmatchcase(_comparable(raw), p):
             return Decision(True, email, f"matches {p}")
+    if unusual:
+        return Decision(False, email, f"the address has characters outside ASCII ({unusual}) and no pattern "
+                                      "of its allow-list written with them matches it")
     return Decision(False, email, "this address is not on its allow-list")
 
 

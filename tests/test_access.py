@@ -70,6 +70,54 @@ def test_only_a_present_well_formed_not_unverified_email_can_match(claims):
     assert d.reason
 
 
+@pytest.mark.parametrize("verified", [0, 1, "no", "0", "False", "", None, "yes", [], {}, "truthy"])
+def test_only_true_or_the_string_true_counts_as_verified(verified):
+    # The probe: email_verified 0 or "no" was taken for verified (only False and "false" were refused).
+    d = decide({"email": "bob@example.com", "email_verified": verified}, parse_allowed("*@example.com"))
+    assert not d.allowed, verified
+    assert "verified" in d.reason
+
+
+@pytest.mark.parametrize("verified", [True, "true", "TRUE", " true "])
+def test_true_and_the_string_true_are_verified(verified):
+    assert decide({"email": "bob@example.com", "email_verified": verified}, parse_allowed("*@example.com")).allowed
+
+
+def test_a_kelvin_sign_look_alike_of_a_listed_address_is_refused():
+    # The probe: a verified "\u212aate@partner.org" lower-cases to "kate@partner.org" and was let in.
+    patterns = parse_allowed("kate@partner.org, *@example.com")
+    d = decide({"email": "\u212aate@partner.org", "email_verified": True}, patterns)
+    assert not d.allowed
+    assert "U+212A KELVIN SIGN" in d.reason and d.email == "\u212aate@partner.org"
+    assert not decide({"email": "\u212aate@example.com", "email_verified": True}, patterns).allowed
+    assert decide({"email": "KATE@partner.org", "email_verified": True}, patterns).allowed
+
+
+@pytest.mark.parametrize("email", [
+    "\u0430lice@example.com",  # Cyrillic a
+    "alice@ex\u0430mple.com",
+    "ａlice@example.com",  # fullwidth a
+    "alice\u200b@example.com",  # zero-width space
+    "alice@example.com\u202e",  # right-to-left override
+])
+def test_an_address_outside_ascii_is_not_matched_by_an_ascii_pattern(email):
+    assert not decide({"email": email}, parse_allowed("alice@example.com, *@example.com")).allowed
+
+
+def test_an_address_outside_ascii_is_let_in_by_a_pattern_written_with_it():
+    patterns = parse_allowed("*@bücher.de, josé@example.org")
+    assert decide({"email": "bob@bücher.de"}, patterns).allowed
+    assert decide({"email": "Bob@BÜCHER.de"}, patterns).allowed  # case-insensitive beyond ASCII too
+    assert decide({"email": "jose\u0301@example.org"}, patterns).allowed  # NFD spelling of the listed address
+    assert not decide({"email": "bob@bucher.de"}, patterns).allowed
+    assert not decide({"email": "jose@example.org"}, patterns).allowed  # an ASCII address is not a look-alike match
+
+
+def test_a_pattern_with_a_character_standing_for_ascii_is_refused():
+    with pytest.raises(ValueError, match="KELVIN SIGN"):
+        parse_allowed("\u212aate@partner.org")
+
+
 def test_an_email_without_email_verified_is_taken_at_the_providers_word():
     # Microsoft Entra sends no email_verified claim; refusing those would lock out Entra tenants.
     d = decide({"email": "bob@example.com"}, parse_allowed("*@example.com"))

@@ -59,3 +59,19 @@ def test_readme_batch_example_runs(tmp_path: Path):
     three = load_results(tmp_path / "results" / "samples-3-methods")
     assert len(three.results) == 24 and len(three.methods) == 3
     assert all(f"{m}_insertion_auc" in three.results for m in three.methods)
+
+
+def test_every_sign_in_promise_names_a_test_that_exists():
+    """The README's table of what sign-in protects: each row names tests, and each named test is defined."""
+    section = README.read_text().split("What sign-in protects", 1)[1]
+    table = section.split("| promise | test |", 1)[1].split("\n\n", 1)[0]
+    rows = [line for line in table.splitlines()[2:] if line.startswith("|")]
+    assert len(rows) >= 10, rows
+    for row in rows:
+        promise, tests = [cell.strip() for cell in row.strip("|").split("|")]
+        named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", tests)
+        assert named, f"no test named for: {promise}"
+        for path, name in named:
+            source = README.parent / path
+            assert source.exists(), path
+            assert re.search(rf"^def {name}\(", source.read_text(), re.M), f"{path}::{name} ({promise})"

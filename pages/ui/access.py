@@ -15,6 +15,15 @@ line of JavaScript, as Python can't set cookies), and the first signed-in
 run of the new session reads it from ``st.context.cookies``, opens that
 page with that query and deletes the cookie. The link's values are then
 checked like any link's (``url_state.restore_from_url``).
+
+Sign-out: Streamlit's identity cookie is signed, not server state, and
+``st.logout`` only deletes it from the browser. The Sign out buttons here
+first remember the sign-in as ended (:mod:`saliency_core.sign_outs`, in
+``SALIENCY_SIGNED_OUT_FILE``), and the gate treats a cookie of an ended
+sign-in as no sign-in at all, in every session and after a restart.
+
+Uploads: the gate's decision also says whether the session may upload
+(:mod:`pages.ui.upload_guard`).
 """
 
 from __future__ import annotations
@@ -22,12 +31,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
+from pages.ui import upload_guard
 from pages.ui.text import plain
 from saliency_core.access import (
     ALLOWED_EMAILS_ENV,
@@ -38,8 +50,16 @@ from saliency_core.access import (
     encode_return,
     parse_allowed,
 )
+from saliency_core.sign_outs import SignOuts, sign_in_key
 
 _LOG = logging.getLogger(__name__)
+
+SIGNED_OUT_FILE_ENV = "SALIENCY_SIGNED_OUT_FILE"
+DEFAULT_SIGNED_OUT_FILE = Path.home() / ".cache" / "saliency-dashboard" / "signed-out.json"
+# One list per file for the process's life. Not an st.cache_resource: any client can clear those, and a
+# list kept only in memory (its file unwritable) would then forget who signed out.
+_SIGN_OUTS: dict[str, SignOuts] = {}
+_SIGN_OUTS_LOCK = threading.Lock()
 
 RETURN_COOKIE = "saliency_return"
 _CHECKED = "_access_return_checked"  # session keys: the return cookie was looked at / is to be deleted
@@ -73,11 +93,16 @@ def current() -> Access:
         return Access(on=False)
     if not st.user.get("is_logged_in"):
         return Access(on=True)
+    claims = st.user.to_dict()
+    if sign_in_key(claims) in sign_outs():
+        _LOG.warning("an identity cookie of a sign-in ended with Sign out was used again (sub %r, iss %r)",
+                     claims.get("sub"), claims.get("iss"))
+        return Access(on=True)
     try:
         allowed = parse_allowed(os.environ.get(ALLOWED_EMAILS_ENV))
     except ValueError as exc:
         return Access(on=True, signed_in=True, problem=str(exc))
-    return Access(on=True, signed_in=True, decision=decide(st.user.to_dict(), allowed))
+    return Access(on=True, signed_in=True, decision=decide(claims, allowed))
 
 
 def require_sign_in(page: StreamlitPage, pages: Sequence[StreamlitPage], access: Access | None = None) -> None:
@@ -87,6 +112,7 @@ def require_sign_in(page: StreamlitPage, pages: Sequence[StreamlitPage], access:
     reopen the page of a link that was followed before signing in.
     """
     a = access or current()
+    upload_guard.admit(a.lets_in)
     if not a.on:
         return
     if a.lets_in:
@@ -141,7 +167,30 @@ def _refused(message: str) -> None:
     st.title("Not allowed")
     st.error(message, icon=":material/block:")
     if st.button("Sign out", key="sign_out_refused", icon=":material/logout:"):
-        st.logout()
+        sign_out()
+
+
+# --- sign-out ----------------------------------------------------------------------------------
+
+
+def sign_outs() -> SignOuts:
+    """The list of ended sign-ins, in ``SALIENCY_SIGNED_OUT_FILE`` (default ~/.cache/saliency-dashboard/)."""
+    path = os.environ.get(SIGNED_OUT_FILE_ENV) or str(DEFAULT_SIGNED_OUT_FILE)
+    with _SIGN_OUTS_LOCK:
+        if path not in _SIGN_OUTS:
+            _SIGN_OUTS[path] = SignOuts(path)
+        return _SIGN_OUTS[path]
+
+
+def sign_out() -> None:
+    """End this sign-in on the server (every copy of its cookie stops working), then Streamlit's sign-out."""
+    try:
+        sign_outs().add(sign_in_key(st.user.to_dict()))
+    except OSError:
+        _LOG.exception("can't write the sign-out list (%s): this sign-out holds only until the server restarts",
+                       SIGNED_OUT_FILE_ENV)
+    upload_guard.admit(False)
+    st.logout()
 
 
 # --- the link across the sign-in -------------------------------------------------------------
@@ -204,7 +253,7 @@ def account_box(access: Access | None = None) -> None:
     shown = " · ".join(p for p in parts if p) or f"**{plain(user.get('sub', '?'), 80)}**"
     st.caption(f"Signed in as {shown}")
     if st.button("Sign out", key="sign_out", icon=":material/logout:", width="content"):
-        st.logout()
+        sign_out()
 
 
 def who() -> dict[str, str]:

@@ -7,6 +7,12 @@ button is clicked. The dashboard gets a secrets file of its own through
 ``--secrets.files`` and ``SALIENCY_ALLOWED_EMAILS=*@example.com``. Nothing of
 Streamlit's sign-in is mocked.
 
+The attacks of the project's security probe are replayed here against the
+running server: uploads from a session that never signed in (with a bare
+WebSocket client, ``tests/app/streamlit_client.py``), a closed session's
+uploads left in memory, an identity cookie copied before "Sign out", and a
+Kelvin-sign look-alike of an allowed address.
+
 Screenshots land in ``artifacts/screenshots/sign-in-*.png``; the server's and
 the provider's logs in ``artifacts/``. Every process started here is stopped
 by its PID (each leads its own process group).
@@ -27,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.app.streamlit_client import Client, uploaded_bytes, wait_for_uploaded_bytes
 from tests.app.test_browser import (
     COLD_WAIT_MS,
     EXCEPTION,
@@ -55,12 +62,16 @@ USERS = {  # sub -> claims the provider puts in the ID token (scope "openid emai
     "alice": {"email": "alice@example.com", "email_verified": True, "name": "Alice Liddell"},
     "eve": {"email": "eve@other.org", "email_verified": True, "name": "Eve"},
     "mallory": {"email": "mallory@example.com", "email_verified": False, "name": "Mallory"},
+    # A Kelvin sign (U+212A) for the K: str.lower() made it "kate@example.com", and it was let in.
+    "kelvin": {"email": "\u212aate@example.com", "email_verified": True, "name": "Kelvin"},
 }
 ALLOWED = "*@example.com"
 SIGN_IN = 'button:has-text("Sign in")'
 SIDEBAR_NAV = '[data-testid="stSidebarNav"]'
 COOKIE_USER = "_streamlit_user"
 COOKIE_RETURN = "saliency_return"
+MB = 1024 * 1024
+FREED_WITHIN_S = 60  # a closed session's uploads are freed when it disconnects; Streamlit alone: 120 s and more
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -113,7 +124,8 @@ def app(request, provider: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         f'server_metadata_url = "{provider}/.well-known/openid-configuration"\n'
     )
     env = {**os.environ, "SALIENCY_UPLOAD_DIR": str(tmp / "uploads"), "SALIENCY_RESULTS_DIR": str(tmp / "results"),
-           "SALIENCY_ALLOWED_EMAILS": ALLOWED, "PYTHONUNBUFFERED": "1"}
+           "SALIENCY_ALLOWED_EMAILS": ALLOWED, "SALIENCY_SIGNED_OUT_FILE": str(tmp / "signed-out.json"),
+           "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--secrets.files", str(secrets_file)]
@@ -175,6 +187,17 @@ def cookie_names(context) -> set[str]:
     return {c["name"] for c in context.cookies()}
 
 
+def signed_in(context, app: str, sub: str):
+    """A page of ``context`` signed in as ``sub`` (allowed), on the home page; its identity cookies."""
+    page = context.new_page()
+    page.goto(f"{app}/")
+    assert_sign_in_only(page, f"{sub} before sign-in")
+    sign_in_at_provider(page, sub)
+    page.locator(SIDEBAR).get_by_text("Signed in as").wait_for(timeout=COLD_WAIT_MS)
+    wait_idle(page, COLD_WAIT_MS)
+    return page, [c for c in context.cookies() if c["name"].startswith(COOKIE_USER)]
+
+
 # --------------------------------------------------------------------------- tests
 
 
@@ -221,7 +244,7 @@ def test_a_shared_link_opens_after_sign_in_and_sign_out_ends_the_session(app, co
     assert not context.js_errors, context.js_errors
 
 
-@pytest.mark.parametrize("sub", ["eve", "mallory"])
+@pytest.mark.parametrize("sub", ["eve", "mallory", "kelvin"])
 def test_a_user_off_the_allow_list_or_unverified_is_refused(app, context, sub):
     page = context.new_page()
     page.goto(f"{app}/saliency?sample=chelsea")
@@ -261,4 +284,55 @@ def test_nothing_is_reachable_without_a_valid_session(app, context):
     assert status == 200 and body == home
     for text in ("Saliency map", "espresso", "Classifier", "alice"):
         assert text not in body
+    assert not context.js_errors, context.js_errors
+
+
+def test_a_visitor_who_never_signs_in_cannot_keep_uploads_on_the_server(app):
+    """The probe: with a session id from the WebSocket and the XSRF cookie, anyone could PUT files (40 x 19 MB
+    stayed in memory). A session the gate has not let in is refused, and nothing is kept."""
+    before = uploaded_bytes(app)
+    with Client(app) as probe:
+        probe.open(COLD_WAIT_MS / 1000)  # the sign-in page's run
+        statuses = [probe.upload(2 * MB) for _ in range(3)]
+        held = uploaded_bytes(app)
+    assert statuses == [403, 403, 403]
+    assert held == before
+
+
+def test_a_closed_sessions_uploads_are_freed(app, context):
+    page, cookies = signed_in(context, app, "alice")
+    page.close()
+    with Client(app, {c["name"]: c["value"] for c in cookies}) as tab:
+        tab.open(COLD_WAIT_MS / 1000)  # a signed-in run: the gate lets it in
+        assert tab.upload(2 * MB) == 204  # a signed-in session uploads as before
+        held = uploaded_bytes(app)
+        assert held >= 2 * MB
+    # The tab is closed: its session waits 120 s for a reconnect, but its files go now.
+    after = wait_for_uploaded_bytes(app, lambda n: n <= held - 2 * MB, FREED_WITHIN_S)
+    assert after <= held - 2 * MB, f"{after} bytes still held {FREED_WITHIN_S} s after the tab closed"
+
+
+def test_an_identity_cookie_copied_before_sign_out_no_longer_signs_in(app, context, browser):
+    """The probe: Streamlit's identity cookie is the only record of a sign-in, so a copy taken before "Sign out"
+    kept working. Sign-out now ends that sign-in on the server: the copy shows only the sign-in page and can't
+    upload."""
+    page, copied = signed_in(context, app, "alice")
+    assert copied
+    sign_out(page)
+    assert_sign_in_only(page, "after sign-out")
+
+    thief = browser.new_context(viewport=VIEWPORT)
+    try:
+        thief.set_default_timeout(WAIT_MS)
+        thief.add_cookies(copied)
+        stolen = thief.new_page()
+        for path in ("/", "/saliency?sample=chelsea"):
+            stolen.goto(app + path)
+            assert_sign_in_only(stolen, f"{path} with a cookie copied before sign-out")
+        screenshot(stolen, "sign-in-5-copied-cookie-after-sign-out")
+    finally:
+        thief.close()
+    with Client(app, {c["name"]: c["value"] for c in copied}) as probe:
+        probe.open(WAIT_MS / 1000)
+        assert probe.upload(MB) == 403
     assert not context.js_errors, context.js_errors

@@ -97,7 +97,7 @@ def test_template_upload_limit_matches_streamlit():
 def test_template_renders_with_every_placeholder():
     names = set(PLACEHOLDER.findall(TEMPLATE.read_text()))
     assert names == {"@SERVER_NAME@", "@PUBLIC_ORIGIN@", "@HTTPS_LISTEN@", "@HTTP_LISTEN@", "@UPSTREAM@",
-                     "@TLS_CERTIFICATE@", "@TLS_CERTIFICATE_KEY@"}, names
+                     "@TLS_CERTIFICATE@", "@TLS_CERTIFICATE_KEY@", "@SIGN_IN@"}, names
 
 
 def test_readme_sed_renders_every_placeholder():
@@ -110,6 +110,7 @@ def test_readme_sed_renders_every_placeholder():
     rendered = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert not PLACEHOLDER.findall(rendered), sorted(set(PLACEHOLDER.findall(rendered)))
     assert "listen 443 ssl;" in rendered and "server 127.0.0.1:8501;" in rendered
+    assert 'map "off:$cookie__streamlit_user"' in rendered  # sign-in is off by default, and so is the README's
 
 
 # --------------------------------------------------------------------------- nginx in front of the dashboard
@@ -202,31 +203,40 @@ def _answers(port: int, tls: ssl.SSLContext) -> bool:
         conn.close()
 
 
-@pytest.fixture(scope="module")
-def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+def free_ports(n: int) -> list[int]:
+    """``n`` different free ports on 127.0.0.1."""
+    ports: list[int] = []
+    while len(ports) < n:
+        if (port := _free_port()) not in ports:
+            ports.append(port)
+    return ports
+
+
+@contextlib.contextmanager
+def nginx_in_front(prefix: Path, upstream: str, https_port: int, http_port: int, sign_in: str = "off",
+                   logs: str = "proxy-nginx") -> Iterator[Proxy]:
+    """nginx from the rendered template in front of ``upstream`` (http://host:port), until the block ends.
+
+    ``sign_in``: the template's @SIGN_IN@. The certificate, config, logs and temporary files stay under
+    ``prefix``; nginx is stopped by its PID and its logs are copied to ``artifacts/<logs>-*.log``.
+    """
     nginx = _program("nginx")
-    prefix = tmp_path_factory.mktemp("nginx")
     cert, key = _certificate(prefix)
     tls = ssl.create_default_context(cafile=str(cert))
-
-    with _streamlit(request, tmp_path_factory.mktemp("uploads"), SERVER_LOG) as upstream, \
-            contextlib.ExitStack() as cleanup:
-        https_port = _free_port()  # picked once Streamlit holds its own port, so that none of the three clash
-        while (http_port := _free_port()) == https_port:
-            pass
-        origin = f"https://127.0.0.1:{https_port}"
-        site = prefix / "saliency.conf"
-        site.write_text(render(TEMPLATE.read_text(), SERVER_NAME="127.0.0.1", PUBLIC_ORIGIN=origin,
-                               HTTPS_LISTEN=f"127.0.0.1:{https_port}", HTTP_LISTEN=f"127.0.0.1:{http_port}",
-                               UPSTREAM=upstream.removeprefix("http://"), TLS_CERTIFICATE=str(cert),
-                               TLS_CERTIFICATE_KEY=str(key)))
-        conf = prefix / "nginx.conf"
-        conf.write_text(_nginx_conf(prefix, site))
+    origin = f"https://127.0.0.1:{https_port}"
+    site = prefix / "saliency.conf"
+    site.write_text(render(TEMPLATE.read_text(), SERVER_NAME="127.0.0.1", PUBLIC_ORIGIN=origin,
+                           HTTPS_LISTEN=f"127.0.0.1:{https_port}", HTTP_LISTEN=f"127.0.0.1:{http_port}",
+                           UPSTREAM=upstream.removeprefix("http://"), TLS_CERTIFICATE=str(cert),
+                           TLS_CERTIFICATE_KEY=str(key), SIGN_IN=sign_in))
+    conf = prefix / "nginx.conf"
+    conf.write_text(_nginx_conf(prefix, site))
+    with contextlib.ExitStack() as cleanup:
         out = (prefix / "nginx.out").open("wb")
         cleanup.callback(out.close)
         proc = subprocess.Popen([nginx, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        cleanup.callback(_keep_logs, prefix)
+        cleanup.callback(_keep_logs, prefix, logs)
         cleanup.callback(_stop, proc)  # runs first: nginx stops before its logs are copied
         deadline = time.monotonic() + NGINX_START_TIMEOUT_S
         while not _answers(https_port, tls):
@@ -239,11 +249,20 @@ def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         yield Proxy(origin, https_port, http_port, upstream, tls, prefix / "access.log")
 
 
-def _keep_logs(prefix: Path) -> None:
+@pytest.fixture(scope="module")
+def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    _program("nginx")  # skip before starting anything
+    with _streamlit(request, tmp_path_factory.mktemp("uploads"), SERVER_LOG) as upstream:
+        https_port, http_port = free_ports(2)  # picked once Streamlit holds its own port, so that none clash
+        with nginx_in_front(tmp_path_factory.mktemp("nginx"), upstream, https_port, http_port) as proxy:
+            yield proxy
+
+
+def _keep_logs(prefix: Path, logs: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     for name in ("error.log", "access.log"):
         if (prefix / name).exists():
-            shutil.copyfile(prefix / name, ARTIFACTS / f"proxy-nginx-{name}")
+            shutil.copyfile(prefix / name, ARTIFACTS / f"{logs}-{name}")
 
 
 def assert_security_headers(resp: http.client.HTTPResponse, where: str) -> None:

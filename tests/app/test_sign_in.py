@@ -18,13 +18,14 @@ AUTH = {
     "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration",
 }
 ALICE = {"is_logged_in": True, "email": "alice@example.com", "email_verified": True, "name": "Alice Liddell",
-         "sub": "alice", "iss": "http://127.0.0.1:9"}
+         "sub": "alice", "iss": "http://127.0.0.1:9", "iat": 1_800_000_000, "nonce": "first-sign-in"}
 
 
 @pytest.fixture
-def signed(new_app, monkeypatch):
+def signed(new_app, monkeypatch, tmp_path):
     """Factory: ``signed(user, page=None, **query)``, an AppTest with sign-in on and ``user`` as st.user."""
     monkeypatch.delenv("SALIENCY_ALLOWED_EMAILS", raising=False)
+    monkeypatch.setenv("SALIENCY_SIGNED_OUT_FILE", str(tmp_path / "signed-out.json"))
 
     def make(user: dict, page: str | None = None, **query: str):
         at = new_app(page, **query)
@@ -92,6 +93,9 @@ def test_without_an_allow_list_everyone_who_signs_in_enters(signed):
 @pytest.mark.parametrize("user", [
     {**ALICE, "email": "eve@other.org"},
     {**ALICE, "email_verified": False},
+    {**ALICE, "email_verified": "no"},  # only true / "true" is verified
+    {**ALICE, "email_verified": 0},
+    {**ALICE, "email": "\u212alice@example.com"},  # a Kelvin sign: str.lower() makes it "klice@example.com"
     {"is_logged_in": True, "sub": "no-email"},
 ])
 def test_a_user_off_the_allow_list_sees_not_allowed_and_a_sign_out(signed, monkeypatch, user):
@@ -109,6 +113,34 @@ def test_a_broken_allow_list_lets_nobody_in(signed, monkeypatch):
     assert_nothing_of_the_dashboard(at)
     assert [t.value for t in at.title] == ["Not allowed"]
     assert "SALIENCY_ALLOWED_EMAILS" in at.error[0].value
+
+
+def test_sign_out_ends_the_sign_in_for_every_copy_of_its_cookie(signed, monkeypatch, tmp_path):
+    """The probe: an identity cookie copied before "Sign out" still signed in after it (the cookie is the only
+    state; st.logout deletes it from one browser). AppTest's st.user stands for the cookie's claims."""
+    monkeypatch.setenv("SALIENCY_ALLOWED_EMAILS", "*@example.com")
+    at = signed(ALICE).run()
+    assert at.sidebar.selectbox(key="model")
+    at.sidebar.button(key="sign_out").click().run()
+    assert not at.exception
+
+    copied = signed(ALICE, "pages/saliency.py", sample="chelsea").run()  # the same cookie in another browser
+    assert_nothing_of_the_dashboard(copied)
+    assert [b.label for b in copied.button] == ["Sign in"]
+
+    again = signed({**ALICE, "iat": ALICE["iat"] + 120, "nonce": "second-sign-in"}).run()  # a new sign-in
+    assert not again.exception
+    assert again.sidebar.selectbox(key="model")
+    assert (tmp_path / "signed-out.json").exists()  # remembered across restarts
+
+
+def test_signing_out_of_the_not_allowed_page_ends_that_sign_in_too(signed, monkeypatch):
+    monkeypatch.setenv("SALIENCY_ALLOWED_EMAILS", "*@example.com")
+    eve = {**ALICE, "email": "eve@other.org", "sub": "eve"}
+    at = signed(eve).run()
+    at.button(key="sign_out_refused").click().run()
+    copied = signed(eve).run()
+    assert [b.label for b in copied.button] == ["Sign in"]
 
 
 def test_a_link_opens_directly_for_a_signed_in_user(signed, monkeypatch):
