@@ -101,25 +101,32 @@ class _Progress:
             self.bar.close()
 
 
-def _prepare_out(opts: Options, ranks: Ranks, discovery: Discovery, model: LoadedModel) -> tuple[int, set[str]]:
-    """Check the folder against the options, read what is done, record this run; returns (run, done keys)."""
-    out = Path(opts.out)
-    problem = None
-    if ranks.rank == 0:
+def _folder_problem(out: Path, opts: Options) -> str | None:
+    """On rank 0: make ``out`` and clear what a stopped run left; why the job can't go on there, or None."""
+    try:
         out.mkdir(parents=True, exist_ok=True)
         for stale in out.glob("*/.part-*.tmp"):  # left by a run stopped while writing
             stale.unlink(missing_ok=True)
-        earlier = results.read_manifest(out)
-        old = earlier.get("config")
-        live = [r for r in earlier.get("runs", []) if results.run_status(r) == "running"]
-        if old is not None and old != opts.config():
-            diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in opts.config().items() if old.get(k) != v)
-            problem = (f"{out} holds results made with other options ({diff}). Use a new --out folder, "
-                       "or the same options to finish that run.")
-        elif live:
-            r = live[-1]
-            problem = (f"{out} is being written by run {r.get('run')} (pid {r.get('pid')} on {r.get('host')}, "
-                       f"started {r.get('started')}). Wait for it to finish, or stop it, then run this again.")
+    except OSError as exc:  # parse_args checked permissions, which root passes even where it can't write
+        return f"--out {out}: the results folder can't be made or written ({exc.strerror or exc})"
+    earlier = results.read_manifest(out)
+    old = earlier.get("config")
+    live = [r for r in earlier.get("runs", []) if results.run_status(r) == "running"]
+    if old is not None and old != opts.config():
+        diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in opts.config().items() if old.get(k) != v)
+        return (f"{out} holds results made with other options ({diff}). Use a new --out folder, "
+                "or the same options to finish that run.")
+    if live:
+        r = live[-1]
+        return (f"{out} is being written by run {r.get('run')} (pid {r.get('pid')} on {r.get('host')}, "
+                f"started {r.get('started')}). Wait for it to finish, or stop it, then run this again.")
+    return None
+
+
+def _prepare_out(opts: Options, ranks: Ranks, discovery: Discovery, model: LoadedModel) -> tuple[int, set[str]]:
+    """Check the folder against the options, read what is done, record this run; returns (run, done keys)."""
+    out = Path(opts.out)
+    problem = _folder_problem(out, opts) if ranks.rank == 0 else None
     problem = ranks.broadcast(problem)
     if problem:
         raise SaliencyError(problem)
