@@ -81,7 +81,7 @@ st.dataframe(faithfulness.ranking_table(curves), hide_index=True, column_config=
     "insertion_auc": st.column_config.NumberColumn("insertion AUC", format="%.4f"),
     "insertion_minus_deletion": st.column_config.NumberColumn("insertion − deletion", format="%.4f"),
 })
-st.caption(f"{method} maps; target {a.target} {a.target_name}; {steps} steps; removed pixels replaced by the "
+st.caption(f"{method} maps; target {a.target} {plain(a.target_name)}; {steps} steps; removed pixels replaced by the "
            f"{BASELINE_LABELS[baseline]}; {v.precision} precision. Ranked by insertion AUC minus deletion AUC. "
            "A map that does no better than the random order is not telling you much.")
 st.download_button("Deletion/insertion curves (CSV)", lambda: export.deletion_insertion_csv(curves, record()),
