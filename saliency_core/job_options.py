@@ -99,6 +99,11 @@ def out_problem(out: str) -> str | None:
     return None
 
 
+def _number(value: float) -> str:
+    """256, 1, 2147483647 (not 2.14748e+09), 0.5."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def _check_number(p: argparse.ArgumentParser, option: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
         p.error(f"{option} must be from {low:g} to {high:g}, got {value}")
@@ -146,10 +151,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         for param in method.params:
             default = "the model's" if param.none_ok and param.default is None else param.default
             cap = limits.param_max(param.name)
+            most = f", at most {_number(cap)}" if cap is not None else ""
             group.add_argument(_option(method.name, param.name), dest=f"{method.name}__{param.name}",
                                type=param.kind, choices=list(param.choices) or None, default=None,
                                metavar=param.name.upper() if not param.choices else None,
-                               help=f"{param.help} (default: {default}" + (f", at most {cap:g})" if cap else ")"))
+                               help=f"{param.help} (default: {default}{most})")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None)
     bar.add_argument("--no-progress", dest="progress", action="store_false")
@@ -177,8 +183,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                 p.error(f"{_option(method.name, param.name)}: {exc}")
             cap = limits.param_max(param.name)
             if cap is not None and value > cap:
-                p.error(f"{_option(method.name, param.name)} must be at most {cap:g} (the dashboard's limit too), "
-                        f"got {value}")
+                p.error(f"{_option(method.name, param.name)} must be at most {_number(cap)} (the dashboard's limit "
+                        f"too), got {value}")
     _check_number(p, "--batch-size", a.batch_size, 1, limits.MAX_BATCH_SIZE)
     _check_number(p, "--faithfulness-steps", a.faithfulness_steps, 1, limits.MAX_FAITHFULNESS_STEPS)
     _check_number(p, "--part-size", a.part_size, 1, limits.MAX_PART_SIZE)
