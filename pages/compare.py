@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from pages.ui import labels, method_params, sidebar
+from pages.ui.text import plain
 from saliency_core import plots, stats
 from saliency_core.analysis import signed_channel_max
 
@@ -19,7 +20,7 @@ colorscale = c1.selectbox("Colour map", labels.COLORSCALES, key="colorscale", pe
 shared = c2.toggle("Shared colour scale", key="shared_scale", persist_state="session",
                    help="One scale for both maps shows how much fainter the loss map is; separate scales "
                         "compare their shapes.")
-c3.metric("Target probability p_y", f"{a.target_prob:.4f}", help=f"p({a.target} · {a.target_name})")
+c3.metric("Target probability p_y", f"{a.target_prob:.4f}", help=f"p({a.target} · {plain(a.target_name)})")
 
 maps = {m: a.maps[m] for m in ("score", "loss")}
 values = {m: c for m in maps if (c := a.channel_values(m)) is not None}

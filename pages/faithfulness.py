@@ -11,7 +11,7 @@ import streamlit as st
 
 from pages.ui import caches, method_params, sidebar
 from pages.ui.text import plain
-from saliency_core import charts, export, faithfulness, plots, sanity
+from saliency_core import charts, export, faithfulness, limits, plots, sanity
 from saliency_core.errors import SaliencyError
 from saliency_core.preprocessing import normalize
 
@@ -34,7 +34,7 @@ st.markdown(
 )
 
 c1, c2, c3 = st.columns(3)
-steps = c1.slider("Steps", 5, 50, 20, step=5, key="faith_steps", persist_state="session")
+steps = c1.slider("Steps", 5, limits.MAX_FAITHFULNESS_STEPS, 20, step=5, key="faith_steps", persist_state="session")
 baseline = c2.selectbox("Baseline for removed pixels", list(BASELINE_LABELS), key="faith_baseline",
                         persist_state="session", format_func=BASELINE_LABELS.get)
 stages = c3.slider("Randomisation stages", 2, 12, 8, key="faith_stages", persist_state="session",
@@ -81,7 +81,7 @@ st.dataframe(faithfulness.ranking_table(curves), hide_index=True, column_config=
     "insertion_auc": st.column_config.NumberColumn("insertion AUC", format="%.4f"),
     "insertion_minus_deletion": st.column_config.NumberColumn("insertion − deletion", format="%.4f"),
 })
-st.caption(f"{method} maps; target {a.target} {a.target_name}; {steps} steps; removed pixels replaced by the "
+st.caption(f"{method} maps; target {a.target} {plain(a.target_name)}; {steps} steps; removed pixels replaced by the "
            f"{BASELINE_LABELS[baseline]}; {v.precision} precision. Ranked by insertion AUC minus deletion AUC. "
            "A map that does no better than the random order is not telling you much.")
 st.download_button("Deletion/insertion curves (CSV)", lambda: export.deletion_insertion_csv(curves, record()),

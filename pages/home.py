@@ -28,10 +28,10 @@ channels, as in the paper; the sidebar's *Advanced* section offers mean-abs and 
 )
 
 c1, c2, c3 = st.columns(3)
-c1.metric("Model", v.model.spec.title.split(" (")[0])
+c1.metric("Model", plain(v.model.spec.title.split(" (")[0]))  # a models folder names its own
 c2.metric("Device", str(v.model.device))
 c3.metric("Image", plain(v.image.title) if v.image else "none")  # metric values render Markdown
-st.caption(f"Weights: {v.model.spec.weights}. Preprocessing: {v.model.preprocessing.describe()}.")
+st.caption(f"Weights: {plain(v.model.spec.weights)}. Preprocessing: {v.model.preprocessing.describe()}.")
 
 st.subheader("How to read a saliency map")
 st.markdown(

@@ -41,7 +41,7 @@ except SaliencyError as exc:
     st.stop()
 how = "true label" if a.target_auto and a.label is not None else ("top-1" if a.target_auto else "chosen")
 st.markdown(" · ".join([plain(v.image.title), plain(v.model.spec.title),
-                        f"target **{a.target} {a.target_name}** ({how}), p = {a.target_prob:.3f}",
+                        f"target **{a.target} {plain(a.target_name)}** ({how}), p = {a.target_prob:.3f}",
                         f"{a.reduction} over RGB", f"{a.precision} precision"]))
 st.markdown(
     "Every attribution method for the score and the loss of this image, side by side; how much their maps "

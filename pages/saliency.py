@@ -20,7 +20,7 @@ with left:
     })
     if a.label is not None:
         verdict = "correct" if a.prediction == a.label else "wrong"
-        st.caption(f"True label: {a.label} · {a.categories[a.label]} — top-1 is {verdict}.")
+        st.caption(f"True label: {a.label} · {plain(a.categories[a.label])} — top-1 is {verdict}.")
 
     st.subheader("Display")
     colorscale = st.selectbox("Colour map", labels.COLORSCALES, key="colorscale", persist_state="session")

@@ -35,7 +35,6 @@ live one by its process, and the next run on the same ``--out`` marks it
 
 from __future__ import annotations
 
-import argparse
 import functools
 import getpass
 import os
@@ -45,7 +44,6 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -54,8 +52,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from saliency_core import gradients, map_specs, results
-from saliency_core.attribution import ATTRIBUTION_METHODS
+from saliency_core import map_specs, results
 from saliency_core.errors import SaliencyError
 from saliency_core.export import package_versions
 from saliency_core.imagefolder import (
@@ -67,6 +64,7 @@ from saliency_core.imagefolder import (
     item_path,
 )
 from saliency_core.job_columns import batch_columns, check_maps_apply, rows_frame
+from saliency_core.job_options import Options, parse_args
 from saliency_core.job_processes import (
     Ranks,
     Stopped,
@@ -77,134 +75,11 @@ from saliency_core.job_processes import (
     start_ranks,
     stop_reason,
 )
-from saliency_core.models import DEFAULT_MODEL, LoadedModel, load_model, model_names
+from saliency_core.models import LoadedModel, load_model
 from saliency_core.preprocessing import normalize
 
-# The options that change the numbers: a restarted job must use the same ones (and the methods' parameters).
-CONFIG_KEYS = ("images", "model", "methods", "reduction", "precision", "faithfulness", "faithfulness_steps",
-               "save_maps")
+__all__ = ["Options", "main", "parse_args", "run"]
 
-
-@dataclass
-class Options:
-    images: str
-    out: str
-    model: str = DEFAULT_MODEL
-    methods: tuple[str, ...] = gradients.METHODS  # --methods entries: "score", "smoothgrad:loss", ...
-    method_params: dict[str, dict[str, object]] = field(default_factory=dict)  # as given; defaults filled later
-    batch_size: int = 32
-    device: str = "auto"
-    workers: int | None = None  # None: see default_workers
-    reduction: str = "max"
-    precision: str = "exact"
-    faithfulness: bool = False
-    faithfulness_steps: int = 20
-    save_maps: bool = False
-    part_size: int = 1024
-    progress: bool | None = None  # None: a progress bar when stderr is a terminal
-
-    @property
-    def maps(self) -> tuple[map_specs.MapSpec, ...]:
-        return map_specs.parse_methods(self.methods)
-
-    def params_for(self, method: str) -> dict[str, object]:
-        """Every parameter of ``method`` as the job uses it: given ones, then the defaults."""
-        return ATTRIBUTION_METHODS[method].resolve(self.method_params.get(method, {}))
-
-    def used_params(self) -> dict[str, dict[str, object]]:
-        """method -> its parameters, for the methods of the maps that have any."""
-        methods = map_specs.methods_of(self.maps)
-        return {m: p for m in methods if (p := self.params_for(m))}
-
-    def config(self) -> dict:
-        values = {k: getattr(self, k) for k in CONFIG_KEYS}
-        values["images"] = str(Path(self.images).expanduser().resolve())
-        values["methods"] = list(self.methods)
-        if params := self.used_params():  # absent for the plain gradient: older results folders still match
-            values["method_params"] = params
-        return values
-
-
-def _option(method: str, param: str) -> str:
-    return f"--{method}-{param}".replace("_", "-")
-
-
-def parse_args(argv: Sequence[str] | None = None) -> Options:
-    p = argparse.ArgumentParser(
-        prog="python -m saliency_core.batch",
-        description="Score- and loss-gradient saliency, their statistics and agreement for every image of a "
-                    "dataset, written as Parquet. Run it under torchrun to use several GPUs or machines.")
-    p.add_argument("--images", required=True,
-                   help="an ImageFolder tree (class folders named by WordNet id such as n01440764, or by class "
-                        "index 0..999) or a cs231n-style .npz with arrays X and y")
-    p.add_argument("--out", required=True, help="results folder; a run started again skips what it holds")
-    p.add_argument("--model", default=DEFAULT_MODEL, choices=model_names(),
-                   help="a built-in model, or custom:NAME for a model of SALIENCY_MODELS_DIR; a torchvision "
-                        "model's weights are downloaded once if not cached (unless SALIENCY_ALLOW_DOWNLOAD=0)")
-    p.add_argument("--methods", default="score,loss",
-                   help="comma-separated maps: score and loss (the plain gradient of each; the default is both), "
-                        "or METHOD:OBJECTIVE such as smoothgrad:loss, or a METHOD alone for both objectives. "
-                        f"Methods: {', '.join(ATTRIBUTION_METHODS)}")
-    p.add_argument("--batch-size", type=int, default=32,
-                   help="images per forward pass (default 32); for smoothgrad and integrated_gradients, noisy "
-                        "copies or path points per pass")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda (each torchrun rank takes its LOCAL_RANK GPU)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="DataLoader worker processes per rank (default: on a GPU, CPU cores / ranks, at most 8; "
-                        "on the CPU, only the cores torch's own threads leave free)")
-    p.add_argument("--reduction", default="max", choices=list(gradients.REDUCTIONS))
-    p.add_argument("--precision", default="exact", choices=list(gradients.PRECISIONS))
-    p.add_argument("--faithfulness", action="store_true",
-                   help="also deletion/insertion AUCs per map and for a random order (about 40 forward "
-                        "passes per image and map)")
-    p.add_argument("--faithfulness-steps", type=int, default=20)
-    p.add_argument("--save-maps", action="store_true", help="also keep the maps, float16, in maps/*.npz")
-    p.add_argument("--part-size", type=int, default=1024,
-                   help="images per Parquet part: what a stopped run loses at most, per rank")
-    for method in ATTRIBUTION_METHODS.values():
-        if not method.params:
-            continue
-        group = p.add_argument_group(f"{method.title} ({method.name}) parameters")
-        for param in method.params:
-            default = "the model's" if param.none_ok and param.default is None else param.default
-            group.add_argument(_option(method.name, param.name), dest=f"{method.name}__{param.name}",
-                               type=param.kind, choices=list(param.choices) or None, default=None,
-                               metavar=param.name.upper() if not param.choices else None,
-                               help=f"{param.help} (default: {default})")
-    bar = p.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None)
-    bar.add_argument("--no-progress", dest="progress", action="store_false")
-    a = p.parse_args(argv)
-    try:
-        maps = map_specs.parse_methods(a.methods)
-    except SaliencyError as exc:
-        p.error(str(exc))
-    used = map_specs.methods_of(maps)
-    params: dict[str, dict[str, object]] = {}
-    for method in ATTRIBUTION_METHODS.values():
-        for param in method.params:
-            value = getattr(a, f"{method.name}__{param.name}")
-            if value is None:
-                continue
-            if method.name not in used:
-                p.error(f"{_option(method.name, param.name)} is given but --methods asks for no {method.name} map")
-            try:
-                params.setdefault(method.name, {})[param.name] = param.check(value)
-            except SaliencyError as exc:
-                p.error(f"{_option(method.name, param.name)}: {exc}")
-    for name in ("batch_size", "faithfulness_steps", "part_size"):
-        if getattr(a, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if a.workers is not None and a.workers < 0:
-        p.error("--workers must be 0 or more")
-    return Options(images=a.images, out=a.out, model=a.model, methods=tuple(s.entry for s in maps),
-                   method_params=params, batch_size=a.batch_size,
-                   device=a.device, workers=a.workers, reduction=a.reduction, precision=a.precision,
-                   faithfulness=a.faithfulness, faithfulness_steps=a.faithfulness_steps, save_maps=a.save_maps,
-                   part_size=a.part_size, progress=a.progress)
-
-
-# --------------------------------------------------------------------------- the job
 
 class _Progress:
     """A tqdm bar on rank 0 (images/s and time left) when wanted, else nothing."""
@@ -226,25 +101,32 @@ class _Progress:
             self.bar.close()
 
 
-def _prepare_out(opts: Options, ranks: Ranks, discovery: Discovery, model: LoadedModel) -> tuple[int, set[str]]:
-    """Check the folder against the options, read what is done, record this run; returns (run, done keys)."""
-    out = Path(opts.out)
-    problem = None
-    if ranks.rank == 0:
+def _folder_problem(out: Path, opts: Options) -> str | None:
+    """On rank 0: make ``out`` and clear what a stopped run left; why the job can't go on there, or None."""
+    try:
         out.mkdir(parents=True, exist_ok=True)
         for stale in out.glob("*/.part-*.tmp"):  # left by a run stopped while writing
             stale.unlink(missing_ok=True)
-        earlier = results.read_manifest(out)
-        old = earlier.get("config")
-        live = [r for r in earlier.get("runs", []) if results.run_status(r) == "running"]
-        if old is not None and old != opts.config():
-            diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in opts.config().items() if old.get(k) != v)
-            problem = (f"{out} holds results made with other options ({diff}). Use a new --out folder, "
-                       "or the same options to finish that run.")
-        elif live:
-            r = live[-1]
-            problem = (f"{out} is being written by run {r.get('run')} (pid {r.get('pid')} on {r.get('host')}, "
-                       f"started {r.get('started')}). Wait for it to finish, or stop it, then run this again.")
+    except OSError as exc:  # parse_args checked permissions, which root passes even where it can't write
+        return f"--out {out}: the results folder can't be made or written ({exc.strerror or exc})"
+    earlier = results.read_manifest(out)
+    old = earlier.get("config")
+    live = [r for r in earlier.get("runs", []) if results.run_status(r) == "running"]
+    if old is not None and old != opts.config():
+        diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in opts.config().items() if old.get(k) != v)
+        return (f"{out} holds results made with other options ({diff}). Use a new --out folder, "
+                "or the same options to finish that run.")
+    if live:
+        r = live[-1]
+        return (f"{out} is being written by run {r.get('run')} (pid {r.get('pid')} on {r.get('host')}, "
+                f"started {r.get('started')}). Wait for it to finish, or stop it, then run this again.")
+    return None
+
+
+def _prepare_out(opts: Options, ranks: Ranks, discovery: Discovery, model: LoadedModel) -> tuple[int, set[str]]:
+    """Check the folder against the options, read what is done, record this run; returns (run, done keys)."""
+    out = Path(opts.out)
+    problem = _folder_problem(out, opts) if ranks.rank == 0 else None
     problem = ranks.broadcast(problem)
     if problem:
         raise SaliencyError(problem)

@@ -20,7 +20,7 @@ from saliency_core.job_processes import Ranks
 from saliency_core.models import LoadedModel
 
 if TYPE_CHECKING:
-    from saliency_core.batch import Options
+    from saliency_core.job_options import Options
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from saliency_core import map_specs
+from saliency_core import map_specs, parquet_types
 from saliency_core.errors import InvalidImageError, InvalidInputError
 from saliency_core.files import atomic_write
 from saliency_core.image_bytes import open_regular_file
@@ -58,11 +58,10 @@ _NAMED_BY = {"target_name": "target", "prediction_name": "prediction", "label_na
 # --part-size rows (1,024 by default) of about 70 columns; a whole dataset is opened as a folder instead.
 MAX_PARQUET_ROWS = 200_000
 MAX_PARQUET_COLUMNS = 500
-MAX_PARQUET_BYTES = 256 * 2**20  # uncompressed pages, and values as decoded (strings counted after reading)
+# Uncompressed pages, and the table as pandas holds it: every value as parquet_types.BYTES_PER_VALUE (only
+# the types the job writes are read at all), strings' bytes counted after reading.
+MAX_PARQUET_BYTES = 256 * 2**20
 _MAX_PARQUET_FOOTER_BYTES = 16 * 2**20
-# Bytes one value takes once decoded, by Parquet physical type (BYTE_ARRAY: its offset; the strings are
-# counted after reading, as a dictionary-encoded string is stored once and repeated on decoding).
-_VALUE_BYTES = {"BOOLEAN": 1, "INT32": 4, "FLOAT": 4, "INT64": 8, "DOUBLE": 8, "INT96": 12, "BYTE_ARRAY": 8}
 
 
 def write_part(out: str | os.PathLike, name: str, rows: pd.DataFrame, errors: pd.DataFrame,
@@ -104,11 +103,19 @@ def row_counts(out: str | os.PathLike) -> dict[str, int]:
 
 
 def _concat(parts: list[Path], columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Every part as one frame; each part's column types are checked from its footer before it is read (a
+    foreign file dropped into a results folder could hold decimals or dates, a Python object per cell)."""
+    for p in parts:
+        try:
+            schema = pq.read_schema(p)
+        except (pa.ArrowException, OSError) as exc:
+            raise InvalidInputError(f"{p.parent.name}/{p.name} is not a Parquet file ({exc}).") from exc
+        parquet_types.check_schema(schema, f"{p.parent.name}/{p.name}")
     tables = [pq.read_table(p) for p in parts]
     if not tables:
         return pd.DataFrame(columns=list(columns or ()))
     # "permissive": a part whose column was all missing (say, no unlabelled image) stored it as null.
-    return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    return parquet_types.for_pandas(pa.concat_tables(tables, promote_options="permissive")).to_pandas()
 
 
 # --------------------------------------------------------------------------- which runs are alive
@@ -319,22 +326,13 @@ def _open_parquet(data: bytes) -> pq.ParquetFile:
     if meta.num_columns > MAX_PARQUET_COLUMNS:
         raise InvalidInputError(f"This Parquet file has {meta.num_columns:,} columns; the limit is "
                                 f"{MAX_PARQUET_COLUMNS} (the batch job writes about 70).")
-    nested = [f.name for f in schema if pa.types.is_nested(f.type)]
-    if nested:
-        raise InvalidInputError(f"This Parquet file was not written by the batch job: its column {nested[0]!r} is "
-                                "nested (lists or structs); results have one value per cell.")
-    stored = decoded = 0
-    for i in range(meta.num_row_groups):
-        group = meta.row_group(i)
-        for j in range(group.num_columns):
-            chunk = group.column(j)
-            stored += chunk.total_uncompressed_size
-            width = pf.schema.column(j).length if chunk.physical_type == "FIXED_LEN_BYTE_ARRAY" else \
-                _VALUE_BYTES.get(chunk.physical_type, 8)
-            decoded += chunk.num_values * (width or 8)
+    parquet_types.check_schema(schema)  # decimals, dates, times... would be a Python object per cell
+    stored = sum(meta.row_group(i).column(j).total_uncompressed_size
+                 for i in range(meta.num_row_groups) for j in range(meta.row_group(i).num_columns))
+    decoded = meta.num_rows * parquet_types.bytes_per_row(schema)
     if max(stored, decoded) > MAX_PARQUET_BYTES:
-        raise InvalidInputError(f"This Parquet file holds {_mb(max(stored, decoded))} once decompressed; the limit "
-                                f"is {_mb(MAX_PARQUET_BYTES)}.")
+        raise InvalidInputError(f"This Parquet file holds {_mb(max(stored, decoded))} once decompressed and read; "
+                                f"the limit is {_mb(MAX_PARQUET_BYTES)}.")
     return pf
 
 
@@ -355,11 +353,13 @@ def load_parquet_bytes(data: bytes) -> ResultsFolder:
 
     Checked before any row is decoded, from the footer: at most
     :data:`MAX_PARQUET_ROWS` rows, :data:`MAX_PARQUET_COLUMNS` columns, none
-    nested, :data:`MAX_PARQUET_BYTES` uncompressed and decoded; the columns
-    :data:`REQUIRED_COLUMNS` present, ``target`` and ``prediction`` integers.
-    String columns are read as dictionaries and their decoded size checked
-    before they are expanded. Columns of :data:`PAGE_COLUMNS` that are
-    missing come as typed nulls.
+    nested, only the types the batch job writes (:mod:`saliency_core.parquet_types`:
+    no decimals, dates or times, which pandas makes a Python object per
+    cell), :data:`MAX_PARQUET_BYTES` uncompressed and as pandas will hold
+    it; the columns :data:`REQUIRED_COLUMNS` present, ``target`` and
+    ``prediction`` integers. String columns are read as dictionaries and
+    their decoded size checked before they are expanded. Columns of
+    :data:`PAGE_COLUMNS` that are missing come as typed nulls.
 
     Raises
     ------
@@ -379,11 +379,12 @@ def load_parquet_bytes(data: bytes) -> ResultsFolder:
                if pf.schema.column(j).physical_type == "BYTE_ARRAY"]
     try:
         table = pq.ParquetFile(pa.BufferReader(data), read_dictionary=strings).read()
-        size = sum(_string_bytes(table.column(name)) for name in strings) + table.nbytes
+        size = sum(_string_bytes(table.column(name)) for name in strings) + \
+            pf.metadata.num_rows * parquet_types.bytes_per_row(schema)
         if size > MAX_PARQUET_BYTES:
             raise InvalidInputError(f"This Parquet file holds {_mb(size)} once its strings are decoded; the limit "
                                     f"is {_mb(MAX_PARQUET_BYTES)}.")
-        frame = table.cast(schema).to_pandas()
+        frame = parquet_types.for_pandas(table.cast(schema)).to_pandas()
     except (pa.ArrowException, OSError, ValueError) as exc:
         if isinstance(exc, InvalidInputError):
             raise

@@ -9,6 +9,9 @@ handed, small on disk and cheap to make, but built to hurt a careless reader:
   header says;
 * :func:`parquet_rows_bomb` -- a Parquet file of millions of rows in a few
   hundred kilobytes;
+* :func:`parquet_typed_columns`, :func:`parquet_python_strings` -- Parquet
+  files within every footer limit whose cells become Python objects
+  (decimals, dates; strings by the file's own pandas metadata);
 * :func:`fifo_dataset`, :func:`symlink_loops` -- ImageFolder trees with a
   named pipe named like a JPEG, or directory links that point back up.
 
@@ -179,3 +182,52 @@ def written_zip_member_sizes(data: bytes) -> dict[str, int]:
     """What each member of a zip claims to hold, uncompressed (for the tests' own sanity checks)."""
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         return {i.filename: i.file_size for i in zf.infolist()}
+
+
+def parquet_typed_columns(path: str | os.PathLike, arrow_type, columns: int, rows: int = 200_000,
+                          group: int = 50_000) -> Path:
+    """A Parquet results part (key, target, prediction) plus ``columns`` columns of ``arrow_type``, all zeros.
+
+    Small on disk (a run of zeros compresses to almost nothing) and within every footer limit, but
+    decimals, dates, times and zoned timestamps become one Python object per cell in pandas: the issue's
+    200,000 rows x 75 ``decimal128`` columns (418 kB) took the server from 1.1 to 8.2 GB.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = min(rows, group)
+    zeros = pa.array(np.zeros(n, np.int64))
+    try:
+        zeros = zeros.cast(arrow_type)
+    except pa.ArrowNotImplementedError:  # date32, time32: from 32-bit integers only
+        zeros = zeros.cast(pa.int32()).cast(arrow_type)
+    table = pa.table({"key": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array(["a.jpg"])),
+                      "target": pa.array(np.zeros(n, np.int64)), "prediction": pa.array(np.zeros(n, np.int64)),
+                      **{f"c{i}": zeros for i in range(columns)}})
+    with pq.ParquetWriter(path, table.schema, compression="zstd") as writer:
+        left = rows
+        while left > 0:
+            writer.write_table(table.slice(0, min(left, n)))
+            left -= n
+    return Path(path)
+
+
+def parquet_python_strings(path: str | os.PathLike, columns: int = 150, rows: int = 200_000) -> Path:
+    """A Parquet results part whose string columns (one two-letter string, dictionary-encoded) carry pandas
+    metadata saying ``"numpy_type": "string[python]"``: pandas then makes every cell a Python ``str``.
+
+    150 kB on disk, within every footer limit; it took 2.5 GB to read.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    text = pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, np.int32)), pa.array(["ab"])).cast(pa.string())
+    classes = pa.array(np.zeros(rows, np.int64))
+    table = pa.table({"key": text, "target": classes, "prediction": classes,
+                      **{f"s{i}": text for i in range(columns)}})
+    meta = {"index_columns": [], "column_indexes": [], "columns": [
+        {"name": c, "field_name": c, "pandas_type": "int64" if c in ("target", "prediction") else "unicode",
+         "numpy_type": "int64" if c in ("target", "prediction") else "string[python]", "metadata": None}
+        for c in table.column_names]}
+    pq.write_table(table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()}), path, compression="zstd")
+    return Path(path)

@@ -8,6 +8,9 @@ a reader that expands the file shows up as a failure, not as a slow suite.
 from __future__ import annotations
 
 import io
+import json
+import re
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +45,104 @@ def test_parquet_of_twenty_million_rows_is_refused_from_its_footer(tmp_path: Pat
         "_out = len(load_parquet_bytes(data).results)\n")
     assert "InvalidInputError" in str(measured["out"]), measured
     assert measured["peak_mb"] - measured["baseline_mb"] < PEAK_BOUND_MB, measured
+
+
+# --------------------------------------------------------------------------- cells that become Python objects
+
+# The issue's two files: within every footer limit (rows, columns, 16 bytes a decimal, 4 a date), but pandas
+# makes each cell a Python object. Unrefused, reading them cost +2,030 MB and +775 MB here (load_parquet_bytes
+# alone; the Dataset page then took the server from 1.1 to 8.2 GB).
+OBJECT_BOMBS = {"decimal128": (pa.decimal128(38, 0), 75), "date32": (pa.date32(), 300)}
+# What a file refused from its footer may cost: the footer and the file's bytes, nothing decoded.
+FOOTER_ONLY_MB = 150
+
+
+def _peak_of_loading(path: Path) -> dict:
+    return hostile.peak_rss_mb(
+        "from saliency_core.results import load_parquet_bytes\n"
+        f"data = open({str(path)!r}, 'rb').read()\n"
+        "# --- start\n"
+        "_out = len(load_parquet_bytes(data).results)\n")
+
+
+@pytest.mark.parametrize("kind", OBJECT_BOMBS)
+def test_parquet_of_decimals_or_dates_is_refused_before_a_row_is_read(kind: str, tmp_path: Path):
+    arrow_type, columns = OBJECT_BOMBS[kind]
+    path = hostile.parquet_typed_columns(tmp_path / f"{kind}.parquet", arrow_type, columns)
+    assert path.stat().st_size < 600_000
+    with pytest.raises(InvalidInputError, match=rf"column 'c0' holds {kind}"):
+        load_parquet_bytes(path.read_bytes())
+    measured = _peak_of_loading(path)
+    assert "InvalidInputError" in str(measured["out"]), measured
+    assert measured["peak_mb"] - measured["baseline_mb"] < FOOTER_ONLY_MB, measured
+
+
+def test_pandas_metadata_that_makes_strings_python_objects_is_refused(tmp_path: Path):
+    """150 kB of one repeated two-letter string, 30 million cells: as pyarrow strings they fit the budget;
+    the file's own metadata asking for "string[python]" made each a Python str (+2.5 GB)."""
+    path = hostile.parquet_python_strings(tmp_path / "python-strings.parquet")
+    with pytest.raises(InvalidInputError, match=r"column 'key' a 'string\[python\]' column"):
+        load_parquet_bytes(path.read_bytes())
+    measured = _peak_of_loading(path)
+    assert "InvalidInputError" in str(measured["out"]), measured
+    assert measured["peak_mb"] - measured["baseline_mb"] < FOOTER_ONLY_MB, measured
+
+
+OTHER_TYPES = [pa.decimal256(40, 2), pa.date64(), pa.time32("s"), pa.time64("us"), pa.timestamp("ms"),
+               pa.timestamp("us", tz="Europe/Paris"), pa.duration("ms"), pa.float16(), pa.binary(),
+               pa.large_binary(), pa.binary(4), pa.string_view(), pa.binary_view(),
+               pa.dictionary(pa.int32(), pa.date32()), pa.dictionary(pa.int8(), pa.binary())]
+
+
+@pytest.mark.parametrize("arrow_type", OTHER_TYPES, ids=str)
+def test_every_column_type_the_job_never_writes_is_refused_by_name(arrow_type: pa.DataType):
+    """Types that become Python objects (times, binaries, intervals) or that the job has no use for."""
+    n = 3
+    values = pa.nulls(n, arrow_type)
+    table = pa.table({"key": pa.array(["a", "b", "c"]), "target": pa.array([1, 2, 3]),
+                      "prediction": pa.array([1, 2, 3]), "odd": values})
+    data = _parquet(table)
+    stored = pq.read_schema(pa.BufferReader(data)).field("odd").type
+    with pytest.raises(InvalidInputError, match=rf"column 'odd' holds {re.escape(str(stored))} values"):
+        load_parquet_bytes(data)
+
+
+def test_every_type_the_job_writes_is_read(tmp_path: Path):
+    """The whitelist leaves the job's own columns alone: strings, nullable integers and booleans, floats of
+    both widths, an all-None column (stored as Arrow's null type) and a categorical."""
+    frame = pd.DataFrame({"key": pd.array(["b.jpg", "a.jpg"], dtype="string"), "target": [1, 2],
+                          "prediction": np.array([1, 2], np.int32), "label": pd.array([1, None], dtype="Int64"),
+                          "correct": pd.array([True, None], dtype="boolean"), "width": np.array([5, 6], np.uint16),
+                          "score_gini": [0.5, np.nan], "loss_auc": np.array([1, 2], np.float32),
+                          "maps_file": [None, None], "model": pd.Categorical(["m", "m"])})
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    assert pa.types.is_null(table.schema.field("maps_file").type)
+    rows = load_parquet_bytes(_parquet(table)).results
+    assert list(rows["key"]) == ["a.jpg", "b.jpg"]
+    for name in frame.columns:
+        assert rows[name].dtype == frame[name].dtype, (name, rows[name].dtype)
+    (tmp_path / "results").mkdir()
+    pq.write_table(table, tmp_path / "results" / "part-000-r0000-00000.parquet")
+    assert list(load_results(tmp_path).results["key"]) == ["a.jpg", "b.jpg"]
+
+
+def test_file_attributes_do_not_reach_the_frame():
+    """``DataFrame.attrs`` from the file's metadata would be deep-copied by every later operation."""
+    table = pa.Table.from_pandas(MINIMAL, preserve_index=False)
+    meta = json.loads(table.schema.metadata[b"pandas"])
+    meta["attributes"] = {"blob": ["x" * 1000] * 1000}
+    data = _parquet(table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()}))
+    assert load_parquet_bytes(data).results.attrs == {}
+
+
+def test_a_results_folder_with_a_part_of_decimals_is_refused_by_part_and_column(tmp_path: Path):
+    """A folder on the server is read whole; a foreign part dropped into it is checked like an upload."""
+    (tmp_path / "results").mkdir()
+    MINIMAL.to_parquet(tmp_path / "results" / "part-000-r0000-00000.parquet", index=False)
+    MINIMAL.assign(key=["c.jpg", "d.jpg"], c0=[Decimal("0.5"), Decimal(1)]).to_parquet(
+        tmp_path / "results" / "part-000-r0000-00001.parquet", index=False)
+    with pytest.raises(InvalidInputError, match=r"results/part-000-r0000-00001.parquet .*'c0' holds decimal128"):
+        load_results(tmp_path)
 
 
 def _parquet(frame: pd.DataFrame | pa.Table, **kwargs) -> bytes:

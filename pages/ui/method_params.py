@@ -1,8 +1,8 @@
 """The attribution method and its parameters, built from ``ATTRIBUTION_METHODS``: controls, limits, links, labels.
 
 Every method's parameters come from its registry entry (``Param``): numbers
-get number inputs with the registry's minimum and the dashboard's maximum
-(:data:`DASHBOARD_MAX`), strings with choices get selects, and Grad-CAM's
+get number inputs with the registry's minimum and the maximum the dashboard
+shares with the batch job (:data:`saliency_core.limits.PARAM_MAX`), strings with choices get selects, and Grad-CAM's
 layer a select of the model's convolutions with the registry's default
 first. Each parameter lives in ``st.session_state[param_key(method, name)]``,
 so every method keeps its own values, and in the URL by its name while its
@@ -15,7 +15,7 @@ import math
 
 import streamlit as st
 
-from saliency_core import method_comparison
+from saliency_core import limits, method_comparison
 from saliency_core.attribution import ATTRIBUTION_METHODS, AttributionMethod, Param
 from saliency_core.export import describe_params
 from saliency_core.methods.grad_cam import conv_layers
@@ -24,9 +24,6 @@ from saliency_core.models import LoadedModel
 DEFAULT_METHOD = "gradient"  # the cs231n map; every other method is one choice away
 METHODS = list(ATTRIBUTION_METHODS)  # gradient first, then as the registry lists them
 
-#: What one dashboard view may ask for: each noisy copy or path point is a forward and a backward pass
-#: (about 30 ms on the 2-core CPU), so 256 of them take about 8 s; the engine itself has no upper limit.
-DASHBOARD_MAX: dict[str, float] = {"samples": 256, "steps": 256, "noise": 1.0, "seed": 2**31 - 1}
 #: Methods that run many passes per map (the engine's list): they draw a progress bar with the time left.
 SLOW_METHODS = frozenset(method_comparison.SLOW_METHODS)
 
@@ -47,7 +44,8 @@ def param_key(method: str, name: str) -> str:
 
 
 def upper_bound(p: Param) -> float | None:
-    return DASHBOARD_MAX.get(p.name)
+    """The most one view may ask of ``p`` (the batch job's cap too); the engine itself has no upper limit."""
+    return limits.param_max(p.name)
 
 
 def layer_options(model: LoadedModel) -> list[str | None]:
@@ -74,7 +72,7 @@ def describe(p: Param) -> str:
     what = {int: "an integer", float: "a number"}[p.kind]
     lo, hi = p.minimum, upper_bound(p)
     if lo is not None and hi is not None:
-        return f"{what} from {lo:g} to {hi:g}" + (" (the dashboard's limit)" if p.name in DASHBOARD_MAX else "")
+        return f"{what} from {lo:g} to {hi:g}" + (" (the dashboard's limit)" if p.name in limits.PARAM_MAX else "")
     if lo is not None:
         return f"{what} >= {lo:g}"
     return what

@@ -69,7 +69,7 @@ def _model_picker() -> LoadedModel:
                       help=f"Otherwise it is tried again {model_cache.MODEL_FAILURE_MEMORY_S:.0f} s after it failed.")
     st.session_state[url_state.ACTIVE_MODEL] = active
     model = model_cache.get_model(active)
-    st.caption(f"Device: **{model.device}** · {model.spec.weights}")
+    st.caption(f"Device: **{model.device}** · {plain(model.spec.weights)}")
     return model
 
 
@@ -252,7 +252,7 @@ def caption(a: ImageAnalysis, v: View, objective: str | None = None) -> str:
     (when one), reduction, precision."""
     how = "true label" if a.target_auto and a.label is not None else ("top-1" if a.target_auto else "chosen")
     parts = [plain(v.image.title) if v.image else "", plain(v.model.spec.title),
-             f"target **{a.target} {a.target_name}** ({how}), p = {a.target_prob:.3f}",
+             f"target **{a.target} {plain(a.target_name)}** ({how}), p = {a.target_prob:.3f}",
              f"**{method_params.method_summary(a.method, a.params)}**"]
     if objective is not None:
         parts.append(f"**{method_params.objective_label(a.method, objective)}**")

@@ -101,11 +101,12 @@ def texts(elements) -> str:
 
 
 def shown(markdown: str) -> str:
-    """What Markdown shows: rendered by a CommonMark/GFM parser, tags stripped, entities decoded."""
+    """What Markdown shows: rendered by a CommonMark/GFM parser, tags stripped, entities decoded, without the
+    invisible word joiners (U+2060) that pages.ui.text.plain puts where an autolink would start."""
     from markdown_it import MarkdownIt
 
     rendered = MarkdownIt("gfm-like").render(markdown)
-    return html.unescape(re.sub(r"<[^>]+>", "", rendered)).strip()
+    return html.unescape(re.sub(r"<[^>]+>", "", rendered)).replace("\u2060", "").strip()
 
 
 def png_bytes(array: np.ndarray) -> bytes:
