@@ -22,6 +22,7 @@ from PIL import Image
 
 from pages.ui import method_params
 from pages.ui.model_cache import get_model
+from pages.ui.session_gone import checked
 from pages.ui.waiting import queued, seconds_text, shared_or_computed
 from saliency_core import analysis, leaderboard, method_comparison, method_ranking, results, results_access
 from saliency_core.analysis import ImageAnalysis
@@ -142,20 +143,31 @@ def analyse_one(image_key: str, model_name: str, target: int, label: int | None,
         cache=analyses(), bar=method in method_params.SLOW_METHODS, what="map")
 
 
+@st.cache_resource
+def gallery_batches() -> LRUCache:
+    """The Gallery's batches of analyses, shared by every session; bounded by entries and bytes."""
+    return LRUCache(max_entries=16, max_bytes=MAX_ANALYSIS_BYTES)
+
+
+def gallery_key(image_keys: tuple[str, ...], model_name: str, labels: tuple[int | None, ...], reduction: str,
+                precision: str, method: str, params: tuple) -> tuple:
+    """What :func:`analyse_many` caches a batch on."""
+    return ("gallery", image_keys, get_model(model_name).key, labels, reduction, precision, method, params)
+
+
 def analyse_many(image_keys: tuple[str, ...], model_name: str, labels: tuple[int | None, ...], reduction: str,
                  precision: str, _crops: np.ndarray, method: str = "gradient",
                  params: tuple = ()) -> list[ImageAnalysis]:
     """Score and loss maps for several images ((N, crop, crop, 3) model crops) in one batched computation
-    (automatic targets), by any method; ``params`` as :func:`pages.ui.method_params.cache_key` makes them."""
-    return _analyse_many(image_keys, get_model(model_name).key, labels, reduction, precision, _crops, method, params)
+    (automatic targets), by any method; ``params`` as :func:`pages.ui.method_params.cache_key` makes them.
 
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _analyse_many(image_keys: tuple[str, ...], model_key: tuple, labels: tuple[int | None, ...], reduction: str,
-                  precision: str, _crops: np.ndarray, method: str, params: tuple) -> list[ImageAnalysis]:
-    return queued("gallery", lambda: analysis.analyse(
-        get_model(model_key[0]), _crops, [None] * len(_crops), list(labels), reduction=reduction,
-        precision=precision, method=method, params=dict(params)), show_wait=False)
+    Kept in :func:`gallery_batches`; while another session computes the same batch the page says so. The
+    computation stops at its next chunk of rows when this session is gone (:mod:`pages.ui.session_gone`).
+    """
+    key = gallery_key(image_keys, model_name, labels, reduction, precision, method, params)
+    return shared_or_computed(gallery_batches(), key, lambda: queued("gallery", lambda: analysis.analyse(
+        get_model(model_name), _crops, [None] * len(_crops), list(labels), reduction=reduction,
+        precision=precision, method=method, params=dict(params), progress=checked())), what="batch of maps")
 
 
 @st.cache_resource
@@ -172,14 +184,16 @@ def cached_with_progress(key: tuple, label: str, compute: Callable[[Callable[[in
     the result is kept (default :func:`progress_results`). ``bar=False``
     shows a spinner instead, for work that takes a moment. While another
     session computes the same key, the page says its ``what`` ("map") will be
-    shared (:func:`pages.ui.waiting.shared_or_computed`).
+    shared (:func:`pages.ui.waiting.shared_or_computed`). ``progress`` also
+    stops the computation at its next step when this session is gone
+    (:func:`pages.ui.session_gone.checked`).
     """
     holder: list = []
 
     def run() -> T:
         if not bar:
             with st.spinner(label):
-                return queued(str(key[0]), lambda: compute(lambda done, total: None))
+                return queued(str(key[0]), lambda: compute(checked()))
         progress_bar = st.progress(0.0, text=label)
         holder.append(progress_bar)
 
@@ -193,7 +207,7 @@ def cached_with_progress(key: tuple, label: str, compute: Callable[[Callable[[in
                     text += f" · about {seconds_text(left)} left"
                 progress_bar.progress(min(1.0, done / max(1, total)), text=text)
 
-            return compute(progress)
+            return compute(checked(progress))
 
         return queued(str(key[0]), work)
 
