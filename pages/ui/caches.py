@@ -132,8 +132,7 @@ def analyse_one(image_key: str, model_name: str, target: int, label: int | None,
     (unknown or invalid ones raise ``InvalidInputError``, a SaliencyError).
     """
     params = dict(params or {})
-    key = ("analysis", image_key, get_model(model_name).key, int(target), label, method,
-           method_params.cache_key(params), reduction, precision)
+    key = analysis_key(image_key, model_name, target, label, reduction, precision, method, params)
     what = method_params.method_summary(method, params) if params else method_params.spec(method).title
     return cached_with_progress(
         key, f"Computing {what} for the score and the loss…",
@@ -141,6 +140,19 @@ def analyse_one(image_key: str, model_name: str, target: int, label: int | None,
                                           reduction=reduction, precision=precision, method=method, params=params,
                                           progress=progress)[0],
         cache=analyses(), bar=method in method_params.SLOW_METHODS, what="map")
+
+
+def analysis_key(image_key: str, model_name: str, target: int, label: int | None, reduction: str, precision: str,
+                 method: str = "gradient", params: dict[str, object] | None = None) -> tuple:
+    """What :func:`analyse_one` caches an analysis on."""
+    return ("analysis", image_key, get_model(model_name).key, int(target), label, method,
+            method_params.cache_key(dict(params or {})), reduction, precision)
+
+
+def cached_analysis(*args, **kwargs) -> ImageAnalysis | None:
+    """The analysis :func:`analyse_one` would return, if it is cached (arguments as :func:`analysis_key`),
+    else None: computes nothing."""
+    return analyses().peek(analysis_key(*args, **kwargs))
 
 
 @st.cache_resource
@@ -226,8 +238,9 @@ def method_runs() -> LRUCache:
     return LRUCache(max_entries=MAX_METHOD_RUNS, max_bytes=MAX_METHOD_RUN_BYTES)
 
 
-def _run_key(image_key: str, model_name: str, target: int, method: str, params: dict[str, object],
-             reduction: str, precision: str) -> tuple:
+def run_key(image_key: str, model_name: str, target: int, method: str, params: dict[str, object],
+            reduction: str, precision: str) -> tuple:
+    """What :func:`compare_methods` caches one method's run on."""
     return ("method_run", image_key, get_model(model_name).key, int(target), method, method_params.cache_key(params),
             reduction, precision)
 
@@ -249,14 +262,12 @@ def compare_methods(image_key: str, model_name: str, target: int, methods: tuple
     parts = []
     for m in methods:
         given = dict(params.get(m) or {})
-        if (m == "gradient" and not given and gradient is not None and gradient.method == "gradient"
-                and (gradient.model_name, gradient.target, gradient.reduction, gradient.precision)
-                == (model_name, int(target), reduction, precision)):
+        if _from_analysis(m, given, gradient, model_name, target, reduction, precision):
             parts.append(method_comparison.gradient_comparison(gradient))
             continue
         what = method_params.method_summary(m, given) if given else method_params.spec(m).title
         parts.append(cached_with_progress(
-            _run_key(image_key, model_name, target, m, given, reduction, precision),
+            run_key(image_key, model_name, target, m, given, reduction, precision),
             f"Computing {what} for the score and the loss…",
             lambda progress, m=m, given=given: method_comparison.compare_methods(
                 get_model(model_name), _x, int(target), (m,), {m: given}, reduction=reduction,
@@ -267,6 +278,24 @@ def compare_methods(image_key: str, model_name: str, target: int, methods: tuple
     return MethodComparison(runs={m: p.runs[m] for m, p in zip(methods, parts, strict=True)},
                             objectives=first.objectives, target=first.target, target_prob=first.target_prob,
                             reduction=reduction, precision=precision, shape=first.shape)
+
+
+def _from_analysis(method: str, given: dict[str, object], gradient: ImageAnalysis | None, model_name: str,
+                   target: int, reduction: str, precision: str) -> bool:
+    """Whether :func:`compare_methods` takes this method's run from the page's plain-gradient analysis."""
+    return (method == "gradient" and not given and gradient is not None and gradient.method == "gradient"
+            and (gradient.model_name, gradient.target, gradient.reduction, gradient.precision)
+            == (model_name, int(target), reduction, precision))
+
+
+def methods_to_compute(image_key: str, model_name: str, target: int, methods: tuple[str, ...],
+                       params: dict[str, dict[str, object]], reduction: str, precision: str,
+                       gradient: ImageAnalysis | None = None) -> list[str]:
+    """The methods :func:`compare_methods` (same arguments) would compute now: those no cache holds."""
+    return [m for m in methods
+            if not _from_analysis(m, dict(params.get(m) or {}), gradient, model_name, target, reduction, precision)
+            and run_key(image_key, model_name, target, m, dict(params.get(m) or {}), reduction, precision)
+            not in method_runs()]
 
 
 def comparison_key(image_key: str, model_name: str, comparison: MethodComparison) -> tuple:
@@ -285,6 +314,11 @@ def agreement(key: tuple, comparison: MethodComparison, metric: str) -> Agreemen
                                 cache=method_runs(), bar=False, what="comparison")
 
 
+def ranking_key(key: tuple, steps: int, baseline: str, seed: int) -> tuple:
+    """What :func:`rank_methods` caches a ranking on (``key``: :func:`comparison_key`)."""
+    return ("method_ranking", *key, steps, baseline, seed)
+
+
 def rank_methods(key: tuple, model_name: str, comparison: MethodComparison, _x, *, steps: int, baseline: str,
                  seed: int) -> MethodRanking:
     """:func:`saliency_core.method_ranking.ranking_table` of a comparison (``key``: :func:`comparison_key`),
@@ -293,7 +327,7 @@ def rank_methods(key: tuple, model_name: str, comparison: MethodComparison, _x, 
     batch = 8 if model.device.type == "cpu" else 64  # small chunks were faster on a 2-core CPU, large suit GPUs
     n = len(comparison.entries())
     return cached_with_progress(
-        ("method_ranking", *key, steps, baseline, seed),
+        ranking_key(key, steps, baseline, seed),
         f"Ranking {n} maps: deletion and insertion ({steps} steps), then each method on the randomised model…",
         lambda progress: method_ranking.ranking_table(model, _x, comparison, steps=steps, baseline=baseline,
                                                       seed=seed, batch_size=batch, progress=progress),
