@@ -86,14 +86,15 @@ params = {m: params_of(m) for m in methods}
 # The compute budget: the methods no cache holds, and the ranking when it is on (before the grid, all of it).
 view_key = ("methods", v.image.key, v.model.key, a.target, tuple((m, method_params.cache_key(params[m]))
                                                                   for m in methods), v.reduction, v.precision, rank)
-what = f"This page with {len(methods)} method{'s' if len(methods) > 1 else ''}" + (" and the ranking" if rank else "")
+this_view = (f"This page with {len(methods)} method{'s' if len(methods) > 1 else ''}"
+             + (" and the ranking" if rank else ""))
 try:
     missing = caches.methods_to_compute(v.image.key, v.model.name, a.target, methods, params, v.reduction,
                                         v.precision, a)
     if missing:
         grid_work = sum((method_work(m, params[m]) for m in missing), NOTHING)
         budget.confirm(view_key, grid_work + (ranking_work(params, 2 * len(methods), STEPS) if rank else NOTHING),
-                       v.model, v.precision, what)
+                       v.model, v.precision, this_view)
     comparison = caches.compare_methods(v.image.key, v.model.name, a.target, methods, params, v.reduction,
                                         v.precision, x, a)
 except SaliencyError as exc:
@@ -155,7 +156,7 @@ try:
     budget.confirm(view_key, budget.unless_cached(caches.progress_results(),
                                                   caches.ranking_key(key, STEPS, BASELINE, SEED),
                                                   ranking_work(ranked, len(comparison.entries()), STEPS)),
-                   v.model, v.precision, what)
+                   v.model, v.precision, this_view)
     ranking = caches.rank_methods(key, v.model.name, comparison, x, steps=STEPS, baseline=BASELINE, seed=SEED)
 except SaliencyError as exc:
     st.error(plain(exc, 1000))

@@ -125,6 +125,7 @@ def test_the_methods_page_asks_for_the_ranking_alone_when_the_grid_is_cheap(new_
     at.toggle(key="methods_rank").set_value(True).run()
     assert_healthy(at)
     assert confirm_button(at) is not None, "five orders' deletion and insertion: over a 1 s budget"
+    assert "This page with 2 methods and the ranking takes about" in notice(at)
     assert "grid" in charts(at) and "ranking" not in started
     confirm_button(at).click().run()
     assert_healthy(at)
