@@ -20,6 +20,7 @@ from collections.abc import Hashable
 
 import streamlit as st
 
+from pages.ui import caches
 from pages.ui.waiting import compute_queue, seconds_text, shared_or_computed
 from saliency_core import compute_cost
 from saliency_core.compute_cost import CALIBRATION_WORK, PassCost, Work
@@ -33,11 +34,6 @@ CONFIRMED = "_confirmed_views"  # session key: the views this session clicked "C
 MAX_CONFIRMED = 32
 
 
-@st.cache_resource
-def _pass_costs() -> LRUCache:
-    return LRUCache(max_entries=64)
-
-
 def pass_cost(model: LoadedModel, precision: str) -> PassCost:
     """The model's seconds per row on its device (:func:`saliency_core.compute_cost.measure_pass_cost`),
     measured once per :data:`COST_MEMORY_S` per model and precision, for every session.
@@ -46,7 +42,7 @@ def pass_cost(model: LoadedModel, precision: str) -> PassCost:
     and it costs a dozen rows of each kind, once an hour.
     """
     key = (model.key, str(model.device), precision, int(time.time() // COST_MEMORY_S))
-    return shared_or_computed(_pass_costs(), key, lambda: compute_cost.measure_pass_cost(model, precision),
+    return shared_or_computed(caches.pass_costs(), key, lambda: compute_cost.measure_pass_cost(model, precision),
                               what="estimate")
 
 

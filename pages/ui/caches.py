@@ -49,6 +49,12 @@ def upload_store() -> UploadStore:
     return UploadStore.from_env()
 
 
+@st.cache_resource
+def pass_costs() -> LRUCache:
+    """Each model's measured seconds per pass through it (:func:`pages.ui.budget.pass_cost`)."""
+    return LRUCache(max_entries=64)
+
+
 # --------------------------------------------------------------------------- images
 
 MAX_DECODED_BYTES = 96 * 1024 * 1024  # crops and thumbnails of uploads, samples and .npz images
