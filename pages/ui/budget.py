@@ -75,7 +75,7 @@ def confirm(view: Hashable, work: Work, model: LoadedModel, precision: str, what
             f"**{what} takes about {about} of computation** on this server ({rows_text(work)}), more than it "
             f"starts without asking ({limit:g} s). While it runs it holds one of the {compute_queue().slots} "
             "compute slots that everyone using the dashboard shares. Lighter options (fewer samples, steps "
-            "or stages, another method) start at once; or start it here:")
+            "or stages, another method) cost less; or start it here:")
         st.button(f"Compute (about {about})", key=BUTTON, type="primary")
     st.stop()
 
