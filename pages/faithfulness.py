@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.ui import caches, method_params, sidebar
+from pages.ui import budget, caches, method_params, sidebar
 from pages.ui.text import plain
 from saliency_core import charts, export, faithfulness, limits, plots, sanity
+from saliency_core.analysis import ImageAnalysis
+from saliency_core.compute_cost import Work, deletion_insertion_work, randomisation_work
 from saliency_core.errors import SaliencyError
 from saliency_core.preprocessing import normalize
 
@@ -21,18 +23,9 @@ SEED = 0  # of the random order and of the re-initialised weights
 STRIP_PX = 112  # the strip shows each map at most this many pixels a side (224 px maps: 2 x 2 means)
 BASELINE_LABELS = {"blur": "blurred image", "mean": "mean colour", "zeros": "black"}
 
-v, a = sidebar.analysis_page("Which map tells the truth?")
-method = method_params.method_summary(a.method, a.params)
-st.markdown(
-    "Two tests of whether a map reflects what the model actually uses. **Deletion / insertion** "
-    "(Petsiuk, Das & Saenko, *RISE*, BMVC 2018): remove the most salient pixels first and watch the "
-    "target probability fall (a faithful map makes it fall fast: **low deletion AUC**), or start from a "
-    "blurred image and put them back (it should rise fast: **high insertion AUC**). **Cascading model "
-    "randomisation** (Adebayo et al., *Sanity Checks for Saliency Maps*, NeurIPS 2018): re-initialise the "
-    "layers from the top down; a map that explains the model must change as the model is destroyed. "
-    f"Both tests here use the sidebar's method, **{method}**, for the score and the loss."
-)
-
+v = sidebar.view()
+st.title("Which map tells the truth?")
+top = st.container()  # the analysis line and the introduction, drawn once the options below are known
 c1, c2, c3 = st.columns(3)
 steps = c1.slider("Steps", 5, limits.MAX_FAITHFULNESS_STEPS, 20, step=5, key="faith_steps", persist_state="session")
 baseline = c2.selectbox("Baseline for removed pixels", list(BASELINE_LABELS), key="faith_baseline",
@@ -40,13 +33,40 @@ baseline = c2.selectbox("Baseline for removed pixels", list(BASELINE_LABELS), ke
 stages = c3.slider("Randomisation stages", 2, 12, 8, key="faith_stages", persist_state="session",
                    help="Layers are re-initialised in this many groups, from the output down.")
 
+
+def check_keys(a: ImageAnalysis) -> tuple[tuple, tuple]:
+    """The cache keys of the two checks: every option that changes their numbers."""
+    key = (v.image.key, v.model.key, a.target, a.reduction, v.precision, SEED, METHODS, a.method,
+           method_params.cache_key(a.params))
+    return ("deletion_insertion", *key, RANDOM, steps, baseline), ("randomisation", *key, stages)
+
+
+def checks_work(a: ImageAnalysis | None) -> tuple[Work, tuple]:
+    """What the two checks would compute that no cache holds (all of it before the analysis is cached)."""
+    curves, rand = check_keys(a) if a is not None else (None, None)
+    work = (budget.unless_cached(caches.progress_results(), curves, deletion_insertion_work(len(METHODS) + 1, steps))
+            + budget.unless_cached(caches.progress_results(), rand, randomisation_work(v.method, v.params, stages)))
+    return work, ("faithfulness", steps, baseline, stages)
+
+
+with top:  # over the compute budget, the estimate and its button appear here and the page stops
+    v, a = sidebar.analysis_page(None, more=checks_work)
+    method = method_params.method_summary(a.method, a.params)
+    st.markdown(
+        "Two tests of whether a map reflects what the model actually uses. **Deletion / insertion** "
+        "(Petsiuk, Das & Saenko, *RISE*, BMVC 2018): remove the most salient pixels first and watch the "
+        "target probability fall (a faithful map makes it fall fast: **low deletion AUC**), or start from a "
+        "blurred image and put them back (it should rise fast: **high insertion AUC**). **Cascading model "
+        "randomisation** (Adebayo et al., *Sanity Checks for Saliency Maps*, NeurIPS 2018): re-initialise the "
+        "layers from the top down; a map that explains the model must change as the model is destroyed. "
+        f"Both tests here use the sidebar's method, **{method}**, for the score and the loss."
+    )
+
 # The crop the analysis already made, normalised again: no second resize.
 x = normalize(a.display[None], v.model.preprocessing)
 # Forward passes per chunk: small chunks were twice as fast on a 2-core CPU (cache-friendly), large ones suit GPUs.
 chunk = 8 if v.model.device.type == "cpu" else 64
-# Every option that changes the numbers, shared by both checks (each adds its own).
-key = (v.image.key, v.model.key, a.target, a.reduction, v.precision, SEED, METHODS, a.method,
-       method_params.cache_key(a.params))
+curves_key, randomisation_key = check_keys(a)
 
 
 def record() -> dict:
@@ -62,7 +82,7 @@ def filename(kind: str) -> str:
 
 st.subheader("Deletion and insertion")
 curves = caches.cached_with_progress(
-    ("deletion_insertion", *key, RANDOM, steps, baseline),
+    curves_key,
     f"Deleting and inserting pixels: {len(METHODS) + 1} orders × {2 * steps} images…",
     lambda progress: faithfulness.deletion_insertion_orders(
         v.model, x, [a.target], {m: a.maps[m][None] for m in METHODS}, steps, baseline, random=RANDOM,
@@ -94,7 +114,7 @@ st.download_button("Deletion/insertion curves (CSV)", lambda: export.deletion_in
 st.subheader("Cascading model randomisation")
 try:
     rand = caches.cached_with_progress(
-        ("randomisation", *key, stages),
+        randomisation_key,
         f"Randomising the layers stage by stage ({method_params.spec(a.method).title} at every stage)…",
         lambda progress: sanity.cascading_randomization(
             v.model, x, [a.target], methods=METHODS, reduction=a.reduction, max_stages=stages, seed=SEED,

@@ -1,4 +1,8 @@
-"""Gallery: several images at once, the cs231n figure for both methods."""
+"""Gallery: several images at once, the cs231n figure for both methods.
+
+The batches no cache holds go through the compute budget first (:mod:`pages.ui.budget`): over it, the page
+shows the estimate and a button instead of starting.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ import time
 import numpy as np
 import streamlit as st
 
-from pages.ui import caches, image_sources, labels, method_params, sidebar
+from pages.ui import budget, caches, image_sources, labels, method_params, sidebar
 from pages.ui.text import plain
 from saliency_core import plots
+from saliency_core.compute_cost import method_work
 from saliency_core.errors import SaliencyError
 
 CHUNK = 5  # images per batched forward pass; small enough for steady progress on a laptop CPU
@@ -43,15 +48,26 @@ intro.markdown(f"Every image with its class name over its **score** and **loss**
                f"figure. {targets}")
 colorscale = st.selectbox("Colour map", labels.COLORSCALES, key="colorscale", persist_state="session")
 
+chunks = [items[start:start + CHUNK] for start in range(0, len(items), CHUNK)]
+params = method_params.cache_key(v.params)
+batch_keys = [caches.gallery_key(tuple(c.key for c in chunk), v.model.name, tuple(c.label for c in chunk),
+                                 v.reduction, v.precision, v.method, params) for chunk in chunks]
+uncached = sum(len(chunk) for chunk, key in zip(chunks, batch_keys, strict=True)
+               if key not in caches.gallery_batches())
+try:
+    budget.confirm(("gallery", *batch_keys), method_work(v.method, v.params, uncached), v.model, v.precision,
+                   f"This gallery of {len(items)} images with {method_params.method_summary(v.method, v.params)}")
+except SaliencyError as exc:
+    st.error(plain(exc, 1000))
+    st.stop()
 progress = st.progress(0.0, text=f"Computing {len(items)} images in batches of {CHUNK}…")
 analyses = []
 started = time.monotonic()
-for start in range(0, len(items), CHUNK):
-    chunk = items[start:start + CHUNK]
+for chunk in chunks:
     try:
         analyses += caches.analyse_many(tuple(c.key for c in chunk), v.model.name, tuple(c.label for c in chunk),
                                         v.reduction, v.precision, np.stack([c.crop for c in chunk]), v.method,
-                                        method_params.cache_key(v.params))
+                                        params)
     except SaliencyError as exc:  # e.g. a method the model cannot run: said like on the other pages
         progress.empty()
         st.error(plain(exc, 1000))

@@ -3,7 +3,8 @@
 This page picks methods, calls ``saliency_core.method_comparison`` and ``method_ranking`` through
 ``pages/ui/caches.py`` and draws. The grid and the agreement come first; the ranking (tens of seconds
 on a CPU) runs when switched on, with a progress bar. The page's choices live in the URL
-(:mod:`pages.ui.methods_view`).
+(:mod:`pages.ui.methods_view`). What they would compute goes through the compute budget first
+(:mod:`pages.ui.budget`): over it, the page shows the estimate and a button instead.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages.ui import caches, labels, method_params, methods_view, sidebar
+from pages.ui import budget, caches, labels, method_params, methods_view, sidebar
 from pages.ui.text import plain
 from saliency_core import method_figures, method_ranking
+from saliency_core.compute_cost import NOTHING, method_work, ranking_work
 from saliency_core.errors import SaliencyError
 from saliency_core.method_comparison import FAST_METHODS
 from saliency_core.preprocessing import normalize
@@ -80,9 +82,21 @@ def params_of(method: str) -> dict[str, object]:
 
 
 x = normalize(a.display[None], v.model.preprocessing)  # the crop the analysis made: no second resize
+params = {m: params_of(m) for m in methods}
+# The compute budget: the methods no cache holds, and the ranking when it is on (before the grid, all of it).
+view_key = ("methods", v.image.key, v.model.key, a.target, tuple((m, method_params.cache_key(params[m]))
+                                                                  for m in methods), v.reduction, v.precision, rank)
+this_view = (f"This page with {len(methods)} method{'s' if len(methods) > 1 else ''}"
+             + (" and the ranking" if rank else ""))
 try:
-    comparison = caches.compare_methods(v.image.key, v.model.name, a.target, methods,
-                                        {m: params_of(m) for m in methods}, v.reduction, v.precision, x, a)
+    missing = caches.methods_to_compute(v.image.key, v.model.name, a.target, methods, params, v.reduction,
+                                        v.precision, a)
+    if missing:
+        grid_work = sum((method_work(m, params[m]) for m in missing), NOTHING)
+        budget.confirm(view_key, grid_work + (ranking_work(params, 2 * len(methods), STEPS) if rank else NOTHING),
+                       v.model, v.precision, this_view)
+    comparison = caches.compare_methods(v.image.key, v.model.name, a.target, methods, params, v.reduction,
+                                        v.precision, x, a)
 except SaliencyError as exc:
     st.error(plain(exc, 1000))
     st.stop()
@@ -138,6 +152,11 @@ if not rank:
             "then cached).", icon=":material/leaderboard:")
     st.stop()
 try:
+    ranked = {m: r.given for m, r in comparison.runs.items() if r.ok}
+    budget.confirm(view_key, budget.unless_cached(caches.progress_results(),
+                                                  caches.ranking_key(key, STEPS, BASELINE, SEED),
+                                                  ranking_work(ranked, len(comparison.entries()), STEPS)),
+                   v.model, v.precision, this_view)
     ranking = caches.rank_methods(key, v.model.name, comparison, x, steps=STEPS, baseline=BASELINE, seed=SEED)
 except SaliencyError as exc:
     st.error(plain(exc, 1000))

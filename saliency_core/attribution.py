@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -46,7 +46,7 @@ from saliency_core.methods import (
     integrated_gradients,
     smoothgrad,
 )
-from saliency_core.methods._common import BASELINES, Progress, Request
+from saliency_core.methods._common import BASELINES, Passes, Progress, Request, one_pass
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,7 @@ class AttributionMethod:
 
     loss_objective : "L" or "-L", what the "loss" objective means for this method
     output : "input" ((N, 3, H, W) attributions) or "layer" ((N, 1, H, W), upsampled)
+    passes : the method module's ``passes(**params)``: what one image costs (see :meth:`cost`)
     """
 
     name: str
@@ -113,9 +114,26 @@ class AttributionMethod:
     loss_objective: str
     output: str
     run: Callable[..., object]
+    passes: Callable[..., Passes] = one_pass
 
     def defaults(self) -> dict[str, object]:
         return {p.name: p.default for p in self.params}
+
+    def cost(self, given: Mapping[str, object] | None = None) -> Passes:
+        """Rows through the model per image with the parameters ``given`` (defaults for the rest).
+
+        Known before anything runs, from the parameters alone: what progress
+        bars and cost estimates count. A parameter the method would refuse
+        makes it fail at once, so its cost is one pass.
+        """
+        given = given or {}
+        values = {}
+        for p in self.params:
+            try:
+                values[p.name] = p.check(given.get(p.name, p.default))
+            except InvalidInputError:
+                return Passes()
+        return self.passes(**values)
 
     def resolve(self, given: dict[str, object]) -> dict[str, object]:
         """Every parameter's value, defaults filled in, each checked."""
@@ -147,14 +165,14 @@ ATTRIBUTION_METHODS: dict[str, AttributionMethod] = {
             (Param("samples", 25, int, "noisy copies averaged", minimum=1),
              Param("noise", 0.15, float, "σ as a fraction of the image's value range", minimum=0.0),
              Param("seed", 0, int, "seed of the noise (a private generator: same seed, same map)", minimum=0)),
-            "L", "input", smoothgrad.run),
+            "L", "input", smoothgrad.run, smoothgrad.passes),
         AttributionMethod(
             "integrated_gradients", "Integrated Gradients", "Sundararajan, Taly & Yan 2017",
             "(x − x′) ⊙ the gradient averaged along the straight path from x′ to x",
             (Param("steps", 32, int, "points on the path", minimum=2),
              Param("baseline", "black", str, _BASELINE_HELP, BASELINES, tensor_ok=True),
              Param("rule", "trapezoid", str, "quadrature rule along the path", integrated_gradients.RULES)),
-            "-L", "input", integrated_gradients.run),
+            "-L", "input", integrated_gradients.run, integrated_gradients.passes),
         AttributionMethod(
             "guided_backprop", "Guided backprop", "Springenberg et al. 2015",
             "the gradient with every ReLU passing back only positive signals",

@@ -83,6 +83,13 @@ class LRUCache(Generic[T]):
         with self._lock:
             return key in self._data
 
+    def peek(self, key: Hashable) -> T | None:
+        """The value cached for ``key``, else None: computes nothing and leaves the order as it is (what a
+        page looks at before deciding whether a computation needs to start)."""
+        with self._lock:
+            entry = self._data.get(key)
+            return None if entry is None else entry[0]
+
     @property
     def nbytes(self) -> int:
         """The bytes held now, by ``size_of``."""

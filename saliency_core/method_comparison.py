@@ -154,16 +154,10 @@ def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
     return methods
 
 
-_PASSES = {"smoothgrad": ("samples", 1), "integrated_gradients": ("steps", 2)}  # parameter, extra clean passes
-
-
 def forward_passes(method: str, params: Mapping[str, object]) -> int:
-    """About how many forward passes a method takes, to weigh the progress bar."""
-    if method not in _PASSES:
-        return 1
-    name, extra = _PASSES[method]
-    n = params.get(name, ATTRIBUTION_METHODS[method].defaults()[name])
-    return (n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1) + extra
+    """About how many forward passes a method takes per image (its registry entry's cost), to weigh the
+    progress bar."""
+    return ATTRIBUTION_METHODS[method].cost(params).rows
 
 
 def compare_methods(model: ModelLike, X: torch.Tensor, target: int, methods: Sequence[str] = FAST_METHODS,

@@ -111,7 +111,8 @@ def ranking_table(model: ModelLike, X: torch.Tensor, comparison: MethodCompariso
     randomisation : compute ``randomised_spearman`` (one more run of every
         method, on the randomised copy); False leaves the column NaN.
     batch_size : perturbed images per forward pass (8 suits a 2-core CPU, 64 a GPU).
-    progress : ``progress(done, total)`` in units of about one forward pass.
+    progress : ``progress(done, total)`` in units of about one forward pass, after every
+        chunk of perturbed images and every chunk of a slow method's rows.
 
     Returns
     -------
@@ -143,9 +144,16 @@ def ranking_table(model: ModelLike, X: torch.Tensor, comparison: MethodCompariso
         done = fa_total
         for method in methods:
             run = comparison.runs[method]
+
+            def report(rows: int, of: int, before: int = done, size: int = rand_units[method]) -> None:
+                # Within one method's run (SmoothGrad's samples, IG's steps): the caller hears from the work
+                # after every chunk of rows, not once per method.
+                if progress is not None and 0 < rows < of:
+                    progress(before + size * rows // of, total)
+
             try:
                 r = attribute(work, X, [comparison.target], method, comparison.objectives,
-                              reduction=comparison.reduction, precision=comparison.precision,
+                              reduction=comparison.reduction, precision=comparison.precision, progress=report,
                               **sanity.fixed_params(method, run.given, run.params))
             except SaliencyError as exc:
                 notes[method] = str(exc)

@@ -291,15 +291,16 @@ def fully_randomized_model(model: ModelLike, seed: int = 0) -> ModelLike:
 
 
 def _stage_maps(model: ModelLike, X: torch.Tensor, y, methods: tuple[str, ...], reduction: str, precision: str,
-                max_batch: int | None, attribution: str, params: dict[str, object]):
-    """One stage's maps: (objective -> (N, H, W) tensor, (N,) targets, parameters used)."""
+                max_batch: int | None, attribution: str, params: dict[str, object], progress: Progress | None = None):
+    """One stage's maps: (objective -> (N, H, W) tensor, (N,) targets, parameters used); ``progress`` as
+    :func:`saliency_core.attribute` reports it (the plain gradient, one pass, reports nothing)."""
     if attribution == "gradient" and not params:
         # The plain gradient as before: exactly compute_saliency, on the module itself.
         r = compute_saliency(unwrap_module(model), X, y, methods, reduction=reduction, precision=precision,
                              max_batch=max_batch)
         return r.maps, r.targets, {}
     r = attribute(model, X, y, attribution, methods, reduction=reduction, precision=precision, max_batch=max_batch,
-                  **params)
+                  progress=progress, **params)
     return r.maps, r.targets, r.params
 
 
@@ -337,8 +338,13 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
         :func:`group_layers`; None re-initialises one layer per stage.
     seed : seed of the re-initialisation; the same seed gives the same
         random weights (and maps) on every run.
-    progress : called as ``progress(done, total)`` after each stage,
-        ``total = S + 1`` (the original model counts as one).
+    progress : called as ``progress(done, total)`` with ``total = (S + 1) * K``
+        (the original model counts as a stage), ``K`` the method's rows per
+        image (``ATTRIBUTION_METHODS[attribution].cost(params).rows``; 1 for
+        one-pass methods): ``progress(k * K, total)`` after each stage k, and
+        for SmoothGrad or Integrated Gradients also after each chunk of rows
+        within a stage, so that a caller hears from the work every few seconds
+        (and can stop it there, by raising) rather than once a stage.
     max_batch : images per gradient pass, passed to ``compute_saliency``.
     precision : one of :data:`saliency_core.gradients.PRECISIONS`, passed to
         ``compute_saliency`` for every stage: "exact" (strict float32, TF32
@@ -365,30 +371,43 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
     module = unwrap_module(model)
     require_eval(module)  # stage 0 runs the given model itself
 
+    layers = randomizable_layers(module)
+    groups = group_layers([name for name, _ in layers], max_stages) if layers else []
+    per_stage = ATTRIBUTION_METHODS[attribution].cost(given).rows if attribution in ATTRIBUTION_METHODS else 1
+    total = (len(groups) + 1) * per_stage
+
+    def within(stage: int) -> Progress | None:
+        """``progress`` inside stage ``stage`` (0 = the trained model), in the stages' units."""
+        if progress is None:
+            return None
+
+        def report(done: int, of: int) -> None:
+            if 0 < done < of:  # the stage's end is reported once, below
+                progress(stage * per_stage + per_stage * done // of, total)
+
+        return report
+
     # Stage 0 runs the given model itself (only read); this also validates
     # X, y, methods, reduction and the method's parameters before any copying.
     stage_maps0, targets, used = _stage_maps(model, X, y, methods, reduction, precision, max_batch, attribution,
-                                             given)
+                                             given, within(0))
     stage_params = fixed_params(attribution, given, used) if used else given
     maps: dict[str, list[np.ndarray]] = {m: [stage_maps0[m].float().cpu().numpy()] for m in methods}
 
-    layers = randomizable_layers(module)
     if not layers:
         raise InvalidInputError("the model has no layers with parameters to randomise")
-    groups = group_layers([name for name, _ in layers], max_stages)
-    total = len(groups) + 1
     if progress is not None:
-        progress(1, total)
+        progress(per_stage, total)
 
     work = _randomized_copy(module)
     stage_model = _as_model(work, model)
     for done, _ in enumerate(_cascade(work, groups, seed), start=2):
         stage, _, _ = _stage_maps(stage_model, X, targets, methods, reduction, precision, max_batch, attribution,
-                                  stage_params)
+                                  stage_params, within(done - 1))
         for m in methods:
             maps[m].append(stage[m].float().cpu().numpy())
         if progress is not None:
-            progress(done, total)
+            progress(done * per_stage, total)
     del work, stage_model
 
     stages = ["original", *(_stage_name(g) for g in groups)]

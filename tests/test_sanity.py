@@ -77,6 +77,33 @@ def test_tiny_net_one_stage_per_layer(net, X):
     np.testing.assert_array_equal(res.targets, [1, 3])
 
 
+def test_a_slow_methods_stages_report_every_chunk_and_raising_there_stops_the_work(net, X):
+    """SmoothGrad's stages take many rows: the caller hears after every chunk of them (in units of the method's
+    rows per image: 4 samples + 1 clean pass), and what it raises there stops the check at once."""
+    calls = []
+    cascading_randomization(net, X, [1, 3], max_stages=2, attribution="smoothgrad", params={"samples": 4},
+                            max_batch=2, progress=lambda d, t: calls.append((d, t)))
+    done = [d for d, _ in calls]
+    assert {t for _, t in calls} == {15} and done == sorted(done) and done[-1] == 15
+    assert [5, 10, 15] == [d for d in done if d % 5 == 0]  # each stage's end, once
+    assert len(done) > 3, "chunks within the stages are reported too"
+
+    class Gone(BaseException):  # what the dashboard raises when the session has left
+        pass
+
+    seen = []
+
+    def leave_in_the_second_stage(d: int, t: int) -> None:
+        seen.append(d)
+        if d > 5:
+            raise Gone
+
+    with pytest.raises(Gone):
+        cascading_randomization(net, X, [1, 3], max_stages=2, attribution="smoothgrad", params={"samples": 4},
+                                max_batch=2, progress=leave_in_the_second_stage)
+    assert 5 < seen[-1] < 10, "it stopped inside the stage, at the chunk where the caller raised"
+
+
 def test_similarity_table(net, X):
     res = cascading_randomization(net, X, [1, 3], max_stages=None)
     sim = res.similarity

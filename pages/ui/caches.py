@@ -22,6 +22,7 @@ from PIL import Image
 
 from pages.ui import method_params
 from pages.ui.model_cache import get_model
+from pages.ui.session_gone import checked
 from pages.ui.waiting import queued, seconds_text, shared_or_computed
 from saliency_core import analysis, leaderboard, method_comparison, method_ranking, results, results_access
 from saliency_core.analysis import ImageAnalysis
@@ -46,6 +47,12 @@ MAX_METHOD_RUN_BYTES = 192 * 1024 * 1024
 @st.cache_resource
 def upload_store() -> UploadStore:
     return UploadStore.from_env()
+
+
+@st.cache_resource
+def pass_costs() -> LRUCache:
+    """Each model's measured seconds per pass through it (:func:`pages.ui.budget.pass_cost`)."""
+    return LRUCache(max_entries=64)
 
 
 # --------------------------------------------------------------------------- images
@@ -131,8 +138,7 @@ def analyse_one(image_key: str, model_name: str, target: int, label: int | None,
     (unknown or invalid ones raise ``InvalidInputError``, a SaliencyError).
     """
     params = dict(params or {})
-    key = ("analysis", image_key, get_model(model_name).key, int(target), label, method,
-           method_params.cache_key(params), reduction, precision)
+    key = analysis_key(image_key, model_name, target, label, reduction, precision, method, params)
     what = method_params.method_summary(method, params) if params else method_params.spec(method).title
     return cached_with_progress(
         key, f"Computing {what} for the score and the loss…",
@@ -142,20 +148,44 @@ def analyse_one(image_key: str, model_name: str, target: int, label: int | None,
         cache=analyses(), bar=method in method_params.SLOW_METHODS, what="map")
 
 
+def analysis_key(image_key: str, model_name: str, target: int, label: int | None, reduction: str, precision: str,
+                 method: str = "gradient", params: dict[str, object] | None = None) -> tuple:
+    """What :func:`analyse_one` caches an analysis on."""
+    return ("analysis", image_key, get_model(model_name).key, int(target), label, method,
+            method_params.cache_key(dict(params or {})), reduction, precision)
+
+
+def cached_analysis(*args, **kwargs) -> ImageAnalysis | None:
+    """The analysis :func:`analyse_one` would return, if it is cached (arguments as :func:`analysis_key`),
+    else None: computes nothing."""
+    return analyses().peek(analysis_key(*args, **kwargs))
+
+
+@st.cache_resource
+def gallery_batches() -> LRUCache:
+    """The Gallery's batches of analyses, shared by every session; bounded by entries and bytes."""
+    return LRUCache(max_entries=16, max_bytes=MAX_ANALYSIS_BYTES)
+
+
+def gallery_key(image_keys: tuple[str, ...], model_name: str, labels: tuple[int | None, ...], reduction: str,
+                precision: str, method: str, params: tuple) -> tuple:
+    """What :func:`analyse_many` caches a batch on."""
+    return ("gallery", image_keys, get_model(model_name).key, labels, reduction, precision, method, params)
+
+
 def analyse_many(image_keys: tuple[str, ...], model_name: str, labels: tuple[int | None, ...], reduction: str,
                  precision: str, _crops: np.ndarray, method: str = "gradient",
                  params: tuple = ()) -> list[ImageAnalysis]:
     """Score and loss maps for several images ((N, crop, crop, 3) model crops) in one batched computation
-    (automatic targets), by any method; ``params`` as :func:`pages.ui.method_params.cache_key` makes them."""
-    return _analyse_many(image_keys, get_model(model_name).key, labels, reduction, precision, _crops, method, params)
+    (automatic targets), by any method; ``params`` as :func:`pages.ui.method_params.cache_key` makes them.
 
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _analyse_many(image_keys: tuple[str, ...], model_key: tuple, labels: tuple[int | None, ...], reduction: str,
-                  precision: str, _crops: np.ndarray, method: str, params: tuple) -> list[ImageAnalysis]:
-    return queued("gallery", lambda: analysis.analyse(
-        get_model(model_key[0]), _crops, [None] * len(_crops), list(labels), reduction=reduction,
-        precision=precision, method=method, params=dict(params)), show_wait=False)
+    Kept in :func:`gallery_batches`; while another session computes the same batch the page says so. The
+    computation stops at its next chunk of rows when this session is gone (:mod:`pages.ui.session_gone`).
+    """
+    key = gallery_key(image_keys, model_name, labels, reduction, precision, method, params)
+    return shared_or_computed(gallery_batches(), key, lambda: queued("gallery", lambda: analysis.analyse(
+        get_model(model_name), _crops, [None] * len(_crops), list(labels), reduction=reduction,
+        precision=precision, method=method, params=dict(params), progress=checked())), what="batch of maps")
 
 
 @st.cache_resource
@@ -172,14 +202,16 @@ def cached_with_progress(key: tuple, label: str, compute: Callable[[Callable[[in
     the result is kept (default :func:`progress_results`). ``bar=False``
     shows a spinner instead, for work that takes a moment. While another
     session computes the same key, the page says its ``what`` ("map") will be
-    shared (:func:`pages.ui.waiting.shared_or_computed`).
+    shared (:func:`pages.ui.waiting.shared_or_computed`). ``progress`` also
+    stops the computation at its next step when this session is gone
+    (:func:`pages.ui.session_gone.checked`).
     """
     holder: list = []
 
     def run() -> T:
         if not bar:
             with st.spinner(label):
-                return queued(str(key[0]), lambda: compute(lambda done, total: None))
+                return queued(str(key[0]), lambda: compute(checked()))
         progress_bar = st.progress(0.0, text=label)
         holder.append(progress_bar)
 
@@ -193,7 +225,7 @@ def cached_with_progress(key: tuple, label: str, compute: Callable[[Callable[[in
                     text += f" · about {seconds_text(left)} left"
                 progress_bar.progress(min(1.0, done / max(1, total)), text=text)
 
-            return compute(progress)
+            return compute(checked(progress))
 
         return queued(str(key[0]), work)
 
@@ -212,8 +244,9 @@ def method_runs() -> LRUCache:
     return LRUCache(max_entries=MAX_METHOD_RUNS, max_bytes=MAX_METHOD_RUN_BYTES)
 
 
-def _run_key(image_key: str, model_name: str, target: int, method: str, params: dict[str, object],
-             reduction: str, precision: str) -> tuple:
+def run_key(image_key: str, model_name: str, target: int, method: str, params: dict[str, object],
+            reduction: str, precision: str) -> tuple:
+    """What :func:`compare_methods` caches one method's run on."""
     return ("method_run", image_key, get_model(model_name).key, int(target), method, method_params.cache_key(params),
             reduction, precision)
 
@@ -235,14 +268,12 @@ def compare_methods(image_key: str, model_name: str, target: int, methods: tuple
     parts = []
     for m in methods:
         given = dict(params.get(m) or {})
-        if (m == "gradient" and not given and gradient is not None and gradient.method == "gradient"
-                and (gradient.model_name, gradient.target, gradient.reduction, gradient.precision)
-                == (model_name, int(target), reduction, precision)):
+        if _from_analysis(m, given, gradient, model_name, target, reduction, precision):
             parts.append(method_comparison.gradient_comparison(gradient))
             continue
         what = method_params.method_summary(m, given) if given else method_params.spec(m).title
         parts.append(cached_with_progress(
-            _run_key(image_key, model_name, target, m, given, reduction, precision),
+            run_key(image_key, model_name, target, m, given, reduction, precision),
             f"Computing {what} for the score and the loss…",
             lambda progress, m=m, given=given: method_comparison.compare_methods(
                 get_model(model_name), _x, int(target), (m,), {m: given}, reduction=reduction,
@@ -253,6 +284,24 @@ def compare_methods(image_key: str, model_name: str, target: int, methods: tuple
     return MethodComparison(runs={m: p.runs[m] for m, p in zip(methods, parts, strict=True)},
                             objectives=first.objectives, target=first.target, target_prob=first.target_prob,
                             reduction=reduction, precision=precision, shape=first.shape)
+
+
+def _from_analysis(method: str, given: dict[str, object], gradient: ImageAnalysis | None, model_name: str,
+                   target: int, reduction: str, precision: str) -> bool:
+    """Whether :func:`compare_methods` takes this method's run from the page's plain-gradient analysis."""
+    return (method == "gradient" and not given and gradient is not None and gradient.method == "gradient"
+            and (gradient.model_name, gradient.target, gradient.reduction, gradient.precision)
+            == (model_name, int(target), reduction, precision))
+
+
+def methods_to_compute(image_key: str, model_name: str, target: int, methods: tuple[str, ...],
+                       params: dict[str, dict[str, object]], reduction: str, precision: str,
+                       gradient: ImageAnalysis | None = None) -> list[str]:
+    """The methods :func:`compare_methods` (same arguments) would compute now: those no cache holds."""
+    return [m for m in methods
+            if not _from_analysis(m, dict(params.get(m) or {}), gradient, model_name, target, reduction, precision)
+            and run_key(image_key, model_name, target, m, dict(params.get(m) or {}), reduction, precision)
+            not in method_runs()]
 
 
 def comparison_key(image_key: str, model_name: str, comparison: MethodComparison) -> tuple:
@@ -271,6 +320,11 @@ def agreement(key: tuple, comparison: MethodComparison, metric: str) -> Agreemen
                                 cache=method_runs(), bar=False, what="comparison")
 
 
+def ranking_key(key: tuple, steps: int, baseline: str, seed: int) -> tuple:
+    """What :func:`rank_methods` caches a ranking on (``key``: :func:`comparison_key`)."""
+    return ("method_ranking", *key, steps, baseline, seed)
+
+
 def rank_methods(key: tuple, model_name: str, comparison: MethodComparison, _x, *, steps: int, baseline: str,
                  seed: int) -> MethodRanking:
     """:func:`saliency_core.method_ranking.ranking_table` of a comparison (``key``: :func:`comparison_key`),
@@ -279,7 +333,7 @@ def rank_methods(key: tuple, model_name: str, comparison: MethodComparison, _x, 
     batch = 8 if model.device.type == "cpu" else 64  # small chunks were faster on a 2-core CPU, large suit GPUs
     n = len(comparison.entries())
     return cached_with_progress(
-        ("method_ranking", *key, steps, baseline, seed),
+        ranking_key(key, steps, baseline, seed),
         f"Ranking {n} maps: deletion and insertion ({steps} steps), then each method on the randomised model…",
         lambda progress: method_ranking.ranking_table(model, _x, comparison, steps=steps, baseline=baseline,
                                                       seed=seed, batch_size=batch, progress=progress),

@@ -8,17 +8,18 @@ the title, the cached analysis and the line that says what it shows.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import streamlit as st
 
-from pages.ui import access, caches, method_params, model_cache, navigation, url_state
+from pages.ui import access, budget, caches, method_params, model_cache, navigation, url_state
 from pages.ui.image_sources import ImageChoice, NoImage, image_picker
 from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
 from pages.ui.text import plain
-from saliency_core import export
+from saliency_core import compute_cost, export
 from saliency_core.analysis import AUTO_TARGET, ImageAnalysis
+from saliency_core.compute_cost import NOTHING, Work
 from saliency_core.errors import SaliencyError
 from saliency_core.models import DEFAULT_MODEL, LoadedModel
 
@@ -215,13 +216,28 @@ def view() -> View:
     return st.session_state["view"]
 
 
-def current_analysis(v: View | None = None) -> ImageAnalysis | None:
-    """The cached analysis of the current image, or None after showing why there is none."""
+#: What a page computes after the analysis, given the analysis when it is cached (else None): its work that no
+#: cache holds, and what identifies it (the page's options), for :func:`pages.ui.budget.confirm`.
+MoreWork = Callable[[ImageAnalysis | None], tuple[Work, tuple]]
+
+
+def current_analysis(v: View | None = None, more: MoreWork | None = None) -> ImageAnalysis | None:
+    """The cached analysis of the current image, or None after showing why there is none.
+
+    Before computing anything, the analysis and the page's ``more`` work go through the budget
+    (:func:`pages.ui.budget.confirm`): over it, the page shows the estimate and a button, and stops.
+    """
     v = v or view()
     if v.image is None:
         (st.error if v.problem_is_error else st.info)(v.problem or "No image.")
         return None
+    args = (v.image.key, v.model.name, v.target, v.image.label, v.reduction, v.precision, v.method, v.params)
     try:
+        cached = caches.cached_analysis(*args)
+        work = NOTHING if cached is not None else compute_cost.method_work(v.method, v.params)
+        extra, options = more(cached) if more is not None else (NOTHING, ())
+        budget.confirm((caches.analysis_key(*args), *options), work + extra, v.model, v.precision,
+                       f"This page with {method_params.method_summary(v.method, v.params)}")
         return caches.analyse_one(v.image.key, v.model.name, v.target, v.image.label, v.reduction, v.precision,
                                   v.image.crop, v.method, v.params)
     except SaliencyError as exc:
@@ -229,15 +245,19 @@ def current_analysis(v: View | None = None) -> ImageAnalysis | None:
         return None
 
 
-def analysis_page(title: str, *, one_method: bool = False) -> tuple[View, ImageAnalysis]:
+def analysis_page(title: str | None, *, one_method: bool = False,
+                  more: MoreWork | None = None) -> tuple[View, ImageAnalysis]:
     """The top of a page about the current image: title, the analysis and what it shows.
 
     ``one_method``: the page shows the sidebar's objective only (score or loss), so the line names it.
+    ``more``: the page's own work after the analysis, for the budget (see :func:`current_analysis`);
+    ``title`` None when the page drew it already (it drew its options first, to know that work).
     Stops the page (after saying why) when there is no image to analyse.
     """
     v = view()
-    st.title(title)
-    a = current_analysis(v)
+    if title is not None:
+        st.title(title)
+    a = current_analysis(v, more)
     if a is None:
         st.stop()
     st.markdown(caption(a, v, v.objective if one_method else None))

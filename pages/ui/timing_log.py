@@ -1,5 +1,6 @@
 """The server's timing log: with ``SALIENCY_TIMING_LOG`` set to a file, one JSON line per computation
-(its queue wait and duration, from :func:`pages.ui.waiting.queued`) and per map handed to the browser (the
+(its queue wait and duration, from :func:`pages.ui.waiting.queued`; ``"stopped"`` when its session left or
+reran before it finished) and per map handed to the browser (the
 time from the start of the script run, which an upload or a click sets off, to the figure sent).
 ``benchmarks/bench_load.py`` reads it to give the server's side of a load test; unset, nothing is timed.
 """

@@ -1,11 +1,12 @@
 """How a page waits for a computation: its turn in the compute queue, or another session's identical one.
 
 Both waits say on the page what is happening, and both are where a session
-that moved on leaves: Streamlit raises its rerun or stop exception from the
-next element a session sends after the user changed something or closed the
-tab, so the waiting notice's update is what ends the wait (the exception
-propagates out of :func:`queued` and :func:`shared_or_computed`; the work
-of other sessions is not disturbed).
+that moved on leaves: every poll asks :func:`pages.ui.session_gone.stop_if_gone`,
+which raises Streamlit's rerun or stop exception once the user changed something
+or closed the tab (as the waiting notice's next update would), so the wait ends
+at once (the exception propagates out of :func:`queued` and
+:func:`shared_or_computed`; the work of other sessions is not disturbed). The
+computation itself stops the same way at its next step (:mod:`pages.ui.session_gone`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TypeVar
 import streamlit as st
 
 from pages.ui import timing_log
+from pages.ui.session_gone import STOPPED, stop_if_gone
 from saliency_core.lru import LRUCache
 from saliency_core.work_queue import ComputeQueue, default_slots
 
@@ -72,20 +74,27 @@ def compute_queue() -> ComputeQueue:
 
 def queued(what: str, compute: Callable[[], T], *, show_wait: bool = True) -> T:
     """``compute()`` once a compute slot is free. While it waits, the page says how many requests are
-    ahead; a session that moves on meanwhile leaves the queue (Streamlit raises its rerun or stop
-    exception from the waiting message's update). Each computation's wait and duration go to
-    :mod:`pages.ui.timing_log`. ``show_wait=False`` draws nothing: inside an
-    ``st.cache_data`` function, whose drawn elements would be replayed on every later cache hit."""
+    ahead; a session that moves on meanwhile leaves the queue (Streamlit's rerun or stop exception, from
+    :func:`~pages.ui.session_gone.stop_if_gone`). Each computation's wait and duration go to
+    :mod:`pages.ui.timing_log`, with ``"stopped"`` (the exception's name) for one stopped on the way.
+    ``show_wait=False`` draws nothing: inside an ``st.cache_data`` function, whose drawn elements would be
+    replayed on every later cache hit."""
     notice = WaitNotice(show_wait)
 
     def on_wait(ahead: int) -> None:
+        stop_if_gone()
         notice.say(f"Waiting for the model: {ahead} request{'s' if ahead != 1 else ''} ahead of yours "
                    f"(at most {compute_queue().slots} computed at once on this server).", state=ahead)
 
     with compute_queue().slot(on_wait) as waited:
         notice.clear()
         start = time.perf_counter()
-        value = compute()
+        try:
+            value = compute()
+        except STOPPED as exc:  # the session left (or reran) mid-computation: the slot is released on the way out
+            timing_log.append({"what": what, "waited": round(waited, 4),
+                               "seconds": round(time.perf_counter() - start, 4), "stopped": type(exc).__name__})
+            raise
         seconds = time.perf_counter() - start
     timing_log.append({"what": what, "waited": round(waited, 4), "seconds": round(seconds, 4)})
     return value
@@ -99,6 +108,7 @@ def shared_or_computed(cache: LRUCache, key: Hashable, compute: Callable[[], T],
     notice = WaitNotice()
 
     def on_wait(seconds: float) -> None:
+        stop_if_gone()
         notice.say(f"Another session is computing this {what}; it will be shared with you… "
                    f"(waiting {seconds_text(seconds)})")
 

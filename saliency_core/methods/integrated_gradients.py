@@ -27,6 +27,7 @@ import torch
 from saliency_core.errors import InvalidInputError
 from saliency_core.methods._common import (
     MethodOutput,
+    Passes,
     Request,
     add_rows_per_image,
     clean_forward,
@@ -54,6 +55,11 @@ def path_rule(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
         nodes, w = np.polynomial.legendre.leggauss(steps)
         return 0.5 * (nodes + 1.0), 0.5 * w
     raise InvalidInputError(f"rule must be one of {RULES}, got {rule!r}")
+
+
+def passes(steps: int = 32, **_params: object) -> Passes:
+    """Per image: forward passes of the image and of its baseline (completeness), one gradient row per step."""
+    return Passes(gradient=steps, forward=2)
 
 
 def run(req: Request, steps: int = 32, baseline: str | torch.Tensor = "black",

@@ -21,6 +21,7 @@ import torch
 
 from saliency_core.methods._common import (
     MethodOutput,
+    Passes,
     Request,
     add_rows_per_image,
     clean_forward,
@@ -46,6 +47,11 @@ def noisy_copies(X: torch.Tensor, sample: int, noise: float = 0.15, seed: int = 
     """x + σ z_sample for every image of X (N, 3, H, W): the inputs of noise sample ``sample``."""
     z = standard_noise(seed, sample, tuple(X.shape[1:])).to(device=X.device, dtype=X.dtype)
     return X + noise_scale(X, noise).view(-1, 1, 1, 1) * z
+
+
+def passes(samples: int = 25, **_params: object) -> Passes:
+    """Per image: the clean forward pass (its top-1), then one gradient row per noisy copy."""
+    return Passes(gradient=samples, forward=1)
 
 
 def run(req: Request, samples: int = 25, noise: float = 0.15, seed: int = 0) -> MethodOutput:

@@ -55,6 +55,29 @@ def server_after_first_navigation(monkeypatch: pytest.MonkeyPatch) -> None:
     entry_script_for_every_run(monkeypatch)
 
 
+#: The price per row the pages' compute budget uses in these tests: the 2-core CPU's, idle (gradient rows of
+#: both objectives about 60 ms, forward rows 15 ms; benchmarks/RESULTS.md, "The compute budget"). Measured
+#: prices follow the machine's load; pinned, whether a view asks first does not depend on it.
+PINNED_PASS_COST = (0.06, 0.015)
+
+
+@pytest.fixture(autouse=True)
+def pinned_pass_cost(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every page's estimate priced at :data:`PINNED_PASS_COST`; returns the (model, precision) of each pricing."""
+    from pages.ui import budget
+    from saliency_core.compute_cost import PassCost
+
+    priced: list = []
+
+    def pinned(model, precision: str) -> PassCost:
+        priced.append((model.name, precision))
+        return PassCost(*PINNED_PASS_COST)
+
+    monkeypatch.setattr(budget, "pass_cost", pinned)
+    monkeypatch.delenv("SALIENCY_CONFIRM_ABOVE_S", raising=False)  # the default budget unless a test sets one
+    return priced
+
+
 @pytest.fixture
 def new_app(upload_dir: Path, server_after_first_navigation: None) -> Callable[..., object]:
     """Factory for a fresh AppTest of ``dashboard.py`` (a new browser session).

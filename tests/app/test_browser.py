@@ -92,6 +92,10 @@ PAGES = [
 
 _SERVED: set[str] = set()  # base URLs that have been asked for a page
 UPLOAD_DIRS: dict[str, Path] = {}  # base URL -> its SALIENCY_UPLOAD_DIR
+SERVERS: dict[str, subprocess.Popen] = {}  # base URL -> its server process (its CPU time, in /proc/<pid>/stat)
+# These servers' tests are about pages, not the compute budget (tests/app/test_browser_budget.py tests that at
+# its default): a light view's estimate grows with the machine's load, and must not become a confirm button here.
+TEST_CONFIRM_ABOVE_S = "600"
 _DEADLINE: list[float] = []  # time.monotonic() at which the browser tests give up (set by the browser fixture)
 
 
@@ -151,16 +155,22 @@ def _streamlit(request: pytest.FixtureRequest, upload_dir: Path, log: Path,
     """A dashboard server on a free port; yields its base URL.
 
     ``while_starting`` runs once the server process is launched, before waiting for it to answer; ``env``
-    adds settings to its environment.
+    adds settings to its environment (the compute budget is :data:`TEST_CONFIRM_ABOVE_S` unless it sets
+    ``SALIENCY_CONFIRM_ABOVE_S``). The process is in :data:`SERVERS` under the URL while it runs.
     """
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     full_env = {**os.environ, "SALIENCY_UPLOAD_DIR": str(upload_dir), "PYTHONUNBUFFERED": "1",
-                "SALIENCY_RESULTS_DIR": str(results_dir or upload_dir / "no-results"), **(env or {})}
+                "SALIENCY_RESULTS_DIR": str(results_dir or upload_dir / "no-results"),
+                "SALIENCY_CONFIRM_ABOVE_S": TEST_CONFIRM_ABOVE_S, **(env or {})}
     cmd = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    with serve(request, cmd, log, url, lambda: _healthy(url), full_env, while_starting):
-        yield url
+    with serve(request, cmd, log, url, lambda: _healthy(url), full_env, while_starting) as proc:
+        SERVERS[url] = proc
+        try:
+            yield url
+        finally:
+            SERVERS.pop(url, None)
 
 
 @contextlib.contextmanager
