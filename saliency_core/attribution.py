@@ -227,9 +227,11 @@ def attribute(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int]
         Both come from the same forward passes.
     reduction : channel reduction of the maps ("max", "mean_abs", "l2").
     precision : "exact" or "fast", as in ``compute_saliency``.
-    max_batch : inputs per forward pass: images, or for SmoothGrad and
-        Integrated Gradients noisy copies / path points (None: all images;
-        64 rows for those two). Halved on CUDA out-of-memory.
+    max_batch : inputs per forward pass at most: images, or for SmoothGrad
+        and Integrated Gradients noisy copies / path points. Never more than
+        the memory budget allows for inputs of X's size
+        (:func:`saliency_core._torch.rows_per_pass`; None: that many). Halved
+        on CUDA out-of-memory.
     progress : called as ``progress(done, total)`` after each forward pass
         (counting images, or rows for SmoothGrad and Integrated Gradients).
     **params : the method's parameters (``ATTRIBUTION_METHODS[method].params``).
@@ -237,6 +239,7 @@ def attribute(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int]
     Returns
     -------
     AttributionResult
+
     """
     spec = ATTRIBUTION_METHODS.get(method) if isinstance(method, str) else None
     if spec is None:

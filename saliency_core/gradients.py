@@ -32,6 +32,7 @@ from saliency_core._torch import (
     input_dtype_of,
     memory_format_of,
     module_for,
+    row_bytes,
     run_in_chunks,
     tf32_context,
     validate_batch,
@@ -209,8 +210,9 @@ def compute_saliency(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequen
     precision : "exact": strict float32 (TF32 off on CUDA); "fast": on CUDA,
         float16 autocast with a channels_last copy of the model; elsewhere
         the same as exact (float32; bfloat16 on CPU moved the maps too much).
-    max_batch : images per forward pass; None for all at once. On CUDA
-        out-of-memory the chunk is halved and retried.
+    max_batch : images per forward pass at most; None for as many as the
+        memory budget allows (:func:`saliency_core._torch.rows_per_pass`,
+        from the image size). On CUDA out-of-memory the chunk is halved and retried.
 
     Returns
     -------
@@ -230,7 +232,8 @@ def compute_saliency(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequen
 
     # torch.no_grad() or inference_mode() in the caller must not stop us.
     with torch.inference_mode(False), torch.enable_grad():
-        for _, _, (logits, targets, grads) in run_in_chunks(X.shape[0], max_batch, device, step):
+        for _, _, (logits, targets, grads) in run_in_chunks(X.shape[0], max_batch, device, step,
+                                                            input_row_bytes=row_bytes(X.shape[1:], dtype)):
             logits_parts.append(logits)
             target_parts.append(targets)
             for m in methods:

@@ -26,14 +26,13 @@ from saliency_core._torch import (
     memory_format_of,
     precision_context,
     preprocessing_of,
+    row_bytes,
     run_in_chunks,
     tf32_context,
 )
 from saliency_core.errors import InvalidInputError
 from saliency_core.gradients import input_gradients, resolve_targets
 
-#: Rows (noisy copies, path points) per forward pass when ``max_batch`` is None.
-DEFAULT_ROWS = 64
 BASELINES = ("zeros", "black", "blur")
 
 Progress = Callable[[int, int], None]
@@ -47,6 +46,7 @@ class Request:
     y : (N,) int64 on ``device``; may hold TOP1_TARGET
     module : the module to run for ``precision`` (eval mode)
     device, dtype : the module's device and input dtype (float32 or float64)
+    max_batch : rows per pass at most (None: as many as the memory budget allows)
     """
 
     model: ModelLike
@@ -64,6 +64,11 @@ class Request:
     @property
     def n(self) -> int:
         return self.X.shape[0]
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one image (or noisy copy, path point) as the module takes it: what passes are sized by."""
+        return row_bytes(self.X.shape[1:], self.dtype)
 
     def x(self) -> torch.Tensor:
         """X on the module's device, in its dtype."""
@@ -110,7 +115,8 @@ def objective_sum(logits: torch.Tensor, y: torch.Tensor, objective: str, loss_si
 
 
 def clean_forward(req: Request, X: torch.Tensor | None = None) -> torch.Tensor:
-    """(N, C) logits of ``X`` (default: the request's images) without gradients, chunked by max_batch."""
+    """(N, C) logits of ``X`` (default: the request's images) without gradients, chunked by max_batch
+    and the memory budget."""
     X = req.X if X is None else X
     fmt = memory_format_of(req.module)
     parts = []
@@ -120,7 +126,8 @@ def clean_forward(req: Request, X: torch.Tensor | None = None) -> torch.Tensor:
         with torch.no_grad(), precision_context(req.device, req.precision):
             return req.module(x).to(req.dtype)
 
-    for _, _, logits in run_in_chunks(X.shape[0], req.max_batch, req.device, step):
+    for _, _, logits in run_in_chunks(X.shape[0], req.max_batch, req.device, step, input_row_bytes=req.row_bytes,
+                                      backward=False):
         parts.append(logits)
     return torch.cat(parts)
 
@@ -164,9 +171,11 @@ def gradient_rows(req: Request, per_image: int, targets: torch.Tensor,
 
     ``build(start, stop)`` makes rows [start, stop) on the device; the rows
     go through :func:`saliency_core.gradients.input_gradients` (one forward,
-    one VJP per objective; the loss as +L) ``max_batch`` rows at a time
-    (:data:`DEFAULT_ROWS` if None), halved on out-of-memory; then
-    ``consume(start, stop, grads)``. Progress counts rows.
+    one VJP per objective; the loss as +L) at most ``max_batch`` rows at a
+    time and never more than the memory budget allows for rows of this size
+    (:func:`saliency_core._torch.rows_per_pass`: 13 at 224 px on a CPU, 1 at
+    1024 px), halved on out-of-memory; then ``consume(start, stop, grads)``.
+    Progress counts rows.
     """
     total = req.n * per_image
     row_targets = targets.repeat_interleave(per_image)
@@ -175,7 +184,7 @@ def gradient_rows(req: Request, per_image: int, targets: torch.Tensor,
         return input_gradients(req.module, build(start, stop), row_targets[start:stop], req.objectives,
                                precision=req.precision)[2]
 
-    for start, stop, grads in run_in_chunks(total, req.max_batch or DEFAULT_ROWS, req.device, step):
+    for start, stop, grads in run_in_chunks(total, req.max_batch, req.device, step, input_row_bytes=req.row_bytes):
         consume(start, stop, grads)
         req.report(stop, total)
 

@@ -127,7 +127,8 @@ def run(req: Request, layer: str | None = None) -> MethodOutput:
         a = a.to(req.dtype)  # float16 under "fast" autocast
         return logits, targets, {obj: cam(a, g.to(req.dtype), size) for obj, g in grads.items()}
 
-    for _, stop, (logits, targets, cams) in run_in_chunks(req.n, req.max_batch, req.device, step):
+    for _, stop, (logits, targets, cams) in run_in_chunks(req.n, req.max_batch, req.device, step,
+                                                          input_row_bytes=req.row_bytes):
         logits_parts.append(logits)
         target_parts.append(targets)
         for obj, c in cams.items():
