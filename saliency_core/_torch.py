@@ -50,6 +50,9 @@ def validate_batch(X: torch.Tensor, y: torch.Tensor | Sequence[int]) -> torch.Te
         raise InvalidInputError(f"X must be a float tensor normalised for the model, got {X.dtype}")
     if X.shape[0] == 0:
         raise InvalidInputError("X holds no images")
+    if not bool(torch.isfinite(X).all()):
+        # Checked here so that NaN logits later are the model's doing, and said to be (model_output).
+        raise InvalidInputError("X holds NaN or infinite values; normalise a real image for the model")
     y = torch.as_tensor(y)
     if y.dim() == 0:
         y = y[None]

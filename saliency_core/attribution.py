@@ -47,6 +47,7 @@ from saliency_core.methods import (
     smoothgrad,
 )
 from saliency_core.methods._common import BASELINES, Progress, Request
+from saliency_core.model_output import output_check
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,11 @@ def attribute(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int]
     -------
     AttributionResult
 
+    Raises
+    ------
+    InvalidInputError : arguments that don't fit (named in the message).
+    ModelOutputError : the model raised on the images, or returned logits that
+        are not (N, C) finite floats with C its number of classes.
     """
     spec = ATTRIBUTION_METHODS.get(method) if isinstance(method, str) else None
     if spec is None:
@@ -258,7 +264,7 @@ def attribute(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int]
     device = device_of(module)
     req = Request(model=model, module=module, X=X.detach(), y=y.to(device), objectives=objectives,
                   reduction=reduction, precision=precision, max_batch=max_batch, progress=progress,
-                  device=device, dtype=input_dtype_of(module))
+                  device=device, dtype=input_dtype_of(module), check=output_check(model))
     out = spec.run(req, **values)
     recorded = {k: ("tensor" if isinstance(v, torch.Tensor) else v) for k, v in values.items()}
     recorded.update(out.used)

@@ -32,6 +32,7 @@ from saliency_core._torch import (
 )
 from saliency_core.errors import InvalidInputError
 from saliency_core.gradients import input_gradients, resolve_targets
+from saliency_core.model_output import OutputCheck, checked_forward
 
 BASELINES = ("zeros", "black", "blur")
 
@@ -46,6 +47,7 @@ class Request:
     y : (N,) int64 on ``device``; may hold TOP1_TARGET
     module : the module to run for ``precision`` (eval mode)
     device, dtype : the module's device and input dtype (float32 or float64)
+    check : what every forward's logits must be (the model's title and class count)
     max_batch : rows per pass at most (None: as many as the memory budget allows)
     """
 
@@ -60,6 +62,7 @@ class Request:
     progress: Progress | None
     device: torch.device
     dtype: torch.dtype
+    check: OutputCheck
 
     @property
     def n(self) -> int:
@@ -116,7 +119,7 @@ def objective_sum(logits: torch.Tensor, y: torch.Tensor, objective: str, loss_si
 
 def clean_forward(req: Request, X: torch.Tensor | None = None) -> torch.Tensor:
     """(N, C) logits of ``X`` (default: the request's images) without gradients, chunked by max_batch
-    and the memory budget."""
+    and the memory budget; checked (:func:`saliency_core.model_output.checked_forward`)."""
     X = req.X if X is None else X
     fmt = memory_format_of(req.module)
     parts = []
@@ -124,7 +127,7 @@ def clean_forward(req: Request, X: torch.Tensor | None = None) -> torch.Tensor:
     def step(start: int, stop: int) -> torch.Tensor:
         x = X[start:stop].detach().to(device=req.device, dtype=req.dtype).contiguous(memory_format=fmt)
         with torch.no_grad(), precision_context(req.device, req.precision):
-            return req.module(x).to(req.dtype)
+            return checked_forward(req.module, x, req.check).to(req.dtype)
 
     for _, _, logits in run_in_chunks(X.shape[0], req.max_batch, req.device, step, input_row_bytes=req.row_bytes,
                                       backward=False):
@@ -133,12 +136,13 @@ def clean_forward(req: Request, X: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def signed_vjps(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, objectives: Sequence[str],
-                precision: str, device: torch.device, dtype: torch.dtype, loss_sign: int = -1,
+                precision: str, device: torch.device, dtype: torch.dtype, check: OutputCheck, loss_sign: int = -1,
                 wrt: Callable[[], torch.Tensor] | None = None):
     """One forward pass of ``module`` and one VJP per objective, with the loss as ``loss_sign`` * L.
 
     Gradients are taken with respect to the input, or to ``wrt()`` (called
-    after the forward pass; e.g. a captured activation). Like
+    after the forward pass; e.g. a captured activation). The logits must pass
+    ``check`` (:func:`saliency_core.model_output.checked_forward`). Like
     :func:`saliency_core.gradients.input_gradients`, only through
     ``torch.autograd.grad``: nothing is written into parameters.
 
@@ -152,7 +156,7 @@ def signed_vjps(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, objec
         x = X.detach().to(device=device, dtype=dtype, copy=True)
         x = x.contiguous(memory_format=memory_format_of(module)).requires_grad_(True)
         with autocast_context(device, precision):
-            logits = module(x)
+            logits = checked_forward(module, x, check)
         logits = logits.to(dtype)
         y = resolve_targets(logits, y)
         inputs = x if wrt is None else wrt()
@@ -182,7 +186,7 @@ def gradient_rows(req: Request, per_image: int, targets: torch.Tensor,
 
     def step(start: int, stop: int) -> dict[str, torch.Tensor]:
         return input_gradients(req.module, build(start, stop), row_targets[start:stop], req.objectives,
-                               precision=req.precision)[2]
+                               precision=req.precision, check=req.check)[2]
 
     for start, stop, grads in run_in_chunks(total, req.max_batch, req.device, step, input_row_bytes=req.row_bytes):
         consume(start, stop, grads)

@@ -120,7 +120,7 @@ def run(req: Request, layer: str | None = None) -> MethodOutput:
         _CAPTURED.outputs = []
         try:
             logits, targets, grads, a = signed_vjps(wrapped, req.X[start:stop], req.y[start:stop], req.objectives,
-                                                    req.precision, req.device, req.dtype,
+                                                    req.precision, req.device, req.dtype, req.check,
                                                     wrt=lambda: _captured_activation(layer))
         finally:
             _CAPTURED.outputs = None  # drop the graph's activation
