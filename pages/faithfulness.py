@@ -81,13 +81,17 @@ def filename(kind: str) -> str:
 # --------------------------------------------------------------------------- deletion and insertion, first
 
 st.subheader("Deletion and insertion")
-curves = caches.cached_with_progress(
-    curves_key,
-    f"Deleting and inserting pixels: {len(METHODS) + 1} orders × {2 * steps} images…",
-    lambda progress: faithfulness.deletion_insertion_orders(
-        v.model, x, [a.target], {m: a.maps[m][None] for m in METHODS}, steps, baseline, random=RANDOM,
-        batch_size=chunk, progress=progress, seed=SEED, precision=v.precision),
-)
+try:
+    curves = caches.cached_with_progress(
+        curves_key,
+        f"Deleting and inserting pixels: {len(METHODS) + 1} orders × {2 * steps} images…",
+        lambda progress: faithfulness.deletion_insertion_orders(
+            v.model, x, [a.target], {m: a.maps[m][None] for m in METHODS}, steps, baseline, random=RANDOM,
+            batch_size=chunk, progress=progress, seed=SEED, precision=v.precision),
+    )
+except SaliencyError as exc:  # e.g. a model that fails on the perturbed images (model_output)
+    st.error(f"The deletion and insertion curves could not be computed: {plain(exc, 1000)}")
+    st.stop()
 fractions = curves[RANDOM].fractions
 left, right = st.columns(2)
 left.plotly_chart(charts.curves_figure(fractions, {n: r.deletion[0] for n, r in curves.items()},

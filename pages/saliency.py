@@ -8,6 +8,7 @@ import streamlit as st
 from pages.ui import labels, method_params, sidebar, timing_log
 from pages.ui.text import plain
 from saliency_core import export, plots
+from saliency_core.figure_style import display_factor
 
 v, a = sidebar.analysis_page("Saliency map", one_method=True)
 
@@ -63,7 +64,10 @@ with right:
                             "its parameters (read with pandas.read_csv(path, comment='#')).")
     hover = ("the value and ∂/∂R, ∂/∂G, ∂/∂B" if a.method == method_params.DEFAULT_METHOD
              else "the value and the attribution of R, G and B" if grads is not None else "the value")
+    block = display_factor(saliency.shape)
+    shrunk = (f" Drawn as means of {block}×{block} pixel blocks to keep the page light; the downloads hold every "
+              "pixel." if block > 1 else "")
     st.caption(f"{saliency.shape[1]}×{saliency.shape[0]} map over the {a.display.shape[1]}×{a.display.shape[0]} "
-               f"crop of {plain(v.image.title)} that the model saw. Hover for x, y, {hover}. "
+               f"crop of {plain(v.image.title)} that the model saw.{shrunk} Hover for x, y, {hover}. "
                f"{label} by {method_params.method_summary(a.method, a.params)}: computed in "
                f"{a.seconds * 1000:.0f} ms ({a.precision}, {sidebar.channels_text(a)}).")

@@ -47,6 +47,7 @@ from saliency_core.methods import (
     smoothgrad,
 )
 from saliency_core.methods._common import BASELINES, Passes, Progress, Request, one_pass
+from saliency_core.model_output import output_check
 
 
 @dataclass(frozen=True)
@@ -245,9 +246,11 @@ def attribute(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int]
         Both come from the same forward passes.
     reduction : channel reduction of the maps ("max", "mean_abs", "l2").
     precision : "exact" or "fast", as in ``compute_saliency``.
-    max_batch : inputs per forward pass: images, or for SmoothGrad and
-        Integrated Gradients noisy copies / path points (None: all images;
-        64 rows for those two). Halved on CUDA out-of-memory.
+    max_batch : inputs per forward pass at most: images, or for SmoothGrad
+        and Integrated Gradients noisy copies / path points. Never more than
+        the memory budget allows for inputs of X's size
+        (:func:`saliency_core._torch.rows_per_pass`; None: that many). Halved
+        on CUDA out-of-memory.
     progress : called as ``progress(done, total)`` after each forward pass
         (counting images, or rows for SmoothGrad and Integrated Gradients).
     **params : the method's parameters (``ATTRIBUTION_METHODS[method].params``).
@@ -255,6 +258,12 @@ def attribute(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int]
     Returns
     -------
     AttributionResult
+
+    Raises
+    ------
+    InvalidInputError : arguments that don't fit (named in the message).
+    ModelOutputError : the model raised on the images, or returned logits that
+        are not (N, C) finite floats with C its number of classes.
     """
     spec = ATTRIBUTION_METHODS.get(method) if isinstance(method, str) else None
     if spec is None:
@@ -273,7 +282,7 @@ def attribute(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int]
     device = device_of(module)
     req = Request(model=model, module=module, X=X.detach(), y=y.to(device), objectives=objectives,
                   reduction=reduction, precision=precision, max_batch=max_batch, progress=progress,
-                  device=device, dtype=input_dtype_of(module))
+                  device=device, dtype=input_dtype_of(module), check=output_check(model))
     out = spec.run(req, **values)
     recorded = {k: ("tensor" if isinstance(v, torch.Tensor) else v) for k, v in values.items()}
     recorded.update(out.used)

@@ -53,7 +53,7 @@ import torch
 import torch.distributed as dist
 
 from saliency_core import map_specs, results
-from saliency_core.errors import SaliencyError
+from saliency_core.errors import ModelOutputError, SaliencyError
 from saliency_core.export import package_versions
 from saliency_core.imagefolder import (
     Discovery,
@@ -264,7 +264,10 @@ def _compute(opts: Options, ranks: Ranks, device: torch.device, discovery: Disco
         if good:
             items = [pending[r["index"]] for r in good]
             x = normalize(np.stack([r["crop"] for r in good]), model.preprocessing, device)
-            cols, batch_maps = batch_columns(model, x, [it.label for it in items], opts)
+            try:
+                cols, batch_maps = batch_columns(model, x, [it.label for it in items], opts)
+            except ModelOutputError as exc:
+                raise ModelOutputError(_on_images(exc, [item_path(discovery, it) for it in items])) from exc
             rows.append(rows_frame(items, good, cols, model, ranks, run_id, discovery))
             for m, v in batch_maps.items():
                 maps.setdefault(m, []).append(v)
@@ -291,6 +294,18 @@ def _compute(opts: Options, ranks: Ranks, device: torch.device, discovery: Disco
         manifest["totals"] = results.row_counts(opts.out)
         results.write_manifest(opts.out, manifest)
     return summary
+
+
+def _on_images(exc: ModelOutputError, paths: list[str]) -> str:
+    """``exc``'s message with the images it happened on, for a one-line error that says where to look.
+
+    A model at fault stops the job (exit status 2, the run "stopped"): its
+    output on these images says it can't be trusted on the others either,
+    and the errors table is for files that could not be read. What is
+    written stays; the same command finishes the job once the model is fixed.
+    """
+    shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    return f"{exc} (in a batch of {len(paths)} image(s): {shown}; the results written so far are kept)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

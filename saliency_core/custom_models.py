@@ -13,7 +13,8 @@ Sidecar fields::
 
     title          "My net"                     (default: the stem)
     classes        ["cat", "dog", ...] or "classes.txt" (one name a line, in this folder)
-    resize, crop   256, 224                     shorter side resized to ``resize``, centre crop ``crop``
+    resize, crop   256, 224                     shorter side resized to ``resize`` (8 to 2048), centre crop
+                                                ``crop`` (8 to 1024, see MAX_CROP)
     mean, std      [0.485, 0.456, 0.406], [...] normalisation of the [0, 1] RGB input
     interpolation  "bilinear" or "bicubic"      (default bilinear)
     cam_layer      "features.4"                 Grad-CAM's default layer (optional; not for TorchScript)
@@ -50,6 +51,13 @@ SIDECAR_SUFFIXES = (".json", ".toml")
 STATE_DICT_SUFFIXES = (".pth", ".safetensors")
 MAX_SIDECAR_BYTES = 1 << 20
 MAX_CLASSES = 100_000
+MAX_RESIZE = 2048
+#: The largest crop a sidecar may ask for. Rows per pass shrink with the input size
+#: (saliency_core._torch.rows_per_pass), but one row is the least a pass can hold, and one row of a
+#: gradient pass costs about 12 * crop**2 bytes times the model's activation ratio (up to 225 among
+#: the built-in models): 2.8 GB at 1024 px, 11 GB at 2048 px for a ViT-B/16-like model. 1024 px is
+#: over twice the input of the largest common classifiers (EfficientNet-B7: 600 px).
+MAX_CROP = 1024
 _STEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _FIELDS = {"title", "classes", "resize", "crop", "mean", "std", "interpolation", "cam_layer", "architecture"}
 
@@ -215,10 +223,11 @@ def _read_sidecar(root: Path, name: str, model: Path, sidecar: Path) -> CustomMo
     classes = _classes(root, sidecar, data["classes"])
     files = (str(model), str(sidecar), *([str(root / data["classes"])] if isinstance(data["classes"], str) else []))
     sizes = {}
-    for field in ("resize", "crop"):
+    for field, largest in (("resize", MAX_RESIZE), ("crop", MAX_CROP)):
         v = data[field]
-        if not isinstance(v, int) or isinstance(v, bool) or not 8 <= v <= 2048:
-            raise bad(field, "an integer from 8 to 2048")
+        if not isinstance(v, int) or isinstance(v, bool) or not 8 <= v <= largest:
+            raise bad(field, f"an integer from 8 to {largest}"
+                      + (" (one pass of a larger crop takes gigabytes of memory)" if field == "crop" else ""))
         sizes[field] = v
     if sizes["crop"] > sizes["resize"]:
         raise ModelUnavailableError(

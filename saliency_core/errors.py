@@ -19,6 +19,16 @@ class ModelUnavailableError(SaliencyError, RuntimeError):
     """A known model whose weights cannot be loaded on this machine now."""
 
 
+class ModelOutputError(ModelUnavailableError):
+    """A loaded model that raised, or returned unusable logits (wrong shape, NaN), on the images it was given.
+
+    A kind of ModelUnavailableError: the fault is the model's (its file, or
+    its sidecar's classes), not the image's or the options', and the fix is
+    on the model's side; the load check only runs a black and a grey image,
+    so a model can pass it and still fail on real ones.
+    """
+
+
 class UnknownModelError(SaliencyError, ValueError):
     """A model name that is not in the registry."""
 

@@ -33,11 +33,13 @@ from saliency_core._torch import (
     module_for,
     precision_context,
     require_eval,
+    row_bytes,
     run_in_chunks,
     validate_batch,
 )
 from saliency_core.baselines import BASELINES, make_baseline, normalisation_of, resolve_blur_sigma
 from saliency_core.errors import InvalidInputError
+from saliency_core.model_output import OutputCheck, checked_forward, output_check
 
 ORDERS = ("map", "random")
 COMPARE_COLUMNS = ("method", "image", "deletion_auc", "insertion_auc")
@@ -148,10 +150,14 @@ def _auc(curves: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def _forward_target_probs(module: torch.nn.Module, rows: int, build: Callable[[int, int], torch.Tensor],
                           targets: torch.Tensor, batch_size: int, device: torch.device, precision: str,
-                          on_chunk: Callable[[int], None] | None) -> tuple[torch.Tensor, torch.Tensor]:
+                          on_chunk: Callable[[int], None] | None, check: OutputCheck,
+                          input_row_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``build(start, stop)`` batches through the model; p(target) and top-1 per row.
 
     ``targets`` (rows,) may hold TOP1_TARGET, meaning "the row's own top-1 class".
+    Every chunk's logits must pass ``check`` (else ModelOutputError); chunks
+    hold at most ``batch_size`` rows and what the memory budget allows for
+    rows of ``input_row_bytes``.
     Each chunk's forward pass runs under ``precision_context(device, precision)``
     (softmax after it in the model's dtype, float32 or float64). Returns two
     CPU tensors (rows,): float64 probabilities and int64 top-1.
@@ -165,10 +171,8 @@ def _forward_target_probs(module: torch.nn.Module, rows: int, build: Callable[[i
         with torch.inference_mode():
             batch = build(start, stop).to(device=device, dtype=dtype)
             with precision_context(device, precision):
-                logits = module(batch.contiguous(memory_format=fmt))
+                logits = checked_forward(module, batch.contiguous(memory_format=fmt), check)
             logits = logits.to(dtype)  # float16 under autocast
-            if logits.dim() != 2:
-                raise InvalidInputError(f"the model must return (N, C) logits, got {tuple(logits.shape)}")
             t = targets[start:stop].to(logits.device)
             best = logits.argmax(dim=1)
             t = torch.where(t == TOP1_TARGET, best, t)
@@ -179,7 +183,8 @@ def _forward_target_probs(module: torch.nn.Module, rows: int, build: Callable[[i
             p = logits.softmax(dim=1).gather(1, t[:, None]).squeeze(1)
             return p.double().cpu(), best.cpu()
 
-    for start, stop, (p, best) in run_in_chunks(rows, batch_size, device, step):
+    for start, stop, (p, best) in run_in_chunks(rows, batch_size, device, step, input_row_bytes=input_row_bytes,
+                                                backward=False):
         probs[start:stop], top1[start:stop] = p, best
         if on_chunk is not None:
             on_chunk(stop)
@@ -214,7 +219,9 @@ def deletion_insertion(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequ
     order : "map" (decreasing map value, ties by row-major position) or
         "random" (a seeded random permutation of the pixels, the reference;
         the same for every image, so an image's result is independent of the batch).
-    batch_size : perturbed images per forward pass; halved and retried on
+    batch_size : perturbed images per forward pass at most (fewer when the
+        memory budget for images of this size allows fewer,
+        :func:`saliency_core._torch.rows_per_pass`); halved and retried on
         out-of-memory.
     progress : called as ``progress(done, total)`` after each forward pass,
         counting images (``total = N * 2 * steps``).
@@ -231,6 +238,11 @@ def deletion_insertion(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequ
     Returns
     -------
     :class:`FaithfulnessResult` (numpy arrays on the CPU).
+
+    Raises
+    ------
+    ModelOutputError : the model raised on an image (original or perturbed),
+        or returned logits that are not (N, C) finite floats, C its classes.
 
     Notes
     -----
@@ -255,6 +267,8 @@ def deletion_insertion(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequ
     n, _, h, w = X.shape
     hw = h * w
     device = device_of(module)
+    check = output_check(model)
+    input_row_bytes = row_bytes(X.shape[1:], input_dtype_of(module))
 
     if order == "map":
         ranks = pixel_ranks(_validate_maps(maps, (n, h, w)))
@@ -291,12 +305,12 @@ def deletion_insertion(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequ
         # Resolve "top-1" targets on the original images first, so every
         # perturbed image follows the same class.
         _, best = _forward_target_probs(module, n, lambda a, b: x[a:b], torch.full((n,), TOP1_TARGET), batch_size,
-                                        device, precision, None)
+                                        device, precision, None, check, input_row_bytes)
         y = torch.where(y == TOP1_TARGET, best, y)
 
     on_chunk = (lambda done: progress(done, rows)) if progress is not None else None
     probs, _ = _forward_target_probs(module, rows, build, y.repeat_interleave(per_image), batch_size, device,
-                                     precision, on_chunk)
+                                     precision, on_chunk, check, input_row_bytes)
     table = probs.view(n, per_image).numpy()
     deletion = table[:, : steps + 1].copy()
     insertion = np.concatenate([table[:, steps : steps + 1], table[:, steps + 1 :], table[:, :1]], axis=1)
@@ -396,7 +410,8 @@ def deletion_insertion_orders(model: ModelLike, X: torch.Tensor, y: torch.Tensor
         device = device_of(module)
         x = X.detach().to(device=device, dtype=input_dtype_of(module))
         _, best = _forward_target_probs(module, n, lambda a, b: x[a:b], torch.full((n,), TOP1_TARGET),
-                                        max(1, int(batch_size)), device, precision, None)
+                                        max(1, int(batch_size)), device, precision, None, output_check(model),
+                                        row_bytes(X.shape[1:], x.dtype))
         y = torch.where(y == TOP1_TARGET, best, y)
     k = len(names)
     joint = deletion_insertion(model, X.detach().repeat(k, 1, 1, 1), y.repeat(k), torch.cat(ranked), steps,

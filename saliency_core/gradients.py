@@ -32,11 +32,13 @@ from saliency_core._torch import (
     input_dtype_of,
     memory_format_of,
     module_for,
+    row_bytes,
     run_in_chunks,
     tf32_context,
     validate_batch,
 )
 from saliency_core.errors import InvalidInputError
+from saliency_core.model_output import OutputCheck, checked_forward, output_check
 
 METHODS = ("score", "loss")
 REDUCTIONS = ("max", "mean_abs", "l2")
@@ -129,8 +131,8 @@ def resolve_targets(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, methods: Sequence[str],
-               device: torch.device, dtype: torch.dtype,
-               precision: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+               device: torch.device, dtype: torch.dtype, precision: str,
+               check: OutputCheck) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     # A fresh leaf in the model's dtype: the caller's tensor is never modified
     # and never becomes part of a graph; this also works on inference-mode tensors.
     x = X.detach().to(device=device, dtype=dtype, copy=True)
@@ -140,7 +142,7 @@ def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, method
     # forward only (the backward follows the forward's types).
     with tf32_context(device, precision):
         with autocast_context(device, precision):
-            logits = module(x)
+            logits = checked_forward(module, x, check)
         logits = logits.to(dtype)  # float16 under autocast
         # TOP1_TARGET means "the model's top-1 prediction", resolved from this same forward pass.
         y = resolve_targets(logits, y)
@@ -159,7 +161,8 @@ def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, method
 
 
 def input_gradients(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, methods: Sequence[str] = METHODS,
-                    *, precision: str = "exact") -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+                    *, precision: str = "exact", check: OutputCheck | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """The core of :func:`compute_saliency` for one batch: one forward pass, one input-VJP per objective.
 
     For methods that run the model on many inputs of their own (SmoothGrad's
@@ -174,16 +177,24 @@ def input_gradients(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, m
     y : (B,) int64 targets on the module's device; :data:`TOP1_TARGET` is
         resolved from this forward pass.
     methods : any of "score" (s_y) and "loss" (per-image cross-entropy, +L).
+    check : what the logits must be (:func:`saliency_core.model_output.output_check`
+        of the model the module belongs to); None: the module's own, which
+        knows no class count.
 
     Returns
     -------
     (logits (B, C), targets (B,), {method: (B, 3, H, W) gradient}), detached,
     in the module's dtype.
+
+    Raises
+    ------
+    ModelOutputError : the model raised, or returned logits that fail ``check``.
     """
     check_methods(methods)
     check_precision(precision)
+    check = check or output_check(module)
     with torch.inference_mode(False), torch.enable_grad():
-        return _one_chunk(module, X, y, methods, device_of(module), input_dtype_of(module), precision)
+        return _one_chunk(module, X, y, methods, device_of(module), input_dtype_of(module), precision, check)
 
 
 def compute_saliency(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int],
@@ -209,14 +220,21 @@ def compute_saliency(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequen
     precision : "exact": strict float32 (TF32 off on CUDA); "fast": on CUDA,
         float16 autocast with a channels_last copy of the model; elsewhere
         the same as exact (float32; bfloat16 on CPU moved the maps too much).
-    max_batch : images per forward pass; None for all at once. On CUDA
-        out-of-memory the chunk is halved and retried.
+    max_batch : images per forward pass at most; None for as many as the
+        memory budget allows (:func:`saliency_core._torch.rows_per_pass`,
+        from the image size). On CUDA out-of-memory the chunk is halved and retried.
 
     Returns
     -------
     SaliencyResult, tensors on the model's device, in the model's dtype.
+
+    Raises
+    ------
+    ModelOutputError : the model raised on the images, or returned logits that
+        are not (N, C) finite floats with C its number of classes.
     """
     y = _validate(X, y, methods, reduction, precision)
+    check = output_check(model)
     module = module_for(model, precision)
     device = device_of(module)
     dtype = input_dtype_of(module)
@@ -226,11 +244,12 @@ def compute_saliency(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequen
     grad_parts: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
 
     def step(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        return _one_chunk(module, X[start:stop], y[start:stop], methods, device, dtype, precision)
+        return _one_chunk(module, X[start:stop], y[start:stop], methods, device, dtype, precision, check)
 
     # torch.no_grad() or inference_mode() in the caller must not stop us.
     with torch.inference_mode(False), torch.enable_grad():
-        for _, _, (logits, targets, grads) in run_in_chunks(X.shape[0], max_batch, device, step):
+        for _, _, (logits, targets, grads) in run_in_chunks(X.shape[0], max_batch, device, step,
+                                                            input_row_bytes=row_bytes(X.shape[1:], dtype)):
             logits_parts.append(logits)
             target_parts.append(targets)
             for m in methods:

@@ -126,9 +126,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                         "or METHOD:OBJECTIVE such as smoothgrad:loss, or a METHOD alone for both objectives. "
                         f"Methods: {', '.join(ATTRIBUTION_METHODS)}")
     p.add_argument("--batch-size", type=int, default=32,
-                   help="images per forward pass (default 32, at most "
+                   help="images per forward pass at most (default 32, at most "
                         f"{limits.MAX_BATCH_SIZE}); for smoothgrad and integrated_gradients, noisy copies or path "
-                        "points per pass")
+                        "points per pass. Fewer when SALIENCY_PASS_MEMORY_MB allows fewer for the model's input "
+                        "size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (each torchrun rank takes its LOCAL_RANK GPU)")
     p.add_argument("--workers", type=int, default=None,
                    help="DataLoader worker processes per rank (default: on a GPU, CPU cores / ranks, at most 8; "

@@ -7,7 +7,11 @@ are ``go.Image`` traces of the (H, W, 3) uint8 crop the model saw; maps are
 ``go.Heatmap`` traces drawn on top of the same coordinates.
 
 Arrays are handed to Plotly as numpy float32, which Plotly >= 6 sends as
-compact typed arrays rather than long JSON lists.
+compact typed arrays rather than long JSON lists. Maps and images with a side
+longer than :data:`~saliency_core.figure_style.MAX_DISPLAY_SIDE` are drawn as
+means of pixel blocks, placed on the same pixel coordinates, and the hover
+says so (:func:`_heatmap`, :func:`_image_trace`); downloads (``export``) keep
+the full map.
 
 Colour scales are any Plotly named scale ("hot", "viridis", "gray", and
 their "_r" reverses); the default "hot" matches the cs231n notebook's
@@ -27,7 +31,15 @@ from PIL import Image
 from plotly.subplots import make_subplots
 
 from saliency_core.errors import InvalidInputError
-from saliency_core.figure_style import as_text, finish, float32_map, require_nonempty, template_text
+from saliency_core.figure_style import (
+    as_text,
+    block_mean,
+    display_factor,
+    finish,
+    float32_map,
+    require_nonempty,
+    template_text,
+)
 from saliency_core.stats import normalize_max
 
 __all__ = [
@@ -96,17 +108,30 @@ def _as_range(zmin: float | None, zmax: float | None) -> tuple[float | None, flo
 # --- building blocks ------------------------------------------------------------
 
 
-def _hovertemplate(label: str, with_gradients: bool, channel_prefix: str = GRADIENT_PREFIX) -> str:
-    template = f"x=%{{x}}, y=%{{y}}<br>{template_text(label)}=%{{z:.4g}}"
+def _hovertemplate(label: str, with_gradients: bool, channel_prefix: str = GRADIENT_PREFIX, block: int = 1) -> str:
+    where = "x=%{x}, y=%{y}"
+    if block > 1:
+        where += f" (centre of a {block}×{block} block: mean values, shrunk for display; downloads are full size)"
+    template = f"{where}<br>{template_text(label)}=%{{z:.4g}}"
     if with_gradients:
         prefix = template_text(channel_prefix)
         template += "<br>" + ", ".join(f"{prefix}{ch}=%{{customdata[{i}]:.3g}}" for i, ch in enumerate(CHANNELS))
     return template + "<extra></extra>"
 
 
+def _display_grid(f: int) -> dict[str, float]:
+    """Trace coordinates of f x f blocks: each block's centre on the full image's pixel coordinates."""
+    return {} if f == 1 else dict(x0=(f - 1) / 2, dx=f, y0=(f - 1) / 2, dy=f)
+
+
 def _image_trace(img: np.ndarray, **kwargs: object) -> go.Image:
     """An (H, W, 3) uint8 image as a PNG data URI: a fifth of the bytes of a pixel array
-    as JSON, and the browser decodes it natively instead of drawing pixel by pixel."""
+    as JSON, and the browser decodes it natively instead of drawing pixel by pixel.
+    Larger than the display size, it is shrunk to block means like the map over it."""
+    f = display_factor(img.shape)
+    if f > 1:
+        img = np.rint(block_mean(img, f)).astype(np.uint8)
+        kwargs = {**_display_grid(f), **kwargs}
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8), "RGB").save(buf, format="PNG", compress_level=1)
     return go.Image(source="data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), **kwargs)
@@ -121,10 +146,23 @@ def _heatmap(
     channel_prefix: str = GRADIENT_PREFIX,
     **kwargs: object,
 ) -> go.Heatmap:
+    """A heatmap of an (H, W) map on pixel coordinates, with (H, W, 3) ``customdata`` for hover.
+
+    Every map figure draws through here: a map larger than the display size
+    (:func:`~saliency_core.figure_style.display_factor`) becomes the means of
+    f x f blocks (its customdata too), centred on the pixels they cover, and
+    the hover says so. What the browser gets stays near 7 MB per map whatever
+    the crop; zoom, linked axes and overlays keep the full image's coordinates.
+    """
+    f = display_factor(z.shape)
+    if f > 1:
+        z = block_mean(z, f)
+        customdata = None if customdata is None else block_mean(customdata, f)
+        kwargs = {**_display_grid(f), **kwargs}
     return go.Heatmap(
         z=z,
         customdata=customdata,
-        hovertemplate=_hovertemplate(label, customdata is not None, channel_prefix),
+        hovertemplate=_hovertemplate(label, customdata is not None, channel_prefix, f),
         name=name,
         **kwargs,
     )

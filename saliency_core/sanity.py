@@ -28,20 +28,22 @@ import pandas as pd
 import torch
 
 from saliency_core._torch import (
+    LoadedModelLike,
     ModelLike,
     check_precision,
     freeze,
-    preprocessing_of,
     require_eval,
     unwrap_module,
 )
 from saliency_core.attribution import ATTRIBUTION_METHODS, attribute
 from saliency_core.errors import InvalidInputError
 from saliency_core.gradients import METHODS, compute_saliency
+from saliency_core.model_output import output_check
 from saliency_core.stats import agreement
 
 SIMILARITY_COLUMNS = ("stage_index", "stage", "method", "image", "spearman", "ssim")
 DEFAULT_MAX_STAGES = 8
+RANDOMISED = ", randomised for the sanity check"  # how errors name a randomised copy, after the model's title
 
 Progress = Callable[[int, int], None]
 
@@ -214,25 +216,32 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return scores["spearman"], scores["ssim"]
 
 
-class _RandomizedModel:
-    """A randomised copy with the trained model's normalisation: a ``LoadedModelLike`` for :func:`attribute`.
+class _ModelView:
+    """A module with a model's normalisation, title and classes: a ``LoadedModelLike`` that always runs that module.
 
-    Baselines such as Integrated Gradients' "black" need the mean and std; the
-    copy's module is used for every precision (no channels_last variant).
+    Used for the randomised copy (baselines such as Integrated Gradients'
+    "black" need the mean and std; the output check names the model and
+    knows its class count) and for stage 0 of the plain gradient (the model's
+    own module, never a precision variant). Every precision runs ``module``.
     """
 
-    def __init__(self, module: torch.nn.Module, preprocessing: object) -> None:
+    def __init__(self, module: torch.nn.Module, preprocessing: object, title: str, categories: list[str] | None
+                 ) -> None:
         self.model = module
         self.preprocessing = preprocessing
+        self.title = title
+        self.categories = categories
 
     def module_for(self, precision: str) -> torch.nn.Module:
         return self.model
 
 
-def _as_model(work: torch.nn.Module, model: ModelLike) -> ModelLike:
-    """``work`` with ``model``'s normalisation attached when it has one (a bare module stays bare)."""
-    prep = preprocessing_of(model)
-    return work if prep is None else _RandomizedModel(work, prep)
+def _as_model(work: torch.nn.Module, model: ModelLike, note: str = "") -> ModelLike:
+    """``work`` with ``model``'s normalisation, title (plus ``note``) and classes when it has them (a bare
+    module stays bare)."""
+    if not isinstance(model, LoadedModelLike):
+        return work
+    return _ModelView(work, model.preprocessing, output_check(model).title + note, getattr(model, "categories", None))
 
 
 def _randomized_copy(module: torch.nn.Module) -> torch.nn.Module:
@@ -287,7 +296,7 @@ def fully_randomized_model(model: ModelLike, seed: int = 0) -> ModelLike:
     work = _randomized_copy(module)
     for _ in _cascade(work, group_layers([name for name, _ in layers], None), seed):
         pass
-    return _as_model(work, model)
+    return _as_model(work, model, RANDOMISED)
 
 
 def _stage_maps(model: ModelLike, X: torch.Tensor, y, methods: tuple[str, ...], reduction: str, precision: str,
@@ -295,9 +304,10 @@ def _stage_maps(model: ModelLike, X: torch.Tensor, y, methods: tuple[str, ...], 
     """One stage's maps: (objective -> (N, H, W) tensor, (N,) targets, parameters used); ``progress`` as
     :func:`saliency_core.attribute` reports it (the plain gradient, one pass, reports nothing)."""
     if attribution == "gradient" and not params:
-        # The plain gradient as before: exactly compute_saliency, on the module itself.
-        r = compute_saliency(unwrap_module(model), X, y, methods, reduction=reduction, precision=precision,
-                             max_batch=max_batch)
+        # The plain gradient as before: exactly compute_saliency, on the module itself (with the model's
+        # title and classes for the output check).
+        r = compute_saliency(_as_model(unwrap_module(model), model), X, y, methods, reduction=reduction,
+                             precision=precision, max_batch=max_batch)
         return r.maps, r.targets, {}
     r = attribute(model, X, y, attribution, methods, reduction=reduction, precision=precision, max_batch=max_batch,
                   progress=progress, **params)
@@ -400,7 +410,7 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
         progress(per_stage, total)
 
     work = _randomized_copy(module)
-    stage_model = _as_model(work, model)
+    stage_model = _as_model(work, model, RANDOMISED)
     for done, _ in enumerate(_cascade(work, groups, seed), start=2):
         stage, _, _ = _stage_maps(stage_model, X, targets, methods, reduction, precision, max_batch, attribution,
                                   stage_params, within(done - 1))

@@ -279,6 +279,9 @@ def test_outputs_that_do_not_fit_the_classes_are_refused(models_dir, trained):
 @pytest.mark.parametrize("changes, message", [
     ({"classes": None}, "the field classes is missing"),
     ({"crop": "big"}, "crop must be an integer"),
+    # One gradient pass of one 2048 px row can take 11 GB (custom_models.MAX_CROP); 2048 was allowed before.
+    ({"resize": 2048, "crop": 2048}, "crop must be an integer from 8 to 1024 (one pass of a larger crop takes "),
+    ({"resize": 4096}, "resize must be an integer from 8 to 2048"),
     ({"std": [1, 0, 1]}, "std must be three finite numbers > 0"),
     ({"interpolation": "lanczos"}, "interpolation must be"),
     ({"classes": "missing.txt"}, "missing.txt is missing"),

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
+from PIL import Image
 
-from saliency_core import charts, export, plots, stats
+from saliency_core import charts, export, method_figures, plots, stats
 from saliency_core.errors import InvalidInputError
 
 H, W = 6, 8
@@ -346,3 +349,65 @@ def test_text_from_data_is_never_rendered_as_plotly_html(saliency):
         assert "<a href" not in spec and "<b>" not in spec and "&lt;a href" in spec, spec[:300]
         for trace in fig.data:
             assert "%{x} &lt;" not in (trace.hovertemplate or "")  # the literal %{x} is no template variable
+
+
+# What the browser may get for a 2048 x 2048 map with per-channel hover: 114 MB before, more than it could
+# turn into a string ("RangeError: Invalid string length"); shrunk to 512 x 512 block means it is about 6 MB.
+LARGE_FIGURE_BOUND = 8_000_000
+
+
+def test_a_2048_px_map_is_drawn_as_block_means_and_the_downloads_keep_every_pixel():
+    from saliency_core.figure_style import MAX_DISPLAY_SIDE, block_mean
+
+    rng = np.random.default_rng(0)
+    side = 2048
+    z = rng.random((side, side), dtype=np.float32)
+    grads = rng.normal(size=(3, side, side)).astype(np.float32)
+    img = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+    z[100, 2000] = 50.0  # one bright pixel still shows in its block's mean
+
+    fig = plots.heatmap_figure(z, gradients=grads)
+    assert len(fig.to_json()) < LARGE_FIGURE_BOUND
+    (trace,) = fig.data
+    shown = np.asarray(trace.z)
+    assert shown.shape == (MAX_DISPLAY_SIDE, MAX_DISPLAY_SIDE)
+    np.testing.assert_allclose(shown[0, 0], z[:4, :4].mean(), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(trace.customdata)[0, 0], grads[:, :4, :4].mean(axis=(1, 2)), rtol=1e-5)
+    assert shown[100 // 4, 2000 // 4] > 3  # 50 / 16 plus the rest of its block
+    # The blocks sit on the full map's pixel coordinates: block (i, j) centred on pixel (4i + 1.5, 4j + 1.5).
+    assert (trace.x0, trace.dx, trace.y0, trace.dy) == (1.5, 4, 1.5, 4)
+    assert "4×4 block" in trace.hovertemplate and "downloads are full size" in trace.hovertemplate
+
+    overlay = plots.overlay_figure(img, z, gradients=grads)
+    assert len(overlay.to_json()) < LARGE_FIGURE_BOUND + 1_000_000  # and the crop under it, as a PNG
+    picture = overlay.data[0]
+    assert decode_image_source(picture).shape == (MAX_DISPLAY_SIDE, MAX_DISPLAY_SIDE, 3)
+    assert (picture.x0, picture.dx) == (1.5, 4)
+    np.testing.assert_array_equal(decode_image_source(picture)[0, 0], np.rint(block_mean(img, 4)[0, 0]))
+
+    pair = plots.side_by_side_figure({"score": z, "loss": z / 2}, gradients={"score": grads, "loss": grads})
+    assert len(pair.to_json()) < 2 * LARGE_FIGURE_BOUND
+    grid = method_figures.method_grid_figure({"gradient": {"score": z, "loss": z}, "smoothgrad": {"score": z,
+                                                                                                  "loss": z}})
+    assert all(np.asarray(t.z).shape == (MAX_DISPLAY_SIDE, MAX_DISPLAY_SIDE) for t in grid.data)
+    assert len(plots.difference_figure(z, z / 3).to_json()) < LARGE_FIGURE_BOUND
+
+    png = export.map_png(z)  # the download: one pixel per map pixel
+    assert Image.open(io.BytesIO(png)).size == (side, side)
+
+
+def test_maps_up_to_the_display_size_are_drawn_exactly_and_the_csv_keeps_every_pixel_of_larger_ones():
+    from saliency_core.figure_style import MAX_DISPLAY_SIDE
+
+    rng = np.random.default_rng(1)
+    exact = rng.random((MAX_DISPLAY_SIDE, 300), dtype=np.float32)
+    (trace,) = plots.heatmap_figure(exact).data
+    np.testing.assert_array_equal(np.asarray(trace.z), exact)
+    assert trace.x0 is None and "block" not in trace.hovertemplate
+
+    larger = rng.random((600, 520), dtype=np.float32)  # 2 x 2 blocks, the last row and column partial
+    (trace,) = plots.heatmap_figure(larger).data
+    assert np.asarray(trace.z).shape == (300, 260)
+    csv = export.map_csv(larger, rng.normal(size=(3, 600, 520)))
+    frame = pd.read_csv(io.BytesIO(csv))
+    assert len(frame) == 600 * 520 and frame["x"].max() == 519 and frame["y"].max() == 599

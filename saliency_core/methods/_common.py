@@ -26,14 +26,14 @@ from saliency_core._torch import (
     memory_format_of,
     precision_context,
     preprocessing_of,
+    row_bytes,
     run_in_chunks,
     tf32_context,
 )
 from saliency_core.errors import InvalidInputError
 from saliency_core.gradients import input_gradients, resolve_targets
+from saliency_core.model_output import OutputCheck, checked_forward
 
-#: Rows (noisy copies, path points) per forward pass when ``max_batch`` is None.
-DEFAULT_ROWS = 64
 BASELINES = ("zeros", "black", "blur")
 
 Progress = Callable[[int, int], None]
@@ -74,6 +74,8 @@ class Request:
     y : (N,) int64 on ``device``; may hold TOP1_TARGET
     module : the module to run for ``precision`` (eval mode)
     device, dtype : the module's device and input dtype (float32 or float64)
+    check : what every forward's logits must be (the model's title and class count)
+    max_batch : rows per pass at most (None: as many as the memory budget allows)
     """
 
     model: ModelLike
@@ -87,10 +89,16 @@ class Request:
     progress: Progress | None
     device: torch.device
     dtype: torch.dtype
+    check: OutputCheck
 
     @property
     def n(self) -> int:
         return self.X.shape[0]
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one image (or noisy copy, path point) as the module takes it: what passes are sized by."""
+        return row_bytes(self.X.shape[1:], self.dtype)
 
     def x(self) -> torch.Tensor:
         """X on the module's device, in its dtype."""
@@ -137,7 +145,8 @@ def objective_sum(logits: torch.Tensor, y: torch.Tensor, objective: str, loss_si
 
 
 def clean_forward(req: Request, X: torch.Tensor | None = None) -> torch.Tensor:
-    """(N, C) logits of ``X`` (default: the request's images) without gradients, chunked by max_batch."""
+    """(N, C) logits of ``X`` (default: the request's images) without gradients, chunked by max_batch
+    and the memory budget; checked (:func:`saliency_core.model_output.checked_forward`)."""
     X = req.X if X is None else X
     fmt = memory_format_of(req.module)
     parts = []
@@ -145,20 +154,22 @@ def clean_forward(req: Request, X: torch.Tensor | None = None) -> torch.Tensor:
     def step(start: int, stop: int) -> torch.Tensor:
         x = X[start:stop].detach().to(device=req.device, dtype=req.dtype).contiguous(memory_format=fmt)
         with torch.no_grad(), precision_context(req.device, req.precision):
-            return req.module(x).to(req.dtype)
+            return checked_forward(req.module, x, req.check).to(req.dtype)
 
-    for _, _, logits in run_in_chunks(X.shape[0], req.max_batch, req.device, step):
+    for _, _, logits in run_in_chunks(X.shape[0], req.max_batch, req.device, step, input_row_bytes=req.row_bytes,
+                                      backward=False):
         parts.append(logits)
     return torch.cat(parts)
 
 
 def signed_vjps(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, objectives: Sequence[str],
-                precision: str, device: torch.device, dtype: torch.dtype, loss_sign: int = -1,
+                precision: str, device: torch.device, dtype: torch.dtype, check: OutputCheck, loss_sign: int = -1,
                 wrt: Callable[[], torch.Tensor] | None = None):
     """One forward pass of ``module`` and one VJP per objective, with the loss as ``loss_sign`` * L.
 
     Gradients are taken with respect to the input, or to ``wrt()`` (called
-    after the forward pass; e.g. a captured activation). Like
+    after the forward pass; e.g. a captured activation). The logits must pass
+    ``check`` (:func:`saliency_core.model_output.checked_forward`). Like
     :func:`saliency_core.gradients.input_gradients`, only through
     ``torch.autograd.grad``: nothing is written into parameters.
 
@@ -172,7 +183,7 @@ def signed_vjps(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, objec
         x = X.detach().to(device=device, dtype=dtype, copy=True)
         x = x.contiguous(memory_format=memory_format_of(module)).requires_grad_(True)
         with autocast_context(device, precision):
-            logits = module(x)
+            logits = checked_forward(module, x, check)
         logits = logits.to(dtype)
         y = resolve_targets(logits, y)
         inputs = x if wrt is None else wrt()
@@ -191,18 +202,20 @@ def gradient_rows(req: Request, per_image: int, targets: torch.Tensor,
 
     ``build(start, stop)`` makes rows [start, stop) on the device; the rows
     go through :func:`saliency_core.gradients.input_gradients` (one forward,
-    one VJP per objective; the loss as +L) ``max_batch`` rows at a time
-    (:data:`DEFAULT_ROWS` if None), halved on out-of-memory; then
-    ``consume(start, stop, grads)``. Progress counts rows.
+    one VJP per objective; the loss as +L) at most ``max_batch`` rows at a
+    time and never more than the memory budget allows for rows of this size
+    (:func:`saliency_core._torch.rows_per_pass`: 13 at 224 px on a CPU, 1 at
+    1024 px), halved on out-of-memory; then ``consume(start, stop, grads)``.
+    Progress counts rows.
     """
     total = req.n * per_image
     row_targets = targets.repeat_interleave(per_image)
 
     def step(start: int, stop: int) -> dict[str, torch.Tensor]:
         return input_gradients(req.module, build(start, stop), row_targets[start:stop], req.objectives,
-                               precision=req.precision)[2]
+                               precision=req.precision, check=req.check)[2]
 
-    for start, stop, grads in run_in_chunks(total, req.max_batch or DEFAULT_ROWS, req.device, step):
+    for start, stop, grads in run_in_chunks(total, req.max_batch, req.device, step, input_row_bytes=req.row_bytes):
         consume(start, stop, grads)
         req.report(stop, total)
 

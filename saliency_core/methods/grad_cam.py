@@ -120,14 +120,15 @@ def run(req: Request, layer: str | None = None) -> MethodOutput:
         _CAPTURED.outputs = []
         try:
             logits, targets, grads, a = signed_vjps(wrapped, req.X[start:stop], req.y[start:stop], req.objectives,
-                                                    req.precision, req.device, req.dtype,
+                                                    req.precision, req.device, req.dtype, req.check,
                                                     wrt=lambda: _captured_activation(layer))
         finally:
             _CAPTURED.outputs = None  # drop the graph's activation
         a = a.to(req.dtype)  # float16 under "fast" autocast
         return logits, targets, {obj: cam(a, g.to(req.dtype), size) for obj, g in grads.items()}
 
-    for _, stop, (logits, targets, cams) in run_in_chunks(req.n, req.max_batch, req.device, step):
+    for _, stop, (logits, targets, cams) in run_in_chunks(req.n, req.max_batch, req.device, step,
+                                                          input_row_bytes=req.row_bytes):
         logits_parts.append(logits)
         target_parts.append(targets)
         for obj, c in cams.items():

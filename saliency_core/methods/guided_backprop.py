@@ -93,10 +93,11 @@ def run(req: Request) -> MethodOutput:
 
     def step(start: int, stop: int):
         return signed_vjps(guided, req.X[start:stop], req.y[start:stop], req.objectives, req.precision,
-                           req.device, req.dtype)
+                           req.device, req.dtype, req.check)
 
     # The guided copy's forward pass is the model's, so its logits and top-1 are the model's.
-    for _, stop, (logits, targets, grads, _) in run_in_chunks(req.n, req.max_batch, req.device, step):
+    for _, stop, (logits, targets, grads, _) in run_in_chunks(req.n, req.max_batch, req.device, step,
+                                                              input_row_bytes=req.row_bytes):
         logits_parts.append(logits)
         target_parts.append(targets)
         for obj, g in grads.items():

@@ -318,3 +318,48 @@ def test_a_link_to_a_planted_export_archive_loads_it_without_running_it(new_app,
     assert not at.error, [e.value for e in at.error]
     assert "Tiny colour net" in main_markdown(at)
     assert not marker.exists()
+
+
+@pytest.fixture
+def treacherous_dir(tmp_path, monkeypatch):
+    """SALIENCY_MODELS_DIR with models that pass the load check and fail on real images (custom:raises, custom:nan,
+    custom:wide: tests/test_model_output.py), and custom:large, a 1024 px crop."""
+    from pages.ui import model_cache
+    from tests.test_model_output import SIDECAR, write_treacherous
+
+    folder = write_treacherous(tmp_path / "models")
+    torch.manual_seed(0)
+    torch.jit.script(TinyNet().eval()).save(str(folder / "large.pt"))
+    (folder / "large.json").write_text(json.dumps({**SIDECAR, "title": "Large crop net", "resize": 1024,
+                                                   "crop": 1024}))
+    monkeypatch.setenv("SALIENCY_MODELS_DIR", str(folder))
+    model_cache.model_statuses.clear()
+    yield folder
+    model_cache.model_statuses.clear()
+
+
+@pytest.mark.parametrize("stem", ["raises", "nan", "wide"])
+def test_a_model_that_fails_on_real_images_is_named_in_an_error_on_every_page(new_app, treacherous_dir, stem):
+    from tests.test_model_output import TREACHEROUS, title
+
+    at = new_app(PAGES["saliency"]).run()
+    at.selectbox(key="model").set_value(f"custom:{stem}").run()  # it loads: black and grey images are fine
+    for page in ("saliency", "methods", "faithfulness"):
+        if page != "saliency":
+            at.switch_page(PAGES[page]).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        errors = texts(at.error)
+        assert f"{title(stem)} (custom:{stem})" in errors and TREACHEROUS[stem][1] in errors, (page, errors)
+        assert not charts(at), page  # nothing drawn from its logits
+
+
+def test_a_1024_px_crop_is_sent_to_the_browser_as_512_px_block_means(new_app, treacherous_dir):
+    at = new_app(PAGES["saliency"]).run()
+    at.selectbox(key="model").set_value("custom:large").run()
+    assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
+    spec = next(el.proto.spec for el in at.get("plotly_chart") if el.key == "heatmap")
+    assert len(spec) < 8_000_000  # 27 MB before: the full 1024 x 1024 map with its per-channel hover
+    (trace,) = heatmaps(json.loads(spec))
+    assert decode_plotly_array(trace["z"]).shape == (512, 512) and trace["dx"] == 2
+    assert "2×2 block" in trace["hovertemplate"]
+    assert "Drawn as means of 2×2 pixel blocks" in texts(at.caption) and "1024×1024 map" in texts(at.caption)
