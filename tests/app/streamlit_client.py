@@ -21,6 +21,14 @@ import uuid
 from urllib.parse import urlsplit
 
 UPLOAD_METRIC = re.compile(r'^cache_memory_bytes\{cache_type="UploadedFileManager"[^}]*\}\s+(\d+)', re.M)
+# Streamlit 1.67 computes the cache_memory_bytes family at most once per 5 s and serves that answer
+# meanwhile (streamlit/web/server/starlette/starlette_routes.py); a read sooner after the previous one could
+# see bytes from before an upload, or before a removal.
+try:
+    from streamlit.web.server.starlette.starlette_routes import _METRICS_EXPENSIVE_STATS_TTL_SECONDS as METRICS_TTL_S
+except ImportError:  # another Streamlit: assume the same window
+    METRICS_TTL_S = 5.0
+_last_read: dict[str, float] = {}
 
 
 def _conn(base_url: str, timeout: float) -> http.client.HTTPConnection:
@@ -29,7 +37,14 @@ def _conn(base_url: str, timeout: float) -> http.client.HTTPConnection:
 
 
 def uploaded_bytes(base_url: str) -> int:
-    """The bytes of uploaded files the server holds now, from its metrics (0 when it holds none)."""
+    """The bytes of uploaded files the server holds now, from its metrics (0 when it holds none).
+
+    Waits until the previous read's cached answer has expired, so the number is computed for this call.
+    """
+    wait = _last_read.get(base_url, float("-inf")) + METRICS_TTL_S + 0.2 - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+    _last_read[base_url] = time.monotonic()
     conn = _conn(base_url, 60)
     try:
         conn.request("GET", "/_stcore/metrics")
@@ -71,7 +86,8 @@ class Client:
         return "; ".join(f"{k}={v}" for k, v in self.cookies.items())
 
     def open(self, run_timeout_s: float) -> str:
-        """Get the XSRF cookie, connect, ask for one run and wait (``run_timeout_s``) until it ends; the session id."""
+        """Get the XSRF cookie, connect, ask for one run and wait (``run_timeout_s``) until it and the reruns it
+        asks for end; the session id."""
         from streamlit.proto.BackMsg_pb2 import BackMsg
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
         from websockets.sync.client import connect
@@ -104,7 +120,11 @@ class Client:
             kind = msg.WhichOneof("type")
             if kind == "new_session":
                 self.session_id = msg.new_session.initialize.session_id
-            elif kind == "script_finished" and self.session_id:
+            elif (kind == "script_finished" and self.session_id
+                  and msg.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN):
+                # A run that ends early for a rerun (the gate opening the page a sign-in came back to) is
+                # followed by another; Streamlit drops files no widget holds when a run ends, so an upload
+                # sent before the last run ends would be dropped by it.
                 return self.session_id
 
     def upload(self, size: int, session_id: str | None = None) -> int:
