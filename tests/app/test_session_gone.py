@@ -108,8 +108,22 @@ def _records(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-# Five sample photos x 16 noisy copies = 80 rows, in chunks of 32: three chunks.
+# Five sample photos x 16 noisy copies = 80 rows, in chunks of the Gallery's 32 or fewer where the pass memory
+# budget allows fewer for a 224 px image (saliency_core._torch.rows_per_pass): several chunks either way.
 GALLERY = {"method": "smoothgrad", "samples": "16"}
+
+
+def _chunk_rows() -> int:
+    import torch
+
+    from saliency_core._torch import row_bytes, rows_per_pass
+
+    return min(32, rows_per_pass(row_bytes((3, 224, 224), torch.float32), torch.device("cpu")))
+
+
+def _all_chunks(rows: int = 80) -> list[int]:
+    size = _chunk_rows()
+    return [min(size, rows - start) for start in range(0, rows, size)]
 
 
 def test_a_gallery_batch_stops_at_its_next_chunk_when_its_session_is_gone(
@@ -121,14 +135,16 @@ def test_a_gallery_batch_stops_at_its_next_chunk_when_its_session_is_gone(
     chunks.on_first = lambda: script_runners[-1].request_stop()  # the tab closes during the first chunk
     at = new_app(PAGES["gallery"], seed="51", **GALLERY).run()
     assert not at.exception and not charts(at), "the session stopped"
-    assert chunks.sizes == [32], f"the batch ran on after its session was gone: chunks of {chunks.sizes} rows"
+    first = _chunk_rows()
+    assert len(_all_chunks()) > 1  # else stopping "at the next chunk" would prove nothing
+    assert chunks.sizes == [first], f"the batch ran on after its session was gone: chunks of {chunks.sizes} rows"
     assert waiting.compute_queue().state().running == 0, "its compute slot is free"
     stopped = [r for r in _records(log) if r.get("stopped")]
     assert [(r["what"], r["stopped"]) for r in stopped] == [("gallery", "StopException")]
 
     again = new_app(PAGES["gallery"], seed="51", **GALLERY).run()  # nothing was left half-done or locked
     assert_healthy(again)
-    assert "gallery_0" in charts(again) and chunks.sizes == [32, 32, 32, 16], "computed in full, not cached"
+    assert "gallery_0" in charts(again) and chunks.sizes == [first, *_all_chunks()], "computed in full, not cached"
 
 
 def test_the_work_stops_when_streamlit_no_longer_lists_the_session_as_active(new_app, chunks, monkeypatch):
@@ -150,4 +166,4 @@ def test_the_work_stops_when_streamlit_no_longer_lists_the_session_as_active(new
     chunks.on_first = lambda: monkeypatch.setattr(session_gone, "Runtime", Gone)
     at = new_app(PAGES["gallery"], seed="52", **GALLERY).run()
     assert not at.exception and not charts(at)
-    assert chunks.sizes == [32]
+    assert chunks.sizes == [_chunk_rows()]
