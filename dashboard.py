@@ -21,7 +21,7 @@ import streamlit as st
 from PIL import Image
 
 from pages.ui import access, sidebar, site, timing_log
-from saliency_core.export import map_to_rgb
+from saliency_core.figures.map_files import map_to_rgb
 
 timing_log.run_started()
 

@@ -13,7 +13,7 @@ after round, times
 * maps + numbers in-process: ``job_columns.batch_columns`` on the same tensors,
   the maps and every number the job writes (statistics, agreement,
   probabilities), still without reading a file;
-* the job: ``saliency_core.batch`` into a fresh folder, from JPEG files to
+* the job: ``saliency_core.jobs.batch`` into a fresh folder, from JPEG files to
   Parquet (decoding in DataLoader workers, statistics, agreement, writing),
   timed by the job itself from its first batch to its last part;
 
@@ -37,11 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_saliency import describe, timed  # this folder is on sys.path when run as a script
 
-from saliency_core import batch, job_columns, job_processes
-from saliency_core.gradients import compute_saliency
-from saliency_core.imagefolder import discover, write_sample_folder
-from saliency_core.images import load_image
-from saliency_core.models import load_model, pick_device
+from saliency_core.core.gradients import compute_saliency
+from saliency_core.inputs.images import load_image
+from saliency_core.jobs import batch
+from saliency_core.jobs import columns as job_columns
+from saliency_core.jobs import processes as job_processes
+from saliency_core.jobs.imagefolder import discover, write_sample_folder
+from saliency_core.models.registry import load_model, pick_device
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,7 +71,7 @@ def photo(i: int, megapixels: float = 0.0) -> tuple[str, bytes]:
     At its own size it is a PNG; with ``megapixels`` it is scaled up to about
     that many pixels and saved as a JPEG (quality 90), like a camera's photo.
     """
-    from saliency_core.samples import sample_images
+    from saliency_core.inputs.samples import sample_images
 
     samples = sample_images()
     img = np.asarray(samples[i % len(samples)].image).astype(np.float32)
@@ -143,7 +143,7 @@ def methods_page(reps: int) -> int:
 
     logging.getLogger("streamlit").setLevel(logging.ERROR)  # AppTest's "no runtime" warnings
     from pages.ui.navigation import entry_script_for_every_run
-    from saliency_core.method_comparison import FAST_METHODS
+    from saliency_core.evaluation.method_comparison import FAST_METHODS
 
     os.environ.setdefault("SALIENCY_DEVICE", "cpu")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as dashboard.py does on a server

@@ -4,7 +4,7 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/bench_estimate.py [--device cpu|cuda] [--rounds 2]
 
-Measures the embedded model's price per row (:func:`saliency_core.compute_cost.measure_pass_cost`, as the
+Measures the embedded model's price per row (:func:`saliency_core.serving.compute_cost.measure_pass_cost`, as the
 dashboard does once an hour), then runs a few of the dashboard's computations on the coffee sample (and
 the five samples for the Gallery's batch) and prints, for each, its rows, the estimate and the wall time,
 round after round (the price measured again before each round). The load average before and after is
@@ -28,12 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_saliency import timed  # this folder is on sys.path when run as a script
 
-from saliency_core import attribute, compute_cost, faithfulness, sanity
-from saliency_core.analysis import analyse
-from saliency_core.method_comparison import FAST_METHODS, compare_methods
-from saliency_core.method_ranking import ranking_table
-from saliency_core.models import load_model
-from saliency_core.samples import sample_by_name, sample_images
+from saliency_core import attribute
+from saliency_core.evaluation import faithfulness, sanity
+from saliency_core.evaluation.analysis import analyse
+from saliency_core.evaluation.method_comparison import FAST_METHODS, compare_methods
+from saliency_core.evaluation.method_ranking import ranking_table
+from saliency_core.inputs.samples import sample_by_name, sample_images
+from saliency_core.models.registry import load_model
+from saliency_core.serving import compute_cost
 
 
 def main() -> int:

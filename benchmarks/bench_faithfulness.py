@@ -23,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_saliency import timed  # this folder is on sys.path when run as a script
 
-from saliency_core.faithfulness import deletion_insertion
-from saliency_core.gradients import compute_saliency
-from saliency_core.models import load_model
-from saliency_core.samples import sample_images
-from saliency_core.sanity import cascading_randomization
+from saliency_core.core.gradients import compute_saliency
+from saliency_core.evaluation.faithfulness import deletion_insertion
+from saliency_core.evaluation.sanity import cascading_randomization
+from saliency_core.inputs.samples import sample_images
+from saliency_core.models.registry import load_model
 
 
 def median_time(fn: Callable[[], object], device: torch.device, runs: int = 3) -> float:

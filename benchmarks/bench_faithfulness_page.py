@@ -42,10 +42,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from saliency_core import analysis, charts, faithfulness, plots, sanity  # noqa: E402
-from saliency_core.models import load_model  # noqa: E402
-from saliency_core.preprocessing import normalize  # noqa: E402
-from saliency_core.samples import sample_by_name  # noqa: E402
+from saliency_core.evaluation import analysis, faithfulness, sanity  # noqa: E402
+from saliency_core.figures import charts, plots  # noqa: E402
+from saliency_core.inputs.preprocessing import normalize  # noqa: E402
+from saliency_core.inputs.samples import sample_by_name  # noqa: E402
+from saliency_core.models.registry import load_model  # noqa: E402
 
 METHODS = ("score", "loss")
 STEPS, BASELINE, STAGES, CHUNK = 20, "blur", 8, 8  # the page's defaults; chunk of 8 on the CPU

@@ -9,7 +9,7 @@ For each number of sessions: that many browser contexts open the Saliency page a
 it has settled (the sample's heatmap drawn, no script running: a user looking at the page), then all
 upload a different photo at once. Reported per round: the median, p95 and max time from the upload to
 its heatmap drawn (the figure's data replaced and laid out by Plotly), whether every map shown equals
-``saliency_core.analysis.analyse`` of that photo (read back from the page's Plotly figure, after every
+``saliency_core.evaluation.analysis.analyse`` of that photo (read back from the page's Plotly figure, after every
 session is done), the server's side from its timing log (``SALIENCY_TIMING_LOG``: the script run from
 its start to the figure handed over, and each map's queue wait and computation), and how long opening
 the page took with that many sessions opening it at once. Then ``--faithfulness`` sessions open the Faithfulness page
@@ -98,9 +98,9 @@ class MemoryWatch(threading.Thread):
 
 
 def expected_map(data: bytes) -> np.ndarray:
-    from saliency_core.analysis import AUTO_TARGET, analyse
-    from saliency_core.images import load_image
-    from saliency_core.models import load_model
+    from saliency_core.evaluation.analysis import AUTO_TARGET, analyse
+    from saliency_core.inputs.images import load_image
+    from saliency_core.models.registry import load_model
 
     model = expected_map.__dict__.setdefault("model", load_model(None, device="cpu"))
     (a,) = analyse(model, [load_image(data)], [AUTO_TARGET], [None])

@@ -43,8 +43,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from saliency_core.gradients import compute_saliency
-from saliency_core.models import load_model
+from saliency_core.core.gradients import compute_saliency
+from saliency_core.models.registry import load_model
 
 MODELS = ("squeezenet1_1", "efficientnet_lite0", "resnet50")
 
@@ -232,7 +232,7 @@ def agreement(device: torch.device) -> list[str]:
     """Fast vs exact maps on the samples with real weights: Spearman per image."""
     from scipy.stats import spearmanr
 
-    from saliency_core.samples import sample_images
+    from saliency_core.inputs.samples import sample_images
 
     m = load_model(None, device)
     samples = sample_images()

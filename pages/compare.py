@@ -7,8 +7,9 @@ import streamlit as st
 
 from pages.ui import labels, method_params, sidebar
 from pages.ui.text import plain
-from saliency_core import plots, stats
-from saliency_core.analysis import signed_channel_max
+from saliency_core.evaluation import stats
+from saliency_core.evaluation.analysis import signed_channel_max
+from saliency_core.figures import plots
 
 v = sidebar.view()
 gradient = v.method == method_params.DEFAULT_METHOD

@@ -8,11 +8,12 @@ import streamlit as st
 
 from pages.ui import caches, handover, labels, sidebar
 from pages.ui.text import plain
-from saliency_core import charts, dataset_view, leaderboard, map_specs, plots, results
 from saliency_core.errors import SaliencyError
-from saliency_core.images import image_sha256
-from saliency_core.method_figures import agreement_heatmap
-from saliency_core.models import REGISTRY
+from saliency_core.figures import charts, plots
+from saliency_core.figures.method_figures import agreement_heatmap
+from saliency_core.inputs.images import image_sha256
+from saliency_core.jobs import dataset_view, leaderboard, map_specs, results
+from saliency_core.models.registry import REGISTRY
 
 sidebar.view()  # the shared sidebar ran (a first request straight to /dataset reruns through dashboard.py)
 handover.follow()  # an "Open in Compare" or "Open in Methods" button asked to move

@@ -11,11 +11,13 @@ import streamlit as st
 
 from pages.ui import budget, caches, method_params, sidebar
 from pages.ui.text import plain
-from saliency_core import charts, export, faithfulness, limits, plots, sanity
-from saliency_core.analysis import ImageAnalysis
-from saliency_core.compute_cost import Work, deletion_insertion_work, randomisation_work
+from saliency_core.core import limits
 from saliency_core.errors import SaliencyError
-from saliency_core.preprocessing import normalize
+from saliency_core.evaluation import faithfulness, sanity
+from saliency_core.evaluation.analysis import ImageAnalysis
+from saliency_core.figures import charts, evaluation_files, plots
+from saliency_core.inputs.preprocessing import normalize
+from saliency_core.serving.compute_cost import Work, deletion_insertion_work, randomisation_work
 
 METHODS = ("score", "loss")
 RANDOM = "random order"  # the reference order every map should beat
@@ -75,7 +77,7 @@ def record() -> dict:
 
 
 def filename(kind: str) -> str:
-    return export.faithfulness_filename(kind, v.image.title, a.model_name, a.target)
+    return evaluation_files.faithfulness_filename(kind, v.image.title, a.model_name, a.target)
 
 
 # --------------------------------------------------------------------------- deletion and insertion, first
@@ -108,7 +110,7 @@ st.dataframe(faithfulness.ranking_table(curves), hide_index=True, column_config=
 st.caption(f"{method} maps; target {a.target} {plain(a.target_name)}; {steps} steps; removed pixels replaced by the "
            f"{BASELINE_LABELS[baseline]}; {v.precision} precision. Ranked by insertion AUC minus deletion AUC. "
            "A map that does no better than the random order is not telling you much.")
-st.download_button("Deletion/insertion curves (CSV)", lambda: export.deletion_insertion_csv(curves, record()),
+st.download_button("Deletion/insertion curves (CSV)", lambda: evaluation_files.deletion_insertion_csv(curves, record()),
                    filename("deletion_insertion"), "text/csv", on_click="ignore",
                    help="One row per order and step, with the image, model, target and options in '#' lines "
                         "at the top (read with pandas.read_csv(path, comment='#')).")
@@ -140,7 +142,7 @@ st.caption("Stage 0 is the trained model; each later stage re-initialises one mo
            "that stays the same is explaining the image, not the model. The cached model is never touched: the "
            f"test runs on a copy. Maps shown at {STRIP_PX} px a side (means of pixel blocks); the similarity is "
            "computed on the full maps.")
-st.download_button("Randomisation similarity (CSV)", lambda: export.randomisation_csv(rand, record()),
+st.download_button("Randomisation similarity (CSV)", lambda: evaluation_files.randomisation_csv(rand, record()),
                    filename("randomisation"), "text/csv", on_click="ignore",
                    help="Spearman and SSIM per stage and map, with the layers of each stage and the image, "
                         "model, target and options in '#' lines at the top.")

@@ -13,9 +13,9 @@ import streamlit as st
 
 from pages.ui import budget, caches, image_sources, labels, method_params, sidebar
 from pages.ui.text import plain
-from saliency_core import plots
-from saliency_core.compute_cost import method_work
 from saliency_core.errors import SaliencyError
+from saliency_core.figures import plots
+from saliency_core.serving.compute_cost import method_work
 
 CHUNK = 5  # images per batched forward pass; small enough for steady progress on a laptop CPU
 

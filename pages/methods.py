@@ -1,6 +1,6 @@
 """Methods: every attribution method × objective for the current image, how much they agree, which to believe.
 
-This page picks methods, calls ``saliency_core.method_comparison`` and ``method_ranking`` through
+This page picks methods, calls ``saliency_core.evaluation.method_comparison`` and ``method_ranking`` through
 ``pages/ui/caches.py`` and draws. The grid and the agreement come first; the ranking (tens of seconds
 on a CPU) runs when switched on, with a progress bar. The page's choices live in the URL
 (:mod:`pages.ui.methods_view`). What they would compute goes through the compute budget first
@@ -14,11 +14,12 @@ import streamlit as st
 
 from pages.ui import budget, caches, labels, method_params, methods_view, sidebar
 from pages.ui.text import plain
-from saliency_core import method_figures, method_ranking
-from saliency_core.compute_cost import NOTHING, method_work, ranking_work
 from saliency_core.errors import SaliencyError
-from saliency_core.method_comparison import FAST_METHODS
-from saliency_core.preprocessing import normalize
+from saliency_core.evaluation import method_ranking
+from saliency_core.evaluation.method_comparison import FAST_METHODS
+from saliency_core.figures import evaluation_files, method_figures
+from saliency_core.inputs.preprocessing import normalize
+from saliency_core.serving.compute_cost import NOTHING, method_work, ranking_work
 
 SEED = method_ranking.DEFAULT_SEED  # the Faithfulness page's: same random order, same randomised weights
 STEPS = method_ranking.DEFAULT_STEPS
@@ -196,9 +197,9 @@ d1, d2 = st.columns(2)
 for col, ext, mime in ((d1, "csv", "text/csv"), (d2, "json", "application/json")):
     col.download_button(
         f"Ranking ({ext.upper()})",
-        (lambda: method_ranking.ranking_csv(ranking, record())) if ext == "csv"
-        else (lambda: method_ranking.ranking_json(ranking, record())),
-        method_ranking.ranking_filename(v.image.title, a.model_name, a.target, ext), mime, on_click="ignore",
+        (lambda: evaluation_files.ranking_csv(ranking, record())) if ext == "csv"
+        else (lambda: evaluation_files.ranking_json(ranking, record())),
+        evaluation_files.ranking_filename(v.image.title, a.model_name, a.target, ext), mime, on_click="ignore",
         width="stretch", help="The table with the image, model, target, each method's parameters and the ranking's "
                               "settings" + (" in '#' lines at the top (read with pandas.read_csv(path, comment='#'))."
                                             if ext == "csv" else ", and every curve."))

@@ -7,8 +7,8 @@ import streamlit as st
 
 from pages.ui import labels, method_params, sidebar, timing_log
 from pages.ui.text import plain
-from saliency_core import export, plots
-from saliency_core.figure_style import display_factor
+from saliency_core.figures import map_files, plots
+from saliency_core.figures.figure_style import display_factor
 
 v, a = sidebar.analysis_page("Saliency map", one_method=True)
 
@@ -53,11 +53,11 @@ with right:
     stem = f"saliency_{a.method}_{objective}_{a.model_name}_{a.target}_{v.image.key[:12]}"
     d1, d2 = st.columns(2)
     # Files are made when clicked, not on every rerun (the CSV has 50 000 rows).
-    d1.download_button("Download map (PNG)", lambda: export.map_png(saliency, colorscale, zmin, zmax),
+    d1.download_button("Download map (PNG)", lambda: map_files.map_png(saliency, colorscale, zmin, zmax),
                        f"{stem}.png", "image/png", on_click="ignore", width="stretch")
     values = "gradients" if a.method == method_params.DEFAULT_METHOD else "attributions"
     d2.download_button(f"Download map and {values} (CSV)",
-                       lambda: export.map_csv(saliency, grads, "grad" if values == "gradients" else "attr",
+                       lambda: map_files.map_csv(saliency, grads, "grad" if values == "gradients" else "attr",
                                               header=sidebar.csv_provenance(v, a, objective)),
                        f"{stem}.csv", "text/csv", on_click="ignore", width="stretch",
                        help="One row per pixel, after '#' lines that name the image, model, target, method and "

@@ -7,7 +7,8 @@ import json
 import streamlit as st
 
 from pages.ui import labels, method_params, sidebar
-from saliency_core import charts, stats
+from saliency_core.evaluation import stats
+from saliency_core.figures import charts
 
 v, a = sidebar.analysis_page("Per-pixel statistics", one_method=True)
 

@@ -5,7 +5,7 @@ Workshop 2014. This package never imports Streamlit: it serves the
 dashboard, notebooks and batch jobs alike.
 """
 
-from saliency_core.attribution import ATTRIBUTION_METHODS, AttributionResult, attribute
+from saliency_core.core.gradients import SaliencyResult, compute_saliency, compute_saliency_maps, loss_decomposition
 from saliency_core.errors import (
     InvalidImageError,
     InvalidInputError,
@@ -14,10 +14,10 @@ from saliency_core.errors import (
     UnknownModelError,
     UnknownSampleError,
 )
-from saliency_core.gradients import SaliencyResult, compute_saliency, compute_saliency_maps, loss_decomposition
-from saliency_core.images import load_image
-from saliency_core.models import DEFAULT_MODEL, list_models, load_model
-from saliency_core.samples import sample_by_name, sample_images
+from saliency_core.inputs.images import load_image
+from saliency_core.inputs.samples import sample_by_name, sample_images
+from saliency_core.methods.registry import ATTRIBUTION_METHODS, AttributionResult, attribute
+from saliency_core.models.registry import DEFAULT_MODEL, list_models, load_model
 
 __all__ = [
     "ATTRIBUTION_METHODS",

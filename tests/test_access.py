@@ -1,10 +1,10 @@
-"""saliency_core.access: who may enter once sign-in is on, and the shared link kept across the sign-in."""
+"""saliency_core.serving.access: who may enter once sign-in is on, and the shared link kept across the sign-in."""
 
 from __future__ import annotations
 
 import pytest
 
-from saliency_core.access import (
+from saliency_core.serving.access import (
     RETURN_TTL_S,
     decide,
     decode_return,
@@ -180,6 +180,6 @@ def test_a_return_token_needs_a_secret():
 
 
 def test_a_return_token_with_non_ascii_characters_is_ignored():
-    from saliency_core.access import decode_return
+    from saliency_core.serving.access import decode_return
 
     assert decode_return("é.abc", "secret") is None

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from saliency_core.analysis import analyse, signed_channel_max
+from saliency_core.core.gradients import compute_saliency
 from saliency_core.errors import InvalidInputError
-from saliency_core.gradients import compute_saliency
-from saliency_core.samples import sample_by_name
+from saliency_core.evaluation.analysis import analyse, signed_channel_max
+from saliency_core.inputs.samples import sample_by_name
 
 
 def test_analysis_matches_the_engine_and_resolves_targets(lite0):
@@ -41,7 +41,7 @@ def _clock_spy(monkeypatch):
     import time
     from types import SimpleNamespace
 
-    from saliency_core import analysis
+    from saliency_core.evaluation import analysis
 
     events: list[str] = []
     real_sync = torch.cuda.synchronize
@@ -81,7 +81,7 @@ def test_timing_on_cpu_does_not_touch_cuda(lite0, monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_timing_synchronises_the_model_device(monkeypatch):
-    from saliency_core.models import load_model
+    from saliency_core.models.registry import load_model
 
     events = _clock_spy(monkeypatch)
     out = analyse(load_model(None, device="cuda"), [sample_by_name("coffee").image], [None])
@@ -93,8 +93,8 @@ def test_auto_target_and_the_engines_top1_are_separate_names(lite0, monkeypatch)
     # AUTO_TARGET ("true label, else top-1") is the page's choice; the engine
     # only knows TOP1_TARGET ("the model's top-1"). analyse translates one
     # into the other instead of relying on both being -1.
-    from saliency_core import analysis
-    from saliency_core._torch import TOP1_TARGET
+    from saliency_core.core.model_access import TOP1_TARGET
+    from saliency_core.evaluation import analysis
 
     assert TOP1_TARGET == -1
     monkeypatch.setattr(analysis, "AUTO_TARGET", -7)

@@ -19,12 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from saliency_core import ATTRIBUTION_METHODS, attribute
+from saliency_core.core.gradients import compute_saliency
+from saliency_core.core.model_access import TOP1_TARGET
 from saliency_core.errors import InvalidInputError
-from saliency_core.gradients import TOP1_TARGET, compute_saliency
+from saliency_core.inputs.preprocessing import Preprocessing
 from saliency_core.methods.guided_backprop import guided_copy
 from saliency_core.methods.integrated_gradients import path_rule
 from saliency_core.methods.smoothgrad import noisy_copies
-from saliency_core.preprocessing import Preprocessing
 
 SMALL = {  # parameters that keep the embedded-model tests short
     "smoothgrad": {"samples": 2},
@@ -412,7 +413,7 @@ def test_grad_cam_refuses_layers_it_cannot_use(make, layer, match):
 def test_registered_cam_layers_exist_and_give_feature_maps():
     from torchvision.models import get_model
 
-    from saliency_core.models import REGISTRY
+    from saliency_core.models.registry import REGISTRY
 
     shapes: list[tuple[int, ...]] = []
     for spec in REGISTRY.values():
@@ -433,7 +434,7 @@ def test_registered_cam_layers_exist_and_give_feature_maps():
 
 
 def test_a_registered_model_without_cam_layer_says_so(lite0):
-    from saliency_core.models import LoadedModel
+    from saliency_core.models.registry import LoadedModel
 
     no_cam = LoadedModel(lite0.name, dataclasses.replace(lite0.spec, cam_layer=""), lite0.model,
                          lite0.categories, lite0.device)

@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from saliency_core.attribution import attribute
-from saliency_core.gradients import compute_saliency
-from saliency_core.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from saliency_core.core.gradients import compute_saliency
+from saliency_core.inputs.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from saliency_core.methods.registry import attribute
 
 
 @pytest.fixture(scope="module")

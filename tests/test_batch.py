@@ -3,7 +3,7 @@
 The dataset is ``write_sample_folder``: 12 JPEGs of the sample photos in
 WordNet-id, class-index and root folders, one truncated JPEG and a README.
 Every number the job writes is checked against ``saliency_core.analyse``
-and ``saliency_core.stats`` computed here, image by image.
+and ``saliency_core.evaluation.stats`` computed here, image by image.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ import pandas as pd
 import pytest
 import torch
 
-from saliency_core import stats
-from saliency_core.analysis import analyse
-from saliency_core.batch import main, parse_args
-from saliency_core.dataset_view import most_disagreeing, numeric_columns, per_class
 from saliency_core.errors import InvalidInputError
-from saliency_core.imagefolder import ShardSampler, discover, label_of_folder, read_item_bytes, write_sample_folder
-from saliency_core.images import load_image
-from saliency_core.results import (
+from saliency_core.evaluation import stats
+from saliency_core.evaluation.analysis import analyse
+from saliency_core.inputs.images import load_image
+from saliency_core.jobs.batch import main, parse_args
+from saliency_core.jobs.dataset_view import most_disagreeing, numeric_columns, per_class
+from saliency_core.jobs.imagefolder import ShardSampler, discover, label_of_folder, read_item_bytes, write_sample_folder
+from saliency_core.jobs.results import (
     done_keys,
     load_parquet_bytes,
     load_results,
@@ -391,7 +391,7 @@ def _tiny_npz(path: Path) -> Path:
                                            (RuntimeError("CUDA out of memory"), "RuntimeError: CUDA out of memory")])
 def test_an_interrupted_or_failed_run_records_why_it_stopped(error: BaseException, reason: str, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch):
-    from saliency_core import batch
+    from saliency_core.jobs import batch
 
     def fail(*args, **kwargs):
         raise error
@@ -467,7 +467,8 @@ def test_cuda_job_equals_cpu_job(single: Path, dataset: Path, tmp_path: Path):
 
 
 def test_faithfulness_columns_equal_deletion_insertion(tmp_path: Path, lite0):
-    from saliency_core import faithfulness, gradients
+    from saliency_core.core import gradients
+    from saliency_core.evaluation import faithfulness
 
     rng = np.random.default_rng(1)
     path = tmp_path / "two.npz"
@@ -490,7 +491,7 @@ def test_faithfulness_columns_equal_deletion_insertion(tmp_path: Path, lite0):
 def l2_fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
     """A one-image job with --reduction l2, --precision fast and --faithfulness: (out, the keyword
     arguments of every faithfulness.deletion_insertion call it made)."""
-    from saliency_core import faithfulness
+    from saliency_core.evaluation import faithfulness
 
     tmp = tmp_path_factory.mktemp("l2_fast")
     path = tmp / "one.npz"
@@ -512,7 +513,7 @@ def l2_fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[di
 
 
 def test_manifest_defines_the_maps_by_the_reduction_used(l2_fast_run: tuple[Path, list[dict]]):
-    from saliency_core.export import map_definitions
+    from saliency_core.figures.provenance import map_definitions
 
     definitions = load_results(l2_fast_run[0]).manifest["definitions"]
     assert definitions["score"] == map_definitions(("score",), "l2")["score"]

@@ -1,7 +1,7 @@
 """The batch job with method × objective pairs (``--methods gradient:score,smoothgrad:loss,...``).
 
 Every number of a three-pair run is checked against ``saliency_core.attribute``
-and ``saliency_core.stats`` computed here, image by image; the options and
+and ``saliency_core.evaluation.stats`` computed here, image by image; the options and
 their defaults are recorded, a restart with other parameters is refused, and
 two torchrun ranks give the same table as one process.
 """
@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from saliency_core import faithfulness, stats
-from saliency_core.attribution import attribute
-from saliency_core.batch import parse_args
 from saliency_core.errors import InvalidInputError
-from saliency_core.imagefolder import ImageDataset, discover, write_sample_folder
-from saliency_core.map_specs import split_map_column
-from saliency_core.preprocessing import normalize
-from saliency_core.results import load_results
+from saliency_core.evaluation import faithfulness, stats
+from saliency_core.inputs.preprocessing import normalize
+from saliency_core.jobs.batch import parse_args
+from saliency_core.jobs.imagefolder import ImageDataset, discover, write_sample_folder
+from saliency_core.jobs.map_specs import split_map_column
+from saliency_core.jobs.results import load_results
+from saliency_core.methods.registry import attribute
 from tests.test_batch import RTOL, assert_same_results, run_job, run_torchrun
 
 N_IMAGES = 5

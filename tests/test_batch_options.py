@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from saliency_core import limits
-from saliency_core.attribution import ATTRIBUTION_METHODS
-from saliency_core.imagefolder import write_sample_folder
-from saliency_core.job_options import parse_args
+from saliency_core.core import limits
+from saliency_core.jobs.imagefolder import write_sample_folder
+from saliency_core.jobs.options import parse_args
+from saliency_core.methods.registry import ATTRIBUTION_METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 ADDRESS_SPACE = 4 << 30  # torch, the model and one small batch fit; the issue's allocations do not
@@ -107,7 +107,7 @@ def test_each_cap_itself_is_accepted():
 
 
 def test_the_job_and_the_dashboard_read_the_same_caps():
-    """One table of caps (saliency_core.limits): the dashboard's number inputs stop where the job's options do."""
+    """One table of caps (saliency_core.core.limits): the dashboard's number inputs stop where the job's options do."""
     from pages.ui import method_params
 
     numbers = [(m, p) for m in ATTRIBUTION_METHODS.values() for p in m.params if p.kind in (int, float)]

@@ -1,4 +1,4 @@
-"""saliency_core.compute_cost: every count of rows is the rows the engine really runs, the price is measured
+"""saliency_core.serving.compute_cost: every count of rows is the rows the engine really runs, the price is measured
 without touching the model, and the budget setting is read strictly.
 
 The counts are checked by running the engine on a tiny network that records each batch it is given, with
@@ -13,9 +13,13 @@ import math
 import pytest
 import torch
 
-from saliency_core import faithfulness, sanity
-from saliency_core.attribution import ATTRIBUTION_METHODS, attribute
-from saliency_core.compute_cost import (
+from saliency_core.errors import InvalidInputError
+from saliency_core.evaluation import faithfulness, sanity
+from saliency_core.evaluation.method_comparison import compare_methods, forward_passes
+from saliency_core.evaluation.method_ranking import ranking_table
+from saliency_core.methods._common import Passes
+from saliency_core.methods.registry import ATTRIBUTION_METHODS, attribute
+from saliency_core.serving.compute_cost import (
     CALIBRATION_WORK,
     DEFAULT_CONFIRM_ABOVE_S,
     NOTHING,
@@ -28,10 +32,6 @@ from saliency_core.compute_cost import (
     randomisation_work,
     ranking_work,
 )
-from saliency_core.errors import InvalidInputError
-from saliency_core.method_comparison import compare_methods, forward_passes
-from saliency_core.method_ranking import ranking_table
-from saliency_core.methods._common import Passes
 
 ROWS: list[tuple[int, bool]] = []  # (rows, with gradients) of every forward pass of CountingNet
 

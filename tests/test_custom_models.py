@@ -18,10 +18,11 @@ import pytest
 import torch
 from torch import nn
 
-from saliency_core import custom_models, sanity
-from saliency_core.attribution import attribute
 from saliency_core.errors import InvalidInputError, ModelUnavailableError, UnknownModelError
-from saliency_core.models import REGISTRY, _get_spec, list_models, load_model, model_names
+from saliency_core.evaluation import sanity
+from saliency_core.methods.registry import attribute
+from saliency_core.models import custom_models
+from saliency_core.models.registry import REGISTRY, _get_spec, list_models, load_model, model_names
 
 CLASSES = ["red", "green", "blue", "grey"]
 SIDECAR = {"title": "Tiny colour net", "classes": CLASSES, "resize": 36, "crop": 32,
@@ -341,8 +342,8 @@ def test_custom_discovery_is_off_without_the_setting(monkeypatch):
 def test_the_batch_job_accepts_a_custom_model(models_dir, tmp_path):
     import numpy as np
 
-    from saliency_core import batch
-    from saliency_core.results import load_results
+    from saliency_core.jobs import batch
+    from saliency_core.jobs.results import load_results
 
     rng = np.random.default_rng(0)
     images = tmp_path / "images.npz"
@@ -356,7 +357,7 @@ def test_the_batch_job_accepts_a_custom_model(models_dir, tmp_path):
 
 
 def test_an_unreadable_sidecar_is_a_broken_entry_not_a_traceback(tmp_path, monkeypatch):
-    from saliency_core import custom_models
+    from saliency_core.models import custom_models
 
     (tmp_path / "locked.pt").write_bytes(b"x")
     (tmp_path / "locked.json").write_text("{}")

@@ -1,4 +1,4 @@
-"""saliency_core.dataset_view: the Dataset page's filters, columns and headline numbers, without Streamlit."""
+"""saliency_core.jobs.dataset_view: the Dataset page's filters, columns and headline numbers, without Streamlit."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saliency_core import dataset_view as dv
-from saliency_core.map_specs import split_map_column
+from saliency_core.jobs import dataset_view as dv
+from saliency_core.jobs.map_specs import split_map_column
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_the_table_of_a_run_with_method_pairs_shows_each_maps_gini_aucs_and_agre
         "key", "prob_target", *[f"{m}_gini" for m in names], *[f"{m}_deletion_auc" for m in names],
         *[f"{m}_insertion_auc" for m in names], "agree_gradient_score_vs_smoothgrad_loss_spearman",
         "agree_gradient_score_vs_grad_cam_score_spearman", "agree_smoothgrad_loss_vs_grad_cam_score_spearman"]
-    from saliency_core.map_specs import agreement_column
+    from saliency_core.jobs.map_specs import agreement_column
 
     assert agreement_column("grad_cam_score", "gradient_score", "spearman", frame.columns) == \
         "agree_gradient_score_vs_grad_cam_score_spearman"

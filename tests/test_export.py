@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from saliency_core.export import colormap_lut, map_csv, map_png, map_to_rgb, provenance
+from saliency_core.figures.map_files import colormap_lut, map_csv, map_png, map_to_rgb
+from saliency_core.figures.provenance import provenance
 
 
 def test_png_has_one_pixel_per_map_pixel_coloured_by_the_scale():
@@ -55,7 +56,7 @@ def test_provenance_is_json_ready_and_names_versions():
 # --- map definitions follow the options used ------------------------------------
 
 def test_map_definitions_follow_the_reduction_and_method():
-    from saliency_core.export import map_definitions
+    from saliency_core.figures.provenance import map_definitions
 
     words = {"max": "max |g| over RGB", "mean_abs": "mean |g| over RGB", "l2": "L2 norm of g over RGB"}
     for reduction, phrase in words.items():
@@ -72,7 +73,7 @@ def test_provenance_definition_never_contradicts_the_reduction():
     rec = provenance(model_name="m", weights="w", preprocessing="p", target=1, target_name="t", method="score",
                      reduction="l2", precision="exact", image_sha256="a" * 64, image_source="sample:x", device="cpu")
     assert "max" not in json.dumps(rec["saliency"]["definition"])
-    from saliency_core.export import map_definitions
+    from saliency_core.figures.provenance import map_definitions
 
     for reduction in ("max", "mean_abs", "l2"):
         rec = provenance(model_name="m", weights="w", preprocessing="p", target=1, target_name="t",
@@ -86,7 +87,7 @@ def test_map_definitions_reject_unknown_options():
     import pytest
 
     from saliency_core.errors import InvalidInputError
-    from saliency_core.export import map_definitions
+    from saliency_core.figures.provenance import map_definitions
 
     with pytest.raises(InvalidInputError, match="reduction"):
         map_definitions(("score",), "sum")
@@ -120,8 +121,9 @@ def _record(reduction="l2", precision="exact"):
 def test_deletion_insertion_csv_reads_back_with_pandas_and_keeps_its_provenance():
     import torch
 
-    from saliency_core.export import deletion_insertion_csv, read_csv_provenance
-    from saliency_core.faithfulness import deletion_insertion
+    from saliency_core.evaluation.faithfulness import deletion_insertion
+    from saliency_core.figures.evaluation_files import deletion_insertion_csv
+    from saliency_core.figures.provenance import read_csv_provenance
 
     X = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     maps = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -153,8 +155,9 @@ def test_deletion_insertion_csv_reads_back_with_pandas_and_keeps_its_provenance(
 def test_randomisation_csv_reads_back_with_pandas_and_keeps_its_provenance():
     import torch
 
-    from saliency_core.export import randomisation_csv, read_csv_provenance
-    from saliency_core.sanity import cascading_randomization
+    from saliency_core.evaluation.sanity import cascading_randomization
+    from saliency_core.figures.evaluation_files import randomisation_csv
+    from saliency_core.figures.provenance import read_csv_provenance
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
                               torch.nn.Linear(4 * 8 * 8, 3)).eval()
@@ -174,8 +177,8 @@ def test_faithfulness_csv_refuses_a_record_that_contradicts_the_results():
     import torch
 
     from saliency_core.errors import InvalidInputError
-    from saliency_core.export import randomisation_csv
-    from saliency_core.sanity import cascading_randomization
+    from saliency_core.evaluation.sanity import cascading_randomization
+    from saliency_core.figures.evaluation_files import randomisation_csv
 
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3)).eval()
     res = cascading_randomization(net, torch.rand(1, 3, 4, 4), [0], reduction="max")
@@ -187,7 +190,7 @@ def test_faithfulness_file_names_are_descriptive_and_safe():
     import pytest
 
     from saliency_core.errors import InvalidInputError
-    from saliency_core.export import faithfulness_filename
+    from saliency_core.figures.evaluation_files import faithfulness_filename
 
     assert (faithfulness_filename("deletion_insertion", "Coffee mug", "efficientnet_lite0", 967)
             == "faithfulness_deletion_insertion_Coffee_mug_efficientnet_lite0_target967.csv")
@@ -201,7 +204,7 @@ def test_faithfulness_file_names_are_descriptive_and_safe():
 
 def test_definitions_and_provenance_name_the_attribution_method_and_its_parameters():
     from saliency_core.errors import InvalidInputError
-    from saliency_core.export import map_definitions, provenance
+    from saliency_core.figures.provenance import map_definitions, provenance
 
     cam = map_definitions(attribution="grad_cam", params={"layer": "_blocks.15"})
     assert "Grad-CAM" in cam["loss"] and "layer=_blocks.15" in cam["loss"] and "no reduction" in cam["loss"]

@@ -1,4 +1,4 @@
-"""A torch.export archive (.pt2) in the models folder never runs code of its own (saliency_core.export_archive).
+"""A torch.export archive (.pt2) in the models folder never runs code of its own (saliency_core.models.export_archive).
 
 Each case starts from an ordinary ``torch.export.save`` archive and adds or
 changes the members that make ``torch.export.load`` run code: pickles in any
@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from saliency_core.errors import ModelUnavailableError
-from saliency_core.export_archive import check_expression, read_exported_program
+from saliency_core.models.export_archive import check_expression, read_exported_program
 from tests.test_custom_models import SIDECAR, TinyNet
 
 ROOT = "tiny/"  # torch.export.save names the archive's folder after the file's stem
@@ -270,8 +270,8 @@ def planted_folder(ordinary, tmp_path, monkeypatch) -> tuple[Path, Path]:
 
 
 def test_the_batch_job_loads_the_probes_archive_without_running_it(planted_folder, tmp_path):
-    from saliency_core import batch
-    from saliency_core.results import load_results
+    from saliency_core.jobs import batch
+    from saliency_core.jobs.results import load_results
 
     _, marker = planted_folder
     images = tmp_path / "images.npz"

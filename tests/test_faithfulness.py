@@ -11,16 +11,16 @@ import torch
 from scipy.integrate import trapezoid
 from scipy.ndimage import gaussian_filter
 
-from saliency_core.baselines import gaussian_blur, make_baseline
+from saliency_core.core.baselines import gaussian_blur, make_baseline
+from saliency_core.core.gradients import compute_saliency
 from saliency_core.errors import InvalidInputError
-from saliency_core.faithfulness import (
+from saliency_core.evaluation.faithfulness import (
     COMPARE_COLUMNS,
     FaithfulnessResult,
     compare_orders,
     deletion_insertion,
     pixel_ranks,
 )
-from saliency_core.gradients import compute_saliency
 
 SIDE = 16
 
@@ -184,7 +184,7 @@ def test_zeros_means_black_when_the_normalisation_is_known(toy, data):
     assert torch.equal(base, torch.full_like(X, -1.0))
     assert torch.equal(make_baseline(X, "zeros"), torch.zeros_like(X))
     wrapped = SimpleNamespace(model=toy, preprocessing=SimpleNamespace(mean=mean, std=std),
-                              module_for=lambda precision: toy)  # what saliency_core._torch.LoadedModelLike asks
+                              module_for=lambda precision: toy)  # what model_access.LoadedModelLike asks
     res = deletion_insertion(wrapped, X, y, true_map, 4, "zeros")
     explicit = deletion_insertion(toy, X, y, true_map, 4, "zeros", mean=mean, std=std)
     np.testing.assert_array_equal(res.deletion, explicit.deletion)
@@ -250,7 +250,7 @@ def test_compare_orders_table(toy, data):
 
 
 def test_real_model_smoke(lite0):
-    from saliency_core.samples import sample_by_name
+    from saliency_core.inputs.samples import sample_by_name
 
     sample = sample_by_name("coffee")
     batch = lite0.preprocess(sample.image)
@@ -269,7 +269,7 @@ def _precision_spy(monkeypatch):
     """Replace faithfulness.precision_context by a spy; returns (entered, inside)."""
     import contextlib
 
-    from saliency_core import faithfulness
+    from saliency_core.evaluation import faithfulness
 
     entered: list[tuple[str, str]] = []
     inside: list[bool] = []
@@ -326,7 +326,7 @@ def test_float64_model_runs_in_float64(data):
 
 
 def test_orders_in_one_pass_equal_each_order_alone(toy, data):
-    from saliency_core.faithfulness import deletion_insertion_orders
+    from saliency_core.evaluation.faithfulness import deletion_insertion_orders
 
     X, y, true_map = data
     forwards: list[int] = []
@@ -358,7 +358,7 @@ def test_orders_in_one_pass_equal_each_order_alone(toy, data):
 
 
 def test_orders_resolve_top1_once_and_validate(toy, data):
-    from saliency_core.faithfulness import deletion_insertion_orders
+    from saliency_core.evaluation.faithfulness import deletion_insertion_orders
 
     X, _, true_map = data
     forwards: list[int] = []
@@ -379,7 +379,7 @@ def test_orders_resolve_top1_once_and_validate(toy, data):
 
 
 def test_ranking_table_ranks_by_insertion_minus_deletion(toy, data):
-    from saliency_core.faithfulness import RANKING_COLUMNS, deletion_insertion_orders, ranking_table
+    from saliency_core.evaluation.faithfulness import RANKING_COLUMNS, deletion_insertion_orders, ranking_table
 
     X, y, true_map = data
     results = deletion_insertion_orders(toy, X, y, {"inverse": 1 - true_map, "true": true_map}, 8, "zeros")
@@ -398,7 +398,7 @@ def test_ranking_table_ranks_by_insertion_minus_deletion(toy, data):
 
 
 def test_ranking_table_keeps_the_given_order_on_ties():
-    from saliency_core.faithfulness import ranking_table
+    from saliency_core.evaluation.faithfulness import ranking_table
 
     def result(d: float, i: float) -> FaithfulnessResult:
         one = np.array([0.0])

@@ -1,4 +1,4 @@
-"""A model file never reads or writes the server's files (saliency_core.file_operators).
+"""A model file never reads or writes the server's files (saliency_core.models.file_operators).
 
 TorchScript's ``torch.save`` and ``torch.from_file`` and torchvision's
 ``image::write_file`` are operators a model's code can call; a TorchScript
@@ -20,9 +20,9 @@ import torchvision
 from torch import nn
 
 from saliency_core.errors import ModelUnavailableError
-from saliency_core.export_archive import read_exported_program
-from saliency_core.file_operators import check_torchscript_code, file_operators, touches_files
-from saliency_core.models import load_model
+from saliency_core.models.export_archive import read_exported_program
+from saliency_core.models.file_operators import check_torchscript_code, file_operators, touches_files
+from saliency_core.models.registry import load_model
 from tests.test_custom_models import SIDECAR, TinyNet
 from tests.test_export_archive import ROOT, _program, _set_program, ordinary, write_archive  # noqa: F401
 

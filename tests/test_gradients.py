@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from saliency_core.errors import InvalidInputError
-from saliency_core.gradients import (
+from saliency_core.core.gradients import (
     compute_saliency,
     compute_saliency_maps,
     loss_decomposition,
     reduce_channels,
 )
+from saliency_core.errors import InvalidInputError
 
 
 class Linear(torch.nn.Module):
@@ -327,8 +327,8 @@ def test_target_minus_one_means_top1_from_the_same_forward_pass():
 def test_cuda_fast_mode_agrees_with_exact_on_the_samples_with_real_weights():
     from scipy.stats import spearmanr
 
-    from saliency_core.models import load_model
-    from saliency_core.samples import sample_images
+    from saliency_core.inputs.samples import sample_images
+    from saliency_core.models.registry import load_model
 
     model = load_model(None, device="cuda")
     samples = sample_images()
@@ -346,7 +346,7 @@ def test_cuda_fast_mode_agrees_with_exact_on_the_samples_with_real_weights():
 
 
 def test_precision_context_is_a_no_op_on_cpu_and_rejects_unknown_modes():
-    from saliency_core._torch import precision_context
+    from saliency_core.core.precision import precision_context
 
     flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     for precision in ("exact", "fast"):
@@ -359,7 +359,7 @@ def test_precision_context_is_a_no_op_on_cpu_and_rejects_unknown_modes():
 
 def test_precision_context_sets_and_restores_tf32_for_a_cuda_device():
     # Only the flags: they are plain process-wide settings, readable without a GPU.
-    from saliency_core._torch import tf32_context
+    from saliency_core.core.precision import tf32_context
 
     old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     try:
@@ -377,7 +377,7 @@ def test_precision_context_sets_and_restores_tf32_for_a_cuda_device():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_precision_context_on_cuda_enters_float16_autocast_only_when_fast():
-    from saliency_core._torch import precision_context
+    from saliency_core.core.precision import precision_context
 
     device = torch.device("cuda")
     with precision_context(device, "exact"):
@@ -390,7 +390,7 @@ def test_precision_context_on_cuda_enters_float16_autocast_only_when_fast():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_faithfulness_fast_agrees_with_exact():
-    from saliency_core.faithfulness import deletion_insertion
+    from saliency_core.evaluation.faithfulness import deletion_insertion
 
     model = tiny_convnet().cuda()
     X = torch.randn(2, 3, 8, 8)

@@ -23,8 +23,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from saliency_core import image_bytes, results
 from saliency_core.errors import InvalidImageError
+from saliency_core.inputs import image_bytes
+from saliency_core.jobs import results
 from tests import hostile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,9 +83,9 @@ def test_every_dataset_reader_refuses_what_is_not_a_regular_file(odd_files: dict
     paths = {name: str(p) for name, p in odd_files.items()}
     out = python(f"""
         import json, resource, signal
-        from saliency_core.imagefolder import Discovery, ImageDataset, Item, read_item_bytes
-        from saliency_core.images import load_image
-        from saliency_core.models import REGISTRY
+        from saliency_core.jobs.imagefolder import Discovery, ImageDataset, Item, read_item_bytes
+        from saliency_core.inputs.images import load_image
+        from saliency_core.models.registry import REGISTRY
         paths = {paths!r}
         vsz = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()
         resource.setrlimit(resource.RLIMIT_AS, (vsz + (1 << 30), resource.RLIM_INFINITY))
@@ -197,7 +198,7 @@ IMAGES = {"n07920052/a.jpg": jpeg(1), "n07920052/b.jpg": jpeg(2), "281/c.jpg": j
 def discover_keys(root: Path, timeout: float = 120) -> list[str]:
     return python(f"""
         import json
-        from saliency_core.imagefolder import discover
+        from saliency_core.jobs.imagefolder import discover
         found = discover({str(root)!r})
         print(json.dumps([[it.key, it.label] for it in found.items]))
         """, timeout=timeout)
@@ -239,7 +240,7 @@ def test_links_are_followed_once_and_real_names_win(tmp_path: Path):
 
 
 def test_a_dangling_link_named_like_an_image_is_an_unreadable_item(tmp_path: Path):
-    from saliency_core.imagefolder import discover
+    from saliency_core.jobs.imagefolder import discover
 
     root = tmp_path / "images"
     root.mkdir()

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saliency_core import npz
 from saliency_core.errors import InvalidImageError
-from saliency_core.npz import load_npz_batch
+from saliency_core.inputs import npz
+from saliency_core.inputs.npz import load_npz_batch
 from tests import hostile
 
 # What loading a refused bomb may cost above the interpreter's own memory: far below the gigabytes an
@@ -49,7 +49,7 @@ def test_npz_bomb_is_refused_from_its_header_without_expanding_it(tmp_path: Path
     with pytest.raises(InvalidImageError, match="MB"):
         load_npz_batch(bomb.read_bytes())
     measured = hostile.peak_rss_mb(
-        "from saliency_core.npz import load_npz_batch\n"
+        "from saliency_core.inputs.npz import load_npz_batch\n"
         f"data = open({str(bomb)!r}, 'rb').read()\n"
         "# --- start\n"
         "_out = len(load_npz_batch(data))\n")
@@ -91,7 +91,7 @@ def test_float_npz_within_the_budget_loads_in_chunks_without_float64_copies(tmp_
     path.write_bytes(hostile.zero_npz(shape, "<f8"))
     decoded_mb = np.prod(shape) * 8 / 2**20
     measured = hostile.peak_rss_mb(
-        "from saliency_core.npz import load_npz_batch\n"
+        "from saliency_core.inputs.npz import load_npz_batch\n"
         f"data = open({str(path)!r}, 'rb').read()\n"
         "# --- start\n"
         "_out = len(load_npz_batch(data))\n")

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from saliency_core import dataset_view, results
 from saliency_core.errors import InvalidInputError
-from saliency_core.results import load_parquet_bytes, load_results
+from saliency_core.jobs import dataset_view, results
+from saliency_core.jobs.results import load_parquet_bytes, load_results
 from tests import hostile
 
 # What loading a refused bomb may cost above the interpreter's own memory: far below the gigabytes an
@@ -39,7 +39,7 @@ def test_parquet_of_twenty_million_rows_is_refused_from_its_footer(tmp_path: Pat
     with pytest.raises(InvalidInputError, match="20,000,000 rows"):
         load_parquet_bytes(path.read_bytes())
     measured = hostile.peak_rss_mb(
-        "from saliency_core.results import load_parquet_bytes\n"
+        "from saliency_core.jobs.results import load_parquet_bytes\n"
         f"data = open({str(path)!r}, 'rb').read()\n"
         "# --- start\n"
         "_out = len(load_parquet_bytes(data).results)\n")
@@ -59,7 +59,7 @@ FOOTER_ONLY_MB = 150
 
 def _peak_of_loading(path: Path) -> dict:
     return hostile.peak_rss_mb(
-        "from saliency_core.results import load_parquet_bytes\n"
+        "from saliency_core.jobs.results import load_parquet_bytes\n"
         f"data = open({str(path)!r}, 'rb').read()\n"
         "# --- start\n"
         "_out = len(load_parquet_bytes(data).results)\n")

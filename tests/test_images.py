@@ -1,4 +1,4 @@
-"""Tests for saliency_core.images: the odd-file corpus is built here, in memory."""
+"""Tests for saliency_core.inputs.images: the odd-file corpus is built here, in memory."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, features
 
-from saliency_core import images
 from saliency_core.errors import InvalidImageError, SaliencyError, UnknownSampleError
-from saliency_core.images import encode_png, image_sha256, load_image, pixels_sha256
-from saliency_core.samples import SampleImage, sample_by_name, sample_images
+from saliency_core.inputs import images
+from saliency_core.inputs.images import encode_png, image_sha256, load_image, pixels_sha256
+from saliency_core.inputs.samples import SampleImage, sample_by_name, sample_images
 
 # --------------------------------------------------------------------------
 # Corpus builders

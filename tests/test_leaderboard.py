@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from saliency_core import leaderboard as lb
 from saliency_core.errors import InvalidInputError
+from saliency_core.jobs import leaderboard as lb
 
 
 def _frame(n: int = 400, seed: int = 1) -> pd.DataFrame:
@@ -89,7 +89,7 @@ def test_a_table_without_faithfulness_columns_has_no_maps_to_rank():
 
 
 def test_the_interval_figure_draws_each_interval_and_keeps_names_as_text():
-    from saliency_core.charts import intervals_figure
+    from saliency_core.figures.charts import intervals_figure
 
     t = lb.leaderboard(_frame()).table
     labels = [*t["title"][:-1], "<b>random</b>"]

@@ -1,4 +1,4 @@
-"""saliency_core.lru: the bounded cache that holds the dashboard's slow, progress-reporting results."""
+"""saliency_core.serving.lru: the bounded cache that holds the dashboard's slow, progress-reporting results."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from saliency_core.lru import LRUCache
+from saliency_core.serving.lru import LRUCache
 
 
 def _counting(calls: list, value):
@@ -89,7 +89,7 @@ def test_approximate_bytes_counts_pixels_not_object_headers():
     import numpy as np
     from PIL import Image
 
-    from saliency_core.lru import approximate_bytes
+    from saliency_core.serving.lru import approximate_bytes
 
     assert approximate_bytes(np.zeros((100, 100, 3), np.uint8)) == 30_000
     assert 30_000 <= approximate_bytes(Image.new("RGB", (100, 100))) < 31_000

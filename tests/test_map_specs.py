@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from saliency_core import map_specs as ms
-from saliency_core.attribution import ATTRIBUTION_METHODS
 from saliency_core.errors import InvalidInputError
+from saliency_core.jobs import map_specs as ms
+from saliency_core.methods.registry import ATTRIBUTION_METHODS
 
 
 def test_the_original_names_keep_their_columns():

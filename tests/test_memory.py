@@ -1,4 +1,4 @@
-"""saliency_core.memory: freed heap memory goes back to the operating system after a large decode."""
+"""saliency_core.serving.memory: freed heap memory goes back to the operating system after a large decode."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 CODE = """
 import gc, sys
 from PIL import Image
-from saliency_core.memory import release_freed_memory
+from saliency_core.serving.memory import release_freed_memory
 
 def rss_mb():
     for line in open('/proc/self/status'):

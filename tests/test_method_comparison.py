@@ -11,7 +11,7 @@ import torch
 
 from saliency_core import ATTRIBUTION_METHODS, attribute
 from saliency_core.errors import InvalidInputError
-from saliency_core.method_comparison import (
+from saliency_core.evaluation.method_comparison import (
     FAST_METHODS,
     SLOW_METHODS,
     agreement_matrix,
@@ -19,7 +19,7 @@ from saliency_core.method_comparison import (
     compare_methods,
     map_label,
 )
-from saliency_core.stats import agreement
+from saliency_core.evaluation.stats import agreement
 
 SMALL = {"smoothgrad": {"samples": 3, "noise": 0.1, "seed": 2}, "integrated_gradients": {"steps": 4}}
 ALL = FAST_METHODS + SLOW_METHODS
@@ -69,8 +69,8 @@ def test_every_map_is_attributes_own(lite0, image, comparison):
 
 @pytest.mark.parametrize("target", [None, 3])
 def test_the_gradient_run_from_an_analysis_is_compare_methods_own(lite0, target):
-    from saliency_core.analysis import analyse
-    from saliency_core.method_comparison import gradient_comparison
+    from saliency_core.evaluation.analysis import analyse
+    from saliency_core.evaluation.method_comparison import gradient_comparison
 
     crop = np.random.default_rng(1).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)
     a = analyse(lite0, crop, [target], reduction="l2")[0]
@@ -88,8 +88,8 @@ def test_the_gradient_run_from_an_analysis_is_compare_methods_own(lite0, target)
 
 
 def test_only_a_gradient_analysis_makes_a_gradient_run(lite0):
-    from saliency_core.analysis import analyse
-    from saliency_core.method_comparison import gradient_comparison
+    from saliency_core.evaluation.analysis import analyse
+    from saliency_core.evaluation.method_comparison import gradient_comparison
 
     crop = np.zeros((1, 224, 224, 3), np.uint8)
     with pytest.raises(InvalidInputError, match="gradient"):

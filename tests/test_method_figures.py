@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saliency_core import attribution
 from saliency_core.errors import InvalidInputError
-from saliency_core.method_comparison import agreement_matrix
-from saliency_core.method_figures import agreement_heatmap, method_grid_figure
+from saliency_core.evaluation.method_comparison import agreement_matrix
+from saliency_core.figures.method_figures import agreement_heatmap, method_grid_figure
+from saliency_core.methods import registry as attribution
 
 
 def grid_maps(methods=("gradient", "grad_cam", "smoothgrad"), size: int = 8) -> dict:

@@ -10,17 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from saliency_core import export, faithfulness, sanity
 from saliency_core.errors import InvalidInputError
-from saliency_core.method_comparison import compare_methods
-from saliency_core.method_ranking import (
-    RANDOM_ORDER,
-    RANKING_COLUMNS,
-    ranking_csv,
-    ranking_filename,
-    ranking_json,
-    ranking_table,
-)
+from saliency_core.evaluation import faithfulness, sanity
+from saliency_core.evaluation.method_comparison import compare_methods
+from saliency_core.evaluation.method_ranking import RANDOM_ORDER, RANKING_COLUMNS, ranking_table
+from saliency_core.figures import provenance
+from saliency_core.figures.evaluation_files import ranking_csv, ranking_filename, ranking_json
 from tests.test_sanity import state_hash
 
 METHODS = ("gradient_x_input", "grad_cam", "smoothgrad")
@@ -87,7 +82,7 @@ def test_progress_reaches_its_total(ranked):
 
 
 def record(ranking, **saliency):
-    return export.provenance(
+    return provenance.provenance(
         model_name="efficientnet_lite0", weights="embedded", preprocessing="resize 256, crop 224",
         target=ranking.target, target_name="<b>cat</b>", method=None, reduction=saliency.get("reduction", "max"),
         precision=saliency.get("precision", "exact"), image_sha256="ab" * 32, image_source="sample", device="cpu")
@@ -99,7 +94,7 @@ def test_csv_and_json_carry_provenance(ranked):
     table = pd.read_csv(io.BytesIO(data), comment="#", keep_default_na=False, na_values=[""])
     assert list(table.columns) == list(RANKING_COLUMNS)
     np.testing.assert_allclose(table["deletion_auc"], ranking.table["deletion_auc"])
-    header = export.read_csv_provenance(data)
+    header = provenance.read_csv_provenance(data)
     assert header["model"]["name"] == "efficientnet_lite0" and header["image"]["sha256"] == "ab" * 32
     assert header["target"]["index"] == ranking.target
     expected = {"steps": STEPS, "baseline": "blur", "seed": 3, "target": ranking.target}

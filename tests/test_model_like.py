@@ -1,17 +1,11 @@
-"""saliency_core._torch: the one place that says what the engine accepts as a model."""
+"""saliency_core.core._torch: the one place that says what the engine accepts as a model."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from saliency_core._torch import (
-    LoadedModelLike,
-    module_for,
-    preprocessing_of,
-    require_eval,
-    unwrap_module,
-)
+from saliency_core.core.model_access import LoadedModelLike, module_for, preprocessing_of, require_eval, unwrap_module
 from saliency_core.errors import InvalidInputError
 
 

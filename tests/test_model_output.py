@@ -20,9 +20,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from saliency_core import attribute, compute_saliency, faithfulness, sanity
+from saliency_core import attribute, compute_saliency
 from saliency_core.errors import ModelOutputError, ModelUnavailableError, SaliencyError
-from saliency_core.models import load_model
+from saliency_core.evaluation import faithfulness, sanity
+from saliency_core.models.registry import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["red", "green", "blue", "grey"]
@@ -141,7 +142,7 @@ def test_the_methods_with_private_copies_check_too(stem, method, params):
 
 
 def test_check_logits_says_what_was_wrong():
-    from saliency_core.model_output import OutputCheck, check_logits
+    from saliency_core.core.model_output import OutputCheck, check_logits
 
     check = OutputCheck("My net", 4)
     good = torch.zeros(3, 4)
@@ -194,7 +195,7 @@ def photos(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("stem", list(TREACHEROUS))
 def test_the_batch_job_stops_with_one_line_naming_the_model(treacherous_dir, photos, tmp_path, stem):
-    from saliency_core.results import read_manifest
+    from saliency_core.jobs.results import read_manifest
 
     out = tmp_path / "out"
     proc = _run_job(treacherous_dir, photos, out, f"custom:{stem}")

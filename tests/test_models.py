@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from saliency_core.errors import InvalidInputError, ModelUnavailableError, UnknownModelError
-from saliency_core.models import (
+from saliency_core.inputs.preprocessing import normalize
+from saliency_core.models.registry import (
     DEFAULT_MODEL,
     REGISTRY,
     checkpoint_path,
@@ -19,7 +20,6 @@ from saliency_core.models import (
     load_model,
     pick_device,
 )
-from saliency_core.preprocessing import normalize
 
 REQUIRED = ["squeezenet1_1", "resnet18", "resnet50", "vgg16", "mobilenet_v3_large",
             "efficientnet_b0", "convnext_tiny", "vit_b_16"]
@@ -44,7 +44,7 @@ def test_embedded_model_is_frozen_in_eval_mode_with_1000_categories(lite0):
     [("coffee", {967}), ("chelsea", set(range(281, 286)))],  # 281-285: the domestic cats
 )
 def test_embedded_model_offline_recognises_the_samples(lite0, sample, accepted):
-    from saliency_core.samples import sample_by_name
+    from saliency_core.inputs.samples import sample_by_name
 
     batch = lite0.preprocess(sample_by_name(sample).image)
     with torch.no_grad():
@@ -147,7 +147,7 @@ def test_embedded_model_on_cuda():
 
 
 def test_cpu_models_use_channels_last_and_give_the_same_maps(lite0):
-    from saliency_core.gradients import compute_saliency
+    from saliency_core.core.gradients import compute_saliency
 
     conv = next(p for p in lite0.model.parameters() if p.dim() == 4)
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
@@ -194,7 +194,7 @@ def test_an_extreme_aspect_ratio_is_cropped_without_resizing_the_whole_image():
 
     from PIL import Image
 
-    from saliency_core.preprocessing import MAX_RESIZED_PIXELS, crop_image
+    from saliency_core.inputs.preprocessing import MAX_RESIZED_PIXELS, crop_image
 
     prep = REGISTRY["efficientnet_lite0"].preprocessing
     start = time.perf_counter()

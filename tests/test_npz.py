@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from saliency_core.errors import InvalidImageError
-from saliency_core.npz import load_npz_batch
+from saliency_core.inputs.npz import load_npz_batch
 
 
 def npz_bytes(**arrays) -> bytes:

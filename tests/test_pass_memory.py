@@ -1,7 +1,7 @@
 """The memory of one computation: rows per pass come from a memory budget and the input's size.
 
 The issue: a custom model with a 2048 px crop and SmoothGrad's 256 samples reached 15.4 GB, because
-every pass held 64 noisy copies whatever their size. Now ``saliency_core._torch.rows_per_pass`` sizes
+every pass held 64 noisy copies whatever their size. Now ``saliency_core.core.passes.rows_per_pass`` sizes
 every pass the engine runs (gradients, every method, deletion/insertion), and the models folder caps
 the crop at 1024 px (``custom_models.MAX_CROP``): one row is the least a pass can hold.
 """
@@ -12,11 +12,12 @@ import pytest
 import torch
 from hostile import peak_rss_mb
 
-from saliency_core import attribute, compute_saliency, faithfulness
+from saliency_core import attribute, compute_saliency
 from saliency_core.errors import InvalidInputError
+from saliency_core.evaluation import faithfulness
 
 CPU = torch.device("cpu")
-PASS_MEMORY_ENV = "SALIENCY_PASS_MEMORY_MB"  # spelled out: what an operator sets (saliency_core._torch)
+PASS_MEMORY_ENV = "SALIENCY_PASS_MEMORY_MB"  # spelled out: what an operator sets (saliency_core.core._torch)
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +26,7 @@ def default_budget(monkeypatch):
 
 
 def test_rows_per_pass_follow_the_input_size_and_dtype():
-    from saliency_core._torch import row_bytes, rows_per_pass
+    from saliency_core.core.passes import row_bytes, rows_per_pass
 
     at_224 = rows_per_pass(row_bytes((3, 224, 224), torch.float32), CPU)
     assert at_224 == 13  # 2 GB / (602 kB * 256): EfficientNet-Lite0 used 92 MB a row, 1.2 GB for 13
@@ -37,10 +38,10 @@ def test_rows_per_pass_follow_the_input_size_and_dtype():
 
 
 def test_the_budget_is_set_by_an_environment_variable(monkeypatch):
-    from saliency_core import _torch
-    from saliency_core._torch import row_bytes, rows_per_pass
+    from saliency_core.core import passes
+    from saliency_core.core.passes import row_bytes, rows_per_pass
 
-    assert PASS_MEMORY_ENV == _torch.PASS_MEMORY_ENV
+    assert PASS_MEMORY_ENV == passes.PASS_MEMORY_ENV
     monkeypatch.setenv(PASS_MEMORY_ENV, "16384")  # a big GPU's operator: 16 GB a pass
     assert rows_per_pass(row_bytes((3, 224, 224), torch.float32), CPU) == 111
     for bad in ("lots", "0", "-5", "1.5"):

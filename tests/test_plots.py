@@ -1,4 +1,4 @@
-"""Tests for saliency_core.plots: decode the figures and check what they hold."""
+"""Tests for saliency_core.figures.plots: decode the figures and check what they hold."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import plotly.io as pio
 import pytest
 from PIL import Image
 
-from saliency_core import charts, export, method_figures, plots, stats
 from saliency_core.errors import InvalidInputError
+from saliency_core.evaluation import stats
+from saliency_core.figures import charts, map_files, method_figures, plots
 
 H, W = 6, 8
 
@@ -103,7 +104,7 @@ def test_a_collapsed_clip_range_is_a_threshold_not_an_empty_range():
     m = np.arange(101.0).reshape(1, 101)
     zmin, zmax = plots.clip_percentile(m, 95, 95)
     assert zmin == 95.0 and 95.0 < zmax < 95.001
-    rgb = export.map_to_rgb(m, "hot", zmin, zmax)[0]
+    rgb = map_files.map_to_rgb(m, "hot", zmin, zmax)[0]
     assert (rgb[:96] == rgb[0]).all() and (rgb[96:] == rgb[-1]).all() and not (rgb[0] == rgb[-1]).all()
     lo, hi = plots.clip_percentile(np.full((4, 4), 2.5), 0, 100)  # a constant map
     assert lo == 2.5 and hi > lo
@@ -357,7 +358,7 @@ LARGE_FIGURE_BOUND = 8_000_000
 
 
 def test_a_2048_px_map_is_drawn_as_block_means_and_the_downloads_keep_every_pixel():
-    from saliency_core.figure_style import MAX_DISPLAY_SIDE, block_mean
+    from saliency_core.figures.figure_style import MAX_DISPLAY_SIDE, block_mean
 
     rng = np.random.default_rng(0)
     side = 2048
@@ -392,12 +393,12 @@ def test_a_2048_px_map_is_drawn_as_block_means_and_the_downloads_keep_every_pixe
     assert all(np.asarray(t.z).shape == (MAX_DISPLAY_SIDE, MAX_DISPLAY_SIDE) for t in grid.data)
     assert len(plots.difference_figure(z, z / 3).to_json()) < LARGE_FIGURE_BOUND
 
-    png = export.map_png(z)  # the download: one pixel per map pixel
+    png = map_files.map_png(z)  # the download: one pixel per map pixel
     assert Image.open(io.BytesIO(png)).size == (side, side)
 
 
 def test_maps_up_to_the_display_size_are_drawn_exactly_and_the_csv_keeps_every_pixel_of_larger_ones():
-    from saliency_core.figure_style import MAX_DISPLAY_SIDE
+    from saliency_core.figures.figure_style import MAX_DISPLAY_SIDE
 
     rng = np.random.default_rng(1)
     exact = rng.random((MAX_DISPLAY_SIDE, 300), dtype=np.float32)
@@ -408,6 +409,6 @@ def test_maps_up_to_the_display_size_are_drawn_exactly_and_the_csv_keeps_every_p
     larger = rng.random((600, 520), dtype=np.float32)  # 2 x 2 blocks, the last row and column partial
     (trace,) = plots.heatmap_figure(larger).data
     assert np.asarray(trace.z).shape == (300, 260)
-    csv = export.map_csv(larger, rng.normal(size=(3, 600, 520)))
+    csv = map_files.map_csv(larger, rng.normal(size=(3, 600, 520)))
     frame = pd.read_csv(io.BytesIO(csv))
     assert len(frame) == 600 * 520 and frame["x"].max() == 519 and frame["y"].max() == 599

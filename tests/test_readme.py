@@ -43,7 +43,7 @@ def test_readme_batch_example_runs(tmp_path: Path):
     import subprocess
     import sys
 
-    from saliency_core.results import load_results
+    from saliency_core.jobs.results import load_results
 
     section = README.read_text().split("Try it on the sample photos", 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from saliency_core.recent_failures import RecentFailures
+from saliency_core.serving.recent_failures import RecentFailures
 
 
 class Clock:

@@ -1,4 +1,4 @@
-"""saliency_core.results_access: the one rule for which results folders and dataset images may be read."""
+"""saliency_core.jobs.results_access: the one rule for which results folders and dataset images may be read."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saliency_core import results_access as ra
-from saliency_core.results_access import OutsideAllowedError
+from saliency_core.jobs import results_access as ra
+from saliency_core.jobs.results_access import OutsideAllowedError
 
 
 def _results(folder: Path, dataset_root: Path) -> Path:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from saliency_core.errors import InvalidInputError
-from saliency_core.sanity import (
+from saliency_core.evaluation.sanity import (
     SIMILARITY_COLUMNS,
     RandomizationResult,
     _reinitialize,
@@ -180,7 +180,7 @@ def test_invalid_arguments(net, X):
 
 
 def test_lite0_maps_decorrelate_and_model_is_untouched(lite0):
-    from saliency_core.samples import sample_images
+    from saliency_core.inputs.samples import sample_images
 
     samples = sample_images()[:2]
     batch = lite0.preprocess([s.image for s in samples])
@@ -288,7 +288,7 @@ def test_reinitialize_keeps_the_weights_layout_and_dtype():
 
 
 def test_precision_reaches_every_stage_and_is_recorded(net, X, monkeypatch):
-    from saliency_core import sanity
+    from saliency_core.evaluation import sanity
 
     seen: list[str] = []
     real = sanity.compute_saliency
@@ -306,7 +306,7 @@ def test_precision_reaches_every_stage_and_is_recorded(net, X, monkeypatch):
 
 
 def test_similarity_curves_and_stage_maps_for_display(net, X):
-    from saliency_core.sanity import similarity_curves, stage_maps
+    from saliency_core.evaluation.sanity import similarity_curves, stage_maps
 
     res = cascading_randomization(net, X, [1, 3], methods=("score", "loss"), max_stages=2)
     curves = similarity_curves(res, image=1)
@@ -335,7 +335,7 @@ def test_any_attribution_method_each_stage_equals_attribute_on_the_randomised_we
     # The same method and parameters at every stage; stage 0 is attribute() on the trained model,
     # the last stage attribute() on fully_randomized_model (the same weights for any grouping).
     from saliency_core import attribute
-    from saliency_core.sanity import fully_randomized_model
+    from saliency_core.evaluation.sanity import fully_randomized_model
 
     before = state_hash(net)
     params = {"samples": 3, "noise": 0.1, "seed": 4}
@@ -368,8 +368,8 @@ def test_gradient_default_is_unchanged_and_grad_cam_layer_is_fixed_at_stage_zero
 @pytest.mark.filterwarnings("ignore:Integrated Gradients")  # 4 steps: a large completeness gap, on purpose
 def test_randomised_black_baseline_keeps_the_models_normalisation(net, X):
     # "black" needs the mean and std: the randomised copy of a LoadedModel-like model keeps them.
-    from saliency_core.preprocessing import Preprocessing
-    from saliency_core.sanity import fully_randomized_model
+    from saliency_core.evaluation.sanity import fully_randomized_model
+    from saliency_core.inputs.preprocessing import Preprocessing
 
     class WithPreprocessing:
         def __init__(self, model):
@@ -391,7 +391,7 @@ def test_randomised_black_baseline_keeps_the_models_normalisation(net, X):
 @pytest.mark.slow
 def test_randomisation_of_another_method_starts_from_its_maps_and_leaves_the_model_alone(lite0):
     from saliency_core import attribute
-    from saliency_core.samples import sample_by_name
+    from saliency_core.inputs.samples import sample_by_name
 
     coffee = sample_by_name("coffee")
     x = lite0.preprocess([coffee.image]).x

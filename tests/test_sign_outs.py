@@ -1,4 +1,5 @@
-"""saliency_core.sign_outs: ended sign-ins stay ended, across restarts and processes, until their cookie expires."""
+"""saliency_core.serving.sign_outs: ended sign-ins stay ended, across restarts and processes, until their
+cookie expires."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import multiprocessing
 
 import pytest
 
-from saliency_core.sign_outs import REMEMBER_S, SignOuts, sign_in_key
+from saliency_core.serving.sign_outs import REMEMBER_S, SignOuts, sign_in_key
 
 ALICE = {"iss": "https://idp.example", "sub": "alice", "aud": "dashboard", "iat": 1_800_000_000,
          "exp": 1_800_003_600, "nonce": "n-1", "email": "alice@example.com", "email_verified": True}

@@ -1,4 +1,4 @@
-"""Known-answer tests for saliency_core.stats."""
+"""Known-answer tests for saliency_core.evaluation.stats."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saliency_core import stats
 from saliency_core.errors import InvalidInputError
+from saliency_core.evaluation import stats
 
 
 @pytest.fixture

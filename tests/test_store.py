@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from saliency_core.images import image_sha256
-from saliency_core.store import UploadStore, is_sha256
+from saliency_core.inputs.images import image_sha256
+from saliency_core.inputs.upload_store import UploadStore, is_sha256
 
 
 def test_put_then_get_round_trips_bytes_and_metadata(tmp_path):

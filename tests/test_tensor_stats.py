@@ -1,4 +1,4 @@
-"""saliency_core.tensor_stats equals the numpy reference in saliency_core.stats, map for map."""
+"""saliency_core.evaluation.tensor_stats equals the numpy reference in saliency_core.evaluation.stats, map for map."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from saliency_core import stats
 from saliency_core.errors import InvalidInputError
-from saliency_core.tensor_stats import agreement_batch, describe_batch, summarize_batch
+from saliency_core.evaluation import stats
+from saliency_core.evaluation.tensor_stats import agreement_batch, describe_batch, summarize_batch
 
 RTOL, ATOL = 1e-9, 1e-12
 
@@ -22,7 +22,7 @@ def rng() -> np.random.Generator:
 def real_maps(lite0) -> tuple[np.ndarray, np.ndarray]:
     """Score and loss maps, (5, 224, 224) float32 each, of the bundled sample images."""
     from saliency_core import sample_images
-    from saliency_core.analysis import analyse
+    from saliency_core.evaluation.analysis import analyse
 
     samples = sample_images()
     out = analyse(lite0, [s.image for s in samples], [None] * len(samples), [s.label for s in samples])

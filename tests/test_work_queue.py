@@ -8,7 +8,7 @@ import time
 import pytest
 
 from saliency_core.errors import InvalidInputError
-from saliency_core.work_queue import ComputeQueue, QueueState, default_slots
+from saliency_core.serving.work_queue import ComputeQueue, QueueState, default_slots
 
 
 def _wait_until(condition, timeout: float = 5.0) -> None:

@@ -3,7 +3,7 @@
 With an ``[auth]`` section in ``.streamlit/secrets.toml`` (Streamlit's own
 OpenID Connect sign-in: ``st.login`` / ``st.user``), every page of every
 session first asks for a sign-in; without one nothing here draws anything.
-Who may enter after signing in is :mod:`saliency_core.access`'s decision
+Who may enter after signing in is :mod:`saliency_core.serving.access`'s decision
 (``SALIENCY_ALLOWED_EMAILS``); anyone else gets a "not allowed" page with
 a sign-out button and nothing of the dashboard.
 
@@ -18,7 +18,7 @@ checked like any link's (``url_state.restore_from_url``).
 
 Sign-out: Streamlit's identity cookie is signed, not server state, and
 ``st.logout`` only deletes it from the browser. The Sign out buttons here
-first remember the sign-in as ended (:mod:`saliency_core.sign_outs`, in
+first remember the sign-in as ended (:mod:`saliency_core.serving.sign_outs`, in
 ``SALIENCY_SIGNED_OUT_FILE``), and the gate treats a cookie of an ended
 sign-in as no sign-in at all, in every session and after a restart.
 
@@ -41,7 +41,7 @@ from streamlit.navigation.page import StreamlitPage
 
 from pages.ui import upload_guard
 from pages.ui.text import plain
-from saliency_core.access import (
+from saliency_core.serving.access import (
     ALLOWED_EMAILS_ENV,
     RETURN_TTL_S,
     Decision,
@@ -50,7 +50,7 @@ from saliency_core.access import (
     encode_return,
     parse_allowed,
 )
-from saliency_core.sign_outs import SignOuts, sign_in_key
+from saliency_core.serving.sign_outs import SignOuts, sign_in_key
 
 _LOG = logging.getLogger(__name__)
 

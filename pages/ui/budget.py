@@ -2,8 +2,8 @@
 
 A link can ask for any view, however heavy (SmoothGrad at 256 samples on every randomisation stage is five
 minutes of one of the compute slots that everyone shares). So before a page starts computing, it adds up
-what no cache holds yet (:class:`saliency_core.compute_cost.Work`) and calls :func:`confirm`: within the
-budget (``SALIENCY_CONFIRM_ABOVE_S``, :func:`saliency_core.compute_cost.confirm_above_s`) the page goes on
+what no cache holds yet (:class:`saliency_core.serving.compute_cost.Work`) and calls :func:`confirm`: within the
+budget (``SALIENCY_CONFIRM_ABOVE_S``, :func:`saliency_core.serving.compute_cost.confirm_above_s`) the page goes on
 as it always did; over it, the page says what it would take and shows a "Compute (about N s)" button
 instead of starting. Only a click in this session starts the work: a link can set every option of a view,
 never the button. Once clicked, the view stays confirmed for the session (a rerun that interrupted the work,
@@ -22,10 +22,10 @@ import streamlit as st
 
 from pages.ui import caches
 from pages.ui.waiting import compute_queue, seconds_text, shared_or_computed
-from saliency_core import compute_cost
-from saliency_core.compute_cost import CALIBRATION_WORK, PassCost, Work
-from saliency_core.lru import LRUCache
-from saliency_core.models import LoadedModel
+from saliency_core.models.registry import LoadedModel
+from saliency_core.serving import compute_cost
+from saliency_core.serving.compute_cost import CALIBRATION_WORK, PassCost, Work
+from saliency_core.serving.lru import LRUCache
 
 COST_MEMORY_S = 3600  # a model's price per row is measured again after this long (the machine's load changes)
 BUTTON = "confirm_compute"  # the button's widget key; its box is BUTTON + "_box"
@@ -35,7 +35,7 @@ MAX_CONFIRMED = 32
 
 
 def pass_cost(model: LoadedModel, precision: str) -> PassCost:
-    """The model's seconds per row on its device (:func:`saliency_core.compute_cost.measure_pass_cost`),
+    """The model's seconds per row on its device (:func:`saliency_core.serving.compute_cost.measure_pass_cost`),
     measured once per :data:`COST_MEMORY_S` per model and precision, for every session.
 
     Measured outside the compute queue: an estimate must not wait behind the work it is meant to bound,
@@ -51,7 +51,7 @@ def confirm(view: Hashable, work: Work, model: LoadedModel, precision: str, what
 
     ``view``: everything that decides the work (a confirmation is for that view only). ``work``: what the
     page is about to compute that no cache holds. It starts at once when it is no bigger than measuring its
-    price (:data:`~saliency_core.compute_cost.CALIBRATION_WORK`: one image's maps by a one-pass method),
+    price (:data:`~saliency_core.serving.compute_cost.CALIBRATION_WORK`: one image's maps by a one-pass method),
     when its estimate is within the budget, or when this session clicked the button for ``view``.
     Raises InvalidInputError (a SaliencyError) when ``SALIENCY_CONFIRM_ABOVE_S`` is not a number.
     """

@@ -24,15 +24,16 @@ from pages.ui import method_params
 from pages.ui.model_cache import get_model
 from pages.ui.session_gone import checked
 from pages.ui.waiting import queued, seconds_text, shared_or_computed
-from saliency_core import analysis, leaderboard, method_comparison, method_ranking, results, results_access
-from saliency_core.analysis import ImageAnalysis
-from saliency_core.images import load_image
-from saliency_core.lru import LRUCache
-from saliency_core.memory import release_freed_memory
-from saliency_core.method_comparison import AgreementMatrix, MethodComparison
-from saliency_core.method_ranking import MethodRanking
-from saliency_core.npz import LabelledImage, load_npz_batch
-from saliency_core.store import UploadStore
+from saliency_core.evaluation import analysis, method_comparison, method_ranking
+from saliency_core.evaluation.analysis import ImageAnalysis
+from saliency_core.evaluation.method_comparison import AgreementMatrix, MethodComparison
+from saliency_core.evaluation.method_ranking import MethodRanking
+from saliency_core.inputs.images import load_image
+from saliency_core.inputs.npz import LabelledImage, load_npz_batch
+from saliency_core.inputs.upload_store import UploadStore
+from saliency_core.jobs import leaderboard, results, results_access
+from saliency_core.serving.lru import LRUCache
+from saliency_core.serving.memory import release_freed_memory
 
 T = TypeVar("T")
 MAX_CACHED_ANALYSES = 32  # about 4 MB each
@@ -254,7 +255,7 @@ def run_key(image_key: str, model_name: str, target: int, method: str, params: d
 def compare_methods(image_key: str, model_name: str, target: int, methods: tuple[str, ...],
                     params: dict[str, dict[str, object]], reduction: str, precision: str,
                     _x, gradient: ImageAnalysis | None = None) -> MethodComparison:
-    """:func:`saliency_core.method_comparison.compare_methods` for one image, one cache entry per method.
+    """:func:`saliency_core.evaluation.method_comparison.compare_methods` for one image, one cache entry per method.
 
     Keyed on the image's sha256, model, target (a class index: resolve the
     automatic target first), method, every parameter given, reduction and
@@ -311,7 +312,7 @@ def comparison_key(image_key: str, model_name: str, comparison: MethodComparison
 
 
 def agreement(key: tuple, comparison: MethodComparison, metric: str) -> AgreementMatrix:
-    """:func:`saliency_core.method_comparison.agreement_matrix` of a comparison's maps.
+    """:func:`saliency_core.evaluation.method_comparison.agreement_matrix` of a comparison's maps.
 
     ``key``: :func:`comparison_key` of the comparison.
     """
@@ -327,7 +328,7 @@ def ranking_key(key: tuple, steps: int, baseline: str, seed: int) -> tuple:
 
 def rank_methods(key: tuple, model_name: str, comparison: MethodComparison, _x, *, steps: int, baseline: str,
                  seed: int) -> MethodRanking:
-    """:func:`saliency_core.method_ranking.ranking_table` of a comparison (``key``: :func:`comparison_key`),
+    """:func:`saliency_core.evaluation.method_ranking.ranking_table` of a comparison (``key``: :func:`comparison_key`),
     with a progress bar and the time left; kept with the other slow results."""
     model = get_model(model_name)
     batch = 8 if model.device.type == "cpu" else 64  # small chunks were faster on a 2-core CPU, large suit GPUs
@@ -384,7 +385,7 @@ def _dataset_roots(root: str, folders: tuple[str, ...]) -> list[Path]:
 
 
 def read_dataset_image(path: str) -> bytes:
-    """The bytes of a dataset image named in results, see :func:`saliency_core.results_access.read_dataset_image`."""
+    """The bytes of a dataset image named in results (:func:`saliency_core.jobs.results_access.read_dataset_image`)."""
     root = results_dir()
     return results_access.read_dataset_image(path, _dataset_roots(str(root), tuple(results_folders())))
 

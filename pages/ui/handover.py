@@ -13,10 +13,10 @@ import streamlit as st
 
 from pages.ui import caches, model_cache
 from pages.ui.text import plain
-from saliency_core.analysis import AUTO_TARGET
-from saliency_core.attribution import ATTRIBUTION_METHODS
 from saliency_core.errors import SaliencyError
-from saliency_core.images import image_sha256, load_image
+from saliency_core.evaluation.analysis import AUTO_TARGET
+from saliency_core.inputs.images import image_sha256, load_image
+from saliency_core.methods.registry import ATTRIBUTION_METHODS
 
 GOTO_COMPARE = "goto_compare"  # session key the Dataset page reads at its top
 GOTO_METHODS = "goto_methods"  # the same for the Methods page (see follow())
@@ -30,7 +30,7 @@ def make_current(path: str, key: str, label: int | None, model_name: str | None)
 
     The image is kept in the upload store like an upload, so the next page's
     link can be shared. Only images that
-    :func:`saliency_core.results_access.read_dataset_image` allows are read.
+    :func:`saliency_core.jobs.results_access.read_dataset_image` allows are read.
     Returns False, with the reason in ``st.session_state[PROBLEM]``, when it can't be opened.
     """
     try:

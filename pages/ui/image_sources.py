@@ -17,9 +17,9 @@ from pages.ui import caches
 from pages.ui.labels import UPLOAD_TYPES
 from pages.ui.text import plain
 from saliency_core.errors import SaliencyError
-from saliency_core.images import encode_png, image_sha256, load_image
-from saliency_core.models import LoadedModel, imagenet_categories
-from saliency_core.samples import SampleImage, sample_images
+from saliency_core.inputs.images import encode_png, image_sha256, load_image
+from saliency_core.inputs.samples import SampleImage, sample_images
+from saliency_core.models.registry import LoadedModel, imagenet_categories
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 Every method's parameters come from its registry entry (``Param``): numbers
 get number inputs with the registry's minimum and the maximum the dashboard
-shares with the batch job (:data:`saliency_core.limits.PARAM_MAX`), strings with choices get selects, and Grad-CAM's
-layer a select of the model's convolutions with the registry's default
+shares with the batch job (:data:`saliency_core.core.limits.PARAM_MAX`), strings
+with choices get selects, and Grad-CAM's layer a select of the model's convolutions with the registry's default
 first. Each parameter lives in ``st.session_state[param_key(method, name)]``,
 so every method keeps its own values, and in the URL by its name while its
 method is the one shown (``?method=smoothgrad&samples=16&seed=3``).
@@ -15,11 +15,12 @@ import math
 
 import streamlit as st
 
-from saliency_core import limits, method_comparison
-from saliency_core.attribution import ATTRIBUTION_METHODS, AttributionMethod, Param
-from saliency_core.export import describe_params
+from saliency_core.core import limits
+from saliency_core.evaluation import method_comparison
+from saliency_core.figures.provenance import describe_params
 from saliency_core.methods.grad_cam import conv_layers
-from saliency_core.models import LoadedModel
+from saliency_core.methods.registry import ATTRIBUTION_METHODS, AttributionMethod, Param
+from saliency_core.models.registry import LoadedModel
 
 DEFAULT_METHOD = "gradient"  # the cs231n map; every other method is one choice away
 METHODS = list(ATTRIBUTION_METHODS)  # gradient first, then as the registry lists them

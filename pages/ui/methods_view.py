@@ -14,7 +14,7 @@ import streamlit as st
 
 from pages.ui import handover, method_params, url_state
 from pages.ui.text import plain
-from saliency_core.method_comparison import FAST_METHODS
+from saliency_core.evaluation.method_comparison import FAST_METHODS
 
 DEFAULT_METHODS = list(FAST_METHODS)
 PICK = "methods_pick"  # session keys of the page's widgets

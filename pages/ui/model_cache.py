@@ -2,7 +2,7 @@
 progress bar; a model that just failed remembered for a moment.
 
 Results computed with a model are cached in :mod:`pages.ui.caches`, on the
-model's :attr:`~saliency_core.models.LoadedModel.key`.
+model's :attr:`~saliency_core.models.registry.LoadedModel.key`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import os
 import streamlit as st
 
 from saliency_core.errors import ModelUnavailableError, SaliencyError
-from saliency_core.models import LoadedModel, ModelStatus, list_models, load_model, model_fingerprint
-from saliency_core.models import download_weights as _download_weights
-from saliency_core.recent_failures import RecentFailures
+from saliency_core.models.registry import LoadedModel, ModelStatus, list_models, load_model, model_fingerprint
+from saliency_core.models.registry import download_weights as _download_weights
+from saliency_core.serving.recent_failures import RecentFailures
 
 MODEL_FAILURE_MEMORY_S = 60.0  # a model that failed to download or load is tried again after this, or on request
 
@@ -22,9 +22,9 @@ MODEL_FAILURE_MEMORY_S = 60.0  # a model that failed to download or load is trie
 def get_model(name: str) -> LoadedModel:
     """One shared, frozen model per name and process. Safe to run again after "clear cache".
 
-    A custom model is kept with the fingerprint of its files (:func:`saliency_core.models.model_fingerprint`):
+    A custom model is kept with the fingerprint of its files (:func:`saliency_core.models.registry.model_fingerprint`):
     when an admin replaces its file or sidecar, the next call loads the new one and drops the old. Results
-    computed with a model are cached on its :attr:`~saliency_core.models.LoadedModel.key`, so the new
+    computed with a model are cached on its :attr:`~saliency_core.models.registry.LoadedModel.key`, so the new
     model's are computed afresh too.
     """
     fingerprint = model_fingerprint(name)

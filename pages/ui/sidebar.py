@@ -17,11 +17,12 @@ from pages.ui import access, budget, caches, method_params, model_cache, navigat
 from pages.ui.image_sources import ImageChoice, NoImage, image_picker
 from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
 from pages.ui.text import plain
-from saliency_core import compute_cost, export
-from saliency_core.analysis import AUTO_TARGET, ImageAnalysis
-from saliency_core.compute_cost import NOTHING, Work
 from saliency_core.errors import SaliencyError
-from saliency_core.models import DEFAULT_MODEL, LoadedModel
+from saliency_core.evaluation.analysis import AUTO_TARGET, ImageAnalysis
+from saliency_core.figures import provenance
+from saliency_core.models.registry import DEFAULT_MODEL, LoadedModel
+from saliency_core.serving import compute_cost
+from saliency_core.serving.compute_cost import NOTHING, Work
 
 
 @dataclass
@@ -305,7 +306,7 @@ def provenance_record(v: View, a: ImageAnalysis, objective: str | None = None,
 
     ``objective``: the map downloaded ("score" or "loss"), None for both.
     """
-    return export.provenance(
+    return provenance.provenance(
         model_name=a.model_name, weights=v.model.spec.weights, preprocessing=v.model.preprocessing.describe(),
         target=a.target, target_name=a.target_name, method=objective, reduction=a.reduction, precision=a.precision,
         image_sha256=v.image.key if v.image else "", image_source=v.image.source if v.image else "",

@@ -19,12 +19,12 @@ import streamlit as st
 from pages.ui import method_params, model_cache
 from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
 from pages.ui.text import plain
-from saliency_core.analysis import AUTO_TARGET
-from saliency_core.custom_models import MAX_CLASSES
 from saliency_core.errors import SaliencyError
-from saliency_core.models import DEFAULT_MODEL, REGISTRY, LoadedModel, model_names
-from saliency_core.samples import sample_images
-from saliency_core.store import is_sha256
+from saliency_core.evaluation.analysis import AUTO_TARGET
+from saliency_core.inputs.samples import sample_images
+from saliency_core.inputs.upload_store import is_sha256
+from saliency_core.models.custom_models import MAX_CLASSES
+from saliency_core.models.registry import DEFAULT_MODEL, REGISTRY, LoadedModel, model_names
 
 ACTIVE_MODEL = "active_model"  # session key of the model in use (the picker's "model" may be unavailable)
 #: Query parameters that belong to one page (the Methods page's choices): that page reads and writes them

@@ -19,8 +19,8 @@ import streamlit as st
 
 from pages.ui import timing_log
 from pages.ui.session_gone import STOPPED, stop_if_gone
-from saliency_core.lru import LRUCache
-from saliency_core.work_queue import ComputeQueue, default_slots
+from saliency_core.serving.lru import LRUCache
+from saliency_core.serving.work_queue import ComputeQueue, default_slots
 
 T = TypeVar("T")
 NOTICE_REFRESH_S = 5.0  # how often a waiting page's notice is sent again when nothing changed

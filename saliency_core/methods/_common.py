@@ -20,19 +20,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from saliency_core._torch import (
-    ModelLike,
-    autocast_context,
-    memory_format_of,
-    precision_context,
-    preprocessing_of,
-    row_bytes,
-    run_in_chunks,
-    tf32_context,
-)
+from saliency_core.core.gradients import input_gradients, resolve_targets
+from saliency_core.core.model_access import ModelLike, memory_format_of, preprocessing_of
+from saliency_core.core.model_output import OutputCheck, checked_forward
+from saliency_core.core.passes import row_bytes, run_in_chunks
+from saliency_core.core.precision import autocast_context, precision_context, tf32_context
 from saliency_core.errors import InvalidInputError
-from saliency_core.gradients import input_gradients, resolve_targets
-from saliency_core.model_output import OutputCheck, checked_forward
 
 BASELINES = ("zeros", "black", "blur")
 
@@ -50,7 +43,7 @@ class Passes:
 
     A gradient row costs about four forward rows on a CPU (a backward pass
     about 1.6 forwards, two of them: benchmarks/RESULTS.md), so the two are
-    counted apart and priced apart (:mod:`saliency_core.compute_cost`).
+    counted apart and priced apart (:mod:`saliency_core.serving.compute_cost`).
     """
 
     gradient: int = 1
@@ -146,7 +139,7 @@ def objective_sum(logits: torch.Tensor, y: torch.Tensor, objective: str, loss_si
 
 def clean_forward(req: Request, X: torch.Tensor | None = None) -> torch.Tensor:
     """(N, C) logits of ``X`` (default: the request's images) without gradients, chunked by max_batch
-    and the memory budget; checked (:func:`saliency_core.model_output.checked_forward`)."""
+    and the memory budget; checked (:func:`saliency_core.core.model_output.checked_forward`)."""
     X = req.X if X is None else X
     fmt = memory_format_of(req.module)
     parts = []
@@ -169,8 +162,8 @@ def signed_vjps(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, objec
 
     Gradients are taken with respect to the input, or to ``wrt()`` (called
     after the forward pass; e.g. a captured activation). The logits must pass
-    ``check`` (:func:`saliency_core.model_output.checked_forward`). Like
-    :func:`saliency_core.gradients.input_gradients`, only through
+    ``check`` (:func:`saliency_core.core.model_output.checked_forward`). Like
+    :func:`saliency_core.core.gradients.input_gradients`, only through
     ``torch.autograd.grad``: nothing is written into parameters.
 
     Returns
@@ -201,10 +194,10 @@ def gradient_rows(req: Request, per_image: int, targets: torch.Tensor,
     """Input gradients of ``N * per_image`` rows (image-major: row r belongs to image r // per_image).
 
     ``build(start, stop)`` makes rows [start, stop) on the device; the rows
-    go through :func:`saliency_core.gradients.input_gradients` (one forward,
+    go through :func:`saliency_core.core.gradients.input_gradients` (one forward,
     one VJP per objective; the loss as +L) at most ``max_batch`` rows at a
     time and never more than the memory budget allows for rows of this size
-    (:func:`saliency_core._torch.rows_per_pass`: 13 at 224 px on a CPU, 1 at
+    (:func:`saliency_core.core.passes.rows_per_pass`: 13 at 224 px on a CPU, 1 at
     1024 px), halved on out-of-memory; then ``consume(start, stop, grads)``.
     Progress counts rows.
     """
@@ -242,7 +235,7 @@ def make_baseline(req: Request, baseline: str | torch.Tensor) -> tuple[torch.Ten
     dataset's mean colour); "black": a black image through the model's own
     normalisation, (0 - mean) / std (needs a LoadedModel: a bare module has
     no mean/std); "blur": a Gaussian-blurred copy of each image (sigma 5 px
-    at 224, scaled with the size, as in :mod:`saliency_core.faithfulness`);
+    at 224, scaled with the size, as in :mod:`saliency_core.evaluation.faithfulness`);
     or a tensor shaped like X.
 
     Returns
@@ -269,7 +262,7 @@ def make_baseline(req: Request, baseline: str | torch.Tensor) -> tuple[torch.Ten
         std = torch.tensor(prep.std, device=req.device, dtype=req.dtype).view(1, 3, 1, 1)
         return ((0.0 - mean) / std).expand_as(x).clone(), {"baseline": "black"}
     if baseline == "blur":
-        from saliency_core.baselines import gaussian_blur, resolve_blur_sigma
+        from saliency_core.core.baselines import gaussian_blur, resolve_blur_sigma
 
         sigma = resolve_blur_sigma(x.shape)
         return gaussian_blur(x, sigma), {"baseline": "blur", "blur_sigma": sigma}

@@ -6,7 +6,7 @@ of a convolutional layer and f the objective,
 ``α_k = mean_ij ∂f/∂A^k_ij``, ``CAM = ReLU(Σ_k α_k A^k)``, bilinearly
 upsampled to the input's H × W (``align_corners=False``, as Captum's
 ``LayerAttribution.interpolate``). The default layer is the model's last
-convolutional block (``ModelSpec.cam_layer`` in :mod:`saliency_core.models`);
+convolutional block (``ModelSpec.cam_layer`` in :mod:`saliency_core.models.registry`);
 a bare module needs ``layer=`` (a dotted name from ``named_modules()``).
 
 The loss objective is used as −L (the target's log-probability): the ReLU
@@ -24,7 +24,8 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from saliency_core._torch import ModelLike, run_in_chunks, unwrap_module
+from saliency_core.core.model_access import ModelLike, unwrap_module
+from saliency_core.core.passes import run_in_chunks
 from saliency_core.errors import InvalidInputError
 from saliency_core.methods._common import MethodOutput, Request, private_copy, signed_vjps
 
@@ -48,7 +49,7 @@ class _Capture(torch.nn.Module):
 
 def default_layer(model: ModelLike) -> str:
     """The registry's Grad-CAM layer for a LoadedModel; InvalidInputError when there is none."""
-    from saliency_core.models import LoadedModel
+    from saliency_core.models.registry import LoadedModel
 
     if not isinstance(model, LoadedModel):
         raise InvalidInputError(

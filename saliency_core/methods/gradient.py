@@ -1,13 +1,13 @@
 """Gradient: the input gradient of the score or the loss (Simonyan, Vedaldi & Zisserman 2014).
 
-Exactly :func:`saliency_core.gradients.compute_saliency`: one forward pass,
+Exactly :func:`saliency_core.core.gradients.compute_saliency`: one forward pass,
 one input-VJP per objective. The loss objective is +L, as on today's pages
 (the map, |gradient| reduced over channels, does not depend on the sign).
 """
 
 from __future__ import annotations
 
-from saliency_core.gradients import compute_saliency
+from saliency_core.core.gradients import compute_saliency
 from saliency_core.methods._common import MethodOutput, Request
 
 

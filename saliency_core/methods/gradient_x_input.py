@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from saliency_core.gradients import compute_saliency
+from saliency_core.core.gradients import compute_saliency
 from saliency_core.methods._common import MethodOutput, Request, make_baseline
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from saliency_core._torch import run_in_chunks
+from saliency_core.core.passes import run_in_chunks
 from saliency_core.errors import InvalidInputError
 from saliency_core.methods._common import MethodOutput, Request, private_copy, signed_vjps
 

@@ -65,7 +65,7 @@ PINNED_PASS_COST = (0.06, 0.015)
 def pinned_pass_cost(monkeypatch: pytest.MonkeyPatch) -> list:
     """Every page's estimate priced at :data:`PINNED_PASS_COST`; returns the (model, precision) of each pricing."""
     from pages.ui import budget
-    from saliency_core.compute_cost import PassCost
+    from saliency_core.serving.compute_cost import PassCost
 
     priced: list = []
 

@@ -209,8 +209,8 @@ def app_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     images = tmp_path_factory.mktemp("dataset") / "images"
 
     def batch_results() -> None:  # for the Dataset page, made while the server starts (it reads them lazily)
-        from saliency_core.batch import main as batch_job
-        from saliency_core.imagefolder import write_sample_folder
+        from saliency_core.jobs.batch import main as batch_job
+        from saliency_core.jobs.imagefolder import write_sample_folder
 
         write_sample_folder(images, 12)
         assert batch_job(["--images", str(images), "--out", str(results_dir / "samples"), "--no-progress"]) == 0
@@ -569,7 +569,7 @@ def test_shared_link_opens_the_same_image_and_map(new_session, app_url):
 
 def _store_image(app_url: str, name: str, array: np.ndarray) -> str:
     """Put an image into the server's upload folder, as an earlier upload would have; returns its sha256."""
-    from saliency_core.store import UploadStore
+    from saliency_core.inputs.upload_store import UploadStore
 
     data = png_bytes(array)
     sha = hashlib.sha256(data).hexdigest()

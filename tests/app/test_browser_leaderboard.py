@@ -31,8 +31,8 @@ def leaderboard_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
     images = tmp_path_factory.mktemp("dataset") / "images"
 
     def three_maps() -> None:  # made while the server starts (the Dataset page reads it lazily)
-        from saliency_core.batch import main as batch_job
-        from saliency_core.imagefolder import write_sample_folder
+        from saliency_core.jobs.batch import main as batch_job
+        from saliency_core.jobs.imagefolder import write_sample_folder
 
         write_sample_folder(images, 8)
         assert batch_job(["--images", str(images), "--out", str(results / "three-methods"), "--no-progress",

@@ -45,7 +45,7 @@ LOG = REPO / "artifacts" / "browser-own-models-server.log"
 WEIGHTS = "squeezenet1_1-b8a52dc0.pth"
 TITLE = "Tiny colour net"
 TARGET_SHOWN = f'{SIDEBAR} .st-key-target input[role="combobox"]'  # the text the target picker shows
-CHECKSUM_OFF = ("import sys; import saliency_core.downloads as d; d.sha256_prefix = lambda name: None; "
+CHECKSUM_OFF = ("import sys; import saliency_core.models.weights_download as d; d.sha256_prefix = lambda name: None; "
                 "from streamlit.web.cli import main; sys.argv[0] = 'streamlit'; sys.exit(main())")
 
 
@@ -124,9 +124,9 @@ def test_own_model_and_downloaded_weights_are_chosen_in_the_picker_and_drawn(ses
     target = s.page.locator(TARGET_SHOWN).input_value()
     assert "Auto: top-1 prediction" in target, target  # not the ImageNet list's "true label (967 · espresso)"
     monkeypatch.setenv("SALIENCY_MODELS_DIR", str(models))
-    from saliency_core.analysis import AUTO_TARGET, analyse
-    from saliency_core.models import load_model
-    from saliency_core.samples import sample_by_name
+    from saliency_core.evaluation.analysis import AUTO_TARGET, analyse
+    from saliency_core.inputs.samples import sample_by_name
+    from saliency_core.models.registry import load_model
 
     (ref,) = analyse(load_model("custom:tiny", device="cpu"), [sample_by_name("coffee").image], [AUTO_TARGET], [None])
     shown = shown_heatmap(s.page)

@@ -33,7 +33,7 @@ HEAVY_LINKS = {
 def started(monkeypatch) -> list[str]:
     """The name of every computation the pages start in the engine (a method's maps by method name; the
     plain gradient's analysis as "gradient")."""
-    from saliency_core import analysis, faithfulness, method_comparison, method_ranking, sanity
+    from saliency_core.evaluation import analysis, faithfulness, method_comparison, method_ranking, sanity
 
     calls: list[str] = []
 

@@ -1,6 +1,6 @@
 """The Dataset page on a results folder made by the batch job, driven with AppTest.
 
-The folder is written once per module by ``saliency_core.batch`` over
+The folder is written once per module by ``saliency_core.jobs.batch`` over
 ``write_sample_folder`` (12 photos and one truncated JPEG). Opening an
 image in Compare must show the map saliency_core computes for that file.
 """
@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saliency_core import gradients
-from saliency_core.batch import main
-from saliency_core.imagefolder import write_sample_folder
-from saliency_core.images import load_image
-from saliency_core.results import load_results
+from saliency_core.core import gradients
+from saliency_core.inputs.images import load_image
+from saliency_core.jobs.batch import main
+from saliency_core.jobs.imagefolder import write_sample_folder
+from saliency_core.jobs.results import load_results
 from tests.app.test_pages import charts, decode_plotly_array, heatmaps, shown
 
 pytestmark = pytest.mark.usefixtures("upload_dir")

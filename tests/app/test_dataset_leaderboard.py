@@ -1,6 +1,6 @@
 """The Dataset page's leaderboard on a results folder the batch job made with three method x objective pairs.
 
-The numbers drawn must be those of ``saliency_core.leaderboard`` for the
+The numbers drawn must be those of ``saliency_core.jobs.leaderboard`` for the
 same rows (not re-derived by the page), the outcome split must use only
 that outcome's images, and two chosen maps' worst disagreements come from
 their own agreement column.
@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saliency_core import leaderboard
-from saliency_core.batch import main
-from saliency_core.dataset_view import filter_rows
-from saliency_core.imagefolder import write_sample_folder
-from saliency_core.results import load_results
+from saliency_core.jobs import leaderboard
+from saliency_core.jobs.batch import main
+from saliency_core.jobs.dataset_view import filter_rows
+from saliency_core.jobs.imagefolder import write_sample_folder
+from saliency_core.jobs.results import load_results
 from tests.app.test_pages import charts, decode_plotly_array, shown
 
 pytestmark = pytest.mark.usefixtures("upload_dir")

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saliency_core import ATTRIBUTION_METHODS, attribute, export
+from saliency_core import ATTRIBUTION_METHODS, attribute
+from saliency_core.figures import provenance
 from tests.app.test_pages import (
     PAGES,
     assert_healthy,
@@ -147,7 +148,7 @@ def test_the_sidebar_method_drives_statistics_and_gallery(new_app, engine):
     assert_healthy(at)
     assert "Gradient × input" in main_markdown(at)
     summary = at.dataframe[0].value.set_index("statistic")
-    from saliency_core.stats import summary_table
+    from saliency_core.evaluation.stats import summary_table
 
     reference = summary_table({m: expected.maps[m][0].numpy() for m in ("score", "loss")}).T
     np.testing.assert_allclose(summary.loc["gini", "score"], reference.loc["gini", "score"], rtol=1e-4)
@@ -157,7 +158,7 @@ def test_the_sidebar_method_drives_statistics_and_gallery(new_app, engine):
     assert "Gradient × input" in main_markdown(at)
     first = heatmaps(charts(at)["gallery_0"])
     # The gallery's first image is the first sample with its true label.
-    from saliency_core.samples import sample_images
+    from saliency_core.inputs.samples import sample_images
 
     s = sample_images()[0]
     ref = engine(s.image, s.label, "gradient_x_input")
@@ -182,7 +183,7 @@ def test_saliency_csv_carries_provenance_and_attributions(new_app, monkeypatch, 
     at = open_with(new_app, "saliency", "integrated_gradients")
     assert_healthy(at)
     raw = data["Download map and attributions (CSV)"]()
-    header = export.read_csv_provenance(raw)
+    header = provenance.read_csv_provenance(raw)
     assert header["saliency"]["attribution"]["params"]["steps"] == 4
     assert "completeness_gap" in header["saliency"]["attribution"]
     frame = pd.read_csv(io.BytesIO(raw), comment="#")
@@ -276,7 +277,7 @@ def test_integrated_gradients_steps_input_starts_at_two(new_app):
 @pytest.mark.slow
 def test_faithfulness_uses_the_chosen_method_for_both_checks(new_app, engine, lite0, monkeypatch):
     from pages.ui import caches
-    from saliency_core import faithfulness, sanity
+    from saliency_core.evaluation import faithfulness, sanity
 
     calls = []
     original = sanity.cascading_randomization
@@ -310,7 +311,7 @@ def test_faithfulness_uses_the_chosen_method_for_both_checks(new_app, engine, li
 
 def test_a_slow_method_shows_progress_once_and_a_second_visit_is_instant(new_app, monkeypatch):
     from pages.ui import caches
-    from saliency_core import analysis
+    from saliency_core.evaluation import analysis
 
     calls = []
     original = analysis.attribute

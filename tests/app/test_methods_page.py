@@ -1,7 +1,7 @@
 """The Methods page in AppTest: every method's maps, the agreement, the ranking, its link and bad links.
 
 The maps drawn are compared with :func:`saliency_core.attribute` and the
-ranking's AUCs with :func:`saliency_core.faithfulness.deletion_insertion`,
+ranking's AUCs with :func:`saliency_core.evaluation.faithfulness.deletion_insertion`,
 both called here for the same image: the page's numbers are not re-derived
 from what it shows.
 """
@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from saliency_core import ATTRIBUTION_METHODS, attribute, faithfulness, method_comparison
+from saliency_core import ATTRIBUTION_METHODS, attribute
 from saliency_core.errors import InvalidInputError
-from saliency_core.method_comparison import FAST_METHODS, map_label
+from saliency_core.evaluation import faithfulness, method_comparison
+from saliency_core.evaluation.method_comparison import FAST_METHODS, map_label
 from tests.app.test_methods_in_pages import FAST_PARAMS, assert_close
 from tests.app.test_pages import assert_healthy, charts, coffee, decode_plotly_array, heatmaps, texts
 
@@ -37,7 +38,7 @@ def grid(at) -> dict[str, np.ndarray]:
 def test_the_gradient_row_reuses_the_pages_analysis_one_backward_pass_for_the_first_view(
         new_app, monkeypatch, lite0, coffee_x):
     from pages.ui import caches
-    from saliency_core import gradients
+    from saliency_core.core import gradients
 
     calls: list[int] = []
     real = gradients._one_chunk

@@ -11,9 +11,9 @@ import pytest
 import torch
 from test_pages import PAGES, charts, decode_plotly_array, heatmaps, main_markdown, texts
 
-from saliency_core.attribution import attribute
-from saliency_core.models import load_model
-from saliency_core.samples import sample_by_name
+from saliency_core.inputs.samples import sample_by_name
+from saliency_core.methods.registry import attribute
+from saliency_core.models.registry import load_model
 from tests.test_custom_models import CLASSES, TinyNet
 from tests.test_downloads import random_checkpoint, serve_weights
 from tests.test_export_archive import ordinary, planted_folder  # noqa: F401 -- fixtures
@@ -74,7 +74,7 @@ def downloads_from(tmp_path, monkeypatch):
     """``downloads_from(server)``: downloads on, into an empty torch cache, from a local ``serve_weights`` server
     (random weights: no checksum to match); the model list and loaded models are forgotten after the test."""
     from pages.ui import model_cache
-    from saliency_core import downloads
+    from saliency_core.models import weights_download as downloads
 
     def point_at(server) -> None:
         monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -160,7 +160,7 @@ def test_a_failed_download_is_tried_again_only_on_try_again(new_app, downloads_f
 
 def test_a_custom_model_that_fails_to_load_is_not_rebuilt_on_every_click(new_app, models_dir, monkeypatch,
                                                                          failures_forgotten):
-    from saliency_core import custom_model_loading
+    from saliency_core.models import custom_model_loading
 
     (models_dir / "corrupt.pt").write_bytes(b"not a model")  # its sidecar is fine: it fails when built
     sidecar = json.loads((models_dir / "tiny.json").read_text())
@@ -237,7 +237,7 @@ def test_the_target_pickers_text_from_another_models_list_is_read_as_its_class_o
     automatic, "281 · tabby" stays class 281 on another ImageNet model, "2 · blue" (the tiny net's class) is not
     ImageNet's class 2, and a link's target=500 is not one of the tiny net's four classes."""
     from pages.ui.sidebar import kept_target, target_index
-    from saliency_core.models import imagenet_categories
+    from saliency_core.models.registry import imagenet_categories
 
     imagenet = imagenet_categories()
     assert [target_index(v) for v in (5, -1, "281 · tabby", "Auto: top-1 prediction",

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from saliency_core import gradients
+from saliency_core.core import gradients
 from saliency_core.errors import InvalidImageError
-from saliency_core.images import load_image
-from saliency_core.samples import sample_by_name
-from saliency_core.stats import SUMMARY_COLUMNS
+from saliency_core.evaluation.stats import SUMMARY_COLUMNS
+from saliency_core.inputs.images import load_image
+from saliency_core.inputs.samples import sample_by_name
 
 pytestmark = pytest.mark.usefixtures("upload_dir")
 
@@ -364,7 +364,7 @@ def test_link_to_an_unknown_upload_says_it_is_no_longer_kept(new_app, upload_dir
 
 def test_display_changes_compute_no_gradients(new_app, monkeypatch):
 
-    from saliency_core import analysis
+    from saliency_core.evaluation import analysis
 
     assert analysis.gradients is gradients  # the app calls gradients.compute_saliency through this module
     calls = []
@@ -420,7 +420,7 @@ def test_display_changes_compute_no_gradients(new_app, monkeypatch):
 def empty_torch_home(tmp_path, monkeypatch):
     """No torchvision checkpoints anywhere: every torchvision model is unavailable."""
     from pages.ui import model_cache
-    from saliency_core.models import list_models
+    from saliency_core.models.registry import list_models
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     status = {s.name: s for s in list_models()}
@@ -560,7 +560,7 @@ def test_page_reruns_go_through_the_entry_script(new_app_unpatched, reference):
 
 @pytest.mark.slow
 def test_faithfulness_page_computes_curves_table_and_randomisation_once(new_app, monkeypatch):
-    from saliency_core import faithfulness, sanity
+    from saliency_core.evaluation import faithfulness, sanity
 
     calls = {"deletion_insertion_orders": 0, "deletion_insertion": 0, "cascading_randomization": 0}
     for module, name in ((faithfulness, "deletion_insertion_orders"), (faithfulness, "deletion_insertion"),
@@ -615,7 +615,8 @@ def test_faithfulness_page_downloads_carry_provenance_and_say_what_they_are(new_
     import pandas as pd
     import streamlit as st
 
-    from saliency_core import export
+    from saliency_core.figures.evaluation_files import faithfulness_filename
+    from saliency_core.figures.provenance import read_csv_provenance
 
     buttons = {}
     original = st.download_button
@@ -630,12 +631,12 @@ def test_faithfulness_page_downloads_carry_provenance_and_say_what_they_are(new_
     curves_data, curves_name = buttons["Deletion/insertion curves (CSV)"]
     rand_data, rand_name = buttons["Randomisation similarity (CSV)"]
     title = sample_by_name("chelsea").title
-    assert curves_name == export.faithfulness_filename("deletion_insertion", title, "efficientnet_lite0", 281)
-    assert rand_name == export.faithfulness_filename("randomisation", title, "efficientnet_lite0", 281)
+    assert curves_name == faithfulness_filename("deletion_insertion", title, "efficientnet_lite0", 281)
+    assert rand_name == faithfulness_filename("randomisation", title, "efficientnet_lite0", 281)
     assert "Chelsea" in curves_name and "target281" in rand_name, (curves_name, rand_name)
     for data, section in ((curves_data, "faithfulness"), (rand_data, "randomisation")):
         raw = data() if callable(data) else data
-        header = export.read_csv_provenance(raw)
+        header = read_csv_provenance(raw)
         assert header["image"]["sha256"] == sample_by_name("chelsea").sha256
         assert header["model"]["name"] == "efficientnet_lite0"
         assert header["target"] == {"index": 281, "name": "tabby"}

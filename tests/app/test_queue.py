@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saliency_core.work_queue import ComputeQueue
+from saliency_core.serving.work_queue import ComputeQueue
 
 pytestmark = pytest.mark.usefixtures("upload_dir")
 
@@ -64,7 +64,7 @@ def shows(runner, text: str) -> bool:
 @pytest.fixture
 def analyse_calls(monkeypatch) -> list[int]:
     """One entry per call of the pages' analysis (the model's forward and backward passes)."""
-    from saliency_core import analysis
+    from saliency_core.evaluation import analysis
 
     calls: list[int] = []
     real = analysis.analyse

@@ -109,14 +109,14 @@ def _records(log: Path) -> list[dict]:
 
 
 # Five sample photos x 16 noisy copies = 80 rows, in chunks of the Gallery's 32 or fewer where the pass memory
-# budget allows fewer for a 224 px image (saliency_core._torch.rows_per_pass): several chunks either way.
+# budget allows fewer for a 224 px image (saliency_core.core.passes.rows_per_pass): several chunks either way.
 GALLERY = {"method": "smoothgrad", "samples": "16"}
 
 
 def _chunk_rows() -> int:
     import torch
 
-    from saliency_core._torch import row_bytes, rows_per_pass
+    from saliency_core.core.passes import row_bytes, rows_per_pass
 
     return min(32, rows_per_pass(row_bytes((3, 224, 224), torch.float32), torch.device("cpu")))
 

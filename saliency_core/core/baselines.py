@@ -1,0 +1,120 @@
+"""What removed pixels become: the baselines of deletion/insertion (and of path methods).
+
+A baseline is an image of the same shape as the input, in the model's
+normalised space: a Gaussian blur of the image (RISE's insertion baseline),
+its mean colour, or black pixels through the model's own normalisation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from saliency_core.core.model_access import ModelLike, preprocessing_of
+from saliency_core.errors import InvalidInputError
+
+BASELINES = ("blur", "mean", "zeros")
+
+# RISE blurs with a Gaussian of sigma about 5 px at the usual 224 px input;
+# other sizes scale it so the baseline looks the same at any resolution.
+BLUR_SIGMA_224 = 5.0
+
+
+def normalisation_of(model: ModelLike, mean: Sequence[float] | None,
+                     std: Sequence[float] | None) -> tuple[Sequence[float], Sequence[float]] | None:
+    """The (mean, std) that normalised the model's input: as given, else the LoadedModel's; None if unknown."""
+    if (mean is None) != (std is None):
+        raise InvalidInputError("give both mean and std, or neither")
+    if mean is None:
+        prep = preprocessing_of(model)
+        if prep is None or not hasattr(prep, "mean") or not hasattr(prep, "std"):
+            return None
+        mean, std = prep.mean, prep.std
+    if len(mean) != 3 or len(std) != 3 or any(float(s) == 0 for s in std):
+        raise InvalidInputError(f"mean and std must be three numbers each (std non-zero), got {mean!r}, {std!r}")
+    return mean, std
+
+
+def _gaussian_kernel(sigma: float, radius: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    t = torch.arange(-radius, radius + 1, device=device, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return (k / k.sum()).to(dtype)
+
+
+def gaussian_blur(X: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of every channel, as two 1-D convolutions with reflect padding.
+
+    Parameters
+    ----------
+    X : (N, C, H, W) float tensor, any device.
+    sigma : standard deviation in pixels, > 0. The kernel spans about
+        4 sigma + 1 pixels (radius ceil(2 sigma)), cut to the image size
+        because reflect padding cannot be wider than the image.
+
+    Returns
+    -------
+    (N, C, H, W) tensor, same dtype and device; ``X`` is not modified.
+    """
+    if not sigma > 0 or not math.isfinite(sigma):
+        raise InvalidInputError(f"blur sigma must be a positive number, got {sigma!r}")
+    _, c, h, w = X.shape
+    x = X.detach().contiguous()
+    out = x
+    # Separable: a 2-D Gaussian is the product of two 1-D ones, so two passes
+    # of k taps replace one of k*k.
+    for dim, size in ((3, w), (2, h)):
+        radius = min(math.ceil(2 * sigma), size - 1)
+        if radius < 1:
+            continue
+        k = _gaussian_kernel(sigma, radius, x.device, x.dtype)
+        shape = (1, 1, 1, -1) if dim == 3 else (1, 1, -1, 1)
+        pad = (radius, radius, 0, 0) if dim == 3 else (0, 0, radius, radius)
+        weight = k.view(shape).expand(c, -1, -1, -1)  # one filter per channel (groups=c)
+        out = F.conv2d(F.pad(out, pad, mode="reflect"), weight, groups=c)
+    return out if out is not x else x.clone()
+
+
+def make_baseline(X: torch.Tensor, baseline: str = "blur", *, mean: Sequence[float] | None = None,
+                  std: Sequence[float] | None = None, blur_sigma: float | None = None) -> torch.Tensor:
+    """The image that deleted pixels become (and insertion starts from).
+
+    Parameters
+    ----------
+    X : (N, 3, H, W) float tensor, normalised for the model.
+    baseline : "blur": Gaussian blur of ``X`` (RISE's insertion baseline),
+        sigma ``blur_sigma`` or 5 px scaled by min(H, W) / 224;
+        "mean": each image's own mean colour, per channel;
+        "zeros": black pixels, i.e. intensity 0 normalised,
+        ``(0 - mean) / std``. Without ``mean``/``std`` the normalisation is
+        unknown and "zeros" is 0 in the normalised space instead (the
+        dataset's mean colour for a mean/std-normalised model).
+    mean, std : the model's per-channel normalisation (three floats each).
+
+    Returns
+    -------
+    (N, 3, H, W) tensor, same dtype and device as ``X``.
+    """
+    if baseline not in BASELINES:
+        raise InvalidInputError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    x = X.detach()
+    if baseline == "blur":
+        return gaussian_blur(x, resolve_blur_sigma(x.shape, blur_sigma))
+    if baseline == "mean":
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
+    if (mean is None) != (std is None):
+        raise InvalidInputError("give both mean and std, or neither")
+    if mean is None:
+        return torch.zeros_like(x)
+    m = torch.tensor([float(v) for v in mean], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor([float(v) for v in std], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return ((0.0 - m) / s).expand_as(x).clone()
+
+
+def resolve_blur_sigma(shape: Sequence[int], blur_sigma: float | None = None) -> float:
+    """The "blur" baseline's sigma for images of ``shape`` (..., H, W): ``blur_sigma``, else 5 px * min(H, W) / 224."""
+    if blur_sigma is not None:
+        return float(blur_sigma)
+    return BLUR_SIGMA_224 * min(shape[-2:]) / 224.0

@@ -1,0 +1,305 @@
+"""Gradient saliency: score- and loss-gradient maps from one forward pass.
+
+Simonyan, Vedaldi & Zisserman, "Deep Inside Convolutional Networks:
+Visualising Image Classification Models and Saliency Maps", ICLR Workshop
+2014: the saliency of pixel (i, j) is the largest absolute gradient over its
+colour channels, ``max_c |d s_y / d x_{c,i,j}|``, where ``s_y`` is the
+unnormalised score (logit) of the target class ``y``. The "loss" map uses the
+cross-entropy ``L = -log softmax(s)_y`` instead of ``s_y``.
+
+The model is shared by every user of the dashboard at once, so this module
+only ever asks autograd for the gradient with respect to the input
+(``torch.autograd.grad``): nothing is written into parameters' ``.grad``,
+the train/eval mode is never touched, and the caller's tensor is copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from saliency_core.core.model_access import TOP1_TARGET as TOP1_TARGET
+from saliency_core.core.model_access import (
+    ModelLike,
+    device_of,
+    input_dtype_of,
+    memory_format_of,
+    module_for,
+    validate_batch,
+)
+from saliency_core.core.model_output import OutputCheck, checked_forward, output_check
+from saliency_core.core.passes import row_bytes, run_in_chunks
+from saliency_core.core.precision import autocast_context, check_precision, tf32_context
+from saliency_core.errors import InvalidInputError
+
+METHODS = ("score", "loss")
+REDUCTIONS = ("max", "mean_abs", "l2")
+
+
+@dataclass
+class SaliencyResult:
+    """Everything one :func:`compute_saliency` call produced.
+
+    All tensors are detached and live on the model's device. Their float
+    dtype is the model's: float32, or float64 for a float64 model.
+
+    Attributes
+    ----------
+    maps : method -> (N, H, W) float32, >= 0, the channel-reduced |gradient|
+    gradients : method -> (N, 3, H, W) float32, the signed input gradients
+    logits : (N, C) float32 (even under "fast" precision's float16 autocast)
+    probs : (N, C) float32, softmax of the logits
+    targets : (N,) int64, the class each map explains (top-1 resolved)
+    reduction : how channels were reduced ("max", "mean_abs" or "l2")
+    precision : "exact" (strict fp32) or "fast" (see :func:`compute_saliency`)
+    """
+
+    maps: dict[str, torch.Tensor]
+    gradients: dict[str, torch.Tensor]
+    logits: torch.Tensor
+    probs: torch.Tensor
+    targets: torch.Tensor
+    reduction: str
+    precision: str
+
+    @property
+    def target_probs(self) -> torch.Tensor:
+        """(N,) softmax probability of each image's target class, p_y."""
+        return self.probs.gather(1, self.targets[:, None]).squeeze(1)
+
+
+def reduce_channels(grad: torch.Tensor, reduction: str = "max") -> torch.Tensor:
+    """Collapse colour channels of a gradient into one saliency value per pixel.
+
+    Parameters
+    ----------
+    grad : (N, 3, H, W) signed gradient
+    reduction : "max" (Simonyan et al. 2014, cs231n), "mean_abs" (mean of
+        |g| over channels) or "l2" (Euclidean norm over channels).
+
+    Returns
+    -------
+    (N, H, W) tensor, >= 0
+    """
+    if reduction == "max":
+        return grad.abs().amax(dim=1)
+    if reduction == "mean_abs":
+        return grad.abs().mean(dim=1)
+    if reduction == "l2":
+        return torch.linalg.vector_norm(grad, dim=1)
+    raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
+    """``methods`` as a tuple, if it is a non-empty list of distinct names from :data:`METHODS`."""
+    if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
+        raise InvalidInputError(f"methods must be distinct names from {METHODS}, got {tuple(methods)}")
+    return tuple(methods)
+
+
+def _validate(X: torch.Tensor, y: torch.Tensor | Sequence[int], methods: Sequence[str],
+              reduction: str, precision: str) -> torch.Tensor:
+    y = validate_batch(X, y)
+    check_methods(methods)
+    if reduction not in REDUCTIONS:
+        raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    check_precision(precision)
+    return y
+
+
+def resolve_targets(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``y`` with :data:`TOP1_TARGET` replaced by each row's argmax; refuses classes the logits lack.
+
+    logits : (N, C); y : (N,) int64 on the same device.
+    """
+    if logits.dim() != 2:
+        raise InvalidInputError(f"the model must return (N, C) logits, got {tuple(logits.shape)}")
+    y = torch.where(y == TOP1_TARGET, logits.detach().argmax(dim=1), y)
+    if int(y.max()) >= logits.shape[1]:
+        raise InvalidInputError(
+            f"target class {int(y.max())} is out of range for a model with {logits.shape[1]} classes"
+        )
+    return y
+
+
+def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, methods: Sequence[str],
+               device: torch.device, dtype: torch.dtype, precision: str,
+               check: OutputCheck) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    # A fresh leaf in the model's dtype: the caller's tensor is never modified
+    # and never becomes part of a graph; this also works on inference-mode tensors.
+    x = X.detach().to(device=device, dtype=dtype, copy=True)
+    # Input in the weights' layout: a mismatch makes every convolution convert.
+    x = x.contiguous(memory_format=memory_format_of(module)).requires_grad_(True)
+    # TF32 setting for the forward *and* backward pass; autocast for the
+    # forward only (the backward follows the forward's types).
+    with tf32_context(device, precision):
+        with autocast_context(device, precision):
+            logits = checked_forward(module, x, check)
+        logits = logits.to(dtype)  # float16 under autocast
+        # TOP1_TARGET means "the model's top-1 prediction", resolved from this same forward pass.
+        y = resolve_targets(logits, y)
+        grads: dict[str, torch.Tensor] = {}
+        for i, method in enumerate(methods):
+            if method == "score":
+                objective = logits.gather(1, y[:, None]).sum()
+            else:
+                # Summed, not averaged: each image's loss depends only on its
+                # own pixels, so summing gives every image exactly its own
+                # gradient. The default mean reduction would divide every map by N.
+                objective = F.cross_entropy(logits, y, reduction="sum")
+            (g,) = torch.autograd.grad(objective, x, retain_graph=i < len(methods) - 1)
+            grads[method] = g
+    return logits.detach(), y, grads
+
+
+def input_gradients(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, methods: Sequence[str] = METHODS,
+                    *, precision: str = "exact", check: OutputCheck | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """The core of :func:`compute_saliency` for one batch: one forward pass, one input-VJP per objective.
+
+    For methods that run the model on many inputs of their own (SmoothGrad's
+    noisy copies, Integrated Gradients' path points) and chunk them
+    themselves. Nothing is validated beyond ``methods`` and ``precision``.
+
+    Parameters
+    ----------
+    module : the module to run (e.g. ``module_for(model, precision)``), in eval mode.
+    X : (B, 3, H, W) float tensor, normalised for the model; copied to the
+        module's device and dtype, never modified.
+    y : (B,) int64 targets on the module's device; :data:`TOP1_TARGET` is
+        resolved from this forward pass.
+    methods : any of "score" (s_y) and "loss" (per-image cross-entropy, +L).
+    check : what the logits must be (:func:`saliency_core.core.model_output.output_check`
+        of the model the module belongs to); None: the module's own, which
+        knows no class count.
+
+    Returns
+    -------
+    (logits (B, C), targets (B,), {method: (B, 3, H, W) gradient}), detached,
+    in the module's dtype.
+
+    Raises
+    ------
+    ModelOutputError : the model raised, or returned logits that fail ``check``.
+    """
+    check_methods(methods)
+    check_precision(precision)
+    check = check or output_check(module)
+    with torch.inference_mode(False), torch.enable_grad():
+        return _one_chunk(module, X, y, methods, device_of(module), input_dtype_of(module), precision, check)
+
+
+def compute_saliency(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int],
+                     methods: Sequence[str] = METHODS, *, reduction: str = "max",
+                     precision: str = "exact", max_batch: int | None = None) -> SaliencyResult:
+    """Input-gradient saliency for several objectives from one forward pass.
+
+    Parameters
+    ----------
+    model : classifier returning (N, C) logits (a ``torch.nn.Module`` or a
+        :class:`saliency_core.models.registry.LoadedModel`); used as is: put it in
+        eval mode once, beforehand. float32 or float64 parameters (a float64
+        model gets a float64 copy of ``X`` and gives float64 results);
+        float16/bfloat16 models raise InvalidInputError.
+    X : (N, 3, H, W) float tensor, normalised for the model; any device and
+        float dtype (copied to the model's device and dtype).
+    y : (N,) integer target classes; :data:`TOP1_TARGET` (-1) means "the
+        model's top-1 prediction",
+        taken from the same forward pass.
+    methods : any of "score" (d s_y / dx) and "loss" (d CE(s, y) / dx,
+        per image, independent of the rest of the batch).
+    reduction : channel reduction, see :func:`reduce_channels`.
+    precision : "exact": strict float32 (TF32 off on CUDA); "fast": on CUDA,
+        float16 autocast with a channels_last copy of the model; elsewhere
+        the same as exact (float32; bfloat16 on CPU moved the maps too much).
+    max_batch : images per forward pass at most; None for as many as the
+        memory budget allows (:func:`saliency_core.core.passes.rows_per_pass`,
+        from the image size). On CUDA out-of-memory the chunk is halved and retried.
+
+    Returns
+    -------
+    SaliencyResult, tensors on the model's device, in the model's dtype.
+
+    Raises
+    ------
+    ModelOutputError : the model raised on the images, or returned logits that
+        are not (N, C) finite floats with C its number of classes.
+    """
+    y = _validate(X, y, methods, reduction, precision)
+    check = output_check(model)
+    module = module_for(model, precision)
+    device = device_of(module)
+    dtype = input_dtype_of(module)
+    y = y.to(device)
+    logits_parts: list[torch.Tensor] = []
+    target_parts: list[torch.Tensor] = []
+    grad_parts: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
+
+    def step(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        return _one_chunk(module, X[start:stop], y[start:stop], methods, device, dtype, precision, check)
+
+    # torch.no_grad() or inference_mode() in the caller must not stop us.
+    with torch.inference_mode(False), torch.enable_grad():
+        for _, _, (logits, targets, grads) in run_in_chunks(X.shape[0], max_batch, device, step,
+                                                            input_row_bytes=row_bytes(X.shape[1:], dtype)):
+            logits_parts.append(logits)
+            target_parts.append(targets)
+            for m in methods:
+                grad_parts[m].append(grads[m])
+    logits = torch.cat(logits_parts)
+    gradients = {m: torch.cat(parts) for m, parts in grad_parts.items()}
+    return SaliencyResult(
+        maps={m: reduce_channels(g, reduction) for m, g in gradients.items()},
+        gradients=gradients,
+        logits=logits,
+        probs=logits.softmax(dim=1),
+        targets=torch.cat(target_parts),
+        reduction=reduction,
+        precision=precision,
+    )
+
+
+def compute_saliency_maps(X: torch.Tensor, y: torch.Tensor, model: torch.nn.Module,
+                          method: str = "score") -> torch.Tensor:
+    """The cs231n "Network Visualization" signature.
+
+    Parameters
+    ----------
+    X : (N, 3, H, W) float tensor, normalised for the model
+    y : (N,) int64 class indices
+    model : a pretrained classifier in eval mode
+    method : "score" (gradient of the class score, as in the assignment) or
+        "loss" (gradient of the per-image cross-entropy)
+
+    Returns
+    -------
+    (N, H, W) tensor: max over colour channels of |gradient| (Simonyan et al. 2014).
+    """
+    return compute_saliency(model, X, y, (method,)).maps[method]
+
+
+def loss_decomposition(result: SaliencyResult) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split the loss gradient into its target and non-target terms.
+
+    With ``L = -s_y + log sum_k exp(s_k)`` and ``p = softmax(s)``::
+
+        dL/dx = -(1 - p_y) ds_y/dx  +  sum_{k != y} p_k ds_k/dx
+                \\_____ target ____/     \\______ others ______/
+
+    As the model grows confident (p_y -> 1) the target term fades, which is
+    why the loss map is fainter than the score map for a well-classified
+    image. Both terms come from the two gradients already computed: the
+    "others" term is ``dL/dx + (1 - p_y) ds_y/dx``; no extra backward pass.
+
+    Returns
+    -------
+    (target_term, others_term), each (N, 3, H, W), summing to the loss gradient.
+    """
+    if "score" not in result.gradients or "loss" not in result.gradients:
+        raise InvalidInputError("loss_decomposition needs a result computed with methods ('score', 'loss')")
+    w = (1.0 - result.target_probs).view(-1, 1, 1, 1)
+    target_term = -w * result.gradients["score"]
+    return target_term, result.gradients["loss"] - target_term

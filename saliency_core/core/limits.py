@@ -1,0 +1,42 @@
+"""What one request may ask for: the caps the dashboard and the batch job share, in one place.
+
+The engine itself (:func:`saliency_core.attribute`,
+:func:`saliency_core.evaluation.faithfulness.deletion_insertion`) takes any value above
+a method's minimum: a notebook may want 1,000 SmoothGrad samples and wait.
+A dashboard control or a command-line option is a request from someone who
+may not know that each sample is a forward and a backward pass per image,
+or that ``--faithfulness-steps 100000000`` builds lists of 10^8 pixel
+counts (it grew to 20.6 GB before the kernel killed it), so both stop at
+the same caps, read from here (``pages/ui/method_params.py``,
+``pages/faithfulness.py``, :mod:`saliency_core.jobs.options`).
+"""
+
+from __future__ import annotations
+
+#: Noisy copies (SmoothGrad) or path points (Integrated Gradients) per map: each is a forward and a backward
+#: pass (about 30 ms on the 2-core CPU), so 256 of them take about 8 s an image.
+MAX_PASSES = 256
+
+#: The most a method's parameter may be, by parameter name (``Param.name`` in ``ATTRIBUTION_METHODS``): the
+#: passes above, SmoothGrad's noise (σ as a fraction of the image's range; beyond 1 the map is noise) and a
+#: seed that fits a 32-bit signed integer (what the dashboard's number input and a link carry).
+PARAM_MAX: dict[str, float] = {"samples": MAX_PASSES, "steps": MAX_PASSES, "noise": 1.0, "seed": 2**31 - 1}
+
+#: Deletion/insertion steps (the Faithfulness page's slider, ``--faithfulness-steps``): 2 x steps forward passes
+#: per image and map; 50 steps already perturb 2 % of the pixels at a time.
+MAX_FAITHFULNESS_STEPS = 50
+
+# The batch job's own options, which no dashboard control has.
+#: Images per forward pass (``--batch-size``); SmoothGrad and Integrated Gradients run this many noisy copies
+#: or path points per pass, deletion/insertion four times as many images.
+MAX_BATCH_SIZE = 1024
+#: DataLoader worker processes per rank (``--workers``): each is a forked copy of the job.
+MAX_WORKERS = 64
+#: Images per Parquet part (``--part-size``): a part's rows, and with ``--save-maps`` its maps (100 kB per map
+#: at 224 px), are held in memory until it is written.
+MAX_PART_SIZE = 10_000
+
+
+def param_max(name: str) -> float | None:
+    """The cap of a method's parameter ``name`` ("samples", "steps", ...), or None when it has none."""
+    return PARAM_MAX.get(name)

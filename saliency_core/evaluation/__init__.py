@@ -1,0 +1,1 @@
+"""Judging maps: statistics, agreement, deletion/insertion, randomisation, the Methods page's comparison and ranking."""

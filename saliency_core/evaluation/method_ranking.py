@@ -1,0 +1,189 @@
+"""Which method's map should I believe? Faithfulness and randomisation scores per map, and their downloads.
+
+For the maps of :func:`saliency_core.evaluation.method_comparison.compare_methods`:
+
+- deletion and insertion AUC (Petsiuk, Das & Saenko, RISE, BMVC 2018), from
+  :func:`saliency_core.evaluation.faithfulness.deletion_insertion_orders` with the
+  Faithfulness page's defaults (20 steps, blurred baseline, seed 0), all
+  maps and the random reference order in one batched pass, ranked by
+  :func:`saliency_core.evaluation.faithfulness.ranking_table` (insertion − deletion);
+- the Spearman similarity of each map to the same method's map on the fully
+  randomised model (Adebayo et al., NeurIPS 2018):
+  :func:`saliency_core.evaluation.sanity.fully_randomized_model` is the last stage of
+  the Faithfulness page's cascading randomisation (same seed, same weights),
+  and the map is recomputed there with the same method and parameters. A
+  map that survives the model's destruction (high similarity) explains the
+  image, not the model.
+
+Never imports Streamlit; the model is never modified.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from saliency_core.core.model_access import ModelLike
+from saliency_core.errors import InvalidInputError, SaliencyError
+from saliency_core.evaluation import faithfulness, sanity
+from saliency_core.evaluation.method_comparison import MethodComparison, forward_passes, map_label
+from saliency_core.evaluation.stats import agreement
+from saliency_core.methods._common import Progress
+from saliency_core.methods.registry import ATTRIBUTION_METHODS, attribute
+
+#: The Faithfulness page's settings, so that the two pages give the same AUCs.
+DEFAULT_STEPS = 20
+DEFAULT_BASELINE = "blur"
+DEFAULT_SEED = 0
+RANDOM_ORDER = "random order"
+RANKING_COLUMNS = ("rank", "map", "method", "objective", "deletion_auc", "insertion_auc",
+                   "insertion_minus_deletion", "randomised_spearman")
+
+
+@dataclass
+class MethodRanking:
+    """What :func:`ranking_table` found.
+
+    Attributes
+    ----------
+    table : DataFrame with columns :data:`RANKING_COLUMNS`, one row per map
+        (and one for the random order, method "random", objective "", no
+        randomisation score), best insertion − deletion first (rank from 1;
+        ties keep the maps' order). ``randomised_spearman`` is Spearman's ρ
+        between the map and the same method's map on the fully randomised
+        model: low is good; NaN where either map is constant or not finite,
+        or where the method failed on the randomised model.
+    curves : map label (and :data:`RANDOM_ORDER`) -> the
+        :class:`~saliency_core.evaluation.faithfulness.FaithfulnessResult` behind the AUCs
+    randomised_maps : map label -> (H, W) float32, the map on the fully randomised model
+    notes : method -> why it has no randomisation score (its error there)
+    steps, baseline, blur_sigma, seed : the deletion/insertion settings (``seed``
+        also seeds the random order and the re-initialised weights)
+    target, reduction, precision : those of the comparison
+    params : method -> parameters as used; objectives : per map label, "score", "L" or "−L"
+    """
+
+    table: pd.DataFrame
+    curves: dict[str, faithfulness.FaithfulnessResult]
+    randomised_maps: dict[str, np.ndarray]
+    notes: dict[str, str]
+    steps: int
+    baseline: str
+    blur_sigma: float | None
+    seed: int
+    target: int
+    reduction: str
+    precision: str
+    params: dict[str, dict[str, object]]
+    objectives: dict[str, str]
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's ρ as :func:`saliency_core.evaluation.stats.agreement` (and the Sanity check) computes it;
+    NaN if not finite."""
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return math.nan
+    return agreement(a, b, fractions=())["spearman"]
+
+
+def ranking_table(model: ModelLike, X: torch.Tensor, comparison: MethodComparison, *, steps: int = DEFAULT_STEPS,
+                  baseline: str = DEFAULT_BASELINE, seed: int = DEFAULT_SEED, random_order: bool = True,
+                  randomisation: bool = True, batch_size: int = 8,
+                  progress: Progress | None = None) -> MethodRanking:
+    """Deletion/insertion AUCs and the randomisation similarity of every map of a comparison.
+
+    Parameters
+    ----------
+    model : the model the comparison was computed with (LoadedModel or module); never modified.
+    X : (1, 3, H, W) float tensor, the image of the comparison, normalised for the model.
+    comparison : :func:`~saliency_core.evaluation.method_comparison.compare_methods`'s result;
+        its target, reduction and precision are used throughout.
+    steps, baseline : deletion/insertion settings, see
+        :func:`saliency_core.evaluation.faithfulness.deletion_insertion` ("blur", "mean", "zeros").
+    seed : of the random order and of the re-initialised weights (the Faithfulness page uses 0).
+    random_order : add the random order, the reference every map should beat.
+    randomisation : compute ``randomised_spearman`` (one more run of every
+        method, on the randomised copy); False leaves the column NaN.
+    batch_size : perturbed images per forward pass (8 suits a 2-core CPU, 64 a GPU).
+    progress : ``progress(done, total)`` in units of about one forward pass, after every
+        chunk of perturbed images and every chunk of a slow method's rows.
+
+    Returns
+    -------
+    :class:`MethodRanking`
+    """
+    entries = comparison.entries()
+    if not entries:
+        raise InvalidInputError("no maps to rank: every method failed (see the comparison's errors)")
+    n_orders = len(entries) + (1 if random_order else 0)
+    fa_total = n_orders * 2 * int(steps) if isinstance(steps, int) else 0
+    methods = list(dict.fromkeys(m for m, _, _, _ in entries))
+    rand_units = {m: 3 * forward_passes(m, comparison.runs[m].given) for m in methods} if randomisation else {}
+    total = fa_total + sum(rand_units.values())
+
+    def report_fa(done: int, of: int) -> None:
+        if progress is not None:
+            progress(done, total)
+
+    curves = faithfulness.deletion_insertion_orders(
+        model, X, [comparison.target], {label: m[None] for _, _, label, m in entries}, steps, baseline,
+        random=RANDOM_ORDER if random_order else None, batch_size=batch_size, progress=report_fa, seed=seed,
+        precision=comparison.precision)
+    table = faithfulness.ranking_table(curves).rename(columns={"order": "map"})
+
+    randomised: dict[str, np.ndarray] = {}
+    notes: dict[str, str] = {}
+    if randomisation:
+        work = sanity.fully_randomized_model(model, seed=seed)
+        done = fa_total
+        for method in methods:
+            run = comparison.runs[method]
+
+            def report(rows: int, of: int, before: int = done, size: int = rand_units[method]) -> None:
+                # Within one method's run (SmoothGrad's samples, IG's steps): the caller hears from the work
+                # after every chunk of rows, not once per method.
+                if progress is not None and 0 < rows < of:
+                    progress(before + size * rows // of, total)
+
+            try:
+                r = attribute(work, X, [comparison.target], method, comparison.objectives,
+                              reduction=comparison.reduction, precision=comparison.precision, progress=report,
+                              **sanity.fixed_params(method, run.given, run.params))
+            except SaliencyError as exc:
+                notes[method] = str(exc)
+            else:
+                for obj in comparison.objectives:
+                    randomised[map_label(method, obj)] = r.maps[obj][0].float().cpu().numpy()
+            done += rand_units[method]
+            if progress is not None:
+                progress(done, total)
+        del work
+
+    by_label = {label: (m, obj, arr) for m, obj, label, arr in entries}
+    rows = []
+    for label in table["map"]:
+        if label in by_label:
+            m, obj, arr = by_label[label]
+            rho = _spearman(arr, randomised[label]) if label in randomised else math.nan
+            rows.append((m, obj, rho))
+        else:
+            rows.append(("random", "", math.nan))
+    table["method"], table["objective"], table["randomised_spearman"] = zip(*rows, strict=True)
+    first = next(iter(curves.values()))
+    return MethodRanking(
+        table=table[list(RANKING_COLUMNS)], curves=curves, randomised_maps=randomised, notes=notes,
+        steps=int(steps), baseline=first.baseline, blur_sigma=first.blur_sigma, seed=int(seed),
+        target=int(first.targets[0]), reduction=comparison.reduction, precision=comparison.precision,
+        params={m: comparison.runs[m].params for m in methods},
+        objectives={label: _objective(m, obj) for m, obj, label, _ in entries})
+
+
+def _objective(method: str, objective: str) -> str:
+    """"score", or what the loss map explains for this method: "L" or "−L"."""
+    if objective == "score":
+        return "score"
+    return "−L" if ATTRIBUTION_METHODS[method].loss_objective == "-L" else "L"

@@ -1,0 +1,142 @@
+"""Plotly figures of the Methods page: the grid of maps and the agreement matrix; built and returned, never shown.
+
+Every text that comes from data (map labels, method titles) goes through
+:func:`saliency_core.figures.figure_style.as_text`, as in :mod:`saliency_core.figures.plots`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from saliency_core.errors import InvalidInputError
+from saliency_core.evaluation.method_comparison import AgreementMatrix, map_label
+from saliency_core.figures.figure_style import as_text, finish, float32_map, require_nonempty, template_text
+from saliency_core.figures.plots import _anchor_squares, _check_colorscale, _heatmap, _image_axes
+from saliency_core.methods.registry import ATTRIBUTION_METHODS
+
+SCALES = ("map", "method")
+#: Colour scales of the agreement matrix: ρ is diverging around 0, IoU runs from 0 to 1.
+AGREEMENT_STYLE = {"spearman": ("RdBu_r", -1.0, 1.0, "Spearman ρ"), "iou_top5": ("Blues", 0.0, 1.0, "top-5 % IoU"),
+                   # leaderboard.head_to_head: the share of images on which the row's map beats the column's
+                   "wins": ("RdBu_r", 0.0, 1.0, "share of images the row wins")}
+MISSING = "—"
+
+
+def method_grid_figure(maps: Mapping[str, Mapping[str, np.ndarray]], *, scale: str = "map",
+                       colorscale: str = "hot") -> go.Figure:
+    """Maps of several methods: one row per method, one column per objective (score, loss).
+
+    Parameters
+    ----------
+    maps : method name (a key of :data:`~saliency_core.ATTRIBUTION_METHODS`) ->
+        objective ("score", "loss") -> (H, W) float array >= 0, all the same
+        shape and every method with the same objectives (e.g.
+        ``MethodComparison.by_method()``).
+    scale : "map" (each map its own colour range, min to max) or "method"
+        (the maps of a method share one range, so score and loss compare).
+    colorscale : a Plotly colour scale name.
+
+    Returns
+    -------
+    Figure with one heatmap trace per map (rows in the order given), no
+    colour bars, zoom and pan linked; subplot titles "<method title> · score"
+    and "· loss" or "· −L" (the methods that explain −L = log p_y); hover
+    shows x, y and the value, as on the Saliency page.
+    """
+    require_nonempty(maps)
+    if scale not in SCALES:
+        raise InvalidInputError(f"scale must be one of {SCALES}, got {scale!r}")
+    _check_colorscale(colorscale)
+    methods = list(maps)
+    unknown = [m for m in methods if m not in ATTRIBUTION_METHODS]
+    if unknown:
+        raise InvalidInputError(f"maps: unknown method {unknown[0]!r}; known: {', '.join(ATTRIBUTION_METHODS)}")
+    objectives = list(maps[methods[0]])
+    if not objectives:
+        raise InvalidInputError(f"maps[{methods[0]!r}]: expected at least one objective")
+    zs: dict[str, dict[str, np.ndarray]] = {}
+    shape = None
+    for m in methods:
+        if list(maps[m]) != objectives:
+            raise InvalidInputError(f"maps[{m!r}]: expected the objectives {objectives}, got {list(maps[m])}")
+        zs[m] = {obj: float32_map(maps[m][obj], f"maps[{m!r}][{obj!r}]") for obj in objectives}
+        for obj, z in zs[m].items():
+            shape = shape or z.shape
+            if z.shape != shape:
+                raise InvalidInputError(f"maps[{m!r}][{obj!r}]: expected shape {shape} like the first map, "
+                                        f"got {z.shape}")
+
+    titles = [map_label(m, obj) for m in methods for obj in objectives]  # escaped by finish()
+    fig = make_subplots(rows=len(methods), cols=len(objectives), subplot_titles=titles,
+                        horizontal_spacing=0.02, vertical_spacing=0.04 if len(methods) < 6 else 0.02)
+    for row, m in enumerate(methods, start=1):
+        shared = (min(float(z.min()) for z in zs[m].values()), max(float(z.max()) for z in zs[m].values()))
+        for col, obj in enumerate(objectives, start=1):
+            z = zs[m][obj]
+            zmin, zmax = shared if scale == "method" else (float(z.min()), float(z.max()))
+            label = map_label(m, obj)
+            fig.add_trace(_heatmap(z, label=label, name=label, colorscale=colorscale, zmin=zmin, zmax=zmax,
+                                   showscale=False), row=row, col=col)
+    _image_axes(fig)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    _anchor_squares(fig, len(methods) * len(objectives))
+    return finish(fig, None, height=60 + 230 * len(methods), margin=dict(l=10, r=10, t=40, b=10))
+
+
+def agreement_heatmap(matrix: AgreementMatrix | pd.DataFrame, order: Sequence[str] | None = None, *,
+                      metric: str | None = None, title: str | None = None) -> go.Figure:
+    """The agreement matrix as an annotated heatmap, in clustered order.
+
+    Parameters
+    ----------
+    matrix : an :class:`~saliency_core.evaluation.method_comparison.AgreementMatrix`, or a
+        square DataFrame (index and columns the same labels).
+    order : the labels in display order (default: the AgreementMatrix's
+        clustered order, or the DataFrame's own); must be a permutation of them.
+    metric : "spearman" (diverging scale, -1 to 1), "iou_top5" (0 to 1) or
+        "wins" (:func:`saliency_core.jobs.leaderboard.head_to_head`, 0 to 1, even at 0.5);
+        default the AgreementMatrix's, else "spearman".
+    title : optional figure title (shown as text).
+
+    Returns
+    -------
+    Figure with one heatmap trace; cells annotated with their value to 2
+    decimals and NaN as "—"; the first label of ``order`` at the top left.
+    """
+    if isinstance(matrix, AgreementMatrix):
+        order = list(matrix.order) if order is None else list(order)
+        metric = metric or matrix.metric
+        frame = matrix.values
+    elif isinstance(matrix, pd.DataFrame):
+        frame = matrix
+        order = list(frame.index) if order is None else list(order)
+        metric = metric or "spearman"
+    else:
+        raise InvalidInputError(f"matrix must be an AgreementMatrix or a DataFrame, got {type(matrix).__name__}")
+    if metric not in AGREEMENT_STYLE:
+        raise InvalidInputError(f"metric must be one of {tuple(AGREEMENT_STYLE)}, got {metric!r}")
+    labels = list(frame.index)
+    if list(frame.columns) != labels or sorted(map(str, order)) != sorted(map(str, labels)) or len(order) != len(
+            labels):
+        raise InvalidInputError("matrix must be square with the same labels as rows and columns, and order a "
+                                f"permutation of them; got rows {labels}, order {order}")
+    values = frame.loc[order, order].to_numpy(dtype=np.float64)
+    text = [[MISSING if math.isnan(v) else f"{v:.2f}" for v in row] for row in values]
+    names = [as_text(label) for label in order]
+    colorscale, zmin, zmax, what = AGREEMENT_STYLE[metric]
+    fig = go.Figure(go.Heatmap(
+        z=values.astype(np.float32), x=names, y=names, text=text, texttemplate="%{text}", colorscale=colorscale,
+        zmin=zmin, zmax=zmax, hoverongaps=False, colorbar=dict(title=dict(text=template_text(what)), thickness=10),
+        hovertemplate=f"%{{y}} vs %{{x}}<br>{template_text(what)} = %{{text}}<extra></extra>",
+    ))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(tickangle=-40)
+    side = 160 + 40 * len(order)
+    return finish(fig, title, height=side + 60, margin=dict(l=10, r=10, t=50 if title else 20, b=10))

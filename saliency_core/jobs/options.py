@@ -1,0 +1,199 @@
+"""The batch job's command line: its options, as parsed and checked (``python -m saliency_core.batch --help``).
+
+:func:`parse_args` turns the arguments into :class:`Options`; a bad value is a
+usage error, one line on stderr and exit status 2, before anything is loaded
+or written: the job runs for hours, so a typo must not cost a model load, a
+traceback or, as ``--faithfulness-steps 100000000`` did, 20 GB. Numbers stop
+at the caps the dashboard has (:mod:`saliency_core.core.limits`), and ``--out``
+must be a folder the job can write, never the current folder by accident.
+:mod:`saliency_core.jobs.batch` runs the job with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+from saliency_core.core import gradients, limits, precision
+from saliency_core.errors import SaliencyError
+from saliency_core.jobs import map_specs
+from saliency_core.methods.registry import ATTRIBUTION_METHODS
+from saliency_core.models.registry import DEFAULT_MODEL, model_names
+
+# The options that change the numbers: a restarted job must use the same ones (and the methods' parameters).
+CONFIG_KEYS = ("images", "model", "methods", "reduction", "precision", "faithfulness", "faithfulness_steps",
+               "save_maps")
+
+
+@dataclass
+class Options:
+    images: str
+    out: str
+    model: str = DEFAULT_MODEL
+    methods: tuple[str, ...] = gradients.METHODS  # --methods entries: "score", "smoothgrad:loss", ...
+    method_params: dict[str, dict[str, object]] = field(default_factory=dict)  # as given; defaults filled later
+    batch_size: int = 32
+    device: str = "auto"
+    workers: int | None = None  # None: see default_workers
+    reduction: str = "max"
+    precision: str = "exact"
+    faithfulness: bool = False
+    faithfulness_steps: int = 20
+    save_maps: bool = False
+    part_size: int = 1024
+    progress: bool | None = None  # None: a progress bar when stderr is a terminal
+
+    @property
+    def maps(self) -> tuple[map_specs.MapSpec, ...]:
+        return map_specs.parse_methods(self.methods)
+
+    def params_for(self, method: str) -> dict[str, object]:
+        """Every parameter of ``method`` as the job uses it: given ones, then the defaults."""
+        return ATTRIBUTION_METHODS[method].resolve(self.method_params.get(method, {}))
+
+    def used_params(self) -> dict[str, dict[str, object]]:
+        """method -> its parameters, for the methods of the maps that have any."""
+        methods = map_specs.methods_of(self.maps)
+        return {m: p for m in methods if (p := self.params_for(m))}
+
+    def config(self) -> dict:
+        values = {k: getattr(self, k) for k in CONFIG_KEYS}
+        values["images"] = str(Path(self.images).expanduser().resolve())
+        values["methods"] = list(self.methods)
+        if params := self.used_params():  # absent for the plain gradient: older results folders still match
+            values["method_params"] = params
+        return values
+
+
+def _option(method: str, param: str) -> str:
+    return f"--{method}-{param}".replace("_", "-")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a usage error on one line (its own usage message runs to 20 lines for this job)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
+def out_problem(out: str) -> str | None:
+    """Why the job could not write its results in ``out``, or None; nothing is created.
+
+    The folder, or the nearest of its parents that exists, must be a folder this user may write in. (Root
+    passes the permission check everywhere; :mod:`saliency_core.jobs.batch` still reports a folder it then
+    fails to make as a usage error.)
+    """
+    if not out.strip():
+        return "--out is empty: name the results folder (an empty name would write into the current folder)"
+    path = Path(out).absolute()
+    existing = next((q for q in (path, *path.parents) if q.exists()), None)
+    if existing is None:  # not even "/" exists: nothing to write in
+        return f"--out {out}: none of its folders exists"
+    if not existing.is_dir():
+        return f"--out {out}: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"--out {out}: this user may not write in {existing}"
+    return None
+
+
+def _number(value: float) -> str:
+    """256, 1, 2147483647 (not 2.14748e+09), 0.5."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _check_number(p: argparse.ArgumentParser, option: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        p.error(f"{option} must be from {low:g} to {high:g}, got {value}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    p = _Parser(
+        prog="python -m saliency_core.batch",
+        description="Score- and loss-gradient saliency, their statistics and agreement for every image of a "
+                    "dataset, written as Parquet. Run it under torchrun to use several GPUs or machines.")
+    p.add_argument("--images", required=True,
+                   help="an ImageFolder tree (class folders named by WordNet id such as n01440764, or by class "
+                        "index 0..999) or a cs231n-style .npz with arrays X and y")
+    p.add_argument("--out", required=True, help="results folder; a run started again skips what it holds")
+    p.add_argument("--model", default=DEFAULT_MODEL, choices=model_names(),
+                   help="a built-in model, or custom:NAME for a model of SALIENCY_MODELS_DIR; a torchvision "
+                        "model's weights are downloaded once if not cached (unless SALIENCY_ALLOW_DOWNLOAD=0)")
+    p.add_argument("--methods", default="score,loss",
+                   help="comma-separated maps: score and loss (the plain gradient of each; the default is both), "
+                        "or METHOD:OBJECTIVE such as smoothgrad:loss, or a METHOD alone for both objectives. "
+                        f"Methods: {', '.join(ATTRIBUTION_METHODS)}")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="images per forward pass at most (default 32, at most "
+                        f"{limits.MAX_BATCH_SIZE}); for smoothgrad and integrated_gradients, noisy copies or path "
+                        "points per pass. Fewer when SALIENCY_PASS_MEMORY_MB allows fewer for the model's input "
+                        "size")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda (each torchrun rank takes its LOCAL_RANK GPU)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes per rank (default: on a GPU, CPU cores / ranks, at most 8; "
+                        f"on the CPU, only the cores torch's own threads leave free; at most {limits.MAX_WORKERS})")
+    p.add_argument("--reduction", default="max", choices=list(gradients.REDUCTIONS))
+    p.add_argument("--precision", default="exact", choices=list(precision.PRECISIONS))
+    p.add_argument("--faithfulness", action="store_true",
+                   help="also deletion/insertion AUCs per map and for a random order (about 40 forward "
+                        "passes per image and map)")
+    p.add_argument("--faithfulness-steps", type=int, default=20,
+                   help=f"deletion/insertion steps (default 20, at most {limits.MAX_FAITHFULNESS_STEPS})")
+    p.add_argument("--save-maps", action="store_true", help="also keep the maps, float16, in maps/*.npz")
+    p.add_argument("--part-size", type=int, default=1024,
+                   help="images per Parquet part: what a stopped run loses at most, per rank (default 1024, "
+                        f"at most {limits.MAX_PART_SIZE})")
+    for method in ATTRIBUTION_METHODS.values():
+        if not method.params:
+            continue
+        group = p.add_argument_group(f"{method.title} ({method.name}) parameters")
+        for param in method.params:
+            default = "the model's" if param.none_ok and param.default is None else param.default
+            cap = limits.param_max(param.name)
+            most = f", at most {_number(cap)}" if cap is not None else ""
+            group.add_argument(_option(method.name, param.name), dest=f"{method.name}__{param.name}",
+                               type=param.kind, choices=list(param.choices) or None, default=None,
+                               metavar=param.name.upper() if not param.choices else None,
+                               help=f"{param.help} (default: {default}{most})")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None)
+    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    a = p.parse_args(argv)
+    if not a.images.strip():
+        p.error("--images is empty: name the dataset folder or .npz (an empty name would read the current folder)")
+    if problem := out_problem(a.out):
+        p.error(problem)
+    try:
+        maps = map_specs.parse_methods(a.methods)
+    except SaliencyError as exc:
+        p.error(str(exc))
+    used = map_specs.methods_of(maps)
+    params: dict[str, dict[str, object]] = {}
+    for method in ATTRIBUTION_METHODS.values():
+        for param in method.params:
+            value = getattr(a, f"{method.name}__{param.name}")
+            if value is None:
+                continue
+            if method.name not in used:
+                p.error(f"{_option(method.name, param.name)} is given but --methods asks for no {method.name} map")
+            try:
+                params.setdefault(method.name, {})[param.name] = param.check(value)
+            except SaliencyError as exc:
+                p.error(f"{_option(method.name, param.name)}: {exc}")
+            cap = limits.param_max(param.name)
+            if cap is not None and value > cap:
+                p.error(f"{_option(method.name, param.name)} must be at most {_number(cap)} (the dashboard's limit "
+                        f"too), got {value}")
+    _check_number(p, "--batch-size", a.batch_size, 1, limits.MAX_BATCH_SIZE)
+    _check_number(p, "--faithfulness-steps", a.faithfulness_steps, 1, limits.MAX_FAITHFULNESS_STEPS)
+    _check_number(p, "--part-size", a.part_size, 1, limits.MAX_PART_SIZE)
+    if a.workers is not None:
+        _check_number(p, "--workers", a.workers, 0, limits.MAX_WORKERS)
+    return Options(images=a.images, out=a.out, model=a.model, methods=tuple(s.entry for s in maps),
+                   method_params=params, batch_size=a.batch_size,
+                   device=a.device, workers=a.workers, reduction=a.reduction, precision=a.precision,
+                   faithfulness=a.faithfulness, faithfulness_steps=a.faithfulness_steps, save_maps=a.save_maps,
+                   part_size=a.part_size, progress=a.progress)
