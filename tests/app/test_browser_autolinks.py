@@ -29,7 +29,6 @@ from tests.app.test_browser import (
     WAIT_MS,
     _streamlit,
     assert_healthy,
-    budget,
     query,
     screenshot,
     wait_idle,
@@ -74,7 +73,7 @@ def links_to_the_names(page) -> list[str]:
 def wait_for_text(page, text: str, where: str = MAIN, timeout: float = WAIT_MS) -> None:
     """Until ``text`` is on screen in ``where`` (read as people read it: the invisible word joiners dropped)."""
     page.wait_for_function(f"text => ({VISIBLE_TEXT_JS})({where!r}).includes(text)", arg=text,
-                           timeout=budget(timeout))
+                           timeout=timeout)
 
 
 def jpeg() -> bytes:
@@ -88,7 +87,7 @@ def test_an_upload_named_with_a_url_is_no_link_for_the_uploader_nor_the_shared_l
     owner = session_on(server)
     owner.goto("/saliency")
     wait_idle(owner.page, COLD_WAIT_MS)
-    owner.page.locator(UPLOAD_INPUT).wait_for(state="attached", timeout=budget(COLD_WAIT_MS))
+    owner.page.locator(UPLOAD_INPUT).wait_for(state="attached", timeout=COLD_WAIT_MS)
     owner.page.set_input_files(UPLOAD_INPUT, files=[{"name": UPLOAD_NAME, "mimeType": "image/jpeg",
                                                      "buffer": jpeg()}])
     wait_for_text(owner.page, f"{UPLOAD_NAME} · ")  # the caption under the title names the upload

@@ -33,7 +33,6 @@ from tests.app.test_browser import (
     WAIT_MS,
     _streamlit,
     assert_healthy,
-    budget,
     screenshot,
     wait_for_counts,
     wait_idle,
@@ -105,7 +104,7 @@ def first_shown(page, candidates: dict[str, str], timeout_ms: float) -> str:
         """sels => { for (const [name, sel] of Object.entries(sels)) {
                          if (document.querySelector(sel)) return name; }
                      return null; }""",
-        arg=candidates, timeout=budget(timeout_ms), polling=200)
+        arg=candidates, timeout=timeout_ms, polling=200)
     return found.json_value()
 
 
@@ -135,7 +134,7 @@ def test_a_heavy_link_shows_its_estimate_and_computes_nothing_until_clicked(sess
     assert used < 1.0, f"the server used {used:.1f} CPU-s in 5 s while the page waited for the click"
 
     button.click()  # this session asks for it: the computation starts
-    s.page.locator(PROGRESS).first.wait_for(state="visible", timeout=budget(WAIT_MS))
+    s.page.locator(PROGRESS).first.wait_for(state="visible", timeout=WAIT_MS)
     wait_for_work(pid, 1.0, WAIT_MS / 1000)
     s.close()  # the visitor leaves
     quiet_after = wait_until_quiet(pid)
@@ -152,7 +151,7 @@ def test_a_computation_stops_when_its_tab_closes_and_frees_its_slot(session_on, 
     # Whether the link asks first is the test above's subject; this one is about stopping, however it started.
     if first_shown(s.page, {"confirm": CONFIRM, "progress": PROGRESS}, COLD_WAIT_MS) == "confirm":
         s.page.locator(CONFIRM).click()
-    s.page.locator(PROGRESS).first.wait_for(state="visible", timeout=budget(WAIT_MS))
+    s.page.locator(PROGRESS).first.wait_for(state="visible", timeout=WAIT_MS)
     wait_for_work(pid, 2.0, WAIT_MS / 1000)
     s.close()  # the visitor leaves in the middle of the batch
     quiet_after = wait_until_quiet(pid)

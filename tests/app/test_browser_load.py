@@ -23,7 +23,6 @@ from tests.app.test_browser import (
     WAIT_MS,
     _streamlit,
     assert_healthy,
-    budget,
     screenshot,
     upload,
 )
@@ -58,7 +57,7 @@ def test_sessions_uploading_at_once_each_get_their_correct_map_one_computation_a
     for s in sessions:
         s.goto("/saliency")
     for i, s in enumerate(sessions):  # each has the sample's heatmap drawn and no script running
-        s.page.wait_for_function(SETTLED_JS, timeout=budget(COLD_WAIT_MS if i == 0 else WAIT_MS), polling=200)
+        s.page.wait_for_function(SETTLED_JS, timeout=COLD_WAIT_MS if i == 0 else WAIT_MS, polling=200)
     photos = [photo(200 + i) for i in range(SESSIONS)]
     before = len(records(timing))
 
@@ -66,8 +65,8 @@ def test_sessions_uploading_at_once_each_get_their_correct_map_one_computation_a
         s.page.evaluate(f"() => {{ window.__before = {PLOT_JS}.data[0].z; }}")
         upload(s.page, name, data)
     for s, (name, data) in zip(sessions, photos, strict=True):
-        s.page.wait_for_selector(f"text=crop of {name}", timeout=budget(WAIT_MS))
-        s.page.wait_for_function(REDRAWN_JS, timeout=budget(WAIT_MS), polling=200)
+        s.page.wait_for_selector(f"text=crop of {name}", timeout=WAIT_MS)
+        s.page.wait_for_function(REDRAWN_JS, timeout=WAIT_MS, polling=200)
         assert_healthy(s, f"the session that uploaded {name}")
         shown = s.page.evaluate(HEATMAP_JS)
         ref = expected_map(data)

@@ -29,7 +29,6 @@ from tests.app.test_browser import (
     _free_port,
     _healthy,
     assert_healthy,
-    budget,
     screenshot,
     serve,
     wait_idle,
@@ -79,7 +78,7 @@ def open_picker(page, key: str) -> list[str]:
         wait_idle(page)
         page.locator(f'{SIDEBAR} .st-key-{key} button[aria-label="Open"]').click()
         try:
-            page.get_by_role("option").first.wait_for(timeout=budget(15_000))
+            page.get_by_role("option").first.wait_for(timeout=15_000)
             return page.get_by_role("option").all_inner_texts()
         except PlaywrightTimeout:
             if attempt == 2:
@@ -100,7 +99,7 @@ def choose_model(page, option: str) -> None:
 
 def shown_heatmap(page) -> np.ndarray:
     """The heatmap on screen, once Plotly has drawn it and no script runs."""
-    page.wait_for_function(SETTLED_JS, timeout=budget(WAIT_MS), polling=200)
+    page.wait_for_function(SETTLED_JS, timeout=WAIT_MS, polling=200)
     z = page.evaluate(HEATMAP_JS)
     return np.asarray(z["values"], dtype=np.float64).reshape(z["shape"])
 
@@ -118,7 +117,7 @@ def test_own_model_and_downloaded_weights_are_chosen_in_the_picker_and_drawn(ses
     s.page.keyboard.press("Escape")
 
     choose_model(s.page, TITLE)
-    s.page.get_by_text(f"coffee · {TITLE}").first.wait_for(timeout=budget(WAIT_MS))
+    s.page.get_by_text(f"coffee · {TITLE}").first.wait_for(timeout=WAIT_MS)
     wait_idle(s.page)
     assert_healthy(s, "the team's own model")
     target = s.page.locator(TARGET_SHOWN).input_value()
@@ -137,14 +136,14 @@ def test_own_model_and_downloaded_weights_are_chosen_in_the_picker_and_drawn(ses
     assert weights.requests == []
     s.page.evaluate(f"() => {{ window.__before = {PLOT_JS}.data[0].z; }}")
     choose_model(s.page, "SqueezeNet 1.1")
-    s.page.get_by_text("coffee · SqueezeNet 1.1").first.wait_for(timeout=budget(WAIT_MS))
+    s.page.get_by_text("coffee · SqueezeNet 1.1").first.wait_for(timeout=WAIT_MS)
     wait_idle(s.page)
     assert_healthy(s, "the downloaded model")
     target = s.page.locator(TARGET_SHOWN).input_value()
     assert "Auto: true label (967 · espresso)" in target, target
     assert weights.requests == [f"/models/{WEIGHTS}"]
     assert (Path(torch_home) / "hub" / "checkpoints" / WEIGHTS).read_bytes() == weights.files[WEIGHTS]
-    s.page.wait_for_function(REDRAWN_JS, timeout=budget(WAIT_MS), polling=200)
+    s.page.wait_for_function(REDRAWN_JS, timeout=WAIT_MS, polling=200)
     assert shown_heatmap(s.page).shape == (224, 224)
     screenshot(s.page, "downloaded-squeezenet")
 
@@ -161,7 +160,7 @@ def test_changing_the_method_then_the_image_keeps_the_objective(session_on, team
     checked = s.page.locator(f'{SIDEBAR} .st-key-objective input[type="radio"]:checked')
     assert checked.count() == 1
     choose(s.page, "sample", "Chelsea")
-    s.page.get_by_text("crop of Chelsea").first.wait_for(timeout=budget(WAIT_MS))
+    s.page.get_by_text("crop of Chelsea").first.wait_for(timeout=WAIT_MS)
     wait_idle(s.page)
     assert_healthy(s, "a new image after a new method")
     assert "objective=loss" in s.page.url
@@ -175,7 +174,7 @@ def test_an_explicit_class_is_not_carried_by_its_number_to_another_models_list(s
     wait_idle(s.page, COLD_WAIT_MS)
     assert "great white shark" in s.page.locator(TARGET_SHOWN).input_value()
     choose_model(s.page, TITLE)
-    s.page.get_by_text(f"coffee · {TITLE}").first.wait_for(timeout=budget(WAIT_MS))
+    s.page.get_by_text(f"coffee · {TITLE}").first.wait_for(timeout=WAIT_MS)
     wait_idle(s.page)
     assert_healthy(s, "another model after an explicit class")
     assert "has no class 2 · great white shark" in s.page.locator('[data-testid="stAlertContentInfo"]').inner_text()

@@ -41,7 +41,6 @@ from tests.app.test_browser import (
     _stop,
     _streamlit,
     assert_healthy,
-    budget,
     photos,
     png_bytes,
     screenshot,
@@ -391,7 +390,7 @@ def test_dashboard_works_over_https_through_the_proxy(browser, proxy: Proxy):
     context = browser.new_context(viewport=VIEWPORT, ignore_https_errors=True)
     try:
         page = context.new_page()
-        context.set_default_timeout(budget(COLD_WAIT_MS))
+        context.set_default_timeout(COLD_WAIT_MS)
         js_errors: list[str] = []
         page.on("pageerror", lambda exc: js_errors.append(str(exc)))
         page.goto(f"{proxy.origin}/saliency")

@@ -22,7 +22,7 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 
-from tests.app.test_browser import COLD_WAIT_MS, SIDEBAR, VIEWPORT, _healthy, budget, screenshot, serve, wait_idle
+from tests.app.test_browser import COLD_WAIT_MS, SIDEBAR, VIEWPORT, _healthy, screenshot, serve, wait_idle
 from tests.app.test_browser_sign_in import ALLOWED, COOKIE_USER, sign_in_at_provider
 from tests.app.test_browser_sign_in import provider as provider  # the module's own OIDC provider (a fixture)
 from tests.app.test_proxy import ARTIFACTS, Proxy, _program, assert_security_headers, free_ports, nginx_in_front
@@ -65,7 +65,7 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 def test_media_and_uploads_need_the_identity_cookie_through_the_proxy(browser, site: Proxy):
     context = browser.new_context(viewport=VIEWPORT, ignore_https_errors=True)
     try:
-        context.set_default_timeout(budget(COLD_WAIT_MS))
+        context.set_default_timeout(COLD_WAIT_MS)
         page = context.new_page()
         page.goto(f"{site.origin}/saliency?sample=chelsea")
         sign_in_at_provider(page, "alice")  # through the proxy, back on its HTTPS origin
