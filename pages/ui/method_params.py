@@ -50,7 +50,8 @@ def upper_bound(p: Param) -> float | None:
 
 
 def layer_options(model: LoadedModel) -> list[str | None]:
-    """Grad-CAM's layers for ``model``: None (the registry's default block) first, then every convolution."""
+    """Grad-CAM's layers for ``model``: None (the registry's default block) first, then every convolution on the
+    path to the output (:func:`saliency_core.methods.grad_cam.conv_layers`)."""
     default = model.spec.cam_layer
     return [None, *(name for name in _conv_layers(model) if name != default)]
 

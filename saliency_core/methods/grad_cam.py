@@ -24,7 +24,7 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from saliency_core.core.model_access import ModelLike, unwrap_module
+from saliency_core.core.model_access import ModelLike, device_of, input_dtype_of, unwrap_module
 from saliency_core.core.passes import run_in_chunks
 from saliency_core.errors import InvalidInputError
 from saliency_core.methods._common import MethodOutput, Request, private_copy, signed_vjps
@@ -62,12 +62,64 @@ def default_layer(model: ModelLike) -> str:
     return model.spec.cam_layer
 
 
-def conv_layers(model: ModelLike) -> list[str]:
-    """Dotted names of the model's 2-D convolutions, input to output (``named_modules()`` order).
+def conv_layers(model: ModelLike, size: int | None = None) -> list[str]:
+    """Dotted names of the model's 2-D convolutions that Grad-CAM can use, input to output.
 
-    What a user may pick as Grad-CAM's ``layer`` besides the registry's default block.
+    Only a convolution whose output reaches the logits, in one forward pass
+    of a (1, 3, size, size) zero image (``size``: the model's crop when it
+    has a preprocessing, else required), and that runs once per pass: a
+    layer off the path to the output (an unused head, a branch whose result
+    is dropped) has no gradient, and one that runs twice has no single
+    feature map. The shared model is not hooked: a private copy records the
+    outputs. Empty for a TorchScript model, where Grad-CAM can't run.
     """
-    return [name for name, m in unwrap_module(model).named_modules() if isinstance(m, torch.nn.Conv2d) and name]
+    module = unwrap_module(model)
+    if isinstance(module, torch.jit.ScriptModule):
+        return []
+    convs = [name for name, m in module.named_modules() if isinstance(m, torch.nn.Conv2d) and name]
+    if size is None:
+        size = getattr(getattr(model, "preprocessing", None), "crop", None)
+        if size is None:
+            raise InvalidInputError("conv_layers of a bare module needs size=: the side of its input images")
+    probe = private_copy(module, ("grad_cam_probe", tuple(convs)), lambda clone: _wrap_all(clone, convs))
+    x = torch.zeros(1, 3, size, size, device=device_of(module), dtype=input_dtype_of(module), requires_grad=True)
+    _RECORDED.outputs = {}
+    try:
+        with torch.enable_grad():
+            logits = probe(x)
+            ran = {n: outs for n, outs in _RECORDED.outputs.items() if len(outs) == 1 and outs[0].requires_grad}
+            grads = torch.autograd.grad(logits.float().sum(), [outs[0] for outs in ran.values()], allow_unused=True) \
+                if ran else ()
+    finally:
+        _RECORDED.outputs = None
+    reaching = {name for name, g in zip(ran, grads, strict=True) if g is not None}
+    return [name for name in convs if name in reaching]
+
+
+_RECORDED = threading.local()
+
+
+class _Record(torch.nn.Module):
+    """Runs the wrapped layer and records its output under its name, for this thread."""
+
+    def __init__(self, inner: torch.nn.Module, name: str) -> None:
+        super().__init__()
+        self.inner, self.name = inner, name
+
+    def forward(self, *args, **kwargs):
+        out = self.inner(*args, **kwargs)
+        recorded = getattr(_RECORDED, "outputs", None)
+        if recorded is not None and isinstance(out, torch.Tensor):
+            recorded.setdefault(self.name, []).append(out)
+        return out
+
+
+def _wrap_all(clone: torch.nn.Module, layers: list[str]) -> torch.nn.Module:
+    for layer in layers:
+        parent_name, _, child = layer.rpartition(".")
+        parent = clone.get_submodule(parent_name) if parent_name else clone
+        parent._modules[child] = _Record(parent._modules[child], layer)
+    return clone
 
 
 def _wrap(clone: torch.nn.Module, layer: str) -> torch.nn.Module:
@@ -123,6 +175,12 @@ def run(req: Request, layer: str | None = None) -> MethodOutput:
             logits, targets, grads, a = signed_vjps(wrapped, req.X[start:stop], req.y[start:stop], req.objectives,
                                                     req.precision, req.device, req.dtype, req.check,
                                                     wrt=lambda: _captured_activation(layer))
+        except RuntimeError as exc:
+            if "not have been used in the graph" not in str(exc) and "does not require grad" not in str(exc):
+                raise
+            raise InvalidInputError(f"layer {layer!r} does not reach the model's output: the logits don't depend "
+                                    "on it, so it has no gradient. Choose a layer on the path to the output "
+                                    "(saliency_core.methods.grad_cam.conv_layers lists them)") from None
         finally:
             _CAPTURED.outputs = None  # drop the graph's activation
         a = a.to(req.dtype)  # float16 under "fast" autocast

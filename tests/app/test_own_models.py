@@ -363,3 +363,38 @@ def test_a_1024_px_crop_is_sent_to_the_browser_as_512_px_block_means(new_app, tr
     assert decode_plotly_array(trace["z"]).shape == (512, 512) and trace["dx"] == 2
     assert "2×2 block" in trace["hovertemplate"]
     assert "Drawn as means of 2×2 pixel blocks" in texts(at.caption) and "1024×1024 map" in texts(at.caption)
+
+
+@pytest.fixture
+def googlenet_dir(tmp_path, monkeypatch):
+    """custom:googlenet, a torchvision GoogLeNet state dict: its auxiliary classifiers (aux1, aux2) hold
+    convolutions that don't run in eval mode, so they never reach the output."""
+    import torchvision
+
+    from pages.ui import model_cache
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    torch.manual_seed(0)
+    net = torchvision.models.get_model("googlenet", weights=None, num_classes=3, init_weights=False).eval()
+    torch.save(net.state_dict(), folder / "googlenet.pth")
+    (folder / "googlenet.json").write_text(json.dumps({
+        "title": "GoogLeNet", "classes": ["a", "b", "c"], "resize": 64, "crop": 64, "mean": [0.5] * 3,
+        "std": [0.25] * 3, "architecture": "googlenet", "cam_layer": "inception5b"}))
+    monkeypatch.setenv("SALIENCY_MODELS_DIR", str(folder))
+    model_cache.model_statuses.clear()
+    yield folder
+    model_cache.model_statuses.clear()
+
+
+def test_grad_cam_offers_only_layers_that_reach_the_output(new_app, googlenet_dir):
+    at = new_app(PAGES["saliency"], model="custom:googlenet", method="grad_cam").run()
+    assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
+    (layer,) = [w for w in at.sidebar.get("selectbox") if w.key == "param.grad_cam.layer"]
+    assert [o for o in layer.options if "aux" in o] == [], layer.options  # 2 of its 59 convolutions never run
+    assert len(layer.options) == 58 and any("inception5b.branch4.1.conv" in o for o in layer.options)
+    linked = new_app(PAGES["saliency"], model="custom:googlenet", method="grad_cam", layer="aux1.conv.conv").run()
+    assert not linked.exception and not linked.error
+    notices = texts(linked.warning)
+    assert "layer=aux1.conv.conv" in notices, notices  # a link naming one says so and uses the default layer
+    assert "heatmap" in charts(linked)
