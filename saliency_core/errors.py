@@ -16,7 +16,17 @@ class InvalidImageError(SaliencyError, ValueError):
 
 
 class ModelUnavailableError(SaliencyError, RuntimeError):
-    """A known model whose weights cannot be loaded on this machine now."""
+    """A known model whose weights cannot be loaded on this machine now.
+
+    ``str(exc)`` is the whole story (what failed, the library's words, where
+    a file goes). A page short of room shows ``headline`` (what failed, one
+    line) and ``remedy`` (what to do, one line, or None) and folds the rest.
+    """
+
+    def __init__(self, message: str, *, headline: str | None = None, remedy: str | None = None) -> None:
+        super().__init__(message)
+        self.headline = headline or message
+        self.remedy = remedy
 
 
 class ModelOutputError(ModelUnavailableError):

@@ -7,11 +7,12 @@ model's :attr:`~saliency_core.models.registry.LoadedModel.key`.
 
 from __future__ import annotations
 
+import copy
 import os
 
 import streamlit as st
 
-from saliency_core.errors import ModelUnavailableError, SaliencyError
+from saliency_core.errors import SaliencyError
 from saliency_core.models.registry import LoadedModel, ModelStatus, list_models, load_model, model_fingerprint
 from saliency_core.models.registry import download_weights as _download_weights
 from saliency_core.serving.recent_failures import RecentFailures
@@ -68,13 +69,13 @@ def prepare_model(status: ModelStatus) -> LoadedModel:
     key = (status.name, model_fingerprint(status.name))
     failed = _model_failures().get(key)
     if failed is not None:
-        raise ModelUnavailableError(failed)
+        raise copy.copy(failed)  # a copy: sessions raise it at once, each with its own traceback
     try:
         if status.downloadable:
             download_weights(status.name, status.title)
         return get_model(status.name)
     except SaliencyError as exc:
-        _model_failures().remember(key, str(exc))
+        _model_failures().remember(key, exc)
         raise
 
 

@@ -17,7 +17,7 @@ from pages.ui import access, budget, caches, method_params, model_cache, navigat
 from pages.ui.image_sources import ImageChoice, NoImage, image_picker
 from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
 from pages.ui.text import plain
-from saliency_core.errors import SaliencyError
+from saliency_core.errors import ModelUnavailableError, SaliencyError
 from saliency_core.evaluation.analysis import AUTO_TARGET, ImageAnalysis
 from saliency_core.figures import provenance
 from saliency_core.models.registry import DEFAULT_MODEL, LoadedModel
@@ -39,7 +39,13 @@ class View:
     params: dict[str, object] = field(default_factory=dict)  # its parameters, every one (defaults included)
 
 
+_MODEL_FAILED = "_model_failed"  # session key: (the chosen model that failed, its error), shown under the picker
+
+
 def _model_picker() -> LoadedModel:
+    """The Classifier picker: it always shows the model the pages use. A chosen model that can't be loaded
+    (weights not downloadable, a broken file) puts the picker back on the model in use, with two lines on
+    what failed and what to do, the details folded, and a Try again button."""
     statuses = model_cache.model_statuses()
 
     def label(name: str) -> str:
@@ -48,31 +54,60 @@ def _model_picker() -> LoadedModel:
             return s.title
         return f"{s.title} — download {s.size_mb:.0f} MB" if s.downloadable else f"{s.title} — unavailable"
 
-    if st.session_state.get("model") not in statuses:  # a custom model removed from the folder meanwhile
-        st.session_state["model"] = DEFAULT_MODEL
-    st.selectbox("Classifier", list(statuses), key="model", format_func=label,
-                 help="Built-in models, then the team's own (custom:…, from SALIENCY_MODELS_DIR). Models whose "
-                      "weights are not on this server are marked unavailable, or with their download size.")
-    chosen = st.session_state.get("model") or DEFAULT_MODEL
+    revert = st.session_state.pop("_model_revert", None)  # set by a failed choice, before the rerun
+    if revert is not None:
+        st.session_state["model"] = revert
     active = st.session_state.get(url_state.ACTIVE_MODEL, DEFAULT_MODEL)
     if active not in statuses:
         active = DEFAULT_MODEL
-    active_title = statuses[active].title
-    if not statuses[chosen].available and not statuses[chosen].downloadable:
-        st.error(f"**{plain(statuses[chosen].title)}** can't be loaded here: {plain(statuses[chosen].reason, 600)}. "
-                 f"Still using {plain(active_title)}.")
-    else:
+    if st.session_state.get("model") not in statuses:  # a custom model removed from the folder meanwhile
+        st.session_state["model"] = active
+    st.selectbox("Classifier", list(statuses), key="model", format_func=label, on_change=_forget_failed_choice,
+                 help="Built-in models, then the team's own (custom:…, from SALIENCY_MODELS_DIR). Models whose "
+                      "weights are not on this server are marked unavailable, or with their download size.")
+    chosen = st.session_state.get("model") or DEFAULT_MODEL
+    if chosen != active:
+        status = statuses[chosen]
         try:
-            model_cache.prepare_model(statuses[chosen])
+            if not status.available and not status.downloadable:
+                raise ModelUnavailableError(f"{status.title} can't be loaded here: {status.reason}",
+                                            headline=f"{status.title} can't be loaded here.", remedy=status.reason)
+            model_cache.prepare_model(status)
             active = chosen
         except SaliencyError as exc:
-            st.error(f"{plain(exc, 600)} Still using {plain(active_title)}.")
-            st.button("Try again", key="retry_model", on_click=model_cache.forget_model_failure, args=(chosen,),
-                      help=f"Otherwise it is tried again {model_cache.MODEL_FAILURE_MEMORY_S:.0f} s after it failed.")
+            st.session_state[_MODEL_FAILED] = (chosen, exc)
+            st.session_state[url_state.ACTIVE_MODEL] = active
+            st.session_state["_model_revert"] = active
+            st.rerun()  # the picker can't be set back in the run that drew it
     st.session_state[url_state.ACTIVE_MODEL] = active
+    failed = st.session_state.get(_MODEL_FAILED)
+    if failed is not None:
+        _show_model_failure(*failed, active_title=statuses[active].title)
     model = model_cache.get_model(active)
     st.caption(f"Device: **{model.device}** · {plain(model.spec.weights)}")
     return model
+
+
+def _forget_failed_choice() -> None:
+    st.session_state.pop(_MODEL_FAILED, None)
+
+
+def _retry(name: str) -> None:
+    model_cache.forget_model_failure(name)
+    st.session_state.pop(_MODEL_FAILED, None)
+    st.session_state["model"] = name
+
+
+def _show_model_failure(name: str, exc: SaliencyError, *, active_title: str) -> None:
+    headline = getattr(exc, "headline", None) or str(exc)
+    remedy = getattr(exc, "remedy", None)
+    st.error(f"{plain(headline, 300)} Still using {plain(active_title)}."
+             + (f"\n\n{plain(remedy, 400)}" if remedy else ""))
+    if str(exc) not in (headline, f"{headline} {remedy}"):
+        with st.expander("Details"):
+            st.text(str(exc))
+    st.button("Try again", key="retry_model", on_click=_retry, args=(name,),
+              help=f"Otherwise it is tried again {model_cache.MODEL_FAILURE_MEMORY_S:.0f} s after it failed.")
 
 
 def class_text(index: int, categories: Sequence[str]) -> str:

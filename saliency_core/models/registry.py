@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -342,15 +344,29 @@ def download_weights(name: str, progress: downloads.Progress | None = None, *,
     if os.path.isfile(path):
         return path
     url = downloads.weights_url(_torchvision_weights(spec).url)
+    folder = os.path.dirname(path)
     if not (downloads.downloads_allowed() if allow_download is None else allow_download):
         why = f", and downloads are off ({downloads.ALLOW_ENV}=0)" if allow_download is None else ""
         raise ModelUnavailableError(
-            f"{spec.title}: weights not in the local cache{why}. Place {spec.checkpoint} (from {url}) at {path}.")
+            f"{spec.title}: weights not in the local cache{why}. Place {spec.checkpoint} (from {url}) at {path}.",
+            headline=f"{spec.title}: its weights are not on this server{why}.",
+            remedy=f"Place {spec.checkpoint} (from {url}) in {folder}, or allow downloads ({downloads.ALLOW_ENV}=1).")
     try:
         return downloads.download(url, path, progress=progress)
     except ModelUnavailableError as exc:
-        raise ModelUnavailableError(f"{spec.title}: {exc}. With no network, place {spec.checkpoint} (from {url}) "
-                                    f"at {path}.") from exc
+        raise ModelUnavailableError(
+            f"{spec.title}: {exc}. With no network, place {spec.checkpoint} (from {url}) at {path}.",
+            headline=f"{spec.title}: its weights could not be downloaded ({_short_cause(exc)}).",
+            remedy=f"Place {spec.checkpoint} in {folder} on the server, or give it network access to "
+                   f"{urlsplit(url).netloc}; then Try again.") from exc
+
+
+def _short_cause(exc: BaseException) -> str:
+    """What a download error says after its last "failed...:", without an errno: "HTTP 404 Not Found",
+    "Name or service not known"."""
+    text = str(exc)
+    cause = text.rsplit(": ", 1)[-1] if "failed" in text else text
+    return re.sub(r"^\[Errno -?\d+\]\s*", "", cause).strip().rstrip(".")[:120]
 
 
 def _build_embedded() -> torch.nn.Module:

@@ -3,7 +3,7 @@
 A Streamlit page runs again on every click. When choosing a model fails (its
 weights can't be downloaded, its file can't be loaded), trying again on each
 of those runs would hit the network or read the file every time, for every
-session; the dashboard remembers the message instead and tries again when it
+session; the dashboard remembers the failure instead and tries again when it
 is forgotten: after a while, or when the user asks. One instance serves every
 session of a server process.
 """
@@ -16,7 +16,8 @@ from collections.abc import Callable, Hashable
 
 
 class RecentFailures:
-    """The message of each recent failure by key, forgotten ``seconds`` after it was remembered.
+    """What each recent failure was (a message or the exception) by key, forgotten ``seconds`` after it was
+    remembered.
 
     ``clock``: seconds from any origin, never going back (:func:`time.monotonic`).
     """
@@ -26,18 +27,18 @@ class RecentFailures:
             raise ValueError(f"seconds must be > 0, got {seconds!r}")
         self.seconds = seconds
         self._clock = clock
-        self._failed: dict[Hashable, tuple[float, str]] = {}
+        self._failed: dict[Hashable, tuple[float, object]] = {}
         self._lock = threading.Lock()
 
-    def remember(self, key: Hashable, message: str) -> None:
+    def remember(self, key: Hashable, failure: object) -> None:
         with self._lock:
             now = self._clock()
             # Drop the expired ones here, so that keys never asked for again don't pile up.
             self._failed = {k: v for k, v in self._failed.items() if now - v[0] < self.seconds}
-            self._failed[key] = (now, message)
+            self._failed[key] = (now, failure)
 
-    def get(self, key: Hashable) -> str | None:
-        """The message of ``key``'s failure if it is recent, else None."""
+    def get(self, key: Hashable) -> object | None:
+        """What ``key``'s failure was, if it is recent, else None."""
         with self._lock:
             entry = self._failed.get(key)
             if entry is None:

@@ -180,3 +180,36 @@ def test_an_explicit_class_is_not_carried_by_its_number_to_another_models_list(s
     assert "has no class 2 · great white shark" in s.page.locator('[data-testid="stAlertContentInfo"]').inner_text()
     assert "Auto: top-1 prediction" in s.page.locator(TARGET_SHOWN).input_value()
     assert "target=" not in s.page.url
+
+
+MODEL_SHOWN = f'{SIDEBAR} .st-key-model input[role="combobox"]'  # the text the model picker shows
+SIDEBAR_ERROR = f'{SIDEBAR} [data-testid="stAlertContentError"]'
+
+
+def test_a_model_whose_weights_cannot_be_downloaded_leaves_the_picker_on_the_model_in_use(session_on, team_server):
+    """Offline, choosing a model whose weights can't be fetched left the picker on that model while every page
+    used EfficientNet-Lite0, under a 20-line red box ending in "[Errno -2] Name or service not known". The
+    picker now shows the model in use, the box says in two lines what failed and what to do, and the library's
+    words are folded under Details."""
+    url, weights = team_server[0], team_server[1]
+    s = session_on(url)
+    s.goto("/saliency")
+    wait_idle(s.page, COLD_WAIT_MS)
+    choose_model(s.page, "ResNet-18")  # the local weights server has no such file: the download fails
+    error = s.page.locator(SIDEBAR_ERROR).first
+    error.wait_for(timeout=WAIT_MS)
+    wait_idle(s.page)
+    assert_healthy(s, "a model that failed to download")
+    assert s.page.locator(MODEL_SHOWN).input_value() == "EfficientNet-Lite0 (embedded)"
+    text = error.inner_text()
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("ResNet-18: its weights could not be downloaded (HTTP 404") and \
+        "Still using EfficientNet-Lite0" in lines[0], lines
+    assert "resnet18-f37072fd.pth" in lines[1] and "checkpoints" in lines[1], lines
+    details = s.page.locator(f"{SIDEBAR} [data-testid='stExpander']").filter(has_text="Details").first
+    assert details.is_visible() and "download.pytorch.org" not in details.inner_text()  # folded
+    assert s.page.get_by_role("button", name="Try again").count() == 1
+    assert any("resnet18" in r for r in weights.requests)
+    s.page.get_by_text("coffee · EfficientNet-Lite0").first.wait_for(timeout=WAIT_MS)  # the page still draws
+    screenshot(s.page, "model-download-failed")

@@ -181,8 +181,9 @@ def test_a_custom_model_that_fails_to_load_is_not_rebuilt_on_every_click(new_app
     assert texts(at.error) == errors and builds == ["custom:corrupt"]
     at.button(key="retry_model").click().run()
     assert texts(at.error) == errors and builds == ["custom:corrupt"] * 2
+    assert at.selectbox(key="model").value == "efficientnet_lite0"  # the picker shows the model in use
     (models_dir / "corrupt.pt").write_bytes((models_dir / "tiny.pt").read_bytes())  # the admin fixes the file
-    at.radio(key="objective").set_value("score").run()  # a new file is tried at once, without "Try again"
+    at.selectbox(key="model").set_value("custom:corrupt").run()  # chosen again: a new file is tried at once
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert builds == ["custom:corrupt"] * 3 and "Corrupt net" in main_markdown(at)
 
