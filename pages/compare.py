@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
-from pages.ui import labels, method_params, sidebar
+from pages.ui import labels, map_notes, method_params, sidebar
 from pages.ui.text import plain
 from saliency_core.evaluation import stats
 from saliency_core.evaluation.analysis import signed_channel_max
@@ -31,6 +32,7 @@ st.plotly_chart(
                               channel_prefix=method_params.hover_prefix(a.method)),
     key="side_by_side",
 )
+map_notes.caption_flat_maps((method_params.objective_label(a.method, m), maps[m], a.method) for m in maps)
 what = "signed gradient" if gradient else "signed attribution"
 st.caption("Zoom or pan one map and the other follows. "
            + (f"Hover shows the value and the {what} per channel." if values else "Hover shows the value."))
@@ -47,9 +49,12 @@ with left:
                "their weight, not their magnitudes. Red: relatively more salient for the score.")
 with right:
     st.subheader("Agreement")
-    table = (stats.agreement_table(maps).drop(columns=["map_a", "map_b"]).rename(columns=labels.AGREEMENT_LABELS)
-             .T.rename(columns={0: "score vs loss"}))
-    st.dataframe(table, column_config={"score vs loss": st.column_config.NumberColumn(format="%.4f")})
+    named = {method_params.objective_label(a.method, m): maps[m] for m in maps}
+    row = stats.agreement_table(maps).drop(columns=["map_a", "map_b"]).iloc[0]
+    table = pd.DataFrame({"score vs loss": [f"{v:.4f}" if np.isfinite(v) else stats.undefined_agreement(k, named)
+                                            for k, v in row.items()]},
+                         index=[labels.AGREEMENT_LABELS.get(k, k) for k in row.index])
+    st.dataframe(table)
     st.caption("Pearson and Spearman correlate the pixel values; SSIM compares local structure of the "
                "max-normalised maps; IoU is the overlap of the top 1 / 5 / 10 % pixels.")
 

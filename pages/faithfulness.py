@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.ui import budget, caches, method_params, sidebar
+from pages.ui import budget, caches, map_notes, method_params, sidebar
 from pages.ui.text import plain
 from saliency_core.core import limits
 from saliency_core.errors import SaliencyError
@@ -134,7 +134,10 @@ st.plotly_chart(charts.curves_figure(list(range(len(rand.stages))), sanity.simil
                                     title="Similarity to the original map as layers are randomised from the top",
                                     x_title="stage", y_title="similarity", x_range=None),
                 key="similarity")
-st.plotly_chart(plots.gallery_figure(None, sanity.stage_maps(rand, max_side=STRIP_PX), stage_titles), key="strip")
+strip = sanity.stage_maps(rand, max_side=STRIP_PX)
+st.plotly_chart(plots.gallery_figure(None, strip, stage_titles), key="strip")
+map_notes.caption_flat_maps((f"{method_params.objective_label(a.method, m)} at {stage}", z, a.method)
+                            for m, per_stage in strip.items() for stage, z in zip(stage_titles, per_stage, strict=True))
 with st.expander("Which layers each stage re-initialises"):
     st.dataframe({"stage": list(range(len(rand.stages))), "layers (top → bottom)": rand.stages}, hide_index=True)
 st.caption("Stage 0 is the trained model; each later stage re-initialises one more group of layers, from the "

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import streamlit as st
 
-from pages.ui import budget, caches, image_sources, labels, method_params, sidebar
+from pages.ui import budget, caches, image_sources, labels, map_notes, method_params, sidebar
 from pages.ui.text import plain
 from saliency_core.errors import SaliencyError
 from saliency_core.figures import plots
@@ -85,6 +85,8 @@ for start in range(0, len(analyses), per_row):
     fig = plots.gallery_figure([x.display for x in row], {m: [x.maps[m] for x in row] for m in ("score", "loss")},
                                titles, colorscale=colorscale)
     st.plotly_chart(fig, key=f"gallery_{start}")
+    map_notes.caption_flat_maps((f"{title}: {method_params.objective_label(v.method, m)}", x.maps[m], v.method)
+                                for title, x in zip(titles, row, strict=True) for m in ("score", "loss"))
 
 correct = sum(x.prediction == x.label for x in analyses if x.label is not None)
 if labelled == len(analyses):

@@ -12,11 +12,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages.ui import budget, caches, labels, method_params, methods_view, sidebar
+from pages.ui import budget, caches, labels, map_notes, method_params, methods_view, sidebar
 from pages.ui.text import plain
 from saliency_core.errors import SaliencyError
 from saliency_core.evaluation import method_ranking
-from saliency_core.evaluation.method_comparison import FAST_METHODS
+from saliency_core.evaluation.method_comparison import FAST_METHODS, map_label
 from saliency_core.figures import evaluation_files, method_figures
 from saliency_core.inputs.preprocessing import normalize
 from saliency_core.serving.compute_cost import NOTHING, method_work, ranking_work
@@ -114,6 +114,8 @@ if not comparison.entries():
 st.subheader("Every map")
 st.plotly_chart(method_figures.method_grid_figure(comparison.by_method(), scale="method" if per_method else "map",
                                                   colorscale=colorscale), key="grid")
+map_notes.caption_flat_maps((map_label(m, obj), z, m)
+                            for m, by_obj in comparison.by_method().items() for obj, z in by_obj.items())
 used = pd.DataFrame([{
     "method": method_params.spec(m).title,
     "parameters": method_params.method_summary(m, r.params),
@@ -137,7 +139,8 @@ st.subheader("How much the maps agree")
 metric = "iou_top5" if iou else "spearman"
 key = caches.comparison_key(v.image.key, v.model.name, comparison)
 matrix = caches.agreement(key, comparison, metric)
-st.plotly_chart(method_figures.agreement_heatmap(matrix), key="agreement")
+labelled = {map_label(m, obj): z for m, by_obj in comparison.by_method().items() for obj, z in by_obj.items()}
+st.plotly_chart(method_figures.agreement_heatmap(matrix, maps=labelled), key="agreement")
 what = ("the overlap (intersection over union) of their top 5 % pixels" if iou else
         "Spearman's rank correlation ρ of their pixel values")
 st.caption(f"Every pair of maps compared by {what}, ordered by hierarchical clustering (average linkage) so that "

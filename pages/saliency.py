@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages.ui import labels, method_params, sidebar, timing_log
+from pages.ui import labels, map_notes, method_params, sidebar, timing_log
 from pages.ui.text import plain
 from saliency_core.figures import map_files, plots
 from saliency_core.figures.figure_style import display_factor
@@ -48,6 +48,7 @@ with right:
         fig = plots.heatmap_figure(saliency, gradients=grads, colorscale=colorscale, zmin=zmin, zmax=zmax,
                                    title=f"{label} · {a.precision} precision", channel_prefix=prefix)
     st.plotly_chart(fig.update_layout(height=620), key="heatmap")
+    map_notes.caption_flat_maps([(label, saliency, a.method)])
     timing_log.map_sent("saliency")
 
     stem = f"saliency_{a.method}_{objective}_{a.model_name}_{a.target}_{v.image.key[:12]}"

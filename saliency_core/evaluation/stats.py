@@ -361,9 +361,40 @@ def histogram(
 # --- agreement between two maps -----------------------------------------------
 
 
+#: A map whose values spread by at most this share of its largest magnitude counts as constant: float32
+#: rounding leaves such specks (Grad-CAM upsampled from a 1 x 1 layer: three values within 2e-7), and a
+#: correlation or a colour scale stretched over them would present noise as structure.
+FLAT_RTOL = 1e-5
+
+
+def flat_value(saliency: np.ndarray) -> float | None:
+    """The value of a map that is constant up to rounding (:data:`FLAT_RTOL`), else None."""
+    lo, hi = float(np.min(saliency)), float(np.max(saliency))
+    if hi - lo <= FLAT_RTOL * max(abs(lo), abs(hi)):
+        return lo
+    return None
+
+
+def undefined_agreement(metric: str, maps: Mapping[str, np.ndarray]) -> str:
+    """Why ``metric`` (a key of :func:`agreement`) is NaN for two maps (name -> map): a sentence for a table."""
+    constant = [name for name, m in maps.items() if flat_value(m) is not None]
+    if metric in ("pearson", "spearman") and constant:
+        zero = all(flat_value(maps[n]) == 0 for n in constant)
+        what = "zero everywhere" if zero else "constant"
+        return f"undefined: {' and '.join(constant)} {'is' if len(constant) == 1 else 'are'} {what}"
+    if metric == "cosine":
+        zero = [name for name, m in maps.items() if not np.any(m)]
+        if zero:
+            return f"undefined: {' and '.join(zero)} {'is' if len(zero) == 1 else 'are'} zero everywhere"
+    if metric == "ssim":
+        return "undefined: the maps are under 3 pixels a side"
+    return "undefined"
+
+
 def _correlation(name: str, a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson or Spearman r (``name``: "pearsonr" or "spearmanr"); NaN when either input is constant."""
-    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+    """Pearson or Spearman r (``name``: "pearsonr" or "spearmanr"); NaN when either input is constant
+    (up to rounding: :func:`flat_value`)."""
+    if a.size < 2 or flat_value(a) is not None or flat_value(b) is not None:
         return math.nan
     with warnings.catch_warnings():
         # Near-constant inputs still produce a number; the warning is noise
@@ -403,7 +434,7 @@ def agreement(
 
     a, b : (H, W) float arrays, >= 0, same shape
     fractions : top-k shares for the IoU entries, each in (0, 1].
-    Returns ``pearson``, ``spearman`` (NaN if either map is constant),
+    Returns ``pearson``, ``spearman`` (NaN if either map is constant, up to rounding: :func:`flat_value`),
     ``cosine`` (NaN if either map is all zero), ``ssim`` (maps scaled by
     their own max, data_range 1; window shrunk for maps under 7 px a side,
     NaN under 3 px) and ``iou_top{100 * f:g}`` for each fraction: the IoU

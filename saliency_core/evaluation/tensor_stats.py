@@ -265,7 +265,11 @@ def _agreement(x: torch.Tensor, y: torch.Tensor, sorted_a: tuple[torch.Tensor, t
     ranks_a, place_a = _ranks(values_a, order_a)
     ranks_b, place_b = _ranks(values_b, order_b)
 
-    constant = (values_a[:, -1] == values_a[:, 0]) | (values_b[:, -1] == values_b[:, 0])
+    def flat(values: torch.Tensor) -> torch.Tensor:  # stats.flat_value's rule: constant up to rounding
+        lo, hi = values[:, 0], values[:, -1]
+        return (hi - lo) <= stats.FLAT_RTOL * torch.maximum(lo.abs(), hi.abs())
+
+    constant = flat(values_a) | flat(values_b)
     if size < 2:
         constant = torch.ones_like(constant)
     pearson = _pearson(fa, fb)

@@ -62,6 +62,33 @@ def float32_map(saliency: np.ndarray, name: str = "saliency", *, signed: bool = 
     return stats.check_map(saliency, name, signed=signed).astype(np.float32)
 
 
+def flat_range(value: float) -> tuple[float, float]:
+    """A colour range that puts a constant map at the bottom of the scale: drawn empty (black on "hot"),
+    never at the scale's middle, as Plotly does when zmin == zmax."""
+    return value, value + (abs(value) or 1.0)
+
+
+def display_range(z: np.ndarray, zmin: float | None = None, zmax: float | None = None) -> tuple[float, float]:
+    """The colour range a map is drawn with: ``zmin``/``zmax`` where given, else its own min and max; a
+    constant map (:func:`~saliency_core.evaluation.stats.flat_value`) gets :func:`flat_range`."""
+    lo = float(np.min(z)) if zmin is None else float(zmin)
+    hi = float(np.max(z)) if zmax is None else float(zmax)
+    value = stats.flat_value(z)
+    if value is not None and (hi <= lo or (zmin is None and zmax is None)):
+        return flat_range(value)
+    return lo, hi
+
+
+def flat_note(title: str, z: np.ndarray, reason: str = "") -> str | None:
+    """One line under a figure for a map that is zero or constant (drawn empty): what it is and, where the
+    method knows (``reason``), why; None for any other map."""
+    value = stats.flat_value(z)
+    if value is None:
+        return None
+    what = "zero everywhere" if value == 0 else f"constant ({value:.3g} everywhere)"
+    return f"{title} is {what}, so it is drawn empty" + (f": {reason}" if reason else ".")
+
+
 def require_nonempty(maps: Mapping[str, object], name: str = "maps") -> None:
     if len(maps) == 0:
         raise InvalidInputError(f"{name}: expected at least one map, got none")

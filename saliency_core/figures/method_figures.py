@@ -15,8 +15,16 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from saliency_core.errors import InvalidInputError
+from saliency_core.evaluation import stats
 from saliency_core.evaluation.method_comparison import AgreementMatrix, map_label
-from saliency_core.figures.figure_style import as_text, finish, float32_map, require_nonempty, template_text
+from saliency_core.figures.figure_style import (
+    as_text,
+    display_range,
+    finish,
+    float32_map,
+    require_nonempty,
+    template_text,
+)
 from saliency_core.figures.plots import _anchor_squares, _check_colorscale, _heatmap, _image_axes
 from saliency_core.methods.registry import ATTRIBUTION_METHODS
 
@@ -76,10 +84,10 @@ def method_grid_figure(maps: Mapping[str, Mapping[str, np.ndarray]], *, scale: s
     fig = make_subplots(rows=len(methods), cols=len(objectives), subplot_titles=titles,
                         horizontal_spacing=0.02, vertical_spacing=0.04 if len(methods) < 6 else 0.02)
     for row, m in enumerate(methods, start=1):
-        shared = (min(float(z.min()) for z in zs[m].values()), max(float(z.max()) for z in zs[m].values()))
+        shared = display_range(np.stack(list(zs[m].values())))
         for col, obj in enumerate(objectives, start=1):
             z = zs[m][obj]
-            zmin, zmax = shared if scale == "method" else (float(z.min()), float(z.max()))
+            zmin, zmax = shared if scale == "method" else display_range(z)
             label = map_label(m, obj)
             fig.add_trace(_heatmap(z, label=label, name=label, colorscale=colorscale, zmin=zmin, zmax=zmax,
                                    showscale=False), row=row, col=col)
@@ -91,7 +99,8 @@ def method_grid_figure(maps: Mapping[str, Mapping[str, np.ndarray]], *, scale: s
 
 
 def agreement_heatmap(matrix: AgreementMatrix | pd.DataFrame, order: Sequence[str] | None = None, *,
-                      metric: str | None = None, title: str | None = None) -> go.Figure:
+                      metric: str | None = None, title: str | None = None,
+                      maps: Mapping[str, np.ndarray] | None = None) -> go.Figure:
     """The agreement matrix as an annotated heatmap, in clustered order.
 
     Parameters
@@ -104,6 +113,9 @@ def agreement_heatmap(matrix: AgreementMatrix | pd.DataFrame, order: Sequence[st
         "wins" (:func:`saliency_core.jobs.leaderboard.head_to_head`, 0 to 1, even at 0.5);
         default the AgreementMatrix's, else "spearman".
     title : optional figure title (shown as text).
+    maps : optional label -> (H, W) map: the hover of an undefined cell then
+        says why (:func:`saliency_core.evaluation.stats.undefined_agreement`,
+        e.g. "undefined: Grad-CAM · −L is zero everywhere").
 
     Returns
     -------
@@ -129,12 +141,16 @@ def agreement_heatmap(matrix: AgreementMatrix | pd.DataFrame, order: Sequence[st
                                 f"permutation of them; got rows {labels}, order {order}")
     values = frame.loc[order, order].to_numpy(dtype=np.float64)
     text = [[MISSING if math.isnan(v) else f"{v:.2f}" for v in row] for row in values]
+    why = [[(stats.undefined_agreement(metric, {a: maps[a], b: maps[b]}) if maps and a in maps and b in maps
+             else "undefined") if math.isnan(v) else "" for b, v in zip(order, row, strict=True)]
+           for a, row in zip(order, values, strict=True)]
     names = [as_text(label) for label in order]
     colorscale, zmin, zmax, what = AGREEMENT_STYLE[metric]
     fig = go.Figure(go.Heatmap(
         z=values.astype(np.float32), x=names, y=names, text=text, texttemplate="%{text}", colorscale=colorscale,
         zmin=zmin, zmax=zmax, hoverongaps=False, colorbar=dict(title=dict(text=template_text(what)), thickness=10),
-        hovertemplate=f"%{{y}} vs %{{x}}<br>{template_text(what)} = %{{text}}<extra></extra>",
+        customdata=[[as_text(w) for w in row] for row in why],
+        hovertemplate=f"%{{y}} vs %{{x}}<br>{template_text(what)} = %{{text}} %{{customdata}}<extra></extra>",
     ))
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(tickangle=-40)

@@ -36,6 +36,7 @@ from saliency_core.figures.figure_style import (
     as_text,
     block_mean,
     display_factor,
+    display_range,
     finish,
     float32_map,
     require_nonempty,
@@ -148,12 +149,16 @@ def _heatmap(
 ) -> go.Heatmap:
     """A heatmap of an (H, W) map on pixel coordinates, with (H, W, 3) ``customdata`` for hover.
 
-    Every map figure draws through here: a map larger than the display size
+    Every map figure draws through here. Its colour range is
+    :func:`~saliency_core.figures.figure_style.display_range`: a zero or
+    constant map is drawn empty, never at the middle of the scale. A map larger than the display size
     (:func:`~saliency_core.figures.figure_style.display_factor`) becomes the means of
     f x f blocks (its customdata too), centred on the pixels they cover, and
     the hover says so. What the browser gets stays near 7 MB per map whatever
     the crop; zoom, linked axes and overlays keep the full image's coordinates.
     """
+    if "coloraxis" not in kwargs and "zmid" not in kwargs:  # a shared axis or a signed scale sets its own range
+        kwargs["zmin"], kwargs["zmax"] = display_range(z, kwargs.get("zmin"), kwargs.get("zmax"))
     f = display_factor(z.shape)
     if f > 1:
         z = block_mean(z, f)
@@ -344,8 +349,8 @@ def side_by_side_figure(
     _check_colorscale(colorscale)
     ranges = {}
     for name in names:
-        zmin, zmax = zmin_zmax.get(name, (float(zs[name].min()), float(zs[name].max())))
-        ranges[name] = _as_range(zmin, zmax)
+        zmin, zmax = _as_range(*zmin_zmax.get(name, (None, None)))
+        ranges[name] = display_range(zs[name], zmin, zmax)
 
     n = len(names)
     fig = make_subplots(
@@ -380,11 +385,12 @@ def side_by_side_figure(
     _image_axes(fig)
     _anchor_squares(fig, n)
     if shared_scale:
+        cmin, cmax = min(r[0] for r in ranges.values()), max(r[1] for r in ranges.values())
         fig.update_layout(
             coloraxis=dict(
                 colorscale=colorscale,
-                cmin=min(r[0] for r in ranges.values()),
-                cmax=max(r[1] for r in ranges.values()),
+                cmin=cmin,
+                cmax=cmax,
                 colorbar=dict(thickness=10),
             )
         )

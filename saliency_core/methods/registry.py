@@ -105,6 +105,7 @@ class AttributionMethod:
     loss_objective : "L" or "-L", what the "loss" objective means for this method
     output : "input" ((N, 3, H, W) attributions) or "layer" ((N, 1, H, W), upsampled)
     passes : the method module's ``passes(**params)``: what one image costs (see :meth:`cost`)
+    empty_reason : why this method's map can be zero everywhere, for the line under such a map ("" if unknown)
     """
 
     name: str
@@ -116,6 +117,7 @@ class AttributionMethod:
     output: str
     run: Callable[..., object]
     passes: Callable[..., Passes] = one_pass
+    empty_reason: str = ""
 
     def defaults(self) -> dict[str, object]:
         return {p.name: p.default for p in self.params}
@@ -183,7 +185,9 @@ ATTRIBUTION_METHODS: dict[str, AttributionMethod] = {
             "ReLU(Σ_k α_k A^k), α_k the mean gradient of feature map A^k, upsampled to the input",
             (Param("layer", None, str, "dotted module name of the convolutional layer; None: the model's "
                    "last convolutional block (from the model registry)", none_ok=True),),
-            "-L", "layer", grad_cam.run),
+            "-L", "layer", grad_cam.run,
+            empty_reason="Grad-CAM's ReLU left nothing: no feature map of its layer counts as evidence for this "
+                         "class"),
     )
 }
 

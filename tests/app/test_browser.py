@@ -677,3 +677,21 @@ def test_shared_link_with_smoothgrad_parameters_opens_the_same_view(new_session)
     wait_idle(guest.page, FAITHFULNESS_WAIT_MS)
     after = query(guest.page)
     assert "methods" not in after and "scale" not in after and after.get("samples") == ["8"], after
+
+
+# --------------------------------------------------------------------------- a map with nothing in it
+
+
+def test_a_zero_map_is_drawn_empty_in_the_browser_and_said_so(new_session):
+    """Grad-CAM's −L map of class 0 on Coffee is zero everywhere: Chromium drew it solid orange under a
+    −0.4…0.4 colour bar. Now its colour range puts it at the bottom of the scale (black on "hot")."""
+    s = opened(new_session, "/compare?method=grad_cam&target=0", {PLOT: 2})
+    ranges = s.page.evaluate(
+        """() => document.querySelector('.st-key-side_by_side .js-plotly-plot').data
+                 .map(t => [t.name, t.zmin, t.zmax])""")
+    assert dict((n, (lo, hi)) for n, lo, hi in ranges)["loss"] == (0, 1), ranges
+    s.page.get_by_text("Grad-CAM · loss −L is zero everywhere, so it is drawn empty").first.wait_for(timeout=WAIT_MS)
+    s.page.get_by_text("undefined: Grad-CAM · loss −L is zero everywhere").first.wait_for(state="attached",
+                                                                               timeout=WAIT_MS)  # a canvas table
+    assert_healthy(s, "a zero map")
+    screenshot(s.page, "compare-zero-map")
