@@ -27,7 +27,7 @@ maps = {m: a.maps[m] for m in ("score", "loss")}
 values = {m: c for m in maps if (c := a.channel_values(m)) is not None}
 st.plotly_chart(
     plots.side_by_side_figure(maps, gradients=values, colorscale=colorscale, shared_scale=shared,
-                              titles=[method_params.objective_label(a.method, m) for m in maps],
+                              titles=[method_params.map_title(a.method, m) for m in maps],
                               channel_prefix=method_params.hover_prefix(a.method)),
     key="side_by_side",
 )

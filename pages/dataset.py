@@ -52,7 +52,7 @@ map_names = folder.methods  # "score", "loss", or pairs such as "smoothgrad_loss
 
 
 def map_title(name: str) -> str:
-    return labels.METHOD_LABELS.get(name) or map_specs.title(name)
+    return labels.OBJECTIVE_LABELS.get(name) or map_specs.title(name)
 
 
 problem = st.session_state.pop(handover.PROBLEM, None)

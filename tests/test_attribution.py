@@ -150,7 +150,7 @@ def test_gradient_method_gives_exactly_compute_saliency(reduction):
         ("integrated_gradients", {"rule": "simpson", "baseline": "zeros"}, "rule must be one of"),
         ("integrated_gradients", {"baseline": "grey"}, "baseline must be one of"),
         ("gradient_x_input", {"baseline": torch.zeros(1, 3, 16, 16)}, "shaped like X"),
-        ("gradient", {"objectives": ("gradcam",)}, "methods must be"),
+        ("gradient", {"objectives": ("gradcam",)}, "objectives must be"),
         ("gradient", {"reduction": "sum"}, "reduction"),
         ("gradient", {"max_batch": 0}, "max_batch"),
         ("gradient", {"precision": "half"}, "precision"),

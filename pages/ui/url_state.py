@@ -17,7 +17,7 @@ from collections.abc import Callable
 import streamlit as st
 
 from pages.ui import method_params, model_cache
-from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
+from pages.ui.labels import OBJECTIVE_LABELS, PRECISION_LABELS, REDUCTION_LABELS
 from pages.ui.text import plain
 from saliency_core.errors import SaliencyError
 from saliency_core.evaluation.analysis import AUTO_TARGET
@@ -50,7 +50,7 @@ URL_STATE: dict[str, tuple[object, Callable[[str], object]]] = {
     "sample": ("coffee", lambda t: t if t in {x.name for x in sample_images()} else None),
     "target": (AUTO_TARGET, _int_in(0, MAX_CLASSES - 1)),  # a custom model may have more than ImageNet's
     "method": (method_params.DEFAULT_METHOD, lambda t: t if t in method_params.METHODS else None),
-    "objective": ("score", lambda t: t if t in METHOD_LABELS else None),
+    "objective": ("score", lambda t: t if t in OBJECTIVE_LABELS else None),
     "reduction": ("max", lambda t: t if t in REDUCTION_LABELS else None),
     "precision": ("exact", lambda t: t if t in PRECISION_LABELS else None),
 }

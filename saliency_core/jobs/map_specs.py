@@ -23,10 +23,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from saliency_core.core.gradients import METHODS as OBJECTIVES
+from saliency_core.core.gradients import OBJECTIVES
 from saliency_core.errors import InvalidInputError
 from saliency_core.figures.provenance import map_definitions
-from saliency_core.methods.registry import ATTRIBUTION_METHODS
+from saliency_core.methods.registry import ATTRIBUTION_METHODS, map_title
 
 # The job's original map names: the plain gradient of each objective.
 LEGACY_NAMES = OBJECTIVES
@@ -172,11 +172,12 @@ def map_names_in(columns: Iterable[str]) -> list[str]:
 
 
 def title(name: str) -> str:
-    """A map's name for people: "score", "loss", "SmoothGrad · loss"."""
+    """A map's name for people: "score", "loss" (the job's original two), else its
+    :func:`~saliency_core.methods.registry.map_title` ("SmoothGrad · loss", "Grad-CAM · loss −L")."""
     spec = MAP_NAMES.get(name)
     if spec is None:
         return name
-    return spec.objective if spec.legacy else f"{ATTRIBUTION_METHODS[spec.method].title} · {spec.objective}"
+    return spec.objective if spec.legacy else map_title(spec.method, spec.objective)
 
 
 _REDUCTION_TEXT = {"max": "max |a| over RGB", "mean_abs": "mean |a| over RGB", "l2": "L2 norm of a over RGB"}

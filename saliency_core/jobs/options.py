@@ -34,7 +34,7 @@ class Options:
     images: str
     out: str
     model: str = DEFAULT_MODEL
-    methods: tuple[str, ...] = gradients.METHODS  # --methods entries: "score", "smoothgrad:loss", ...
+    methods: tuple[str, ...] = gradients.OBJECTIVES  # --methods entries: "score", "smoothgrad:loss", ...
     method_params: dict[str, dict[str, object]] = field(default_factory=dict)  # as given; defaults filled later
     batch_size: int = 32
     device: str = "auto"

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from saliency_core.core.gradients import METHODS as OBJECTIVES
-from saliency_core.core.gradients import REDUCTIONS, check_methods, reduce_channels
+from saliency_core.core.gradients import OBJECTIVES, REDUCTIONS, check_objectives, reduce_channels
 from saliency_core.core.model_access import (
     ModelLike,
     device_of,
@@ -188,6 +187,23 @@ ATTRIBUTION_METHODS: dict[str, AttributionMethod] = {
 }
 
 
+def explains(method: str, objective: str) -> str:
+    """What a map of ``method`` for ``objective`` attributes: "s_y" (the score), "L" or "−L" (the loss, negated
+    where the method's sign matters: :attr:`AttributionMethod.loss_objective`)."""
+    if objective not in OBJECTIVES:
+        raise InvalidInputError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if objective == "score":
+        return "s_y"
+    return "−L" if ATTRIBUTION_METHODS[method].loss_objective == "-L" else "L"
+
+
+def map_title(method: str, objective: str) -> str:
+    """A map's title, the one every table, figure and page uses: "Gradient · score", "SmoothGrad · loss",
+    "Gradient × input · loss −L" (−L where the method explains the negated loss, see :func:`explains`)."""
+    sign = " −L" if explains(method, objective) == "−L" else ""
+    return f"{ATTRIBUTION_METHODS[method].title} · {objective}{sign}"
+
+
 @dataclass
 class AttributionResult:
     """Everything one :func:`attribute` call produced; tensors detached, on the model's device and dtype.
@@ -269,7 +285,7 @@ def attribute(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int]
     if spec is None:
         raise InvalidInputError(f"Unknown method {method!r}. Known methods: {', '.join(ATTRIBUTION_METHODS)}.")
     y = validate_batch(X, y)
-    objectives = check_methods(tuple(objectives) if not isinstance(objectives, str) else (objectives,))
+    objectives = check_objectives(tuple(objectives) if not isinstance(objectives, str) else (objectives,))
     if reduction not in REDUCTIONS:
         raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     check_precision(precision)

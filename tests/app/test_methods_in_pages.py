@@ -176,6 +176,9 @@ def test_statistics_download_names_the_method_and_its_parameters(new_app, monkey
     assert attribution["name"] == "smoothgrad" and attribution["params"] == FAST_PARAMS["smoothgrad"]
     assert "SmoothGrad" in record["saliency"]["definition"]["score"]
     assert "samples=3" in record["saliency"]["definition"]["loss"]
+    # "objective" says score or loss, "method" the attribution method, in the record and the top pixels.
+    assert (record["saliency"]["objective"], record["saliency"]["method"]) == ("score", "smoothgrad")
+    assert (record["top_pixels"]["objective"], record["top_pixels"]["method"]) == ("score", "smoothgrad")
 
 
 def test_saliency_csv_carries_provenance_and_attributions(new_app, monkeypatch, engine):
