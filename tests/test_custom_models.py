@@ -349,7 +349,7 @@ def test_the_batch_job_accepts_a_custom_model(models_dir, tmp_path):
     images = tmp_path / "images.npz"
     np.savez(images, X=rng.integers(0, 256, (3, 40, 40, 3), dtype=np.uint8), y=np.array([0, 1, 2]))
     args = ["--images", str(images), "--out", str(tmp_path / "out"), "--model", "custom:exported", "--device", "cpu",
-            "--workers", "0", "--no-progress", "--methods", "gradient:score,grad_cam:score"]
+            "--workers", "0", "--no-progress", "--maps", "gradient:score,grad_cam:score"]
     assert batch.parse_args(args).model == "custom:exported"
     assert batch.main(args) == 0
     written = load_results(tmp_path / "out")

@@ -1,11 +1,15 @@
 """The old names still work for one release, each saying what to write instead.
 
 ``compute_saliency(methods=)``, ``compute_saliency_maps(method=)`` and
-``cascading_randomization(methods=)`` named the objectives. When the old names
-go, this file goes with them.
+``cascading_randomization(methods=)`` named the objectives. The batch job's
+``--methods`` is now ``--maps``, and a results folder whose manifest records
+the old names still resumes. When the old names go, this file goes with them.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +18,9 @@ import torch
 from saliency_core import compute_saliency, compute_saliency_maps
 from saliency_core.errors import InvalidInputError
 from saliency_core.evaluation.sanity import cascading_randomization
+from saliency_core.jobs.batch import main
+from saliency_core.jobs.options import parse_args, recorded_config
+from saliency_core.jobs.results import MANIFEST, RESULTS, load_results, read_manifest
 
 X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
 Y = [1, 3]
@@ -59,3 +66,55 @@ def test_cascading_randomization_methods_is_objectives(net):
         old = cascading_randomization(net, X, Y, methods=("score",), max_stages=2, seed=3)
     assert warned_here(record)
     assert old.objectives == ("score",) and np.array_equal(old.maps["score"], new.maps["score"])
+
+
+# --------------------------------------------------------------------------- the batch job
+
+
+def test_methods_is_the_old_name_of_maps(capsys):
+    opts = parse_args(["--images", "a", "--out", "b", "--methods", "loss,smoothgrad:score"])
+    assert opts.maps == ("loss", "smoothgrad:score")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--methods is deprecated, use --maps" in err[0], err
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--images", "a", "--out", "b", "--methods", "loss", "--maps", "score"])
+    assert exit_.value.code == 2 and "give --maps only" in capsys.readouterr().err
+
+
+def test_an_old_manifests_config_reads_as_todays():
+    new = parse_args(["--images", "a", "--out", "b", "--maps", "gradient_x_input:score,integrated_gradients"]).config()
+    old = {k: v for k, v in new.items() if k != "maps"} | {"methods": new["maps"]}
+    assert recorded_config(old) == new
+    assert recorded_config(new) == new
+
+
+def _old_form(config: dict) -> dict:
+    """``config`` as the job wrote it before the rename: "methods"."""
+    return {("methods" if k == "maps" else k): v for k, v in config.items()}
+
+
+def test_a_folder_written_before_the_rename_loads_and_resumes(tmp_path: Path):
+    images = tmp_path / "three.npz"
+    np.savez(images, X=np.random.default_rng(5).integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8),
+             y=np.array([1, 2, 967]))
+    out = tmp_path / "out"
+    argv = ["--images", str(images), "--out", str(out), "--maps", "gradient_x_input:score,integrated_gradients:loss",
+            "--integrated-gradients-steps", "2", "--part-size", "1", "--batch-size", "1", "--workers", "0",
+            "--no-progress"]
+    assert main(argv) == 0
+    complete = load_results(out).results
+    manifest = read_manifest(out)
+    # The folder as the job left it before the rename, stopped with one image to go.
+    manifest["config"] = _old_form(manifest["config"])
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    sorted((out / RESULTS).glob("part-*.parquet"))[-1].unlink()
+    before = load_results(out)
+    assert len(before.results) == 2 and before.maps == ["gradient_x_input_score", "integrated_gradients_loss"]
+
+    assert main(argv) == 0  # the same options in today's names: not "other options"
+    after = load_results(out)
+    assert after.manifest["runs"][-1]["already_done"] == 2 and after.manifest["runs"][-1]["status"] == "complete"
+    assert "maps" in after.manifest["config"] and "methods" not in after.manifest["config"]
+    assert list(after.results["key"]) == list(complete["key"])
+    np.testing.assert_allclose(after.results["integrated_gradients_loss_max"],
+                               complete["integrated_gradients_loss_max"], rtol=1e-5)
