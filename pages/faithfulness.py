@@ -12,6 +12,7 @@ import streamlit as st
 from pages.ui import budget, caches, method_params, sidebar
 from pages.ui.text import plain
 from saliency_core.core import limits
+from saliency_core.core.baselines import BASELINE_LABELS, BASELINES
 from saliency_core.core.gradients import OBJECTIVES
 from saliency_core.errors import SaliencyError
 from saliency_core.evaluation import faithfulness, sanity
@@ -23,14 +24,13 @@ from saliency_core.serving.compute_cost import Work, deletion_insertion_work, ra
 RANDOM = "random order"  # the reference order every map should beat
 SEED = 0  # of the random order and of the re-initialised weights
 STRIP_PX = 112  # the strip shows each map at most this many pixels a side (224 px maps: 2 x 2 means)
-BASELINE_LABELS = {"blur": "blurred image", "mean": "mean colour", "zeros": "black"}
 
 v = sidebar.view()
 st.title("Which map tells the truth?")
 top = st.container()  # the analysis line and the introduction, drawn once the options below are known
 c1, c2, c3 = st.columns(3)
 steps = c1.slider("Steps", 5, limits.MAX_FAITHFULNESS_STEPS, 20, step=5, key="faith_steps", persist_state="session")
-baseline = c2.selectbox("Baseline for removed pixels", list(BASELINE_LABELS), key="faith_baseline",
+baseline = c2.selectbox("Baseline for removed pixels", BASELINES, key="faith_baseline",
                         persist_state="session", format_func=BASELINE_LABELS.get)
 stages = c3.slider("Randomisation stages", 2, 12, 8, key="faith_stages", persist_state="session",
                    help="Layers are re-initialised in this many groups, from the output down.")

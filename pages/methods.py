@@ -14,6 +14,7 @@ import streamlit as st
 
 from pages.ui import budget, caches, labels, method_params, methods_view, sidebar
 from pages.ui.text import plain
+from saliency_core.core.baselines import BASELINE_LABELS
 from saliency_core.errors import SaliencyError
 from saliency_core.evaluation import method_ranking
 from saliency_core.evaluation.method_comparison import FAST_METHODS
@@ -24,7 +25,6 @@ from saliency_core.serving.compute_cost import NOTHING, method_work, ranking_wor
 SEED = method_ranking.DEFAULT_SEED  # the Faithfulness page's: same random order, same randomised weights
 STEPS = method_ranking.DEFAULT_STEPS
 BASELINE = method_ranking.DEFAULT_BASELINE
-BASELINE_LABELS = {"blur": "blurred image", "mean": "mean colour", "zeros": "black"}
 
 v = sidebar.view()
 st.title("Which method should I believe?")

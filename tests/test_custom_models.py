@@ -138,8 +138,8 @@ def test_maps_equal_those_of_the_in_memory_model(models_dir, trained, name):
         got = attribute(loaded, x, y, method, **params)
         ref_params = {"layer": "features.3"} if method == "grad_cam" else params
         if method == "integrated_gradients":
-            ref_params = {**params, "baseline": "zeros"}
-            got = attribute(loaded, x, y, method, baseline="zeros", **params)
+            ref_params = {**params, "baseline": "dataset_mean"}
+            got = attribute(loaded, x, y, method, baseline="dataset_mean", **params)
         want = attribute(trained, x, y, method, **ref_params)
         for obj in ("score", "loss"):
             scale = float(want.maps[obj].max())

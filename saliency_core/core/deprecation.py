@@ -1,8 +1,10 @@
 """Old names that still work for one release, each with a DeprecationWarning that says what to write instead.
 
-An *objective* is the score or the loss, a *method* an attribution method,
-a *map* one method asked of one objective. Before that, ``methods=`` meant
-the objectives; that spelling is read here, warned about, and translated.
+The vocabulary (README, "Glossary"): an *objective* is the score or the loss,
+a *method* an attribution method, a *map* one method asked of one objective,
+and a *baseline* names the image it is ("black", "blur", ...). Before that,
+``methods=`` meant the objectives and the baseline "zeros" meant two different
+images; those spellings are read here, warned about, and translated.
 """
 
 from __future__ import annotations

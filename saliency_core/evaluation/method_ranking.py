@@ -104,7 +104,8 @@ def ranking_table(model: ModelLike, X: torch.Tensor, comparison: MethodCompariso
     comparison : :func:`~saliency_core.evaluation.method_comparison.compare_methods`'s result;
         its target, reduction and precision are used throughout.
     steps, baseline : deletion/insertion settings, see
-        :func:`saliency_core.evaluation.faithfulness.deletion_insertion` ("blur", "mean", "zeros").
+        :func:`saliency_core.evaluation.faithfulness.deletion_insertion` (a name of
+        :data:`saliency_core.core.baselines.BASELINES`).
     seed : of the random order and of the re-initialised weights (the Faithfulness page uses 0).
     random_order : add the random order, the reference every map should beat.
     randomisation : compute ``randomised_spearman`` (one more run of every

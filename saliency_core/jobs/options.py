@@ -73,11 +73,21 @@ class Options:
 
 def recorded_config(config: dict) -> dict:
     """A manifest's recorded ``config`` in today's names, so that a folder written before them still matches and
-    resumes: ``methods`` was ``maps``."""
+    resumes: ``methods`` was ``maps``, and an old parameter value (baseline "zeros") is the one it meant."""
     config = dict(config)
     if "methods" in config and "maps" not in config:
         config["maps"] = config.pop("methods")
+    params = config.get("method_params")
+    if isinstance(params, dict):
+        config["method_params"] = {m: _renamed_values(m, given) for m, given in params.items()}
     return config
+
+
+def _renamed_values(method: str, given: object) -> object:
+    if method not in ATTRIBUTION_METHODS or not isinstance(given, dict):
+        return given
+    params = {p.name: p for p in ATTRIBUTION_METHODS[method].params}
+    return {k: (params[k].new_name(v) or v) if k in params else v for k, v in given.items()}
 
 
 def _option(method: str, param: str) -> str:
@@ -166,9 +176,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
             default = "the model's" if param.none_ok and param.default is None else param.default
             cap = limits.param_max(param.name)
             most = f", at most {_number(cap)}" if cap is not None else ""
+            # Old values (baseline zeros) are accepted but not offered: the metavar lists today's.
             group.add_argument(_option(method.name, param.name), dest=f"{method.name}__{param.name}",
-                               type=param.kind, choices=list(param.choices) or None, default=None,
-                               metavar=param.name.upper() if not param.choices else None,
+                               type=param.kind, default=None,
+                               choices=[*param.choices, *dict(param.renamed)] if param.choices else None,
+                               metavar="{" + ",".join(param.choices) + "}" if param.choices else param.name.upper(),
                                help=f"{param.help} (default: {default}{most})")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None)
@@ -197,6 +209,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                 continue
             if method.name not in used:
                 p.error(f"{_option(method.name, param.name)} is given but --maps asks for no {method.name} map")
+            if (new := param.new_name(value)) is not None:
+                print(f"{PROG}: {_option(method.name, param.name)} {value} is deprecated, use {new} (the same "
+                      f"{param.name}; {value} goes in the next release)", file=sys.stderr)
+                value = new
             try:
                 params.setdefault(method.name, {})[param.name] = param.check(value)
             except SaliencyError as exc:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from saliency_core.core import deprecation
+from saliency_core.core.baselines import BASELINE_LABELS, BASELINES
 from saliency_core.core.gradients import OBJECTIVES, REDUCTIONS, check_objectives, reduce_channels
 from saliency_core.core.model_access import (
     ModelLike,
@@ -46,7 +48,7 @@ from saliency_core.methods import (
     integrated_gradients,
     smoothgrad,
 )
-from saliency_core.methods._common import BASELINES, Passes, Progress, Request, one_pass
+from saliency_core.methods._common import Passes, Progress, Request, one_pass
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,8 @@ class Param:
 
     kind : int, float or str; ``choices`` for a str; ``minimum`` for numbers;
     ``tensor_ok``: a tensor shaped like X is also accepted (baselines);
-    ``none_ok``: None is accepted (meaning "the model's default").
+    ``none_ok``: None is accepted (meaning "the model's default");
+    ``renamed``: (old, new) values: the old one still works, for one release, as the new one.
     """
 
     name: str
@@ -66,9 +69,20 @@ class Param:
     minimum: float | None = None
     tensor_ok: bool = False
     none_ok: bool = False
+    renamed: tuple[tuple[str, str], ...] = ()
+
+    def new_name(self, value: object) -> str | None:
+        """The value an old one (``renamed``) now has; None for any other value."""
+        return dict(self.renamed).get(value) if isinstance(value, str) else None
 
     def check(self, value: object) -> object:
-        """``value`` if it fits, else InvalidInputError naming the parameter and what it takes."""
+        """``value`` if it fits, else InvalidInputError naming the parameter and what it takes. An old value
+        (``renamed``) gives its new one, with a DeprecationWarning."""
+        if (new := self.new_name(value)) is not None:
+            what = f", the {BASELINE_LABELS[new]}" if new in BASELINE_LABELS else ""
+            deprecation.warn(f'{self.name}="{value}" is deprecated: write {self.name}="{new}"{what}, which it meant '
+                             "here")
+            value = new
         if value is None and self.none_ok:
             return None
         if isinstance(value, torch.Tensor) and self.tensor_ok:
@@ -145,8 +159,11 @@ class AttributionMethod:
         return {name: p.check(given.get(name, p.default)) for name, p in known.items()}
 
 
-_BASELINE_HELP = ('x′: "zeros" (0 in the model\'s input space), "black" (a black image through the model\'s '
-                  'normalisation), "blur" (a Gaussian-blurred copy), or a tensor shaped like X')
+_BASELINE_HELP = ('x′: "dataset_mean" (0 in the model\'s input space: the mean colour of its normalisation), "black" '
+                  '(a black image through the model\'s normalisation), "blur" (a Gaussian-blurred copy), "mean" (the '
+                  "image's mean colour), or a tensor shaped like X")
+#: Attribution's old name "zeros" was 0 after normalisation (deletion/insertion's, black: core.baselines).
+_OLD_BASELINE = (("zeros", "dataset_mean"),)
 
 ATTRIBUTION_METHODS: dict[str, AttributionMethod] = {
     m.name: m
@@ -157,7 +174,7 @@ ATTRIBUTION_METHODS: dict[str, AttributionMethod] = {
         AttributionMethod(
             "gradient_x_input", "Gradient × input", "Shrikumar et al. 2016",
             "gradient ⊙ (x − x′)",
-            (Param("baseline", "zeros", str, _BASELINE_HELP, BASELINES, tensor_ok=True),),
+            (Param("baseline", "dataset_mean", str, _BASELINE_HELP, BASELINES, tensor_ok=True, renamed=_OLD_BASELINE),),
             "-L", "input", gradient_x_input.run),
         AttributionMethod(
             "smoothgrad", "SmoothGrad", "Smilkov et al. 2017",
@@ -170,7 +187,7 @@ ATTRIBUTION_METHODS: dict[str, AttributionMethod] = {
             "integrated_gradients", "Integrated Gradients", "Sundararajan, Taly & Yan 2017",
             "(x − x′) ⊙ the gradient averaged along the straight path from x′ to x",
             (Param("steps", 32, int, "points on the path", minimum=2),
-             Param("baseline", "black", str, _BASELINE_HELP, BASELINES, tensor_ok=True),
+             Param("baseline", "black", str, _BASELINE_HELP, BASELINES, tensor_ok=True, renamed=_OLD_BASELINE),
              Param("rule", "trapezoid", str, "quadrature rule along the path", integrated_gradients.RULES)),
             "-L", "input", integrated_gradients.run, integrated_gradients.passes),
         AttributionMethod(
