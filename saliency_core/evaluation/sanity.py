@@ -334,8 +334,7 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
         frozen), on the model's device.
     X : (N, 3, H, W) float tensor, normalised for the model.
     y : (N,) integer target classes; :data:`~saliency_core.core.model_access.TOP1_TARGET`
-        (-1) means the trained model's top-1,
-        which is then kept for every stage.
+        (-1) means the trained model's top-1, which is then kept for every stage.
     objectives : "score" and/or "loss", see :func:`saliency_core.core.gradients.compute_saliency`.
     reduction : channel reduction, see :func:`saliency_core.core.gradients.reduce_channels`.
     max_stages : the parameter-owning layers (about 100 in EfficientNet-Lite0)
@@ -372,8 +371,7 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
                                    or max_stages < 1):
         raise InvalidInputError(f"max_stages must be an integer >= 1 or None, got {max_stages!r}")
     check_precision(precision)
-    objectives = tuple(renamed_keyword("cascading_randomization", "methods", methods, "objectives", objectives,
-                                       OBJECTIVES))
+    objectives = renamed_keyword("cascading_randomization", "methods", methods, "objectives", objectives, OBJECTIVES)
     given = dict(params or {})
     module = unwrap_module(model)
     require_eval(module)  # stage 0 runs the given model itself
@@ -432,7 +430,7 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
         maps=stacked,
         similarity=similarity,
         targets=targets.cpu().numpy().astype(np.int64),
-        objectives=objectives,
+        objectives=tuple(objectives),
         reduction=reduction,
         precision=precision,
         seed=int(seed),
