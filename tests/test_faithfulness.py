@@ -244,9 +244,9 @@ def test_compare_orders_table(toy, data):
                            progress=lambda d, t: calls.append((d, t)))
     assert tuple(table.columns) == COMPARE_COLUMNS
     assert len(table) == 3 * 3
-    assert table["method"].tolist() == ["true"] * 3 + ["inverse"] * 3 + ["random"] * 3
+    assert table["order"].tolist() == ["true"] * 3 + ["inverse"] * 3 + ["random"] * 3
     assert table["image"].tolist() == [0, 1, 2] * 3
-    means = table.groupby("method")[["deletion_auc", "insertion_auc"]].mean()
+    means = table.groupby("order")[["deletion_auc", "insertion_auc"]].mean()
     deletion = means["deletion_auc"]
     assert deletion["true"] < deletion["random"] < deletion["inverse"]
     assert calls[-1] == (3 * 3 * 2 * 8, 3 * 3 * 2 * 8)

@@ -40,7 +40,7 @@ from saliency_core.core.precision import check_precision, precision_context
 from saliency_core.errors import InvalidInputError
 
 ORDERS = ("map", "random")
-COMPARE_COLUMNS = ("method", "image", "deletion_auc", "insertion_auc")
+COMPARE_COLUMNS = ("order", "image", "deletion_auc", "insertion_auc")
 
 Progress = Callable[[int, int], None]
 MapsLike = torch.Tensor | np.ndarray
@@ -335,15 +335,15 @@ def compare_orders(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence
 
     Parameters
     ----------
-    maps : method name -> (N, H, W) map (e.g. ``{"score": ..., "loss": ...}``).
-    random : also run ``order="random"`` as method "random" (the reference
+    maps : order name -> (N, H, W) map (e.g. ``{"score": ..., "loss": ...}``).
+    random : also run ``order="random"`` as order "random" (the reference
         a map has to beat: lower deletion AUC, higher insertion AUC).
     Everything else as in :func:`deletion_insertion`.
 
     Returns
     -------
-    DataFrame with columns ``method, image, deletion_auc, insertion_auc``,
-    one row per method per image (image = index into ``X``). The curves
+    DataFrame with columns ``order, image, deletion_auc, insertion_auc``,
+    one row per order per image (image = index into ``X``). The curves
     behind it come from :func:`deletion_insertion_orders` (one batched pass).
     """
     results = deletion_insertion_orders(model, X, y, maps, steps, baseline, random="random" if random else None,
@@ -431,11 +431,11 @@ def auc_table(results: Mapping[str, FaithfulnessResult]) -> pd.DataFrame:
 
     Returns
     -------
-    DataFrame with columns ``method, image, deletion_auc, insertion_auc``,
+    DataFrame with columns ``order, image, deletion_auc, insertion_auc``,
     one row per order (in the mapping's order) per image.
     """
     frames = [pd.DataFrame({
-        "method": name,
+        "order": name,
         "image": np.arange(r.deletion_auc.shape[0], dtype=np.int64),
         "deletion_auc": r.deletion_auc,
         "insertion_auc": r.insertion_auc,
