@@ -48,7 +48,7 @@ from saliency_core.inputs.preprocessing import normalize  # noqa: E402
 from saliency_core.inputs.samples import sample_by_name  # noqa: E402
 from saliency_core.models.registry import load_model  # noqa: E402
 
-METHODS = ("score", "loss")
+OBJECTIVES = ("score", "loss")
 STEPS, BASELINE, STAGES, CHUNK = 20, "blur", 8, 8  # the page's defaults; chunk of 8 on the CPU
 
 
@@ -75,7 +75,7 @@ def setup(sample: str):
 
 
 def old_first_curves(model, a, x) -> int:
-    orders = {m: (a.maps[m][None], "map") for m in METHODS} | {"random order": (None, "random")}
+    orders = {m: (a.maps[m][None], "map") for m in OBJECTIVES} | {"random order": (None, "random")}
     curves = {name: faithfulness.deletion_insertion(model, x, [a.target], maps, steps=STEPS, baseline=BASELINE,
                                                     order=order, batch_size=CHUNK)
               for name, (maps, order) in orders.items()}
@@ -92,14 +92,14 @@ def old_first_curves(model, a, x) -> int:
 
 
 def old_rest(model, a, x) -> int:
-    rand = sanity.cascading_randomization(model, x, [a.target], methods=METHODS, reduction=a.reduction,
+    rand = sanity.cascading_randomization(model, x, [a.target], objectives=OBJECTIVES, reduction=a.reduction,
                                           max_stages=STAGES)
     sim = rand.similarity
     similarity = charts.curves_figure(
         np.arange(len(rand.stages)),
-        {f"{m} · {metric}": sim[sim.method == m].sort_values("stage_index")[metric].to_numpy()
-         for m in METHODS for metric in ("spearman", "ssim")}, x_range=None)
-    strip = plots.gallery_figure(None, {m: list(rand.maps[m][:, 0]) for m in METHODS},
+        {f"{m} · {metric}": sim[sim.objective == m].sort_values("stage_index")[metric].to_numpy()
+         for m in OBJECTIVES for metric in ("spearman", "ssim")}, x_range=None)
+    strip = plots.gallery_figure(None, {m: list(rand.maps[m][:, 0]) for m in OBJECTIVES},
                                  [f"stage {i}" for i in range(len(rand.stages))])
     return len(similarity.to_json()) + len(strip.to_json())
 
@@ -108,7 +108,7 @@ def old_rest(model, a, x) -> int:
 
 
 def new_first_curves(model, a, x) -> int:
-    curves = faithfulness.deletion_insertion_orders(model, x, [a.target], {m: a.maps[m][None] for m in METHODS},
+    curves = faithfulness.deletion_insertion_orders(model, x, [a.target], {m: a.maps[m][None] for m in OBJECTIVES},
                                                     STEPS, BASELINE, random="random order", batch_size=CHUNK)
     fractions = curves["random order"].fractions
     figs = [charts.curves_figure(fractions, {n: r.deletion[0] for n, r in curves.items()}, title="Deletion"),
@@ -118,7 +118,7 @@ def new_first_curves(model, a, x) -> int:
 
 
 def new_rest(model, a, x) -> int:
-    rand = sanity.cascading_randomization(model, x, [a.target], methods=METHODS, reduction=a.reduction,
+    rand = sanity.cascading_randomization(model, x, [a.target], objectives=OBJECTIVES, reduction=a.reduction,
                                           max_stages=STAGES)
     similarity = charts.curves_figure(list(range(len(rand.stages))), sanity.similarity_curves(rand), x_range=None)
     strip = plots.gallery_figure(None, sanity.stage_maps(rand, max_side=112),

@@ -217,7 +217,7 @@ def bench_methods(device: torch.device, batch: int, reps: int, warmup: int) -> l
 
     def core_ig() -> None:
         attribute(loaded, X, y, method="integrated_gradients", objectives=("score", "loss"), steps=32,
-                  rule="gauss_legendre", baseline="zeros", max_batch=64)
+                  rule="gauss_legendre", baseline="dataset_mean", max_batch=64)
 
     contenders = {"captum smoothgrad": captum_smoothgrad, "core smoothgrad": core_smoothgrad,
                   "captum integrated_gradients": captum_ig, "core integrated_gradients": core_ig}

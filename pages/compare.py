@@ -28,11 +28,11 @@ maps = {m: a.maps[m] for m in ("score", "loss")}
 values = {m: c for m in maps if (c := a.channel_values(m)) is not None}
 st.plotly_chart(
     plots.side_by_side_figure(maps, gradients=values, colorscale=colorscale, shared_scale=shared,
-                              titles=[method_params.objective_label(a.method, m) for m in maps],
+                              titles=[method_params.map_title(a.method, m) for m in maps],
                               channel_prefix=method_params.hover_prefix(a.method)),
     key="side_by_side",
 )
-map_notes.caption_flat_maps((method_params.objective_label(a.method, m), maps[m], a.method) for m in maps)
+map_notes.caption_flat_maps((method_params.map_title(a.method, m), maps[m], a.method) for m in maps)
 what = "signed gradient" if gradient else "signed attribution"
 st.caption("Zoom or pan one map and the other follows. "
            + (f"Hover shows the value and the {what} per channel." if values else "Hover shows the value."))
@@ -49,7 +49,7 @@ with left:
                "their weight, not their magnitudes. Red: relatively more salient for the score.")
 with right:
     st.subheader("Agreement")
-    named = {method_params.objective_label(a.method, m): maps[m] for m in maps}
+    named = {method_params.map_title(a.method, m): maps[m] for m in maps}
     row = stats.agreement_table(maps).drop(columns=["map_a", "map_b"]).iloc[0]
     table = pd.DataFrame({"score vs loss": [f"{v:.4f}" if np.isfinite(v) else stats.undefined_agreement(k, named)
                                             for k, v in row.items()]},

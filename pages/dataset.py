@@ -48,11 +48,11 @@ if folder is None:
     st.stop()
 
 frame, errors, manifest = folder.results, folder.errors, folder.manifest
-map_names = folder.methods  # "score", "loss", or pairs such as "smoothgrad_loss"
+map_names = folder.maps  # "score", "loss", or pairs such as "smoothgrad_loss"
 
 
 def map_title(name: str) -> str:
-    return labels.METHOD_LABELS.get(name) or map_specs.title(name)
+    return labels.OBJECTIVE_LABELS.get(name) or map_specs.title(name)
 
 
 problem = st.session_state.pop(handover.PROBLEM, None)
@@ -157,7 +157,7 @@ if selected:
         st.dataframe(row.drop(labels=[c for c in ("key", "path") if c in row]).to_frame("value").astype(str),
                      height=240)
         open_button(row, st, "open_selected")
-    saved = folder.maps(row["key"])
+    saved = folder.saved_maps(row["key"])
     if saved:
         st.plotly_chart(plots.side_by_side_figure(saved, titles=[map_title(m) for m in saved]),
                         key="dataset_saved_maps")
@@ -254,7 +254,7 @@ if len(ranked) >= 2:
     st.caption("Ties count half; only images with both values count.")
 elif map_names and not ranked:
     st.caption("No leaderboard: these results have no deletion/insertion AUCs. Run the batch job with "
-               "--faithfulness (and several maps, e.g. --methods gradient:score,smoothgrad:loss,grad_cam:score).")
+               "--faithfulness (and several maps, e.g. --maps gradient:score,smoothgrad:loss,grad_cam:score).")
 
 # --------------------------------------------------------------------------- disagreement
 pair = dataset_view.map_pair_defaults(map_names)

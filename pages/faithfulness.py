@@ -12,6 +12,8 @@ import streamlit as st
 from pages.ui import budget, caches, map_notes, method_params, sidebar
 from pages.ui.text import plain
 from saliency_core.core import limits
+from saliency_core.core.baselines import BASELINE_LABELS, BASELINES
+from saliency_core.core.gradients import OBJECTIVES
 from saliency_core.errors import SaliencyError
 from saliency_core.evaluation import faithfulness, sanity
 from saliency_core.evaluation.analysis import ImageAnalysis
@@ -19,18 +21,16 @@ from saliency_core.figures import charts, evaluation_files, plots
 from saliency_core.inputs.preprocessing import normalize
 from saliency_core.serving.compute_cost import Work, deletion_insertion_work, randomisation_work
 
-METHODS = ("score", "loss")
 RANDOM = "random order"  # the reference order every map should beat
 SEED = 0  # of the random order and of the re-initialised weights
 STRIP_PX = 112  # the strip shows each map at most this many pixels a side (224 px maps: 2 x 2 means)
-BASELINE_LABELS = {"blur": "blurred image", "mean": "mean colour", "zeros": "black"}
 
 v = sidebar.view()
 st.title("Which map tells the truth?")
 top = st.container()  # the analysis line and the introduction, drawn once the options below are known
 c1, c2, c3 = st.columns(3)
 steps = c1.slider("Steps", 5, limits.MAX_FAITHFULNESS_STEPS, 20, step=5, key="faith_steps", persist_state="session")
-baseline = c2.selectbox("Baseline for removed pixels", list(BASELINE_LABELS), key="faith_baseline",
+baseline = c2.selectbox("Baseline for removed pixels", BASELINES, key="faith_baseline",
                         persist_state="session", format_func=BASELINE_LABELS.get)
 stages = c3.slider("Randomisation stages", 2, 12, 8, key="faith_stages", persist_state="session",
                    help="Layers are re-initialised in this many groups, from the output down.")
@@ -38,7 +38,7 @@ stages = c3.slider("Randomisation stages", 2, 12, 8, key="faith_stages", persist
 
 def check_keys(a: ImageAnalysis) -> tuple[tuple, tuple]:
     """The cache keys of the two checks: every option that changes their numbers."""
-    key = (v.image.key, v.model.key, a.target, a.reduction, v.precision, SEED, METHODS, a.method,
+    key = (v.image.key, v.model.key, a.target, a.reduction, v.precision, SEED, OBJECTIVES, a.method,
            method_params.cache_key(a.params))
     return ("deletion_insertion", *key, RANDOM, steps, baseline), ("randomisation", *key, stages)
 
@@ -46,7 +46,8 @@ def check_keys(a: ImageAnalysis) -> tuple[tuple, tuple]:
 def checks_work(a: ImageAnalysis | None) -> tuple[Work, tuple]:
     """What the two checks would compute that no cache holds (all of it before the analysis is cached)."""
     curves, rand = check_keys(a) if a is not None else (None, None)
-    work = (budget.unless_cached(caches.progress_results(), curves, deletion_insertion_work(len(METHODS) + 1, steps))
+    orders = len(OBJECTIVES) + 1  # the maps and the random order
+    work = (budget.unless_cached(caches.progress_results(), curves, deletion_insertion_work(orders, steps))
             + budget.unless_cached(caches.progress_results(), rand, randomisation_work(v.method, v.params, stages)))
     return work, ("faithfulness", steps, baseline, stages)
 
@@ -86,9 +87,9 @@ st.subheader("Deletion and insertion")
 try:
     curves = caches.cached_with_progress(
         curves_key,
-        f"Deleting and inserting pixels: {len(METHODS) + 1} orders × {2 * steps} images…",
+        f"Deleting and inserting pixels: {len(OBJECTIVES) + 1} orders × {2 * steps} images…",
         lambda progress: faithfulness.deletion_insertion_orders(
-            v.model, x, [a.target], {m: a.maps[m][None] for m in METHODS}, steps, baseline, random=RANDOM,
+            v.model, x, [a.target], {m: a.maps[m][None] for m in OBJECTIVES}, steps, baseline, random=RANDOM,
             batch_size=chunk, progress=progress, seed=SEED, precision=v.precision),
     )
 except SaliencyError as exc:  # e.g. a model that fails on the perturbed images (model_output)
@@ -123,7 +124,7 @@ try:
         randomisation_key,
         f"Randomising the layers stage by stage ({method_params.spec(a.method).title} at every stage)…",
         lambda progress: sanity.cascading_randomization(
-            v.model, x, [a.target], methods=METHODS, reduction=a.reduction, max_stages=stages, seed=SEED,
+            v.model, x, [a.target], objectives=OBJECTIVES, reduction=a.reduction, max_stages=stages, seed=SEED,
             progress=progress, precision=v.precision, attribution=a.method, params=v.params),
     )
 except SaliencyError as exc:
@@ -136,7 +137,7 @@ st.plotly_chart(charts.curves_figure(list(range(len(rand.stages))), sanity.simil
                 key="similarity")
 strip = sanity.stage_maps(rand, max_side=STRIP_PX)
 st.plotly_chart(plots.gallery_figure(None, strip, stage_titles), key="strip")
-map_notes.caption_flat_maps((f"{method_params.objective_label(a.method, m)} at {stage}", z, a.method)
+map_notes.caption_flat_maps((f"{method_params.map_title(a.method, m)} at {stage}", z, a.method)
                             for m, per_stage in strip.items() for stage, z in zip(stage_titles, per_stage, strict=True))
 with st.expander("Which layers each stage re-initialises"):
     st.dataframe({"stage": list(range(len(rand.stages))), "layers (top → bottom)": rand.stages}, hide_index=True)

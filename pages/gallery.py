@@ -85,7 +85,7 @@ for start in range(0, len(analyses), per_row):
     fig = plots.gallery_figure([x.display for x in row], {m: [x.maps[m] for x in row] for m in ("score", "loss")},
                                titles, colorscale=colorscale)
     st.plotly_chart(fig, key=f"gallery_{start}")
-    map_notes.caption_flat_maps((f"{title}: {method_params.objective_label(v.method, m)}", x.maps[m], v.method)
+    map_notes.caption_flat_maps((f"{title}: {method_params.map_title(v.method, m)}", x.maps[m], v.method)
                                 for title, x in zip(titles, row, strict=True) for m in ("score", "loss"))
 
 correct = sum(x.prediction == x.label for x in analyses if x.label is not None)

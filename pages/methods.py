@@ -14,17 +14,18 @@ import streamlit as st
 
 from pages.ui import budget, caches, labels, map_notes, method_params, methods_view, sidebar
 from pages.ui.text import plain
+from saliency_core.core.baselines import BASELINE_LABELS
 from saliency_core.errors import SaliencyError
 from saliency_core.evaluation import method_ranking
-from saliency_core.evaluation.method_comparison import FAST_METHODS, map_label
+from saliency_core.evaluation.method_comparison import FAST_METHODS
 from saliency_core.figures import evaluation_files, method_figures
 from saliency_core.inputs.preprocessing import normalize
+from saliency_core.methods.registry import map_title
 from saliency_core.serving.compute_cost import NOTHING, method_work, ranking_work
 
 SEED = method_ranking.DEFAULT_SEED  # the Faithfulness page's: same random order, same randomised weights
 STEPS = method_ranking.DEFAULT_STEPS
 BASELINE = method_ranking.DEFAULT_BASELINE
-BASELINE_LABELS = {"blur": "blurred image", "mean": "mean colour", "zeros": "black"}
 
 v = sidebar.view()
 st.title("Which method should I believe?")
@@ -114,7 +115,7 @@ if not comparison.entries():
 st.subheader("Every map")
 st.plotly_chart(method_figures.method_grid_figure(comparison.by_method(), scale="method" if per_method else "map",
                                                   colorscale=colorscale), key="grid")
-map_notes.caption_flat_maps((map_label(m, obj), z, m)
+map_notes.caption_flat_maps((map_title(m, obj), z, m)
                             for m, by_obj in comparison.by_method().items() for obj, z in by_obj.items())
 used = pd.DataFrame([{
     "method": method_params.spec(m).title,
@@ -139,7 +140,7 @@ st.subheader("How much the maps agree")
 metric = "iou_top5" if iou else "spearman"
 key = caches.comparison_key(v.image.key, v.model.name, comparison)
 matrix = caches.agreement(key, comparison, metric)
-labelled = {map_label(m, obj): z for m, by_obj in comparison.by_method().items() for obj, z in by_obj.items()}
+labelled = {map_title(m, obj): z for m, by_obj in comparison.by_method().items() for obj, z in by_obj.items()}
 st.plotly_chart(method_figures.agreement_heatmap(matrix, maps=labelled), key="agreement")
 what = ("the overlap (intersection over union) of their top 5 % pixels" if iou else
         "Spearman's rank correlation ρ of their pixel values")

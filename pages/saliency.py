@@ -10,7 +10,7 @@ from pages.ui.text import plain
 from saliency_core.figures import map_files, plots
 from saliency_core.figures.figure_style import display_factor
 
-v, a = sidebar.analysis_page("Saliency map", one_method=True)
+v, a = sidebar.analysis_page("Saliency map", one_objective=True)
 
 left, right = st.columns([1, 2])
 with left:
@@ -35,7 +35,7 @@ grads = a.channel_values(objective)  # None for Grad-CAM's one channel
 prefix = method_params.hover_prefix(a.method)
 zmin, zmax = plots.clip_percentile(saliency, low, high)
 with right:
-    label = method_params.objective_label(a.method, objective)
+    label = method_params.map_title(a.method, objective)
     # One figure at a time: two (tabs) would double what each rerun sends and the browser draws.
     shown = st.segmented_control("View", ["Heatmap", "Overlay on the image"], key="saliency_view",
                                  default="Heatmap", required=True, persist_state="session",

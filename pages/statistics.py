@@ -10,13 +10,13 @@ from pages.ui import labels, method_params, sidebar
 from saliency_core.evaluation import stats
 from saliency_core.figures import charts
 
-v, a = sidebar.analysis_page("Per-pixel statistics", one_method=True)
+v, a = sidebar.analysis_page("Per-pixel statistics", one_objective=True)
 
 maps = {m: a.maps[m] for m in ("score", "loss")}
 summary = stats.summary_table(maps)
 agreement = stats.agreement_table(maps)
 
-names = {m: method_params.objective_label(a.method, m) for m in maps}
+names = {m: method_params.map_title(a.method, m) for m in maps}
 st.subheader("Summary per map")
 st.dataframe(summary.T.rename_axis("statistic").reset_index(), hide_index=True,
              height=36 * (len(summary.columns) + 1) + 3,
@@ -57,7 +57,7 @@ st.subheader("Downloads")
 record = sidebar.provenance_record(v, a, objective, extra={
     "summary": json.loads(summary.to_json(orient="index")),
     "agreement": json.loads(agreement.to_json(orient="records")),
-    "top_pixels": {"method": objective, "rows": json.loads(top.to_json(orient="records"))}})
+    "top_pixels": {"objective": objective, "method": a.method, "rows": json.loads(top.to_json(orient="records"))}})
 stem = f"saliency_stats_{a.method}_{a.model_name}_{a.target}_{v.image.key[:12]}"
 d1, d2, d3 = st.columns(3)
 d1.download_button("Summary (CSV)", summary.to_csv().encode(), f"{stem}_summary.csv", "text/csv",

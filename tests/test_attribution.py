@@ -103,7 +103,7 @@ def fingerprint(module: torch.nn.Module) -> dict:
 def test_registry_has_the_issues_methods_parameters_and_defaults():
     assert {name: m.defaults() for name, m in ATTRIBUTION_METHODS.items()} == {
         "gradient": {},
-        "gradient_x_input": {"baseline": "zeros"},
+        "gradient_x_input": {"baseline": "dataset_mean"},
         "smoothgrad": {"samples": 25, "noise": 0.15, "seed": 0},
         "integrated_gradients": {"steps": 32, "baseline": "black", "rule": "trapezoid"},
         "guided_backprop": {},
@@ -143,14 +143,14 @@ def test_gradient_method_gives_exactly_compute_saliency(reduction):
         ("smoothgrad", {"noise": -0.1}, "noise"),
         ("smoothgrad", {"noise": float("nan")}, "noise"),
         ("smoothgrad", {"seed": -1}, "seed"),
-        ("integrated_gradients", {"steps": 0, "baseline": "zeros"}, "steps"),
-        ("integrated_gradients", {"steps": 1, "baseline": "zeros"}, "steps must be an integer >= 2"),
-        ("integrated_gradients", {"steps": 1, "rule": "gauss_legendre", "baseline": "zeros"},
+        ("integrated_gradients", {"steps": 0, "baseline": "dataset_mean"}, "steps"),
+        ("integrated_gradients", {"steps": 1, "baseline": "dataset_mean"}, "steps must be an integer >= 2"),
+        ("integrated_gradients", {"steps": 1, "rule": "gauss_legendre", "baseline": "dataset_mean"},
          "steps must be an integer >= 2"),
-        ("integrated_gradients", {"rule": "simpson", "baseline": "zeros"}, "rule must be one of"),
+        ("integrated_gradients", {"rule": "simpson", "baseline": "dataset_mean"}, "rule must be one of"),
         ("integrated_gradients", {"baseline": "grey"}, "baseline must be one of"),
         ("gradient_x_input", {"baseline": torch.zeros(1, 3, 16, 16)}, "shaped like X"),
-        ("gradient", {"objectives": ("gradcam",)}, "methods must be"),
+        ("gradient", {"objectives": ("gradcam",)}, "objectives must be"),
         ("gradient", {"reduction": "sum"}, "reduction"),
         ("gradient", {"max_batch": 0}, "max_batch"),
         ("gradient", {"precision": "half"}, "precision"),
@@ -233,7 +233,7 @@ def test_completeness_gap_shrinks_as_steps_grow_and_warns_when_large(rule):
     for steps in (2, 4, 16):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            r = attribute(model, X, y, "integrated_gradients", steps=steps, rule=rule, baseline="zeros")
+            r = attribute(model, X, y, "integrated_gradients", steps=steps, rule=rule, baseline="dataset_mean")
         worst = max(float(c.abs().max()) for c in r.convergence.values())
         warned = any("completeness gap" in str(w.message) for w in caught)
         assert warned == (worst > 0.1), (steps, worst)
@@ -244,7 +244,7 @@ def test_completeness_gap_shrinks_as_steps_grow_and_warns_when_large(rule):
 def test_integrated_gradients_loss_sums_to_the_drop_in_loss():
     model = smooth_net()
     X, y = batch(n=2)
-    r = attribute(model, X, y, "integrated_gradients", steps=64, rule="gauss_legendre", baseline="zeros")
+    r = attribute(model, X, y, "integrated_gradients", steps=64, rule="gauss_legendre", baseline="dataset_mean")
     with torch.no_grad():
         minus_loss = -F.cross_entropy(model(X), r.targets, reduction="none")
         minus_loss0 = -F.cross_entropy(model(torch.zeros_like(X)), r.targets, reduction="none")
@@ -256,7 +256,7 @@ def test_progress_counts_path_points_for_integrated_gradients_and_images_otherwi
     model = smooth_net()
     X, y = batch(n=2)
     calls = []
-    attribute(model, X, y, "integrated_gradients", steps=4, baseline="zeros", max_batch=3,
+    attribute(model, X, y, "integrated_gradients", steps=4, baseline="dataset_mean", max_batch=3,
               progress=lambda done, total: calls.append((done, total)))
     assert calls == [(3, 8), (6, 8), (8, 8)]
     calls.clear()
@@ -450,7 +450,7 @@ def small_options(method: str) -> dict:
     if method == "grad_cam":
         kw["layer"] = "4"
     if "baseline" in ATTRIBUTION_METHODS[method].defaults():
-        kw["baseline"] = "zeros"
+        kw["baseline"] = "dataset_mean"
     return kw
 
 

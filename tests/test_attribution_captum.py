@@ -70,7 +70,7 @@ def test_gradient_x_input_equals_captum_input_x_gradient(nets, name):
     model = nets[name]
     X, y = inputs()
     r = attribute(model, X, y, "gradient_x_input")
-    assert r.params == {"baseline": "zeros"}
+    assert r.params == {"baseline": "dataset_mean"}
     for obj in ("score", "loss"):
         ref = InputXGradient(oracle(model, obj)).attribute(X.clone(), target=y)
         torch.testing.assert_close(r.attributions[obj], ref, rtol=1e-5, atol=1e-7)
@@ -102,7 +102,7 @@ def test_true_trapezoid_is_captum_riemann_trapezoid_times_n_over_n_minus_1(nets)
     model = nets["squeezenet1_1"]
     X, y = inputs()
     n = 8
-    r = attribute(model, X, y, "integrated_gradients", steps=n, rule="trapezoid", baseline="zeros")
+    r = attribute(model, X, y, "integrated_gradients", steps=n, rule="trapezoid", baseline="dataset_mean")
     for obj in ("score", "loss"):
         ref = IntegratedGradients(oracle(model, obj)).attribute(
             X.clone(), baselines=torch.zeros_like(X), target=y, n_steps=n, method="riemann_trapezoid")

@@ -128,8 +128,8 @@ def test_shard_sampler_gives_every_item_to_exactly_one_rank(n: int, world: int):
 
 
 def test_options_are_checked():
-    assert parse_args(["--images", "a", "--out", "b", "--methods", "loss"]).methods == ("loss",)
-    for bad in (["--methods", "score,grad"], ["--batch-size", "0"], ["--methods", ""]):
+    assert parse_args(["--images", "a", "--out", "b", "--maps", "loss"]).maps == ("loss",)
+    for bad in (["--maps", "score,grad"], ["--batch-size", "0"], ["--maps", ""]):
         with pytest.raises(SystemExit):
             parse_args(["--images", "a", "--out", "b", *bad])
 
@@ -169,7 +169,7 @@ def test_numbers_equal_saliency_core_image_by_image(single: Path, lite0):
         expected |= {f"agree_{k}": v for k, v in stats.agreement(a.maps["score"], a.maps["loss"]).items()}
         for col, value in expected.items():
             np.testing.assert_allclose(row[col], value, rtol=RTOL, atol=ATOL, err_msg=f"{row['key']} {col}")
-        saved = res.maps(row["key"])
+        saved = res.saved_maps(row["key"])
         for m in ("score", "loss"):  # float16 of map / max: 3 significant digits
             np.testing.assert_allclose(saved[m], a.maps[m], rtol=2e-3, atol=a.maps[m].max() * 1e-3)
     assert rows.loc[rows["label"].isna(), "correct"].isna().all()
@@ -439,7 +439,7 @@ def test_npz_input(tmp_path: Path, lite0):
 def test_uploaded_parquet_and_tables(single: Path):
     part = sorted((single / "results").glob("part-*.parquet"))[0]
     res = load_parquet_bytes(part.read_bytes())
-    assert len(res.results) == 5 and res.root is None and res.maps(res.results["key"][0]) is None
+    assert len(res.results) == 5 and res.root is None and res.saved_maps(res.results["key"][0]) is None
     with pytest.raises(InvalidInputError, match="not a Parquet"):
         load_parquet_bytes(b"PK\x03\x04 nope")
     buf = io.BytesIO()
@@ -507,7 +507,7 @@ def l2_fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[di
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(faithfulness, "deletion_insertion", spy)
         assert main(["--images", str(path), "--out", str(tmp / "out"), "--workers", "0", "--no-progress",
-                     "--methods", "score", "--reduction", "l2", "--precision", "fast", "--faithfulness",
+                     "--maps", "score", "--reduction", "l2", "--precision", "fast", "--faithfulness",
                      "--faithfulness-steps", "2"]) == 0
     return tmp / "out", calls
 

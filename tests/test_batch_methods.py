@@ -1,4 +1,4 @@
-"""The batch job with method × objective pairs (``--methods gradient:score,smoothgrad:loss,...``).
+"""The batch job with method × objective pairs (``--maps gradient:score,smoothgrad:loss,...``).
 
 Every number of a three-pair run is checked against ``saliency_core.attribute``
 and ``saliency_core.evaluation.stats`` computed here, image by image; the options and
@@ -26,7 +26,7 @@ from saliency_core.methods.registry import attribute
 from tests.test_batch import RTOL, assert_same_results, run_job, run_torchrun
 
 N_IMAGES = 5
-METHODS = "gradient:score,smoothgrad:loss,integrated_gradients:score"
+ENTRIES = "gradient:score,smoothgrad:loss,integrated_gradients:score"  # --maps
 PARAMS = ("--smoothgrad-samples", "3", "--smoothgrad-seed", "7", "--integrated-gradients-steps", "4")
 MAPS = ("gradient_score", "smoothgrad_loss", "integrated_gradients_score")
 VALUE_STATISTICS = ("min", "max", "mean", "std", "median", "p90", "p99")
@@ -40,24 +40,24 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def pairs_run(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pairs") / "out"
-    proc = run_job("--images", str(images), "--out", str(out), "--methods", METHODS, *PARAMS, "--batch-size", "3",
+    proc = run_job("--images", str(images), "--out", str(out), "--maps", ENTRIES, *PARAMS, "--batch-size", "3",
                    "--workers", "1", "--save-maps", "--part-size", "3", "--faithfulness", "--faithfulness-steps", "4")
     assert f"{N_IMAGES} images and 1 unreadable files" in proc.stderr, proc.stderr
     return out
 
 
 def test_method_options_are_parsed_and_checked():
-    opts = parse_args(["--images", "a", "--out", "b", "--methods", "grad_cam:loss,smoothgrad",
+    opts = parse_args(["--images", "a", "--out", "b", "--maps", "grad_cam:loss,smoothgrad",
                        "--smoothgrad-noise", "0.3"])
-    assert opts.methods == ("grad_cam:loss", "smoothgrad:score", "smoothgrad:loss")
+    assert opts.maps == ("grad_cam:loss", "smoothgrad:score", "smoothgrad:loss")
     assert opts.config()["method_params"] == {"smoothgrad": {"samples": 25, "noise": 0.3, "seed": 0},
                                               "grad_cam": {"layer": None}}
     assert "method_params" not in parse_args(["--images", "a", "--out", "b"]).config()  # old folders still match
-    for bad in (["--methods", "score", "--smoothgrad-samples", "4"],  # no smoothgrad map asked for
-                ["--methods", "smoothgrad", "--smoothgrad-samples", "0"],
-                ["--methods", "integrated_gradients", "--integrated-gradients-steps", "1"],
-                ["--methods", "integrated_gradients", "--integrated-gradients-rule", "simpson"],
-                ["--methods", "gradient:score,score"]):
+    for bad in (["--maps", "score", "--smoothgrad-samples", "4"],  # no smoothgrad map asked for
+                ["--maps", "smoothgrad", "--smoothgrad-samples", "0"],
+                ["--maps", "integrated_gradients", "--integrated-gradients-steps", "1"],
+                ["--maps", "integrated_gradients", "--integrated-gradients-rule", "simpson"],
+                ["--maps", "gradient:score,score"]):
         with pytest.raises(SystemExit):
             parse_args(["--images", "a", "--out", "b", *bad])
 
@@ -83,7 +83,7 @@ def _tolerance(column: str, maps: dict[str, np.ndarray], i: int) -> float:
 def test_three_pairs_equal_attribute_image_by_image(pairs_run: Path, images: Path, lite0):
     res = load_results(pairs_run)
     rows = res.results
-    assert len(rows) == N_IMAGES and res.methods == list(MAPS)
+    assert len(rows) == N_IMAGES and res.maps == list(MAPS)
     x = normalize(_crops(images, list(rows["key"]), lite0.preprocessing), lite0.preprocessing, lite0.device)
     targets = torch.tensor(rows["target"].to_numpy(dtype=np.int64))
     ref = {
@@ -110,7 +110,7 @@ def test_three_pairs_equal_attribute_image_by_image(pairs_run: Path, images: Pat
             # top-k IoU to one pixel crossing the threshold, the other unitless numbers to 1e-4.
             np.testing.assert_allclose(row[col], value, rtol=RTOL, atol=_tolerance(col, maps, i),
                                        err_msg=f"{row['key']} {col}")
-        saved = res.maps(row["key"])
+        saved = res.saved_maps(row["key"])
         for name in MAPS:  # float16 of map / max, and a few pixels where a ReLU6 kink flipped with the rounding
             np.testing.assert_allclose(saved[name], maps[name][i], rtol=2e-3, atol=maps[name][i].max() * 5e-3,
                                        err_msg=name)
@@ -133,7 +133,7 @@ def test_faithfulness_for_every_map_equals_deletion_insertion(pairs_run: Path, i
 
 def test_manifest_records_every_parameter_and_defines_each_map(pairs_run: Path):
     manifest = json.loads((pairs_run / "manifest.json").read_text())
-    assert manifest["config"]["methods"] == METHODS.split(",")
+    assert manifest["config"]["maps"] == ENTRIES.split(",")
     assert manifest["config"]["method_params"] == {
         "smoothgrad": {"samples": 3, "noise": 0.15, "seed": 7},
         "integrated_gradients": {"steps": 4, "baseline": "black", "rule": "trapezoid"}}
@@ -144,12 +144,12 @@ def test_manifest_records_every_parameter_and_defines_each_map(pairs_run: Path):
 
 def test_a_restart_skips_what_is_done_and_other_parameters_are_refused(pairs_run: Path, images: Path):
     before = load_results(pairs_run).results
-    again = run_job("--images", str(images), "--out", str(pairs_run), "--methods", METHODS, *PARAMS,
+    again = run_job("--images", str(images), "--out", str(pairs_run), "--maps", ENTRIES, *PARAMS,
                     "--batch-size", "3", "--workers", "1", "--save-maps", "--part-size", "3", "--faithfulness",
                     "--faithfulness-steps", "4")
     assert "0 images and 0 unreadable files" in again.stderr and f"{N_IMAGES + 1} already done" in again.stderr
     assert_same_results(load_results(pairs_run).results, before)
-    other = run_job("--images", str(images), "--out", str(pairs_run), "--methods", METHODS,
+    other = run_job("--images", str(images), "--out", str(pairs_run), "--maps", ENTRIES,
                     "--smoothgrad-samples", "4", "--integrated-gradients-steps", "4", "--save-maps",
                     "--faithfulness", "--faithfulness-steps", "4", check=False)
     assert other.returncode == 2 and "other options" in other.stderr and "method_params" in other.stderr
@@ -157,7 +157,7 @@ def test_a_restart_skips_what_is_done_and_other_parameters_are_refused(pairs_run
 
 def test_a_layer_the_model_lacks_is_refused_before_the_folder_is_touched(images: Path, tmp_path: Path):
     out = tmp_path / "out"
-    proc = run_job("--images", str(images), "--out", str(out), "--methods", "grad_cam:score",
+    proc = run_job("--images", str(images), "--out", str(out), "--maps", "grad_cam:score",
                    "--grad-cam-layer", "no.such.layer", check=False)
     assert proc.returncode == 2 and "layer 'no.such.layer' is not a submodule" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
@@ -175,7 +175,7 @@ def test_guided_backprop_without_relus_is_a_clear_error(lite0):
 @pytest.mark.slow  # real processes: torchrun
 def test_torchrun_two_ranks_equal_one_process_for_pairs(pairs_run: Path, images: Path, tmp_path: Path):
     out = tmp_path / "out"
-    proc = run_torchrun(2, "--images", str(images), "--out", str(out), "--methods", METHODS, *PARAMS,
+    proc = run_torchrun(2, "--images", str(images), "--out", str(out), "--maps", ENTRIES, *PARAMS,
                         "--batch-size", "2", "--workers", "1", "--save-maps", "--faithfulness",
                         "--faithfulness-steps", "4")
     assert proc.returncode == 0, proc.stderr[-3000:]

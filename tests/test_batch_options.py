@@ -46,7 +46,7 @@ def one_line_usage_error(err: str) -> str:
 @pytest.mark.parametrize(("args", "says"), [
     (["--out", ""], "--out is empty"),
     (["--out", UNWRITABLE], UNWRITABLE),
-    (["--methods", "smoothgrad", "--smoothgrad-samples", "1000000000"], "--smoothgrad-samples must be at most 256"),
+    (["--maps", "smoothgrad", "--smoothgrad-samples", "1000000000"], "--smoothgrad-samples must be at most 256"),
     (["--faithfulness", "--faithfulness-steps", "100000000"], "--faithfulness-steps must be from 1 to 50"),
 ], ids=["empty-out", "unwritable-out", "smoothgrad-samples", "faithfulness-steps"])
 def test_the_issue_s_commands_are_one_line_usage_errors(args: list[str], says: str, images: Path, tmp_path: Path):
@@ -67,8 +67,8 @@ def test_the_issue_s_commands_are_one_line_usage_errors(args: list[str], says: s
 BASE = ["--images", "data", "--out", "results/x"]
 
 
-def _bad(option: str, value: str, methods: str | None = None) -> list[str]:
-    return [*BASE, *(["--methods", methods] if methods else []), option, value]
+def _bad(option: str, value: str, maps: str | None = None) -> list[str]:
+    return [*BASE, *(["--maps", maps] if maps else []), option, value]
 
 
 # Every numeric option of the job, just past each end of its range, and values that are no number at all.
@@ -96,7 +96,7 @@ def test_every_numeric_option_out_of_range_is_a_one_line_usage_error(argv: list[
 def test_each_cap_itself_is_accepted():
     opts = parse_args([*BASE, "--batch-size", str(limits.MAX_BATCH_SIZE), "--workers", str(limits.MAX_WORKERS),
                        "--faithfulness", "--faithfulness-steps", str(limits.MAX_FAITHFULNESS_STEPS),
-                       "--part-size", str(limits.MAX_PART_SIZE), "--methods", "smoothgrad,integrated_gradients",
+                       "--part-size", str(limits.MAX_PART_SIZE), "--maps", "smoothgrad,integrated_gradients",
                        "--smoothgrad-samples", "256", "--smoothgrad-noise", "1", "--smoothgrad-seed", str(2**31 - 1),
                        "--integrated-gradients-steps", "256"])
     assert opts.params_for("smoothgrad") == {"samples": 256, "noise": 1.0, "seed": 2**31 - 1}

@@ -71,9 +71,9 @@ Y = [1, 3]  # resolved targets, as the pages pass them
 
 SMALL = {
     "gradient": {},
-    "gradient_x_input": {"baseline": "zeros"},
+    "gradient_x_input": {"baseline": "dataset_mean"},
     "smoothgrad": {"samples": 3},
-    "integrated_gradients": {"steps": 4, "baseline": "zeros"},
+    "integrated_gradients": {"steps": 4, "baseline": "dataset_mean"},
     "guided_backprop": {},
     "grad_cam": {"layer": "conv2"},
 }

@@ -138,8 +138,8 @@ def test_maps_equal_those_of_the_in_memory_model(models_dir, trained, name):
         got = attribute(loaded, x, y, method, **params)
         ref_params = {"layer": "features.3"} if method == "grad_cam" else params
         if method == "integrated_gradients":
-            ref_params = {**params, "baseline": "zeros"}
-            got = attribute(loaded, x, y, method, baseline="zeros", **params)
+            ref_params = {**params, "baseline": "dataset_mean"}
+            got = attribute(loaded, x, y, method, baseline="dataset_mean", **params)
         want = attribute(trained, x, y, method, **ref_params)
         for obj in ("score", "loss"):
             scale = float(want.maps[obj].max())
@@ -349,7 +349,7 @@ def test_the_batch_job_accepts_a_custom_model(models_dir, tmp_path):
     images = tmp_path / "images.npz"
     np.savez(images, X=rng.integers(0, 256, (3, 40, 40, 3), dtype=np.uint8), y=np.array([0, 1, 2]))
     args = ["--images", str(images), "--out", str(tmp_path / "out"), "--model", "custom:exported", "--device", "cpu",
-            "--workers", "0", "--no-progress", "--methods", "gradient:score,grad_cam:score"]
+            "--workers", "0", "--no-progress", "--maps", "gradient:score,grad_cam:score"]
     assert batch.parse_args(args).model == "custom:exported"
     assert batch.main(args) == 0
     written = load_results(tmp_path / "out")

@@ -46,7 +46,7 @@ def test_csv_round_trips_values_and_gradients():
 
 def test_provenance_is_json_ready_and_names_versions():
     rec = provenance(model_name="efficientnet_lite0", weights="w", preprocessing="p", target=967,
-                     target_name="espresso", method="score", reduction="max", precision="exact",
+                     target_name="espresso", objective="score", reduction="max", precision="exact",
                      image_sha256="a" * 64, image_source="sample:coffee", device="cpu")
     text = json.dumps(rec)
     assert "espresso" in text and rec["versions"]["torch"] != "not installed"
@@ -70,14 +70,14 @@ def test_map_definitions_follow_the_reduction_and_method():
 
 
 def test_provenance_definition_never_contradicts_the_reduction():
-    rec = provenance(model_name="m", weights="w", preprocessing="p", target=1, target_name="t", method="score",
+    rec = provenance(model_name="m", weights="w", preprocessing="p", target=1, target_name="t", objective="score",
                      reduction="l2", precision="exact", image_sha256="a" * 64, image_source="sample:x", device="cpu")
     assert "max" not in json.dumps(rec["saliency"]["definition"])
     from saliency_core.figures.provenance import map_definitions
 
     for reduction in ("max", "mean_abs", "l2"):
         rec = provenance(model_name="m", weights="w", preprocessing="p", target=1, target_name="t",
-                         method="score", reduction=reduction, precision="exact", image_sha256="a" * 64,
+                         objective="score", reduction=reduction, precision="exact", image_sha256="a" * 64,
                          image_source="sample:x", device="cpu")
         assert rec["saliency"]["reduction"] == reduction
         assert rec["saliency"]["definition"] == map_definitions(("score", "loss"), reduction)
@@ -91,7 +91,7 @@ def test_map_definitions_reject_unknown_options():
 
     with pytest.raises(InvalidInputError, match="reduction"):
         map_definitions(("score",), "sum")
-    with pytest.raises(InvalidInputError, match="method"):
+    with pytest.raises(InvalidInputError, match="objective"):
         map_definitions(("gradcam",), "max")
 
 
@@ -114,7 +114,7 @@ def _toy_model():
 
 def _record(reduction="l2", precision="exact"):
     return provenance(model_name="toy", weights="none", preprocessing="none", target=1, target_name="one",
-                      method=None, reduction=reduction, precision=precision, image_sha256="b" * 64,
+                      objective=None, reduction=reduction, precision=precision, image_sha256="b" * 64,
                       image_source="sample:toy", device="cpu", image_title="Toy # 1")
 
 
@@ -170,6 +170,8 @@ def test_randomisation_csv_reads_back_with_pandas_and_keeps_its_provenance():
     assert rand["stages"] == res.stages and rand["layers"] == res.layers
     assert rand["seed"] == 3 and rand["reduction"] == "l2" and rand["precision"] == "exact"
     assert rand["targets"] == res.targets.tolist()
+    assert rand["method"] == "gradient" and rand["objectives"] == ["score", "loss"]  # objective beside method
+    assert set(df["method"]) == {"gradient"} and set(df["objective"]) == {"score", "loss"}
 
 
 def test_faithfulness_csv_refuses_a_record_that_contradicts_the_results():
@@ -212,12 +214,13 @@ def test_definitions_and_provenance_name_the_attribution_method_and_its_paramete
     smooth = map_definitions(reduction="l2", attribution="smoothgrad", params={"samples": 8, "seed": 3})
     assert "SmoothGrad" in smooth["score"] and "samples=8, seed=3" in smooth["score"] and "L2" in smooth["score"]
     assert map_definitions() == map_definitions(attribution="gradient")  # the plain gradient's text is unchanged
-    record = provenance(model_name="m", weights="w", preprocessing="p", target=1, target_name="t", method="loss",
+    record = provenance(model_name="m", weights="w", preprocessing="p", target=1, target_name="t", objective="loss",
                         reduction="max", precision="exact", image_sha256="0" * 64, image_source="sample",
                         device="cpu", attribution="integrated_gradients", params={"steps": 16},
                         convergence={"score": 0.03, "loss": -0.05})
     attribution = record["saliency"]["attribution"]
     assert attribution["name"] == "integrated_gradients" and attribution["params"] == {"steps": 16}
+    assert record["saliency"]["objective"] == "loss" and record["saliency"]["method"] == "integrated_gradients"
     assert attribution["completeness_gap"] == {"score": 0.03, "loss": -0.05}
     with pytest.raises(InvalidInputError):
         map_definitions(attribution="nope")

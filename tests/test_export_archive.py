@@ -278,6 +278,6 @@ def test_the_batch_job_loads_the_probes_archive_without_running_it(planted_folde
     np.savez(images, X=np.random.default_rng(0).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8), y=[0, 1])
     out = tmp_path / "out"
     assert batch.main(["--images", str(images), "--out", str(out), "--model", "custom:tiny", "--device", "cpu",
-                       "--workers", "0", "--no-progress", "--methods", "gradient:score"]) == 0
+                       "--workers", "0", "--no-progress", "--maps", "gradient:score"]) == 0
     assert len(load_results(out).results) == 2
     assert not marker.exists()

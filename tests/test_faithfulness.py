@@ -65,7 +65,7 @@ def p_target(model, X, y):
 def test_true_map_beats_inverse_and_random(data):
     X, y, true_map = data
     toy = LeftHalf(scale=3.0).eval()  # logit_1 about 3: far enough from saturation for every order to show
-    kw = {"steps": 16, "baseline": "zeros"}
+    kw = {"steps": 16, "baseline": "dataset_mean"}
     true = deletion_insertion(toy, X, y, true_map, **kw)
     inverse = deletion_insertion(toy, X, y, 1.0 - true_map, **kw)
     rand = deletion_insertion(toy, X, y, None, order="random", **kw)
@@ -76,7 +76,7 @@ def test_true_map_beats_inverse_and_random(data):
     # Once the whole left half is gone the target is a coin flip (logit 0 vs 0).
     np.testing.assert_allclose(true.deletion[:, 8:], 0.5, atol=1e-6)
     np.testing.assert_allclose(inverse.insertion[:, :9], 0.5, atol=1e-6)
-    assert (true.order, rand.order, true.baseline) == ("map", "random", "zeros")
+    assert (true.order, rand.order, true.baseline) == ("map", "random", "dataset_mean")
 
 
 def test_shapes_endpoints_and_auc(toy, data):
@@ -112,7 +112,8 @@ def test_each_step_perturbs_exactly_the_top_pixels(data):
             return torch.stack([torch.zeros_like(share), 50.0 * share], dim=1)  # p -> sigmoid(50 share)
 
     steps = 4
-    res = deletion_insertion(CountZeros().eval(), X, [1, 1, 1], torch.rand(3, SIDE, SIDE), steps, "zeros")
+    res = deletion_insertion(CountZeros().eval(), X, [1, 1, 1], torch.rand(3, SIDE, SIDE), steps,
+                             "dataset_mean")
     expected = 1 / (1 + np.exp(-50.0 * np.arange(steps + 1) / steps))
     np.testing.assert_allclose(res.deletion, np.broadcast_to(expected, (3, steps + 1)), rtol=1e-5)
     np.testing.assert_allclose(res.insertion, np.broadcast_to(expected[::-1], (3, steps + 1)), rtol=1e-5)
@@ -126,23 +127,24 @@ def test_pixel_ranks_break_ties_by_position():
 
 def test_random_order_is_seeded(toy, data):
     X, y, _ = data
-    a = deletion_insertion(toy, X, y, None, 10, "zeros", order="random", seed=3)
-    b = deletion_insertion(toy, X, y, None, 10, "zeros", order="random", seed=3)
-    c = deletion_insertion(toy, X, y, None, 10, "zeros", order="random", seed=4)
+    a = deletion_insertion(toy, X, y, None, 10, "dataset_mean", order="random", seed=3)
+    b = deletion_insertion(toy, X, y, None, 10, "dataset_mean", order="random", seed=3)
+    c = deletion_insertion(toy, X, y, None, 10, "dataset_mean", order="random", seed=4)
     np.testing.assert_array_equal(a.deletion, b.deletion)
     np.testing.assert_array_equal(a.insertion, b.insertion)
     assert not np.array_equal(a.deletion, c.deletion)
     before = torch.get_rng_state()
-    deletion_insertion(toy, X, y, None, 4, "zeros", order="random")
+    deletion_insertion(toy, X, y, None, 4, "dataset_mean", order="random")
     assert torch.equal(before, torch.get_rng_state())
 
 
 def test_an_images_random_order_does_not_depend_on_its_batch(toy, data):
     # A dataset job splits images into batches by --batch-size and ranks: the reference must not move.
     X, y, _ = data
-    whole = deletion_insertion(toy, X, y, None, 10, "zeros", order="random", seed=3)
+    whole = deletion_insertion(toy, X, y, None, 10, "dataset_mean", order="random", seed=3)
     for i in range(len(y)):
-        alone = deletion_insertion(toy, X[i:i + 1], y[i:i + 1], None, 10, "zeros", order="random", seed=3)
+        alone = deletion_insertion(toy, X[i:i + 1], y[i:i + 1], None, 10, "dataset_mean", order="random",
+                                   seed=3)
         np.testing.assert_allclose(alone.deletion[0], whole.deletion[i], rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(alone.insertion_auc[0], whole.insertion_auc[i], rtol=1e-6, atol=1e-7)
 
@@ -177,16 +179,16 @@ def test_numpy_maps_and_top1_targets(toy, data):
     np.testing.assert_array_equal(a.deletion, b.deletion)
 
 
-def test_zeros_means_black_when_the_normalisation_is_known(toy, data):
+def test_black_is_black_pixels_of_the_models_normalisation_and_dataset_mean_is_zero(toy, data):
     X, y, true_map = data
     mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # black normalises to -1
-    base = make_baseline(X, "zeros", mean=mean, std=std)
+    base = make_baseline(X, "black", mean=mean, std=std)
     assert torch.equal(base, torch.full_like(X, -1.0))
-    assert torch.equal(make_baseline(X, "zeros"), torch.zeros_like(X))
+    assert torch.equal(make_baseline(X, "dataset_mean"), torch.zeros_like(X))
     wrapped = SimpleNamespace(model=toy, preprocessing=SimpleNamespace(mean=mean, std=std),
                               module_for=lambda precision: toy)  # what model_access.LoadedModelLike asks
-    res = deletion_insertion(wrapped, X, y, true_map, 4, "zeros")
-    explicit = deletion_insertion(toy, X, y, true_map, 4, "zeros", mean=mean, std=std)
+    res = deletion_insertion(wrapped, X, y, true_map, 4, "black")
+    explicit = deletion_insertion(toy, X, y, true_map, 4, "black", mean=mean, std=std)
     np.testing.assert_array_equal(res.deletion, explicit.deletion)
     np.testing.assert_allclose(res.deletion[:, -1], 1 / (1 + math.exp(10.0)), rtol=1e-5)  # logit_1 = 10 * -1
 
@@ -228,7 +230,9 @@ def test_invalid_arguments(toy, data):
     with pytest.raises(InvalidInputError, match="out of range"):
         deletion_insertion(toy, X, [5, 1, 1], true_map)
     with pytest.raises(InvalidInputError, match="both mean and std"):
-        deletion_insertion(toy, X, y, true_map, baseline="zeros", mean=(0.5, 0.5, 0.5))
+        deletion_insertion(toy, X, y, true_map, baseline="black", mean=(0.5, 0.5, 0.5))
+    with pytest.raises(InvalidInputError, match="normalisation"):  # a bare module: black is unknown
+        deletion_insertion(toy, X, y, true_map, baseline="black")
     with pytest.raises(InvalidInputError, match="eval mode"):
         deletion_insertion(LeftHalf(), X, y, true_map)  # a fresh module is in train mode
 
@@ -236,13 +240,13 @@ def test_invalid_arguments(toy, data):
 def test_compare_orders_table(toy, data):
     X, y, true_map = data
     calls = []
-    table = compare_orders(toy, X, y, {"true": true_map, "inverse": 1 - true_map}, 8, "zeros",
+    table = compare_orders(toy, X, y, {"true": true_map, "inverse": 1 - true_map}, 8, "dataset_mean",
                            progress=lambda d, t: calls.append((d, t)))
     assert tuple(table.columns) == COMPARE_COLUMNS
     assert len(table) == 3 * 3
-    assert table["method"].tolist() == ["true"] * 3 + ["inverse"] * 3 + ["random"] * 3
+    assert table["order"].tolist() == ["true"] * 3 + ["inverse"] * 3 + ["random"] * 3
     assert table["image"].tolist() == [0, 1, 2] * 3
-    means = table.groupby("method")[["deletion_auc", "insertion_auc"]].mean()
+    means = table.groupby("order")[["deletion_auc", "insertion_auc"]].mean()
     deletion = means["deletion_auc"]
     assert deletion["true"] < deletion["random"] < deletion["inverse"]
     assert calls[-1] == (3 * 3 * 2 * 8, 3 * 3 * 2 * 8)
@@ -317,7 +321,7 @@ def test_precision_is_validated_recorded_and_a_no_op_on_cpu(toy, data):
 def test_float64_model_runs_in_float64(data):
     X, y, true_map = data
     toy64 = LeftHalf(scale=3.0).double().eval()
-    res = deletion_insertion(toy64, X, y, true_map, 4, "zeros")
+    res = deletion_insertion(toy64, X, y, true_map, 4, "dataset_mean")
     expected = p_target(toy64, X.double(), y)
     np.testing.assert_allclose(res.deletion[:, 0], expected, rtol=1e-14)
 
@@ -382,7 +386,8 @@ def test_ranking_table_ranks_by_insertion_minus_deletion(toy, data):
     from saliency_core.evaluation.faithfulness import RANKING_COLUMNS, deletion_insertion_orders, ranking_table
 
     X, y, true_map = data
-    results = deletion_insertion_orders(toy, X, y, {"inverse": 1 - true_map, "true": true_map}, 8, "zeros")
+    results = deletion_insertion_orders(toy, X, y, {"inverse": 1 - true_map, "true": true_map}, 8,
+                                        "dataset_mean")
     for image in range(3):
         table = ranking_table(results, image)
         assert tuple(table.columns) == RANKING_COLUMNS

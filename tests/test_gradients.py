@@ -278,7 +278,7 @@ def test_out_of_memory_halves_the_chunk_and_the_next_call_succeeds():
         (torch.zeros(1, 3, 8, 8, dtype=torch.uint8), [0], {}),
         (torch.randn(2, 3, 8, 8), [0], {}),
         (torch.randn(1, 3, 8, 8), [7], {}),
-        (torch.randn(1, 3, 8, 8), [0], {"methods": ("gradcam",)}),
+        (torch.randn(1, 3, 8, 8), [0], {"objectives": ("gradcam",)}),
         (torch.randn(1, 3, 8, 8), [0], {"reduction": "sum"}),
         (torch.randn(1, 3, 8, 8), [0], {"precision": "half"}),
     ],

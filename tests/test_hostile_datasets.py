@@ -289,7 +289,7 @@ def test_saved_maps_are_read_only_from_regular_files_in_the_maps_folder(tmp_path
     np.savez(out / "outside.npz", **maps)
     os.mkfifo(out / "maps" / "part-1.npz")
     folder = results.load_results(out)
-    np.testing.assert_array_equal(folder.maps("a.jpg")["score"], np.full((4, 4), 2.0, np.float32))
+    np.testing.assert_array_equal(folder.saved_maps("a.jpg")["score"], np.full((4, 4), 2.0, np.float32))
 
     def hung(*_):
         raise TimeoutError("reading the maps blocked on a FIFO")
@@ -297,8 +297,8 @@ def test_saved_maps_are_read_only_from_regular_files_in_the_maps_folder(tmp_path
     old = signal.signal(signal.SIGALRM, hung)
     signal.alarm(10)
     try:
-        assert folder.maps("b.jpg") is None  # a FIFO where the part should be
+        assert folder.saved_maps("b.jpg") is None  # a FIFO where the part should be
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
-    assert folder.maps("c.jpg") is None  # a path out of the maps folder
+    assert folder.saved_maps("c.jpg") is None  # a path out of the maps folder

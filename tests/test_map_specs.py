@@ -1,4 +1,4 @@
-"""Names of the batch job's maps and columns: parsing ``--methods``, splitting columns, definitions."""
+"""Names of the batch job's maps and columns: parsing ``--maps``, splitting columns, definitions."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from saliency_core.methods.registry import ATTRIBUTION_METHODS
 
 
 def test_the_original_names_keep_their_columns():
-    score, loss = ms.parse_methods("score,loss")
+    score, loss = ms.parse_maps("score,loss")
     assert (score.name, score.method, score.entry, loss.name) == ("score", "gradient", "score", "loss")
     assert ms.agreement_pairs((score, loss)) == [(score, loss, "agree")]
 
 
 def test_pairs_a_method_alone_and_their_order():
-    specs = ms.parse_methods(" gradient:score, smoothgrad , integrated_gradients:loss ")
+    specs = ms.parse_maps(" gradient:score, smoothgrad , integrated_gradients:loss ")
     assert [s.name for s in specs] == ["gradient_score", "smoothgrad_score", "smoothgrad_loss",
                                        "integrated_gradients_loss"]
     assert [s.entry for s in specs][:2] == ["gradient:score", "smoothgrad:score"]
@@ -35,7 +35,7 @@ def test_pairs_a_method_alone_and_their_order():
 ])
 def test_bad_method_lists_say_what_is_wrong(text: str, message: str):
     with pytest.raises(InvalidInputError, match=message):
-        ms.parse_methods(text)
+        ms.parse_maps(text)
 
 
 def test_every_map_column_splits_back_into_its_map_and_statistic():
@@ -59,10 +59,11 @@ def test_map_names_in_a_table_and_their_titles():
     columns = ["key", "score_max", "score_gini", "smoothgrad_loss_max", "agree_score_vs_smoothgrad_loss_ssim"]
     assert ms.map_names_in(columns) == ["score", "smoothgrad_loss"]
     assert ms.title("smoothgrad_loss") == "SmoothGrad · loss" and ms.title("score") == "score"
+    assert ms.title("gradient_x_input_loss") == "Gradient × input · loss −L"  # the title every page uses
 
 
 def test_definitions_say_the_method_objective_parameters_and_reduction():
-    specs = ms.parse_methods("score,integrated_gradients:loss,grad_cam:score")
+    specs = ms.parse_maps("score,integrated_gradients:loss,grad_cam:score")
     text = ms.definitions(specs, "l2", {"integrated_gradients": {"steps": 8, "baseline": "black"},
                                         "grad_cam": {"layer": "_blocks.15"}})
     assert "L2 norm of g over RGB" in text["score"]
@@ -70,5 +71,5 @@ def test_definitions_say_the_method_objective_parameters_and_reduction():
     assert "Sundararajan" in ig and "−L = log p_y" in ig and "steps=8" in ig and "L2 norm" in ig
     assert "layer=_blocks.15" in text["grad_cam_score"] and "one channel" in text["grad_cam_score"]
     assert ATTRIBUTION_METHODS["smoothgrad"].loss_objective == "L"
-    assert "the per-image cross-entropy L" in ms.definitions(ms.parse_methods("smoothgrad:loss"), "max", {})[
+    assert "the per-image cross-entropy L" in ms.definitions(ms.parse_maps("smoothgrad:loss"), "max", {})[
         "smoothgrad_loss"]

@@ -17,9 +17,9 @@ from saliency_core.evaluation.method_comparison import (
     agreement_matrix,
     cluster_order,
     compare_methods,
-    map_label,
 )
 from saliency_core.evaluation.stats import agreement
+from saliency_core.methods.registry import map_title
 
 SMALL = {"smoothgrad": {"samples": 3, "noise": 0.1, "seed": 2}, "integrated_gradients": {"steps": 4}}
 ALL = FAST_METHODS + SLOW_METHODS
@@ -63,7 +63,7 @@ def test_every_map_is_attributes_own(lite0, image, comparison):
     assert comparison.target_prob == pytest.approx(float(r.probs[0, top1]))
     labels = list(comparison.maps())
     assert len(labels) == 12 and labels[:2] == ["Gradient · score", "Gradient · loss"]
-    assert map_label("grad_cam", "loss") == "Grad-CAM · −L" in labels
+    assert map_title("grad_cam", "loss") == "Grad-CAM · loss −L" in labels
     assert list(comparison.by_method()) == list(ALL)
 
 

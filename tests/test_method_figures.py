@@ -25,7 +25,7 @@ def test_grid_has_a_trace_per_map_and_titles_that_mark_minus_l():
     fig = method_grid_figure(maps)
     assert len(fig.data) == 6 and all(t.type == "heatmap" for t in fig.data)
     titles = [a.text for a in fig.layout.annotations]
-    assert titles == ["Gradient · score", "Gradient · loss", "Grad-CAM · score", "Grad-CAM · −L",
+    assert titles == ["Gradient · score", "Gradient · loss", "Grad-CAM · score", "Grad-CAM · loss −L",
                       "SmoothGrad · score", "SmoothGrad · loss"]
     assert "x=%{x}, y=%{y}" in fig.data[0].hovertemplate and "%{z" in fig.data[0].hovertemplate
     np.testing.assert_array_equal(np.asarray(fig.data[3].z), maps["grad_cam"]["loss"].astype(np.float32))

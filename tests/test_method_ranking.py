@@ -65,10 +65,10 @@ def test_randomisation_score_is_the_cascades_last_stage_with_the_same_method(lit
     table = ranking.table.set_index("map")
     # One stage re-initialises every layer: the same weights as the last of any number of stages.
     for method in ("smoothgrad",):
-        cascade = sanity.cascading_randomization(lite0, image, [comparison.target], methods=("score", "loss"),
+        cascade = sanity.cascading_randomization(lite0, image, [comparison.target], objectives=("score", "loss"),
                                                  max_stages=1, seed=3, attribution=method,
                                                  params=PARAMS.get(method))
-        last = cascade.similarity[cascade.similarity.stage_index == 1].set_index("method")
+        last = cascade.similarity[cascade.similarity.stage_index == 1].set_index("objective")
         for obj, label in ((o, lbl) for m, o, lbl, _ in comparison.entries() if m == method):
             np.testing.assert_array_equal(ranking.randomised_maps[label], cascade.maps[obj][-1, 0])
             assert table.loc[label, "randomised_spearman"] == pytest.approx(last.loc[obj, "spearman"], nan_ok=True)
@@ -84,7 +84,7 @@ def test_progress_reaches_its_total(ranked):
 def record(ranking, **saliency):
     return provenance.provenance(
         model_name="efficientnet_lite0", weights="embedded", preprocessing="resize 256, crop 224",
-        target=ranking.target, target_name="<b>cat</b>", method=None, reduction=saliency.get("reduction", "max"),
+        target=ranking.target, target_name="<b>cat</b>", objective=None, reduction=saliency.get("reduction", "max"),
         precision=saliency.get("precision", "exact"), image_sha256="ab" * 32, image_source="sample", device="cpu")
 
 
@@ -102,7 +102,8 @@ def test_csv_and_json_carry_provenance(ranked):
     assert header["saliency"]["reduction"] == "max" and header["saliency"]["precision"] == "exact"
     maps = header["saliency"]["maps"]
     assert maps["SmoothGrad · score"]["params"] == {"samples": 2, "noise": 0.15, "seed": 1}
-    assert maps["Grad-CAM · −L"]["objective"] == "−L" and maps["SmoothGrad · loss"]["objective"] == "L"
+    assert maps["Grad-CAM · loss −L"]["explains"] == "−L" and maps["SmoothGrad · loss"]["explains"] == "L"
+    assert maps["Grad-CAM · loss −L"]["objective"] == "loss" and maps["SmoothGrad · score"]["objective"] == "score"
 
     doc = json.loads(ranking_json(ranking, record(ranking)))  # strict JSON: NaN became null
     assert doc["provenance"] == json.loads(json.dumps(header))

@@ -73,7 +73,7 @@ class Recorder(torch.nn.Module):
 @pytest.mark.filterwarnings("ignore:Integrated Gradients")
 @pytest.mark.parametrize("method, params", [
     ("gradient", {}), ("gradient_x_input", {}), ("smoothgrad", {"samples": 6}),
-    ("integrated_gradients", {"steps": 4, "baseline": "zeros"}), ("guided_backprop", {}),
+    ("integrated_gradients", {"steps": 4, "baseline": "dataset_mean"}), ("guided_backprop", {}),
     ("grad_cam", {"layer": "features"}),
 ])
 def test_every_method_passes_no_more_rows_than_the_budget_allows(monkeypatch, method, params):

@@ -57,8 +57,8 @@ def test_readme_batch_example_runs(tmp_path: Path):
     written = load_results(tmp_path / "results" / "samples")
     assert len(written.results) == 24 and len(written.errors) == 1
     three = load_results(tmp_path / "results" / "samples-3-methods")
-    assert len(three.results) == 24 and len(three.methods) == 3
-    assert all(f"{m}_insertion_auc" in three.results for m in three.methods)
+    assert len(three.results) == 24 and len(three.maps) == 3
+    assert all(f"{m}_insertion_auc" in three.results for m in three.maps)
 
 
 def test_every_sign_in_promise_names_a_test_that_exists():

@@ -108,13 +108,14 @@ def test_similarity_table(net, X):
     res = cascading_randomization(net, X, [1, 3], max_stages=None)
     sim = res.similarity
     assert tuple(sim.columns) == SIMILARITY_COLUMNS
-    assert len(sim) == 5 * 2 * 2  # stages x methods x images
+    assert len(sim) == 5 * 2 * 2  # stages x objectives x images
+    assert set(sim.method) == {"gradient"}  # the attribution method, beside the objective
     first = sim[sim.stage_index == 0]
     assert (first.stage == "original").all()
     np.testing.assert_allclose(first[["spearman", "ssim"]].to_numpy(), 1.0, atol=1e-9)
     last = sim[sim.stage_index == 4]
-    for method in ("score", "loss"):
-        rows = last[last.method == method]
+    for objective in ("score", "loss"):
+        rows = last[last.objective == objective]
         assert (rows.spearman < 0.9).all() and (rows.ssim < 0.9).all()
     # The maps themselves changed, stage by stage.
     for maps in res.maps.values():
@@ -122,11 +123,11 @@ def test_similarity_table(net, X):
 
 
 def test_grouping_and_stage_names(net, X):
-    res = cascading_randomization(net, X, [0, 0], methods=("score",), max_stages=2)
+    res = cascading_randomization(net, X, [0, 0], objectives=("score",), max_stages=2)
     assert res.stages == ["original", "7 → 3", "1 → 0"]
     assert res.layers == [[], ["7", "3"], ["1", "0"]]
     assert res.maps["score"].shape == (3, 2, 16, 16)
-    assert set(res.similarity.method) == {"score"}
+    assert set(res.similarity.objective) == {"score"}
     assert group_layers(list("abcdefg"), 3) == [["g", "f", "e"], ["d", "c"], ["b", "a"]]
     assert group_layers(list("ab"), 8) == [["b"], ["a"]]
     assert [name for name, _ in randomizable_layers(net)] == ["0", "1", "3", "7"]
@@ -171,8 +172,8 @@ def test_reinitialize_resets_batchnorm_and_falls_back_to_normal_init():
 def test_invalid_arguments(net, X):
     with pytest.raises(InvalidInputError, match="max_stages"):
         cascading_randomization(net, X, [0, 0], max_stages=0)
-    with pytest.raises(InvalidInputError, match="methods"):
-        cascading_randomization(net, X, [0, 0], methods=("smooth",))
+    with pytest.raises(InvalidInputError, match="objectives"):
+        cascading_randomization(net, X, [0, 0], objectives=("smooth",))
     with pytest.raises(InvalidInputError, match="eval mode"):
         cascading_randomization(tiny_convnet().train(), X, [0, 0])
     with pytest.raises(InvalidInputError, match="no layers"):
@@ -194,11 +195,11 @@ def test_lite0_maps_decorrelate_and_model_is_untouched(lite0):
     assert sum(len(g) for g in res.layers) == len(randomizable_layers(lite0.model))
     for maps in res.maps.values():
         assert maps.shape == (5, 2, 224, 224)
-    mean = res.similarity.groupby(["method", "stage_index"])["spearman"].mean()
-    for method in ("score", "loss"):
-        assert mean[(method, 0)] == pytest.approx(1.0)
-        assert mean[(method, 4)] < mean[(method, 0)]
-        assert mean[(method, 4)] < 0.9
+    mean = res.similarity.groupby(["objective", "stage_index"])["spearman"].mean()
+    for objective in ("score", "loss"):
+        assert mean[(objective, 0)] == pytest.approx(1.0)
+        assert mean[(objective, 4)] < mean[(objective, 0)]
+        assert mean[(objective, 4)] < 0.9
 
 
 def wide_net() -> torch.nn.Module:
@@ -230,7 +231,7 @@ def test_concurrent_randomisations_equal_their_sequential_results():
     net = wide_net()
     X = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(3))
     seeds = (1, 2)
-    expected = {s: cascading_randomization(net, X, [1], methods=("score",), max_stages=None, seed=s)
+    expected = {s: cascading_randomization(net, X, [1], objectives=("score",), max_stages=None, seed=s)
                 for s in seeds}
     rng = torch.get_rng_state()
     rounds = 20
@@ -242,7 +243,7 @@ def test_concurrent_randomisations_equal_their_sequential_results():
         try:
             for _ in range(rounds):
                 barrier.wait()
-                results[seed].append(cascading_randomization(net, X, [1], methods=("score",), max_stages=None,
+                results[seed].append(cascading_randomization(net, X, [1], objectives=("score",), max_stages=None,
                                                              seed=seed))
         except BaseException as exc:  # reported below, in the main thread
             errors.append(exc)
@@ -298,9 +299,9 @@ def test_precision_reaches_every_stage_and_is_recorded(net, X, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(sanity, "compute_saliency", spy)
-    res = cascading_randomization(net, X, [1, 3], methods=("score",), max_stages=2, precision="fast")
+    res = cascading_randomization(net, X, [1, 3], objectives=("score",), max_stages=2, precision="fast")
     assert seen == ["fast"] * 3 and res.precision == "fast"
-    assert cascading_randomization(net, X, [1, 3], methods=("score",), max_stages=1).precision == "exact"
+    assert cascading_randomization(net, X, [1, 3], objectives=("score",), max_stages=1).precision == "exact"
     with pytest.raises(InvalidInputError, match="precision"):
         cascading_randomization(net, X, [1, 3], precision="half")
 
@@ -308,11 +309,11 @@ def test_precision_reaches_every_stage_and_is_recorded(net, X, monkeypatch):
 def test_similarity_curves_and_stage_maps_for_display(net, X):
     from saliency_core.evaluation.sanity import similarity_curves, stage_maps
 
-    res = cascading_randomization(net, X, [1, 3], methods=("score", "loss"), max_stages=2)
+    res = cascading_randomization(net, X, [1, 3], objectives=("score", "loss"), max_stages=2)
     curves = similarity_curves(res, image=1)
     assert list(curves) == ["score · spearman", "score · ssim", "loss · spearman", "loss · ssim"]
     sim = res.similarity
-    expected = sim[(sim.method == "loss") & (sim.image == 1)].sort_values("stage_index")["ssim"].to_numpy()
+    expected = sim[(sim.objective == "loss") & (sim.image == 1)].sort_values("stage_index")["ssim"].to_numpy()
     np.testing.assert_array_equal(curves["loss · ssim"], expected)
     assert curves["score · spearman"][0] == pytest.approx(1.0)
 
@@ -339,7 +340,7 @@ def test_any_attribution_method_each_stage_equals_attribute_on_the_randomised_we
 
     before = state_hash(net)
     params = {"samples": 3, "noise": 0.1, "seed": 4}
-    res = cascading_randomization(net, X, [1, 3], methods=("score", "loss"), max_stages=3, seed=7,
+    res = cascading_randomization(net, X, [1, 3], objectives=("score", "loss"), max_stages=3, seed=7,
                                   attribution="smoothgrad", params=params)
     assert res.attribution == "smoothgrad" and res.params == params
     trained = attribute(net, X, [1, 3], "smoothgrad", **params)
@@ -347,7 +348,7 @@ def test_any_attribution_method_each_stage_equals_attribute_on_the_randomised_we
     for obj in ("score", "loss"):
         np.testing.assert_array_equal(res.maps[obj][0], trained.maps[obj].numpy())
         np.testing.assert_array_equal(res.maps[obj][-1], randomised.maps[obj].numpy())
-    one_stage = cascading_randomization(net, X, [1, 3], methods=("score",), max_stages=1, seed=7,
+    one_stage = cascading_randomization(net, X, [1, 3], objectives=("score",), max_stages=1, seed=7,
                                         attribution="smoothgrad", params=params)
     np.testing.assert_array_equal(one_stage.maps["score"][-1], res.maps["score"][-1])
     assert state_hash(net) == before
@@ -380,7 +381,7 @@ def test_randomised_black_baseline_keeps_the_models_normalisation(net, X):
             return self.model
 
     wrapped = WithPreprocessing(net)
-    res = cascading_randomization(wrapped, X, [1, 3], methods=("score",), max_stages=2,
+    res = cascading_randomization(wrapped, X, [1, 3], objectives=("score",), max_stages=2,
                                   attribution="integrated_gradients", params={"steps": 4})
     assert res.params["baseline"] == "black"
     copy_ = fully_randomized_model(wrapped, seed=0)

@@ -1,10 +1,11 @@
-"""What the dashboard calls things: the labels of methods, reductions, precisions and agreement scores."""
+"""What the dashboard calls things: the labels of objectives, reductions, precisions and agreement scores."""
 
 from __future__ import annotations
 
 COLORSCALES = ["hot", "viridis", "inferno", "gray", "turbo", "jet"]  # "hot" is what cs231n draws with
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff", "npz"]
-METHOD_LABELS = {"score": "Score gradient  ∂s_y/∂x", "loss": "Loss gradient  ∂L/∂x"}
+# The objectives, named by their plain gradient (the cs231n maps): the Objective picker and the gradient's maps.
+OBJECTIVE_LABELS = {"score": "Score gradient  ∂s_y/∂x", "loss": "Loss gradient  ∂L/∂x"}
 REDUCTION_LABELS = {"max": "max |g| over RGB (Simonyan et al.)", "mean_abs": "mean |g| over RGB",
                     "l2": "L2 norm over RGB"}
 AGREEMENT_LABELS = {"pearson": "Pearson r", "spearman": "Spearman ρ", "cosine": "cosine similarity",

@@ -15,9 +15,11 @@ import math
 
 import streamlit as st
 
+from pages.ui.labels import OBJECTIVE_LABELS
 from saliency_core.core import limits
 from saliency_core.evaluation import method_comparison
 from saliency_core.figures.provenance import describe_params
+from saliency_core.methods import registry
 from saliency_core.methods.grad_cam import conv_layers
 from saliency_core.methods.registry import ATTRIBUTION_METHODS, AttributionMethod, Param
 from saliency_core.models.registry import LoadedModel
@@ -157,14 +159,12 @@ def _limit_help(p: Param) -> str:
 # --------------------------------------------------------------------------- what the pages say
 
 
-def objective_label(method: str, objective: str) -> str:
-    """The name of one map: "Score gradient ∂s_y/∂x" for the gradient, "SmoothGrad · score s_y" otherwise."""
+def map_title(method: str, objective: str) -> str:
+    """One map's title on the pages: the plain gradient's by its cs231n name ("Score gradient  ∂s_y/∂x"), any
+    other method's as everywhere else (:func:`saliency_core.methods.registry.map_title`: "Grad-CAM · loss −L")."""
     if method == DEFAULT_METHOD:
-        return {"score": "Score gradient  ∂s_y/∂x", "loss": "Loss gradient  ∂L/∂x"}[objective]
-    s = spec(method)
-    if objective == "score":
-        return f"{s.title} · score s_y"
-    return f"{s.title} · loss −L" if s.loss_objective == "-L" else f"{s.title} · loss L"
+        return OBJECTIVE_LABELS[objective]
+    return registry.map_title(method, objective)
 
 
 def sign_note(method: str) -> str | None:

@@ -15,7 +15,7 @@ import streamlit as st
 
 from pages.ui import access, budget, caches, method_params, model_cache, navigation, url_state
 from pages.ui.image_sources import ImageChoice, NoImage, image_picker
-from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
+from pages.ui.labels import OBJECTIVE_LABELS, PRECISION_LABELS, REDUCTION_LABELS
 from pages.ui.text import plain
 from saliency_core.errors import ModelUnavailableError, SaliencyError
 from saliency_core.evaluation.analysis import AUTO_TARGET, ImageAnalysis
@@ -166,12 +166,12 @@ def _drop_target_without_class(model: LoadedModel) -> str | None:
 
 def objective_of(held: object) -> str:
     """The objective the Objective picker's state ``held`` names: "score" or "loss", or after a change of
-    method the old method's label of one ("SmoothGrad · loss L"); anything else is the score."""
-    if held in METHOD_LABELS:
+    method the old method's title of one ("SmoothGrad · loss"); anything else is the score."""
+    if held in OBJECTIVE_LABELS:
         return str(held)
     for method in method_params.METHODS:
-        for objective in METHOD_LABELS:
-            if held == method_params.objective_label(method, objective):
+        for objective in OBJECTIVE_LABELS:
+            if held == method_params.map_title(method, objective):
                 return objective
     return "score"
 
@@ -209,8 +209,8 @@ def render_sidebar() -> View:
                                    "2014, the cs231n map) or one of its successors. Its parameters are under "
                                    "Advanced.") or method_params.DEFAULT_METHOD
         _settle_picker("objective", objective_of(st.session_state.get("objective", "score")), method)
-        objective = st.radio("Objective", list(METHOD_LABELS), key="objective", horizontal=True,
-                             format_func=lambda o: method_params.objective_label(method, o),
+        objective = st.radio("Objective", list(OBJECTIVE_LABELS), key="objective", horizontal=True,
+                             format_func=lambda o: method_params.map_title(method, o),
                              help="Pages that show one map show this one; Compare shows both.")
         with st.expander("Advanced"):
             st.markdown(f"**{method_params.spec(method).title}** parameters")
@@ -281,11 +281,11 @@ def current_analysis(v: View | None = None, more: MoreWork | None = None) -> Ima
         return None
 
 
-def analysis_page(title: str | None, *, one_method: bool = False,
+def analysis_page(title: str | None, *, one_objective: bool = False,
                   more: MoreWork | None = None) -> tuple[View, ImageAnalysis]:
     """The top of a page about the current image: title, the analysis and what it shows.
 
-    ``one_method``: the page shows the sidebar's objective only (score or loss), so the line names it.
+    ``one_objective``: the page shows the sidebar's objective only (score or loss), so the line names it.
     ``more``: the page's own work after the analysis, for the budget (see :func:`current_analysis`);
     ``title`` None when the page drew it already (it drew its options first, to know that work).
     Stops the page (after saying why) when there is no image to analyse.
@@ -296,8 +296,8 @@ def analysis_page(title: str | None, *, one_method: bool = False,
     a = current_analysis(v, more)
     if a is None:
         st.stop()
-    st.markdown(caption(a, v, v.objective if one_method else None))
-    notes = method_notes(a, v.objective if one_method else None)
+    st.markdown(caption(a, v, v.objective if one_objective else None))
+    notes = method_notes(a, v.objective if one_objective else None)
     if notes:
         st.caption(" ".join(notes))
     return v, a
@@ -311,7 +311,7 @@ def caption(a: ImageAnalysis, v: View, objective: str | None = None) -> str:
              f"target **{a.target} {plain(a.target_name)}** ({how}), p = {a.target_prob:.3f}",
              f"**{method_params.method_summary(a.method, a.params)}**"]
     if objective is not None:
-        parts.append(f"**{method_params.objective_label(a.method, objective)}**")
+        parts.append(f"**{method_params.map_title(a.method, objective)}**")
     parts += [channels_text(a), f"{a.precision} precision"]
     return " · ".join(parts)
 
@@ -343,7 +343,7 @@ def provenance_record(v: View, a: ImageAnalysis, objective: str | None = None,
     """
     return provenance.provenance(
         model_name=a.model_name, weights=v.model.spec.weights, preprocessing=v.model.preprocessing.describe(),
-        target=a.target, target_name=a.target_name, method=objective, reduction=a.reduction, precision=a.precision,
+        target=a.target, target_name=a.target_name, objective=objective, reduction=a.reduction, precision=a.precision,
         image_sha256=v.image.key if v.image else "", image_source=v.image.source if v.image else "",
         device=str(v.model.device), image_title=v.image.title if v.image else None,
         attribution=a.method, params=a.params, convergence=a.convergence,

@@ -7,7 +7,9 @@ links short; the chosen method's parameters are written by their names
 (:mod:`pages.ui.method_params`). The URL always describes what is shown: the
 model written is the one in use, not one the user picked that could not be
 loaded. Older links said ``method=score`` or ``method=loss`` for what is now
-the objective; they still open the plain gradient's score or loss map.
+the objective; they still open the plain gradient's score or loss map. A
+parameter's older value (``baseline=zeros``) is read as its new one, with a
+notice saying which.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from collections.abc import Callable
 import streamlit as st
 
 from pages.ui import method_params, model_cache
-from pages.ui.labels import METHOD_LABELS, PRECISION_LABELS, REDUCTION_LABELS
+from pages.ui.labels import OBJECTIVE_LABELS, PRECISION_LABELS, REDUCTION_LABELS
 from pages.ui.text import plain
+from saliency_core.core.baselines import BASELINE_LABELS
 from saliency_core.errors import SaliencyError
 from saliency_core.evaluation.analysis import AUTO_TARGET
 from saliency_core.inputs.samples import sample_images
@@ -50,7 +53,7 @@ URL_STATE: dict[str, tuple[object, Callable[[str], object]]] = {
     "sample": ("coffee", lambda t: t if t in {x.name for x in sample_images()} else None),
     "target": (AUTO_TARGET, _int_in(0, MAX_CLASSES - 1)),  # a custom model may have more than ImageNet's
     "method": (method_params.DEFAULT_METHOD, lambda t: t if t in method_params.METHODS else None),
-    "objective": ("score", lambda t: t if t in METHOD_LABELS else None),
+    "objective": ("score", lambda t: t if t in OBJECTIVE_LABELS else None),
     "reduction": ("max", lambda t: t if t in REDUCTION_LABELS else None),
     "precision": ("exact", lambda t: t if t in PRECISION_LABELS else None),
 }
@@ -129,8 +132,13 @@ def _restore_method_params(params: dict[str, str]) -> list[str]:
     for name, p in known.items():
         if name not in params:
             continue
+        text = params[name]
+        if (new := p.new_name(text)) is not None:  # an older name of a value (baseline=zeros)
+            what = f", the {BASELINE_LABELS[new]}" if new in BASELINE_LABELS else ""
+            problems.append(f"**{name}={plain(text, 80)}** is an older name: read as {name} = {new}{what}.")
+            text = new
         try:
-            value = method_params.parse(p, params[name], _model_for_links() if name == "layer" else None)
+            value = method_params.parse(p, text, _model_for_links() if name == "layer" else None)
         except (ValueError, SaliencyError):
             default = "the model's default layer" if p.default is None else plain(p.default)
             problems.append(f"**{name}={plain(params[name], 80)}** is not {method_params.describe(p)}; "

@@ -1,8 +1,15 @@
-"""What removed pixels become: the baselines of deletion/insertion (and of path methods).
+"""Baselines: what removed pixels become (deletion/insertion) and where an attribution path starts
+(Integrated Gradients, Gradient × input). One vocabulary for both, named by what the image looks like.
 
 A baseline is an image of the same shape as the input, in the model's
 normalised space: a Gaussian blur of the image (RISE's insertion baseline),
-its mean colour, or black pixels through the model's own normalisation.
+the image's own mean colour, black pixels through the model's own
+normalisation, or the dataset's mean colour (0 after normalisation).
+
+The old name "zeros" (until the next release) meant two images: black pixels
+for deletion/insertion where the normalisation was known (0 after
+normalisation where not), and 0 after normalisation for attribution. Each
+reader maps it to the image it made there, with a DeprecationWarning.
 """
 
 from __future__ import annotations
@@ -13,10 +20,15 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from saliency_core.core import deprecation
 from saliency_core.core.model_access import ModelLike, preprocessing_of
 from saliency_core.errors import InvalidInputError
 
-BASELINES = ("blur", "mean", "zeros")
+#: Every baseline by name, with what the page says it is ("pixels replaced by the <label>").
+BASELINE_LABELS = {"blur": "blurred image", "mean": "image's mean colour", "black": "black image",
+                   "dataset_mean": "dataset's mean colour (0 after normalisation)"}
+BASELINES = tuple(BASELINE_LABELS)
+OLD_ZEROS = "zeros"  # the old name, see the module docstring
 
 # RISE blurs with a Gaussian of sigma about 5 px at the usual 224 px input;
 # other sizes scale it so the baseline looks the same at any resolution.
@@ -77,26 +89,58 @@ def gaussian_blur(X: torch.Tensor, sigma: float) -> torch.Tensor:
     return out if out is not x else x.clone()
 
 
+def read_old_name(baseline: object, zeros: str) -> object:
+    """``baseline``, or for the old name "zeros" (with a DeprecationWarning) ``zeros``: the image it made there."""
+    if isinstance(baseline, str) and baseline == OLD_ZEROS:
+        deprecation.warn(f'baseline "zeros" is deprecated: here it was the {BASELINE_LABELS[zeros]}; write '
+                         f'baseline="{zeros}"')
+        return zeros
+    return baseline
+
+
+def deletion_baseline(baseline: str, model: ModelLike, mean: Sequence[float] | None = None,
+                      std: Sequence[float] | None = None) -> tuple[str, tuple[Sequence[float], Sequence[float]] | None]:
+    """Deletion/insertion's baseline checked: (its name, the normalisation "black" needs, else None).
+
+    The old "zeros" is read as "black" where the normalisation is known (given, or a LoadedModel's), else as
+    "dataset_mean": the images it made. "black" without a known normalisation is an InvalidInputError.
+    """
+    if baseline == OLD_ZEROS:
+        baseline = read_old_name(baseline, "black" if normalisation_of(model, mean, std) else "dataset_mean")
+    if baseline not in BASELINES:
+        raise InvalidInputError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    if baseline != "black":
+        return baseline, None
+    norm = normalisation_of(model, mean, std)
+    if norm is None:
+        raise InvalidInputError('baseline "black" needs the model\'s normalisation: pass a LoadedModel, or mean '
+                                'and std (three numbers each)')
+    return baseline, norm
+
+
 def make_baseline(X: torch.Tensor, baseline: str = "blur", *, mean: Sequence[float] | None = None,
                   std: Sequence[float] | None = None, blur_sigma: float | None = None) -> torch.Tensor:
-    """The image that deleted pixels become (and insertion starts from).
+    """The baseline image: what deleted pixels become, where insertion and an attribution path start.
 
     Parameters
     ----------
     X : (N, 3, H, W) float tensor, normalised for the model.
-    baseline : "blur": Gaussian blur of ``X`` (RISE's insertion baseline),
-        sigma ``blur_sigma`` or 5 px scaled by min(H, W) / 224;
-        "mean": each image's own mean colour, per channel;
-        "zeros": black pixels, i.e. intensity 0 normalised,
-        ``(0 - mean) / std``. Without ``mean``/``std`` the normalisation is
-        unknown and "zeros" is 0 in the normalised space instead (the
-        dataset's mean colour for a mean/std-normalised model).
+    baseline : a name from :data:`BASELINES`. "blur": Gaussian blur of ``X``
+        (RISE's insertion baseline), sigma ``blur_sigma`` or 5 px scaled by
+        min(H, W) / 224; "mean": each image's own mean colour, per channel;
+        "black": black pixels, intensity 0 normalised, ``(0 - mean) / std``
+        (needs ``mean`` and ``std``); "dataset_mean": 0 in the normalised
+        space, the mean colour of the dataset the normalisation came from.
+        The old "zeros" is "black" with ``mean``/``std``, else "dataset_mean".
     mean, std : the model's per-channel normalisation (three floats each).
 
     Returns
     -------
     (N, 3, H, W) tensor, same dtype and device as ``X``.
     """
+    if (mean is None) != (std is None):
+        raise InvalidInputError("give both mean and std, or neither")
+    baseline = read_old_name(baseline, "black" if mean is not None else "dataset_mean")
     if baseline not in BASELINES:
         raise InvalidInputError(f"baseline must be one of {BASELINES}, got {baseline!r}")
     x = X.detach()
@@ -104,10 +148,10 @@ def make_baseline(X: torch.Tensor, baseline: str = "blur", *, mean: Sequence[flo
         return gaussian_blur(x, resolve_blur_sigma(x.shape, blur_sigma))
     if baseline == "mean":
         return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
-    if (mean is None) != (std is None):
-        raise InvalidInputError("give both mean and std, or neither")
-    if mean is None:
+    if baseline == "dataset_mean":
         return torch.zeros_like(x)
+    if mean is None:
+        raise InvalidInputError('baseline "black" needs the model\'s normalisation: give mean and std')
     m = torch.tensor([float(v) for v in mean], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.tensor([float(v) for v in std], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return ((0.0 - m) / s).expand_as(x).clone()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from saliency_core.core.deprecation import renamed_keyword
 from saliency_core.core.model_access import TOP1_TARGET as TOP1_TARGET
 from saliency_core.core.model_access import (
     ModelLike,
@@ -35,7 +36,7 @@ from saliency_core.core.passes import row_bytes, run_in_chunks
 from saliency_core.core.precision import autocast_context, check_precision, tf32_context
 from saliency_core.errors import InvalidInputError
 
-METHODS = ("score", "loss")
+OBJECTIVES = ("score", "loss")  # what a map explains: the class score s_y or the per-image loss L
 REDUCTIONS = ("max", "mean_abs", "l2")
 
 
@@ -48,8 +49,8 @@ class SaliencyResult:
 
     Attributes
     ----------
-    maps : method -> (N, H, W) float32, >= 0, the channel-reduced |gradient|
-    gradients : method -> (N, 3, H, W) float32, the signed input gradients
+    maps : objective -> (N, H, W) float32, >= 0, the channel-reduced |gradient|
+    gradients : objective -> (N, 3, H, W) float32, the signed input gradients
     logits : (N, C) float32 (even under "fast" precision's float16 autocast)
     probs : (N, C) float32, softmax of the logits
     targets : (N,) int64, the class each map explains (top-1 resolved)
@@ -93,17 +94,18 @@ def reduce_channels(grad: torch.Tensor, reduction: str = "max") -> torch.Tensor:
     raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
-def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
-    """``methods`` as a tuple, if it is a non-empty list of distinct names from :data:`METHODS`."""
-    if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
-        raise InvalidInputError(f"methods must be distinct names from {METHODS}, got {tuple(methods)}")
-    return tuple(methods)
+def check_objectives(objectives: Sequence[str]) -> tuple[str, ...]:
+    """``objectives`` as a tuple, if it is a non-empty list of distinct names from :data:`OBJECTIVES`."""
+    if (not objectives or any(o not in OBJECTIVES for o in objectives)
+            or len(set(objectives)) != len(objectives)):
+        raise InvalidInputError(f"objectives must be distinct names from {OBJECTIVES}, got {tuple(objectives)}")
+    return tuple(objectives)
 
 
-def _validate(X: torch.Tensor, y: torch.Tensor | Sequence[int], methods: Sequence[str],
+def _validate(X: torch.Tensor, y: torch.Tensor | Sequence[int], objectives: Sequence[str],
               reduction: str, precision: str) -> torch.Tensor:
     y = validate_batch(X, y)
-    check_methods(methods)
+    check_objectives(objectives)
     if reduction not in REDUCTIONS:
         raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     check_precision(precision)
@@ -125,7 +127,7 @@ def resolve_targets(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, methods: Sequence[str],
+def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, objectives: Sequence[str],
                device: torch.device, dtype: torch.dtype, precision: str,
                check: OutputCheck) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     # A fresh leaf in the model's dtype: the caller's tensor is never modified
@@ -142,27 +144,28 @@ def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, method
         # TOP1_TARGET means "the model's top-1 prediction", resolved from this same forward pass.
         y = resolve_targets(logits, y)
         grads: dict[str, torch.Tensor] = {}
-        for i, method in enumerate(methods):
-            if method == "score":
-                objective = logits.gather(1, y[:, None]).sum()
+        for i, objective in enumerate(objectives):
+            if objective == "score":
+                value = logits.gather(1, y[:, None]).sum()
             else:
                 # Summed, not averaged: each image's loss depends only on its
                 # own pixels, so summing gives every image exactly its own
                 # gradient. The default mean reduction would divide every map by N.
-                objective = F.cross_entropy(logits, y, reduction="sum")
-            (g,) = torch.autograd.grad(objective, x, retain_graph=i < len(methods) - 1)
-            grads[method] = g
+                value = F.cross_entropy(logits, y, reduction="sum")
+            (g,) = torch.autograd.grad(value, x, retain_graph=i < len(objectives) - 1)
+            grads[objective] = g
     return logits.detach(), y, grads
 
 
-def input_gradients(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, methods: Sequence[str] = METHODS,
+def input_gradients(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor,
+                    objectives: Sequence[str] = OBJECTIVES,
                     *, precision: str = "exact", check: OutputCheck | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """The core of :func:`compute_saliency` for one batch: one forward pass, one input-VJP per objective.
 
     For methods that run the model on many inputs of their own (SmoothGrad's
     noisy copies, Integrated Gradients' path points) and chunk them
-    themselves. Nothing is validated beyond ``methods`` and ``precision``.
+    themselves. Nothing is validated beyond ``objectives`` and ``precision``.
 
     Parameters
     ----------
@@ -171,30 +174,31 @@ def input_gradients(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, m
         module's device and dtype, never modified.
     y : (B,) int64 targets on the module's device; :data:`TOP1_TARGET` is
         resolved from this forward pass.
-    methods : any of "score" (s_y) and "loss" (per-image cross-entropy, +L).
+    objectives : any of "score" (s_y) and "loss" (per-image cross-entropy, +L).
     check : what the logits must be (:func:`saliency_core.core.model_output.output_check`
         of the model the module belongs to); None: the module's own, which
         knows no class count.
 
     Returns
     -------
-    (logits (B, C), targets (B,), {method: (B, 3, H, W) gradient}), detached,
+    (logits (B, C), targets (B,), {objective: (B, 3, H, W) gradient}), detached,
     in the module's dtype.
 
     Raises
     ------
     ModelOutputError : the model raised, or returned logits that fail ``check``.
     """
-    check_methods(methods)
+    check_objectives(objectives)
     check_precision(precision)
     check = check or output_check(module)
     with torch.inference_mode(False), torch.enable_grad():
-        return _one_chunk(module, X, y, methods, device_of(module), input_dtype_of(module), precision, check)
+        return _one_chunk(module, X, y, objectives, device_of(module), input_dtype_of(module), precision, check)
 
 
 def compute_saliency(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int],
-                     methods: Sequence[str] = METHODS, *, reduction: str = "max",
-                     precision: str = "exact", max_batch: int | None = None) -> SaliencyResult:
+                     objectives: Sequence[str] = OBJECTIVES, *, reduction: str = "max",
+                     precision: str = "exact", max_batch: int | None = None,
+                     methods: Sequence[str] | None = None) -> SaliencyResult:
     """Input-gradient saliency for several objectives from one forward pass.
 
     Parameters
@@ -209,7 +213,7 @@ def compute_saliency(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequen
     y : (N,) integer target classes; :data:`TOP1_TARGET` (-1) means "the
         model's top-1 prediction",
         taken from the same forward pass.
-    methods : any of "score" (d s_y / dx) and "loss" (d CE(s, y) / dx,
+    objectives : any of "score" (d s_y / dx) and "loss" (d CE(s, y) / dx,
         per image, independent of the rest of the batch).
     reduction : channel reduction, see :func:`reduce_channels`.
     precision : "exact": strict float32 (TF32 off on CUDA); "fast": on CUDA,
@@ -218,6 +222,8 @@ def compute_saliency(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequen
     max_batch : images per forward pass at most; None for as many as the
         memory budget allows (:func:`saliency_core.core.passes.rows_per_pass`,
         from the image size). On CUDA out-of-memory the chunk is halved and retried.
+    methods : the old name of ``objectives`` (DeprecationWarning; it goes in
+        the next release: "method" now names an attribution method).
 
     Returns
     -------
@@ -228,7 +234,8 @@ def compute_saliency(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequen
     ModelOutputError : the model raised on the images, or returned logits that
         are not (N, C) finite floats with C its number of classes.
     """
-    y = _validate(X, y, methods, reduction, precision)
+    objectives = renamed_keyword("compute_saliency", "methods", methods, "objectives", objectives, OBJECTIVES)
+    y = _validate(X, y, objectives, reduction, precision)
     check = output_check(model)
     module = module_for(model, precision)
     device = device_of(module)
@@ -236,10 +243,10 @@ def compute_saliency(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequen
     y = y.to(device)
     logits_parts: list[torch.Tensor] = []
     target_parts: list[torch.Tensor] = []
-    grad_parts: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
+    grad_parts: dict[str, list[torch.Tensor]] = {o: [] for o in objectives}
 
     def step(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        return _one_chunk(module, X[start:stop], y[start:stop], methods, device, dtype, precision, check)
+        return _one_chunk(module, X[start:stop], y[start:stop], objectives, device, dtype, precision, check)
 
     # torch.no_grad() or inference_mode() in the caller must not stop us.
     with torch.inference_mode(False), torch.enable_grad():
@@ -247,12 +254,12 @@ def compute_saliency(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequen
                                                             input_row_bytes=row_bytes(X.shape[1:], dtype)):
             logits_parts.append(logits)
             target_parts.append(targets)
-            for m in methods:
-                grad_parts[m].append(grads[m])
+            for o in objectives:
+                grad_parts[o].append(grads[o])
     logits = torch.cat(logits_parts)
-    gradients = {m: torch.cat(parts) for m, parts in grad_parts.items()}
+    gradients = {o: torch.cat(parts) for o, parts in grad_parts.items()}
     return SaliencyResult(
-        maps={m: reduce_channels(g, reduction) for m, g in gradients.items()},
+        maps={o: reduce_channels(g, reduction) for o, g in gradients.items()},
         gradients=gradients,
         logits=logits,
         probs=logits.softmax(dim=1),
@@ -263,7 +270,7 @@ def compute_saliency(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequen
 
 
 def compute_saliency_maps(X: torch.Tensor, y: torch.Tensor, model: torch.nn.Module,
-                          method: str = "score") -> torch.Tensor:
+                          objective: str = "score", *, method: str | None = None) -> torch.Tensor:
     """The cs231n "Network Visualization" signature.
 
     Parameters
@@ -271,14 +278,16 @@ def compute_saliency_maps(X: torch.Tensor, y: torch.Tensor, model: torch.nn.Modu
     X : (N, 3, H, W) float tensor, normalised for the model
     y : (N,) int64 class indices
     model : a pretrained classifier in eval mode
-    method : "score" (gradient of the class score, as in the assignment) or
+    objective : "score" (gradient of the class score, as in the assignment) or
         "loss" (gradient of the per-image cross-entropy)
+    method : the old name of ``objective`` (DeprecationWarning; it goes in the next release)
 
     Returns
     -------
     (N, H, W) tensor: max over colour channels of |gradient| (Simonyan et al. 2014).
     """
-    return compute_saliency(model, X, y, (method,)).maps[method]
+    objective = renamed_keyword("compute_saliency_maps", "method", method, "objective", objective, "score")
+    return compute_saliency(model, X, y, (objective,)).maps[objective]
 
 
 def loss_decomposition(result: SaliencyResult) -> tuple[torch.Tensor, torch.Tensor]:
@@ -299,7 +308,7 @@ def loss_decomposition(result: SaliencyResult) -> tuple[torch.Tensor, torch.Tens
     (target_term, others_term), each (N, 3, H, W), summing to the loss gradient.
     """
     if "score" not in result.gradients or "loss" not in result.gradients:
-        raise InvalidInputError("loss_decomposition needs a result computed with methods ('score', 'loss')")
+        raise InvalidInputError("loss_decomposition needs a result computed with objectives ('score', 'loss')")
     w = (1.0 - result.target_probs).view(-1, 1, 1, 1)
     target_term = -w * result.gradients["score"]
     return target_term, result.gradients["loss"] - target_term

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from saliency_core.core.baselines import BASELINES, make_baseline, normalisation_of, resolve_blur_sigma
+from saliency_core.core.baselines import deletion_baseline, make_baseline, resolve_blur_sigma
 from saliency_core.core.model_access import (
     TOP1_TARGET,
     ModelLike,
@@ -40,7 +40,7 @@ from saliency_core.core.precision import check_precision, precision_context
 from saliency_core.errors import InvalidInputError
 
 ORDERS = ("map", "random")
-COMPARE_COLUMNS = ("method", "image", "deletion_auc", "insertion_auc")
+COMPARE_COLUMNS = ("order", "image", "deletion_auc", "insertion_auc")
 
 Progress = Callable[[int, int], None]
 MapsLike = torch.Tensor | np.ndarray
@@ -63,7 +63,7 @@ class FaithfulnessResult:
     fractions : (steps + 1,) float64, share of pixels perturbed at each step,
         ``round(k / steps * H * W) / (H * W)``.
     targets : (N,) int64, the class each curve follows (top-1 resolved).
-    baseline : "blur", "mean" or "zeros".
+    baseline : the baseline's name as used (:data:`saliency_core.core.baselines.BASELINES`).
     order : "map" or "random".
     precision : "exact" or "fast", the mode of the forward passes (see
         :func:`saliency_core.core.precision.precision_context`).
@@ -213,7 +213,7 @@ def deletion_insertion(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequ
         more important); may be None when ``order="random"``.
     steps : number of steps, >= 1; step k perturbs the top
         ``round(k / steps * H * W)`` pixels, all channels.
-    baseline : "blur", "mean" or "zeros", see :func:`make_baseline`.
+    baseline : "blur", "mean", "black" or "dataset_mean", see :func:`make_baseline`.
     order : "map" (decreasing map value, ties by row-major position) or
         "random" (a seeded random permutation of the pixels, the reference;
         the same for every image, so an image's result is independent of the batch).
@@ -224,8 +224,8 @@ def deletion_insertion(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequ
     progress : called as ``progress(done, total)`` after each forward pass,
         counting images (``total = N * 2 * steps``).
     seed : seed of the random orders (``order="random"`` only).
-    mean, std : the model's normalisation, for the "zeros" (black)
-        baseline; taken from a LoadedModel's ``.preprocessing`` when omitted.
+    mean, std : the model's normalisation, for the "black" baseline; taken
+        from a LoadedModel's ``.preprocessing`` when omitted.
     blur_sigma : sigma of the "blur" baseline in pixels; default 5 px scaled
         by min(H, W) / 224.
     precision : one of :data:`saliency_core.core.precision.PRECISIONS`. "exact":
@@ -253,8 +253,7 @@ def deletion_insertion(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequ
     module = module_for(model, precision)
     require_eval(module)
     y = validate_batch(X, y)
-    if baseline not in BASELINES:
-        raise InvalidInputError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    baseline, norm = deletion_baseline(baseline, model, mean, std)
     if order not in ORDERS:
         raise InvalidInputError(f"order must be one of {ORDERS}, got {order!r}")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
@@ -272,7 +271,6 @@ def deletion_insertion(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequ
         ranks = pixel_ranks(_validate_maps(maps, (n, h, w)))
     else:
         ranks = _random_ranks(n, h, w, seed)
-    norm = normalisation_of(model, mean, std) if baseline == "zeros" else None
     x = X.detach().to(device=device, dtype=input_dtype_of(module))
     base = make_baseline(x, baseline, mean=norm[0] if norm else None, std=norm[1] if norm else None,
                          blur_sigma=blur_sigma)
@@ -337,15 +335,15 @@ def compare_orders(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence
 
     Parameters
     ----------
-    maps : method name -> (N, H, W) map (e.g. ``{"score": ..., "loss": ...}``).
-    random : also run ``order="random"`` as method "random" (the reference
+    maps : order name -> (N, H, W) map (e.g. ``{"score": ..., "loss": ...}``).
+    random : also run ``order="random"`` as order "random" (the reference
         a map has to beat: lower deletion AUC, higher insertion AUC).
     Everything else as in :func:`deletion_insertion`.
 
     Returns
     -------
-    DataFrame with columns ``method, image, deletion_auc, insertion_auc``,
-    one row per method per image (image = index into ``X``). The curves
+    DataFrame with columns ``order, image, deletion_auc, insertion_auc``,
+    one row per order per image (image = index into ``X``). The curves
     behind it come from :func:`deletion_insertion_orders` (one batched pass).
     """
     results = deletion_insertion_orders(model, X, y, maps, steps, baseline, random="random" if random else None,
@@ -433,11 +431,11 @@ def auc_table(results: Mapping[str, FaithfulnessResult]) -> pd.DataFrame:
 
     Returns
     -------
-    DataFrame with columns ``method, image, deletion_auc, insertion_auc``,
+    DataFrame with columns ``order, image, deletion_auc, insertion_auc``,
     one row per order (in the mapping's order) per image.
     """
     frames = [pd.DataFrame({
-        "method": name,
+        "order": name,
         "image": np.arange(r.deletion_auc.shape[0], dtype=np.int64),
         "deletion_auc": r.deletion_auc,
         "insertion_auc": r.insertion_auc,

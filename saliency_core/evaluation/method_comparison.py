@@ -28,19 +28,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from saliency_core.core.gradients import REDUCTIONS, check_methods
+from saliency_core.core.gradients import OBJECTIVES, REDUCTIONS, check_objectives
 from saliency_core.core.model_access import ModelLike, device_of, module_for, validate_batch
 from saliency_core.core.precision import check_precision, synchronize
 from saliency_core.errors import InvalidInputError, SaliencyError
 from saliency_core.evaluation.stats import _top_indices, check_map, top_count
 from saliency_core.methods._common import Progress
 from saliency_core.methods.integrated_gradients import GAP_WARNING
-from saliency_core.methods.registry import ATTRIBUTION_METHODS, attribute
+from saliency_core.methods.registry import ATTRIBUTION_METHODS, attribute, explains, map_title
 
 if TYPE_CHECKING:
     from saliency_core.evaluation.analysis import ImageAnalysis
 
-OBJECTIVES = ("score", "loss")
 #: Methods that take one forward and one backward pass: a second or less each on a 2-core CPU
 #: (EfficientNet-Lite0 at 224 px, both objectives). The Methods page's default selection.
 FAST_METHODS = ("gradient", "gradient_x_input", "guided_backprop", "grad_cam")
@@ -48,18 +47,6 @@ FAST_METHODS = ("gradient", "gradient_x_input", "guided_backprop", "grad_cam")
 SLOW_METHODS = ("smoothgrad", "integrated_gradients")
 AGREEMENT_METRICS = ("spearman", "iou_top5")
 _TOP_FRACTION = {"iou_top5": 0.05}
-
-
-def objective_label(method: str, objective: str) -> str:
-    """"score", "loss", or "−L" where the method explains −L = log p_y (``loss_objective == "-L"``)."""
-    if objective == "loss" and ATTRIBUTION_METHODS[method].loss_objective == "-L":
-        return "−L"
-    return objective
-
-
-def map_label(method: str, objective: str) -> str:
-    """A map's name for tables and figures, e.g. "Gradient · score", "Grad-CAM · −L"."""
-    return f"{ATTRIBUTION_METHODS[method].title} · {objective_label(method, objective)}"
 
 
 @dataclass
@@ -118,7 +105,7 @@ class MethodComparison:
 
     def entries(self) -> list[tuple[str, str, str, np.ndarray]]:
         """(method, objective, label, (H, W) map) of every map computed, methods in order, then objectives."""
-        return [(m, obj, map_label(m, obj), run.maps[obj])
+        return [(m, obj, map_title(m, obj), run.maps[obj])
                 for m, run in self.runs.items() if run.ok for obj in self.objectives]
 
     def by_method(self) -> dict[str, dict[str, np.ndarray]]:
@@ -126,7 +113,8 @@ class MethodComparison:
         return {m: {obj: run.maps[obj] for obj in self.objectives} for m, run in self.runs.items() if run.ok}
 
     def maps(self) -> dict[str, np.ndarray]:
-        """label (:func:`map_label`) -> (H, W) map, for :func:`agreement_matrix` and the figures."""
+        """title (:func:`~saliency_core.methods.registry.map_title`) -> (H, W) map, for :func:`agreement_matrix`
+        and the figures."""
         return {label: m for _, _, label, m in self.entries()}
 
     @property
@@ -190,7 +178,7 @@ def compare_methods(model: ModelLike, X: torch.Tensor, target: int, methods: Seq
     """
     # Caller's errors raise here; only what a method makes of this model is recorded per method.
     methods = _check_methods(methods)
-    objectives = check_methods((objectives,) if isinstance(objectives, str) else tuple(objectives))
+    objectives = check_objectives((objectives,) if isinstance(objectives, str) else tuple(objectives))
     if reduction not in REDUCTIONS:
         raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     check_precision(precision)
@@ -228,8 +216,8 @@ def compare_methods(model: ModelLike, X: torch.Tensor, target: int, methods: Seq
             run.completeness_gap = {o: float(g[0]) for o, g in r.convergence.items()}
             for o, gap in run.completeness_gap.items():
                 if abs(gap) > GAP_WARNING:
-                    run.notes.append(f"completeness gap {gap:+.0%} for the {objective_label(method, o)} "
-                                     f"objective: use more steps or the Gauss–Legendre rule")
+                    run.notes.append(f"completeness gap {gap:+.0%} for the {o} objective "
+                                     f"({explains(method, o)}): use more steps or the Gauss–Legendre rule")
         runs[method] = run
         if resolved < 0 or math.isnan(prob):
             resolved = int(r.targets[0])

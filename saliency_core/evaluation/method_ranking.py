@@ -30,10 +30,10 @@ import torch
 from saliency_core.core.model_access import ModelLike
 from saliency_core.errors import InvalidInputError, SaliencyError
 from saliency_core.evaluation import faithfulness, sanity
-from saliency_core.evaluation.method_comparison import MethodComparison, forward_passes, map_label
+from saliency_core.evaluation.method_comparison import MethodComparison, forward_passes
 from saliency_core.evaluation.stats import agreement
 from saliency_core.methods._common import Progress
-from saliency_core.methods.registry import ATTRIBUTION_METHODS, attribute
+from saliency_core.methods.registry import attribute, explains, map_title
 
 #: The Faithfulness page's settings, so that the two pages give the same AUCs.
 DEFAULT_STEPS = 20
@@ -64,7 +64,8 @@ class MethodRanking:
     steps, baseline, blur_sigma, seed : the deletion/insertion settings (``seed``
         also seeds the random order and the re-initialised weights)
     target, reduction, precision : those of the comparison
-    params : method -> parameters as used; objectives : per map label, "score", "L" or "−L"
+    params : method -> parameters as used; explains : per map label, "s_y", "L" or "−L"
+        (:func:`saliency_core.methods.registry.explains`)
     """
 
     table: pd.DataFrame
@@ -79,7 +80,7 @@ class MethodRanking:
     reduction: str
     precision: str
     params: dict[str, dict[str, object]]
-    objectives: dict[str, str]
+    explains: dict[str, str]
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -103,7 +104,8 @@ def ranking_table(model: ModelLike, X: torch.Tensor, comparison: MethodCompariso
     comparison : :func:`~saliency_core.evaluation.method_comparison.compare_methods`'s result;
         its target, reduction and precision are used throughout.
     steps, baseline : deletion/insertion settings, see
-        :func:`saliency_core.evaluation.faithfulness.deletion_insertion` ("blur", "mean", "zeros").
+        :func:`saliency_core.evaluation.faithfulness.deletion_insertion` (a name of
+        :data:`saliency_core.core.baselines.BASELINES`).
     seed : of the random order and of the re-initialised weights (the Faithfulness page uses 0).
     random_order : add the random order, the reference every map should beat.
     randomisation : compute ``randomised_spearman`` (one more run of every
@@ -157,7 +159,7 @@ def ranking_table(model: ModelLike, X: torch.Tensor, comparison: MethodCompariso
                 notes[method] = str(exc)
             else:
                 for obj in comparison.objectives:
-                    randomised[map_label(method, obj)] = r.maps[obj][0].float().cpu().numpy()
+                    randomised[map_title(method, obj)] = r.maps[obj][0].float().cpu().numpy()
             done += rand_units[method]
             if progress is not None:
                 progress(done, total)
@@ -179,11 +181,4 @@ def ranking_table(model: ModelLike, X: torch.Tensor, comparison: MethodCompariso
         steps=int(steps), baseline=first.baseline, blur_sigma=first.blur_sigma, seed=int(seed),
         target=int(first.targets[0]), reduction=comparison.reduction, precision=comparison.precision,
         params={m: comparison.runs[m].params for m in methods},
-        objectives={label: _objective(m, obj) for m, obj, label, _ in entries})
-
-
-def _objective(method: str, objective: str) -> str:
-    """"score", or what the loss map explains for this method: "L" or "−L"."""
-    if objective == "score":
-        return "score"
-    return "−L" if ATTRIBUTION_METHODS[method].loss_objective == "-L" else "L"
+        explains={label: explains(m, obj) for m, obj, label, _ in entries})

@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from saliency_core.core.gradients import METHODS, compute_saliency
+from saliency_core.core.deprecation import renamed_keyword
+from saliency_core.core.gradients import OBJECTIVES, compute_saliency
 from saliency_core.core.model_access import LoadedModelLike, ModelLike, freeze, require_eval, unwrap_module
 from saliency_core.core.model_output import output_check
 from saliency_core.core.precision import check_precision
@@ -35,7 +36,7 @@ from saliency_core.errors import InvalidInputError
 from saliency_core.evaluation.stats import agreement
 from saliency_core.methods.registry import ATTRIBUTION_METHODS, attribute
 
-SIMILARITY_COLUMNS = ("stage_index", "stage", "method", "image", "spearman", "ssim")
+SIMILARITY_COLUMNS = ("stage_index", "stage", "method", "objective", "image", "spearman", "ssim")
 DEFAULT_MAX_STAGES = 8
 RANDOMISED = ", randomised for the sanity check"  # how errors name a randomised copy, after the model's title
 
@@ -53,15 +54,14 @@ class RandomizationResult:
         that stage, or one name when the stage is a single layer).
     layers : S + 1 lists of the layer names newly re-initialised at each
         stage (``layers[0] == []``); stage k has ``layers[1..k]`` all random.
-    maps : method -> (S + 1, N, H, W) float32 array, the saliency map of
+    maps : objective -> (S + 1, N, H, W) float32 array, the saliency map of
         each image at each stage (stage 0 = the trained model).
-    similarity : DataFrame with columns ``stage_index, stage, method, image,
-        spearman, ssim``: agreement of each map with the same image's
-        stage-0 map (:func:`saliency_core.evaluation.stats.agreement`); NaN where a map
-        is constant or not finite.
+    similarity : DataFrame with columns :data:`SIMILARITY_COLUMNS` (``method`` is ``attribution``): each
+        map's agreement with the same image's stage-0 map (:func:`saliency_core.evaluation.stats.agreement`);
+        NaN where a map is constant or not finite.
     targets : (N,) int64, the classes explained (top-1 resolved on the
         trained model and kept fixed for every stage).
-    methods : the methods computed.
+    objectives : the objectives computed ("score", "loss").
     reduction : the channel reduction of the maps.
     precision : "exact" or "fast", the mode every stage's saliency was computed in.
     seed : the seed of the re-initialisation.
@@ -76,7 +76,7 @@ class RandomizationResult:
     maps: dict[str, np.ndarray]
     similarity: pd.DataFrame
     targets: np.ndarray
-    methods: tuple[str, ...]
+    objectives: tuple[str, ...]
     reduction: str
     precision: str
     seed: int
@@ -293,17 +293,17 @@ def fully_randomized_model(model: ModelLike, seed: int = 0) -> ModelLike:
     return _as_model(work, model, RANDOMISED)
 
 
-def _stage_maps(model: ModelLike, X: torch.Tensor, y, methods: tuple[str, ...], reduction: str, precision: str,
+def _stage_maps(model: ModelLike, X: torch.Tensor, y, objectives: tuple[str, ...], reduction: str, precision: str,
                 max_batch: int | None, attribution: str, params: dict[str, object], progress: Progress | None = None):
     """One stage's maps: (objective -> (N, H, W) tensor, (N,) targets, parameters used); ``progress`` as
     :func:`saliency_core.attribute` reports it (the plain gradient, one pass, reports nothing)."""
     if attribution == "gradient" and not params:
         # The plain gradient as before: exactly compute_saliency, on the module itself (with the model's
         # title and classes for the output check).
-        r = compute_saliency(_as_model(unwrap_module(model), model), X, y, methods, reduction=reduction,
+        r = compute_saliency(_as_model(unwrap_module(model), model), X, y, objectives, reduction=reduction,
                              precision=precision, max_batch=max_batch)
         return r.maps, r.targets, {}
-    r = attribute(model, X, y, attribution, methods, reduction=reduction, precision=precision, max_batch=max_batch,
+    r = attribute(model, X, y, attribution, objectives, reduction=reduction, precision=precision, max_batch=max_batch,
                   progress=progress, **params)
     return r.maps, r.targets, r.params
 
@@ -318,11 +318,12 @@ def fixed_params(attribution: str, given: dict[str, object], used: dict[str, obj
 
 
 def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int], *,
-                            methods: Sequence[str] = METHODS, reduction: str = "max",
+                            objectives: Sequence[str] = OBJECTIVES, reduction: str = "max",
                             max_stages: int | None = DEFAULT_MAX_STAGES, seed: int = 0,
                             progress: Progress | None = None, max_batch: int | None = None,
                             precision: str = "exact", attribution: str = "gradient",
-                            params: dict[str, object] | None = None) -> RandomizationResult:
+                            params: dict[str, object] | None = None,
+                            methods: Sequence[str] | None = None) -> RandomizationResult:
     """Cascading model randomisation (Adebayo et al., NeurIPS 2018).
 
     Parameters
@@ -333,9 +334,8 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
         frozen), on the model's device.
     X : (N, 3, H, W) float tensor, normalised for the model.
     y : (N,) integer target classes; :data:`~saliency_core.core.model_access.TOP1_TARGET`
-        (-1) means the trained model's top-1,
-        which is then kept for every stage.
-    methods : saliency objectives, see :func:`saliency_core.core.gradients.compute_saliency`.
+        (-1) means the trained model's top-1, which is then kept for every stage.
+    objectives : "score" and/or "loss", see :func:`saliency_core.core.gradients.compute_saliency`.
     reduction : channel reduction, see :func:`saliency_core.core.gradients.reduce_channels`.
     max_stages : the parameter-owning layers (about 100 in EfficientNet-Lite0)
         are grouped into at most this many stages from the output down, see
@@ -360,6 +360,7 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
     params : the method's parameters (see :func:`saliency_core.attribute`),
         the same for every stage. Parameters the trained model resolves
         (Grad-CAM's default layer) are resolved once, at stage 0, and kept.
+    methods : the old name of ``objectives`` (DeprecationWarning; it goes in the next release).
 
     Returns
     -------
@@ -370,7 +371,7 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
                                    or max_stages < 1):
         raise InvalidInputError(f"max_stages must be an integer >= 1 or None, got {max_stages!r}")
     check_precision(precision)
-    methods = tuple(methods)
+    objectives = renamed_keyword("cascading_randomization", "methods", methods, "objectives", objectives, OBJECTIVES)
     given = dict(params or {})
     module = unwrap_module(model)
     require_eval(module)  # stage 0 runs the given model itself
@@ -392,11 +393,11 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
         return report
 
     # Stage 0 runs the given model itself (only read); this also validates
-    # X, y, methods, reduction and the method's parameters before any copying.
-    stage_maps0, targets, used = _stage_maps(model, X, y, methods, reduction, precision, max_batch, attribution,
+    # X, y, objectives, reduction and the method's parameters before any copying.
+    stage_maps0, targets, used = _stage_maps(model, X, y, objectives, reduction, precision, max_batch, attribution,
                                              given, within(0))
     stage_params = fixed_params(attribution, given, used) if used else given
-    maps: dict[str, list[np.ndarray]] = {m: [stage_maps0[m].float().cpu().numpy()] for m in methods}
+    maps: dict[str, list[np.ndarray]] = {o: [stage_maps0[o].float().cpu().numpy()] for o in objectives}
 
     if not layers:
         raise InvalidInputError("the model has no layers with parameters to randomise")
@@ -406,22 +407,22 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
     work = _randomized_copy(module)
     stage_model = _as_model(work, model, RANDOMISED)
     for done, _ in enumerate(_cascade(work, groups, seed), start=2):
-        stage, _, _ = _stage_maps(stage_model, X, targets, methods, reduction, precision, max_batch, attribution,
+        stage, _, _ = _stage_maps(stage_model, X, targets, objectives, reduction, precision, max_batch, attribution,
                                   stage_params, within(done - 1))
-        for m in methods:
-            maps[m].append(stage[m].float().cpu().numpy())
+        for o in objectives:
+            maps[o].append(stage[o].float().cpu().numpy())
         if progress is not None:
             progress(done * per_stage, total)
     del work, stage_model
 
     stages = ["original", *(_stage_name(g) for g in groups)]
-    stacked = {m: np.stack(parts).astype(np.float32, copy=False) for m, parts in maps.items()}
+    stacked = {o: np.stack(parts).astype(np.float32, copy=False) for o, parts in maps.items()}
     rows = []
     for k, stage_name in enumerate(stages):
-        for m in methods:
+        for o in objectives:
             for i in range(X.shape[0]):
-                spearman, ssim = _agreement(stacked[m][0, i], stacked[m][k, i])
-                rows.append((k, stage_name, m, i, spearman, ssim))
+                spearman, ssim = _agreement(stacked[o][0, i], stacked[o][k, i])
+                rows.append((k, stage_name, attribution, o, i, spearman, ssim))
     similarity = pd.DataFrame(rows, columns=list(SIMILARITY_COLUMNS))
     return RandomizationResult(
         stages=stages,
@@ -429,7 +430,7 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
         maps=stacked,
         similarity=similarity,
         targets=targets.cpu().numpy().astype(np.int64),
-        methods=methods,
+        objectives=tuple(objectives),
         reduction=reduction,
         precision=precision,
         seed=int(seed),
@@ -440,12 +441,12 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
 
 def similarity_curves(result: RandomizationResult, image: int = 0,
                       metrics: Sequence[str] = ("spearman", "ssim")) -> dict[str, np.ndarray]:
-    """Each method's similarity to its stage-0 map along the stages, for one image.
+    """Each objective's map's similarity to its stage-0 map along the stages, for one image.
 
     Returns
     -------
-    ``"<method> · <metric>"`` -> (S + 1,) float64 by stage index (stage 0
-    first), methods in ``result.methods`` order, each with ``metrics`` in order.
+    ``"<objective> · <metric>"`` -> (S + 1,) float64 by stage index (stage 0
+    first), objectives in ``result.objectives`` order, each with ``metrics`` in order.
     """
     _check_image(result, image)
     unknown = [m for m in metrics if m not in ("spearman", "ssim")]
@@ -454,15 +455,15 @@ def similarity_curves(result: RandomizationResult, image: int = 0,
     sim = result.similarity
     sim = sim[sim["image"] == image]
     out = {}
-    for method in result.methods:
-        rows = sim[sim["method"] == method].sort_values("stage_index")
+    for objective in result.objectives:
+        rows = sim[sim["objective"] == objective].sort_values("stage_index")
         for metric in metrics:
-            out[f"{method} · {metric}"] = rows[metric].to_numpy(dtype=np.float64)
+            out[f"{objective} · {metric}"] = rows[metric].to_numpy(dtype=np.float64)
     return out
 
 
 def stage_maps(result: RandomizationResult, image: int = 0, max_side: int | None = None) -> dict[str, list[np.ndarray]]:
-    """Each method's map at every stage for one image, optionally shrunk for display.
+    """Each objective's map at every stage for one image, optionally shrunk for display.
 
     Parameters
     ----------
@@ -476,7 +477,7 @@ def stage_maps(result: RandomizationResult, image: int = 0, max_side: int | None
 
     Returns
     -------
-    method -> S + 1 float32 arrays of shape (ceil(H / f), ceil(W / f)),
+    objective -> S + 1 float32 arrays of shape (ceil(H / f), ceil(W / f)),
     stage 0 first.
     """
     _check_image(result, image)
@@ -484,7 +485,7 @@ def stage_maps(result: RandomizationResult, image: int = 0, max_side: int | None
                                  or max_side < 1):
         raise InvalidInputError(f"max_side must be an integer >= 1 or None, got {max_side!r}")
     out = {}
-    for method, maps in result.maps.items():
+    for objective, maps in result.maps.items():
         stack = np.ascontiguousarray(maps[:, image], dtype=np.float32)  # (S + 1, H, W)
         h, w = stack.shape[-2:]
         f = 1 if max_side is None else math.ceil(max(h, w) / max_side)
@@ -492,7 +493,7 @@ def stage_maps(result: RandomizationResult, image: int = 0, max_side: int | None
             pooled = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(stack)[:, None],
                                                              (math.ceil(h / f), math.ceil(w / f)))
             stack = pooled[:, 0].numpy()
-        out[method] = list(stack)
+        out[objective] = list(stack)
     return out
 
 

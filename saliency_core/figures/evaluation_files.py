@@ -114,7 +114,7 @@ def randomisation_csv(result: RandomizationResult, record: Mapping[str, object])
     -------
     UTF-8 CSV bytes: ``# key: <JSON>`` lines (the record's entries, then
     ``randomisation``: stages, layers per stage, seed, reduction, precision,
-    methods, targets), then ``result.similarity``.
+    method, objectives, targets), then ``result.similarity``.
     """
     check_record(record, reduction=result.reduction, precision=result.precision)
     header = {
@@ -127,7 +127,8 @@ def randomisation_csv(result: RandomizationResult, record: Mapping[str, object])
             "seed": result.seed,
             "reduction": result.reduction,
             "precision": result.precision,
-            "methods": list(result.methods),
+            "method": result.attribution,
+            "objectives": list(result.objectives),
             "targets": np.asarray(result.targets).tolist(),
         },
     }
@@ -188,15 +189,15 @@ def _plain(value: object) -> object:
 
 def ranking_header(ranking: MethodRanking, record: Mapping[str, object]) -> dict[str, object]:
     """The provenance of a ranking download: ``record`` (from :func:`saliency_core.figures.provenance.provenance`), its
-    ``saliency`` entry replaced by what each map is (method, citation, objective, parameters), and the
-    ranking's settings (steps, baseline, blur sigma, seed, target, reduction, precision)."""
+    ``saliency`` entry replaced by what each map is (method, citation, objective, what it explains, parameters), and
+    the ranking's settings (steps, baseline, blur sigma, seed, target, reduction, precision)."""
     _check_ranking_record(record, ranking)
     maps = {}
-    for label, obj in ranking.objectives.items():
-        method = ranking.table.loc[ranking.table["map"] == label, "method"].iloc[0]
+    for label, quantity in ranking.explains.items():
+        method, objective = ranking.table.loc[ranking.table["map"] == label, ["method", "objective"]].iloc[0]
         spec = ATTRIBUTION_METHODS[method]
         maps[label] = {"method": method, "title": spec.title, "citation": spec.citation, "definition": spec.summary,
-                       "objective": "s_y" if obj == "score" else obj, "params": ranking.params[method]}
+                       "objective": objective, "explains": quantity, "params": ranking.params[method]}
     return _plain({
         "export": "attribution methods ranked by deletion/insertion (RISE, BMVC 2018) and model randomisation "
                   "(Adebayo et al., NeurIPS 2018)",

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 from saliency_core.errors import InvalidInputError
 from saliency_core.evaluation import stats
-from saliency_core.evaluation.method_comparison import AgreementMatrix, map_label
+from saliency_core.evaluation.method_comparison import AgreementMatrix
 from saliency_core.figures.figure_style import (
     as_text,
     display_range,
@@ -26,7 +26,7 @@ from saliency_core.figures.figure_style import (
     template_text,
 )
 from saliency_core.figures.plots import _anchor_squares, _check_colorscale, _heatmap, _image_axes
-from saliency_core.methods.registry import ATTRIBUTION_METHODS
+from saliency_core.methods.registry import ATTRIBUTION_METHODS, map_title
 
 SCALES = ("map", "method")
 #: Colour scales of the agreement matrix: ρ is diverging around 0, IoU runs from 0 to 1.
@@ -53,9 +53,9 @@ def method_grid_figure(maps: Mapping[str, Mapping[str, np.ndarray]], *, scale: s
     Returns
     -------
     Figure with one heatmap trace per map (rows in the order given), no
-    colour bars, zoom and pan linked; subplot titles "<method title> · score"
-    and "· loss" or "· −L" (the methods that explain −L = log p_y); hover
-    shows x, y and the value, as on the Saliency page.
+    colour bars, zoom and pan linked; subplot titles the maps' titles
+    (:func:`~saliency_core.methods.registry.map_title`: "Grad-CAM · loss −L");
+    hover shows x, y and the value, as on the Saliency page.
     """
     require_nonempty(maps)
     if scale not in SCALES:
@@ -80,7 +80,7 @@ def method_grid_figure(maps: Mapping[str, Mapping[str, np.ndarray]], *, scale: s
                 raise InvalidInputError(f"maps[{m!r}][{obj!r}]: expected shape {shape} like the first map, "
                                         f"got {z.shape}")
 
-    titles = [map_label(m, obj) for m in methods for obj in objectives]  # escaped by finish()
+    titles = [map_title(m, obj) for m in methods for obj in objectives]  # escaped by finish()
     fig = make_subplots(rows=len(methods), cols=len(objectives), subplot_titles=titles,
                         horizontal_spacing=0.02, vertical_spacing=0.04 if len(methods) < 6 else 0.02)
     for row, m in enumerate(methods, start=1):
@@ -88,7 +88,7 @@ def method_grid_figure(maps: Mapping[str, Mapping[str, np.ndarray]], *, scale: s
         for col, obj in enumerate(objectives, start=1):
             z = zs[m][obj]
             zmin, zmax = shared if scale == "method" else display_range(z)
-            label = map_label(m, obj)
+            label = map_title(m, obj)
             fig.add_trace(_heatmap(z, label=label, name=label, colorscale=colorscale, zmin=zmin, zmax=zmax,
                                    showscale=False), row=row, col=col)
     _image_axes(fig)

@@ -443,11 +443,11 @@ def gallery_figure(
     *,
     colorscale: str = "hot",
 ) -> go.Figure:
-    """The cs231n saliency figure: images on top, one row of maps per method.
+    """The cs231n saliency figure: images on top, one row per map.
 
     images : sequence of (H, W, 3) uint8 crops, one column each; None for a
         grid of maps only (e.g. one column per randomisation stage).
-    maps : method name ("score", "loss", ...) -> one (H, W) map per column.
+    maps : map name ("score", "loss", ...) -> one (H, W) map per column.
     titles : one column title per image (e.g. its class name).
     Each map uses its own colour range (no colour bars); axes are linked and
     carry no tick labels; the height grows with the number of rows.
@@ -458,9 +458,9 @@ def gallery_figure(
     if len(titles) != n_cols:
         raise InvalidInputError(f"titles: expected {n_cols} titles (one per image), got {len(titles)}")
     imgs = [_as_image(img, None, f"images[{i}]") for i, img in enumerate(images)] if images is not None else None
-    for method, method_maps in maps.items():
-        if len(method_maps) != n_cols:
-            raise InvalidInputError(f"maps[{method!r}]: expected {n_cols} maps (one per image), got {len(method_maps)}")
+    for name, row_maps in maps.items():
+        if len(row_maps) != n_cols:
+            raise InvalidInputError(f"maps[{name!r}]: expected {n_cols} maps (one per image), got {len(row_maps)}")
     _check_colorscale(colorscale)
 
     n_rows = (imgs is not None) + len(maps)
@@ -478,23 +478,23 @@ def gallery_figure(
         if imgs is not None:
             fig.add_trace(_image_trace(imgs[col - 1], name=str(titles[col - 1])), row=1, col=col)
         shape = imgs[col - 1].shape[:2] if imgs is not None else None
-        for row, (method, method_maps) in enumerate(maps.items(), start=first_map_row):
-            z = float32_map(method_maps[col - 1], f"maps[{method!r}][{col - 1}]")
+        for row, (name, row_maps) in enumerate(maps.items(), start=first_map_row):
+            z = float32_map(row_maps[col - 1], f"maps[{name!r}][{col - 1}]")
             shape = shape or z.shape
             if z.shape != shape:
                 raise InvalidInputError(
-                    f"maps[{method!r}][{col - 1}]: expected shape {shape} like its image, got {z.shape}"
+                    f"maps[{name!r}][{col - 1}]: expected shape {shape} like its image, got {z.shape}"
                 )
             fig.add_trace(
-                _heatmap(z, label=method, name=method, colorscale=colorscale, showscale=False),
+                _heatmap(z, label=name, name=name, colorscale=colorscale, showscale=False),
                 row=row,
                 col=col,
             )
     _image_axes(fig)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
-    # Method names label the rows on the left, as in the cs231n figure.
-    for row, method in enumerate(maps, start=first_map_row):
-        fig.update_yaxes(title_text=method, row=row, col=1)
+    # Map names label the rows on the left, as in the cs231n figure.
+    for row, name in enumerate(maps, start=first_map_row):
+        fig.update_yaxes(title_text=name, row=row, col=1)
     _anchor_squares(fig, n_rows * n_cols)
     return finish(fig, None, height=60 + 200 * n_rows)

@@ -20,7 +20,7 @@ from importlib import metadata
 import numpy as np
 import pandas as pd
 
-from saliency_core.core.gradients import METHODS, REDUCTIONS
+from saliency_core.core.gradients import OBJECTIVES, REDUCTIONS
 from saliency_core.errors import InvalidInputError
 
 PROVENANCE_PACKAGES = ("torch", "torchvision", "numpy", "pillow", "pandas", "plotly", "streamlit",
@@ -28,7 +28,7 @@ PROVENANCE_PACKAGES = ("torch", "torchvision", "numpy", "pillow", "pandas", "plo
 
 
 # How each reduction turns a pixel's three channel gradients g into one value
-# (saliency_core.core.gradients.reduce_channels), and which gradient g each method takes.
+# (saliency_core.core.gradients.reduce_channels), and which gradient g each objective takes.
 _REDUCTION_TEXT = {"max": "max |g| over RGB", "mean_abs": "mean |g| over RGB", "l2": "L2 norm of g over RGB"}
 _GRADIENT_TEXT = {
     "score": "g = d s_y / d x, the input gradient of the target class's logit s_y (Simonyan et al. 2014)",
@@ -48,13 +48,13 @@ def describe_params(params: Mapping[str, object] | None) -> str:
     return ", ".join(f"{k}={v}" for k, v in (params or {}).items())
 
 
-def map_definitions(methods: Sequence[str] = METHODS, reduction: str = "max", attribution: str = "gradient",
+def map_definitions(objectives: Sequence[str] = OBJECTIVES, reduction: str = "max", attribution: str = "gradient",
                     params: Mapping[str, object] | None = None) -> dict[str, str]:
     """What each map is, in words, for the options actually used.
 
     Parameters
     ----------
-    methods : objectives, names from :data:`saliency_core.core.gradients.METHODS`.
+    objectives : names from :data:`saliency_core.core.gradients.OBJECTIVES`.
     reduction : the channel reduction used, one of
         :data:`saliency_core.core.gradients.REDUCTIONS`.
     attribution : the attribution method, a key of
@@ -70,25 +70,25 @@ def map_definitions(methods: Sequence[str] = METHODS, reduction: str = "max", at
 
     if reduction not in REDUCTIONS:
         raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown:
-        raise InvalidInputError(f"method must be one of {METHODS}, got {unknown[0]!r}")
+        raise InvalidInputError(f"objective must be one of {OBJECTIVES}, got {unknown[0]!r}")
     spec = ATTRIBUTION_METHODS.get(attribution) if isinstance(attribution, str) else None
     if spec is None:
         raise InvalidInputError(f"attribution must be one of {', '.join(ATTRIBUTION_METHODS)}, got {attribution!r}")
     if attribution == "gradient":
-        return {m: f"per pixel, {_REDUCTION_TEXT[reduction]}, where {_GRADIENT_TEXT[m]}" for m in methods}
+        return {o: f"per pixel, {_REDUCTION_TEXT[reduction]}, where {_GRADIENT_TEXT[o]}" for o in objectives}
     used = describe_params(params)
     out = {}
-    for m in methods:
-        objective = _OBJECTIVE_TEXT["score" if m == "score" else spec.loss_objective]
-        what = f"{spec.title} ({spec.citation}) of {objective}: {spec.summary}"
+    for o in objectives:
+        explained = _OBJECTIVE_TEXT["score" if o == "score" else spec.loss_objective]
+        what = f"{spec.title} ({spec.citation}) of {explained}: {spec.summary}"
         if used:
             what += f"; {used}"
         if spec.output == "layer":
-            out[m] = f"per pixel, {what}; one channel, no reduction over RGB"
+            out[o] = f"per pixel, {what}; one channel, no reduction over RGB"
         else:
-            out[m] = f"per pixel, {_REDUCTION_TEXT[reduction].replace('g', 'a', 1)}, where a = {what}"
+            out[o] = f"per pixel, {_REDUCTION_TEXT[reduction].replace('g', 'a', 1)}, where a = {what}"
     return out
 
 
@@ -116,7 +116,7 @@ def package_versions(names: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, 
 
 
 def provenance(*, model_name: str, weights: str, preprocessing: str, target: int, target_name: str,
-               method: str | None, reduction: str, precision: str, image_sha256: str,
+               objective: str | None, reduction: str, precision: str, image_sha256: str,
                image_source: str, device: str, extra: Mapping[str, object] | None = None,
                image_title: str | None = None, attribution: str = "gradient",
                params: Mapping[str, object] | None = None,
@@ -125,8 +125,9 @@ def provenance(*, model_name: str, weights: str, preprocessing: str, target: int
 
     ``saliency.definition`` describes both maps with the ``reduction``,
     ``attribution`` method and ``params`` given (:func:`map_definitions`), so
-    the record never contradicts itself. ``method`` is the objective shown
-    ("score", "loss" or None for both); ``saliency.attribution`` names the
+    the record never contradicts itself. ``saliency.objective`` is the
+    objective shown ("score", "loss" or None for both), ``saliency.method``
+    the attribution method's name; ``saliency.attribution`` names the
     method, its paper, its parameters and (Integrated Gradients) the
     completeness gap per objective.
     ``image.title`` is included when ``image_title`` is given; ``extra``
@@ -141,9 +142,10 @@ def provenance(*, model_name: str, weights: str, preprocessing: str, target: int
         "image": image,
         "target": {"index": int(target), "name": target_name},
         "saliency": {
-            "method": method,
+            "objective": objective,
+            "method": attribution,
             "attribution": _attribution_record(attribution, params, convergence),
-            "definition": map_definitions(METHODS, reduction, attribution, params),
+            "definition": map_definitions(OBJECTIVES, reduction, attribution, params),
             "reduction": reduction,
             "precision": precision,
         },

@@ -17,7 +17,7 @@ other ranks wait, then every rank loads them from the cache
 Each rank takes every world-th image that is not written yet (see
 :class:`saliency_core.jobs.imagefolder.ShardSampler`), feeds it through a
 ``DataLoader`` whose worker processes decode and crop, computes the maps
-``--methods`` asks for (any attribution method of either objective, named
+``--maps`` asks for (any attribution method of either objective, named
 by :mod:`saliency_core.jobs.map_specs`; the score and loss gradients by default,
 from one forward pass per batch), their statistics and the agreement of
 every two on the device (:mod:`saliency_core.evaluation.tensor_stats`), and writes its own Parquet parts
@@ -65,7 +65,7 @@ from saliency_core.jobs.imagefolder import (
     discover,
     item_path,
 )
-from saliency_core.jobs.options import Options, parse_args
+from saliency_core.jobs.options import Options, parse_args, recorded_config
 from saliency_core.jobs.processes import (
     Ranks,
     Stopped,
@@ -110,7 +110,7 @@ def _folder_problem(out: Path, opts: Options) -> str | None:
     except OSError as exc:  # parse_args checked permissions, which root passes even where it can't write
         return f"--out {out}: the results folder can't be made or written ({exc.strerror or exc})"
     earlier = results.read_manifest(out)
-    old = earlier.get("config")
+    old = recorded_config(earlier["config"]) if isinstance(earlier.get("config"), dict) else None  # older names too
     live = [r for r in earlier.get("runs", []) if results.run_status(r) == "running"]
     if old is not None and old != opts.config():
         diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in opts.config().items() if old.get(k) != v)
@@ -151,7 +151,7 @@ def _prepare_out(opts: Options, ranks: Ranks, discovery: Discovery, model: Loade
                         "labelled": sum(it.label is not None for it in discovery.items),
                         "ignored_files": len(discovery.ignored)},
             "definitions": {
-                **map_specs.definitions(opts.maps, opts.reduction, _params_as_run(opts, model)),
+                **map_specs.definitions(opts.specs, opts.reduction, _params_as_run(opts, model)),
                 "target": "the true label where known, else the model's top-1 prediction (target_source)",
                 "maps": "maps/<part>.npz: each map divided by its own max, float16; scale in <map>_max",
             },

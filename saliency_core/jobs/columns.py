@@ -36,18 +36,18 @@ def _maps(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, opts: Options
     first: AttributionResult | None = None
     maps: dict[str, torch.Tensor] = {}
     gaps: dict[str, torch.Tensor] = {}
-    for method, objectives in map_specs.methods_of(opts.maps).items():
+    for method, objectives in map_specs.methods_of(opts.specs).items():
         with warnings.catch_warnings():  # the gap is a column (<map>_completeness_gap), not a warning per batch
             warnings.filterwarnings("ignore", message="Integrated Gradients", category=RuntimeWarning)
             r = attribute(model, x, y if first is None else first.targets, method, objectives, reduction=opts.reduction,
                           precision=opts.precision, max_batch=opts.batch_size, **opts.params_for(method))
         first = first or r
-        for spec in opts.maps:
+        for spec in opts.specs:
             if spec.method == method:
                 maps[spec.name] = r.maps[spec.objective]
                 if r.convergence is not None:
                     gaps[spec.name] = r.convergence[spec.objective]
-    assert first is not None  # parse_methods never returns no map
+    assert first is not None  # parse_maps never returns no map
     return first, maps, gaps
 
 
@@ -60,7 +60,7 @@ def check_maps_apply(model: LoadedModel, opts: Options) -> None:
     Grad-CAM's layer missing or not convolutional, guided backprop without ReLUs. One black image, cheaply."""
     size = model.preprocessing.crop
     x = torch.zeros(1, 3, size, size, device=model.device)
-    for method in map_specs.methods_of(opts.maps):
+    for method in map_specs.methods_of(opts.specs):
         params = opts.params_for(method)
         params |= {k: v for k, v in _CHEAP.items() if k in params}
         with warnings.catch_warnings():
@@ -80,7 +80,7 @@ def batch_columns(model: LoadedModel, x: torch.Tensor, labels: Sequence[int | No
     """
     y = torch.tensor([TOP1_TARGET if lab is None else lab for lab in labels], device=x.device)
     res, all_maps, gaps = _maps(model, x, y, opts)
-    pairs = [(a.name, b.name, prefix) for a, b, prefix in map_specs.agreement_pairs(opts.maps)]
+    pairs = [(a.name, b.name, prefix) for a, b, prefix in map_specs.agreement_pairs(opts.specs)]
     label_t = torch.tensor([0 if lab is None else lab for lab in labels], device=x.device)
     known = torch.tensor([lab is not None for lab in labels], device=x.device)
     probs = res.probs

@@ -1,7 +1,7 @@
 """Which maps a dataset job computes, what their columns are called, and what each map is, in words.
 
 A map is one attribution method asked of one objective. The batch job's
-``--methods`` names them in two ways:
+``--maps`` names them in two ways:
 
 * ``score`` and ``loss``: the plain input gradient of the class score or of
   the loss (Simonyan et al. 2014), the job's original two maps. Their columns
@@ -23,10 +23,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from saliency_core.core.gradients import METHODS as OBJECTIVES
+from saliency_core.core.gradients import OBJECTIVES
 from saliency_core.errors import InvalidInputError
 from saliency_core.figures.provenance import map_definitions
-from saliency_core.methods.registry import ATTRIBUTION_METHODS
+from saliency_core.methods.registry import ATTRIBUTION_METHODS, map_title
 
 # The job's original map names: the plain gradient of each objective.
 LEGACY_NAMES = OBJECTIVES
@@ -39,7 +39,7 @@ class MapSpec:
     """One map of the job: ``method`` (a key of ATTRIBUTION_METHODS) asked of ``objective`` ("score" or "loss").
 
     name : the prefix of its columns and its key in saved maps ("score", or "smoothgrad_loss")
-    entry : how ``--methods`` spells it ("score", or "smoothgrad:loss")
+    entry : how ``--maps`` spells it ("score", or "smoothgrad:loss")
     """
 
     method: str
@@ -66,8 +66,8 @@ MAP_NAMES: dict[str, MapSpec] = _pair_names()
 _BY_LENGTH = sorted(MAP_NAMES, key=len, reverse=True)
 
 
-def parse_methods(text: str | Iterable[str]) -> tuple[MapSpec, ...]:
-    """The maps a ``--methods`` value asks for, in its order.
+def parse_maps(text: str | Iterable[str]) -> tuple[MapSpec, ...]:
+    """The maps a ``--maps`` value asks for, in its order.
 
     Parameters
     ----------
@@ -82,7 +82,7 @@ def parse_methods(text: str | Iterable[str]) -> tuple[MapSpec, ...]:
     entries = [e.strip() for e in (text.split(",") if isinstance(text, str) else text)]
     entries = [e for e in entries if e]
     if not entries:
-        raise InvalidInputError("--methods: expected at least one map, e.g. score,loss or "
+        raise InvalidInputError("--maps: expected at least one map, e.g. score,loss or "
                                 "gradient:score,smoothgrad:loss")
     specs: list[MapSpec] = []
     for entry in entries:
@@ -91,18 +91,18 @@ def parse_methods(text: str | Iterable[str]) -> tuple[MapSpec, ...]:
             found = [MapSpec("gradient", method, legacy=True)]
         elif method not in ATTRIBUTION_METHODS:
             raise InvalidInputError(
-                f"--methods: unknown method {method!r} in {entry!r}. Known: score, loss, or METHOD[:OBJECTIVE] "
+                f"--maps: unknown method {method!r} in {entry!r}. Known: score, loss, or METHOD[:OBJECTIVE] "
                 f"with METHOD one of {', '.join(ATTRIBUTION_METHODS)} and OBJECTIVE one of {', '.join(OBJECTIVES)}")
         elif not sep:
             found = [MapSpec(method, o) for o in OBJECTIVES]
         elif objective in OBJECTIVES:
             found = [MapSpec(method, objective)]
         else:
-            raise InvalidInputError(f"--methods: unknown objective {objective!r} in {entry!r}; "
+            raise InvalidInputError(f"--maps: unknown objective {objective!r} in {entry!r}; "
                                     f"expected one of {', '.join(OBJECTIVES)}")
         for spec in found:
             if any((s.method, s.objective) == (spec.method, spec.objective) for s in specs):
-                raise InvalidInputError(f"--methods: the map {spec.entry} is asked for twice (score and loss are "
+                raise InvalidInputError(f"--maps: the map {spec.entry} is asked for twice (score and loss are "
                                         "gradient:score and gradient:loss)")
             specs.append(spec)
     return tuple(specs)
@@ -172,11 +172,12 @@ def map_names_in(columns: Iterable[str]) -> list[str]:
 
 
 def title(name: str) -> str:
-    """A map's name for people: "score", "loss", "SmoothGrad · loss"."""
+    """A map's name for people: "score", "loss" (the job's original two), else its
+    :func:`~saliency_core.methods.registry.map_title` ("SmoothGrad · loss", "Grad-CAM · loss −L")."""
     spec = MAP_NAMES.get(name)
     if spec is None:
         return name
-    return spec.objective if spec.legacy else f"{ATTRIBUTION_METHODS[spec.method].title} · {spec.objective}"
+    return spec.objective if spec.legacy else map_title(spec.method, spec.objective)
 
 
 _REDUCTION_TEXT = {"max": "max |a| over RGB", "mean_abs": "mean |a| over RGB", "l2": "L2 norm of a over RGB"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +26,9 @@ from saliency_core.methods.registry import ATTRIBUTION_METHODS
 from saliency_core.models.registry import DEFAULT_MODEL, model_names
 
 # The options that change the numbers: a restarted job must use the same ones (and the methods' parameters).
-CONFIG_KEYS = ("images", "model", "methods", "reduction", "precision", "faithfulness", "faithfulness_steps",
+CONFIG_KEYS = ("images", "model", "maps", "reduction", "precision", "faithfulness", "faithfulness_steps",
                "save_maps")
+PROG = "python -m saliency_core.batch"
 
 
 @dataclass
@@ -34,7 +36,7 @@ class Options:
     images: str
     out: str
     model: str = DEFAULT_MODEL
-    methods: tuple[str, ...] = gradients.METHODS  # --methods entries: "score", "smoothgrad:loss", ...
+    maps: tuple[str, ...] = gradients.OBJECTIVES  # --maps entries: "score", "smoothgrad:loss", ...
     method_params: dict[str, dict[str, object]] = field(default_factory=dict)  # as given; defaults filled later
     batch_size: int = 32
     device: str = "auto"
@@ -48,8 +50,8 @@ class Options:
     progress: bool | None = None  # None: a progress bar when stderr is a terminal
 
     @property
-    def maps(self) -> tuple[map_specs.MapSpec, ...]:
-        return map_specs.parse_methods(self.methods)
+    def specs(self) -> tuple[map_specs.MapSpec, ...]:
+        return map_specs.parse_maps(self.maps)
 
     def params_for(self, method: str) -> dict[str, object]:
         """Every parameter of ``method`` as the job uses it: given ones, then the defaults."""
@@ -57,16 +59,35 @@ class Options:
 
     def used_params(self) -> dict[str, dict[str, object]]:
         """method -> its parameters, for the methods of the maps that have any."""
-        methods = map_specs.methods_of(self.maps)
+        methods = map_specs.methods_of(self.specs)
         return {m: p for m in methods if (p := self.params_for(m))}
 
     def config(self) -> dict:
         values = {k: getattr(self, k) for k in CONFIG_KEYS}
         values["images"] = str(Path(self.images).expanduser().resolve())
-        values["methods"] = list(self.methods)
+        values["maps"] = list(self.maps)
         if params := self.used_params():  # absent for the plain gradient: older results folders still match
             values["method_params"] = params
         return values
+
+
+def recorded_config(config: dict) -> dict:
+    """A manifest's recorded ``config`` in today's names, so that a folder written before them still matches and
+    resumes: ``methods`` was ``maps``, and an old parameter value (baseline "zeros") is the one it meant."""
+    config = dict(config)
+    if "methods" in config and "maps" not in config:
+        config["maps"] = config.pop("methods")
+    params = config.get("method_params")
+    if isinstance(params, dict):
+        config["method_params"] = {m: _renamed_values(m, given) for m, given in params.items()}
+    return config
+
+
+def _renamed_values(method: str, given: object) -> object:
+    if method not in ATTRIBUTION_METHODS or not isinstance(given, dict):
+        return given
+    params = {p.name: p for p in ATTRIBUTION_METHODS[method].params}
+    return {k: (params[k].new_name(v) or v) if k in params else v for k, v in given.items()}
 
 
 def _option(method: str, param: str) -> str:
@@ -112,7 +133,7 @@ def _check_number(p: argparse.ArgumentParser, option: str, value: float, low: fl
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
     p = _Parser(
-        prog="python -m saliency_core.batch",
+        prog=PROG,
         description="Score- and loss-gradient saliency, their statistics and agreement for every image of a "
                     "dataset, written as Parquet. Run it under torchrun to use several GPUs or machines.")
     p.add_argument("--images", required=True,
@@ -122,10 +143,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--model", default=DEFAULT_MODEL, choices=model_names(),
                    help="a built-in model, or custom:NAME for a model of SALIENCY_MODELS_DIR; a torchvision "
                         "model's weights are downloaded once if not cached (unless SALIENCY_ALLOW_DOWNLOAD=0)")
-    p.add_argument("--methods", default="score,loss",
+    p.add_argument("--maps", default=None,
                    help="comma-separated maps: score and loss (the plain gradient of each; the default is both), "
                         "or METHOD:OBJECTIVE such as smoothgrad:loss, or a METHOD alone for both objectives. "
                         f"Methods: {', '.join(ATTRIBUTION_METHODS)}")
+    p.add_argument("--methods", default=None, help=argparse.SUPPRESS)  # the old name of --maps
     p.add_argument("--batch-size", type=int, default=32,
                    help="images per forward pass at most (default 32, at most "
                         f"{limits.MAX_BATCH_SIZE}); for smoothgrad and integrated_gradients, noisy copies or path "
@@ -154,9 +176,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
             default = "the model's" if param.none_ok and param.default is None else param.default
             cap = limits.param_max(param.name)
             most = f", at most {_number(cap)}" if cap is not None else ""
+            # Old values (baseline zeros) are accepted but not offered: the metavar lists today's.
             group.add_argument(_option(method.name, param.name), dest=f"{method.name}__{param.name}",
-                               type=param.kind, choices=list(param.choices) or None, default=None,
-                               metavar=param.name.upper() if not param.choices else None,
+                               type=param.kind, default=None,
+                               choices=[*param.choices, *dict(param.renamed)] if param.choices else None,
+                               metavar="{" + ",".join(param.choices) + "}" if param.choices else param.name.upper(),
                                help=f"{param.help} (default: {default}{most})")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None)
@@ -166,8 +190,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         p.error("--images is empty: name the dataset folder or .npz (an empty name would read the current folder)")
     if problem := out_problem(a.out):
         p.error(problem)
+    if a.methods is not None:
+        if a.maps is not None:
+            p.error("--methods is the old name of --maps: give --maps only")
+        print(f"{PROG}: --methods is deprecated, use --maps (the same list; --methods goes in the next release)",
+              file=sys.stderr)
     try:
-        maps = map_specs.parse_methods(a.methods)
+        given = next((v for v in (a.maps, a.methods) if v is not None), ",".join(gradients.OBJECTIVES))
+        maps = map_specs.parse_maps(given)
     except SaliencyError as exc:
         p.error(str(exc))
     used = map_specs.methods_of(maps)
@@ -178,7 +208,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
             if value is None:
                 continue
             if method.name not in used:
-                p.error(f"{_option(method.name, param.name)} is given but --methods asks for no {method.name} map")
+                p.error(f"{_option(method.name, param.name)} is given but --maps asks for no {method.name} map")
+            if (new := param.new_name(value)) is not None:
+                print(f"{PROG}: {_option(method.name, param.name)} {value} is deprecated, use {new} (the same "
+                      f"{param.name}; {value} goes in the next release)", file=sys.stderr)
+                value = new
             try:
                 params.setdefault(method.name, {})[param.name] = param.check(value)
             except SaliencyError as exc:
@@ -192,7 +226,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     _check_number(p, "--part-size", a.part_size, 1, limits.MAX_PART_SIZE)
     if a.workers is not None:
         _check_number(p, "--workers", a.workers, 0, limits.MAX_WORKERS)
-    return Options(images=a.images, out=a.out, model=a.model, methods=tuple(s.entry for s in maps),
+    return Options(images=a.images, out=a.out, model=a.model, maps=tuple(s.entry for s in maps),
                    method_params=params, batch_size=a.batch_size,
                    device=a.device, workers=a.workers, reduction=a.reduction, precision=a.precision,
                    faithfulness=a.faithfulness, faithfulness_steps=a.faithfulness_steps, save_maps=a.save_maps,

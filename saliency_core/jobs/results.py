@@ -6,9 +6,9 @@
       manifest.json          model, weights, preprocessing, options, versions, command, runs
       results/part-*.parquet one row per image (columns: saliency_core.jobs.columns.rows_frame, README)
       errors/part-*.parquet  key, path, error: files that could not be used
-      maps/part-*.npz        with --save-maps: keys, and per method the maps
+      maps/part-*.npz        with --save-maps: keys, and per map the maps
                              divided by their own max, float16 (N, H, W);
-                             the scale is the row's ``<method>_max``
+                             the scale is the row's ``<map>_max``
 
 Every part is written to a temporary name and renamed, so a part is either
 complete or absent; a job stopped at any moment and started again skips the
@@ -68,7 +68,7 @@ def write_part(out: str | os.PathLike, name: str, rows: pd.DataFrame, errors: pd
                maps: dict[str, np.ndarray] | None = None) -> None:
     """Write one flush of results: maps first, errors, then the rows (the rows commit the part).
 
-    ``maps``: "keys" -> (N,) str and method -> (N, H, W) float16, in ``rows``' order.
+    ``maps``: "keys" -> (N,) str and map name -> (N, H, W) float16, in ``rows``' order.
     """
     out = Path(out)
     if maps is not None and len(rows):
@@ -228,12 +228,12 @@ class ResultsFolder:
     root: str | None = None
 
     @property
-    def methods(self) -> list[str]:
+    def maps(self) -> list[str]:
         """The maps the table holds, by name: "score", "loss", "smoothgrad_loss"...
         (:mod:`saliency_core.jobs.map_specs`)."""
         return map_specs.map_names_in(self.results.columns)
 
-    def maps(self, key: str) -> dict[str, np.ndarray] | None:
+    def saved_maps(self, key: str) -> dict[str, np.ndarray] | None:
         """The saved maps of one image (float32, rescaled to their true values), or None when not saved."""
         if self.root is None or "maps_file" not in self.results.columns:
             return None
@@ -250,7 +250,7 @@ class ResultsFolder:
             return None
         with fh, np.load(fh, allow_pickle=False) as npz:
             i = int(row["maps_index"])
-            return {m: npz[m][i].astype(np.float32) * np.float32(row[f"{m}_max"]) for m in self.methods if m in npz}
+            return {m: npz[m][i].astype(np.float32) * np.float32(row[f"{m}_max"]) for m in self.maps if m in npz}
 
 
 def _as_text(index: pd.Series) -> pd.Series:

@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from saliency_core.core import baselines
 from saliency_core.core.gradients import input_gradients, resolve_targets
-from saliency_core.core.model_access import ModelLike, memory_format_of, preprocessing_of
+from saliency_core.core.model_access import ModelLike, memory_format_of
 from saliency_core.core.model_output import OutputCheck, checked_forward
 from saliency_core.core.passes import row_bytes, run_in_chunks
 from saliency_core.core.precision import autocast_context, precision_context, tf32_context
 from saliency_core.errors import InvalidInputError
-
-BASELINES = ("zeros", "black", "blur")
 
 Progress = Callable[[int, int], None]
 
@@ -231,12 +230,14 @@ def add_rows_per_image(acc: torch.Tensor, start: int, stop: int, per_image: int,
 def make_baseline(req: Request, baseline: str | torch.Tensor) -> tuple[torch.Tensor, dict[str, object]]:
     """The reference input x′ for Gradient×Input and Integrated Gradients.
 
-    "zeros": 0 in the model's input space (for mean/std normalisation: the
-    dataset's mean colour); "black": a black image through the model's own
-    normalisation, (0 - mean) / std (needs a LoadedModel: a bare module has
-    no mean/std); "blur": a Gaussian-blurred copy of each image (sigma 5 px
-    at 224, scaled with the size, as in :mod:`saliency_core.evaluation.faithfulness`);
-    or a tensor shaped like X.
+    A name from :data:`saliency_core.core.baselines.BASELINES`, the images
+    deletion/insertion uses too (:func:`saliency_core.core.baselines.make_baseline`):
+    "dataset_mean" (0 in the model's input space: for mean/std normalisation
+    the dataset's mean colour; the old "zeros"), "black" (a black image through
+    the model's own normalisation, (0 - mean) / std: needs a LoadedModel, a
+    bare module has no mean/std), "blur" (a Gaussian-blurred copy of each
+    image, sigma 5 px at 224, scaled with the size), "mean" (each image's mean
+    colour); or a tensor shaped like X.
 
     Returns
     -------
@@ -248,25 +249,21 @@ def make_baseline(req: Request, baseline: str | torch.Tensor) -> tuple[torch.Ten
             raise InvalidInputError(f"a baseline tensor must be a float tensor shaped like X {tuple(x.shape)}, "
                                     f"got {tuple(baseline.shape)} {baseline.dtype}")
         return baseline.detach().to(device=req.device, dtype=req.dtype), {"baseline": "tensor"}
-    if baseline == "zeros":
-        return torch.zeros_like(x), {"baseline": "zeros"}
-    if baseline == "black":
-        prep = preprocessing_of(req.model)
-        if prep is None:
-            raise InvalidInputError(
-                'baseline "black" needs the model\'s normalisation (mean and std), which a bare module '
-                'does not carry: pass a LoadedModel, baseline="zeros", or the black image as a tensor, '
-                "((0 - mean) / std) per channel"
-            )
-        mean = torch.tensor(prep.mean, device=req.device, dtype=req.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(prep.std, device=req.device, dtype=req.dtype).view(1, 3, 1, 1)
-        return ((0.0 - mean) / std).expand_as(x).clone(), {"baseline": "black"}
+    baseline = baselines.read_old_name(baseline, "dataset_mean")  # attribution's "zeros": 0 after normalisation
+    if baseline not in baselines.BASELINES:
+        raise InvalidInputError(f"baseline must be one of {baselines.BASELINES} or a tensor shaped like X, "
+                                f"got {baseline!r}")
+    norm = baselines.normalisation_of(req.model, None, None) if baseline == "black" else None
+    if baseline == "black" and norm is None:
+        raise InvalidInputError(
+            'baseline "black" needs the model\'s normalisation (mean and std), which a bare module '
+            'does not carry: pass a LoadedModel, baseline="dataset_mean", or the black image as a tensor, '
+            "((0 - mean) / std) per channel"
+        )
+    image = baselines.make_baseline(x, baseline, mean=norm[0] if norm else None, std=norm[1] if norm else None)
     if baseline == "blur":
-        from saliency_core.core.baselines import gaussian_blur, resolve_blur_sigma
-
-        sigma = resolve_blur_sigma(x.shape)
-        return gaussian_blur(x, sigma), {"baseline": "blur", "blur_sigma": sigma}
-    raise InvalidInputError(f"baseline must be one of {BASELINES} or a tensor shaped like X, got {baseline!r}")
+        return image, {"baseline": "blur", "blur_sigma": baselines.resolve_blur_sigma(x.shape)}
+    return image, {"baseline": baseline}
 
 
 # ---------------------------------------------------------------- private copies

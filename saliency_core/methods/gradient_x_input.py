@@ -1,6 +1,6 @@
 """Gradient × input: gradient ⊙ (x − x′) (Shrikumar et al. 2016, "Not Just a Black Box").
 
-With the default baseline x′ = 0 this is Captum's ``InputXGradient``. The
+With the default baseline x′ = 0 ("dataset_mean": 0 after normalisation) this is Captum's ``InputXGradient``. The
 loss objective is used as −L (the log-probability of the target), so that
 positive attributions are evidence *for* the target, as for the score.
 """
@@ -13,7 +13,7 @@ from saliency_core.core.gradients import compute_saliency
 from saliency_core.methods._common import MethodOutput, Request, make_baseline
 
 
-def run(req: Request, baseline: str | torch.Tensor = "zeros") -> MethodOutput:
+def run(req: Request, baseline: str | torch.Tensor = "dataset_mean") -> MethodOutput:
     """attributions[obj] = d f / dx ⊙ (x − x′), f = s_y or −L; (N, 3, H, W) signed."""
     reference, used = make_baseline(req, baseline)
     r = compute_saliency(req.model, req.X, req.y, req.objectives, reduction=req.reduction,

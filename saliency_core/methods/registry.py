@@ -26,8 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
-from saliency_core.core.gradients import METHODS as OBJECTIVES
-from saliency_core.core.gradients import REDUCTIONS, check_methods, reduce_channels
+from saliency_core.core import deprecation
+from saliency_core.core.baselines import BASELINE_LABELS, BASELINES
+from saliency_core.core.gradients import OBJECTIVES, REDUCTIONS, check_objectives, reduce_channels
 from saliency_core.core.model_access import (
     ModelLike,
     device_of,
@@ -47,7 +48,7 @@ from saliency_core.methods import (
     integrated_gradients,
     smoothgrad,
 )
-from saliency_core.methods._common import BASELINES, Passes, Progress, Request, one_pass
+from saliency_core.methods._common import Passes, Progress, Request, one_pass
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ class Param:
 
     kind : int, float or str; ``choices`` for a str; ``minimum`` for numbers;
     ``tensor_ok``: a tensor shaped like X is also accepted (baselines);
-    ``none_ok``: None is accepted (meaning "the model's default").
+    ``none_ok``: None is accepted (meaning "the model's default");
+    ``renamed``: (old, new) values: the old one still works, for one release, as the new one.
     """
 
     name: str
@@ -67,9 +69,20 @@ class Param:
     minimum: float | None = None
     tensor_ok: bool = False
     none_ok: bool = False
+    renamed: tuple[tuple[str, str], ...] = ()
+
+    def new_name(self, value: object) -> str | None:
+        """The value an old one (``renamed``) now has; None for any other value."""
+        return dict(self.renamed).get(value) if isinstance(value, str) else None
 
     def check(self, value: object) -> object:
-        """``value`` if it fits, else InvalidInputError naming the parameter and what it takes."""
+        """``value`` if it fits, else InvalidInputError naming the parameter and what it takes. An old value
+        (``renamed``) gives its new one, with a DeprecationWarning."""
+        if (new := self.new_name(value)) is not None:
+            what = f", the {BASELINE_LABELS[new]}" if new in BASELINE_LABELS else ""
+            deprecation.warn(f'{self.name}="{value}" is deprecated: write {self.name}="{new}"{what}, which it meant '
+                             "here")
+            value = new
         if value is None and self.none_ok:
             return None
         if isinstance(value, torch.Tensor) and self.tensor_ok:
@@ -148,8 +161,11 @@ class AttributionMethod:
         return {name: p.check(given.get(name, p.default)) for name, p in known.items()}
 
 
-_BASELINE_HELP = ('x′: "zeros" (0 in the model\'s input space), "black" (a black image through the model\'s '
-                  'normalisation), "blur" (a Gaussian-blurred copy), or a tensor shaped like X')
+_BASELINE_HELP = ('x′: "dataset_mean" (0 in the model\'s input space: the mean colour of its normalisation), "black" '
+                  '(a black image through the model\'s normalisation), "blur" (a Gaussian-blurred copy), "mean" (the '
+                  "image's mean colour), or a tensor shaped like X")
+#: Attribution's old name "zeros" was 0 after normalisation (deletion/insertion's, black: core.baselines).
+_OLD_BASELINE = (("zeros", "dataset_mean"),)
 
 ATTRIBUTION_METHODS: dict[str, AttributionMethod] = {
     m.name: m
@@ -160,7 +176,7 @@ ATTRIBUTION_METHODS: dict[str, AttributionMethod] = {
         AttributionMethod(
             "gradient_x_input", "Gradient × input", "Shrikumar et al. 2016",
             "gradient ⊙ (x − x′)",
-            (Param("baseline", "zeros", str, _BASELINE_HELP, BASELINES, tensor_ok=True),),
+            (Param("baseline", "dataset_mean", str, _BASELINE_HELP, BASELINES, tensor_ok=True, renamed=_OLD_BASELINE),),
             "-L", "input", gradient_x_input.run),
         AttributionMethod(
             "smoothgrad", "SmoothGrad", "Smilkov et al. 2017",
@@ -173,7 +189,7 @@ ATTRIBUTION_METHODS: dict[str, AttributionMethod] = {
             "integrated_gradients", "Integrated Gradients", "Sundararajan, Taly & Yan 2017",
             "(x − x′) ⊙ the gradient averaged along the straight path from x′ to x",
             (Param("steps", 32, int, "points on the path", minimum=2),
-             Param("baseline", "black", str, _BASELINE_HELP, BASELINES, tensor_ok=True),
+             Param("baseline", "black", str, _BASELINE_HELP, BASELINES, tensor_ok=True, renamed=_OLD_BASELINE),
              Param("rule", "trapezoid", str, "quadrature rule along the path", integrated_gradients.RULES)),
             "-L", "input", integrated_gradients.run, integrated_gradients.passes),
         AttributionMethod(
@@ -190,6 +206,23 @@ ATTRIBUTION_METHODS: dict[str, AttributionMethod] = {
                          "class"),
     )
 }
+
+
+def explains(method: str, objective: str) -> str:
+    """What a map of ``method`` for ``objective`` attributes: "s_y" (the score), "L" or "−L" (the loss, negated
+    where the method's sign matters: :attr:`AttributionMethod.loss_objective`)."""
+    if objective not in OBJECTIVES:
+        raise InvalidInputError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if objective == "score":
+        return "s_y"
+    return "−L" if ATTRIBUTION_METHODS[method].loss_objective == "-L" else "L"
+
+
+def map_title(method: str, objective: str) -> str:
+    """A map's title, the one every table, figure and page uses: "Gradient · score", "SmoothGrad · loss",
+    "Gradient × input · loss −L" (−L where the method explains the negated loss, see :func:`explains`)."""
+    sign = " −L" if explains(method, objective) == "−L" else ""
+    return f"{ATTRIBUTION_METHODS[method].title} · {objective}{sign}"
 
 
 @dataclass
@@ -273,7 +306,7 @@ def attribute(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int]
     if spec is None:
         raise InvalidInputError(f"Unknown method {method!r}. Known methods: {', '.join(ATTRIBUTION_METHODS)}.")
     y = validate_batch(X, y)
-    objectives = check_methods(tuple(objectives) if not isinstance(objectives, str) else (objectives,))
+    objectives = check_objectives(tuple(objectives) if not isinstance(objectives, str) else (objectives,))
     if reduction not in REDUCTIONS:
         raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     check_precision(precision)

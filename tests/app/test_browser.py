@@ -642,8 +642,8 @@ def test_methods_page_renders_every_chart(new_session):
     assert page.locator(PLOT).count() == 2
     names = grid_checksum(page).split("|")
     assert [n.split("=", 1)[0] for n in names] == [
-        f"{t} · {o}" for t, objs in (("Gradient", ("score", "loss")), ("Gradient × input", ("score", "−L")),
-                                     ("Guided backprop", ("score", "−L")), ("Grad-CAM", ("score", "−L")))
+        f"{t} · {o}" for t, objs in (("Gradient", ("score", "loss")), ("Gradient × input", ("score", "loss −L")),
+                                     ("Guided backprop", ("score", "loss −L")), ("Grad-CAM", ("score", "loss −L")))
         for o in objs]
     assert page.get_by_role("button", name="Ranking (CSV)").count() == 1
     assert query(page).get("rank") == ["1"]

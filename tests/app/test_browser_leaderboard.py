@@ -36,7 +36,7 @@ def leaderboard_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
 
         write_sample_folder(images, 8)
         assert batch_job(["--images", str(images), "--out", str(results / "three-methods"), "--no-progress",
-                          "--methods", "gradient:score,smoothgrad:loss,grad_cam:score", "--smoothgrad-samples", "2",
+                          "--maps", "gradient:score,smoothgrad:loss,grad_cam:score", "--smoothgrad-samples", "2",
                           "--faithfulness", "--faithfulness-steps", "4", "--workers", "0"]) == 0
 
     with _streamlit(request, tmp_path_factory.mktemp("uploads"), LOG, results, while_starting=three_maps) as url:

@@ -80,7 +80,7 @@ def test_selecting_a_row_opens_it_in_compare_with_the_right_map(app, results_roo
     at.session_state["dataset_table"] = {"selection": {"rows": [row], "columns": []}}
     at.run()
     assert not at.exception
-    saved = load_results(results_root / "samples").maps("n02123045/chelsea_006.jpg")
+    saved = load_results(results_root / "samples").saved_maps("n02123045/chelsea_006.jpg")
     drawn = [decode_plotly_array(t["z"]) for t in heatmaps(charts(at)["dataset_saved_maps"])]
     for z, m in zip(drawn, ("score", "loss"), strict=True):
         np.testing.assert_allclose(z, saved[m], rtol=1e-6)
@@ -118,7 +118,7 @@ def test_switching_folders_with_other_columns_and_only_errors(app, results_root:
     rng = np.random.default_rng(0)
     npz = tmp_path / "three.npz"
     np.savez(npz, X=rng.integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8), y=np.array([1, 2, 3]))
-    assert main(["--images", str(npz), "--out", str(results_root / "loss-only"), "--methods", "loss",
+    assert main(["--images", str(npz), "--out", str(results_root / "loss-only"), "--maps", "loss",
                  "--workers", "0", "--no-progress"]) == 0
     bad = tmp_path / "bad" / "n01440764"
     bad.mkdir(parents=True)

@@ -23,14 +23,14 @@ from tests.app.test_pages import charts, decode_plotly_array, shown
 pytestmark = pytest.mark.usefixtures("upload_dir")
 
 PAGE = "pages/dataset.py"
-METHODS = "gradient:score,smoothgrad:loss,grad_cam:score"
+ENTRIES = "gradient:score,smoothgrad:loss,grad_cam:score"  # --maps
 
 
 @pytest.fixture(scope="module")
 def results_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("results")
     images = write_sample_folder(tmp_path_factory.mktemp("data") / "images", 8)
-    assert main(["--images", str(images), "--out", str(root / "three"), "--methods", METHODS,
+    assert main(["--images", str(images), "--out", str(root / "three"), "--maps", ENTRIES,
                  "--smoothgrad-samples", "2", "--faithfulness", "--faithfulness-steps", "4", "--workers", "0",
                  "--no-progress"]) == 0
     return root

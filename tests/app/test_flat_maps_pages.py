@@ -37,8 +37,8 @@ def test_the_methods_grid_draws_the_zero_map_empty_and_says_why(new_app):
     at = new_app(PAGES["methods"], target="0", methods="gradient,grad_cam").run()
     assert_healthy(at)
     grid = {t["name"]: t for t in heatmaps(charts(at)["grid"])}
-    assert empty(grid["Grad-CAM · −L"]) and not empty(grid["Grad-CAM · score"])
-    assert "Grad-CAM · −L is zero everywhere, so it is drawn empty: Grad-CAM's ReLU left nothing" in texts(at.caption)
+    assert empty(grid["Grad-CAM · loss −L"]) and not empty(grid["Grad-CAM · score"])
+    assert "Grad-CAM · loss −L is zero everywhere, so it is drawn empty: Grad-CAM's ReLU left nothing" in texts(at.caption)
     agreement = charts(at)["agreement"]["data"][0]
     reasons = {c for row in agreement["customdata"] for c in row if c}
-    assert reasons == {"undefined: Grad-CAM · −L is zero everywhere"}, reasons
+    assert reasons == {"undefined: Grad-CAM · loss −L is zero everywhere"}, reasons

@@ -46,7 +46,7 @@ LINK_PARAMS: dict[str, dict[str, str]] = {
     "gradient": {},
     "gradient_x_input": {"baseline": "black"},
     "smoothgrad": {"samples": "3", "noise": "0.2", "seed": "7"},
-    "integrated_gradients": {"steps": "4", "rule": "gauss_legendre", "baseline": "zeros"},
+    "integrated_gradients": {"steps": "4", "rule": "gauss_legendre", "baseline": "dataset_mean"},
     "guided_backprop": {},
     "grad_cam": {"layer": "_blocks.14._project_conv"},
 }
@@ -176,6 +176,9 @@ def test_statistics_download_names_the_method_and_its_parameters(new_app, monkey
     assert attribution["name"] == "smoothgrad" and attribution["params"] == FAST_PARAMS["smoothgrad"]
     assert "SmoothGrad" in record["saliency"]["definition"]["score"]
     assert "samples=3" in record["saliency"]["definition"]["loss"]
+    # "objective" says score or loss, "method" the attribution method, in the record and the top pixels.
+    assert (record["saliency"]["objective"], record["saliency"]["method"]) == ("score", "smoothgrad")
+    assert (record["top_pixels"]["objective"], record["top_pixels"]["method"]) == ("score", "smoothgrad")
 
 
 def test_saliency_csv_carries_provenance_and_attributions(new_app, monkeypatch, engine):
@@ -262,6 +265,16 @@ def test_an_invalid_parameter_in_a_link_says_so_and_shows_the_default(new_app, q
     assert "heatmap" in charts(at)
     if query["method"] != "gradient" and ("steps" in query or "samples" in query):
         assert "256" in notices[0], notices  # the dashboard's limit is said
+
+
+def test_an_older_baseline_name_in_a_link_is_read_as_the_image_it_meant(new_app):
+    """baseline=zeros, from before the baselines were named by their image: 0 after normalisation for attribution."""
+    at = new_app(PAGES["saliency"], method="integrated_gradients", steps="4", baseline="zeros").run()
+    assert_healthy(at)
+    notices = [shown(w.value) for w in at.warning]
+    assert len(notices) == 1 and "baseline=zeros" in notices[0] and "read as baseline = dataset_mean" in notices[0]
+    (control,) = [w for w in at.sidebar.get("selectbox") if w.key == "param.integrated_gradients.baseline"]
+    assert control.value == "dataset_mean" and at.query_params.get("baseline") in ("dataset_mean", ["dataset_mean"])
 
 
 def test_integrated_gradients_steps_input_starts_at_two(new_app):

@@ -14,7 +14,8 @@ import pytest
 from saliency_core import ATTRIBUTION_METHODS, attribute
 from saliency_core.errors import InvalidInputError
 from saliency_core.evaluation import faithfulness, method_comparison
-from saliency_core.evaluation.method_comparison import FAST_METHODS, map_label
+from saliency_core.evaluation.method_comparison import FAST_METHODS
+from saliency_core.methods.registry import map_title
 from tests.app.test_methods_in_pages import FAST_PARAMS, assert_close
 from tests.app.test_pages import assert_healthy, charts, coffee, decode_plotly_array, heatmaps, texts
 
@@ -55,8 +56,8 @@ def test_the_gradient_row_reuses_the_pages_analysis_one_backward_pass_for_the_fi
     drawn = grid(at)
     expected = attribute(lite0, coffee_x, [2], "gradient", ("score", "loss"))
     for o in ("score", "loss"):
-        assert_close(drawn[map_label("gradient", o)], expected.maps[o])
-    assert list(drawn) == [map_label(m, o) for m in ("gradient", "grad_cam") for o in ("score", "loss")]
+        assert_close(drawn[map_title("gradient", o)], expected.maps[o])
+    assert list(drawn) == [map_title(m, o) for m in ("gradient", "grad_cam") for o in ("score", "loss")]
 
 
 def test_the_page_is_registered_after_compare():
@@ -71,11 +72,11 @@ def test_default_is_the_fast_methods_and_their_maps_equal_attribute(new_app, lit
     assert_healthy(at)
     assert at.multiselect(key="methods_pick").value == list(FAST_METHODS)
     drawn = grid(at)
-    assert list(drawn) == [map_label(m, o) for m in FAST_METHODS for o in ("score", "loss")]
+    assert list(drawn) == [map_title(m, o) for m in FAST_METHODS for o in ("score", "loss")]
     for m in FAST_METHODS:
         expected = attribute(lite0, coffee_x, [967], m, ("score", "loss"))
         for o in ("score", "loss"):
-            assert_close(drawn[map_label(m, o)], expected.maps[o])
+            assert_close(drawn[map_title(m, o)], expected.maps[o])
     assert "methods" not in at.query_params and "rank" not in at.query_params  # defaults stay out of the link
 
 
@@ -88,7 +89,7 @@ def test_all_methods_render_with_the_sidebars_parameters_for_its_method(new_app,
         params = FAST_PARAMS["smoothgrad"] if m == "smoothgrad" else {}
         expected = attribute(lite0, coffee_x, [967], m, ("score", "loss"), **params)
         for o in ("score", "loss"):
-            assert_close(drawn[map_label(m, o)], expected.maps[o])
+            assert_close(drawn[map_title(m, o)], expected.maps[o])
     used = at.dataframe[0].value
     row = used[used["method"] == "SmoothGrad"].iloc[0]
     assert "samples=3" in row["parameters"] and "seed=7" in row["parameters"]
@@ -103,7 +104,7 @@ def test_all_methods_render_with_the_sidebars_parameters_for_its_method(new_app,
 def test_agreement_matrix_is_the_cores_clustered_matrix(new_app, lite0, coffee_x):
     at = new_app(PAGE, methods="gradient,grad_cam", agreement="iou_top5").run()
     assert_healthy(at)
-    maps = {map_label(m, o): attribute(lite0, coffee_x, [967], m, ("score", "loss")).maps[o][0].numpy()
+    maps = {map_title(m, o): attribute(lite0, coffee_x, [967], m, ("score", "loss")).maps[o][0].numpy()
             for m in ("gradient", "grad_cam") for o in ("score", "loss")}
     expected = method_comparison.agreement_matrix(maps, "iou_top5")
     trace = charts(at)["agreement"]["data"][0]
@@ -120,12 +121,12 @@ def test_ranking_numbers_equal_deletion_insertion(new_app, lite0, coffee_x):
         maps = attribute(lite0, coffee_x, [967], m, ("score", "loss")).maps
         for o in ("score", "loss"):
             r = faithfulness.deletion_insertion(lite0, coffee_x, [967], maps[o], 20, "blur", seed=0)
-            row = table.loc[map_label(m, o)]
+            row = table.loc[map_title(m, o)]
             assert row["deletion_auc"] == pytest.approx(float(r.deletion_auc[0]), rel=1e-3, abs=1e-4)
             assert row["insertion_auc"] == pytest.approx(float(r.insertion_auc[0]), rel=1e-3, abs=1e-4)
     # Grad-CAM's map on the randomised model is zero everywhere: no ranking, ρ is NaN, and the page says why.
-    assert np.isnan(table.loc[map_label("grad_cam", "score"), "randomised_spearman"])
-    assert np.isfinite(table.loc[map_label("gradient", "score"), "randomised_spearman"])
+    assert np.isnan(table.loc[map_title("grad_cam", "score"), "randomised_spearman"])
+    assert np.isfinite(table.loc[map_title("gradient", "score"), "randomised_spearman"])
     assert "a constant map has no ranking" in texts(at.main.caption)
     assert "explaining the image" in texts(at.main.caption)
     labels = [b.label for b in at.get("download_button")]
@@ -145,7 +146,7 @@ def test_link_round_trip(new_app):
     at.toggle(key="methods_iou").set_value(False).run()
     assert_healthy(at)
     assert at.query_params["methods"] == "gradient" and "agreement" not in at.query_params
-    assert list(grid(at)) == [map_label("gradient", "score"), map_label("gradient", "loss")]
+    assert list(grid(at)) == [map_title("gradient", "score"), map_title("gradient", "loss")]
     again = new_app(PAGE, **{k: at.query_params[k] for k in at.query_params}).run()  # the link, shared
     assert again.multiselect(key="methods_pick").value == ["gradient"]
     assert list(grid(again)) == list(grid(at))
@@ -197,7 +198,7 @@ def test_a_method_that_cannot_run_is_an_error_and_the_page_keeps_working(new_app
         at = new_app(PAGE, methods="gradient,guided_backprop", target="1").run()
         assert not at.exception
         assert texts(at.error) == "Guided backprop can't run here: guided backprop needs ReLUs (a test stand-in)"
-        assert list(grid(at)) == [map_label("gradient", "score"), map_label("gradient", "loss")]
+        assert list(grid(at)) == [map_title("gradient", "score"), map_title("gradient", "loss")]
     finally:
         caches.method_runs().clear()  # the stand-in's error must not outlive the test
 

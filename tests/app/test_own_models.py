@@ -255,13 +255,13 @@ def test_the_target_pickers_text_from_another_models_list_is_read_as_its_class_o
 
 def test_the_objective_pickers_text_from_another_methods_labels_is_read_as_its_objective():
     """The Objective picker's labels change with the method; a browser then sends back the old label."""
-    from pages.ui.method_params import objective_label
+    from pages.ui.method_params import map_title
     from pages.ui.sidebar import objective_of
 
     assert objective_of("loss") == "loss" and objective_of("score") == "score"
-    assert objective_of(objective_label("gradient", "loss")) == "loss"
-    assert objective_of(objective_label("smoothgrad", "loss")) == "loss"
-    assert objective_of(objective_label("guided_backprop", "score")) == "score"
+    assert objective_of(map_title("gradient", "loss")) == "loss"
+    assert objective_of(map_title("smoothgrad", "loss")) == "loss"
+    assert objective_of(map_title("guided_backprop", "score")) == "score"
     assert objective_of("something else") == "score" and objective_of(None) == "score"
 
 

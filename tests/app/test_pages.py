@@ -644,6 +644,7 @@ def test_faithfulness_page_downloads_carry_provenance_and_say_what_they_are(new_
         assert header[section]["precision"] == "exact"
         assert len(pd.read_csv(io.BytesIO(raw), comment="#")) > 0
     assert header["randomisation"]["seed"] == 0 and len(header["randomisation"]["stages"]) == 9
+    assert (header["randomisation"]["method"], header["randomisation"]["objectives"]) == ("gradient", ["score", "loss"])
     curves = pd.read_csv(io.BytesIO(curves_data()), comment="#")
     assert sorted(set(curves["order"])) == ["loss", "random order", "score"] and len(curves) == 3 * 21
 
