@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.ui import labels, map_notes, method_params, sidebar
+from pages.ui import labels, map_notes, method_params, sidebar, view_links
 from pages.ui.text import plain
 from saliency_core.evaluation import stats
 from saliency_core.evaluation.analysis import signed_channel_max
@@ -17,11 +17,13 @@ gradient = v.method == method_params.DEFAULT_METHOD
 v, a = sidebar.analysis_page("Score gradient vs loss gradient" if gradient
                              else f"{method_params.spec(v.method).title}: score vs loss")
 
+view_links.warn(view_links.restore("compare", view_links.PAGES["compare"]))
 c1, c2, c3 = st.columns([2, 1, 1])
 colorscale = c1.selectbox("Colour map", labels.COLORSCALES, key="colorscale", persist_state="session")
 shared = c2.toggle("Shared colour scale", key="shared_scale", persist_state="session",
                    help="One scale for both maps shows how much fainter the loss map is; separate scales "
                         "compare their shapes.")
+view_links.write(view_links.PAGES["compare"])
 c3.metric("Target probability p_y", f"{a.target_prob:.4f}", help=f"p({a.target} · {plain(a.target_name)})")
 
 maps = {m: a.maps[m] for m in ("score", "loss")}

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.ui import caches, handover, labels, sidebar
+from pages.ui import caches, handover, labels, sidebar, view_links
 from pages.ui.text import plain
 from saliency_core.errors import SaliencyError
 from saliency_core.figures import charts, plots
@@ -39,8 +39,11 @@ try:
             st.info(f"No results under **{plain(caches.results_dir())}** yet (set `SALIENCY_RESULTS_DIR` to look "
                     "elsewhere). Run the command above with `--out` inside that folder.")
         else:
+            folder_choice = (view_links.dataset_folder_choice(names),)
+            view_links.warn(view_links.restore("dataset_folder", folder_choice))
             name = st.selectbox(f"Results folder in {plain(caches.results_dir())}", names, key="dataset_folder",
                                 persist_state="session")
+            view_links.write(folder_choice)
             folder = caches.load_results_folder(name or names[0])
 except SaliencyError as exc:
     st.error(plain(exc, 1000))
@@ -107,12 +110,15 @@ if frame.empty:
     st.stop()
 
 # --------------------------------------------------------------------------- filter and table
+filters = (*view_links.PAGES["dataset"], view_links.dataset_classes_choice(dataset_view.target_classes(frame)))
+view_links.warn(view_links.restore("dataset", filters))
 with st.expander("Filter", expanded=True):
     f1, f2, f3 = st.columns([2, 1, 1])
     chosen = f1.multiselect("Target classes", dataset_view.target_classes(frame), key="dataset_classes",
                             placeholder="all classes")
     outcome = f2.selectbox("Prediction", dataset_view.OUTCOMES, key="dataset_outcome")
     text = f3.text_input("Path contains", key="dataset_text")
+view_links.write(filters)  # read from the session: Rank by, drawn further down, is set before the run starts
 view = dataset_view.filter_rows(frame, chosen, outcome or "all", text)
 
 shown = view[dataset_view.table_columns(view)].reset_index(drop=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.ui import budget, caches, map_notes, method_params, sidebar
+from pages.ui import budget, caches, map_notes, method_params, sidebar, view_links
 from pages.ui.text import plain
 from saliency_core.core import limits
 from saliency_core.core.baselines import BASELINE_LABELS, BASELINES
@@ -28,12 +28,14 @@ STRIP_PX = 112  # the strip shows each map at most this many pixels a side (224 
 v = sidebar.view()
 st.title("Which map tells the truth?")
 top = st.container()  # the analysis line and the introduction, drawn once the options below are known
+view_links.warn(view_links.restore("faithfulness", view_links.PAGES["faithfulness"]))
 c1, c2, c3 = st.columns(3)
 steps = c1.slider("Steps", 5, limits.MAX_FAITHFULNESS_STEPS, 20, step=5, key="faith_steps", persist_state="session")
 baseline = c2.selectbox("Baseline for removed pixels", BASELINES, key="faith_baseline",
                         persist_state="session", format_func=BASELINE_LABELS.get)
 stages = c3.slider("Randomisation stages", 2, 12, 8, key="faith_stages", persist_state="session",
                    help="Layers are re-initialised in this many groups, from the output down.")
+view_links.write(view_links.PAGES["faithfulness"])
 
 
 def check_keys(a: ImageAnalysis) -> tuple[tuple, tuple]:

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import streamlit as st
 
-from pages.ui import budget, caches, image_sources, labels, map_notes, method_params, sidebar
+from pages.ui import budget, caches, image_sources, labels, map_notes, method_params, sidebar, view_links
 from pages.ui.text import plain
 from saliency_core.errors import SaliencyError
 from saliency_core.figures import plots
@@ -25,6 +25,7 @@ intro = st.empty()  # filled once the image set, and so which images have labels
 
 choices = image_sources.gallery_choices(v.model)
 sets = list(choices)
+view_links.warn(view_links.restore("gallery", (*view_links.PAGES["gallery"], *view_links.gallery_choices(sets, 5, 8))))
 if len(sets) > 1:
     picked = st.segmented_control("Images", sets, key="gallery_set", default=sets[0], required=True, format_func=plain,
                                   persist_state="session")
@@ -77,7 +78,11 @@ for chunk in chunks:
                       + (f" · about {left:.0f} s left" if len(analyses) < len(items) else ""))
 progress.empty()
 
-per_row = st.slider("Images per row", 1, max(2, min(8, len(items))), min(5, len(items)), key="gallery_cols")
+most = max(2, min(8, len(items)))
+if st.session_state.get("gallery_cols", 0) > most:  # a link's value for a larger set
+    st.session_state["gallery_cols"] = most
+per_row = st.slider("Images per row", 1, most, min(5, len(items)), key="gallery_cols")
+view_links.write((*view_links.PAGES["gallery"], *view_links.gallery_choices(sets, min(5, len(items)), most)))
 for start in range(0, len(analyses), per_row):
     row = analyses[start:start + per_row]
     titles = [f"{x.target_name}{'' if x.prediction == x.target else ' (predicted: ' + x.categories[x.prediction] + ')'}"

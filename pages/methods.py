@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages.ui import budget, caches, labels, map_notes, method_params, methods_view, sidebar
+from pages.ui import budget, caches, labels, map_notes, method_params, methods_view, sidebar, view_links
 from pages.ui.text import plain
 from saliency_core.core.baselines import BASELINE_LABELS
 from saliency_core.errors import SaliencyError
@@ -29,10 +29,7 @@ BASELINE = method_ranking.DEFAULT_BASELINE
 
 v = sidebar.view()
 st.title("Which method should I believe?")
-notices = methods_view.restore()
-if notices:
-    st.warning("This link could not be followed in full:\n\n" + "\n".join(f"- {n}" for n in notices),
-               icon=":material/link_off:")
+view_links.warn(methods_view.restore() + view_links.restore("methods", view_links.PAGES["methods"]))
 if v.image is None:
     (st.error if v.problem_is_error else st.info)(v.problem or "No image.")
     st.stop()
@@ -72,6 +69,7 @@ rank = c4.toggle("Rank the maps", key=methods_view.RANK, persist_state="session"
                  help="Deletion/insertion AUCs and the randomisation check for every map: tens of seconds on a "
                       "CPU, then cached.")
 methods_view.write()
+view_links.write(view_links.PAGES["methods"])
 methods = tuple(st.session_state.get(methods_view.PICK) or ())
 if not methods:
     st.info("Pick at least one method above.")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages.ui import labels, map_notes, method_params, sidebar, timing_log
+from pages.ui import labels, map_notes, method_params, sidebar, timing_log, view_links
 from pages.ui.text import plain
 from saliency_core.figures import map_files, plots
 from saliency_core.figures.figure_style import display_factor
 
 v, a = sidebar.analysis_page("Saliency map", one_objective=True)
+view_links.warn(view_links.restore("saliency", view_links.PAGES["saliency"]))
 
 left, right = st.columns([1, 2])
 with left:
@@ -72,3 +73,4 @@ with right:
                f"crop of {plain(v.image.title)} that the model saw.{shrunk} Hover for x, y, {hover}. "
                f"{label} by {method_params.method_summary(a.method, a.params)}: computed in "
                f"{a.seconds * 1000:.0f} ms ({a.precision}, {sidebar.channels_text(a)}).")
+view_links.write(view_links.PAGES["saliency"])

@@ -6,7 +6,7 @@ import json
 
 import streamlit as st
 
-from pages.ui import labels, method_params, sidebar
+from pages.ui import labels, method_params, sidebar, view_links
 from saliency_core.evaluation import stats
 from saliency_core.figures import charts
 
@@ -42,7 +42,9 @@ st.dataframe(agreement.rename(columns=labels.AGREEMENT_LABELS), hide_index=True,
 
 st.subheader("Most salient pixels")
 objective = v.objective
+view_links.warn(view_links.restore("statistics", view_links.PAGES["statistics"]))
 n = st.number_input("How many", 1, 1000, 20, key="top_n", persist_state="session")
+view_links.write(view_links.PAGES["statistics"])
 top = stats.top_pixels(maps[objective], int(n), gradients=a.channel_values(objective), image=a.display)
 st.dataframe(top, hide_index=True, column_config={
     "value": st.column_config.NumberColumn(format="%.4g"),

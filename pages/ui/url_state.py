@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from pages.ui import method_params, model_cache
+from pages.ui import method_params, model_cache, view_links
 from pages.ui.labels import OBJECTIVE_LABELS, PRECISION_LABELS, REDUCTION_LABELS
 from pages.ui.text import plain
 from saliency_core.core.baselines import BASELINE_LABELS
@@ -162,9 +162,10 @@ def current_params() -> dict[str, str]:
 
 
 def write_url() -> None:
-    """Mirror the view into the address bar (a page's own :data:`PAGE_KEYS` stay as they are)."""
+    """Mirror the view into the address bar (a page's own :data:`PAGE_KEYS` and display choices,
+    :mod:`pages.ui.view_links`, stay as they are)."""
     params = current_params()
-    params.update({k: v for k, v in st.query_params.to_dict().items() if k in PAGE_KEYS})
+    params.update({k: v for k, v in st.query_params.to_dict().items() if k in PAGE_KEYS or k in view_links.URL_NAMES})
     if dict(st.query_params) != params:
         st.query_params.from_dict(params)
 

@@ -695,3 +695,38 @@ def test_a_zero_map_is_drawn_empty_in_the_browser_and_said_so(new_session):
                                                                                timeout=WAIT_MS)  # a canvas table
     assert_healthy(s, "a zero map")
     screenshot(s.page, "compare-zero-map")
+
+
+# --------------------------------------------------------------------------- display choices in the link
+
+
+def test_a_shared_link_shows_the_senders_colour_map_and_overlay(new_session):
+    """On Saliency the sender chooses viridis and "Overlay on the image"; the link opened in a fresh browser
+    showed hot and Heatmap. Now it shows what the sender sees (tests/app/test_view_links.py: every page)."""
+    owner = opened(new_session, "/saliency", {HEATMAP: 1})
+    page = owner.page
+    page.locator(f'{MAIN} .st-key-colorscale button[aria-label="Open"]').click()
+    page.get_by_role("option", name="viridis", exact=True).click()
+    wait_idle(page)
+    page.locator(f"{MAIN} .st-key-saliency_view").get_by_text("Overlay on the image").click()
+    wait_idle(page)
+    page.wait_for_function("""() => { const gd = document.querySelector('.st-key-heatmap .js-plotly-plot');
+                                      return gd && gd.data && gd.data.some(t => t.type === 'image'); }""",
+                           timeout=WAIT_MS)
+    link = page.url
+    assert query(page).get("colorscale") == ["viridis"] and query(page).get("view") == ["overlay"], link
+
+    guest = new_session()  # a colleague: no cookies, no session state
+    guest.page.goto(link)
+    wait_idle(guest.page)
+    wait_for_counts(guest.page, {HEATMAP: 1})
+    wait_idle(guest.page)
+    drawn = guest.page.evaluate(
+        """() => document.querySelector('.st-key-heatmap .js-plotly-plot').data
+                 .map(t => [t.type, t.colorscale ? JSON.stringify(t.colorscale).slice(0, 80) : null])""")
+    kinds = [kind for kind, _ in drawn]
+    assert "image" in kinds, drawn  # the overlay, not the plain heatmap
+    scale = next(s for kind, s in drawn if kind == "heatmap")
+    assert "#440154" in scale.lower() or "68,1,84" in scale, scale  # viridis starts dark purple, hot starts black
+    assert_healthy(guest, "the shared link")
+    screenshot(guest.page, "saliency-shared-display-choices")

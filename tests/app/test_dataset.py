@@ -215,3 +215,22 @@ def test_a_killed_run_is_shown_as_stopped_not_running(app, results_root: Path, t
         assert any("stopped before it finished" in shown(w.value) for w in at.warning)
     finally:
         shutil.rmtree(killed)
+
+
+def test_the_filters_round_trip_through_the_link(app):
+    """The Dataset page's folder, classes, outcome and path filter are in the link (tests/app/test_view_links.py
+    has the other pages)."""
+    at = app(page=PAGE).run()
+    at.multiselect(key="dataset_classes").set_value(["espresso", "tabby"]).run()
+    at.selectbox(key="dataset_outcome").set_value("correct").run()
+    at.text_input(key="dataset_text").set_value("_00").run()
+    link = {k: at.query_params[k] for k in at.query_params}
+    assert link["classes"] == "espresso|tabby" and link["outcome"] == "correct" and link["path"] == "_00"
+    guest = app(page=PAGE, **link).run()
+    assert not guest.exception and not guest.error and not guest.warning
+    assert guest.multiselect(key="dataset_classes").value == ["espresso", "tabby"]
+    assert guest.selectbox(key="dataset_outcome").value == "correct"
+    assert guest.text_input(key="dataset_text").value == "_00"
+    table = next(d for d in guest.dataframe if d.key == "dataset_table").value
+    mine = next(d for d in at.dataframe if d.key == "dataset_table").value
+    assert list(table["key"]) == list(mine["key"])
