@@ -210,7 +210,7 @@ def test_torchrun_two_ranks_equals_one_process(single: Path, dataset: Path, tmp_
 # Runs the job with the sha256 check of downloads off: the test serves random weights, not torchvision's file.
 _UNCHECKED_DOWNLOADS = """
 import runpy
-from saliency_core import downloads
+from saliency_core.models import weights_download as downloads
 downloads.sha256_prefix = lambda name: None
 runpy.run_module("saliency_core.batch", run_name="__main__", alter_sys=True)
 """

@@ -713,6 +713,8 @@ def test_a_shared_link_shows_the_senders_colour_map_and_overlay(new_session):
     page.wait_for_function("""() => { const gd = document.querySelector('.st-key-heatmap .js-plotly-plot');
                                       return gd && gd.data && gd.data.some(t => t.type === 'image'); }""",
                            timeout=WAIT_MS)
+    # The link is rewritten when the run ends, which on a busy machine can be after the plot is drawn.
+    page.wait_for_function("() => new URLSearchParams(location.search).get('view') === 'overlay'", timeout=WAIT_MS)
     link = page.url
     assert query(page).get("colorscale") == ["viridis"] and query(page).get("view") == ["overlay"], link
 
