@@ -19,8 +19,8 @@ from saliency_core.evaluation.faithfulness import (
     FaithfulnessResult,
     compare_orders,
     deletion_insertion,
-    pixel_ranks,
 )
+from saliency_core.evaluation.perturbations import pixel_ranks
 
 SIDE = 16
 
@@ -270,10 +270,11 @@ def test_real_model_smoke(lite0):
 
 
 def _precision_spy(monkeypatch):
-    """Replace faithfulness.precision_context by a spy; returns (entered, inside)."""
+    """Replace perturbations.precision_context (every forward pass of deletion/insertion) by a spy; returns (entered,
+    inside)."""
     import contextlib
 
-    from saliency_core.evaluation import faithfulness
+    from saliency_core.evaluation import perturbations
 
     entered: list[tuple[str, str]] = []
     inside: list[bool] = []
@@ -287,7 +288,7 @@ def _precision_spy(monkeypatch):
         finally:
             inside.pop()
 
-    monkeypatch.setattr(faithfulness, "precision_context", spy)
+    monkeypatch.setattr(perturbations, "precision_context", spy)
     return entered, inside
 
 
