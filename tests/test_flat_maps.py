@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from saliency_core.evaluation import stats
-from saliency_core.figures import method_figures, plots
+from saliency_core.figures import image_figures, method_figures, plots
 from saliency_core.figures.figure_style import display_range, flat_note
 
 ZERO = np.zeros((8, 8))
@@ -48,9 +48,9 @@ def traces(fig) -> list[dict]:
 def test_every_map_figure_draws_a_flat_map_empty(flat):
     figures = {
         "heatmap": plots.heatmap_figure(flat),
-        "overlay": plots.overlay_figure(np.zeros((8, 8, 3), np.uint8), flat),
+        "overlay": image_figures.overlay_figure(np.zeros((8, 8, 3), np.uint8), flat),
         "side by side": plots.side_by_side_figure({"score": LIVE, "loss": flat}),
-        "gallery (and the Faithfulness strip)": plots.gallery_figure(None, {"loss": [flat]}, ["stage 0"]),
+        "gallery (and the Faithfulness strip)": image_figures.gallery_figure(None, {"loss": [flat]}, ["stage 0"]),
         "methods grid": method_figures.method_grid_figure({"grad_cam": {"score": LIVE, "loss": flat}}),
     }
     for name, fig in figures.items():

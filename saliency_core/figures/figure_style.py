@@ -1,7 +1,7 @@
 """What every figure shares: the template, the hover style, validation, text that stays text, and display size.
 
-:mod:`saliency_core.figures.plots` (maps) and :mod:`saliency_core.figures.charts` (curves and
-histograms) finish each figure with :func:`finish`.
+:mod:`saliency_core.figures.plots` and :mod:`saliency_core.figures.image_figures` (maps) and
+:mod:`saliency_core.figures.charts` (curves and histograms) finish each figure with :func:`finish`.
 """
 
 from __future__ import annotations

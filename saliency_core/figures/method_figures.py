@@ -25,7 +25,7 @@ from saliency_core.figures.figure_style import (
     require_nonempty,
     template_text,
 )
-from saliency_core.figures.plots import _anchor_squares, _check_colorscale, _heatmap, _image_axes
+from saliency_core.figures.map_traces import anchor_squares, check_colorscale, heatmap_trace, image_axes
 from saliency_core.methods.registry import ATTRIBUTION_METHODS, map_title
 
 SCALES = ("map", "method")
@@ -60,7 +60,7 @@ def method_grid_figure(maps: Mapping[str, Mapping[str, np.ndarray]], *, scale: s
     require_nonempty(maps)
     if scale not in SCALES:
         raise InvalidInputError(f"scale must be one of {SCALES}, got {scale!r}")
-    _check_colorscale(colorscale)
+    check_colorscale(colorscale)
     methods = list(maps)
     unknown = [m for m in methods if m not in ATTRIBUTION_METHODS]
     if unknown:
@@ -89,12 +89,12 @@ def method_grid_figure(maps: Mapping[str, Mapping[str, np.ndarray]], *, scale: s
             z = zs[m][obj]
             zmin, zmax = shared if scale == "method" else display_range(z)
             label = map_title(m, obj)
-            fig.add_trace(_heatmap(z, label=label, name=label, colorscale=colorscale, zmin=zmin, zmax=zmax,
-                                   showscale=False), row=row, col=col)
-    _image_axes(fig)
+            fig.add_trace(heatmap_trace(z, label=label, name=label, colorscale=colorscale, zmin=zmin, zmax=zmax,
+                                        showscale=False), row=row, col=col)
+    image_axes(fig)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
-    _anchor_squares(fig, len(methods) * len(objectives))
+    anchor_squares(fig, len(methods) * len(objectives))
     return finish(fig, None, height=60 + 230 * len(methods), margin=dict(l=10, r=10, t=40, b=10))
 
 
