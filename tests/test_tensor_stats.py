@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from saliency_core.errors import InvalidInputError
-from saliency_core.evaluation import stats
+from saliency_core.evaluation import agreement, stats
 from saliency_core.evaluation.tensor_stats import agreement_batch, describe_batch, summarize_batch
 
 RTOL, ATOL = 1e-9, 1e-12
@@ -30,12 +30,12 @@ def real_maps(lite0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def assert_matches_reference(a: np.ndarray, b: np.ndarray, *, dtype: torch.dtype = torch.float64) -> None:
-    """Both batch functions on (N, H, W) stacks a, b equal stats.summarize / stats.agreement per map."""
+    """Both batch functions on (N, H, W) stacks a, b equal stats.summarize / agreement.agreement per map."""
     ta, tb = torch.from_numpy(a).to(dtype), torch.from_numpy(b).to(dtype)
     summary, scores = summarize_batch(ta), agreement_batch(ta, tb)
     assert list(summary) == list(stats.SUMMARY_COLUMNS)
     expected_summary = [stats.summarize(m) for m in ta.double().numpy()]
-    expected_scores = [stats.agreement(x, y) for x, y in zip(ta.double().numpy(), tb.double().numpy(), strict=True)]
+    expected_scores = [agreement.agreement(x, y) for x, y in zip(ta.double().numpy(), tb.double().numpy(), strict=True)]
     assert list(scores) == list(expected_scores[0])
     for got, expected in ((summary, expected_summary), (scores, expected_scores)):
         for key, values in got.items():
@@ -107,7 +107,7 @@ def test_custom_fractions(rng):
     a, b = rng.random((3, 10, 10)), rng.random((3, 10, 10))
     scores = agreement_batch(torch.from_numpy(a), torch.from_numpy(b), fractions=(0.07, 0.5, 1.0))
     for i in range(3):
-        expected = stats.agreement(a[i], b[i], fractions=(0.07, 0.5, 1.0))
+        expected = agreement.agreement(a[i], b[i], fractions=(0.07, 0.5, 1.0))
         assert list(scores) == list(expected)
         for key in ("iou_top7", "iou_top50", "iou_top100"):
             assert scores[key][i].item() == pytest.approx(expected[key], rel=RTOL)

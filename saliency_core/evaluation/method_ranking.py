@@ -30,9 +30,9 @@ import torch
 from saliency_core.core.model_access import ModelLike
 from saliency_core.errors import InvalidInputError, SaliencyError
 from saliency_core.evaluation import faithfulness, sanity
+from saliency_core.evaluation.agreement import agreement
 from saliency_core.evaluation.method_comparison import MethodComparison, forward_passes
 from saliency_core.evaluation.randomized_model import fully_randomized_model
-from saliency_core.evaluation.stats import agreement
 from saliency_core.methods._common import Progress
 from saliency_core.methods.registry import attribute, explains, map_title
 
@@ -85,7 +85,7 @@ class MethodRanking:
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's ρ as :func:`saliency_core.evaluation.stats.agreement` (and the Sanity check) computes it;
+    """Spearman's ρ as :func:`saliency_core.evaluation.agreement.agreement` (and the Sanity check) computes it;
     NaN if not finite."""
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         return math.nan

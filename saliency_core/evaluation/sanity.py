@@ -30,6 +30,7 @@ from saliency_core.core.gradients import OBJECTIVES, compute_saliency
 from saliency_core.core.model_access import ModelLike, require_eval, unwrap_module
 from saliency_core.core.precision import check_precision
 from saliency_core.errors import InvalidInputError
+from saliency_core.evaluation.agreement import agreement
 from saliency_core.evaluation.randomized_model import (
     DEFAULT_MAX_STAGES,
     RANDOMISED,
@@ -39,7 +40,6 @@ from saliency_core.evaluation.randomized_model import (
     randomizable_layers,
     reinitialize_stages,
 )
-from saliency_core.evaluation.stats import agreement
 from saliency_core.methods.registry import ATTRIBUTION_METHODS, attribute
 
 SIMILARITY_COLUMNS = ("stage_index", "stage", "method", "objective", "image", "spearman", "ssim")
@@ -61,7 +61,7 @@ class RandomizationResult:
     maps : objective -> (S + 1, N, H, W) float32 array, the saliency map of
         each image at each stage (stage 0 = the trained model).
     similarity : DataFrame with columns :data:`SIMILARITY_COLUMNS` (``method`` is ``attribution``): each
-        map's agreement with the same image's stage-0 map (:func:`saliency_core.evaluation.stats.agreement`);
+        map's agreement with the same image's stage-0 map (:func:`saliency_core.evaluation.agreement.agreement`);
         NaN where a map is constant or not finite.
     targets : (N,) int64, the classes explained (top-1 resolved on the
         trained model and kept fixed for every stage).

@@ -1,5 +1,5 @@
 """Batched torch versions of :func:`saliency_core.evaluation.stats.summarize` and
-:func:`saliency_core.evaluation.stats.agreement`.
+:func:`saliency_core.evaluation.agreement.agreement`.
 
 For batch jobs that produce thousands of maps per second: every statistic
 is computed for a whole (N, H, W) stack at once, in float64, on the device
@@ -25,6 +25,7 @@ import torch
 
 from saliency_core.errors import InvalidInputError
 from saliency_core.evaluation import stats
+from saliency_core.evaluation.agreement import DEFAULT_FRACTIONS, FLAT_RTOL, fraction_key
 
 _SSIM_K1, _SSIM_K2 = 0.01, 0.03  # skimage's defaults, data_range 1
 
@@ -191,7 +192,7 @@ def _box_mean(x: torch.Tensor, win: int) -> torch.Tensor:
 
 
 def _ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-map SSIM of (N, H, W) float64 maps, as :func:`saliency_core.evaluation.stats._ssim`.
+    """Per-map SSIM of (N, H, W) float64 maps, as :func:`saliency_core.evaluation.agreement._ssim`.
 
     Each map is scaled by its own max (when > 0), then compared as
     ``skimage.metrics.structural_similarity(..., data_range=1.0,
@@ -219,9 +220,9 @@ def _ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def agreement_batch(
     a: torch.Tensor,
     b: torch.Tensor,
-    fractions: Sequence[float] = stats.DEFAULT_FRACTIONS,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
 ) -> dict[str, torch.Tensor]:
-    """:func:`saliency_core.evaluation.stats.agreement` for stacks of map pairs at once.
+    """:func:`saliency_core.evaluation.agreement.agreement` for stacks of map pairs at once.
 
     Parameters
     ----------
@@ -233,7 +234,7 @@ def agreement_batch(
     dict
         (N,) float64 tensors on the maps' device keyed ``pearson``,
         ``spearman``, ``cosine``, ``ssim`` and ``iou_top{100 * f:g}`` per
-        fraction; entry i equals ``stats.agreement(a[i], b[i])``, NaNs
+        fraction; entry i equals ``agreement.agreement(a[i], b[i])``, NaNs
         included (constant maps, all-zero maps, maps under 3 px a side).
 
     Raises
@@ -265,9 +266,9 @@ def _agreement(x: torch.Tensor, y: torch.Tensor, sorted_a: tuple[torch.Tensor, t
     ranks_a, place_a = _ranks(values_a, order_a)
     ranks_b, place_b = _ranks(values_b, order_b)
 
-    def flat(values: torch.Tensor) -> torch.Tensor:  # stats.flat_value's rule: constant up to rounding
+    def flat(values: torch.Tensor) -> torch.Tensor:  # agreement.flat_value's rule: constant up to rounding
         lo, hi = values[:, 0], values[:, -1]
-        return (hi - lo) <= stats.FLAT_RTOL * torch.maximum(lo.abs(), hi.abs())
+        return (hi - lo) <= FLAT_RTOL * torch.maximum(lo.abs(), hi.abs())
 
     constant = flat(values_a) | flat(values_b)
     if size < 2:
@@ -285,7 +286,7 @@ def _agreement(x: torch.Tensor, y: torch.Tensor, sorted_a: tuple[torch.Tensor, t
     for fraction in fractions:
         k = stats.top_count(fraction, size)
         inter = ((place_a < k) & (place_b < k)).sum(1).to(torch.float64)
-        result[stats.fraction_key(fraction)] = inter / (2 * k - inter)
+        result[fraction_key(fraction)] = inter / (2 * k - inter)
     return result
 
 
@@ -322,6 +323,6 @@ def describe_batch(maps: Mapping[str, torch.Tensor],
         out |= {f"{name}_{k}": v for k, v in _summary(wide[name], ordered[name][0]).items()}
     for first, second, prefix in pairs:
         _check_pair(raw[first], raw[second])
-        agreement = _agreement(wide[first], wide[second], ordered[first], ordered[second], stats.DEFAULT_FRACTIONS)
+        agreement = _agreement(wide[first], wide[second], ordered[first], ordered[second], DEFAULT_FRACTIONS)
         out |= {f"{prefix}_{k}": v for k, v in agreement.items()}
     return out

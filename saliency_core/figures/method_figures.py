@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from saliency_core.errors import InvalidInputError
-from saliency_core.evaluation import stats
+from saliency_core.evaluation.agreement import undefined_agreement
 from saliency_core.evaluation.method_comparison import AgreementMatrix
 from saliency_core.figures.figure_style import (
     as_text,
@@ -114,7 +114,7 @@ def agreement_heatmap(matrix: AgreementMatrix | pd.DataFrame, order: Sequence[st
         default the AgreementMatrix's, else "spearman".
     title : optional figure title (shown as text).
     maps : optional label -> (H, W) map: the hover of an undefined cell then
-        says why (:func:`saliency_core.evaluation.stats.undefined_agreement`,
+        says why (:func:`saliency_core.evaluation.agreement.undefined_agreement`,
         e.g. "undefined: Grad-CAM · −L is zero everywhere").
 
     Returns
@@ -141,7 +141,7 @@ def agreement_heatmap(matrix: AgreementMatrix | pd.DataFrame, order: Sequence[st
                                 f"permutation of them; got rows {labels}, order {order}")
     values = frame.loc[order, order].to_numpy(dtype=np.float64)
     text = [[MISSING if math.isnan(v) else f"{v:.2f}" for v in row] for row in values]
-    why = [[(stats.undefined_agreement(metric, {a: maps[a], b: maps[b]}) if maps and a in maps and b in maps
+    why = [[(undefined_agreement(metric, {a: maps[a], b: maps[b]}) if maps and a in maps and b in maps
              else "undefined") if math.isnan(v) else "" for b, v in zip(order, row, strict=True)]
            for a, row in zip(order, values, strict=True)]
     names = [as_text(label) for label in order]
