@@ -46,7 +46,7 @@ from saliency_core.evaluation import analysis, faithfulness, sanity  # noqa: E40
 from saliency_core.figures import charts, image_figures  # noqa: E402
 from saliency_core.inputs.preprocessing import normalize  # noqa: E402
 from saliency_core.inputs.samples import sample_by_name  # noqa: E402
-from saliency_core.models.registry import load_model  # noqa: E402
+from saliency_core.models.loading import load_model  # noqa: E402
 
 OBJECTIVES = ("score", "loss")
 STEPS, BASELINE, STAGES, CHUNK = 20, "blur", 8, 8  # the page's defaults; chunk of 8 on the CPU
