@@ -50,7 +50,6 @@ from saliency_core.evaluation.perturbations import (
 )
 
 ORDERS = ("map", "random")
-COMPARE_COLUMNS = ("order", "image", "deletion_auc", "insertion_auc")
 
 Progress = Callable[[int, int], None]
 
@@ -217,32 +216,6 @@ def deletion_insertion(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequ
     )
 
 
-def compare_orders(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int],
-                   maps: Mapping[str, MapsLike], steps: int = 20, baseline: str = "blur", *,
-                   random: bool = True, batch_size: int = 64, progress: Progress | None = None, seed: int = 0,
-                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                   blur_sigma: float | None = None, precision: str = "exact") -> pd.DataFrame:
-    """Deletion/insertion AUCs of several maps, and of a random order, in one tidy table.
-
-    Parameters
-    ----------
-    maps : order name -> (N, H, W) map (e.g. ``{"score": ..., "loss": ...}``).
-    random : also run ``order="random"`` as order "random" (the reference
-        a map has to beat: lower deletion AUC, higher insertion AUC).
-    Everything else as in :func:`deletion_insertion`.
-
-    Returns
-    -------
-    DataFrame with columns ``order, image, deletion_auc, insertion_auc``,
-    one row per order per image (image = index into ``X``). The curves
-    behind it come from :func:`deletion_insertion_orders` (one batched pass).
-    """
-    results = deletion_insertion_orders(model, X, y, maps, steps, baseline, random="random" if random else None,
-                                        batch_size=batch_size, progress=progress, seed=seed, mean=mean, std=std,
-                                        blur_sigma=blur_sigma, precision=precision)
-    return auc_table(results)
-
-
 RANKING_COLUMNS = ("rank", "order", "deletion_auc", "insertion_auc", "insertion_minus_deletion")
 
 
@@ -315,25 +288,6 @@ def deletion_insertion_orders(model: ModelLike, X: torch.Tensor, y: torch.Tensor
             blur_sigma=joint.blur_sigma,
         )
     return out
-
-
-def auc_table(results: Mapping[str, FaithfulnessResult]) -> pd.DataFrame:
-    """The AUCs of several orders' results in one tidy table, as :func:`compare_orders` returns it.
-
-    Returns
-    -------
-    DataFrame with columns ``order, image, deletion_auc, insertion_auc``,
-    one row per order (in the mapping's order) per image.
-    """
-    frames = [pd.DataFrame({
-        "order": name,
-        "image": np.arange(r.deletion_auc.shape[0], dtype=np.int64),
-        "deletion_auc": r.deletion_auc,
-        "insertion_auc": r.insertion_auc,
-    }) for name, r in results.items()]
-    if not frames:
-        raise InvalidInputError("no results to tabulate")
-    return pd.concat(frames, ignore_index=True)[list(COMPARE_COLUMNS)]
 
 
 def ranking_table(results: Mapping[str, FaithfulnessResult], image: int = 0) -> pd.DataFrame:
