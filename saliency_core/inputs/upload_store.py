@@ -123,12 +123,8 @@ class UploadStore:
         except OSError:
             pass
 
-    def prune(self) -> None:
-        """Drop expired files, then the oldest until the folder fits the cap."""
-        with self._lock:
-            self._prune_locked()
-
     def _prune_locked(self) -> None:
+        """Drop expired files, then the oldest until the folder fits the cap; the caller holds ``_lock``."""
         if not self.root.is_dir():
             return
         now = time.time()
