@@ -616,7 +616,7 @@ def test_faithfulness_page_downloads_carry_provenance_and_say_what_they_are(new_
     import streamlit as st
 
     from saliency_core.figures.evaluation_files import faithfulness_filename
-    from saliency_core.figures.provenance import read_csv_provenance
+    from tests.test_export import read_csv_provenance
 
     buttons = {}
     original = st.download_button
