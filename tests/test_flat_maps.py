@@ -105,9 +105,8 @@ def test_the_agreement_matrix_hover_says_why_a_cell_is_undefined():
 def test_the_batch_jobs_agreement_treats_a_map_constant_up_to_rounding_as_the_pages_do():
     import torch
 
-    from saliency_core.evaluation import tensor_stats
+    from tests.test_tensor_stats import agreement_batch
 
-    batched = tensor_stats.agreement_batch(torch.as_tensor(np.stack([LIVE, LIVE])),
-                                           torch.as_tensor(np.stack([SPECKLE, LIVE])))
+    batched = agreement_batch(torch.as_tensor(np.stack([LIVE, LIVE])), torch.as_tensor(np.stack([SPECKLE, LIVE])))
     assert np.isnan(float(batched["spearman"][0])) and np.isnan(agreement.agreement(LIVE, SPECKLE)["spearman"])
     assert float(batched["spearman"][1]) == pytest.approx(1.0)

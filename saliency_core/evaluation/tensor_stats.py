@@ -68,30 +68,6 @@ def _percentile(values: torch.Tensor, q: float) -> torch.Tensor:
     return above - diff * (1 - t) if t >= 0.5 else below + diff * t
 
 
-def summarize_batch(maps: torch.Tensor) -> dict[str, torch.Tensor]:
-    """:func:`saliency_core.evaluation.stats.summarize` for a stack of maps at once.
-
-    Parameters
-    ----------
-    maps : (N, H, W) tensor, >= 0, finite, any real dtype and device
-
-    Returns
-    -------
-    dict
-        One (N,) float64 tensor on ``maps``' device per key of
-        ``stats.SUMMARY_COLUMNS``; entry i equals ``stats.summarize(maps[i])``.
-
-    Raises
-    ------
-    InvalidInputError
-        For a non-tensor, a shape other than (N, H, W) with H, W >= 1, a
-        bool or complex dtype, or a map with NaN, inf or negative values.
-    """
-    raw = _validate(maps, "maps")
-    values, _ = _sort(raw)
-    return _summary(raw.to(torch.float64), values)
-
-
 def _sort(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Stable ascending sort of (N, H, W) maps flattened: (float64 values, order).
 
@@ -104,7 +80,7 @@ def _sort(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _summary(x: torch.Tensor, values: torch.Tensor) -> dict[str, torch.Tensor]:
-    """summarize_batch's numbers from float64 (N, H, W) maps and their sorted values."""
+    """The summary statistics of float64 (N, H, W) maps from their sorted values."""
     n_maps, h, w = x.shape
     size = h * w
     flat = x.reshape(n_maps, size)
@@ -217,38 +193,6 @@ def _ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return s.mean((1, 2))
 
 
-def agreement_batch(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-) -> dict[str, torch.Tensor]:
-    """:func:`saliency_core.evaluation.agreement.agreement` for stacks of map pairs at once.
-
-    Parameters
-    ----------
-    a, b : (N, H, W) tensors, >= 0, finite, same shape and device (any real dtypes)
-    fractions : top-k shares for the IoU entries, each in (0, 1]
-
-    Returns
-    -------
-    dict
-        (N,) float64 tensors on the maps' device keyed ``pearson``,
-        ``spearman``, ``cosine``, ``ssim`` and ``iou_top{100 * f:g}`` per
-        fraction; entry i equals ``agreement.agreement(a[i], b[i])``, NaNs
-        included (constant maps, all-zero maps, maps under 3 px a side).
-
-    Raises
-    ------
-    InvalidInputError
-        For maps :func:`summarize_batch` would reject, ``a`` and ``b`` of
-        different shapes or devices, or a fraction outside (0, 1].
-    """
-    raw_a, raw_b = _validate(a, "a"), _validate(b, "b")
-    _check_pair(raw_a, raw_b)
-    fractions = [stats.check_fraction(f, "fractions") for f in fractions]
-    return _agreement(raw_a.to(torch.float64), raw_b.to(torch.float64), _sort(raw_a), _sort(raw_b), fractions)
-
-
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape != b.shape:
         raise InvalidInputError(f"b: expected the same shape as a {tuple(a.shape)}, got {tuple(b.shape)}")
@@ -258,7 +202,7 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
 
 def _agreement(x: torch.Tensor, y: torch.Tensor, sorted_a: tuple[torch.Tensor, torch.Tensor],
                sorted_b: tuple[torch.Tensor, torch.Tensor], fractions: Sequence[float]) -> dict[str, torch.Tensor]:
-    """agreement_batch's numbers from float64 (N, H, W) maps and their :func:`_sort` results."""
+    """The agreement of float64 (N, H, W) map pairs from their :func:`_sort` results."""
     n_maps, h, w = x.shape
     size = h * w
     fa, fb = x.reshape(n_maps, size), y.reshape(n_maps, size)
@@ -304,8 +248,8 @@ def describe_batch(maps: Mapping[str, torch.Tensor],
     -------
     dict
         ``{name}_{stat}`` for every name and key of ``stats.SUMMARY_COLUMNS``
-        (as :func:`summarize_batch`), then ``{prefix}_{metric}`` per pair (as
-        :func:`agreement_batch` of first against second).
+        (entry i as ``stats.summarize(maps[name][i])``), then ``{prefix}_{metric}``
+        per pair (entry i as ``agreement.agreement(maps[first][i], maps[second][i])``).
     """
     if not maps:
         raise InvalidInputError("maps: expected at least one map")
