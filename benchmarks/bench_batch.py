@@ -43,7 +43,7 @@ from saliency_core.jobs import batch
 from saliency_core.jobs import columns as job_columns
 from saliency_core.jobs import processes as job_processes
 from saliency_core.jobs.imagefolder import discover, write_sample_folder
-from saliency_core.models.registry import load_model, pick_device
+from saliency_core.models.loading import load_model, pick_device
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,7 @@ from saliency_core.evaluation.analysis import analyse
 from saliency_core.evaluation.method_comparison import FAST_METHODS, compare_methods
 from saliency_core.evaluation.method_ranking import ranking_table
 from saliency_core.inputs.samples import sample_by_name, sample_images
-from saliency_core.models.registry import load_model
+from saliency_core.models.loading import load_model
 from saliency_core.serving import compute_cost
 
 

@@ -27,7 +27,7 @@ from saliency_core.core.gradients import compute_saliency
 from saliency_core.evaluation.faithfulness import deletion_insertion
 from saliency_core.evaluation.sanity import cascading_randomization
 from saliency_core.inputs.samples import sample_images
-from saliency_core.models.registry import load_model
+from saliency_core.models.loading import load_model
 
 
 def median_time(fn: Callable[[], object], device: torch.device, runs: int = 3) -> float:

@@ -43,10 +43,10 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from saliency_core.evaluation import analysis, faithfulness, sanity  # noqa: E402
-from saliency_core.figures import charts, plots  # noqa: E402
+from saliency_core.figures import charts, image_figures  # noqa: E402
 from saliency_core.inputs.preprocessing import normalize  # noqa: E402
 from saliency_core.inputs.samples import sample_by_name  # noqa: E402
-from saliency_core.models.registry import load_model  # noqa: E402
+from saliency_core.models.loading import load_model  # noqa: E402
 
 OBJECTIVES = ("score", "loss")
 STEPS, BASELINE, STAGES, CHUNK = 20, "blur", 8, 8  # the page's defaults; chunk of 8 on the CPU
@@ -99,8 +99,8 @@ def old_rest(model, a, x) -> int:
         np.arange(len(rand.stages)),
         {f"{m} · {metric}": sim[sim.objective == m].sort_values("stage_index")[metric].to_numpy()
          for m in OBJECTIVES for metric in ("spearman", "ssim")}, x_range=None)
-    strip = plots.gallery_figure(None, {m: list(rand.maps[m][:, 0]) for m in OBJECTIVES},
-                                 [f"stage {i}" for i in range(len(rand.stages))])
+    strip = image_figures.gallery_figure(None, {m: list(rand.maps[m][:, 0]) for m in OBJECTIVES},
+                                         [f"stage {i}" for i in range(len(rand.stages))])
     return len(similarity.to_json()) + len(strip.to_json())
 
 
@@ -121,8 +121,8 @@ def new_rest(model, a, x) -> int:
     rand = sanity.cascading_randomization(model, x, [a.target], objectives=OBJECTIVES, reduction=a.reduction,
                                           max_stages=STAGES)
     similarity = charts.curves_figure(list(range(len(rand.stages))), sanity.similarity_curves(rand), x_range=None)
-    strip = plots.gallery_figure(None, sanity.stage_maps(rand, max_side=112),
-                                 [f"stage {i}" for i in range(len(rand.stages))])
+    strip = image_figures.gallery_figure(None, sanity.stage_maps(rand, max_side=112),
+                                         [f"stage {i}" for i in range(len(rand.stages))])
     return len(similarity.to_json()) + len(strip.to_json())
 
 

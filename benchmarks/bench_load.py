@@ -100,7 +100,7 @@ class MemoryWatch(threading.Thread):
 def expected_map(data: bytes) -> np.ndarray:
     from saliency_core.evaluation.analysis import AUTO_TARGET, analyse
     from saliency_core.inputs.images import load_image
-    from saliency_core.models.registry import load_model
+    from saliency_core.models.loading import load_model
 
     model = expected_map.__dict__.setdefault("model", load_model(None, device="cpu"))
     (a,) = analyse(model, [load_image(data)], [AUTO_TARGET], [None])

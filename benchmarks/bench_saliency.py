@@ -44,7 +44,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from saliency_core.core.gradients import compute_saliency
-from saliency_core.models.registry import load_model
+from saliency_core.models.loading import load_model
 
 MODELS = ("squeezenet1_1", "efficientnet_lite0", "resnet50")
 

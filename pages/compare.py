@@ -8,7 +8,7 @@ import streamlit as st
 
 from pages.ui import labels, map_notes, method_params, sidebar, view_links
 from pages.ui.text import plain
-from saliency_core.evaluation import stats
+from saliency_core.evaluation import agreement, stats
 from saliency_core.evaluation.analysis import signed_channel_max
 from saliency_core.figures import plots
 
@@ -52,8 +52,8 @@ with left:
 with right:
     st.subheader("Agreement")
     named = {method_params.map_title(a.method, m): maps[m] for m in maps}
-    row = stats.agreement_table(maps).drop(columns=["map_a", "map_b"]).iloc[0]
-    table = pd.DataFrame({"score vs loss": [f"{v:.4f}" if np.isfinite(v) else stats.undefined_agreement(k, named)
+    row = agreement.agreement_table(maps).drop(columns=["map_a", "map_b"]).iloc[0]
+    table = pd.DataFrame({"score vs loss": [f"{v:.4f}" if np.isfinite(v) else agreement.undefined_agreement(k, named)
                                             for k, v in row.items()]},
                          index=[labels.AGREEMENT_LABELS.get(k, k) for k in row.index])
     st.dataframe(table)

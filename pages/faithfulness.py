@@ -17,7 +17,7 @@ from saliency_core.core.gradients import OBJECTIVES
 from saliency_core.errors import SaliencyError
 from saliency_core.evaluation import faithfulness, sanity
 from saliency_core.evaluation.analysis import ImageAnalysis
-from saliency_core.figures import charts, evaluation_files, plots
+from saliency_core.figures import charts, evaluation_files, image_figures
 from saliency_core.inputs.preprocessing import normalize
 from saliency_core.serving.compute_cost import Work, deletion_insertion_work, randomisation_work
 
@@ -138,7 +138,7 @@ st.plotly_chart(charts.curves_figure(list(range(len(rand.stages))), sanity.simil
                                     x_title="stage", y_title="similarity", x_range=None),
                 key="similarity")
 strip = sanity.stage_maps(rand, max_side=STRIP_PX)
-st.plotly_chart(plots.gallery_figure(None, strip, stage_titles), key="strip")
+st.plotly_chart(image_figures.gallery_figure(None, strip, stage_titles), key="strip")
 map_notes.caption_flat_maps((f"{method_params.map_title(a.method, m)} at {stage}", z, a.method)
                             for m, per_stage in strip.items() for stage, z in zip(stage_titles, per_stage, strict=True))
 with st.expander("Which layers each stage re-initialises"):

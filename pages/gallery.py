@@ -14,7 +14,7 @@ import streamlit as st
 from pages.ui import budget, caches, image_sources, labels, map_notes, method_params, sidebar, view_links
 from pages.ui.text import plain
 from saliency_core.errors import SaliencyError
-from saliency_core.figures import plots
+from saliency_core.figures import image_figures
 from saliency_core.serving.compute_cost import method_work
 
 CHUNK = 5  # images per batched forward pass; small enough for steady progress on a laptop CPU
@@ -87,8 +87,9 @@ for start in range(0, len(analyses), per_row):
     row = analyses[start:start + per_row]
     titles = [f"{x.target_name}{'' if x.prediction == x.target else ' (predicted: ' + x.categories[x.prediction] + ')'}"
               for x in row]
-    fig = plots.gallery_figure([x.display for x in row], {m: [x.maps[m] for x in row] for m in ("score", "loss")},
-                               titles, colorscale=colorscale)
+    fig = image_figures.gallery_figure([x.display for x in row],
+                                       {m: [x.maps[m] for x in row] for m in ("score", "loss")},
+                                       titles, colorscale=colorscale)
     st.plotly_chart(fig, key=f"gallery_{start}")
     map_notes.caption_flat_maps((f"{title}: {method_params.map_title(v.method, m)}", x.maps[m], v.method)
                                 for title, x in zip(titles, row, strict=True) for m in ("score", "loss"))

@@ -7,7 +7,7 @@ import streamlit as st
 
 from pages.ui import labels, map_notes, method_params, sidebar, timing_log, view_links
 from pages.ui.text import plain
-from saliency_core.figures import map_files, plots
+from saliency_core.figures import image_figures, map_files, plots
 from saliency_core.figures.figure_style import display_factor
 
 v, a = sidebar.analysis_page("Saliency map", one_objective=True)
@@ -43,8 +43,9 @@ with right:
                                  label_visibility="collapsed")
     if shown == "Overlay on the image":
         opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.6, step=0.05, key="opacity", persist_state="session")
-        fig = plots.overlay_figure(a.display, saliency, opacity=opacity, colorscale=colorscale, zmin=zmin, zmax=zmax,
-                                   gradients=grads, title=f"{label} over the model's crop", channel_prefix=prefix)
+        fig = image_figures.overlay_figure(a.display, saliency, opacity=opacity, colorscale=colorscale, zmin=zmin,
+                                           zmax=zmax, gradients=grads, title=f"{label} over the model's crop",
+                                           channel_prefix=prefix)
     else:
         fig = plots.heatmap_figure(saliency, gradients=grads, colorscale=colorscale, zmin=zmin, zmax=zmax,
                                    title=f"{label} · {a.precision} precision", channel_prefix=prefix)

@@ -8,13 +8,14 @@ import streamlit as st
 
 from pages.ui import labels, method_params, sidebar, view_links
 from saliency_core.evaluation import stats
+from saliency_core.evaluation.agreement import agreement_table
 from saliency_core.figures import charts
 
 v, a = sidebar.analysis_page("Per-pixel statistics", one_objective=True)
 
 maps = {m: a.maps[m] for m in ("score", "loss")}
 summary = stats.summary_table(maps)
-agreement = stats.agreement_table(maps)
+agreement = agreement_table(maps)
 
 names = {m: method_params.map_title(a.method, m) for m in maps}
 st.subheader("Summary per map")

@@ -17,7 +17,8 @@ from saliency_core.errors import (
 from saliency_core.inputs.images import load_image
 from saliency_core.inputs.samples import sample_by_name, sample_images
 from saliency_core.methods.registry import ATTRIBUTION_METHODS, AttributionResult, attribute
-from saliency_core.models.registry import DEFAULT_MODEL, list_models, load_model
+from saliency_core.models.loading import list_models, load_model
+from saliency_core.models.registry import DEFAULT_MODEL
 
 __all__ = [
     "ATTRIBUTION_METHODS",

@@ -18,6 +18,6 @@ os.environ.pop("SALIENCY_MODELS_DIR", None)
 
 @pytest.fixture(scope="session")
 def lite0():
-    from saliency_core.models.registry import load_model
+    from saliency_core.models.loading import load_model
 
     return load_model(None, device="cpu")

@@ -81,7 +81,7 @@ def test_timing_on_cpu_does_not_touch_cuda(lite0, monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_timing_synchronises_the_model_device(monkeypatch):
-    from saliency_core.models.registry import load_model
+    from saliency_core.models.loading import load_model
 
     events = _clock_spy(monkeypatch)
     out = analyse(load_model(None, device="cuda"), [sample_by_name("coffee").image], [None])

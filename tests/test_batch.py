@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from saliency_core.errors import InvalidInputError
-from saliency_core.evaluation import stats
+from saliency_core.evaluation import agreement, stats
 from saliency_core.evaluation.analysis import analyse
 from saliency_core.inputs.images import load_image
 from saliency_core.jobs.batch import main, parse_args
@@ -166,7 +166,7 @@ def test_numbers_equal_saliency_core_image_by_image(single: Path, lite0):
         expected = {"prob_target": a.target_prob, "loss": -np.log(a.target_prob)}
         for m in ("score", "loss"):
             expected |= {f"{m}_{k}": v for k, v in stats.summarize(a.maps[m]).items()}
-        expected |= {f"agree_{k}": v for k, v in stats.agreement(a.maps["score"], a.maps["loss"]).items()}
+        expected |= {f"agree_{k}": v for k, v in agreement.agreement(a.maps["score"], a.maps["loss"]).items()}
         for col, value in expected.items():
             np.testing.assert_allclose(row[col], value, rtol=RTOL, atol=ATOL, err_msg=f"{row['key']} {col}")
         saved = res.saved_maps(row["key"])

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from saliency_core.errors import InvalidInputError
-from saliency_core.evaluation import faithfulness, stats
+from saliency_core.evaluation import agreement, faithfulness, stats
 from saliency_core.inputs.preprocessing import normalize
 from saliency_core.jobs.batch import parse_args
 from saliency_core.jobs.imagefolder import ImageDataset, discover, write_sample_folder
@@ -73,7 +73,7 @@ def _tolerance(column: str, maps: dict[str, np.ndarray], i: int) -> float:
     name, stat = split_map_column(column)
     if name is not None and stat in VALUE_STATISTICS:
         return float(maps[name][i].max()) * 1e-4
-    fraction = {stats.fraction_key(f): f for f in stats.DEFAULT_FRACTIONS}.get(column.rsplit("_", 2)[-2] + "_"
+    fraction = {agreement.fraction_key(f): f for f in agreement.DEFAULT_FRACTIONS}.get(column.rsplit("_", 2)[-2] + "_"
                                                                                  + column.rsplit("_", 1)[-1])
     if fraction is not None:
         return 2.0 / stats.top_count(fraction, maps[MAPS[0]][i].size)
@@ -103,7 +103,7 @@ def test_three_pairs_equal_attribute_image_by_image(pairs_run: Path, images: Pat
             expected |= {f"{name}_{k}": v for k, v in stats.summarize(maps[name][i]).items()}
         for a, b in (("gradient_score", "smoothgrad_loss"), ("gradient_score", "integrated_gradients_score"),
                      ("smoothgrad_loss", "integrated_gradients_score")):
-            expected |= {f"agree_{a}_vs_{b}_{k}": v for k, v in stats.agreement(maps[a][i], maps[b][i]).items()}
+            expected |= {f"agree_{a}_vs_{b}_{k}": v for k, v in agreement.agreement(maps[a][i], maps[b][i]).items()}
         for col, value in expected.items():
             # SmoothGrad's and IG's maps are means of signed gradients whose float32 rounding depends on the rows
             # per pass (3 in the job, all here): values in the map's units are compared to the map's scale, a

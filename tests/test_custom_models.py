@@ -19,10 +19,11 @@ import torch
 from torch import nn
 
 from saliency_core.errors import InvalidInputError, ModelUnavailableError, UnknownModelError
-from saliency_core.evaluation import sanity
+from saliency_core.evaluation import randomized_model, sanity
 from saliency_core.methods.registry import attribute
 from saliency_core.models import custom_models
-from saliency_core.models.registry import REGISTRY, _get_spec, list_models, load_model, model_names
+from saliency_core.models.loading import list_models, load_model
+from saliency_core.models.registry import REGISTRY, get_spec, model_names
 
 CLASSES = ["red", "green", "blue", "grey"]
 SIDECAR = {"title": "Tiny colour net", "classes": CLASSES, "resize": 36, "crop": 32,
@@ -118,8 +119,8 @@ def test_a_custom_name_never_shadows_a_registry_name(models_dir):
     shutil.copy(models_dir / "scripted.pt", models_dir / "resnet18.pt")
     write_sidecar(models_dir, "resnet18")
     assert "custom:resnet18" in model_names()
-    assert _get_spec("resnet18") is REGISTRY["resnet18"]
-    assert _get_spec("custom:resnet18").source == "custom"
+    assert get_spec("resnet18") is REGISTRY["resnet18"]
+    assert get_spec("custom:resnet18").source == "custom"
     with pytest.raises(UnknownModelError, match="custom:scripted"):
         load_model("custom:nothing", "cpu")
 
@@ -187,7 +188,7 @@ def test_the_randomisation_check_runs_on_compiled_models(models_dir, name):
     assert (last < 0.9).all(), last
     for k, v in loaded.model.state_dict().items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)  # the shared model is untouched
-    work = sanity.fully_randomized_model(loaded)
+    work = randomized_model.fully_randomized_model(loaded)
     assert not torch.equal(work.model.state_dict()["head.2.weight"], before["head.2.weight"])
     assert attribute(work, x, [0, 1], "gradient").maps["score"].shape == (2, 32, 32)
 

@@ -18,7 +18,7 @@ import torch
 
 from saliency_core.errors import ModelUnavailableError
 from saliency_core.models import weights_download as downloads
-from saliency_core.models.registry import checkpoint_path, list_models, load_model
+from saliency_core.models.loading import checkpoint_path, list_models, load_model
 
 NAME = "squeezenet1_1-b8a52dc0.pth"
 

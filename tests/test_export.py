@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,22 @@ from PIL import Image
 
 from saliency_core.figures.map_files import colormap_lut, map_csv, map_png, map_to_rgb
 from saliency_core.figures.provenance import provenance
+
+_HEADER_LINE = re.compile(r"^# ([A-Za-z_][A-Za-z0-9_]*): (.*)$")
+
+
+def read_csv_provenance(data: bytes | str) -> dict:
+    """The ``# key: <JSON>`` header of a :func:`~saliency_core.figures.provenance.csv_with_provenance` file, as a
+    dict."""
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    out: dict[str, object] = {}
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        match = _HEADER_LINE.match(line)
+        if match:
+            out[match.group(1)] = json.loads(match.group(2))
+    return out
 
 
 def test_png_has_one_pixel_per_map_pixel_coloured_by_the_scale():
@@ -123,7 +140,6 @@ def test_deletion_insertion_csv_reads_back_with_pandas_and_keeps_its_provenance(
 
     from saliency_core.evaluation.faithfulness import deletion_insertion
     from saliency_core.figures.evaluation_files import deletion_insertion_csv
-    from saliency_core.figures.provenance import read_csv_provenance
 
     X = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     maps = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -157,7 +173,6 @@ def test_randomisation_csv_reads_back_with_pandas_and_keeps_its_provenance():
 
     from saliency_core.evaluation.sanity import cascading_randomization
     from saliency_core.figures.evaluation_files import randomisation_csv
-    from saliency_core.figures.provenance import read_csv_provenance
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
                               torch.nn.Linear(4 * 8 * 8, 3)).eval()

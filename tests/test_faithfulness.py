@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.integrate import trapezoid
@@ -14,15 +16,58 @@ from scipy.ndimage import gaussian_filter
 from saliency_core.core.baselines import gaussian_blur, make_baseline
 from saliency_core.core.gradients import compute_saliency
 from saliency_core.errors import InvalidInputError
-from saliency_core.evaluation.faithfulness import (
-    COMPARE_COLUMNS,
-    FaithfulnessResult,
-    compare_orders,
-    deletion_insertion,
-    pixel_ranks,
-)
+from saliency_core.evaluation.faithfulness import FaithfulnessResult, deletion_insertion, deletion_insertion_orders
+from saliency_core.evaluation.perturbations import MapsLike, pixel_ranks
 
 SIDE = 16
+
+
+# Deletion/insertion of several maps as one table: the tests' way to compare orders (nothing else uses it).
+COMPARE_COLUMNS = ("order", "image", "deletion_auc", "insertion_auc")
+
+
+def compare_orders(model, X: torch.Tensor, y, maps: Mapping[str, MapsLike], steps: int = 20, baseline: str = "blur",
+                   *, random: bool = True, batch_size: int = 64, progress=None, seed: int = 0,
+                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                   blur_sigma: float | None = None, precision: str = "exact") -> pd.DataFrame:
+    """Deletion/insertion AUCs of several maps, and of a random order, in one tidy table.
+
+    Parameters
+    ----------
+    maps : order name -> (N, H, W) map (e.g. ``{"score": ..., "loss": ...}``).
+    random : also run ``order="random"`` as order "random" (the reference
+        a map has to beat: lower deletion AUC, higher insertion AUC).
+    Everything else as in :func:`deletion_insertion`.
+
+    Returns
+    -------
+    DataFrame with columns ``order, image, deletion_auc, insertion_auc``,
+    one row per order per image (image = index into ``X``). The curves
+    behind it come from :func:`deletion_insertion_orders` (one batched pass).
+    """
+    results = deletion_insertion_orders(model, X, y, maps, steps, baseline, random="random" if random else None,
+                                        batch_size=batch_size, progress=progress, seed=seed, mean=mean, std=std,
+                                        blur_sigma=blur_sigma, precision=precision)
+    return auc_table(results)
+
+
+def auc_table(results: Mapping[str, FaithfulnessResult]) -> pd.DataFrame:
+    """The AUCs of several orders' results in one tidy table, as :func:`compare_orders` returns it.
+
+    Returns
+    -------
+    DataFrame with columns ``order, image, deletion_auc, insertion_auc``,
+    one row per order (in the mapping's order) per image.
+    """
+    frames = [pd.DataFrame({
+        "order": name,
+        "image": np.arange(r.deletion_auc.shape[0], dtype=np.int64),
+        "deletion_auc": r.deletion_auc,
+        "insertion_auc": r.insertion_auc,
+    }) for name, r in results.items()]
+    if not frames:
+        raise InvalidInputError("no results to tabulate")
+    return pd.concat(frames, ignore_index=True)[list(COMPARE_COLUMNS)]
 
 
 class LeftHalf(torch.nn.Module):
@@ -270,10 +315,11 @@ def test_real_model_smoke(lite0):
 
 
 def _precision_spy(monkeypatch):
-    """Replace faithfulness.precision_context by a spy; returns (entered, inside)."""
+    """Replace perturbations.precision_context (every forward pass of deletion/insertion) by a spy; returns (entered,
+    inside)."""
     import contextlib
 
-    from saliency_core.evaluation import faithfulness
+    from saliency_core.evaluation import perturbations
 
     entered: list[tuple[str, str]] = []
     inside: list[bool] = []
@@ -287,7 +333,7 @@ def _precision_spy(monkeypatch):
         finally:
             inside.pop()
 
-    monkeypatch.setattr(faithfulness, "precision_context", spy)
+    monkeypatch.setattr(perturbations, "precision_context", spy)
     return entered, inside
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from saliency_core.errors import ModelUnavailableError
 from saliency_core.models.export_archive import read_exported_program
 from saliency_core.models.file_operators import check_torchscript_code, file_operators, touches_files
-from saliency_core.models.registry import load_model
+from saliency_core.models.loading import load_model
 from tests.test_custom_models import SIDECAR, TinyNet
 from tests.test_export_archive import ROOT, _program, _set_program, ordinary, write_archive  # noqa: F401
 

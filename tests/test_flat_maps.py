@@ -13,8 +13,8 @@ import json
 import numpy as np
 import pytest
 
-from saliency_core.evaluation import stats
-from saliency_core.figures import method_figures, plots
+from saliency_core.evaluation import agreement
+from saliency_core.figures import image_figures, method_figures, plots
 from saliency_core.figures.figure_style import display_range, flat_note
 
 ZERO = np.zeros((8, 8))
@@ -48,9 +48,9 @@ def traces(fig) -> list[dict]:
 def test_every_map_figure_draws_a_flat_map_empty(flat):
     figures = {
         "heatmap": plots.heatmap_figure(flat),
-        "overlay": plots.overlay_figure(np.zeros((8, 8, 3), np.uint8), flat),
+        "overlay": image_figures.overlay_figure(np.zeros((8, 8, 3), np.uint8), flat),
         "side by side": plots.side_by_side_figure({"score": LIVE, "loss": flat}),
-        "gallery (and the Faithfulness strip)": plots.gallery_figure(None, {"loss": [flat]}, ["stage 0"]),
+        "gallery (and the Faithfulness strip)": image_figures.gallery_figure(None, {"loss": [flat]}, ["stage 0"]),
         "methods grid": method_figures.method_grid_figure({"grad_cam": {"score": LIVE, "loss": flat}}),
     }
     for name, fig in figures.items():
@@ -83,12 +83,12 @@ def test_a_flat_map_is_named_with_the_reason_where_known():
 
 
 def test_agreement_with_a_flat_map_is_undefined_and_says_why():
-    scores = stats.agreement(LIVE, SPECKLE)
+    scores = agreement.agreement(LIVE, SPECKLE)
     assert np.isnan(scores["spearman"]) and np.isnan(scores["pearson"])  # speckle has no ranking
     maps = {"score": LIVE, "Grad-CAM · −L": ZERO}
-    assert stats.undefined_agreement("spearman", maps) == "undefined: Grad-CAM · −L is zero everywhere"
-    assert stats.undefined_agreement("cosine", maps) == "undefined: Grad-CAM · −L is zero everywhere"
-    assert stats.undefined_agreement("pearson", {"a": SPECKLE, "b": LIVE}) == "undefined: a is constant"
+    assert agreement.undefined_agreement("spearman", maps) == "undefined: Grad-CAM · −L is zero everywhere"
+    assert agreement.undefined_agreement("cosine", maps) == "undefined: Grad-CAM · −L is zero everywhere"
+    assert agreement.undefined_agreement("pearson", {"a": SPECKLE, "b": LIVE}) == "undefined: a is constant"
 
 
 def test_the_agreement_matrix_hover_says_why_a_cell_is_undefined():
@@ -105,9 +105,8 @@ def test_the_agreement_matrix_hover_says_why_a_cell_is_undefined():
 def test_the_batch_jobs_agreement_treats_a_map_constant_up_to_rounding_as_the_pages_do():
     import torch
 
-    from saliency_core.evaluation import tensor_stats
+    from tests.test_tensor_stats import agreement_batch
 
-    batched = tensor_stats.agreement_batch(torch.as_tensor(np.stack([LIVE, LIVE])),
-                                           torch.as_tensor(np.stack([SPECKLE, LIVE])))
-    assert np.isnan(float(batched["spearman"][0])) and np.isnan(stats.agreement(LIVE, SPECKLE)["spearman"])
+    batched = agreement_batch(torch.as_tensor(np.stack([LIVE, LIVE])), torch.as_tensor(np.stack([SPECKLE, LIVE])))
+    assert np.isnan(float(batched["spearman"][0])) and np.isnan(agreement.agreement(LIVE, SPECKLE)["spearman"])
     assert float(batched["spearman"][1]) == pytest.approx(1.0)

@@ -328,7 +328,7 @@ def test_cuda_fast_mode_agrees_with_exact_on_the_samples_with_real_weights():
     from scipy.stats import spearmanr
 
     from saliency_core.inputs.samples import sample_images
-    from saliency_core.models.registry import load_model
+    from saliency_core.models.loading import load_model
 
     model = load_model(None, device="cuda")
     samples = sample_images()

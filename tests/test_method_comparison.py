@@ -11,6 +11,7 @@ import torch
 
 from saliency_core import ATTRIBUTION_METHODS, attribute
 from saliency_core.errors import InvalidInputError
+from saliency_core.evaluation.agreement import agreement
 from saliency_core.evaluation.method_comparison import (
     FAST_METHODS,
     SLOW_METHODS,
@@ -18,7 +19,6 @@ from saliency_core.evaluation.method_comparison import (
     cluster_order,
     compare_methods,
 )
-from saliency_core.evaluation.stats import agreement
 from saliency_core.methods.registry import map_title
 
 SMALL = {"smoothgrad": {"samples": 3, "noise": 0.1, "seed": 2}, "integrated_gradients": {"steps": 4}}

@@ -16,6 +16,7 @@ from saliency_core.evaluation.method_comparison import compare_methods
 from saliency_core.evaluation.method_ranking import RANDOM_ORDER, RANKING_COLUMNS, ranking_table
 from saliency_core.figures import provenance
 from saliency_core.figures.evaluation_files import ranking_csv, ranking_filename, ranking_json
+from tests.test_export import read_csv_provenance
 from tests.test_sanity import state_hash
 
 METHODS = ("gradient_x_input", "grad_cam", "smoothgrad")
@@ -94,7 +95,7 @@ def test_csv_and_json_carry_provenance(ranked):
     table = pd.read_csv(io.BytesIO(data), comment="#", keep_default_na=False, na_values=[""])
     assert list(table.columns) == list(RANKING_COLUMNS)
     np.testing.assert_allclose(table["deletion_auc"], ranking.table["deletion_auc"])
-    header = provenance.read_csv_provenance(data)
+    header = read_csv_provenance(data)
     assert header["model"]["name"] == "efficientnet_lite0" and header["image"]["sha256"] == "ab" * 32
     assert header["target"]["index"] == ranking.target
     expected = {"steps": STEPS, "baseline": "blur", "seed": 3, "target": ranking.target}

@@ -23,7 +23,7 @@ from torch import nn
 from saliency_core import attribute, compute_saliency
 from saliency_core.errors import ModelOutputError, ModelUnavailableError, SaliencyError
 from saliency_core.evaluation import faithfulness, sanity
-from saliency_core.models.registry import load_model
+from saliency_core.models.loading import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["red", "green", "blue", "grey"]

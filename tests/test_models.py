@@ -11,15 +11,8 @@ from PIL import Image
 
 from saliency_core.errors import InvalidInputError, ModelUnavailableError, UnknownModelError
 from saliency_core.inputs.preprocessing import normalize
-from saliency_core.models.registry import (
-    DEFAULT_MODEL,
-    REGISTRY,
-    checkpoint_path,
-    imagenet_categories,
-    list_models,
-    load_model,
-    pick_device,
-)
+from saliency_core.models.loading import checkpoint_path, list_models, load_model, pick_device
+from saliency_core.models.registry import DEFAULT_MODEL, REGISTRY, imagenet_categories
 
 REQUIRED = ["squeezenet1_1", "resnet18", "resnet50", "vgg16", "mobilenet_v3_large",
             "efficientnet_b0", "convnext_tiny", "vit_b_16"]

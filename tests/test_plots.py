@@ -1,4 +1,4 @@
-"""Tests for saliency_core.figures.plots: decode the figures and check what they hold."""
+"""Tests for saliency_core.figures (plots, image_figures, charts, ...): decode the figures and check what they hold."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from PIL import Image
 
 from saliency_core.errors import InvalidInputError
 from saliency_core.evaluation import stats
-from saliency_core.figures import charts, map_files, method_figures, plots
+from saliency_core.figures import charts, image_figures, map_files, method_figures, plots
 
 H, W = 6, 8
 
@@ -128,7 +128,7 @@ def decode_image_source(trace: go.Image) -> np.ndarray:
 
 
 def test_overlay(image, saliency, gradients):
-    fig = plots.overlay_figure(image, saliency, opacity=0.3, gradients=gradients)
+    fig = image_figures.overlay_figure(image, saliency, opacity=0.3, gradients=gradients)
     img, heat = fig.data
     assert isinstance(img, go.Image) and isinstance(heat, go.Heatmap)
     np.testing.assert_array_equal(decode_image_source(img), image)
@@ -141,14 +141,14 @@ def test_overlay(image, saliency, gradients):
 @pytest.mark.parametrize("opacity", [-0.1, 1.5, float("nan"), "0.5", True])
 def test_overlay_rejects_bad_opacity(image, saliency, opacity):
     with pytest.raises(InvalidInputError, match="opacity"):
-        plots.overlay_figure(image, saliency, opacity=opacity)
+        image_figures.overlay_figure(image, saliency, opacity=opacity)
 
 
 def test_overlay_rejects_mismatched_image(saliency):
     with pytest.raises(InvalidInputError, match="image"):
-        plots.overlay_figure(np.zeros((H + 1, W, 3), dtype=np.uint8), saliency)
+        image_figures.overlay_figure(np.zeros((H + 1, W, 3), dtype=np.uint8), saliency)
     with pytest.raises(InvalidInputError, match="image"):
-        plots.overlay_figure(np.zeros((H, W, 3)), saliency)
+        image_figures.overlay_figure(np.zeros((H, W, 3)), saliency)
 
 
 # --- side by side ----------------------------------------------------------------------------
@@ -222,8 +222,8 @@ def test_signed_map_shares_the_diverging_scale(rng):
     assert trace.colorscale == diff.colorscale and trace.zmid == 0
 
 
-def test_normalize_max_is_exported():
-    np.testing.assert_allclose(plots.normalize_max(np.array([[1.0, 4.0]])), [[0.25, 1.0]])
+def test_normalize_max_divides_by_the_maximum():
+    np.testing.assert_allclose(stats.normalize_max(np.array([[1.0, 4.0]])), [[0.25, 1.0]])
 
 
 # --- histogram and concentration -------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_gallery_figure(rng):
     n_images = 3
     images = [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(n_images)]
     maps = {method: [rng.random((H, W)) for _ in range(n_images)] for method in ("score", "loss")}
-    fig = plots.gallery_figure(images, maps, ["cat", "dog", "ship"])
+    fig = image_figures.gallery_figure(images, maps, ["cat", "dog", "ship"])
     assert len(fig.data) == n_images * (1 + len(maps))
     assert sum(isinstance(t, go.Image) for t in fig.data) == n_images
     for img, expected in zip([t for t in fig.data if isinstance(t, go.Image)], images, strict=True):
@@ -280,18 +280,18 @@ def test_gallery_figure(rng):
     # Row 2, column 3 holds the score map of the third image.
     (trace,) = [t for t in fig.data if t.xaxis == "x6"]
     np.testing.assert_allclose(np.asarray(trace.z), maps["score"][2], rtol=1e-6)
-    one_row = plots.gallery_figure(images, {"score": maps["score"]}, ["cat", "dog", "ship"])
+    one_row = image_figures.gallery_figure(images, {"score": maps["score"]}, ["cat", "dog", "ship"])
     assert one_row.layout.height < fig.layout.height
 
 
 def test_gallery_validation(rng):
     image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
     with pytest.raises(InvalidInputError, match="titles"):
-        plots.gallery_figure([image], {"score": [np.ones((H, W))]}, ["a", "b"])
+        image_figures.gallery_figure([image], {"score": [np.ones((H, W))]}, ["a", "b"])
     with pytest.raises(InvalidInputError, match="score"):
-        plots.gallery_figure([image], {"score": []}, ["a"])
+        image_figures.gallery_figure([image], {"score": []}, ["a"])
     with pytest.raises(InvalidInputError, match="shape"):
-        plots.gallery_figure([image], {"score": [np.ones((H, W + 2))]}, ["a"])
+        image_figures.gallery_figure([image], {"score": [np.ones((H, W + 2))]}, ["a"])
 
 
 def test_signed_map_percentile_range_saturates_outliers():
@@ -308,7 +308,7 @@ def test_signed_map_percentile_range_saturates_outliers():
 
 def test_gallery_figure_without_images_is_a_grid_of_maps(rng):
     maps = {m: [rng.random((H, W)) for _ in range(4)] for m in ("score", "loss")}
-    fig = plots.gallery_figure(None, maps, ["original", "fc", "block 16", "stem"])
+    fig = image_figures.gallery_figure(None, maps, ["original", "fc", "block 16", "stem"])
     assert len(fig.data) == 8 and not any(isinstance(t, go.Image) for t in fig.data)
     assert fig.layout.yaxis.title.text == "score" and fig.layout.yaxis5.title.text == "loss"
     (trace,) = [t for t in fig.data if t.xaxis == "x7"]  # row 2 (loss), column 3
@@ -327,10 +327,10 @@ def test_curves_figure_draws_one_line_per_curve():
 def test_hover_text_is_dark_on_white_over_any_map(saliency, gradients, image):
     figures = [
         plots.heatmap_figure(saliency, gradients=gradients, colorscale="hot"),
-        plots.overlay_figure(image, saliency, gradients=gradients),
+        image_figures.overlay_figure(image, saliency, gradients=gradients),
         plots.side_by_side_figure({"score": saliency, "loss": saliency / 2}, gradients={"score": gradients}),
         plots.difference_figure(saliency, saliency / 2),
-        plots.gallery_figure([image], {"score": [saliency], "loss": [saliency]}, ["x"]),
+        image_figures.gallery_figure([image], {"score": [saliency], "loss": [saliency]}, ["x"]),
     ]
     for fig in figures:
         label = fig.layout.hoverlabel
@@ -343,7 +343,7 @@ def test_text_from_data_is_never_rendered_as_plotly_html(saliency):
         charts.values_histogram_figure({hostile: np.arange(10.0)}, x_title=hostile),
         charts.curves_figure(np.linspace(0, 1, 3), {hostile: np.zeros(3)}, title=hostile, x_title=hostile),
         plots.heatmap_figure(saliency, title=hostile),
-        plots.gallery_figure(None, {"score": [saliency]}, [hostile]),
+        image_figures.gallery_figure(None, {"score": [saliency]}, [hostile]),
     ]
     for fig in figures:
         spec = fig.to_json()
@@ -379,7 +379,7 @@ def test_a_2048_px_map_is_drawn_as_block_means_and_the_downloads_keep_every_pixe
     assert (trace.x0, trace.dx, trace.y0, trace.dy) == (1.5, 4, 1.5, 4)
     assert "4×4 block" in trace.hovertemplate and "downloads are full size" in trace.hovertemplate
 
-    overlay = plots.overlay_figure(img, z, gradients=grads)
+    overlay = image_figures.overlay_figure(img, z, gradients=grads)
     assert len(overlay.to_json()) < LARGE_FIGURE_BOUND + 1_000_000  # and the crop under it, as a PNG
     picture = overlay.data[0]
     assert decode_image_source(picture).shape == (MAX_DISPLAY_SIDE, MAX_DISPLAY_SIDE, 3)

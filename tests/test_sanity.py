@@ -10,14 +10,8 @@ import pytest
 import torch
 
 from saliency_core.errors import InvalidInputError
-from saliency_core.evaluation.sanity import (
-    SIMILARITY_COLUMNS,
-    RandomizationResult,
-    _reinitialize,
-    cascading_randomization,
-    group_layers,
-    randomizable_layers,
-)
+from saliency_core.evaluation.randomized_model import _reinitialize, group_layers, randomizable_layers
+from saliency_core.evaluation.sanity import SIMILARITY_COLUMNS, RandomizationResult, cascading_randomization
 
 
 def state_hash(module: torch.nn.Module) -> str:
@@ -336,7 +330,7 @@ def test_any_attribution_method_each_stage_equals_attribute_on_the_randomised_we
     # The same method and parameters at every stage; stage 0 is attribute() on the trained model,
     # the last stage attribute() on fully_randomized_model (the same weights for any grouping).
     from saliency_core import attribute
-    from saliency_core.evaluation.sanity import fully_randomized_model
+    from saliency_core.evaluation.randomized_model import fully_randomized_model
 
     before = state_hash(net)
     params = {"samples": 3, "noise": 0.1, "seed": 4}
@@ -369,7 +363,7 @@ def test_gradient_default_is_unchanged_and_grad_cam_layer_is_fixed_at_stage_zero
 @pytest.mark.filterwarnings("ignore:Integrated Gradients")  # 4 steps: a large completeness gap, on purpose
 def test_randomised_black_baseline_keeps_the_models_normalisation(net, X):
     # "black" needs the mean and std: the randomised copy of a LoadedModel-like model keeps them.
-    from saliency_core.evaluation.sanity import fully_randomized_model
+    from saliency_core.evaluation.randomized_model import fully_randomized_model
     from saliency_core.inputs.preprocessing import Preprocessing
 
     class WithPreprocessing:

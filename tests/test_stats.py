@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from saliency_core.errors import InvalidInputError
-from saliency_core.evaluation import stats
+from saliency_core.evaluation import agreement, stats
 
 
 @pytest.fixture
@@ -188,7 +188,7 @@ def test_top_pixels_rejects_mismatched_extras():
 
 def test_agreement_with_itself_is_perfect(rng):
     m = rng.random((16, 16))
-    result = stats.agreement(m, m)
+    result = agreement.agreement(m, m)
     assert list(result) == ["pearson", "spearman", "cosine", "ssim", "iou_top1", "iou_top5", "iou_top10"]
     for key, value in result.items():
         assert value == pytest.approx(1.0), key
@@ -196,7 +196,7 @@ def test_agreement_with_itself_is_perfect(rng):
 
 def test_agreement_with_inverse_is_negative(rng):
     m = rng.random((16, 16))
-    result = stats.agreement(m, m.max() - m)
+    result = agreement.agreement(m, m.max() - m)
     assert result["pearson"] == pytest.approx(-1.0)
     assert result["spearman"] == pytest.approx(-1.0)
     assert result["iou_top10"] == 0.0
@@ -206,17 +206,17 @@ def test_agreement_scale_invariance_and_known_iou():
     a = np.arange(100, dtype=float).reshape(10, 10)
     b = a.copy()
     b.flat[[99, 98]] = 0.0  # the top 2 of a are gone from b's top set
-    result = stats.agreement(a, 10 * b, fractions=(0.05,))
+    result = agreement.agreement(a, 10 * b, fractions=(0.05,))
     # top 5 of a: 95..99; of b: 93..97 -> 3 shared out of 7.
     assert result["iou_top5"] == pytest.approx(3 / 7)
-    assert stats.agreement(a, 3 * a)["ssim"] == pytest.approx(1.0)
+    assert agreement.agreement(a, 3 * a)["ssim"] == pytest.approx(1.0)
 
 
 def test_constant_maps_give_nan_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        result = stats.agreement(np.ones((8, 8)), np.arange(64.0).reshape(8, 8))
-        zero = stats.agreement(np.zeros((8, 8)), np.arange(64.0).reshape(8, 8))
+        result = agreement.agreement(np.ones((8, 8)), np.arange(64.0).reshape(8, 8))
+        zero = agreement.agreement(np.zeros((8, 8)), np.arange(64.0).reshape(8, 8))
     assert math.isnan(result["pearson"]) and math.isnan(result["spearman"])
     assert math.isfinite(result["cosine"])
     assert math.isnan(zero["cosine"])
@@ -224,18 +224,18 @@ def test_constant_maps_give_nan_without_warnings():
 
 def test_ssim_small_maps():
     m = np.arange(25.0).reshape(5, 5)
-    assert stats.agreement(m, m)["ssim"] == pytest.approx(1.0)  # window shrinks to 5
-    assert math.isnan(stats.agreement(np.ones((2, 9)), np.ones((2, 9)))["ssim"])
+    assert agreement.agreement(m, m)["ssim"] == pytest.approx(1.0)  # window shrinks to 5
+    assert math.isnan(agreement.agreement(np.ones((2, 9)), np.ones((2, 9)))["ssim"])
 
 
 def test_agreement_table_pairs(rng):
     maps = {"a": rng.random((8, 8)), "b": rng.random((8, 8)), "c": rng.random((8, 8))}
-    table = stats.agreement_table(maps)
+    table = agreement.agreement_table(maps)
     assert list(table.columns) == [
         "map_a", "map_b", "pearson", "spearman", "cosine", "ssim", "iou_top1", "iou_top5", "iou_top10",
     ]  # fmt: skip
     assert list(zip(table["map_a"], table["map_b"], strict=True)) == [("a", "b"), ("a", "c"), ("b", "c")]
-    empty = stats.agreement_table({"a": maps["a"]})
+    empty = agreement.agreement_table({"a": maps["a"]})
     assert empty.empty and list(empty.columns) == list(table.columns)
 
 
@@ -283,18 +283,18 @@ def test_invalid_maps_raise(bad, match):
 
 def test_agreement_validation():
     with pytest.raises(InvalidInputError, match="shape"):
-        stats.agreement(np.ones((4, 4)), np.ones((4, 5)))
+        agreement.agreement(np.ones((4, 4)), np.ones((4, 5)))
     with pytest.raises(InvalidInputError, match="a:"):
-        stats.agreement(np.ones((4, 4, 1)), np.ones((4, 4)))
+        agreement.agreement(np.ones((4, 4, 1)), np.ones((4, 4)))
     with pytest.raises(InvalidInputError, match="b:"):
-        stats.agreement(np.ones((4, 4)), np.full((4, 4), np.nan))
+        agreement.agreement(np.ones((4, 4)), np.full((4, 4), np.nan))
     with pytest.raises(InvalidInputError, match="'x'"):
-        stats.agreement_table({"x": np.ones((4, 4)), "y": np.ones((3, 3))})
+        agreement.agreement_table({"x": np.ones((4, 4)), "y": np.ones((3, 3))})
     assert issubclass(InvalidInputError, ValueError)
 
 
 def test_results_are_plain_floats(rng):
     m = rng.random((6, 6))
     assert all(type(v) is float for v in stats.summarize(m).values())
-    assert all(type(v) is float for v in stats.agreement(m, m).values())
+    assert all(type(v) is float for v in agreement.agreement(m, m).values())
     assert isinstance(stats.summary_table({}), pd.DataFrame)

@@ -11,6 +11,12 @@ from saliency_core.inputs.images import image_sha256
 from saliency_core.inputs.upload_store import UploadStore, is_sha256
 
 
+def prune(store: UploadStore) -> None:
+    """What every put does after writing: drop expired files, then the oldest until the folder fits the cap."""
+    with store._lock:
+        store._prune_locked()
+
+
 def test_put_then_get_round_trips_bytes_and_metadata(tmp_path):
     store = UploadStore(tmp_path)
     data = b"\x89PNG fake bytes"
@@ -55,7 +61,7 @@ def test_size_cap_drops_the_oldest_first(tmp_path):
         store.put(image_sha256(blob), blob)
         t = time.time() - 100 + i  # strictly increasing ages
         os.utime(tmp_path / image_sha256(blob), (t, t))
-    store.prune()
+    prune(store)
     kept = [store.get(image_sha256(b)) is not None for b in blobs]
     assert kept == [False, False, True, True]
 
@@ -68,7 +74,7 @@ def test_an_image_in_use_survives_the_cap_and_a_use_restarts_its_retention(tmp_p
         store.put(image_sha256(blob), blob)
         t = time.time() - age
         os.utime(tmp_path / image_sha256(blob), (t, t))
-    store.prune()
+    prune(store)
     assert [(tmp_path / image_sha256(b)).exists() for b in blobs] == [False, False, True, True]
     big = bytes([9]) * 2000  # over the cap with the two in use: they stay, the cap yields
     store.put(image_sha256(big), big)
@@ -80,9 +86,9 @@ def test_an_image_in_use_survives_the_cap_and_a_use_restarts_its_retention(tmp_p
     assert time.time() - (tmp_path / image_sha256(blobs[2])).stat().st_mtime < 60
     stale = time.time() - 2 * 3600
     os.utime(tmp_path / image_sha256(blobs[3]), (stale, stale))
-    store.touch(image_sha256(blobs[3]))  # a live session still shows it
+    store.get(image_sha256(blobs[3]))  # a live session still shows it: every rerun reads it
     assert time.time() - (tmp_path / image_sha256(blobs[3])).stat().st_mtime < 60
-    store.touch("not a sha")  # ignored
+    store.get("not a sha")  # ignored
 
 
 def test_configuration_from_environment(tmp_path):

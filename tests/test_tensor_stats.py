@@ -2,15 +2,79 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 import torch
 
 from saliency_core.errors import InvalidInputError
-from saliency_core.evaluation import stats
-from saliency_core.evaluation.tensor_stats import agreement_batch, describe_batch, summarize_batch
+from saliency_core.evaluation import agreement, stats, tensor_stats
+from saliency_core.evaluation.agreement import DEFAULT_FRACTIONS
+from saliency_core.evaluation.tensor_stats import describe_batch
 
 RTOL, ATOL = 1e-9, 1e-12
+
+
+# describe_batch's two halves, from the same pieces, so each can be checked against the numpy reference on its
+# own (agreement with any fractions). The package itself only needs describe_batch.
+
+
+def summarize_batch(maps: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`saliency_core.evaluation.stats.summarize` for a stack of maps at once.
+
+    Parameters
+    ----------
+    maps : (N, H, W) tensor, >= 0, finite, any real dtype and device
+
+    Returns
+    -------
+    dict
+        One (N,) float64 tensor on ``maps``' device per key of
+        ``stats.SUMMARY_COLUMNS``; entry i equals ``stats.summarize(maps[i])``.
+
+    Raises
+    ------
+    InvalidInputError
+        For a non-tensor, a shape other than (N, H, W) with H, W >= 1, a
+        bool or complex dtype, or a map with NaN, inf or negative values.
+    """
+    raw = tensor_stats._validate(maps, "maps")
+    values, _ = tensor_stats._sort(raw)
+    return tensor_stats._summary(raw.to(torch.float64), values)
+
+
+def agreement_batch(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+) -> dict[str, torch.Tensor]:
+    """:func:`saliency_core.evaluation.agreement.agreement` for stacks of map pairs at once.
+
+    Parameters
+    ----------
+    a, b : (N, H, W) tensors, >= 0, finite, same shape and device (any real dtypes)
+    fractions : top-k shares for the IoU entries, each in (0, 1]
+
+    Returns
+    -------
+    dict
+        (N,) float64 tensors on the maps' device keyed ``pearson``,
+        ``spearman``, ``cosine``, ``ssim`` and ``iou_top{100 * f:g}`` per
+        fraction; entry i equals ``agreement.agreement(a[i], b[i])``, NaNs
+        included (constant maps, all-zero maps, maps under 3 px a side).
+
+    Raises
+    ------
+    InvalidInputError
+        For maps :func:`summarize_batch` would reject, ``a`` and ``b`` of
+        different shapes or devices, or a fraction outside (0, 1].
+    """
+    raw_a, raw_b = tensor_stats._validate(a, "a"), tensor_stats._validate(b, "b")
+    tensor_stats._check_pair(raw_a, raw_b)
+    fractions = [stats.check_fraction(f, "fractions") for f in fractions]
+    return tensor_stats._agreement(raw_a.to(torch.float64), raw_b.to(torch.float64), tensor_stats._sort(raw_a),
+                                   tensor_stats._sort(raw_b), fractions)
 
 
 @pytest.fixture
@@ -30,12 +94,12 @@ def real_maps(lite0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def assert_matches_reference(a: np.ndarray, b: np.ndarray, *, dtype: torch.dtype = torch.float64) -> None:
-    """Both batch functions on (N, H, W) stacks a, b equal stats.summarize / stats.agreement per map."""
+    """Both batch functions on (N, H, W) stacks a, b equal stats.summarize / agreement.agreement per map."""
     ta, tb = torch.from_numpy(a).to(dtype), torch.from_numpy(b).to(dtype)
     summary, scores = summarize_batch(ta), agreement_batch(ta, tb)
     assert list(summary) == list(stats.SUMMARY_COLUMNS)
     expected_summary = [stats.summarize(m) for m in ta.double().numpy()]
-    expected_scores = [stats.agreement(x, y) for x, y in zip(ta.double().numpy(), tb.double().numpy(), strict=True)]
+    expected_scores = [agreement.agreement(x, y) for x, y in zip(ta.double().numpy(), tb.double().numpy(), strict=True)]
     assert list(scores) == list(expected_scores[0])
     for got, expected in ((summary, expected_summary), (scores, expected_scores)):
         for key, values in got.items():
@@ -107,7 +171,7 @@ def test_custom_fractions(rng):
     a, b = rng.random((3, 10, 10)), rng.random((3, 10, 10))
     scores = agreement_batch(torch.from_numpy(a), torch.from_numpy(b), fractions=(0.07, 0.5, 1.0))
     for i in range(3):
-        expected = stats.agreement(a[i], b[i], fractions=(0.07, 0.5, 1.0))
+        expected = agreement.agreement(a[i], b[i], fractions=(0.07, 0.5, 1.0))
         assert list(scores) == list(expected)
         for key in ("iou_top7", "iou_top50", "iou_top100"):
             assert scores[key][i].item() == pytest.approx(expected[key], rel=RTOL)

@@ -13,8 +13,9 @@ import os
 import streamlit as st
 
 from saliency_core.errors import SaliencyError
-from saliency_core.models.registry import LoadedModel, ModelStatus, list_models, load_model, model_fingerprint
-from saliency_core.models.registry import download_weights as _download_weights
+from saliency_core.models.loading import ModelStatus, list_models, load_model
+from saliency_core.models.loading import download_weights as _download_weights
+from saliency_core.models.registry import LoadedModel, model_fingerprint
 from saliency_core.serving.recent_failures import RecentFailures
 
 MODEL_FAILURE_MEMORY_S = 60.0  # a model that failed to download or load is tried again after this, or on request

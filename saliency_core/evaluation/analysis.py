@@ -106,7 +106,7 @@ def analyse(model: LoadedModel, images: Sequence[Image.Image] | np.ndarray, targ
 
     Parameters
     ----------
-    model : a loaded model (see :func:`saliency_core.models.registry.load_model`)
+    model : a loaded model (see :func:`saliency_core.models.loading.load_model`)
     images : RGB PIL images, any size (cropped as the model expects); or the
         model's crops already made, (N, crop, crop, 3) uint8 as
         :meth:`~saliency_core.models.registry.LoadedModel.crop_array` returns them

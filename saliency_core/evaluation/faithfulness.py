@@ -9,9 +9,9 @@ from the baseline and puts the same pixels back; a faithful map makes the
 probability rise fast (high area). A random pixel order (``order="random"``)
 gives the reference curve every map should beat.
 
-The model is shared by every user of the dashboard, so it is only ever run
-forward under ``torch.inference_mode()``: no parameter, buffer, ``.grad`` or
-train/eval mode is touched, and the caller's tensors are not modified.
+The perturbed images and the forward passes over them are
+:mod:`saliency_core.evaluation.perturbations`; this module turns them into
+curves, areas and rankings.
 """
 
 from __future__ import annotations
@@ -29,21 +29,29 @@ from saliency_core.core.model_access import (
     ModelLike,
     device_of,
     input_dtype_of,
-    memory_format_of,
     module_for,
     require_eval,
     validate_batch,
 )
-from saliency_core.core.model_output import OutputCheck, checked_forward, output_check
-from saliency_core.core.passes import row_bytes, run_in_chunks
-from saliency_core.core.precision import check_precision, precision_context
+from saliency_core.core.model_output import output_check
+from saliency_core.core.passes import row_bytes
+from saliency_core.core.precision import check_precision
 from saliency_core.errors import InvalidInputError
+from saliency_core.evaluation.perturbations import (
+    MapsLike,
+    forward_target_probs,
+    perturbed_images,
+    pixel_ranks,
+    random_ranks,
+    rows_per_image,
+    split_curves,
+    step_counts,
+    validate_maps,
+)
 
 ORDERS = ("map", "random")
-COMPARE_COLUMNS = ("order", "image", "deletion_auc", "insertion_auc")
 
 Progress = Callable[[int, int], None]
-MapsLike = torch.Tensor | np.ndarray
 
 
 @dataclass
@@ -85,108 +93,9 @@ class FaithfulnessResult:
     blur_sigma: float | None
 
 
-# --- helpers -------------------------------------------------------------------
-
-
-
-
-
-
-def _validate_maps(maps: MapsLike | None, shape: tuple[int, int, int]) -> torch.Tensor:
-    if maps is None:
-        raise InvalidInputError('maps are needed for order="map" (order="random" needs none)')
-    if isinstance(maps, np.ndarray):
-        if maps.dtype == object or maps.dtype.kind not in "biuf":
-            raise InvalidInputError(f"maps must hold real numbers, got {maps.dtype}")
-        maps = torch.from_numpy(np.ascontiguousarray(maps))
-    if not isinstance(maps, torch.Tensor):
-        raise InvalidInputError(f"maps must be an (N, H, W) tensor or array, got {type(maps).__name__}")
-    if tuple(maps.shape) != shape:
-        raise InvalidInputError(f"maps must have shape (N, H, W) = {shape}, got {tuple(maps.shape)}")
-    maps = maps.detach().to(torch.float64)
-    if not bool(torch.isfinite(maps).all()):
-        raise InvalidInputError("maps contain NaN or infinite values")
-    return maps
-
-
-def pixel_ranks(maps: MapsLike) -> torch.Tensor:
-    """Rank of every pixel when sorted by decreasing map value (0 = most important).
-
-    Parameters
-    ----------
-    maps : (N, H, W) tensor or array of finite importance values.
-
-    Returns
-    -------
-    (N, H, W) int64 tensor (on the maps' device), each image a permutation of
-    0..H*W-1. Ties go to the pixel that comes first in row-major order (a
-    stable sort of the negated values), so the ranking is deterministic.
-    """
-    if isinstance(maps, np.ndarray):
-        maps = torch.from_numpy(np.ascontiguousarray(maps))
-    n, h, w = maps.shape
-    flat = maps.detach().reshape(n, h * w).to(torch.float64)
-    order = torch.argsort(-flat, dim=1, stable=True)
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(h * w, device=order.device).expand(n, -1))
-    return ranks.view(n, h, w)
-
-
-def _random_ranks(n: int, h: int, w: int, seed: int) -> torch.Tensor:
-    # One permutation, a function of the seed and the size only, shared by every image: an image's random
-    # order (and its AUCs) must not depend on the batch it lands in, or a dataset job's numbers would change
-    # with --batch-size and the number of ranks. A private CPU generator: the same on any device, and the
-    # global RNG is left alone.
-    g = torch.Generator().manual_seed(int(seed))
-    return torch.randperm(h * w, generator=g).view(1, h, w).expand(n, h, w).clone()
-
-
 def _auc(curves: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Trapezoid rule along the last axis (written out: np.trapz/np.trapezoid changed names)."""
     return ((curves[:, 1:] + curves[:, :-1]) * 0.5 * np.diff(x)).sum(axis=1)
-
-
-def _forward_target_probs(module: torch.nn.Module, rows: int, build: Callable[[int, int], torch.Tensor],
-                          targets: torch.Tensor, batch_size: int, device: torch.device, precision: str,
-                          on_chunk: Callable[[int], None] | None, check: OutputCheck,
-                          input_row_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``build(start, stop)`` batches through the model; p(target) and top-1 per row.
-
-    ``targets`` (rows,) may hold TOP1_TARGET, meaning "the row's own top-1 class".
-    Every chunk's logits must pass ``check`` (else ModelOutputError); chunks
-    hold at most ``batch_size`` rows and what the memory budget allows for
-    rows of ``input_row_bytes``.
-    Each chunk's forward pass runs under ``precision_context(device, precision)``
-    (softmax after it in the model's dtype, float32 or float64). Returns two
-    CPU tensors (rows,): float64 probabilities and int64 top-1.
-    """
-    probs = torch.empty(rows, dtype=torch.float64)
-    top1 = torch.empty(rows, dtype=torch.int64)
-    fmt = memory_format_of(module)
-    dtype = input_dtype_of(module)
-
-    def step(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.inference_mode():
-            batch = build(start, stop).to(device=device, dtype=dtype)
-            with precision_context(device, precision):
-                logits = checked_forward(module, batch.contiguous(memory_format=fmt), check)
-            logits = logits.to(dtype)  # float16 under autocast
-            t = targets[start:stop].to(logits.device)
-            best = logits.argmax(dim=1)
-            t = torch.where(t == TOP1_TARGET, best, t)
-            if int(t.max()) >= logits.shape[1]:
-                raise InvalidInputError(
-                    f"target class {int(t.max())} is out of range for a model with {logits.shape[1]} classes"
-                )
-            p = logits.softmax(dim=1).gather(1, t[:, None]).squeeze(1)
-            return p.double().cpu(), best.cpu()
-
-    for start, stop, (p, best) in run_in_chunks(rows, batch_size, device, step, input_row_bytes=input_row_bytes,
-                                                backward=False):
-        probs[start:stop], top1[start:stop] = p, best
-        if on_chunk is not None:
-            on_chunk(stop)
-    return probs, top1
 
 
 # --- public API ------------------------------------------------------------------
@@ -268,48 +177,29 @@ def deletion_insertion(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequ
     input_row_bytes = row_bytes(X.shape[1:], input_dtype_of(module))
 
     if order == "map":
-        ranks = pixel_ranks(_validate_maps(maps, (n, h, w)))
+        ranks = pixel_ranks(validate_maps(maps, (n, h, w)))
     else:
-        ranks = _random_ranks(n, h, w, seed)
+        ranks = random_ranks(n, h, w, seed)
     x = X.detach().to(device=device, dtype=input_dtype_of(module))
     base = make_baseline(x, baseline, mean=norm[0] if norm else None, std=norm[1] if norm else None,
                          blur_sigma=blur_sigma)
     ranks = ranks.to(device=device, dtype=torch.int32)  # H*W < 2**31; int32 halves the memory
 
-    counts = [round(k / steps * hw) for k in range(steps + 1)]
-    # Each image needs 2 * steps distinct inputs: deletion steps 0..steps
-    # (original ... all baseline), then insertion steps 1..steps-1 (its
-    # step 0 is the all-baseline image, its last the original).
-    per_image = 2 * steps
-    thresholds = torch.tensor(counts + counts[1:steps], dtype=torch.int32, device=device)
-    inserting = torch.tensor([False] * (steps + 1) + [True] * (steps - 1), device=device)
-    rows = n * per_image
-    row_image = torch.arange(n, device=device).repeat_interleave(per_image)
-    row_threshold = thresholds.repeat(n)
-    row_inserting = inserting.repeat(n)
-
-    def build(start: int, stop: int) -> torch.Tensor:
-        # Masks straight from the rank tensor: pixel p of step k is perturbed
-        # iff rank[p] < n_k, so a whole chunk is one comparison and one where.
-        img = row_image[start:stop]
-        perturbed = ranks[img] < row_threshold[start:stop, None, None]
-        # Deletion shows the baseline where perturbed; insertion the reverse.
-        use_base = perturbed ^ row_inserting[start:stop, None, None]
-        return torch.where(use_base[:, None], base[img], x[img])
+    counts = step_counts(steps, hw)
+    per_image = rows_per_image(steps)
+    rows, build = perturbed_images(x, base, ranks, counts)
 
     if bool((y == TOP1_TARGET).any()):
         # Resolve "top-1" targets on the original images first, so every
         # perturbed image follows the same class.
-        _, best = _forward_target_probs(module, n, lambda a, b: x[a:b], torch.full((n,), TOP1_TARGET), batch_size,
-                                        device, precision, None, check, input_row_bytes)
+        _, best = forward_target_probs(module, n, lambda a, b: x[a:b], torch.full((n,), TOP1_TARGET), batch_size,
+                                       device, precision, None, check, input_row_bytes)
         y = torch.where(y == TOP1_TARGET, best, y)
 
     on_chunk = (lambda done: progress(done, rows)) if progress is not None else None
-    probs, _ = _forward_target_probs(module, rows, build, y.repeat_interleave(per_image), batch_size, device,
-                                     precision, on_chunk, check, input_row_bytes)
-    table = probs.view(n, per_image).numpy()
-    deletion = table[:, : steps + 1].copy()
-    insertion = np.concatenate([table[:, steps : steps + 1], table[:, steps + 1 :], table[:, :1]], axis=1)
+    probs, _ = forward_target_probs(module, rows, build, y.repeat_interleave(per_image), batch_size, device,
+                                    precision, on_chunk, check, input_row_bytes)
+    deletion, insertion = split_curves(probs.view(n, per_image).numpy())
     fractions = np.asarray(counts, dtype=np.float64) / hw
     return FaithfulnessResult(
         deletion=deletion,
@@ -324,32 +214,6 @@ def deletion_insertion(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequ
         seed=int(seed),
         blur_sigma=resolve_blur_sigma(X.shape, blur_sigma) if baseline == "blur" else None,
     )
-
-
-def compare_orders(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int],
-                   maps: Mapping[str, MapsLike], steps: int = 20, baseline: str = "blur", *,
-                   random: bool = True, batch_size: int = 64, progress: Progress | None = None, seed: int = 0,
-                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                   blur_sigma: float | None = None, precision: str = "exact") -> pd.DataFrame:
-    """Deletion/insertion AUCs of several maps, and of a random order, in one tidy table.
-
-    Parameters
-    ----------
-    maps : order name -> (N, H, W) map (e.g. ``{"score": ..., "loss": ...}``).
-    random : also run ``order="random"`` as order "random" (the reference
-        a map has to beat: lower deletion AUC, higher insertion AUC).
-    Everything else as in :func:`deletion_insertion`.
-
-    Returns
-    -------
-    DataFrame with columns ``order, image, deletion_auc, insertion_auc``,
-    one row per order per image (image = index into ``X``). The curves
-    behind it come from :func:`deletion_insertion_orders` (one batched pass).
-    """
-    results = deletion_insertion_orders(model, X, y, maps, steps, baseline, random="random" if random else None,
-                                        batch_size=batch_size, progress=progress, seed=seed, mean=mean, std=std,
-                                        blur_sigma=blur_sigma, precision=precision)
-    return auc_table(results)
 
 
 RANKING_COLUMNS = ("rank", "order", "deletion_auc", "insertion_auc", "insertion_minus_deletion")
@@ -398,16 +262,16 @@ def deletion_insertion_orders(model: ModelLike, X: torch.Tensor, y: torch.Tensor
     y = validate_batch(X, y)
     n, _, h, w = X.shape
     # The random order as a map whose decreasing values give exactly its ranks.
-    ranked = [_validate_maps(maps[name], (n, h, w)) for name in maps]
+    ranked = [validate_maps(maps[name], (n, h, w)) for name in maps]
     if random is not None:
-        ranked.append(-_random_ranks(n, h, w, seed).to(torch.float64))
+        ranked.append(-random_ranks(n, h, w, seed).to(torch.float64))
     if bool((y == TOP1_TARGET).any()):
         # Resolve "top-1" once here, not once per order inside deletion_insertion.
         device = device_of(module)
         x = X.detach().to(device=device, dtype=input_dtype_of(module))
-        _, best = _forward_target_probs(module, n, lambda a, b: x[a:b], torch.full((n,), TOP1_TARGET),
-                                        max(1, int(batch_size)), device, precision, None, output_check(model),
-                                        row_bytes(X.shape[1:], x.dtype))
+        _, best = forward_target_probs(module, n, lambda a, b: x[a:b], torch.full((n,), TOP1_TARGET),
+                                       max(1, int(batch_size)), device, precision, None, output_check(model),
+                                       row_bytes(X.shape[1:], x.dtype))
         y = torch.where(y == TOP1_TARGET, best, y)
     k = len(names)
     joint = deletion_insertion(model, X.detach().repeat(k, 1, 1, 1), y.repeat(k), torch.cat(ranked), steps,
@@ -424,25 +288,6 @@ def deletion_insertion_orders(model: ModelLike, X: torch.Tensor, y: torch.Tensor
             blur_sigma=joint.blur_sigma,
         )
     return out
-
-
-def auc_table(results: Mapping[str, FaithfulnessResult]) -> pd.DataFrame:
-    """The AUCs of several orders' results in one tidy table, as :func:`compare_orders` returns it.
-
-    Returns
-    -------
-    DataFrame with columns ``order, image, deletion_auc, insertion_auc``,
-    one row per order (in the mapping's order) per image.
-    """
-    frames = [pd.DataFrame({
-        "order": name,
-        "image": np.arange(r.deletion_auc.shape[0], dtype=np.int64),
-        "deletion_auc": r.deletion_auc,
-        "insertion_auc": r.insertion_auc,
-    }) for name, r in results.items()]
-    if not frames:
-        raise InvalidInputError("no results to tabulate")
-    return pd.concat(frames, ignore_index=True)[list(COMPARE_COLUMNS)]
 
 
 def ranking_table(results: Mapping[str, FaithfulnessResult], image: int = 0) -> pd.DataFrame:

@@ -288,7 +288,7 @@ def _spearman_matrix(flat: list[np.ndarray]) -> np.ndarray:
 
 
 def _iou_matrix(flat: list[np.ndarray], fraction: float) -> np.ndarray:
-    """IoU of the top ``fraction`` pixel sets of every pair (ties by row-major position, as stats.agreement)."""
+    """IoU of the top ``fraction`` pixel sets of every pair (ties by row-major position, as agreement.agreement)."""
     k = top_count(fraction, flat[0].size)
     tops = [_top_indices(f, k) for f in flat]
     n = len(flat)
@@ -328,7 +328,7 @@ def agreement_matrix(maps: Mapping[str, np.ndarray], metric: str = "spearman") -
     maps : label -> (H, W) float array >= 0, finite, all the same shape (at least one).
     metric : "spearman" (Spearman's rank correlation ρ, in [-1, 1]) or
         "iou_top5" (IoU of the top 5 % pixel sets, in [0, 1]); the same
-        numbers as :func:`saliency_core.evaluation.stats.agreement`.
+        numbers as :func:`saliency_core.evaluation.agreement.agreement`.
 
     Returns
     -------

@@ -9,7 +9,7 @@ For the maps of :func:`saliency_core.evaluation.method_comparison.compare_method
   :func:`saliency_core.evaluation.faithfulness.ranking_table` (insertion − deletion);
 - the Spearman similarity of each map to the same method's map on the fully
   randomised model (Adebayo et al., NeurIPS 2018):
-  :func:`saliency_core.evaluation.sanity.fully_randomized_model` is the last stage of
+  :func:`saliency_core.evaluation.randomized_model.fully_randomized_model` is the last stage of
   the Faithfulness page's cascading randomisation (same seed, same weights),
   and the map is recomputed there with the same method and parameters. A
   map that survives the model's destruction (high similarity) explains the
@@ -30,8 +30,9 @@ import torch
 from saliency_core.core.model_access import ModelLike
 from saliency_core.errors import InvalidInputError, SaliencyError
 from saliency_core.evaluation import faithfulness, sanity
+from saliency_core.evaluation.agreement import agreement
 from saliency_core.evaluation.method_comparison import MethodComparison, forward_passes
-from saliency_core.evaluation.stats import agreement
+from saliency_core.evaluation.randomized_model import fully_randomized_model
 from saliency_core.methods._common import Progress
 from saliency_core.methods.registry import attribute, explains, map_title
 
@@ -84,7 +85,7 @@ class MethodRanking:
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's ρ as :func:`saliency_core.evaluation.stats.agreement` (and the Sanity check) computes it;
+    """Spearman's ρ as :func:`saliency_core.evaluation.agreement.agreement` (and the Sanity check) computes it;
     NaN if not finite."""
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         return math.nan
@@ -140,7 +141,7 @@ def ranking_table(model: ModelLike, X: torch.Tensor, comparison: MethodCompariso
     randomised: dict[str, np.ndarray] = {}
     notes: dict[str, str] = {}
     if randomisation:
-        work = sanity.fully_randomized_model(model, seed=seed)
+        work = fully_randomized_model(model, seed=seed)
         done = fa_total
         for method in methods:
             run = comparison.runs[method]

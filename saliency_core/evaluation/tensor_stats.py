@@ -1,5 +1,5 @@
 """Batched torch versions of :func:`saliency_core.evaluation.stats.summarize` and
-:func:`saliency_core.evaluation.stats.agreement`.
+:func:`saliency_core.evaluation.agreement.agreement`.
 
 For batch jobs that produce thousands of maps per second: every statistic
 is computed for a whole (N, H, W) stack at once, in float64, on the device
@@ -25,6 +25,7 @@ import torch
 
 from saliency_core.errors import InvalidInputError
 from saliency_core.evaluation import stats
+from saliency_core.evaluation.agreement import DEFAULT_FRACTIONS, FLAT_RTOL, fraction_key
 
 _SSIM_K1, _SSIM_K2 = 0.01, 0.03  # skimage's defaults, data_range 1
 
@@ -67,30 +68,6 @@ def _percentile(values: torch.Tensor, q: float) -> torch.Tensor:
     return above - diff * (1 - t) if t >= 0.5 else below + diff * t
 
 
-def summarize_batch(maps: torch.Tensor) -> dict[str, torch.Tensor]:
-    """:func:`saliency_core.evaluation.stats.summarize` for a stack of maps at once.
-
-    Parameters
-    ----------
-    maps : (N, H, W) tensor, >= 0, finite, any real dtype and device
-
-    Returns
-    -------
-    dict
-        One (N,) float64 tensor on ``maps``' device per key of
-        ``stats.SUMMARY_COLUMNS``; entry i equals ``stats.summarize(maps[i])``.
-
-    Raises
-    ------
-    InvalidInputError
-        For a non-tensor, a shape other than (N, H, W) with H, W >= 1, a
-        bool or complex dtype, or a map with NaN, inf or negative values.
-    """
-    raw = _validate(maps, "maps")
-    values, _ = _sort(raw)
-    return _summary(raw.to(torch.float64), values)
-
-
 def _sort(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Stable ascending sort of (N, H, W) maps flattened: (float64 values, order).
 
@@ -103,7 +80,7 @@ def _sort(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _summary(x: torch.Tensor, values: torch.Tensor) -> dict[str, torch.Tensor]:
-    """summarize_batch's numbers from float64 (N, H, W) maps and their sorted values."""
+    """The summary statistics of float64 (N, H, W) maps from their sorted values."""
     n_maps, h, w = x.shape
     size = h * w
     flat = x.reshape(n_maps, size)
@@ -191,7 +168,7 @@ def _box_mean(x: torch.Tensor, win: int) -> torch.Tensor:
 
 
 def _ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-map SSIM of (N, H, W) float64 maps, as :func:`saliency_core.evaluation.stats._ssim`.
+    """Per-map SSIM of (N, H, W) float64 maps, as :func:`saliency_core.evaluation.agreement._ssim`.
 
     Each map is scaled by its own max (when > 0), then compared as
     ``skimage.metrics.structural_similarity(..., data_range=1.0,
@@ -216,38 +193,6 @@ def _ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return s.mean((1, 2))
 
 
-def agreement_batch(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    fractions: Sequence[float] = stats.DEFAULT_FRACTIONS,
-) -> dict[str, torch.Tensor]:
-    """:func:`saliency_core.evaluation.stats.agreement` for stacks of map pairs at once.
-
-    Parameters
-    ----------
-    a, b : (N, H, W) tensors, >= 0, finite, same shape and device (any real dtypes)
-    fractions : top-k shares for the IoU entries, each in (0, 1]
-
-    Returns
-    -------
-    dict
-        (N,) float64 tensors on the maps' device keyed ``pearson``,
-        ``spearman``, ``cosine``, ``ssim`` and ``iou_top{100 * f:g}`` per
-        fraction; entry i equals ``stats.agreement(a[i], b[i])``, NaNs
-        included (constant maps, all-zero maps, maps under 3 px a side).
-
-    Raises
-    ------
-    InvalidInputError
-        For maps :func:`summarize_batch` would reject, ``a`` and ``b`` of
-        different shapes or devices, or a fraction outside (0, 1].
-    """
-    raw_a, raw_b = _validate(a, "a"), _validate(b, "b")
-    _check_pair(raw_a, raw_b)
-    fractions = [stats.check_fraction(f, "fractions") for f in fractions]
-    return _agreement(raw_a.to(torch.float64), raw_b.to(torch.float64), _sort(raw_a), _sort(raw_b), fractions)
-
-
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape != b.shape:
         raise InvalidInputError(f"b: expected the same shape as a {tuple(a.shape)}, got {tuple(b.shape)}")
@@ -257,7 +202,7 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
 
 def _agreement(x: torch.Tensor, y: torch.Tensor, sorted_a: tuple[torch.Tensor, torch.Tensor],
                sorted_b: tuple[torch.Tensor, torch.Tensor], fractions: Sequence[float]) -> dict[str, torch.Tensor]:
-    """agreement_batch's numbers from float64 (N, H, W) maps and their :func:`_sort` results."""
+    """The agreement of float64 (N, H, W) map pairs from their :func:`_sort` results."""
     n_maps, h, w = x.shape
     size = h * w
     fa, fb = x.reshape(n_maps, size), y.reshape(n_maps, size)
@@ -265,9 +210,9 @@ def _agreement(x: torch.Tensor, y: torch.Tensor, sorted_a: tuple[torch.Tensor, t
     ranks_a, place_a = _ranks(values_a, order_a)
     ranks_b, place_b = _ranks(values_b, order_b)
 
-    def flat(values: torch.Tensor) -> torch.Tensor:  # stats.flat_value's rule: constant up to rounding
+    def flat(values: torch.Tensor) -> torch.Tensor:  # agreement.flat_value's rule: constant up to rounding
         lo, hi = values[:, 0], values[:, -1]
-        return (hi - lo) <= stats.FLAT_RTOL * torch.maximum(lo.abs(), hi.abs())
+        return (hi - lo) <= FLAT_RTOL * torch.maximum(lo.abs(), hi.abs())
 
     constant = flat(values_a) | flat(values_b)
     if size < 2:
@@ -285,7 +230,7 @@ def _agreement(x: torch.Tensor, y: torch.Tensor, sorted_a: tuple[torch.Tensor, t
     for fraction in fractions:
         k = stats.top_count(fraction, size)
         inter = ((place_a < k) & (place_b < k)).sum(1).to(torch.float64)
-        result[stats.fraction_key(fraction)] = inter / (2 * k - inter)
+        result[fraction_key(fraction)] = inter / (2 * k - inter)
     return result
 
 
@@ -303,8 +248,8 @@ def describe_batch(maps: Mapping[str, torch.Tensor],
     -------
     dict
         ``{name}_{stat}`` for every name and key of ``stats.SUMMARY_COLUMNS``
-        (as :func:`summarize_batch`), then ``{prefix}_{metric}`` per pair (as
-        :func:`agreement_batch` of first against second).
+        (entry i as ``stats.summarize(maps[name][i])``), then ``{prefix}_{metric}``
+        per pair (entry i as ``agreement.agreement(maps[first][i], maps[second][i])``).
     """
     if not maps:
         raise InvalidInputError("maps: expected at least one map")
@@ -322,6 +267,6 @@ def describe_batch(maps: Mapping[str, torch.Tensor],
         out |= {f"{name}_{k}": v for k, v in _summary(wide[name], ordered[name][0]).items()}
     for first, second, prefix in pairs:
         _check_pair(raw[first], raw[second])
-        agreement = _agreement(wide[first], wide[second], ordered[first], ordered[second], stats.DEFAULT_FRACTIONS)
+        agreement = _agreement(wide[first], wide[second], ordered[first], ordered[second], DEFAULT_FRACTIONS)
         out |= {f"{prefix}_{k}": v for k, v in agreement.items()}
     return out

@@ -1,7 +1,7 @@
 """What every figure shares: the template, the hover style, validation, text that stays text, and display size.
 
-:mod:`saliency_core.figures.plots` (maps) and :mod:`saliency_core.figures.charts` (curves and
-histograms) finish each figure with :func:`finish`.
+:mod:`saliency_core.figures.plots` and :mod:`saliency_core.figures.image_figures` (maps) and
+:mod:`saliency_core.figures.charts` (curves and histograms) finish each figure with :func:`finish`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 
 from saliency_core.errors import InvalidInputError
 from saliency_core.evaluation import stats
+from saliency_core.evaluation.agreement import flat_value
 
 TEMPLATE = "plotly_white"
 
@@ -70,10 +71,10 @@ def flat_range(value: float) -> tuple[float, float]:
 
 def display_range(z: np.ndarray, zmin: float | None = None, zmax: float | None = None) -> tuple[float, float]:
     """The colour range a map is drawn with: ``zmin``/``zmax`` where given, else its own min and max; a
-    constant map (:func:`~saliency_core.evaluation.stats.flat_value`) gets :func:`flat_range`."""
+    constant map (:func:`~saliency_core.evaluation.agreement.flat_value`) gets :func:`flat_range`."""
     lo = float(np.min(z)) if zmin is None else float(zmin)
     hi = float(np.max(z)) if zmax is None else float(zmax)
-    value = stats.flat_value(z)
+    value = flat_value(z)
     if value is not None and (hi <= lo or (zmin is None and zmax is None)):
         return flat_range(value)
     return lo, hi
@@ -82,7 +83,7 @@ def display_range(z: np.ndarray, zmin: float | None = None, zmax: float | None =
 def flat_note(title: str, z: np.ndarray, reason: str = "") -> str | None:
     """One line under a figure for a map that is zero or constant (drawn empty): what it is and, where the
     method knows (``reason``), why; None for any other map."""
-    value = stats.flat_value(z)
+    value = flat_value(z)
     if value is None:
         return None
     what = "zero everywhere" if value == 0 else f"constant ({value:.3g} everywhere)"

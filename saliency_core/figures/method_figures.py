@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from saliency_core.errors import InvalidInputError
-from saliency_core.evaluation import stats
+from saliency_core.evaluation.agreement import undefined_agreement
 from saliency_core.evaluation.method_comparison import AgreementMatrix
 from saliency_core.figures.figure_style import (
     as_text,
@@ -25,7 +25,7 @@ from saliency_core.figures.figure_style import (
     require_nonempty,
     template_text,
 )
-from saliency_core.figures.plots import _anchor_squares, _check_colorscale, _heatmap, _image_axes
+from saliency_core.figures.map_traces import anchor_squares, check_colorscale, heatmap_trace, image_axes
 from saliency_core.methods.registry import ATTRIBUTION_METHODS, map_title
 
 SCALES = ("map", "method")
@@ -60,7 +60,7 @@ def method_grid_figure(maps: Mapping[str, Mapping[str, np.ndarray]], *, scale: s
     require_nonempty(maps)
     if scale not in SCALES:
         raise InvalidInputError(f"scale must be one of {SCALES}, got {scale!r}")
-    _check_colorscale(colorscale)
+    check_colorscale(colorscale)
     methods = list(maps)
     unknown = [m for m in methods if m not in ATTRIBUTION_METHODS]
     if unknown:
@@ -89,12 +89,12 @@ def method_grid_figure(maps: Mapping[str, Mapping[str, np.ndarray]], *, scale: s
             z = zs[m][obj]
             zmin, zmax = shared if scale == "method" else display_range(z)
             label = map_title(m, obj)
-            fig.add_trace(_heatmap(z, label=label, name=label, colorscale=colorscale, zmin=zmin, zmax=zmax,
-                                   showscale=False), row=row, col=col)
-    _image_axes(fig)
+            fig.add_trace(heatmap_trace(z, label=label, name=label, colorscale=colorscale, zmin=zmin, zmax=zmax,
+                                        showscale=False), row=row, col=col)
+    image_axes(fig)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
-    _anchor_squares(fig, len(methods) * len(objectives))
+    anchor_squares(fig, len(methods) * len(objectives))
     return finish(fig, None, height=60 + 230 * len(methods), margin=dict(l=10, r=10, t=40, b=10))
 
 
@@ -114,7 +114,7 @@ def agreement_heatmap(matrix: AgreementMatrix | pd.DataFrame, order: Sequence[st
         default the AgreementMatrix's, else "spearman".
     title : optional figure title (shown as text).
     maps : optional label -> (H, W) map: the hover of an undefined cell then
-        says why (:func:`saliency_core.evaluation.stats.undefined_agreement`,
+        says why (:func:`saliency_core.evaluation.agreement.undefined_agreement`,
         e.g. "undefined: Grad-CAM · −L is zero everywhere").
 
     Returns
@@ -141,7 +141,7 @@ def agreement_heatmap(matrix: AgreementMatrix | pd.DataFrame, order: Sequence[st
                                 f"permutation of them; got rows {labels}, order {order}")
     values = frame.loc[order, order].to_numpy(dtype=np.float64)
     text = [[MISSING if math.isnan(v) else f"{v:.2f}" for v in row] for row in values]
-    why = [[(stats.undefined_agreement(metric, {a: maps[a], b: maps[b]}) if maps and a in maps and b in maps
+    why = [[(undefined_agreement(metric, {a: maps[a], b: maps[b]}) if maps and a in maps and b in maps
              else "undefined") if math.isnan(v) else "" for b, v in zip(order, row, strict=True)]
            for a, row in zip(order, values, strict=True)]
     names = [as_text(label) for label in order]

@@ -3,8 +3,7 @@
 A record names the model, its weights and preprocessing, the image (by
 sha256), the target, what each map is in words with its parameters, and the
 package versions. :func:`csv_with_provenance` writes it as leading
-``# key: <JSON>`` lines that ``pd.read_csv(f, comment="#")`` skips and
-:func:`read_csv_provenance` reads back.
+``# key: <JSON>`` lines that ``pd.read_csv(f, comment="#")`` skips.
 """
 
 from __future__ import annotations
@@ -156,9 +155,6 @@ def provenance(*, model_name: str, weights: str, preprocessing: str, target: int
     return record
 
 
-_HEADER_LINE = re.compile(r"^# ([A-Za-z_][A-Za-z0-9_]*): (.*)$")
-
-
 def json_default(value: object) -> object:
     # numpy scalars and arrays (targets, probabilities) as plain numbers and lists.
     if isinstance(value, (np.generic, np.ndarray)):
@@ -172,8 +168,8 @@ def csv_with_provenance(frame: pd.DataFrame, header: Mapping[str, object]) -> by
     Keys must be identifiers (letters, digits, underscores); values anything
     JSON can hold (numpy values become numbers and lists). Text cells are
     quoted, numbers written exactly (shortest round-trip form), missing
-    values as "". Read back with ``pd.read_csv(f, comment="#")`` and
-    :func:`read_csv_provenance`.
+    values as "". Read back with ``pd.read_csv(f, comment="#")``; each header
+    line is ``json.loads``-able after its ``"# key: "``.
     """
     lines = []
     for key, value in header.items():
@@ -182,19 +178,6 @@ def csv_with_provenance(frame: pd.DataFrame, header: Mapping[str, object]) -> by
         lines.append(f"# {key}: {json.dumps(value, default=json_default, ensure_ascii=False)}\n")
     body = frame.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
     return ("".join(lines) + body).encode("utf-8")
-
-
-def read_csv_provenance(data: bytes | str) -> dict:
-    """The ``# key: <JSON>`` header of a :func:`csv_with_provenance` file, as a dict."""
-    text = data.decode("utf-8") if isinstance(data, bytes) else data
-    out: dict[str, object] = {}
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            break
-        match = _HEADER_LINE.match(line)
-        if match:
-            out[match.group(1)] = json.loads(match.group(2))
-    return out
 
 
 def check_record(record: Mapping[str, object], *, reduction: str | None, precision: str) -> None:

@@ -114,11 +114,6 @@ class UploadStore:
             meta = {}
         return StoredImage(data, meta if isinstance(meta, dict) else {})
 
-    def touch(self, sha: str) -> None:
-        """Record that a session still shows this image: its retention restarts and the cap spares it."""
-        if self.enabled and is_sha256(sha):
-            self._used(self._path(sha))
-
     @staticmethod
     def _used(path: Path) -> None:
         # The file's mtime is its last use. Written at most once a minute: every rerun of every page asks.
@@ -128,12 +123,8 @@ class UploadStore:
         except OSError:
             pass
 
-    def prune(self) -> None:
-        """Drop expired files, then the oldest until the folder fits the cap."""
-        with self._lock:
-            self._prune_locked()
-
     def _prune_locked(self) -> None:
+        """Drop expired files, then the oldest until the folder fits the cap; the caller holds ``_lock``."""
         if not self.root.is_dir():
             return
         now = time.time()

@@ -76,7 +76,8 @@ from saliency_core.jobs.processes import (
     start_ranks,
     stop_reason,
 )
-from saliency_core.models.registry import LoadedModel, load_model
+from saliency_core.models.loading import load_model
+from saliency_core.models.registry import LoadedModel
 
 __all__ = ["Options", "main", "parse_args", "run"]
 

@@ -19,7 +19,6 @@ and the Dataset page agree on them.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -30,8 +29,6 @@ from saliency_core.methods.registry import ATTRIBUTION_METHODS, map_title
 
 # The job's original map names: the plain gradient of each objective.
 LEGACY_NAMES = OBJECTIVES
-_AGREEMENT = re.compile(
-    r"^agree_(?P<first>.+?)_vs_(?P<second>.+)_(?P<metric>pearson|spearman|cosine|ssim|iou_top[0-9.]+)$")
 
 
 @dataclass(frozen=True)
@@ -135,18 +132,6 @@ def split_map_column(column: str) -> tuple[str | None, str]:
         if column.startswith(name + "_") and len(column) > len(name) + 1:
             return name, column[len(name) + 1:]
     return None, column
-
-
-def split_agreement_column(column: str) -> tuple[str, str, str] | None:
-    """``"agree_gradient_score_vs_smoothgrad_loss_spearman"`` -> ``("gradient_score", "smoothgrad_loss",
-    "spearman")``; ``"agree_spearman"`` -> ``("score", "loss", "spearman")``; other columns -> None."""
-    m = _AGREEMENT.match(column)
-    if m and m["first"] in MAP_NAMES and m["second"] in MAP_NAMES:
-        return m["first"], m["second"], m["metric"]
-    rest = column.removeprefix("agree_")
-    if rest != column and "_vs_" not in rest and rest:
-        return "score", "loss", rest
-    return None
 
 
 def agreement_column(first: str, second: str, metric: str, columns: Iterable[str]) -> str | None:

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from saliency_core.errors import ModelUnavailableError, SaliencyError
-from saliency_core.models.registry import download_weights, pick_device
+from saliency_core.models.loading import download_weights, pick_device
 
 
 @dataclass

@@ -159,9 +159,6 @@ def _alive(pid: int, start: str | None) -> bool:
     return True
 
 
-RUN_STATUSES = ("complete", "running", "stopped", "unknown")
-
-
 def run_status(run: dict) -> str:
     """What became of one run of the manifest's ``runs``: "complete", "running", "stopped" or "unknown".
 

@@ -125,7 +125,7 @@ def test_own_model_and_downloaded_weights_are_chosen_in_the_picker_and_drawn(ses
     monkeypatch.setenv("SALIENCY_MODELS_DIR", str(models))
     from saliency_core.evaluation.analysis import AUTO_TARGET, analyse
     from saliency_core.inputs.samples import sample_by_name
-    from saliency_core.models.registry import load_model
+    from saliency_core.models.loading import load_model
 
     (ref,) = analyse(load_model("custom:tiny", device="cpu"), [sample_by_name("coffee").image], [AUTO_TARGET], [None])
     shown = shown_heatmap(s.page)

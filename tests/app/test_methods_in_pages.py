@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 
 from saliency_core import ATTRIBUTION_METHODS, attribute
-from saliency_core.figures import provenance
 from tests.app.test_pages import (
     PAGES,
     assert_healthy,
@@ -29,6 +28,7 @@ from tests.app.test_pages import (
     shown,
     texts,
 )
+from tests.test_export import read_csv_provenance
 
 pytestmark = pytest.mark.usefixtures("upload_dir")
 
@@ -186,7 +186,7 @@ def test_saliency_csv_carries_provenance_and_attributions(new_app, monkeypatch, 
     at = open_with(new_app, "saliency", "integrated_gradients")
     assert_healthy(at)
     raw = data["Download map and attributions (CSV)"]()
-    header = provenance.read_csv_provenance(raw)
+    header = read_csv_provenance(raw)
     assert header["saliency"]["attribution"]["params"]["steps"] == 4
     assert "completeness_gap" in header["saliency"]["attribution"]
     frame = pd.read_csv(io.BytesIO(raw), comment="#")

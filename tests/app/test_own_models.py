@@ -13,7 +13,7 @@ from test_pages import PAGES, charts, decode_plotly_array, heatmaps, main_markdo
 
 from saliency_core.inputs.samples import sample_by_name
 from saliency_core.methods.registry import attribute
-from saliency_core.models.registry import load_model
+from saliency_core.models.loading import load_model
 from tests.test_custom_models import CLASSES, TinyNet
 from tests.test_downloads import random_checkpoint, serve_weights
 from tests.test_export_archive import ordinary, planted_folder  # noqa: F401 -- fixtures

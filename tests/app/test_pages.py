@@ -420,7 +420,7 @@ def test_display_changes_compute_no_gradients(new_app, monkeypatch):
 def empty_torch_home(tmp_path, monkeypatch):
     """No torchvision checkpoints anywhere: every torchvision model is unavailable."""
     from pages.ui import model_cache
-    from saliency_core.models.registry import list_models
+    from saliency_core.models.loading import list_models
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     status = {s.name: s for s in list_models()}
@@ -616,7 +616,7 @@ def test_faithfulness_page_downloads_carry_provenance_and_say_what_they_are(new_
     import streamlit as st
 
     from saliency_core.figures.evaluation_files import faithfulness_filename
-    from saliency_core.figures.provenance import read_csv_provenance
+    from tests.test_export import read_csv_provenance
 
     buttons = {}
     original = st.download_button

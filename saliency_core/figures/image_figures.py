@@ -1,0 +1,136 @@
+"""Plotly figures that draw the image the model saw with its maps: the overlay and the cs231n gallery.
+
+Built and returned, never shown; the traces and axes are those of every map
+figure (:mod:`saliency_core.figures.map_traces`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from saliency_core.errors import InvalidInputError
+from saliency_core.figures.figure_style import finish, float32_map
+from saliency_core.figures.map_traces import (
+    GRADIENT_PREFIX,
+    anchor_squares,
+    as_customdata,
+    as_image,
+    as_range,
+    check_colorscale,
+    heatmap_trace,
+    image_axes,
+    image_trace,
+)
+
+
+def overlay_figure(
+    image: np.ndarray,
+    saliency: np.ndarray,
+    *,
+    opacity: float = 0.5,
+    colorscale: str = "hot",
+    zmin: float | None = None,
+    zmax: float | None = None,
+    gradients: np.ndarray | None = None,
+    title: str | None = None,
+    channel_prefix: str = GRADIENT_PREFIX,
+) -> go.Figure:
+    """The displayed crop with the saliency heatmap drawn over it.
+
+    image : (H, W, 3) uint8, the crop the model saw.
+    saliency : (H, W) float array, >= 0, pixel for pixel with ``image``.
+    opacity : heatmap opacity in [0, 1].
+    gradients : optional (3, H, W) signed gradients, shown on hover.
+    """
+    z = float32_map(saliency)
+    img = as_image(image, z.shape)
+    if isinstance(opacity, bool) or not isinstance(opacity, (int, float, np.number)) or not 0.0 <= opacity <= 1.0:
+        raise InvalidInputError(f"opacity: expected a number in [0, 1], got {opacity!r}")
+    zmin, zmax = as_range(zmin, zmax)
+    fig = go.Figure(
+        [
+            # The heatmap answers hover; the image underneath would only add noise.
+            image_trace(img, hoverinfo="skip", name="image"),
+            heatmap_trace(
+                z,
+                customdata=as_customdata(gradients, z.shape, "gradients"),
+                colorscale=check_colorscale(colorscale),
+                zmin=zmin,
+                zmax=zmax,
+                opacity=float(opacity),
+                name="saliency",
+                channel_prefix=channel_prefix,
+            ),
+        ]
+    )
+    image_axes(fig)
+    anchor_squares(fig, 1)
+    return finish(fig, title)
+
+
+def gallery_figure(
+    images: Sequence[np.ndarray] | None,
+    maps: Mapping[str, Sequence[np.ndarray]],
+    titles: Sequence[str],
+    *,
+    colorscale: str = "hot",
+) -> go.Figure:
+    """The cs231n saliency figure: images on top, one row per map.
+
+    images : sequence of (H, W, 3) uint8 crops, one column each; None for a
+        grid of maps only (e.g. one column per randomisation stage).
+    maps : map name ("score", "loss", ...) -> one (H, W) map per column.
+    titles : one column title per image (e.g. its class name).
+    Each map uses its own colour range (no colour bars); axes are linked and
+    carry no tick labels; the height grows with the number of rows.
+    """
+    n_cols = len(images) if images is not None else len(titles)
+    if n_cols == 0:
+        raise InvalidInputError("images: expected at least one image, got none")
+    if len(titles) != n_cols:
+        raise InvalidInputError(f"titles: expected {n_cols} titles (one per image), got {len(titles)}")
+    imgs = [as_image(img, None, f"images[{i}]") for i, img in enumerate(images)] if images is not None else None
+    for name, row_maps in maps.items():
+        if len(row_maps) != n_cols:
+            raise InvalidInputError(f"maps[{name!r}]: expected {n_cols} maps (one per image), got {len(row_maps)}")
+    check_colorscale(colorscale)
+
+    n_rows = (imgs is not None) + len(maps)
+    first_map_row = 1 + (imgs is not None)
+    # No shared_xaxes/shared_yaxes here: in a grid they chain each column to
+    # its bottom axis, which would loop with the all-to-"x" links below.
+    fig = make_subplots(
+        rows=n_rows,
+        cols=n_cols,
+        column_titles=[str(t) for t in titles],
+        horizontal_spacing=0.01,
+        vertical_spacing=0.02,
+    )
+    for col in range(1, n_cols + 1):
+        if imgs is not None:
+            fig.add_trace(image_trace(imgs[col - 1], name=str(titles[col - 1])), row=1, col=col)
+        shape = imgs[col - 1].shape[:2] if imgs is not None else None
+        for row, (name, row_maps) in enumerate(maps.items(), start=first_map_row):
+            z = float32_map(row_maps[col - 1], f"maps[{name!r}][{col - 1}]")
+            shape = shape or z.shape
+            if z.shape != shape:
+                raise InvalidInputError(
+                    f"maps[{name!r}][{col - 1}]: expected shape {shape} like its image, got {z.shape}"
+                )
+            fig.add_trace(
+                heatmap_trace(z, label=name, name=name, colorscale=colorscale, showscale=False),
+                row=row,
+                col=col,
+            )
+    image_axes(fig)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    # Map names label the rows on the left, as in the cs231n figure.
+    for row, name in enumerate(maps, start=first_map_row):
+        fig.update_yaxes(title_text=name, row=row, col=1)
+    anchor_squares(fig, n_rows * n_cols)
+    return finish(fig, None, height=60 + 200 * n_rows)
