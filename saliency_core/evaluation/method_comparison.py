@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from saliency_core.core.gradients import OBJECTIVES, REDUCTIONS, check_objectives
-from saliency_core.core.model_access import ModelLike, device_of, module_for, validate_batch
-from saliency_core.core.precision import check_precision, synchronize
+from saliency_core.core.arguments import OBJECTIVES, validate_request
+from saliency_core.core.model_access import ModelLike, device_of, module_for
+from saliency_core.core.precision import synchronize
 from saliency_core.errors import InvalidInputError, SaliencyError
 from saliency_core.evaluation.stats import _top_indices, check_map, top_count
 from saliency_core.methods._common import Progress
@@ -178,13 +178,9 @@ def compare_methods(model: ModelLike, X: torch.Tensor, target: int, methods: Seq
     """
     # Caller's errors raise here; only what a method makes of this model is recorded per method.
     methods = _check_methods(methods)
-    objectives = check_objectives((objectives,) if isinstance(objectives, str) else tuple(objectives))
-    if reduction not in REDUCTIONS:
-        raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    check_precision(precision)
-    if isinstance(X, torch.Tensor) and X.dim() == 4 and X.shape[0] != 1:
-        raise InvalidInputError(f"X must hold one image (1, 3, H, W), got {tuple(X.shape)}")
-    y = validate_batch(X, [target])
+    y, objectives = validate_request(X, [target], objectives=(objectives,) if isinstance(objectives, str)
+                                     else tuple(objectives), reduction=reduction, precision=precision,
+                                     one_image=True)
     params = params or {}
     given = {m: dict(params.get(m) or {}) for m in methods}
     units = [forward_passes(m, given[m]) for m in methods]

@@ -25,9 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from saliency_core.core.model_access import ModelLike, device_of, input_dtype_of, unwrap_module
-from saliency_core.core.passes import run_in_chunks
 from saliency_core.errors import InvalidInputError
-from saliency_core.methods._common import MethodOutput, Request, private_copy, signed_vjps
+from saliency_core.methods._common import MethodOutput, Request, image_rows, private_copy, vjps
 
 _CAPTURED = threading.local()
 
@@ -166,15 +165,11 @@ def run(req: Request, layer: str | None = None) -> MethodOutput:
     layer = layer or default_layer(req.model)
     wrapped = cam_copy(req.module, layer)
     size = tuple(req.X.shape[2:])
-    logits_parts, target_parts = [], []
-    cam_parts: dict[str, list[torch.Tensor]] = {obj: [] for obj in req.objectives}
 
     def step(start: int, stop: int):
         _CAPTURED.outputs = []
-        try:
-            logits, targets, grads, a = signed_vjps(wrapped, req.X[start:stop], req.y[start:stop], req.objectives,
-                                                    req.precision, req.device, req.dtype, req.check,
-                                                    wrt=lambda: _captured_activation(layer))
+        try:  # the loss as declared: −L
+            logits, targets, grads, a = vjps(req, wrapped, start, stop, wrt=lambda: _captured_activation(layer))
         except RuntimeError as exc:
             if "not have been used in the graph" not in str(exc) and "does not require grad" not in str(exc):
                 raise
@@ -186,13 +181,7 @@ def run(req: Request, layer: str | None = None) -> MethodOutput:
         a = a.to(req.dtype)  # float16 under "fast" autocast
         return logits, targets, {obj: cam(a, g.to(req.dtype), size) for obj, g in grads.items()}
 
-    for _, stop, (logits, targets, cams) in run_in_chunks(req.n, req.max_batch, req.device, step,
-                                                          input_row_bytes=req.row_bytes):
-        logits_parts.append(logits)
-        target_parts.append(targets)
-        for obj, c in cams.items():
-            cam_parts[obj].append(c)
-        req.report(stop, req.n)
-    attributions = {obj: torch.cat(p) for obj, p in cam_parts.items()}
+    logits, targets, attributions = image_rows(req, step)
     return MethodOutput(attributions=attributions, maps={obj: a[:, 0] for obj, a in attributions.items()},
-                        logits=torch.cat(logits_parts), targets=torch.cat(target_parts), used={"layer": layer})
+                        logits=logits, targets=targets, used={"layer": layer})
+

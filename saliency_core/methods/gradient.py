@@ -15,4 +15,5 @@ def run(req: Request) -> MethodOutput:
     r = compute_saliency(req.model, req.X, req.y, req.objectives, reduction=req.reduction,
                          precision=req.precision, max_batch=req.max_batch)
     req.report(req.n, req.n)
-    return MethodOutput(attributions=r.gradients, maps=r.maps, logits=r.logits, targets=r.targets)
+    return MethodOutput(attributions={obj: req.signed(obj, g) for obj, g in r.gradients.items()}, maps=r.maps,
+                        logits=r.logits, targets=r.targets)

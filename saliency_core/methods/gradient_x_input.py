@@ -19,9 +19,6 @@ def run(req: Request, baseline: str | torch.Tensor = "dataset_mean") -> MethodOu
     r = compute_saliency(req.model, req.X, req.y, req.objectives, reduction=req.reduction,
                          precision=req.precision, max_batch=req.max_batch)
     delta = req.x() - reference
-    attributions = {}
-    for obj, g in r.gradients.items():
-        a = g * delta
-        attributions[obj] = -a if obj == "loss" else a  # d(-L)/dx = -dL/dx
+    attributions = {obj: req.signed(obj, g * delta) for obj, g in r.gradients.items()}  # the gradients are of +L
     req.report(req.n, req.n)
     return MethodOutput(attributions=attributions, logits=r.logits, targets=r.targets, used=used)

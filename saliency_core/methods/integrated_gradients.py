@@ -24,6 +24,7 @@ import warnings
 import numpy as np
 import torch
 
+from saliency_core.core.gradients import objective_per_image
 from saliency_core.errors import InvalidInputError
 from saliency_core.methods._common import (
     MethodOutput,
@@ -33,7 +34,6 @@ from saliency_core.methods._common import (
     clean_forward,
     gradient_rows,
     make_baseline,
-    objective_per_image,
     resolve_targets,
 )
 
@@ -89,10 +89,9 @@ def run(req: Request, steps: int = 32, baseline: str | torch.Tensor = "black",
     gradient_rows(req, steps, targets, build, consume)
     attributions, convergence = {}, {}
     for obj, s in sums.items():
-        a = delta * s
-        attributions[obj] = -a if obj == "loss" else a  # d(-L)/dx = -dL/dx; the rows ran +L
-        change = (objective_per_image(logits, targets, obj, -1)
-                  - objective_per_image(reference_logits, targets, obj, -1))
+        attributions[obj] = req.signed(obj, delta * s)  # the rows ran +L
+        change = (objective_per_image(logits, targets, obj, req.loss_sign)
+                  - objective_per_image(reference_logits, targets, obj, req.loss_sign))
         convergence[obj] = (attributions[obj].sum(dim=(1, 2, 3)) - change) / change.abs().clamp_min(1e-12)
         worst = float(convergence[obj].abs().max())
         if worst > GAP_WARNING:

@@ -27,18 +27,11 @@ from dataclasses import dataclass
 import torch
 
 from saliency_core.core import deprecation
+from saliency_core.core.arguments import OBJECTIVES, validate_request
 from saliency_core.core.baselines import BASELINE_LABELS, BASELINES
-from saliency_core.core.gradients import OBJECTIVES, REDUCTIONS, check_objectives, reduce_channels
-from saliency_core.core.model_access import (
-    ModelLike,
-    device_of,
-    input_dtype_of,
-    module_for,
-    require_eval,
-    validate_batch,
-)
+from saliency_core.core.gradients import reduce_channels
+from saliency_core.core.model_access import ModelLike, device_of, input_dtype_of, module_for, require_eval
 from saliency_core.core.model_output import output_check
-from saliency_core.core.precision import check_precision
 from saliency_core.errors import InvalidInputError
 from saliency_core.methods import (
     grad_cam,
@@ -131,6 +124,11 @@ class AttributionMethod:
     run: Callable[..., object]
     passes: Callable[..., Passes] = one_pass
     empty_reason: str = ""
+
+    @property
+    def loss_sign(self) -> int:
+        """-1 where the loss objective is −L, else +1."""
+        return -1 if self.loss_objective == "-L" else 1
 
     def defaults(self) -> dict[str, object]:
         return {p.name: p.default for p in self.params}
@@ -305,21 +303,15 @@ def attribute(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int]
     spec = ATTRIBUTION_METHODS.get(method) if isinstance(method, str) else None
     if spec is None:
         raise InvalidInputError(f"Unknown method {method!r}. Known methods: {', '.join(ATTRIBUTION_METHODS)}.")
-    y = validate_batch(X, y)
-    objectives = check_objectives(tuple(objectives) if not isinstance(objectives, str) else (objectives,))
-    if reduction not in REDUCTIONS:
-        raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    check_precision(precision)
-    if max_batch is not None and (not isinstance(max_batch, numbers.Integral) or isinstance(max_batch, bool)
-                                  or max_batch < 1):
-        raise InvalidInputError(f"max_batch must be a positive integer or None, got {max_batch!r}")
+    checked = validate_request(X, y, objectives=(objectives,) if isinstance(objectives, str) else tuple(objectives),
+                               reduction=reduction, precision=precision, max_batch=max_batch)
     values = spec.resolve(params)
     module = module_for(model, precision)
     require_eval(module)
     device = device_of(module)
-    req = Request(model=model, module=module, X=X.detach(), y=y.to(device), objectives=objectives,
+    req = Request(model=model, module=module, X=X.detach(), y=checked.y.to(device), objectives=checked.objectives,
                   reduction=reduction, precision=precision, max_batch=max_batch, progress=progress,
-                  device=device, dtype=input_dtype_of(module), check=output_check(model))
+                  device=device, dtype=input_dtype_of(module), check=output_check(model), loss_sign=spec.loss_sign)
     out = spec.run(req, **values)
     recorded = {k: ("tensor" if isinstance(v, torch.Tensor) else v) for k, v in values.items()}
     recorded.update(out.used)

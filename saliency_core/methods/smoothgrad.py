@@ -74,5 +74,6 @@ def run(req: Request, samples: int = 25, noise: float = 0.15, seed: int = 0) -> 
         for obj, g in grads.items():
             add_rows_per_image(sums[obj], start, stop, samples, g)
 
-    gradient_rows(req, samples, targets, build, consume)
-    return MethodOutput(attributions={obj: s / samples for obj, s in sums.items()}, logits=logits, targets=targets)
+    gradient_rows(req, samples, targets, build, consume)  # rows of +L: signed as declared
+    return MethodOutput(attributions={obj: req.signed(obj, s / samples) for obj, s in sums.items()}, logits=logits,
+                        targets=targets)

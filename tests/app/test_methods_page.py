@@ -42,13 +42,13 @@ def test_the_gradient_row_reuses_the_pages_analysis_one_backward_pass_for_the_fi
     from saliency_core.core import gradients
 
     calls: list[int] = []
-    real = gradients._one_chunk
+    real = gradients.forward_and_vjps
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(gradients, "_one_chunk", counting)  # every gradient's forward and backward passes
+    monkeypatch.setattr(gradients, "forward_and_vjps", counting)  # every input gradient's forward and backward
     caches.analyses().clear(), caches.method_runs().clear()  # the first view of this image and target
     at = new_app(PAGE, methods="gradient,grad_cam", target="2").run()
     assert_healthy(at)
