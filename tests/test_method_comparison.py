@@ -12,16 +12,16 @@ import torch
 from saliency_core import ATTRIBUTION_METHODS, attribute
 from saliency_core.errors import InvalidInputError
 from saliency_core.evaluation.method_comparison import (
-    FAST_METHODS,
-    SLOW_METHODS,
     agreement_matrix,
     cluster_order,
     compare_methods,
 )
 from saliency_core.evaluation.stats import agreement
-from saliency_core.methods.registry import map_title
+from saliency_core.methods.registry import map_title, shown_by_default
 
 SMALL = {"smoothgrad": {"samples": 3, "noise": 0.1, "seed": 2}, "integrated_gradients": {"steps": 4}}
+FAST_METHODS = shown_by_default()
+SLOW_METHODS = tuple(m for m in ATTRIBUTION_METHODS if m not in FAST_METHODS)
 ALL = FAST_METHODS + SLOW_METHODS
 
 
@@ -40,8 +40,13 @@ def comparison(lite0, image):
 
 
 def test_fast_and_slow_methods_cover_the_registry():
+    """The methods shown by default are those that declare themselves fast: one pass per image, whatever their
+    parameters; the others take many."""
+    assert FAST_METHODS == ("gradient", "gradient_x_input", "guided_backprop", "grad_cam")
     assert set(FAST_METHODS) | set(SLOW_METHODS) == set(ATTRIBUTION_METHODS)
     assert not set(FAST_METHODS) & set(SLOW_METHODS)
+    assert all(ATTRIBUTION_METHODS[m].cost().rows == 1 for m in FAST_METHODS)
+    assert all(ATTRIBUTION_METHODS[m].cost().rows > 1 for m in SLOW_METHODS)
 
 
 @pytest.mark.filterwarnings("ignore:Integrated Gradients")

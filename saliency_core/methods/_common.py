@@ -36,33 +36,6 @@ from saliency_core.errors import InvalidInputError
 Progress = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
-class Passes:
-    """What one image costs a method, in rows through the model: the unit of every cost estimate.
-
-    gradient : rows with a forward pass and the input gradients of both
-        objectives (one VJP each): the plain gradient's one, SmoothGrad's
-        noisy copies, Integrated Gradients' path points
-    forward : rows with a forward pass only (the clean image, a baseline)
-
-    A gradient row costs about four forward rows on a CPU (a backward pass
-    about 1.6 forwards, two of them: benchmarks/RESULTS.md), so the two are
-    counted apart and priced apart (:mod:`saliency_core.serving.compute_cost`).
-    """
-
-    gradient: int = 1
-    forward: int = 0
-
-    @property
-    def rows(self) -> int:
-        return self.gradient + self.forward
-
-
-def one_pass(**_params: object) -> Passes:
-    """The cost of a method that takes one forward and one backward pass per image, whatever its parameters."""
-    return Passes()
-
-
 @dataclass
 class Request:
     """One :func:`saliency_core.attribute` call, validated.

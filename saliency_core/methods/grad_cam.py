@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from saliency_core.core.model_access import ModelLike, device_of, input_dtype_of, unwrap_module
 from saliency_core.errors import InvalidInputError
 from saliency_core.methods._common import MethodOutput, Request, image_rows, private_copy, vjps
+from saliency_core.methods.declaration import AttributionMethod, Param
 
 _CAPTURED = threading.local()
 
@@ -44,6 +45,13 @@ class _Capture(torch.nn.Module):
         if outputs is not None:
             outputs.append(out)
         return out
+
+
+def registered_layer(model: ModelLike) -> str | None:
+    """The model registry's Grad-CAM layer for a LoadedModel (``ModelSpec.cam_layer``); None when there is none."""
+    from saliency_core.models.registry import LoadedModel
+
+    return (model.spec.cam_layer or None) if isinstance(model, LoadedModel) else None
 
 
 def default_layer(model: ModelLike) -> str:
@@ -185,3 +193,14 @@ def run(req: Request, layer: str | None = None) -> MethodOutput:
     return MethodOutput(attributions=attributions, maps={obj: a[:, 0] for obj, a in attributions.items()},
                         logits=logits, targets=targets, used={"layer": layer})
 
+
+METHOD = AttributionMethod(
+    name="grad_cam", title="Grad-CAM", citation="Selvaraju et al. 2017",
+    summary="ReLU(Σ_k α_k A^k), α_k the mean gradient of feature map A^k, upsampled to the input",
+    params=(Param("layer", None, str, "dotted module name of the convolutional layer; None: the model's "
+                  "last convolutional block (from the model registry)", none_ok=True,
+                  choices_for=conv_layers, default_for=registered_layer,
+                  choices_text="a convolutional layer of this model"),),
+    loss_objective="-L", output="layer", run=run, needs=frozenset({"conv_layer"}),
+    empty_reason="Grad-CAM's ReLU left nothing: no feature map of its layer counts as evidence for this class",
+)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from saliency_core.core.gradients import compute_saliency
 from saliency_core.methods._common import MethodOutput, Request
+from saliency_core.methods.declaration import AttributionMethod
 
 
 def run(req: Request) -> MethodOutput:
@@ -17,3 +18,11 @@ def run(req: Request) -> MethodOutput:
     req.report(req.n, req.n)
     return MethodOutput(attributions={obj: req.signed(obj, g) for obj, g in r.gradients.items()}, maps=r.maps,
                         logits=r.logits, targets=r.targets)
+
+
+METHOD = AttributionMethod(
+    name="gradient", title="Gradient", citation="Simonyan, Vedaldi & Zisserman 2014",
+    summary="the input gradient of the objective",
+    params=(),
+    loss_objective="L", output="input", run=run,  # one pass per image, shown by default, needs nothing
+)

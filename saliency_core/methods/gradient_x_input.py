@@ -11,6 +11,7 @@ import torch
 
 from saliency_core.core.gradients import compute_saliency
 from saliency_core.methods._common import MethodOutput, Request, make_baseline
+from saliency_core.methods.declaration import AttributionMethod, baseline_param
 
 
 def run(req: Request, baseline: str | torch.Tensor = "dataset_mean") -> MethodOutput:
@@ -22,3 +23,11 @@ def run(req: Request, baseline: str | torch.Tensor = "dataset_mean") -> MethodOu
     attributions = {obj: req.signed(obj, g * delta) for obj, g in r.gradients.items()}  # the gradients are of +L
     req.report(req.n, req.n)
     return MethodOutput(attributions=attributions, logits=r.logits, targets=r.targets, used=used)
+
+
+METHOD = AttributionMethod(
+    name="gradient_x_input", title="Gradient × input", citation="Shrikumar et al. 2016",
+    summary="gradient ⊙ (x − x′)",
+    params=(baseline_param("dataset_mean"),),
+    loss_objective="-L", output="input", run=run, needs=frozenset({"baseline"}),
+)

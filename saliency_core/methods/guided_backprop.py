@@ -24,6 +24,7 @@ import torch
 
 from saliency_core.errors import InvalidInputError
 from saliency_core.methods._common import MethodOutput, Request, image_rows, private_copy, vjps
+from saliency_core.methods.declaration import AttributionMethod
 
 RELU_FAMILY = (torch.nn.ReLU, torch.nn.ReLU6)
 
@@ -96,3 +97,10 @@ def run(req: Request) -> MethodOutput:
     logits, targets, attributions = image_rows(req, step)
     return MethodOutput(attributions=attributions, logits=logits, targets=targets)
 
+
+METHOD = AttributionMethod(
+    name="guided_backprop", title="Guided backprop", citation="Springenberg et al. 2015",
+    summary="the gradient with every ReLU passing back only positive signals",
+    params=(),
+    loss_objective="-L", output="input", run=run, needs=frozenset({"relu_modules"}),
+)

@@ -42,7 +42,7 @@ from saliency_core.core.model_access import (
 )
 from saliency_core.core.precision import precision_context, synchronize
 from saliency_core.errors import InvalidInputError
-from saliency_core.methods.registry import ATTRIBUTION_METHODS
+from saliency_core.methods.registry import get_method
 
 CONFIRM_SETTING = "SALIENCY_CONFIRM_ABOVE_S"
 #: Seconds of computation a view may start without asking. The dashboard's everyday views take a few
@@ -90,7 +90,7 @@ CALIBRATION_WORK = Work((1 + CALIBRATION_REPEATS) * CALIBRATION_ROWS, (1 + CALIB
 def method_work(method: str, params: Mapping[str, object] | None = None, images: int = 1) -> Work:
     """An attribution method's score and loss maps of ``images`` images (:func:`saliency_core.attribute`,
     :func:`saliency_core.evaluation.analysis.analyse`), from the method's own pass counts for ``params``."""
-    passes = ATTRIBUTION_METHODS[method].cost(params)
+    passes = get_method(method).cost(params)
     return Work(passes.gradient * images, passes.forward * images)
 
 

@@ -14,14 +14,14 @@ import pytest
 from saliency_core import ATTRIBUTION_METHODS, attribute
 from saliency_core.errors import InvalidInputError
 from saliency_core.evaluation import faithfulness, method_comparison
-from saliency_core.evaluation.method_comparison import FAST_METHODS
-from saliency_core.methods.registry import map_title
+from saliency_core.methods.registry import map_title, shown_by_default
 from tests.app.test_methods_in_pages import FAST_PARAMS, assert_close
 from tests.app.test_pages import assert_healthy, charts, coffee, decode_plotly_array, heatmaps, texts
 
 pytestmark = pytest.mark.usefixtures("upload_dir")
 
 PAGE = "pages/methods.py"
+FAST_METHODS = shown_by_default()  # the methods that declare themselves fast enough to show by default
 ALL = ",".join(ATTRIBUTION_METHODS)
 SMOOTH = {k: str(v) for k, v in FAST_PARAMS["smoothgrad"].items()}  # a few samples: the sidebar's SmoothGrad
 
