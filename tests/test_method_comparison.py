@@ -107,6 +107,19 @@ def test_progress_climbs_to_its_total(comparison):
     assert done == sorted(done) and len(totals) == 1 and done[-1] == totals.pop()
 
 
+@pytest.mark.filterwarnings("ignore:Integrated Gradients")  # 4 steps: a large completeness gap
+def test_integrated_gradients_progress_total_counts_its_image_and_baseline_passes():
+    """The bar's total is each method's declared rows: Integrated Gradients' 4 path points plus the forward
+    passes of the image and of its baseline, 6, after the plain gradient's 1 (a total that left the last two out
+    passed every other test)."""
+    calls = []
+    compare_methods(tanh_net(), torch.randn(1, 3, 8, 8), 2, ["gradient", "integrated_gradients"],
+                    {"integrated_gradients": {"steps": 4, "baseline": "dataset_mean"}},
+                    progress=lambda d, t: calls.append((d, t)))
+    assert {t for _, t in calls} == {1 + 6}
+    assert calls[0] == (1, 7) and calls[-1] == (7, 7)
+
+
 def tanh_net() -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Tanh(),
