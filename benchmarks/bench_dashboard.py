@@ -143,7 +143,7 @@ def methods_page(reps: int) -> int:
 
     logging.getLogger("streamlit").setLevel(logging.ERROR)  # AppTest's "no runtime" warnings
     from pages.ui.navigation import entry_script_for_every_run
-    from saliency_core.evaluation.method_comparison import FAST_METHODS
+    from saliency_core.methods.registry import shown_by_default
 
     os.environ.setdefault("SALIENCY_DEVICE", "cpu")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as dashboard.py does on a server
@@ -151,7 +151,7 @@ def methods_page(reps: int) -> int:
         entry_script_for_every_run(mp)  # every run goes through dashboard.py, as on a server
         print(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
         methods_page_seconds("gradient", cold=True)  # warm-up: torch, the model, the sample's crop and gradient
-        cases = {"fast grid": ",".join(FAST_METHODS), "smoothgrad": "smoothgrad",
+        cases = {"fast grid": ",".join(shown_by_default()), "smoothgrad": "smoothgrad",
                  "integrated_gradients": "integrated_gradients"}
         rows = {name: [methods_page_seconds(m, cold=True) for _ in range(reps)] for name, m in cases.items()}
         warm = [methods_page_seconds(cases["fast grid"], cold=False)[0] for _ in range(reps)]

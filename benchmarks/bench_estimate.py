@@ -31,9 +31,10 @@ from bench_saliency import timed  # this folder is on sys.path when run as a scr
 from saliency_core import attribute
 from saliency_core.evaluation import faithfulness, sanity
 from saliency_core.evaluation.analysis import analyse
-from saliency_core.evaluation.method_comparison import FAST_METHODS, compare_methods
+from saliency_core.evaluation.method_comparison import compare_methods
 from saliency_core.evaluation.method_ranking import ranking_table
 from saliency_core.inputs.samples import sample_by_name, sample_images
+from saliency_core.methods.registry import shown_by_default
 from saliency_core.models.loading import load_model
 from saliency_core.serving import compute_cost
 
@@ -51,7 +52,7 @@ def main() -> int:
     crops = np.stack([model.crop_array(s.image) for s in sample_images()])
     labels = [s.label for s in sample_images()]
     maps = attribute(model, x, [coffee.label], "gradient").maps
-    fast = compare_methods(model, x, coffee.label, FAST_METHODS)
+    fast = compare_methods(model, x, coffee.label, shown_by_default())
 
     cases: dict[str, tuple[compute_cost.Work, Callable[[], object]]] = {
         "SmoothGrad, 64 samples, one image (Saliency)": (
@@ -68,7 +69,7 @@ def main() -> int:
             lambda: sanity.cascading_randomization(model, x, [coffee.label], max_stages=8, attribution="smoothgrad",
                                                    params={"samples": 8})),
         "ranking of the four fast methods (Methods)": (
-            compute_cost.ranking_work({m: {} for m in FAST_METHODS}, len(fast.entries()), 20),
+            compute_cost.ranking_work({m: {} for m in shown_by_default()}, len(fast.entries()), 20),
             lambda: ranking_table(model, x, fast, steps=20, batch_size=chunk)),
     }
     print(f"device: {dev}; load average before: {os.getloadavg()}")

@@ -17,7 +17,6 @@ from pages.ui.text import plain
 from saliency_core.core.baselines import BASELINE_LABELS
 from saliency_core.errors import SaliencyError
 from saliency_core.evaluation import method_ranking
-from saliency_core.evaluation.method_comparison import FAST_METHODS
 from saliency_core.figures import evaluation_files, method_figures
 from saliency_core.inputs.preprocessing import normalize
 from saliency_core.methods.registry import map_title
@@ -52,9 +51,10 @@ st.markdown(
 
 # --------------------------------------------------------------------------- choices
 
-fast = ", ".join(method_params.spec(m).title for m in FAST_METHODS)
-slow = " and ".join(method_params.spec(m).title for m in method_params.METHODS if m in method_params.SLOW_METHODS)
-st.multiselect("Methods", method_params.METHODS, key=methods_view.PICK, persist_state="session",
+fast = ", ".join(method_params.spec(m).title for m in methods_view.default_methods())
+slow = " and ".join(method_params.spec(m).title for m in method_params.methods()
+                    if not method_params.spec(m).default_view)
+st.multiselect("Methods", method_params.methods(), key=methods_view.PICK, persist_state="session",
                format_func=method_params.method_label,
                help=f"By default the methods that take one pass each ({fast}); {slow} take many passes "
                     "(seconds each).")
@@ -102,7 +102,7 @@ except SaliencyError as exc:
     st.stop()
 for m, message in comparison.failed.items():
     st.error(f"**{method_params.spec(m).title}** can't run here: {plain(message, 1000)}")
-if v.method in method_params.SLOW_METHODS and v.method not in methods:
+if not method_params.spec(v.method).default_view and v.method not in methods:
     st.caption(f"The sidebar's method, {method_params.method_summary(v.method, v.params)}, is not picked above; "
                "add it to see it here with those parameters.")
 if not comparison.entries():
@@ -174,9 +174,12 @@ st.dataframe(ranking.table.drop(columns=["method", "objective"]), hide_index=Tru
 constant = [m for m in ranking.randomised_maps if ranking.randomised_maps[m].min() == ranking.randomised_maps[m].max()]
 nan_note = ""
 if constant:
-    nan_note = (f" {', '.join(plain(c) for c in constant)}: on the randomised model the map is constant (Grad-CAM's "
-                "ReLU lets nothing through there, so its map is zero everywhere), and a constant map has no "
-                "ranking to correlate: ρ is undefined (None), not a failure of the check.")
+    why = list(dict.fromkeys(method_params.spec(m).empty_reason for m in comparison.runs for o in comparison.objectives
+                             if map_title(m, o) in constant and method_params.spec(m).empty_reason))
+    nan_note = (f" {', '.join(plain(c) for c in constant)}: on the randomised model the map is constant"
+                + (f" ({'; '.join(why)})" if why else "")
+                + ", and a constant map has no ranking to correlate: ρ is undefined (None), not a failure of the "
+                "check.")
 failed = "".join(f" {method_params.spec(m).title} could not run on the randomised model: {plain(n, 300)}."
                  for m, n in ranking.notes.items())
 st.caption(

@@ -107,14 +107,15 @@ def test_each_cap_itself_is_accepted():
 
 
 def test_the_job_and_the_dashboard_read_the_same_caps():
-    """One table of caps (saliency_core.core.limits): the dashboard's number inputs stop where the job's options do."""
+    """One cap per parameter (``Param.maximum``, declared by its method): the dashboard's number inputs stop where
+    the job's options do."""
     from pages.ui import method_params
 
     numbers = [(m, p) for m in ATTRIBUTION_METHODS.values() for p in m.params if p.kind in (int, float)]
     assert numbers
     for method, p in numbers:
-        assert method_params.upper_bound(p) == limits.param_max(p.name) is not None, (method.name, p.name)
-        assert math.isfinite(limits.param_max(p.name))
+        assert method_params.upper_bound(p) == p.maximum is not None, (method.name, p.name)
+        assert math.isfinite(p.maximum)
     faithfulness_page = (REPO / "pages" / "faithfulness.py").read_text()
     assert 'slider("Steps", 5, limits.MAX_FAITHFULNESS_STEPS' in faithfulness_page
 

@@ -17,7 +17,7 @@ from saliency_core.errors import InvalidInputError
 from saliency_core.evaluation import faithfulness, sanity
 from saliency_core.evaluation.method_comparison import compare_methods, forward_passes
 from saliency_core.evaluation.method_ranking import ranking_table
-from saliency_core.methods._common import Passes
+from saliency_core.methods.declaration import Passes
 from saliency_core.methods.registry import ATTRIBUTION_METHODS, attribute
 from saliency_core.serving.compute_cost import (
     CALIBRATION_WORK,

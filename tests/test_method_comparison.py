@@ -13,15 +13,15 @@ from saliency_core import ATTRIBUTION_METHODS, attribute
 from saliency_core.errors import InvalidInputError
 from saliency_core.evaluation.agreement import agreement
 from saliency_core.evaluation.method_comparison import (
-    FAST_METHODS,
-    SLOW_METHODS,
     agreement_matrix,
     cluster_order,
     compare_methods,
 )
-from saliency_core.methods.registry import map_title
+from saliency_core.methods.registry import map_title, shown_by_default
 
 SMALL = {"smoothgrad": {"samples": 3, "noise": 0.1, "seed": 2}, "integrated_gradients": {"steps": 4}}
+FAST_METHODS = shown_by_default()
+SLOW_METHODS = tuple(m for m in ATTRIBUTION_METHODS if m not in FAST_METHODS)
 ALL = FAST_METHODS + SLOW_METHODS
 
 
@@ -40,8 +40,13 @@ def comparison(lite0, image):
 
 
 def test_fast_and_slow_methods_cover_the_registry():
+    """The methods shown by default are those that declare themselves fast: one pass per image, whatever their
+    parameters; the others take many."""
+    assert FAST_METHODS == ("gradient", "gradient_x_input", "guided_backprop", "grad_cam")
     assert set(FAST_METHODS) | set(SLOW_METHODS) == set(ATTRIBUTION_METHODS)
     assert not set(FAST_METHODS) & set(SLOW_METHODS)
+    assert all(ATTRIBUTION_METHODS[m].cost().rows == 1 for m in FAST_METHODS)
+    assert all(ATTRIBUTION_METHODS[m].cost().rows > 1 for m in SLOW_METHODS)
 
 
 @pytest.mark.filterwarnings("ignore:Integrated Gradients")
@@ -100,6 +105,19 @@ def test_progress_climbs_to_its_total(comparison):
     done = [d for d, _ in comparison.calls]
     totals = {t for _, t in comparison.calls}
     assert done == sorted(done) and len(totals) == 1 and done[-1] == totals.pop()
+
+
+@pytest.mark.filterwarnings("ignore:Integrated Gradients")  # 4 steps: a large completeness gap
+def test_integrated_gradients_progress_total_counts_its_image_and_baseline_passes():
+    """The bar's total is each method's declared rows: Integrated Gradients' 4 path points plus the forward
+    passes of the image and of its baseline, 6, after the plain gradient's 1 (a total that left the last two out
+    passed every other test)."""
+    calls = []
+    compare_methods(tanh_net(), torch.randn(1, 3, 8, 8), 2, ["gradient", "integrated_gradients"],
+                    {"integrated_gradients": {"steps": 4, "baseline": "dataset_mean"}},
+                    progress=lambda d, t: calls.append((d, t)))
+    assert {t for _, t in calls} == {1 + 6}
+    assert calls[0] == (1, 7) and calls[-1] == (7, 7)
 
 
 def tanh_net() -> torch.nn.Module:

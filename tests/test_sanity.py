@@ -71,6 +71,17 @@ def test_tiny_net_one_stage_per_layer(net, X):
     np.testing.assert_array_equal(res.targets, [1, 3])
 
 
+@pytest.mark.filterwarnings("ignore:Integrated Gradients")  # 4 steps: a large completeness gap
+def test_integrated_gradients_progress_total_counts_its_image_and_baseline_passes(net, X):
+    """Each stage counts the rows Integrated Gradients declares: its 4 path points, and the forward passes of the
+    image and of the baseline (6 per image); a total that left the last two out passed every other test."""
+    calls = []
+    cascading_randomization(net, X, [1, 3], max_stages=2, attribution="integrated_gradients",
+                            params={"steps": 4, "baseline": "dataset_mean"}, progress=lambda d, t: calls.append((d, t)))
+    assert {t for _, t in calls} == {3 * 6}
+    assert calls[-1] == (18, 18) and [6, 12, 18] == [d for d, _ in calls if d % 6 == 0]
+
+
 def test_a_slow_methods_stages_report_every_chunk_and_raising_there_stops_the_work(net, X):
     """SmoothGrad's stages take many rows: the caller hears after every chunk of them (in units of the method's
     rows per image: 4 samples + 1 clean pass), and what it raises there stops the check at once."""

@@ -146,7 +146,7 @@ def analyse_one(image_key: str, model_name: str, target: int, label: int | None,
         lambda progress: analysis.analyse(get_model(model_name), _crop[None], [target], [label],
                                           reduction=reduction, precision=precision, method=method, params=params,
                                           progress=progress)[0],
-        cache=analyses(), bar=method in method_params.SLOW_METHODS, what="map")
+        cache=analyses(), bar=method_params.many_passes(method, params), what="map")
 
 
 def analysis_key(image_key: str, model_name: str, target: int, label: int | None, reduction: str, precision: str,
@@ -279,7 +279,7 @@ def compare_methods(image_key: str, model_name: str, target: int, methods: tuple
             lambda progress, m=m, given=given: method_comparison.compare_methods(
                 get_model(model_name), _x, int(target), (m,), {m: given}, reduction=reduction,
                 precision=precision, progress=progress),
-            cache=method_runs(), bar=m in method_params.SLOW_METHODS, what="map"))
+            cache=method_runs(), bar=method_params.many_passes(m, given), what="map"))
     ok = [p for p in parts if p.target >= 0]
     first = ok[0] if ok else parts[0]
     return MethodComparison(runs={m: p.runs[m] for m, p in zip(methods, parts, strict=True)},

@@ -1,10 +1,11 @@
 """The attribution method and its parameters, built from ``ATTRIBUTION_METHODS``: controls, limits, links, labels.
 
-Every method's parameters come from its registry entry (``Param``): numbers
-get number inputs with the registry's minimum and the maximum the dashboard
-shares with the batch job (:data:`saliency_core.core.limits.PARAM_MAX`), strings
-with choices get selects, and Grad-CAM's layer a select of the model's convolutions with the registry's default
-first. Each parameter lives in ``st.session_state[param_key(method, name)]``,
+Every method's parameters come from its own declaration (``Param``, in
+``saliency_core/methods/<name>.py``): numbers get number inputs with the
+declared minimum and maximum (the batch job's cap too), strings with choices
+get selects, and a parameter whose choices depend on the model (Grad-CAM's
+layer: ``Param.choices_for``) a select of this model's choices with its
+default first. Each parameter lives in ``st.session_state[param_key(method, name)]``,
 so every method keeps its own values, and in the URL by its name while its
 method is the one shown (``?method=smoothgrad&samples=16&seed=3``).
 """
@@ -16,19 +17,19 @@ import math
 import streamlit as st
 
 from pages.ui.labels import OBJECTIVE_LABELS
-from saliency_core.core import limits
-from saliency_core.evaluation import method_comparison
 from saliency_core.figures.provenance import describe_params
 from saliency_core.methods import registry
-from saliency_core.methods.grad_cam import conv_layers
-from saliency_core.methods.registry import ATTRIBUTION_METHODS, AttributionMethod, Param
+from saliency_core.methods.declaration import AttributionMethod, Param
+from saliency_core.methods.registry import ATTRIBUTION_METHODS
 from saliency_core.models.registry import LoadedModel
 
 DEFAULT_METHOD = "gradient"  # the cs231n map; every other method is one choice away
-METHODS = list(ATTRIBUTION_METHODS)  # gradient first, then as the registry lists them
 
-#: Methods that run many passes per map (the engine's list): they draw a progress bar with the time left.
-SLOW_METHODS = frozenset(method_comparison.SLOW_METHODS)
+
+def methods() -> list[str]:
+    """Every method's name, the plain gradient first, then as the registry lists them (read on every call, so a
+    method registered meanwhile is offered too)."""
+    return list(ATTRIBUTION_METHODS)
 
 
 def spec(method: str) -> AttributionMethod:
@@ -41,42 +42,51 @@ def method_label(method: str) -> str:
     return f"{s.title} ({s.citation})"
 
 
+def many_passes(method: str, params: dict[str, object] | None = None) -> bool:
+    """Whether the method takes more than one pass per image with ``params`` (its declared cost): such a
+    computation draws a progress bar with the time left."""
+    return spec(method).cost(params).rows > 1
+
+
 def param_key(method: str, name: str) -> str:
     """The session-state key of one method's parameter (each method keeps its own values)."""
     return f"param.{method}.{name}"
 
 
 def upper_bound(p: Param) -> float | None:
-    """The most one view may ask of ``p`` (the batch job's cap too); the engine itself has no upper limit."""
-    return limits.param_max(p.name)
+    """The most one view may ask of ``p`` (its declared maximum, the batch job's cap too); the engine itself has
+    no upper limit."""
+    return p.maximum
 
 
-def layer_options(model: LoadedModel) -> list[str | None]:
-    """Grad-CAM's layers for ``model``: None (the registry's default block) first, then every convolution on the
-    path to the output (:func:`saliency_core.methods.grad_cam.conv_layers`)."""
-    default = model.spec.cam_layer
-    return [None, *(name for name in _conv_layers(model) if name != default)]
+def model_options(p: Param, model: LoadedModel) -> list[str | None]:
+    """A model-dependent parameter's choices for ``model``: None (the model's default) first, then the others
+    (``Param.choices_for``, e.g. every convolution on the path to the output for Grad-CAM's layer)."""
+    default = p.default_for(model) if p.default_for else None
+    return [None, *(name for name in _model_choices(p, model) if name != default)]
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _conv_layer_names(model_key: tuple, _model: LoadedModel) -> list[str]:
-    return conv_layers(_model)
+def _choices(method: str, name: str, model_key: tuple, _p: Param, _model: LoadedModel) -> list[str]:
+    return list(_p.choices_for(_model))
 
 
-def _conv_layers(model: LoadedModel) -> list[str]:
-    return _conv_layer_names(model.key, model)
+def _model_choices(p: Param, model: LoadedModel) -> list[str]:
+    """``p.choices_for(model)``, computed once per model (it may run the model: Grad-CAM's layers do)."""
+    owner = next((m.name for m in ATTRIBUTION_METHODS.values() if p in m.params), "")
+    return _choices(owner, p.name, model.key, p, model)
 
 
 def describe(p: Param) -> str:
     """What a value of ``p`` must be on this dashboard, for a notice about a link."""
     if p.choices:
         return "one of " + ", ".join(p.choices)
-    if p.name == "layer":
-        return "a convolutional layer of this model"
+    if p.model_dependent:
+        return p.choices_text or "one of this model's choices"
     what = {int: "an integer", float: "a number"}[p.kind]
     lo, hi = p.minimum, upper_bound(p)
     if lo is not None and hi is not None:
-        return f"{what} from {lo:g} to {hi:g}" + (" (the dashboard's limit)" if p.name in limits.PARAM_MAX else "")
+        return f"{what} from {lo:g} to {hi:g} (the dashboard's limit)"
     if lo is not None:
         return f"{what} >= {lo:g}"
     return what
@@ -84,10 +94,10 @@ def describe(p: Param) -> str:
 
 def parse(p: Param, text: str, model: LoadedModel) -> object:
     """The value a URL's ``text`` asks for, or raise ValueError when it is not one this dashboard takes."""
-    if p.name == "layer":
-        if text in ("", "default", "None", model.spec.cam_layer):
+    if p.model_dependent:
+        if text in ("", "default", "None") or text == (p.default_for(model) if p.default_for else None):
             return None
-        if text in _conv_layers(model):
+        if text in _model_choices(p, model):
             return text
         raise ValueError(text)
     if p.kind is int:
@@ -129,12 +139,12 @@ def draw_controls(method: str, model: LoadedModel) -> dict[str, object]:
     for p in s.params:
         key = param_key(method, p.name)
         st.session_state.setdefault(key, p.default)
-        if p.name == "layer":
-            options = layer_options(model)
+        if p.model_dependent:
+            options = model_options(p, model)
             if st.session_state[key] not in options:
                 st.session_state[key] = None
-            default = model.spec.cam_layer or "none registered"
-            st.selectbox("Layer", options, key=key, persist_state="session", help=p.help,
+            default = (p.default_for(model) if p.default_for else None) or "none registered"
+            st.selectbox(p.name.capitalize(), options, key=key, persist_state="session", help=p.help,
                          format_func=lambda x, d=default: f"default ({d})" if x is None else x)
         elif p.choices:
             st.selectbox(p.name.capitalize(), list(p.choices), key=key, persist_state="session", help=p.help)
@@ -152,8 +162,9 @@ def draw_controls(method: str, model: LoadedModel) -> dict[str, object]:
 
 
 def _limit_help(p: Param) -> str:
+    """The cap of a parameter that costs passes (samples, steps), for its control's help."""
     hi = upper_bound(p)
-    return f" (at most {hi:g} here)" if hi is not None and p.name in ("samples", "steps") else ""
+    return f" (at most {hi:g} here)" if hi is not None and p.costly else ""
 
 
 # --------------------------------------------------------------------------- what the pages say

@@ -169,7 +169,7 @@ def objective_of(held: object) -> str:
     method the old method's title of one ("SmoothGrad · loss"); anything else is the score."""
     if held in OBJECTIVE_LABELS:
         return str(held)
-    for method in method_params.METHODS:
+    for method in method_params.methods():
         for objective in OBJECTIVE_LABELS:
             if held == method_params.map_title(method, objective):
                 return objective
@@ -204,7 +204,7 @@ def render_sidebar() -> View:
             image, problem, is_error = None, str(exc), exc.error
         st.divider()
         target = _target_picker(model, image)
-        method = st.selectbox("Method", method_params.METHODS, key="method", format_func=method_params.method_label,
+        method = st.selectbox("Method", method_params.methods(), key="method", format_func=method_params.method_label,
                               help="The attribution method of every page: the plain gradient (Simonyan et al. "
                                    "2014, the cs231n map) or one of its successors. Its parameters are under "
                                    "Advanced.") or method_params.DEFAULT_METHOD

@@ -52,7 +52,7 @@ URL_STATE: dict[str, tuple[object, Callable[[str], object]]] = {
     "source": ("sample", lambda t: t if t in ("sample", "upload") else None),
     "sample": ("coffee", lambda t: t if t in {x.name for x in sample_images()} else None),
     "target": (AUTO_TARGET, _int_in(0, MAX_CLASSES - 1)),  # a custom model may have more than ImageNet's
-    "method": (method_params.DEFAULT_METHOD, lambda t: t if t in method_params.METHODS else None),
+    "method": (method_params.DEFAULT_METHOD, lambda t: t if t in method_params.methods() else None),
     "objective": ("score", lambda t: t if t in OBJECTIVE_LABELS else None),
     "reduction": ("max", lambda t: t if t in REDUCTION_LABELS else None),
     "precision": ("exact", lambda t: t if t in PRECISION_LABELS else None),
@@ -65,12 +65,18 @@ EXPECTED = {
     "source": "sample or upload",
     "sample": "one of the sample photos",
     "target": "a class index (0, 1, 2, …)",
-    "method": "an attribution method (" + ", ".join(method_params.METHODS) + ")",
     "objective": "score or loss",
     "reduction": "max, mean_abs or l2",
     "precision": "exact or fast",
     "image": "the sha256 of an upload (64 hexadecimal digits)",
 }
+
+
+def expected(key: str) -> str:
+    """What a value of the link's parameter ``key`` must be (the methods as registered now)."""
+    if key == "method":
+        return "an attribution method (" + ", ".join(method_params.methods()) + ")"
+    return EXPECTED[key]
 
 
 _DEFAULT_TEXT = {"model": REGISTRY[DEFAULT_MODEL].title, "target": "the automatic target",
@@ -97,7 +103,7 @@ def restore_from_url() -> list[str] | None:
     for key, (default, parse) in URL_STATE.items():
         value = parse(params[key]) if key in params else None
         if key in params and value is None:
-            problems.append(f"**{key}={plain(params[key], 80)}** is not {EXPECTED[key]}; "
+            problems.append(f"**{key}={plain(params[key], 80)}** is not {expected(key)}; "
                             f"showing {_DEFAULT_TEXT.get(key, plain(default))} instead.")
         st.session_state.setdefault(key, default if value is None else value)
     if is_sha256(params.get("image")):
@@ -105,14 +111,15 @@ def restore_from_url() -> list[str] | None:
         if "source" not in params:
             st.session_state["source"] = "upload"
     elif "image" in params:
-        problems.append(f"**image={plain(params['image'], 80)}** is not {EXPECTED['image']}; "
+        problems.append(f"**image={plain(params['image'], 80)}** is not {expected('image')}; "
                         "showing a sample photo instead.")
     problems += _restore_method_params(params)
     return problems
 
 
 def _model_for_links() -> LoadedModel:
-    """The model a link's Grad-CAM layer is checked against: the link's model, else the default."""
+    """The model a link's model-dependent parameter (Grad-CAM's layer) is checked against: the link's model,
+    else the default."""
     try:
         return model_cache.get_model(str(st.session_state.get("model") or DEFAULT_MODEL))
     except SaliencyError:
@@ -124,7 +131,7 @@ def _restore_method_params(params: dict[str, str]) -> list[str]:
     method = st.session_state.get("method", method_params.DEFAULT_METHOD)
     spec = method_params.spec(method)
     known = {p.name: p for p in spec.params}
-    others = {p.name for m in method_params.METHODS for p in method_params.spec(m).params}
+    others = {p.name for m in method_params.methods() for p in method_params.spec(m).params}
     problems = []
     for name in sorted(others - set(known)):
         if name in params:
@@ -138,9 +145,9 @@ def _restore_method_params(params: dict[str, str]) -> list[str]:
             problems.append(f"**{name}={plain(text, 80)}** is an older name: read as {name} = {new}{what}.")
             text = new
         try:
-            value = method_params.parse(p, text, _model_for_links() if name == "layer" else None)
+            value = method_params.parse(p, text, _model_for_links() if p.model_dependent else None)
         except (ValueError, SaliencyError):
-            default = "the model's default layer" if p.default is None else plain(p.default)
+            default = f"the model's default {name}" if p.default is None else plain(p.default)
             problems.append(f"**{name}={plain(params[name], 80)}** is not {method_params.describe(p)}; "
                             f"showing {spec.title} with {name} = {default} instead.")
             continue
@@ -153,7 +160,7 @@ def current_params() -> dict[str, str]:
     shown = {key: st.session_state.get(key, default) for key, (default, _) in URL_STATE.items()}
     shown["model"] = st.session_state.get(ACTIVE_MODEL, shown["model"])
     params = {key: str(value) for key, value in shown.items() if value != URL_STATE[key][0]}
-    if shown["method"] in method_params.METHODS:
+    if shown["method"] in method_params.methods():
         params.update({k: str(v) for k, v in method_params.non_default(shown["method"]).items()})
     sha = st.session_state.get("image_sha")
     if st.session_state.get("source") == "upload" and sha:

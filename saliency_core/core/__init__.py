@@ -1,1 +1,2 @@
-"""The engine's base: the forward + input-gradient core, model output checks, baselines, limits, shared helpers."""
+"""The engine's base: the one forward + VJP core (gradients), the one argument check (arguments), model output
+checks, baselines, limits, shared helpers."""

@@ -7,20 +7,28 @@ colour channels, ``max_c |d s_y / d x_{c,i,j}|``, where ``s_y`` is the
 unnormalised score (logit) of the target class ``y``. The "loss" map uses the
 cross-entropy ``L = -log softmax(s)_y`` instead of ``s_y``.
 
-The model is shared by every user of the dashboard at once, so this module
-only ever asks autograd for the gradient with respect to the input
-(``torch.autograd.grad``): nothing is written into parameters' ``.grad``,
-the train/eval mode is never touched, and the caller's tensor is copied.
+:func:`forward_and_vjps` is the engine's one forward + VJP core: these maps
+and every attribution method (:mod:`saliency_core.methods`) run their passes
+through it. The model is shared by every user of the dashboard at once, so
+it only ever asks autograd for the gradient with respect to the input or an
+activation (``torch.autograd.grad``): nothing is written into parameters'
+``.grad``, the train/eval mode is never touched, and the caller's tensor is
+copied. Arguments are checked by :func:`saliency_core.core.arguments.validate_request`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+from saliency_core.core.arguments import OBJECTIVES as OBJECTIVES
+from saliency_core.core.arguments import REDUCTIONS as REDUCTIONS
+from saliency_core.core.arguments import check_objectives as check_objectives
+from saliency_core.core.arguments import validate_request
 from saliency_core.core.deprecation import renamed_keyword
 from saliency_core.core.model_access import TOP1_TARGET as TOP1_TARGET
 from saliency_core.core.model_access import (
@@ -29,15 +37,11 @@ from saliency_core.core.model_access import (
     input_dtype_of,
     memory_format_of,
     module_for,
-    validate_batch,
 )
 from saliency_core.core.model_output import OutputCheck, checked_forward, output_check
 from saliency_core.core.passes import row_bytes, run_in_chunks
-from saliency_core.core.precision import autocast_context, check_precision, tf32_context
+from saliency_core.core.precision import autocast_context, tf32_context
 from saliency_core.errors import InvalidInputError
-
-OBJECTIVES = ("score", "loss")  # what a map explains: the class score s_y or the per-image loss L
-REDUCTIONS = ("max", "mean_abs", "l2")
 
 
 @dataclass
@@ -94,24 +98,6 @@ def reduce_channels(grad: torch.Tensor, reduction: str = "max") -> torch.Tensor:
     raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
-def check_objectives(objectives: Sequence[str]) -> tuple[str, ...]:
-    """``objectives`` as a tuple, if it is a non-empty list of distinct names from :data:`OBJECTIVES`."""
-    if (not objectives or any(o not in OBJECTIVES for o in objectives)
-            or len(set(objectives)) != len(objectives)):
-        raise InvalidInputError(f"objectives must be distinct names from {OBJECTIVES}, got {tuple(objectives)}")
-    return tuple(objectives)
-
-
-def _validate(X: torch.Tensor, y: torch.Tensor | Sequence[int], objectives: Sequence[str],
-              reduction: str, precision: str) -> torch.Tensor:
-    y = validate_batch(X, y)
-    check_objectives(objectives)
-    if reduction not in REDUCTIONS:
-        raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    check_precision(precision)
-    return y
-
-
 def resolve_targets(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``y`` with :data:`TOP1_TARGET` replaced by each row's argmax; refuses classes the logits lack.
 
@@ -127,72 +113,101 @@ def resolve_targets(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def _one_chunk(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, objectives: Sequence[str],
-               device: torch.device, dtype: torch.dtype, precision: str,
-               check: OutputCheck) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    # A fresh leaf in the model's dtype: the caller's tensor is never modified
-    # and never becomes part of a graph; this also works on inference-mode tensors.
-    x = X.detach().to(device=device, dtype=dtype, copy=True)
-    # Input in the weights' layout: a mismatch makes every convolution convert.
-    x = x.contiguous(memory_format=memory_format_of(module)).requires_grad_(True)
-    # TF32 setting for the forward *and* backward pass; autocast for the
-    # forward only (the backward follows the forward's types).
-    with tf32_context(device, precision):
-        with autocast_context(device, precision):
-            logits = checked_forward(module, x, check)
-        logits = logits.to(dtype)  # float16 under autocast
-        # TOP1_TARGET means "the model's top-1 prediction", resolved from this same forward pass.
-        y = resolve_targets(logits, y)
-        grads: dict[str, torch.Tensor] = {}
-        for i, objective in enumerate(objectives):
-            if objective == "score":
-                value = logits.gather(1, y[:, None]).sum()
-            else:
-                # Summed, not averaged: each image's loss depends only on its
-                # own pixels, so summing gives every image exactly its own
-                # gradient. The default mean reduction would divide every map by N.
-                value = F.cross_entropy(logits, y, reduction="sum")
-            (g,) = torch.autograd.grad(value, x, retain_graph=i < len(objectives) - 1)
-            grads[objective] = g
-    return logits.detach(), y, grads
+def objective_per_image(logits: torch.Tensor, y: torch.Tensor, objective: str, loss_sign: int = 1) -> torch.Tensor:
+    """(N,) values of an objective: "score" s_y, or "loss" ``loss_sign`` * CE(s, y) (``loss_sign`` -1: log p_y)."""
+    if objective == "score":
+        return logits.gather(1, y[:, None]).squeeze(1)
+    loss = F.cross_entropy(logits, y, reduction="none")
+    return loss if loss_sign == 1 else loss_sign * loss
 
 
-def input_gradients(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor,
-                    objectives: Sequence[str] = OBJECTIVES,
-                    *, precision: str = "exact", check: OutputCheck | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """The core of :func:`compute_saliency` for one batch: one forward pass, one input-VJP per objective.
+def objective_sum(logits: torch.Tensor, y: torch.Tensor, objective: str, loss_sign: int = 1) -> torch.Tensor:
+    """The objective summed over the batch: each image's gradient is its own.
 
-    For methods that run the model on many inputs of their own (SmoothGrad's
-    noisy copies, Integrated Gradients' path points) and chunk them
-    themselves. Nothing is validated beyond ``objectives`` and ``precision``.
+    Summed, not averaged: each image's loss depends only on its own pixels,
+    so summing gives every image exactly its own gradient. The default mean
+    reduction would divide every map by N.
+    """
+    if objective == "score":
+        return logits.gather(1, y[:, None]).sum()
+    loss = F.cross_entropy(logits, y, reduction="sum")
+    return loss if loss_sign == 1 else loss_sign * loss
+
+
+class VJPs(NamedTuple):
+    """What :func:`forward_and_vjps` returns, detached, in the module's dtype.
+
+    logits : (B, C); targets : (B,) int64, top-1 resolved
+    grads : objective -> the gradient, shaped like the tensor differentiated
+    wrt : that tensor (e.g. a layer's activation) when ``wrt`` was given, else None
+    """
+
+    logits: torch.Tensor
+    targets: torch.Tensor
+    grads: dict[str, torch.Tensor]
+    wrt: torch.Tensor | None
+
+
+def forward_and_vjps(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor,
+                     objectives: Sequence[str] = OBJECTIVES, *, precision: str = "exact",
+                     check: OutputCheck | None = None, loss_sign: int = 1,
+                     wrt: Callable[[], torch.Tensor] | None = None) -> VJPs:
+    """The engine's core: one forward pass of ``module``, then one vector-Jacobian product per objective.
+
+    :func:`compute_saliency` and every attribution method run their passes
+    through here (with the plain module, a guided copy, or a copy that hands
+    over a layer's output). Only ``torch.autograd.grad``: nothing is written
+    into parameters' ``.grad``, the module's mode is never touched, and the
+    caller's tensor is copied. Works inside ``torch.no_grad()`` and
+    ``torch.inference_mode()`` too.
 
     Parameters
     ----------
     module : the module to run (e.g. ``module_for(model, precision)``), in eval mode.
     X : (B, 3, H, W) float tensor, normalised for the model; copied to the
-        module's device and dtype, never modified.
+        module's device and dtype (and memory layout), never modified.
     y : (B,) int64 targets on the module's device; :data:`TOP1_TARGET` is
         resolved from this forward pass.
-    objectives : any of "score" (s_y) and "loss" (per-image cross-entropy, +L).
+    objectives : any of "score" (s_y) and "loss" (per-image cross-entropy
+        times ``loss_sign``: +L, or -L = log p_y).
+    precision : "exact" (TF32 off on CUDA) or "fast" (float16 autocast for the forward pass).
     check : what the logits must be (:func:`saliency_core.core.model_output.output_check`
         of the model the module belongs to); None: the module's own, which
         knows no class count.
+    wrt : called after the forward pass, returns the tensor to differentiate
+        (e.g. a captured activation); None: the input.
 
     Returns
     -------
-    (logits (B, C), targets (B,), {objective: (B, 3, H, W) gradient}), detached,
-    in the module's dtype.
+    :class:`VJPs`
 
     Raises
     ------
     ModelOutputError : the model raised, or returned logits that fail ``check``.
     """
-    check_objectives(objectives)
-    check_precision(precision)
+    objectives = validate_request(objectives=objectives, precision=precision).objectives
     check = check or output_check(module)
-    with torch.inference_mode(False), torch.enable_grad():
-        return _one_chunk(module, X, y, objectives, device_of(module), input_dtype_of(module), precision, check)
+    device, dtype = device_of(module), input_dtype_of(module)
+    # torch.no_grad() or inference_mode() in the caller must not stop us; the copy is made outside
+    # inference mode, so it is a normal tensor even if X is not. TF32 setting for the forward *and*
+    # backward pass; autocast for the forward only (the backward follows the forward's types).
+    with torch.inference_mode(False), torch.enable_grad(), tf32_context(device, precision):
+        # A fresh leaf in the model's dtype: the caller's tensor never becomes part of a graph.
+        x = X.detach().to(device=device, dtype=dtype, copy=True)
+        # Input in the weights' layout: a mismatch makes every convolution convert.
+        x = x.contiguous(memory_format=memory_format_of(module)).requires_grad_(True)
+        with autocast_context(device, precision):
+            logits = checked_forward(module, x, check)
+        logits = logits.to(dtype)  # float16 under autocast
+        # TOP1_TARGET means "the model's top-1 prediction", resolved from this same forward pass.
+        y = resolve_targets(logits, y)
+        inputs = x if wrt is None else wrt()
+        grads: dict[str, torch.Tensor] = {}
+        for i, objective in enumerate(objectives):
+            (g,) = torch.autograd.grad(objective_sum(logits, y, objective, loss_sign), inputs,
+                                       retain_graph=i < len(objectives) - 1)
+            grads[objective] = g
+    return VJPs(logits.detach(), y, grads, None if wrt is None else inputs.detach())
 
 
 def compute_saliency(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int],
@@ -235,27 +250,25 @@ def compute_saliency(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequen
         are not (N, C) finite floats with C its number of classes.
     """
     objectives = renamed_keyword("compute_saliency", "methods", methods, "objectives", objectives, OBJECTIVES)
-    y = _validate(X, y, objectives, reduction, precision)
+    y = validate_request(X, y, objectives=objectives, reduction=reduction, precision=precision).y
     check = output_check(model)
     module = module_for(model, precision)
     device = device_of(module)
-    dtype = input_dtype_of(module)
     y = y.to(device)
     logits_parts: list[torch.Tensor] = []
     target_parts: list[torch.Tensor] = []
     grad_parts: dict[str, list[torch.Tensor]] = {o: [] for o in objectives}
 
-    def step(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        return _one_chunk(module, X[start:stop], y[start:stop], objectives, device, dtype, precision, check)
+    def step(start: int, stop: int) -> VJPs:
+        return forward_and_vjps(module, X[start:stop], y[start:stop], objectives, precision=precision, check=check)
 
-    # torch.no_grad() or inference_mode() in the caller must not stop us.
-    with torch.inference_mode(False), torch.enable_grad():
-        for _, _, (logits, targets, grads) in run_in_chunks(X.shape[0], max_batch, device, step,
-                                                            input_row_bytes=row_bytes(X.shape[1:], dtype)):
-            logits_parts.append(logits)
-            target_parts.append(targets)
-            for o in objectives:
-                grad_parts[o].append(grads[o])
+    for _, _, (logits, targets, grads, _) in run_in_chunks(X.shape[0], max_batch, device, step,
+                                                           input_row_bytes=row_bytes(X.shape[1:],
+                                                                                     input_dtype_of(module))):
+        logits_parts.append(logits)
+        target_parts.append(targets)
+        for o in objectives:
+            grad_parts[o].append(grads[o])
     logits = torch.cat(logits_parts)
     gradients = {o: torch.cat(parts) for o, parts in grad_parts.items()}
     return SaliencyResult(

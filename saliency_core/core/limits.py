@@ -7,20 +7,20 @@ A dashboard control or a command-line option is a request from someone who
 may not know that each sample is a forward and a backward pass per image,
 or that ``--faithfulness-steps 100000000`` builds lists of 10^8 pixel
 counts (it grew to 20.6 GB before the kernel killed it), so both stop at
-the same caps, read from here (``pages/ui/method_params.py``,
-``pages/faithfulness.py``, :mod:`saliency_core.jobs.options`).
+the same caps: a method's parameters declare theirs (``Param.maximum``, next
+to the method's code, from the constants here), and the other caps are read
+from here (``pages/faithfulness.py``, :mod:`saliency_core.jobs.options`).
 """
 
 from __future__ import annotations
 
-#: Noisy copies (SmoothGrad) or path points (Integrated Gradients) per map: each is a forward and a backward
-#: pass (about 30 ms on the 2-core CPU), so 256 of them take about 8 s an image.
+#: Passes per image a method's parameter may ask for (SmoothGrad's noisy copies, Integrated Gradients' path
+#: points: ``Param.maximum`` of a ``costly`` parameter): each is a forward and a backward pass (about 30 ms on the
+#: 2-core CPU), so 256 of them take about 8 s an image.
 MAX_PASSES = 256
 
-#: The most a method's parameter may be, by parameter name (``Param.name`` in ``ATTRIBUTION_METHODS``): the
-#: passes above, SmoothGrad's noise (σ as a fraction of the image's range; beyond 1 the map is noise) and a
-#: seed that fits a 32-bit signed integer (what the dashboard's number input and a link carry).
-PARAM_MAX: dict[str, float] = {"samples": MAX_PASSES, "steps": MAX_PASSES, "noise": 1.0, "seed": 2**31 - 1}
+#: A seed must fit a 32-bit signed integer (what the dashboard's number input and a link carry).
+MAX_SEED = 2**31 - 1
 
 #: Deletion/insertion steps (the Faithfulness page's slider, ``--faithfulness-steps``): 2 x steps forward passes
 #: per image and map; 50 steps already perturb 2 % of the pixels at a time.
@@ -36,7 +36,3 @@ MAX_WORKERS = 64
 #: at 224 px), are held in memory until it is written.
 MAX_PART_SIZE = 10_000
 
-
-def param_max(name: str) -> float | None:
-    """The cap of a method's parameter ``name`` ("samples", "steps", ...), or None when it has none."""
-    return PARAM_MAX.get(name)

@@ -18,9 +18,8 @@ from PIL import Image
 from saliency_core.core import gradients
 from saliency_core.core.model_access import TOP1_TARGET
 from saliency_core.core.precision import synchronize
-from saliency_core.errors import InvalidInputError
 from saliency_core.methods._common import Progress
-from saliency_core.methods.registry import ATTRIBUTION_METHODS, attribute
+from saliency_core.methods.registry import attribute, get_method
 from saliency_core.models.registry import LoadedModel
 
 # The pages' automatic target: "the true label where known, else the model's
@@ -123,9 +122,7 @@ def analyse(model: LoadedModel, images: Sequence[Image.Image] | np.ndarray, targ
     params : the method's parameters (checked by the method; defaults fill the rest)
     progress : ``progress(done, total)`` as :func:`saliency_core.attribute` reports it
     """
-    spec = ATTRIBUTION_METHODS.get(method) if isinstance(method, str) else None
-    if spec is None:
-        raise InvalidInputError(f"Unknown method {method!r}. Known methods: {', '.join(ATTRIBUTION_METHODS)}.")
+    spec = get_method(method)
     params = dict(params or {})
     labels = list(labels) if labels is not None else [None] * len(images)
     chosen = [AUTO_TARGET if t is None else int(t) for t in targets]

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from saliency_core.core.arguments import validate_request
 from saliency_core.core.baselines import deletion_baseline, make_baseline, resolve_blur_sigma
 from saliency_core.core.model_access import (
     TOP1_TARGET,
@@ -31,11 +32,9 @@ from saliency_core.core.model_access import (
     input_dtype_of,
     module_for,
     require_eval,
-    validate_batch,
 )
 from saliency_core.core.model_output import output_check
 from saliency_core.core.passes import row_bytes
-from saliency_core.core.precision import check_precision
 from saliency_core.errors import InvalidInputError
 from saliency_core.evaluation.perturbations import (
     MapsLike,
@@ -158,10 +157,9 @@ def deletion_insertion(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequ
     baseline): each pair is computed once, so ``N * 2 * steps`` images go
     through the model and ``deletion[:, 0] == insertion[:, -1]`` exactly.
     """
-    check_precision(precision)
+    y = validate_request(X, y, precision=precision).y
     module = module_for(model, precision)
     require_eval(module)
-    y = validate_batch(X, y)
     baseline, norm = deletion_baseline(baseline, model, mean, std)
     if order not in ORDERS:
         raise InvalidInputError(f"order must be one of {ORDERS}, got {order!r}")
@@ -251,7 +249,7 @@ def deletion_insertion_orders(model: ModelLike, X: torch.Tensor, y: torch.Tensor
     empty at the end of an order), and validation and top-1 resolution are
     done once. Per image and order: ``2 * steps`` forward passes, as alone.
     """
-    check_precision(precision)
+    validate_request(precision=precision)
     if random is not None and random in maps:
         raise InvalidInputError(f'"{random}" is the name of the reference order; name the map differently')
     names = [*maps, *([random] if random is not None else [])]
@@ -259,7 +257,7 @@ def deletion_insertion_orders(model: ModelLike, X: torch.Tensor, y: torch.Tensor
         raise InvalidInputError("no maps to compare")
     module = module_for(model, precision)
     require_eval(module)
-    y = validate_batch(X, y)
+    y = validate_request(X, y).y
     n, _, h, w = X.shape
     # The random order as a map whose decreasing values give exactly its ranks.
     ranked = [validate_maps(maps[name], (n, h, w)) for name in maps]

@@ -28,23 +28,25 @@ import numpy as np
 import pandas as pd
 import torch
 
-from saliency_core.core.gradients import OBJECTIVES, REDUCTIONS, check_objectives
-from saliency_core.core.model_access import ModelLike, device_of, module_for, validate_batch
-from saliency_core.core.precision import check_precision, synchronize
+from saliency_core.core.arguments import OBJECTIVES, validate_request
+from saliency_core.core.model_access import ModelLike, device_of, module_for
+from saliency_core.core.precision import synchronize
 from saliency_core.errors import InvalidInputError, SaliencyError
 from saliency_core.evaluation.stats import _top_indices, check_map, top_count
 from saliency_core.methods._common import Progress
 from saliency_core.methods.integrated_gradients import GAP_WARNING
-from saliency_core.methods.registry import ATTRIBUTION_METHODS, attribute, explains, map_title
+from saliency_core.methods.registry import (
+    ATTRIBUTION_METHODS,
+    attribute,
+    explains,
+    get_method,
+    map_title,
+    shown_by_default,
+)
 
 if TYPE_CHECKING:
     from saliency_core.evaluation.analysis import ImageAnalysis
 
-#: Methods that take one forward and one backward pass: a second or less each on a 2-core CPU
-#: (EfficientNet-Lite0 at 224 px, both objectives). The Methods page's default selection.
-FAST_METHODS = ("gradient", "gradient_x_input", "guided_backprop", "grad_cam")
-#: Methods that take many passes (SmoothGrad's samples, Integrated Gradients' steps): several seconds each.
-SLOW_METHODS = ("smoothgrad", "integrated_gradients")
 AGREEMENT_METRICS = ("spearman", "iou_top5")
 _TOP_FRACTION = {"iou_top5": 0.05}
 
@@ -133,9 +135,8 @@ def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
     if isinstance(methods, str):
         methods = (methods,)
     methods = tuple(methods)
-    unknown = [m for m in methods if m not in ATTRIBUTION_METHODS]
-    if unknown:
-        raise InvalidInputError(f"Unknown method {unknown[0]!r}. Known methods: {', '.join(ATTRIBUTION_METHODS)}.")
+    for m in methods:
+        get_method(m)  # an unknown name lists the known ones
     if not methods:
         raise InvalidInputError("methods: pick at least one method")
     if len(set(methods)) != len(methods):
@@ -144,12 +145,12 @@ def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
 
 
 def forward_passes(method: str, params: Mapping[str, object]) -> int:
-    """About how many forward passes a method takes per image (its registry entry's cost), to weigh the
-    progress bar."""
-    return ATTRIBUTION_METHODS[method].cost(params).rows
+    """The rows through the model a method takes per image for ``params`` (its declared cost: gradient rows and
+    forward-only rows, Integrated Gradients' image and baseline included), to weigh the progress bar."""
+    return get_method(method).cost(params).rows
 
 
-def compare_methods(model: ModelLike, X: torch.Tensor, target: int, methods: Sequence[str] = FAST_METHODS,
+def compare_methods(model: ModelLike, X: torch.Tensor, target: int, methods: Sequence[str] | None = None,
                     params: Mapping[str, Mapping[str, object]] | None = None, *, objectives: Sequence[str] = OBJECTIVES,
                     reduction: str = "max", precision: str = "exact", max_batch: int | None = None,
                     progress: Progress | None = None) -> MethodComparison:
@@ -162,13 +163,16 @@ def compare_methods(model: ModelLike, X: torch.Tensor, target: int, methods: Seq
     target : class index, or -1 (``TOP1_TARGET``) for the model's top-1.
     methods : names from :data:`~saliency_core.ATTRIBUTION_METHODS`, each once;
         an unknown name raises InvalidInputError (listing the known ones).
+        None: the methods shown by default (:func:`~saliency_core.methods.registry.shown_by_default`).
     params : method -> its parameters (missing: the defaults). Entries for
         methods not in ``methods`` are ignored; an invalid value is recorded
         as that method's error.
     objectives, reduction, precision, max_batch : as for :func:`attribute`.
     progress : ``progress(done, total)`` after each forward pass of any method,
-        in units of about one forward pass (SmoothGrad counts its samples,
-        Integrated Gradients its steps), so the bar moves with the time.
+        in rows through the model as each method declares its cost
+        (:func:`forward_passes`: SmoothGrad's samples and its clean image,
+        Integrated Gradients' steps, its image and its baseline), so the bar
+        moves with the time.
 
     Returns
     -------
@@ -177,14 +181,10 @@ def compare_methods(model: ModelLike, X: torch.Tensor, target: int, methods: Seq
     maps. Any other exception (a bug) propagates.
     """
     # Caller's errors raise here; only what a method makes of this model is recorded per method.
-    methods = _check_methods(methods)
-    objectives = check_objectives((objectives,) if isinstance(objectives, str) else tuple(objectives))
-    if reduction not in REDUCTIONS:
-        raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    check_precision(precision)
-    if isinstance(X, torch.Tensor) and X.dim() == 4 and X.shape[0] != 1:
-        raise InvalidInputError(f"X must hold one image (1, 3, H, W), got {tuple(X.shape)}")
-    y = validate_batch(X, [target])
+    methods = _check_methods(shown_by_default() if methods is None else methods)
+    y, objectives = validate_request(X, [target], objectives=(objectives,) if isinstance(objectives, str)
+                                     else tuple(objectives), reduction=reduction, precision=precision,
+                                     one_image=True)
     params = params or {}
     given = {m: dict(params.get(m) or {}) for m in methods}
     units = [forward_passes(m, given[m]) for m in methods]

@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from saliency_core.core.arguments import validate_request
 from saliency_core.core.deprecation import renamed_keyword
 from saliency_core.core.gradients import OBJECTIVES, compute_saliency
 from saliency_core.core.model_access import ModelLike, require_eval, unwrap_module
-from saliency_core.core.precision import check_precision
 from saliency_core.errors import InvalidInputError
 from saliency_core.evaluation.agreement import agreement
 from saliency_core.evaluation.randomized_model import (
@@ -176,7 +176,7 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
     if max_stages is not None and (isinstance(max_stages, bool) or not isinstance(max_stages, (int, np.integer))
                                    or max_stages < 1):
         raise InvalidInputError(f"max_stages must be an integer >= 1 or None, got {max_stages!r}")
-    check_precision(precision)
+    validate_request(precision=precision)
     objectives = renamed_keyword("cascading_randomization", "methods", methods, "objectives", objectives, OBJECTIVES)
     given = dict(params or {})
     module = unwrap_module(model)
@@ -184,6 +184,7 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
 
     layers = randomizable_layers(module)
     groups = group_layers([name for name, _ in layers], max_stages) if layers else []
+    # Each stage's rows as the method declares them (Integrated Gradients' image and baseline passes included).
     per_stage = ATTRIBUTION_METHODS[attribution].cost(given).rows if attribution in ATTRIBUTION_METHODS else 1
     total = (len(groups) + 1) * per_stage
 

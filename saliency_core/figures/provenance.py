@@ -19,7 +19,7 @@ from importlib import metadata
 import numpy as np
 import pandas as pd
 
-from saliency_core.core.gradients import OBJECTIVES, REDUCTIONS
+from saliency_core.core.arguments import OBJECTIVES, validate_request
 from saliency_core.errors import InvalidInputError
 
 PROVENANCE_PACKAGES = ("torch", "torchvision", "numpy", "pillow", "pandas", "plotly", "streamlit",
@@ -55,7 +55,7 @@ def map_definitions(objectives: Sequence[str] = OBJECTIVES, reduction: str = "ma
     ----------
     objectives : names from :data:`saliency_core.core.gradients.OBJECTIVES`.
     reduction : the channel reduction used, one of
-        :data:`saliency_core.core.gradients.REDUCTIONS`.
+        :data:`saliency_core.core.arguments.REDUCTIONS`.
     attribution : the attribution method, a key of
         :data:`saliency_core.ATTRIBUTION_METHODS` ("gradient": the input gradient).
     params : the method's parameters as used (``AttributionResult.params``).
@@ -67,8 +67,7 @@ def map_definitions(objectives: Sequence[str] = OBJECTIVES, reduction: str = "ma
     """
     from saliency_core.methods.registry import ATTRIBUTION_METHODS
 
-    if reduction not in REDUCTIONS:
-        raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    validate_request(reduction=reduction)
     unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown:
         raise InvalidInputError(f"objective must be one of {OBJECTIVES}, got {unknown[0]!r}")

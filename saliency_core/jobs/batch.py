@@ -76,6 +76,7 @@ from saliency_core.jobs.processes import (
     start_ranks,
     stop_reason,
 )
+from saliency_core.methods.registry import get_method
 from saliency_core.models.loading import load_model
 from saliency_core.models.registry import LoadedModel
 
@@ -177,10 +178,12 @@ def _os_user() -> str | None:
 
 
 def _params_as_run(opts: Options, model: LoadedModel) -> dict[str, dict[str, object]]:
-    """The methods' parameters with the model's defaults named (Grad-CAM's layer)."""
+    """The methods' parameters with the model's defaults named (Grad-CAM's layer: ``Param.default_for``)."""
     params = opts.used_params()
-    if "grad_cam" in params and params["grad_cam"].get("layer") is None:
-        params["grad_cam"] = {**params["grad_cam"], "layer": model.spec.cam_layer}
+    for method, values in params.items():
+        for p in get_method(method).params:
+            if p.default_for is not None and values.get(p.name) is None:
+                params[method] = values = {**values, p.name: p.default_for(model)}
     return params
 
 

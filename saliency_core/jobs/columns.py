@@ -17,7 +17,8 @@ from saliency_core.evaluation import faithfulness, tensor_stats
 from saliency_core.jobs import map_specs
 from saliency_core.jobs.imagefolder import Discovery, Item, imagenet_wnids, item_path
 from saliency_core.jobs.processes import Ranks
-from saliency_core.methods.registry import AttributionResult, attribute
+from saliency_core.methods.declaration import AttributionWarning
+from saliency_core.methods.registry import AttributionResult, attribute, get_method
 from saliency_core.models.registry import LoadedModel
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def _maps(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, opts: Options
     gaps: dict[str, torch.Tensor] = {}
     for method, objectives in map_specs.methods_of(opts.specs).items():
         with warnings.catch_warnings():  # the gap is a column (<map>_completeness_gap), not a warning per batch
-            warnings.filterwarnings("ignore", message="Integrated Gradients", category=RuntimeWarning)
+            warnings.simplefilter("ignore", AttributionWarning)
             r = attribute(model, x, y if first is None else first.targets, method, objectives, reduction=opts.reduction,
                           precision=opts.precision, max_batch=opts.batch_size, **opts.params_for(method))
         first = first or r
@@ -51,18 +52,14 @@ def _maps(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, opts: Options
     return first, maps, gaps
 
 
-# Overrides that make a method's trial run cheap without changing what it checks.
-_CHEAP = {"samples": 1, "steps": 2}
-
-
 def check_maps_apply(model: LoadedModel, opts: Options) -> None:
     """Raise the method's own error (InvalidInputError) now if a requested map can't be computed on this model:
-    Grad-CAM's layer missing or not convolutional, guided backprop without ReLUs. One black image, cheaply."""
+    Grad-CAM's layer missing or not convolutional, guided backprop without ReLUs. One black image, cheaply: the
+    method's costly parameters (samples, steps) at their minimum, which changes nothing it checks."""
     size = model.preprocessing.crop
     x = torch.zeros(1, 3, size, size, device=model.device)
     for method in map_specs.methods_of(opts.specs):
-        params = opts.params_for(method)
-        params |= {k: v for k, v in _CHEAP.items() if k in params}
+        params = get_method(method).trial_params(opts.params_for(method))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a trial run's numbers don't matter, only whether it runs
             attribute(model, x, [TOP1_TARGET], method, ("score",), reduction=opts.reduction,

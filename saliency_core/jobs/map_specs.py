@@ -19,7 +19,8 @@ and the Dataset page agree on them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from saliency_core.core.gradients import OBJECTIVES
@@ -52,15 +53,36 @@ class MapSpec:
         return self.objective if self.legacy else f"{self.method}:{self.objective}"
 
 
-def _pair_names() -> dict[str, MapSpec]:
+@functools.lru_cache(maxsize=4)
+def _pair_names(methods: tuple[str, ...]) -> dict[str, MapSpec]:
     names = {o: MapSpec("gradient", o, legacy=True) for o in LEGACY_NAMES}
-    names |= {f"{m}_{o}": MapSpec(m, o) for m in ATTRIBUTION_METHODS for o in OBJECTIVES}
+    names |= {f"{m}_{o}": MapSpec(m, o) for m in methods for o in OBJECTIVES}
     return names
 
 
-MAP_NAMES: dict[str, MapSpec] = _pair_names()
-# Longest first, so that "integrated_gradients_score_gini" is not read as a map "integrated..." too early.
-_BY_LENGTH = sorted(MAP_NAMES, key=len, reverse=True)
+@functools.lru_cache(maxsize=4)
+def _by_length(methods: tuple[str, ...]) -> list[str]:
+    # Longest first, so that "integrated_gradients_score_gini" is not read as a map "integrated..." too early.
+    return sorted(_pair_names(methods), key=len, reverse=True)
+
+
+class _MapNames(Mapping[str, MapSpec]):
+    """Every map name -> its MapSpec, for the methods registered now (a method registered later is seen)."""
+
+    def _names(self) -> dict[str, MapSpec]:
+        return _pair_names(tuple(ATTRIBUTION_METHODS))
+
+    def __getitem__(self, name: str) -> MapSpec:
+        return self._names()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+MAP_NAMES: Mapping[str, MapSpec] = _MapNames()
 
 
 def parse_maps(text: str | Iterable[str]) -> tuple[MapSpec, ...]:
@@ -128,7 +150,7 @@ def agreement_pairs(specs: Sequence[MapSpec]) -> list[tuple[MapSpec, MapSpec, st
 def split_map_column(column: str) -> tuple[str | None, str]:
     """``"smoothgrad_loss_gini"`` -> ``("smoothgrad_loss", "gini")``; ``"score_p90"`` -> ``("score", "p90")``;
     a column of no map (``prob_target``, ``agree_spearman``, ``random_deletion_auc``) -> ``(None, column)``."""
-    for name in _BY_LENGTH:
+    for name in _by_length(tuple(ATTRIBUTION_METHODS)):
         if column.startswith(name + "_") and len(column) > len(name) + 1:
             return name, column[len(name) + 1:]
     return None, column

@@ -126,6 +126,14 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
+def _many_pass_methods() -> str:
+    """The methods whose parameters ask for many passes per image ("smoothgrad and integrated_gradients")."""
+    names = [m.name for m in ATTRIBUTION_METHODS.values() if any(p.costly for p in m.params)]
+    if len(names) < 2:
+        return "".join(names) or "methods of many passes"
+    return f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def _check_number(p: argparse.ArgumentParser, option: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
         p.error(f"{option} must be from {low:g} to {high:g}, got {value}")
@@ -150,8 +158,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--methods", default=None, help=argparse.SUPPRESS)  # the old name of --maps
     p.add_argument("--batch-size", type=int, default=32,
                    help="images per forward pass at most (default 32, at most "
-                        f"{limits.MAX_BATCH_SIZE}); for smoothgrad and integrated_gradients, noisy copies or path "
-                        "points per pass. Fewer when SALIENCY_PASS_MEMORY_MB allows fewer for the model's input "
+                        f"{limits.MAX_BATCH_SIZE}); for {_many_pass_methods()}, their rows (noisy copies, path "
+                        "points) per pass. Fewer when SALIENCY_PASS_MEMORY_MB allows fewer for the model's input "
                         "size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (each torchrun rank takes its LOCAL_RANK GPU)")
     p.add_argument("--workers", type=int, default=None,
@@ -174,8 +182,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         group = p.add_argument_group(f"{method.title} ({method.name}) parameters")
         for param in method.params:
             default = "the model's" if param.none_ok and param.default is None else param.default
-            cap = limits.param_max(param.name)
-            most = f", at most {_number(cap)}" if cap is not None else ""
+            most = f", at most {_number(param.maximum)}" if param.maximum is not None else ""
             # Old values (baseline zeros) are accepted but not offered: the metavar lists today's.
             group.add_argument(_option(method.name, param.name), dest=f"{method.name}__{param.name}",
                                type=param.kind, default=None,
@@ -217,10 +224,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                 params.setdefault(method.name, {})[param.name] = param.check(value)
             except SaliencyError as exc:
                 p.error(f"{_option(method.name, param.name)}: {exc}")
-            cap = limits.param_max(param.name)
-            if cap is not None and value > cap:
-                p.error(f"{_option(method.name, param.name)} must be at most {_number(cap)} (the dashboard's limit "
-                        f"too), got {value}")
+            if param.maximum is not None and value > param.maximum:
+                p.error(f"{_option(method.name, param.name)} must be at most {_number(param.maximum)} (the "
+                        f"dashboard's limit too), got {value}")
     _check_number(p, "--batch-size", a.batch_size, 1, limits.MAX_BATCH_SIZE)
     _check_number(p, "--faithfulness-steps", a.faithfulness_steps, 1, limits.MAX_FAITHFULNESS_STEPS)
     _check_number(p, "--part-size", a.part_size, 1, limits.MAX_PART_SIZE)

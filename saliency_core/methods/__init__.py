@@ -1,6 +1,8 @@
-"""Attribution methods, one small module each, on the one-forward-pass core of :mod:`saliency_core.core.gradients`.
+"""Attribution methods, one small module each, on the one forward + VJP core of :mod:`saliency_core.core.gradients`.
 
-Each module has a ``run(request, **params) -> MethodOutput`` function;
-:mod:`saliency_core.methods.registry` holds the registry (names, parameters,
-defaults) and the public entry point :func:`saliency_core.attribute`.
+Each module has a ``run(request, **params) -> MethodOutput`` function and,
+next to it, ``METHOD``: everything the rest of the project needs to know
+about it (:class:`saliency_core.methods.declaration.AttributionMethod`).
+:mod:`saliency_core.methods.registry` collects them (one line each) and holds
+the public entry point :func:`saliency_core.attribute`.
 """

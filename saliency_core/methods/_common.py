@@ -1,4 +1,9 @@
-"""What the attribution methods share: the request, objectives, baselines, batched rows, private model copies.
+"""What the attribution methods share: the request, baselines, batched rows, private model copies.
+
+Every pass goes through the engine's one forward + VJP core,
+:func:`saliency_core.core.gradients.forward_and_vjps`: :func:`vjps` for a
+chunk of the request's images (with the loss signed as the method declares),
+:func:`gradient_rows` for rows a method builds itself (noisy copies, path points).
 
 The model is shared by every user of the dashboard at once. Methods that
 need a changed backward pass (guided backprop) or an inner activation
@@ -14,48 +19,21 @@ import itertools
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from saliency_core.core import baselines
-from saliency_core.core.gradients import input_gradients, resolve_targets
+from saliency_core.core.gradients import VJPs, forward_and_vjps
+from saliency_core.core.gradients import resolve_targets as resolve_targets
 from saliency_core.core.model_access import ModelLike, memory_format_of
 from saliency_core.core.model_output import OutputCheck, checked_forward
 from saliency_core.core.passes import row_bytes, run_in_chunks
-from saliency_core.core.precision import autocast_context, precision_context, tf32_context
+from saliency_core.core.precision import precision_context
 from saliency_core.errors import InvalidInputError
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class Passes:
-    """What one image costs a method, in rows through the model: the unit of every cost estimate.
-
-    gradient : rows with a forward pass and the input gradients of both
-        objectives (one VJP each): the plain gradient's one, SmoothGrad's
-        noisy copies, Integrated Gradients' path points
-    forward : rows with a forward pass only (the clean image, a baseline)
-
-    A gradient row costs about four forward rows on a CPU (a backward pass
-    about 1.6 forwards, two of them: benchmarks/RESULTS.md), so the two are
-    counted apart and priced apart (:mod:`saliency_core.serving.compute_cost`).
-    """
-
-    gradient: int = 1
-    forward: int = 0
-
-    @property
-    def rows(self) -> int:
-        return self.gradient + self.forward
-
-
-def one_pass(**_params: object) -> Passes:
-    """The cost of a method that takes one forward and one backward pass per image, whatever its parameters."""
-    return Passes()
 
 
 @dataclass
@@ -68,6 +46,7 @@ class Request:
     device, dtype : the module's device and input dtype (float32 or float64)
     check : what every forward's logits must be (the model's title and class count)
     max_batch : rows per pass at most (None: as many as the memory budget allows)
+    loss_sign : the method's declared sign of the loss objective (-1: −L = log p_y; +1: L)
     """
 
     model: ModelLike
@@ -82,6 +61,7 @@ class Request:
     device: torch.device
     dtype: torch.dtype
     check: OutputCheck
+    loss_sign: int = 1
 
     @property
     def n(self) -> int:
@@ -99,6 +79,11 @@ class Request:
     def report(self, done: int, total: int) -> None:
         if self.progress is not None:
             self.progress(done, total)
+
+    def signed(self, objective: str, attribution: torch.Tensor) -> torch.Tensor:
+        """An attribution of the +L loss (or of the score) as the method declares its loss: negated for −L
+        (d(−L)/dx = −dL/dx), else itself."""
+        return -attribution if objective == "loss" and self.loss_sign == -1 else attribution
 
 
 @dataclass
@@ -120,21 +105,7 @@ class MethodOutput:
     used: dict[str, object] = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------- objectives
-
-def objective_per_image(logits: torch.Tensor, y: torch.Tensor, objective: str, loss_sign: int) -> torch.Tensor:
-    """(N,) values of an objective: "score" s_y, or "loss" ``loss_sign`` * CE(s, y) (``loss_sign`` -1: log p_y)."""
-    if objective == "score":
-        return logits.gather(1, y[:, None]).squeeze(1)
-    return loss_sign * F.cross_entropy(logits, y, reduction="none")
-
-
-def objective_sum(logits: torch.Tensor, y: torch.Tensor, objective: str, loss_sign: int) -> torch.Tensor:
-    """The objective summed over the batch: each image's gradient is its own (no 1/N)."""
-    if objective == "score":
-        return logits.gather(1, y[:, None]).sum()
-    return loss_sign * F.cross_entropy(logits, y, reduction="sum")
-
+# ---------------------------------------------------------------- passes
 
 def clean_forward(req: Request, X: torch.Tensor | None = None) -> torch.Tensor:
     """(N, C) logits of ``X`` (default: the request's images) without gradients, chunked by max_batch
@@ -154,37 +125,28 @@ def clean_forward(req: Request, X: torch.Tensor | None = None) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def signed_vjps(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, objectives: Sequence[str],
-                precision: str, device: torch.device, dtype: torch.dtype, check: OutputCheck, loss_sign: int = -1,
-                wrt: Callable[[], torch.Tensor] | None = None):
-    """One forward pass of ``module`` and one VJP per objective, with the loss as ``loss_sign`` * L.
+def vjps(req: Request, module: torch.nn.Module, start: int, stop: int,
+         wrt: Callable[[], torch.Tensor] | None = None) -> VJPs:
+    """:func:`saliency_core.core.gradients.forward_and_vjps` of the request's images [start, stop) through
+    ``module`` (the model's, or a private copy of it), the loss signed as the method declares (``req.loss_sign``)."""
+    return forward_and_vjps(module, req.X[start:stop], req.y[start:stop], req.objectives, precision=req.precision,
+                            check=req.check, loss_sign=req.loss_sign, wrt=wrt)
 
-    Gradients are taken with respect to the input, or to ``wrt()`` (called
-    after the forward pass; e.g. a captured activation). The logits must pass
-    ``check`` (:func:`saliency_core.core.model_output.checked_forward`). Like
-    :func:`saliency_core.core.gradients.input_gradients`, only through
-    ``torch.autograd.grad``: nothing is written into parameters.
 
-    Returns
-    -------
-    (logits (B, C), targets (B,), {objective: gradient}, the tensor differentiated, detached)
-    """
-    # torch.no_grad() or inference_mode() in the caller must not stop us; the copy is
-    # made outside inference mode, so it is a normal tensor even if X is not.
-    with torch.inference_mode(False), torch.enable_grad(), tf32_context(device, precision):
-        x = X.detach().to(device=device, dtype=dtype, copy=True)
-        x = x.contiguous(memory_format=memory_format_of(module)).requires_grad_(True)
-        with autocast_context(device, precision):
-            logits = checked_forward(module, x, check)
-        logits = logits.to(dtype)
-        y = resolve_targets(logits, y)
-        inputs = x if wrt is None else wrt()
-        grads = {}
-        for i, objective in enumerate(objectives):
-            (g,) = torch.autograd.grad(objective_sum(logits, y, objective, loss_sign), inputs,
-                                       retain_graph=i < len(objectives) - 1)
-            grads[objective] = g
-    return logits.detach(), y, grads, inputs.detach()
+def image_rows(req: Request, step: Callable[[int, int], tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]
+               ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """``step(start, stop) -> (logits, targets, {objective: tensor})`` over the request's images, in chunks of
+    at most ``max_batch`` and the memory budget (halved on out-of-memory), concatenated; progress counts images."""
+    logits_parts, target_parts = [], []
+    parts: dict[str, list[torch.Tensor]] = {obj: [] for obj in req.objectives}
+    for _, stop, (logits, targets, values) in run_in_chunks(req.n, req.max_batch, req.device, step,
+                                                            input_row_bytes=req.row_bytes):
+        logits_parts.append(logits)
+        target_parts.append(targets)
+        for obj, v in values.items():
+            parts[obj].append(v)
+        req.report(stop, req.n)
+    return torch.cat(logits_parts), torch.cat(target_parts), {obj: torch.cat(p) for obj, p in parts.items()}
 
 
 def gradient_rows(req: Request, per_image: int, targets: torch.Tensor,
@@ -193,8 +155,8 @@ def gradient_rows(req: Request, per_image: int, targets: torch.Tensor,
     """Input gradients of ``N * per_image`` rows (image-major: row r belongs to image r // per_image).
 
     ``build(start, stop)`` makes rows [start, stop) on the device; the rows
-    go through :func:`saliency_core.core.gradients.input_gradients` (one forward,
-    one VJP per objective; the loss as +L) at most ``max_batch`` rows at a
+    go through :func:`saliency_core.core.gradients.forward_and_vjps` (one forward,
+    one VJP per objective; the loss as +L: the method signs the sum) at most ``max_batch`` rows at a
     time and never more than the memory budget allows for rows of this size
     (:func:`saliency_core.core.passes.rows_per_pass`: 13 at 224 px on a CPU, 1 at
     1024 px), halved on out-of-memory; then ``consume(start, stop, grads)``.
@@ -204,8 +166,8 @@ def gradient_rows(req: Request, per_image: int, targets: torch.Tensor,
     row_targets = targets.repeat_interleave(per_image)
 
     def step(start: int, stop: int) -> dict[str, torch.Tensor]:
-        return input_gradients(req.module, build(start, stop), row_targets[start:stop], req.objectives,
-                               precision=req.precision, check=req.check)[2]
+        return forward_and_vjps(req.module, build(start, stop), row_targets[start:stop], req.objectives,
+                                precision=req.precision, check=req.check).grads
 
     for start, stop, grads in run_in_chunks(total, req.max_batch, req.device, step, input_row_bytes=req.row_bytes):
         consume(start, stop, grads)

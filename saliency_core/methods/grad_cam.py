@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from saliency_core.core.model_access import ModelLike, device_of, input_dtype_of, unwrap_module
-from saliency_core.core.passes import run_in_chunks
 from saliency_core.errors import InvalidInputError
-from saliency_core.methods._common import MethodOutput, Request, private_copy, signed_vjps
+from saliency_core.methods._common import MethodOutput, Request, image_rows, private_copy, vjps
+from saliency_core.methods.declaration import AttributionMethod, Param
 
 _CAPTURED = threading.local()
 
@@ -45,6 +45,13 @@ class _Capture(torch.nn.Module):
         if outputs is not None:
             outputs.append(out)
         return out
+
+
+def registered_layer(model: ModelLike) -> str | None:
+    """The model registry's Grad-CAM layer for a LoadedModel (``ModelSpec.cam_layer``); None when there is none."""
+    from saliency_core.models.registry import LoadedModel
+
+    return (model.spec.cam_layer or None) if isinstance(model, LoadedModel) else None
 
 
 def default_layer(model: ModelLike) -> str:
@@ -166,15 +173,11 @@ def run(req: Request, layer: str | None = None) -> MethodOutput:
     layer = layer or default_layer(req.model)
     wrapped = cam_copy(req.module, layer)
     size = tuple(req.X.shape[2:])
-    logits_parts, target_parts = [], []
-    cam_parts: dict[str, list[torch.Tensor]] = {obj: [] for obj in req.objectives}
 
     def step(start: int, stop: int):
         _CAPTURED.outputs = []
-        try:
-            logits, targets, grads, a = signed_vjps(wrapped, req.X[start:stop], req.y[start:stop], req.objectives,
-                                                    req.precision, req.device, req.dtype, req.check,
-                                                    wrt=lambda: _captured_activation(layer))
+        try:  # the loss as declared: −L
+            logits, targets, grads, a = vjps(req, wrapped, start, stop, wrt=lambda: _captured_activation(layer))
         except RuntimeError as exc:
             if "not have been used in the graph" not in str(exc) and "does not require grad" not in str(exc):
                 raise
@@ -186,13 +189,18 @@ def run(req: Request, layer: str | None = None) -> MethodOutput:
         a = a.to(req.dtype)  # float16 under "fast" autocast
         return logits, targets, {obj: cam(a, g.to(req.dtype), size) for obj, g in grads.items()}
 
-    for _, stop, (logits, targets, cams) in run_in_chunks(req.n, req.max_batch, req.device, step,
-                                                          input_row_bytes=req.row_bytes):
-        logits_parts.append(logits)
-        target_parts.append(targets)
-        for obj, c in cams.items():
-            cam_parts[obj].append(c)
-        req.report(stop, req.n)
-    attributions = {obj: torch.cat(p) for obj, p in cam_parts.items()}
+    logits, targets, attributions = image_rows(req, step)
     return MethodOutput(attributions=attributions, maps={obj: a[:, 0] for obj, a in attributions.items()},
-                        logits=torch.cat(logits_parts), targets=torch.cat(target_parts), used={"layer": layer})
+                        logits=logits, targets=targets, used={"layer": layer})
+
+
+METHOD = AttributionMethod(
+    name="grad_cam", title="Grad-CAM", citation="Selvaraju et al. 2017",
+    summary="ReLU(Σ_k α_k A^k), α_k the mean gradient of feature map A^k, upsampled to the input",
+    params=(Param("layer", None, str, "dotted module name of the convolutional layer; None: the model's "
+                  "last convolutional block (from the model registry)", none_ok=True,
+                  choices_for=conv_layers, default_for=registered_layer,
+                  choices_text="a convolutional layer of this model"),),
+    loss_objective="-L", output="layer", run=run, needs=frozenset({"conv_layer"}),
+    empty_reason="Grad-CAM's ReLU left nothing: no feature map of its layer counts as evidence for this class",
+)

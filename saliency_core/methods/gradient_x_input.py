@@ -11,6 +11,7 @@ import torch
 
 from saliency_core.core.gradients import compute_saliency
 from saliency_core.methods._common import MethodOutput, Request, make_baseline
+from saliency_core.methods.declaration import AttributionMethod, baseline_param
 
 
 def run(req: Request, baseline: str | torch.Tensor = "dataset_mean") -> MethodOutput:
@@ -19,9 +20,14 @@ def run(req: Request, baseline: str | torch.Tensor = "dataset_mean") -> MethodOu
     r = compute_saliency(req.model, req.X, req.y, req.objectives, reduction=req.reduction,
                          precision=req.precision, max_batch=req.max_batch)
     delta = req.x() - reference
-    attributions = {}
-    for obj, g in r.gradients.items():
-        a = g * delta
-        attributions[obj] = -a if obj == "loss" else a  # d(-L)/dx = -dL/dx
+    attributions = {obj: req.signed(obj, g * delta) for obj, g in r.gradients.items()}  # the gradients are of +L
     req.report(req.n, req.n)
     return MethodOutput(attributions=attributions, logits=r.logits, targets=r.targets, used=used)
+
+
+METHOD = AttributionMethod(
+    name="gradient_x_input", title="Gradient × input", citation="Shrikumar et al. 2016",
+    summary="gradient ⊙ (x − x′)",
+    params=(baseline_param("dataset_mean"),),
+    loss_objective="-L", output="input", run=run, needs=frozenset({"baseline"}),
+)

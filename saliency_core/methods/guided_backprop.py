@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import torch
 
-from saliency_core.core.passes import run_in_chunks
 from saliency_core.errors import InvalidInputError
-from saliency_core.methods._common import MethodOutput, Request, private_copy, signed_vjps
+from saliency_core.methods._common import MethodOutput, Request, image_rows, private_copy, vjps
+from saliency_core.methods.declaration import AttributionMethod
 
 RELU_FAMILY = (torch.nn.ReLU, torch.nn.ReLU6)
 
@@ -88,20 +88,19 @@ def guided_copy(module: torch.nn.Module) -> torch.nn.Module:
 def run(req: Request) -> MethodOutput:
     """attributions[obj] = the guided gradient of f = s_y or −L; (N, 3, H, W) signed."""
     guided = guided_copy(req.module)
-    logits_parts, target_parts = [], []
-    grad_parts: dict[str, list[torch.Tensor]] = {obj: [] for obj in req.objectives}
 
     def step(start: int, stop: int):
-        return signed_vjps(guided, req.X[start:stop], req.y[start:stop], req.objectives, req.precision,
-                           req.device, req.dtype, req.check)
+        logits, targets, grads, _ = vjps(req, guided, start, stop)  # the loss as declared: −L
+        return logits, targets, grads
 
     # The guided copy's forward pass is the model's, so its logits and top-1 are the model's.
-    for _, stop, (logits, targets, grads, _) in run_in_chunks(req.n, req.max_batch, req.device, step,
-                                                              input_row_bytes=req.row_bytes):
-        logits_parts.append(logits)
-        target_parts.append(targets)
-        for obj, g in grads.items():
-            grad_parts[obj].append(g)
-        req.report(stop, req.n)
-    return MethodOutput(attributions={obj: torch.cat(p) for obj, p in grad_parts.items()},
-                        logits=torch.cat(logits_parts), targets=torch.cat(target_parts))
+    logits, targets, attributions = image_rows(req, step)
+    return MethodOutput(attributions=attributions, logits=logits, targets=targets)
+
+
+METHOD = AttributionMethod(
+    name="guided_backprop", title="Guided backprop", citation="Springenberg et al. 2015",
+    summary="the gradient with every ReLU passing back only positive signals",
+    params=(),
+    loss_objective="-L", output="input", run=run, needs=frozenset({"relu_modules"}),
+)

@@ -24,18 +24,19 @@ import warnings
 import numpy as np
 import torch
 
+from saliency_core.core import limits
+from saliency_core.core.gradients import objective_per_image
 from saliency_core.errors import InvalidInputError
 from saliency_core.methods._common import (
     MethodOutput,
-    Passes,
     Request,
     add_rows_per_image,
     clean_forward,
     gradient_rows,
     make_baseline,
-    objective_per_image,
     resolve_targets,
 )
+from saliency_core.methods.declaration import AttributionMethod, AttributionWarning, Param, Passes, baseline_param
 
 RULES = ("trapezoid", "gauss_legendre")
 #: Warn when |Σ IG − (f(x) − f(x′))| exceeds this fraction of |f(x) − f(x′)|.
@@ -89,10 +90,9 @@ def run(req: Request, steps: int = 32, baseline: str | torch.Tensor = "black",
     gradient_rows(req, steps, targets, build, consume)
     attributions, convergence = {}, {}
     for obj, s in sums.items():
-        a = delta * s
-        attributions[obj] = -a if obj == "loss" else a  # d(-L)/dx = -dL/dx; the rows ran +L
-        change = (objective_per_image(logits, targets, obj, -1)
-                  - objective_per_image(reference_logits, targets, obj, -1))
+        attributions[obj] = req.signed(obj, delta * s)  # the rows ran +L
+        change = (objective_per_image(logits, targets, obj, req.loss_sign)
+                  - objective_per_image(reference_logits, targets, obj, req.loss_sign))
         convergence[obj] = (attributions[obj].sum(dim=(1, 2, 3)) - change) / change.abs().clamp_min(1e-12)
         worst = float(convergence[obj].abs().max())
         if worst > GAP_WARNING:
@@ -100,7 +100,17 @@ def run(req: Request, steps: int = 32, baseline: str | torch.Tensor = "black",
                 f"Integrated Gradients ({obj}): the completeness gap is {worst:.0%} of |f(x) - f(x')| for at "
                 f"least one image; use more steps (now {steps})"
                 + ("" if rule == "gauss_legendre" else " or rule='gauss_legendre'"),
-                RuntimeWarning, stacklevel=3,
+                AttributionWarning, stacklevel=3,
             )
     return MethodOutput(attributions=attributions, logits=logits, targets=targets, convergence=convergence,
                         used=used)
+
+
+METHOD = AttributionMethod(
+    name="integrated_gradients", title="Integrated Gradients", citation="Sundararajan, Taly & Yan 2017",
+    summary="(x − x′) ⊙ the gradient averaged along the straight path from x′ to x",
+    params=(Param("steps", 32, int, "points on the path", minimum=2, maximum=limits.MAX_PASSES, costly=True),
+            baseline_param("black"),
+            Param("rule", "trapezoid", str, "quadrature rule along the path", RULES)),
+    loss_objective="-L", output="input", run=run, passes=passes, default_view=False, needs=frozenset({"baseline"}),
+)

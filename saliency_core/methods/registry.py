@@ -1,4 +1,4 @@
-"""One entry point for every attribution method, and the registry the dashboard and batch job read.
+"""The registry of attribution methods, and their one entry point :func:`attribute`.
 
 ::
 
@@ -14,31 +14,24 @@ of the batch). Where a method's output depends on the sign of the objective
 (Gradient×Input, Integrated Gradients, Guided Backprop, Grad-CAM), the loss
 objective is used as −L = log p_y, so that positive always means "evidence
 for the target" (:attr:`AttributionMethod.loss_objective` says which).
-The methods live in :mod:`saliency_core.methods`, one module each.
+
+Each method lives in its own module of :mod:`saliency_core.methods` and
+describes itself there (``METHOD``, an :class:`AttributionMethod`); this
+module only collects them, one line each, in :data:`METHODS`.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
-from saliency_core.core import deprecation
-from saliency_core.core.baselines import BASELINE_LABELS, BASELINES
-from saliency_core.core.gradients import OBJECTIVES, REDUCTIONS, check_objectives, reduce_channels
-from saliency_core.core.model_access import (
-    ModelLike,
-    device_of,
-    input_dtype_of,
-    module_for,
-    require_eval,
-    validate_batch,
-)
+from saliency_core.core.arguments import OBJECTIVES, validate_request
+from saliency_core.core.gradients import reduce_channels
+from saliency_core.core.model_access import ModelLike, device_of, input_dtype_of, module_for, require_eval
 from saliency_core.core.model_output import output_check
-from saliency_core.core.precision import check_precision
 from saliency_core.errors import InvalidInputError
 from saliency_core.methods import (
     grad_cam,
@@ -48,164 +41,54 @@ from saliency_core.methods import (
     integrated_gradients,
     smoothgrad,
 )
-from saliency_core.methods._common import Passes, Progress, Request, one_pass
+from saliency_core.methods._common import Progress, Request
+from saliency_core.methods.declaration import AttributionMethod as AttributionMethod
+from saliency_core.methods.declaration import Param as Param
+
+#: Every method, in the order the dashboard lists them (the plain gradient, the default, first).
+METHODS: list[AttributionMethod] = [
+    gradient.METHOD,
+    gradient_x_input.METHOD,
+    smoothgrad.METHOD,
+    integrated_gradients.METHOD,
+    guided_backprop.METHOD,
+    grad_cam.METHOD,
+]
+
+#: name -> method, built from :data:`METHODS` (and kept in step with it by :func:`registered`).
+ATTRIBUTION_METHODS: dict[str, AttributionMethod] = {m.name: m for m in METHODS}
 
 
-@dataclass(frozen=True)
-class Param:
-    """One parameter of a method: what a control or a command-line option needs to offer it.
+@contextmanager
+def registered(method: AttributionMethod) -> Iterator[AttributionMethod]:
+    """``method`` added to the registry (last) inside the block, removed after: for tests and experiments.
 
-    kind : int, float or str; ``choices`` for a str; ``minimum`` for numbers;
-    ``tensor_ok``: a tensor shaped like X is also accepted (baselines);
-    ``none_ok``: None is accepted (meaning "the model's default");
-    ``renamed``: (old, new) values: the old one still works, for one release, as the new one.
+    Everything that reads the registry (the dashboard's choices and links, the batch job's ``--maps`` and
+    options, cost estimates) sees it while the block runs. A name already registered raises ValueError.
     """
-
-    name: str
-    default: object
-    kind: type
-    help: str
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
-    tensor_ok: bool = False
-    none_ok: bool = False
-    renamed: tuple[tuple[str, str], ...] = ()
-
-    def new_name(self, value: object) -> str | None:
-        """The value an old one (``renamed``) now has; None for any other value."""
-        return dict(self.renamed).get(value) if isinstance(value, str) else None
-
-    def check(self, value: object) -> object:
-        """``value`` if it fits, else InvalidInputError naming the parameter and what it takes. An old value
-        (``renamed``) gives its new one, with a DeprecationWarning."""
-        if (new := self.new_name(value)) is not None:
-            what = f", the {BASELINE_LABELS[new]}" if new in BASELINE_LABELS else ""
-            deprecation.warn(f'{self.name}="{value}" is deprecated: write {self.name}="{new}"{what}, which it meant '
-                             "here")
-            value = new
-        if value is None and self.none_ok:
-            return None
-        if isinstance(value, torch.Tensor) and self.tensor_ok:
-            return value
-        if self.kind is int:
-            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-            value = int(value) if ok else value
-        elif self.kind is float:
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-            value = float(value) if ok else value
-        else:
-            ok = isinstance(value, str) and (not self.choices or value in self.choices)
-        if ok and self.minimum is not None and value < self.minimum:
-            ok = False
-        if not ok:
-            raise InvalidInputError(f"{self.name} must be {self.describe()}, got {value!r}")
-        return value
-
-    def describe(self) -> str:
-        if self.choices:
-            what = "one of " + ", ".join(repr(c) for c in self.choices)
-            return what + (" or a tensor shaped like X" if self.tensor_ok else "")
-        what = {int: "an integer", float: "a finite number", str: "a string"}[self.kind]
-        if self.minimum is not None:
-            what += f" >= {self.minimum:g}"
-        return what + (" or None" if self.none_ok else "")
+    if method.name in ATTRIBUTION_METHODS:
+        raise ValueError(f"a method named {method.name!r} is registered already")
+    METHODS.append(method)
+    ATTRIBUTION_METHODS[method.name] = method
+    try:
+        yield method
+    finally:
+        METHODS.remove(method)
+        del ATTRIBUTION_METHODS[method.name]
 
 
-@dataclass(frozen=True)
-class AttributionMethod:
-    """An entry of :data:`ATTRIBUTION_METHODS`.
-
-    loss_objective : "L" or "-L", what the "loss" objective means for this method
-    output : "input" ((N, 3, H, W) attributions) or "layer" ((N, 1, H, W), upsampled)
-    passes : the method module's ``passes(**params)``: what one image costs (see :meth:`cost`)
-    empty_reason : why this method's map can be zero everywhere, for the line under such a map ("" if unknown)
-    """
-
-    name: str
-    title: str
-    citation: str
-    summary: str
-    params: tuple[Param, ...]
-    loss_objective: str
-    output: str
-    run: Callable[..., object]
-    passes: Callable[..., Passes] = one_pass
-    empty_reason: str = ""
-
-    def defaults(self) -> dict[str, object]:
-        return {p.name: p.default for p in self.params}
-
-    def cost(self, given: Mapping[str, object] | None = None) -> Passes:
-        """Rows through the model per image with the parameters ``given`` (defaults for the rest).
-
-        Known before anything runs, from the parameters alone: what progress
-        bars and cost estimates count. A parameter the method would refuse
-        makes it fail at once, so its cost is one pass.
-        """
-        given = given or {}
-        values = {}
-        for p in self.params:
-            try:
-                values[p.name] = p.check(given.get(p.name, p.default))
-            except InvalidInputError:
-                return Passes()
-        return self.passes(**values)
-
-    def resolve(self, given: dict[str, object]) -> dict[str, object]:
-        """Every parameter's value, defaults filled in, each checked."""
-        known = {p.name: p for p in self.params}
-        unknown = sorted(set(given) - set(known))
-        if unknown:
-            takes = ", ".join(known) if known else "no parameters"
-            raise InvalidInputError(f"{self.name} takes {takes}; got unknown {', '.join(unknown)}")
-        return {name: p.check(given.get(name, p.default)) for name, p in known.items()}
+def get_method(name: object) -> AttributionMethod:
+    """The method called ``name``; InvalidInputError listing the known ones for any other value."""
+    found = ATTRIBUTION_METHODS.get(name) if isinstance(name, str) else None
+    if found is None:
+        raise InvalidInputError(f"Unknown method {name!r}. Known methods: {', '.join(ATTRIBUTION_METHODS)}.")
+    return found
 
 
-_BASELINE_HELP = ('x′: "dataset_mean" (0 in the model\'s input space: the mean colour of its normalisation), "black" '
-                  '(a black image through the model\'s normalisation), "blur" (a Gaussian-blurred copy), "mean" (the '
-                  "image's mean colour), or a tensor shaped like X")
-#: Attribution's old name "zeros" was 0 after normalisation (deletion/insertion's, black: core.baselines).
-_OLD_BASELINE = (("zeros", "dataset_mean"),)
-
-ATTRIBUTION_METHODS: dict[str, AttributionMethod] = {
-    m.name: m
-    for m in (
-        AttributionMethod(
-            "gradient", "Gradient", "Simonyan, Vedaldi & Zisserman 2014",
-            "the input gradient of the objective", (), "L", "input", gradient.run),
-        AttributionMethod(
-            "gradient_x_input", "Gradient × input", "Shrikumar et al. 2016",
-            "gradient ⊙ (x − x′)",
-            (Param("baseline", "dataset_mean", str, _BASELINE_HELP, BASELINES, tensor_ok=True, renamed=_OLD_BASELINE),),
-            "-L", "input", gradient_x_input.run),
-        AttributionMethod(
-            "smoothgrad", "SmoothGrad", "Smilkov et al. 2017",
-            "the mean signed gradient at x + N(0, σ²), σ = noise × (max − min of x); channels reduced after",
-            (Param("samples", 25, int, "noisy copies averaged", minimum=1),
-             Param("noise", 0.15, float, "σ as a fraction of the image's value range", minimum=0.0),
-             Param("seed", 0, int, "seed of the noise (a private generator: same seed, same map)", minimum=0)),
-            "L", "input", smoothgrad.run, smoothgrad.passes),
-        AttributionMethod(
-            "integrated_gradients", "Integrated Gradients", "Sundararajan, Taly & Yan 2017",
-            "(x − x′) ⊙ the gradient averaged along the straight path from x′ to x",
-            (Param("steps", 32, int, "points on the path", minimum=2),
-             Param("baseline", "black", str, _BASELINE_HELP, BASELINES, tensor_ok=True, renamed=_OLD_BASELINE),
-             Param("rule", "trapezoid", str, "quadrature rule along the path", integrated_gradients.RULES)),
-            "-L", "input", integrated_gradients.run, integrated_gradients.passes),
-        AttributionMethod(
-            "guided_backprop", "Guided backprop", "Springenberg et al. 2015",
-            "the gradient with every ReLU passing back only positive signals",
-            (), "-L", "input", guided_backprop.run),
-        AttributionMethod(
-            "grad_cam", "Grad-CAM", "Selvaraju et al. 2017",
-            "ReLU(Σ_k α_k A^k), α_k the mean gradient of feature map A^k, upsampled to the input",
-            (Param("layer", None, str, "dotted module name of the convolutional layer; None: the model's "
-                   "last convolutional block (from the model registry)", none_ok=True),),
-            "-L", "layer", grad_cam.run,
-            empty_reason="Grad-CAM's ReLU left nothing: no feature map of its layer counts as evidence for this "
-                         "class"),
-    )
-}
+def shown_by_default() -> tuple[str, ...]:
+    """The methods fast enough to show by default (``default_view``: one pass per image), in registry order:
+    the Methods page's first grid."""
+    return tuple(m.name for m in METHODS if m.default_view)
 
 
 def explains(method: str, objective: str) -> str:
@@ -302,24 +185,16 @@ def attribute(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int]
     ModelOutputError : the model raised on the images, or returned logits that
         are not (N, C) finite floats with C its number of classes.
     """
-    spec = ATTRIBUTION_METHODS.get(method) if isinstance(method, str) else None
-    if spec is None:
-        raise InvalidInputError(f"Unknown method {method!r}. Known methods: {', '.join(ATTRIBUTION_METHODS)}.")
-    y = validate_batch(X, y)
-    objectives = check_objectives(tuple(objectives) if not isinstance(objectives, str) else (objectives,))
-    if reduction not in REDUCTIONS:
-        raise InvalidInputError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    check_precision(precision)
-    if max_batch is not None and (not isinstance(max_batch, numbers.Integral) or isinstance(max_batch, bool)
-                                  or max_batch < 1):
-        raise InvalidInputError(f"max_batch must be a positive integer or None, got {max_batch!r}")
+    spec = get_method(method)
+    checked = validate_request(X, y, objectives=(objectives,) if isinstance(objectives, str) else tuple(objectives),
+                               reduction=reduction, precision=precision, max_batch=max_batch)
     values = spec.resolve(params)
     module = module_for(model, precision)
     require_eval(module)
     device = device_of(module)
-    req = Request(model=model, module=module, X=X.detach(), y=y.to(device), objectives=objectives,
+    req = Request(model=model, module=module, X=X.detach(), y=checked.y.to(device), objectives=checked.objectives,
                   reduction=reduction, precision=precision, max_batch=max_batch, progress=progress,
-                  device=device, dtype=input_dtype_of(module), check=output_check(model))
+                  device=device, dtype=input_dtype_of(module), check=output_check(model), loss_sign=spec.loss_sign)
     out = spec.run(req, **values)
     recorded = {k: ("tensor" if isinstance(v, torch.Tensor) else v) for k, v in values.items()}
     recorded.update(out.used)

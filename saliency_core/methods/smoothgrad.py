@@ -19,15 +19,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from saliency_core.core import limits
 from saliency_core.methods._common import (
     MethodOutput,
-    Passes,
     Request,
     add_rows_per_image,
     clean_forward,
     gradient_rows,
     resolve_targets,
 )
+from saliency_core.methods.declaration import AttributionMethod, Param, Passes
+
+#: The most noise the dashboard and the batch job take: σ beyond the image's whole value range is noise.
+MAX_NOISE = 1.0
 
 
 def standard_noise(seed: int, sample: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -74,5 +78,18 @@ def run(req: Request, samples: int = 25, noise: float = 0.15, seed: int = 0) -> 
         for obj, g in grads.items():
             add_rows_per_image(sums[obj], start, stop, samples, g)
 
-    gradient_rows(req, samples, targets, build, consume)
-    return MethodOutput(attributions={obj: s / samples for obj, s in sums.items()}, logits=logits, targets=targets)
+    gradient_rows(req, samples, targets, build, consume)  # rows of +L: signed as declared below
+    return MethodOutput(attributions={obj: req.signed(obj, s / samples) for obj, s in sums.items()}, logits=logits,
+                        targets=targets)
+
+
+METHOD = AttributionMethod(
+    name="smoothgrad", title="SmoothGrad", citation="Smilkov et al. 2017",
+    summary="the mean signed gradient at x + N(0, σ²), σ = noise × (max − min of x); channels reduced after",
+    params=(Param("samples", 25, int, "noisy copies averaged", minimum=1, maximum=limits.MAX_PASSES, costly=True),
+            Param("noise", 0.15, float, "σ as a fraction of the image's value range", minimum=0.0,
+                  maximum=MAX_NOISE),
+            Param("seed", 0, int, "seed of the noise (a private generator: same seed, same map)", minimum=0,
+                  maximum=limits.MAX_SEED)),
+    loss_objective="L", output="input", run=run, passes=passes, default_view=False,
+)

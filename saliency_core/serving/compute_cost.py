@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
-from saliency_core.core.gradients import input_gradients
+from saliency_core.core.arguments import validate_request
+from saliency_core.core.gradients import forward_and_vjps
 from saliency_core.core.model_access import (
     ModelLike,
     device_of,
@@ -39,9 +40,9 @@ from saliency_core.core.model_access import (
     preprocessing_of,
     require_eval,
 )
-from saliency_core.core.precision import check_precision, precision_context, synchronize
+from saliency_core.core.precision import precision_context, synchronize
 from saliency_core.errors import InvalidInputError
-from saliency_core.methods.registry import ATTRIBUTION_METHODS
+from saliency_core.methods.registry import get_method
 
 CONFIRM_SETTING = "SALIENCY_CONFIRM_ABOVE_S"
 #: Seconds of computation a view may start without asking. The dashboard's everyday views take a few
@@ -89,7 +90,7 @@ CALIBRATION_WORK = Work((1 + CALIBRATION_REPEATS) * CALIBRATION_ROWS, (1 + CALIB
 def method_work(method: str, params: Mapping[str, object] | None = None, images: int = 1) -> Work:
     """An attribution method's score and loss maps of ``images`` images (:func:`saliency_core.attribute`,
     :func:`saliency_core.evaluation.analysis.analyse`), from the method's own pass counts for ``params``."""
-    passes = ATTRIBUTION_METHODS[method].cost(params)
+    passes = get_method(method).cost(params)
     return Work(passes.gradient * images, passes.forward * images)
 
 
@@ -128,7 +129,7 @@ def measure_pass_cost(model: ModelLike, precision: str = "exact", *, size: int |
                       rows: int = CALIBRATION_ROWS, repeats: int = CALIBRATION_REPEATS) -> PassCost:
     """The model's price per row on its device: the fastest of ``repeats`` timed batches of ``rows``.
 
-    Gradient rows run :func:`saliency_core.core.gradients.input_gradients` for both
+    Gradient rows run :func:`saliency_core.core.gradients.forward_and_vjps` for both
     objectives, forward rows the module under ``torch.inference_mode()``, as
     the methods and the faithfulness checks do; each kind is warmed up once
     first (lazy initialisation, first allocations). The fastest batch is
@@ -136,7 +137,7 @@ def measure_pass_cost(model: ModelLike, precision: str = "exact", *, size: int |
     estimate is of the work, not of a moment's load. ``size``: the image side
     (default: the model's crop, else 224). The model is only read.
     """
-    check_precision(precision)
+    validate_request(precision=precision)
     module = module_for(model, precision)
     require_eval(module)
     device = device_of(module)
@@ -147,7 +148,7 @@ def measure_pass_cost(model: ModelLike, precision: str = "exact", *, size: int |
     fmt = memory_format_of(module)
 
     def gradient_batch() -> None:
-        input_gradients(module, x, y, ("score", "loss"), precision=precision)
+        forward_and_vjps(module, x, y, ("score", "loss"), precision=precision)
 
     def forward_batch() -> None:
         with torch.inference_mode(), precision_context(device, precision):

@@ -136,6 +136,27 @@ def test_hover_names_attributions_and_grad_cam_has_no_channels(new_app):
 # --------------------------------------------------------------------------- the sidebar drives every page
 
 
+# The methods whose loss map is of −L = log p_y (README, glossary): their sign matters.
+MINUS_L = {"gradient_x_input", "integrated_gradients", "guided_backprop", "grad_cam"}
+
+
+@pytest.mark.parametrize("method", list(FAST_PARAMS))
+def test_the_sidebar_names_the_loss_objective_as_the_method_uses_it(new_app, method):
+    """The Objective picker's labels are the registry's map titles: "−L" for a method that explains −L, never
+    a plain "L" there (a deliberate bug that called every loss "L" passed the other tests)."""
+    from saliency_core.methods.registry import map_title
+
+    assert (ATTRIBUTION_METHODS[method].loss_objective == "-L") == (method in MINUS_L)
+    at = new_app(PAGES["home"], method=method).run()
+    assert_healthy(at)
+    score, loss = at.radio(key="objective").options
+    assert ("−L" in loss) == (method in MINUS_L), loss
+    assert "−L" not in score, score
+    if method != "gradient":  # the plain gradient keeps its cs231n labels, "Loss gradient ∂L/∂x"
+        assert (score, loss) == (map_title(method, "score"), map_title(method, "loss"))
+
+
+
 def test_the_sidebar_method_drives_statistics_and_gallery(new_app, engine):
     at = new_app(PAGES["saliency"]).run()
     at.selectbox(key="method").set_value("gradient_x_input").run()

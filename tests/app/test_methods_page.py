@@ -14,14 +14,14 @@ import pytest
 from saliency_core import ATTRIBUTION_METHODS, attribute
 from saliency_core.errors import InvalidInputError
 from saliency_core.evaluation import faithfulness, method_comparison
-from saliency_core.evaluation.method_comparison import FAST_METHODS
-from saliency_core.methods.registry import map_title
+from saliency_core.methods.registry import map_title, shown_by_default
 from tests.app.test_methods_in_pages import FAST_PARAMS, assert_close
 from tests.app.test_pages import assert_healthy, charts, coffee, decode_plotly_array, heatmaps, texts
 
 pytestmark = pytest.mark.usefixtures("upload_dir")
 
 PAGE = "pages/methods.py"
+FAST_METHODS = shown_by_default()  # the methods that declare themselves fast enough to show by default
 ALL = ",".join(ATTRIBUTION_METHODS)
 SMOOTH = {k: str(v) for k, v in FAST_PARAMS["smoothgrad"].items()}  # a few samples: the sidebar's SmoothGrad
 
@@ -42,13 +42,13 @@ def test_the_gradient_row_reuses_the_pages_analysis_one_backward_pass_for_the_fi
     from saliency_core.core import gradients
 
     calls: list[int] = []
-    real = gradients._one_chunk
+    real = gradients.forward_and_vjps
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(gradients, "_one_chunk", counting)  # every gradient's forward and backward passes
+    monkeypatch.setattr(gradients, "forward_and_vjps", counting)  # every input gradient's forward and backward
     caches.analyses().clear(), caches.method_runs().clear()  # the first view of this image and target
     at = new_app(PAGE, methods="gradient,grad_cam", target="2").run()
     assert_healthy(at)

@@ -92,7 +92,7 @@ def chunks(monkeypatch) -> Chunks:
     from saliency_core.methods import _common
 
     seen = Chunks()
-    real = _common.input_gradients
+    real = _common.forward_and_vjps
 
     def counting(module, X, *args, **kwargs):
         seen.sizes.append(int(X.shape[0]))
@@ -100,7 +100,7 @@ def chunks(monkeypatch) -> Chunks:
             seen.on_first()
         return real(module, X, *args, **kwargs)
 
-    monkeypatch.setattr(_common, "input_gradients", counting)
+    monkeypatch.setattr(_common, "forward_and_vjps", counting)
     return seen
 
 
