@@ -20,6 +20,7 @@ from saliency_core.evaluation.analysis import ImageAnalysis
 from saliency_core.figures import charts, evaluation_files, image_figures
 from saliency_core.inputs.preprocessing import normalize
 from saliency_core.serving.compute_cost import Work, deletion_insertion_work, randomisation_work
+from saliency_core.serving.map_key import ComputationKey, computation_key
 
 RANDOM = "random order"  # the reference order every map should beat
 SEED = 0  # of the random order and of the re-initialised weights
@@ -38,11 +39,12 @@ stages = c3.slider("Randomisation stages", 2, 12, 8, key="faith_stages", persist
 view_links.write(view_links.PAGES["faithfulness"])
 
 
-def check_keys(a: ImageAnalysis) -> tuple[tuple, tuple]:
-    """The cache keys of the two checks: every option that changes their numbers."""
-    key = (v.image.key, v.model.key, a.target, a.reduction, v.precision, SEED, OBJECTIVES, a.method,
-           method_params.cache_key(a.params))
-    return ("deletion_insertion", *key, RANDOM, steps, baseline), ("randomisation", *key, stages)
+def check_keys(a: ImageAnalysis) -> tuple[ComputationKey, ComputationKey]:
+    """The cache keys of the two checks: the maps they test (the view's, for the target the analysis
+    resolved) and every option of their own that changes their numbers."""
+    maps = caches.view_key(v, target=a.target, label=None)
+    return (computation_key("deletion_insertion", maps, SEED, RANDOM, steps, baseline),
+            computation_key("randomisation", maps, SEED, stages))
 
 
 def checks_work(a: ImageAnalysis | None) -> tuple[Work, tuple]:

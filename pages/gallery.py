@@ -14,6 +14,7 @@ import streamlit as st
 from pages.ui import budget, caches, image_sources, labels, map_notes, method_params, sidebar, view_links
 from pages.ui.text import plain
 from saliency_core.errors import SaliencyError
+from saliency_core.evaluation.analysis import AUTO_TARGET
 from saliency_core.figures import image_figures
 from saliency_core.serving.compute_cost import method_work
 
@@ -50,9 +51,9 @@ intro.markdown(f"Every image with its class name over its **score** and **loss**
 colorscale = st.selectbox("Colour map", labels.COLORSCALES, key="colorscale", persist_state="session")
 
 chunks = [items[start:start + CHUNK] for start in range(0, len(items), CHUNK)]
-params = method_params.cache_key(v.params)
-batch_keys = [caches.gallery_key(tuple(c.key for c in chunk), v.model.name, tuple(c.label for c in chunk),
-                                 v.reduction, v.precision, v.method, params) for chunk in chunks]
+# Each image's maps: the sidebar's view with this image and the automatic target (the view's target is one image's).
+chunk_maps = [tuple(caches.view_key(v, c, target=AUTO_TARGET) for c in chunk) for chunk in chunks]
+batch_keys = [caches.gallery_key(maps) for maps in chunk_maps]
 uncached = sum(len(chunk) for chunk, key in zip(chunks, batch_keys, strict=True)
                if key not in caches.gallery_batches())
 try:
@@ -64,11 +65,9 @@ except SaliencyError as exc:
 progress = st.progress(0.0, text=f"Computing {len(items)} images in batches of {CHUNK}…")
 analyses = []
 started = time.monotonic()
-for chunk in chunks:
+for chunk, maps in zip(chunks, chunk_maps, strict=True):
     try:
-        analyses += caches.analyse_many(tuple(c.key for c in chunk), v.model.name, tuple(c.label for c in chunk),
-                                        v.reduction, v.precision, np.stack([c.crop for c in chunk]), v.method,
-                                        params)
+        analyses += caches.analyse_many(maps, np.stack([c.crop for c in chunk]))
     except SaliencyError as exc:  # e.g. a method the model cannot run: said like on the other pages
         progress.empty()
         st.error(plain(exc, 1000))

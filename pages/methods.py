@@ -34,8 +34,7 @@ if v.image is None:
     st.stop()
 try:  # the plain gradient's analysis (cached, shared with the other pages) resolves the target, and is the
     # Gradient row of the grid
-    a = caches.analyse_one(v.image.key, v.model.name, v.target, v.image.label, v.reduction, v.precision,
-                           v.image.crop)
+    a = caches.analyse_one(caches.view_key(v, method=method_params.DEFAULT_METHOD), v.image.crop)
 except SaliencyError as exc:
     st.error(plain(exc, 1000))
     st.stop()
@@ -83,20 +82,20 @@ def params_of(method: str) -> dict[str, object]:
 
 x = normalize(a.display[None], v.model.preprocessing)  # the crop the analysis made: no second resize
 params = {m: params_of(m) for m in methods}
+# Each method's maps of this image, for the target the analysis resolved; the grid, the agreement and the
+# ranking are cached on these keys.
+runs = tuple(caches.view_key(v, method=m, params=params[m], target=a.target, label=None) for m in methods)
 # The compute budget: the methods no cache holds, and the ranking when it is on (before the grid, all of it).
-view_key = ("methods", v.image.key, v.model.key, a.target, tuple((m, method_params.cache_key(params[m]))
-                                                                  for m in methods), v.reduction, v.precision, rank)
+budget_view = ("methods", runs, rank)  # what the budget confirms, for this view only
 this_view = (f"This page with {len(methods)} method{'s' if len(methods) > 1 else ''}"
              + (" and the ranking" if rank else ""))
 try:
-    missing = caches.methods_to_compute(v.image.key, v.model.name, a.target, methods, params, v.reduction,
-                                        v.precision, a)
+    missing = caches.methods_to_compute(runs, a)
     if missing:
         grid_work = sum((method_work(m, params[m]) for m in missing), NOTHING)
-        budget.confirm(view_key, grid_work + (ranking_work(params, 2 * len(methods), STEPS) if rank else NOTHING),
+        budget.confirm(budget_view, grid_work + (ranking_work(params, 2 * len(methods), STEPS) if rank else NOTHING),
                        v.model, v.precision, this_view)
-    comparison = caches.compare_methods(v.image.key, v.model.name, a.target, methods, params, v.reduction,
-                                        v.precision, x, a)
+    comparison = caches.compare_methods(runs, x, a)
 except SaliencyError as exc:
     st.error(plain(exc, 1000))
     st.stop()
@@ -136,8 +135,7 @@ st.caption("Rows are methods, columns the score s_y and the loss (−L where the
 
 st.subheader("How much the maps agree")
 metric = "iou_top5" if iou else "spearman"
-key = caches.comparison_key(v.image.key, v.model.name, comparison)
-matrix = caches.agreement(key, comparison, metric)
+matrix = caches.agreement(runs, comparison, metric)
 labelled = {map_title(m, obj): z for m, by_obj in comparison.by_method().items() for obj, z in by_obj.items()}
 st.plotly_chart(method_figures.agreement_heatmap(matrix, maps=labelled), key="agreement")
 what = ("the overlap (intersection over union) of their top 5 % pixels" if iou else
@@ -156,11 +154,11 @@ if not rank:
     st.stop()
 try:
     ranked = {m: r.given for m, r in comparison.runs.items() if r.ok}
-    budget.confirm(view_key, budget.unless_cached(caches.progress_results(),
-                                                  caches.ranking_key(key, STEPS, BASELINE, SEED),
-                                                  ranking_work(ranked, len(comparison.entries()), STEPS)),
+    budget.confirm(budget_view, budget.unless_cached(caches.progress_results(),
+                                                     caches.ranking_key(runs, STEPS, BASELINE, SEED),
+                                                     ranking_work(ranked, len(comparison.entries()), STEPS)),
                    v.model, v.precision, this_view)
-    ranking = caches.rank_methods(key, v.model.name, comparison, x, steps=STEPS, baseline=BASELINE, seed=SEED)
+    ranking = caches.rank_methods(runs, comparison, x, steps=STEPS, baseline=BASELINE, seed=SEED)
 except SaliencyError as exc:
     st.error(plain(exc, 1000))
     st.stop()

@@ -1,19 +1,21 @@
 """Every cache of the dashboard but the model's (:mod:`pages.ui.model_cache`), in one place.
 
-``st.cache_resource`` holds what is built once per server process (the
-upload store, the shared result caches); ``st.cache_data`` holds
-numbers and images, keyed on the sha256 of an image's bytes plus every
-option that changes them. Images and tensors are passed as ``_underscore``
-arguments beside that key: Streamlit hashes large arrays by sampling, so two
-images one pixel apart could share a key otherwise.
+``st.cache_resource`` holds what is built once per server process: the upload store and the shared
+LRU caches. Whatever is computed from maps (analyses, Gallery batches, the Methods page's runs,
+agreements and rankings, the Faithfulness checks) is keyed on the view's map key (:func:`view_key`)
+as ``computation_key(kind, maps, *options)`` (:mod:`saliency_core.serving.map_key`), in caches that
+take no other key. ``st.cache_data`` holds batch-job results and thumbnails. Images and tensors are
+passed beside the key, never in it: Streamlit hashes large arrays by sampling, so two images one pixel
+apart could share a key otherwise.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -25,7 +27,7 @@ from pages.ui.model_cache import get_model
 from pages.ui.session_gone import checked
 from pages.ui.waiting import queued, seconds_text, shared_or_computed
 from saliency_core.evaluation import analysis, method_comparison, method_ranking
-from saliency_core.evaluation.analysis import ImageAnalysis
+from saliency_core.evaluation.analysis import AUTO_TARGET, ImageAnalysis
 from saliency_core.evaluation.method_comparison import AgreementMatrix, MethodComparison
 from saliency_core.evaluation.method_ranking import MethodRanking
 from saliency_core.inputs.images import load_image
@@ -33,9 +35,15 @@ from saliency_core.inputs.npz import LabelledImage, load_npz_batch
 from saliency_core.inputs.upload_store import UploadStore
 from saliency_core.jobs import leaderboard, results, results_access
 from saliency_core.serving.lru import LRUCache
+from saliency_core.serving.map_key import ComputationKey, MapCache, MapKey, computation_key, map_key
 from saliency_core.serving.memory import release_freed_memory
 
+if TYPE_CHECKING:
+    from pages.ui.image_sources import ImageChoice
+    from pages.ui.sidebar import View
+
 T = TypeVar("T")
+IMAGE_LABEL = object()  # view_key's default label: the image's own
 MAX_CACHED_ANALYSES = 32  # about 4 MB each
 MAX_ANALYSIS_BYTES = 160 * 1024 * 1024
 MAX_PROGRESS_RESULTS = 16
@@ -117,89 +125,103 @@ def npz_batch(sha: str, data: bytes) -> list[LabelledImage]:
     return decoded_npz().get_or_compute(sha, lambda: load_npz_batch(data))
 
 
+# --------------------------------------------------------------------------- the key of a map
+
+def view_key(v: View, image: ImageChoice | None = None, *, method: str | None = None,
+             params: Mapping[str, object] | None = None, target: int | None = None,
+             label: int | object | None = IMAGE_LABEL) -> MapKey:
+    """The :class:`~saliency_core.serving.map_key.MapKey` of the view's maps (sidebar's model, image, method
+    and parameters, target, reduction, precision), what every page's cached computation is keyed on, with
+    any of these replaced: ``image`` (a Gallery image), ``method`` (with its ``params``, else its defaults),
+    ``target`` (the class index an analysis resolved) and ``label`` (default: the image's true label; None
+    for a computation given a class index, which no label changes).
+    """
+    image = image if image is not None else v.image
+    if method is None:
+        method, params = v.method, v.params
+    return map_key(v.model.key, image.key, method, params or {}, target=v.target if target is None else target,
+                   label=image.label if label is IMAGE_LABEL else label, reduction=v.reduction,
+                   precision=v.precision)
+
+
 # --------------------------------------------------------------------------- analyses
 
 @st.cache_resource
-def analyses() -> LRUCache:
+def analyses() -> MapCache:
     """Analyses of single images (any method), shared by every session; bounded by entries and bytes."""
-    return LRUCache(max_entries=MAX_CACHED_ANALYSES, max_bytes=MAX_ANALYSIS_BYTES)
+    return MapCache(max_entries=MAX_CACHED_ANALYSES, max_bytes=MAX_ANALYSIS_BYTES)
 
 
-def analyse_one(image_key: str, model_name: str, target: int, label: int | None, reduction: str,
-                precision: str, _crop: np.ndarray, method: str = "gradient",
-                params: dict[str, object] | None = None) -> ImageAnalysis:
+def analysis_key(maps: MapKey) -> ComputationKey:
+    """What :func:`analyse_one` caches an analysis on."""
+    return computation_key("analysis", maps)
+
+
+def analyse_one(maps: MapKey, _crop: np.ndarray) -> ImageAnalysis:
     """Score and loss maps of one image (its model crop, see :func:`image_views`) by any attribution method.
 
-    The one way pages get an image's maps: cached on the image's sha256,
-    model, target (and label, which the automatic target follows), method,
-    every parameter (SmoothGrad's seed included), reduction and precision;
-    the crop itself is never hashed. Slow methods (SmoothGrad, Integrated
-    Gradients) draw a progress bar with the time left; a second visit is
-    instant. ``params`` as :func:`saliency_core.attribute` takes them
-    (unknown or invalid ones raise ``InvalidInputError``, a SaliencyError).
+    The one way pages get an image's maps: cached on ``maps`` (:func:`view_key`: the image's sha256, model,
+    target and label, which the automatic target follows, method, every parameter, SmoothGrad's seed
+    included, reduction and precision); the crop itself is never hashed. Slow methods (SmoothGrad,
+    Integrated Gradients) draw a progress bar with the time left; a second visit is instant. Parameters
+    the method does not know or takes as invalid raise ``InvalidInputError`` (a SaliencyError).
     """
-    params = dict(params or {})
-    key = analysis_key(image_key, model_name, target, label, reduction, precision, method, params)
-    what = method_params.method_summary(method, params) if params else method_params.spec(method).title
+    params = maps.param_dict()
+    what = method_params.method_summary(maps.method, params) if params else method_params.spec(maps.method).title
     return cached_with_progress(
-        key, f"Computing {what} for the score and the loss…",
-        lambda progress: analysis.analyse(get_model(model_name), _crop[None], [target], [label],
-                                          reduction=reduction, precision=precision, method=method, params=params,
-                                          progress=progress)[0],
-        cache=analyses(), bar=method_params.many_passes(method, params), what="map")
+        analysis_key(maps), f"Computing {what} for the score and the loss…",
+        lambda progress: analysis.analyse(get_model(maps.model_name), _crop[None], [maps.target], [maps.label],
+                                          reduction=maps.reduction, precision=maps.precision, method=maps.method,
+                                          params=params, progress=progress)[0],
+        cache=analyses(), bar=method_params.many_passes(maps.method, params), what="map")
 
 
-def analysis_key(image_key: str, model_name: str, target: int, label: int | None, reduction: str, precision: str,
-                 method: str = "gradient", params: dict[str, object] | None = None) -> tuple:
-    """What :func:`analyse_one` caches an analysis on."""
-    return ("analysis", image_key, get_model(model_name).key, int(target), label, method,
-            method_params.cache_key(dict(params or {})), reduction, precision)
-
-
-def cached_analysis(*args, **kwargs) -> ImageAnalysis | None:
-    """The analysis :func:`analyse_one` would return, if it is cached (arguments as :func:`analysis_key`),
-    else None: computes nothing."""
-    return analyses().peek(analysis_key(*args, **kwargs))
+def cached_analysis(maps: MapKey) -> ImageAnalysis | None:
+    """The analysis :func:`analyse_one` would return for ``maps``, if it is cached, else None: computes nothing."""
+    return analyses().peek(analysis_key(maps))
 
 
 @st.cache_resource
-def gallery_batches() -> LRUCache:
+def gallery_batches() -> MapCache:
     """The Gallery's batches of analyses, shared by every session; bounded by entries and bytes."""
-    return LRUCache(max_entries=16, max_bytes=MAX_ANALYSIS_BYTES)
+    return MapCache(max_entries=16, max_bytes=MAX_ANALYSIS_BYTES)
 
 
-def gallery_key(image_keys: tuple[str, ...], model_name: str, labels: tuple[int | None, ...], reduction: str,
-                precision: str, method: str, params: tuple) -> tuple:
-    """What :func:`analyse_many` caches a batch on."""
-    return ("gallery", image_keys, get_model(model_name).key, labels, reduction, precision, method, params)
+def gallery_key(images: Sequence[MapKey]) -> ComputationKey:
+    """What :func:`analyse_many` caches a batch on: its images' keys, in order."""
+    return computation_key("gallery", images)
 
 
-def analyse_many(image_keys: tuple[str, ...], model_name: str, labels: tuple[int | None, ...], reduction: str,
-                 precision: str, _crops: np.ndarray, method: str = "gradient",
-                 params: tuple = ()) -> list[ImageAnalysis]:
-    """Score and loss maps for several images ((N, crop, crop, 3) model crops) in one batched computation
-    (automatic targets), by any method; ``params`` as :func:`pages.ui.method_params.cache_key` makes them.
+def analyse_many(images: tuple[MapKey, ...], _crops: np.ndarray) -> list[ImageAnalysis]:
+    """Score and loss maps for several images ((N, crop, crop, 3) model crops, one :func:`view_key` each, all
+    with the automatic target and the same model, method, parameters and options) in one computation.
 
     Kept in :func:`gallery_batches`; while another session computes the same batch the page says so. The
     computation stops at its next chunk of rows when this session is gone (:mod:`pages.ui.session_gone`).
+    Raises ValueError when the keys differ in more than their images and labels (they are one computation).
     """
-    key = gallery_key(image_keys, model_name, labels, reduction, precision, method, params)
-    return shared_or_computed(gallery_batches(), key, lambda: queued("gallery", lambda: analysis.analyse(
-        get_model(model_name), _crops, [None] * len(_crops), list(labels), reduction=reduction,
-        precision=precision, method=method, params=dict(params), progress=checked())), what="batch of maps")
+    first = images[0]
+    if len({replace(k, image="", label=None) for k in images}) > 1 or first.target != AUTO_TARGET:
+        raise ValueError("a batch's images share the automatic target, model, method and options")
+    return shared_or_computed(gallery_batches(), gallery_key(images), lambda: queued(
+        "gallery", lambda: analysis.analyse(
+            get_model(first.model_name), _crops, [None] * len(_crops), [k.label for k in images],
+            reduction=first.reduction, precision=first.precision, method=first.method, params=first.param_dict(),
+            progress=checked())), what="batch of maps")
 
 
 @st.cache_resource
-def progress_results() -> LRUCache:
-    """Slow results (faithfulness, sanity checks), shared by every session; cleared with the other caches."""
-    return LRUCache(max_entries=MAX_PROGRESS_RESULTS)
+def progress_results() -> MapCache:
+    """Slow results (faithfulness, sanity checks, rankings), shared by every session; cleared with the other caches."""
+    return MapCache(max_entries=MAX_PROGRESS_RESULTS)
 
 
-def cached_with_progress(key: tuple, label: str, compute: Callable[[Callable[[int, int], None]], T], *,
-                         cache: LRUCache | None = None, bar: bool = True, what: str = "result") -> T:
+def cached_with_progress(key: ComputationKey, label: str, compute: Callable[[Callable[[int, int], None]], T], *,
+                         cache: MapCache | None = None, bar: bool = True, what: str = "result") -> T:
     """``compute(progress)`` once per key, with a progress bar and the time left while it runs.
 
-    ``key`` must hold every option that changes the result. ``cache``: where
+    ``key``: :func:`~saliency_core.serving.map_key.computation_key` of the maps the result is made from and
+    every option of its own that changes it; its kind names the work in the compute queue. ``cache``: where
     the result is kept (default :func:`progress_results`). ``bar=False``
     shows a spinner instead, for work that takes a moment. While another
     session computes the same key, the page says its ``what`` ("map") will be
@@ -212,7 +234,7 @@ def cached_with_progress(key: tuple, label: str, compute: Callable[[Callable[[in
     def run() -> T:
         if not bar:
             with st.spinner(label):
-                return queued(str(key[0]), lambda: compute(checked()))
+                return queued(key.kind, lambda: compute(checked()))
         progress_bar = st.progress(0.0, text=label)
         holder.append(progress_bar)
 
@@ -228,7 +250,7 @@ def cached_with_progress(key: tuple, label: str, compute: Callable[[Callable[[in
 
             return compute(checked(progress))
 
-        return queued(str(key[0]), work)
+        return queued(key.kind, work)
 
     value = shared_or_computed(cache if cache is not None else progress_results(), key, run, what)
     for element in holder:
@@ -240,101 +262,80 @@ def cached_with_progress(key: tuple, label: str, compute: Callable[[Callable[[in
 
 
 @st.cache_resource
-def method_runs() -> LRUCache:
+def method_runs() -> MapCache:
     """Each method's maps of one image (and the agreement matrices), shared by every session; bounded by bytes."""
-    return LRUCache(max_entries=MAX_METHOD_RUNS, max_bytes=MAX_METHOD_RUN_BYTES)
+    return MapCache(max_entries=MAX_METHOD_RUNS, max_bytes=MAX_METHOD_RUN_BYTES)
 
 
-def run_key(image_key: str, model_name: str, target: int, method: str, params: dict[str, object],
-            reduction: str, precision: str) -> tuple:
+def run_key(run: MapKey) -> ComputationKey:
     """What :func:`compare_methods` caches one method's run on."""
-    return ("method_run", image_key, get_model(model_name).key, int(target), method, method_params.cache_key(params),
-            reduction, precision)
+    return computation_key("method_run", run)
 
 
-def compare_methods(image_key: str, model_name: str, target: int, methods: tuple[str, ...],
-                    params: dict[str, dict[str, object]], reduction: str, precision: str,
-                    _x, gradient: ImageAnalysis | None = None) -> MethodComparison:
+def compare_methods(runs: tuple[MapKey, ...], _x, gradient: ImageAnalysis | None = None) -> MethodComparison:
     """:func:`saliency_core.evaluation.method_comparison.compare_methods` for one image, one cache entry per method.
 
-    Keyed on the image's sha256, model, target (a class index: resolve the
-    automatic target first), method, every parameter given, reduction and
-    precision; ``_x`` (the (1, 3, H, W) normalised image) is never hashed.
-    Adding a method to the page computes that method only; slow methods
-    draw a progress bar with the time left, a second visit is instant.
-    ``gradient``: this image's plain-gradient analysis (:func:`analyse_one`)
-    when the page has it: the gradient's run is taken from it instead of a
-    second backward pass, if its target, reduction and precision match.
+    ``runs``: one :func:`view_key` per method, in the page's order, all with the same image, model, target
+    (a class index: resolve the automatic target first), reduction and precision; ``_x`` (the (1, 3, H, W)
+    normalised image) is never hashed. Adding a method to the page computes that method only; slow methods
+    draw a progress bar with the time left, a second visit is instant. ``gradient``: this image's
+    plain-gradient analysis (:func:`analyse_one`) when the page has it: the gradient's run is taken from it
+    instead of a second backward pass, if its target, reduction and precision match.
     """
     parts = []
-    for m in methods:
-        given = dict(params.get(m) or {})
-        if _from_analysis(m, given, gradient, model_name, target, reduction, precision):
+    for run in runs:
+        if _from_analysis(run, gradient):
             parts.append(method_comparison.gradient_comparison(gradient))
             continue
+        m, given = run.method, run.param_dict()
         what = method_params.method_summary(m, given) if given else method_params.spec(m).title
         parts.append(cached_with_progress(
-            run_key(image_key, model_name, target, m, given, reduction, precision),
-            f"Computing {what} for the score and the loss…",
-            lambda progress, m=m, given=given: method_comparison.compare_methods(
-                get_model(model_name), _x, int(target), (m,), {m: given}, reduction=reduction,
-                precision=precision, progress=progress),
+            run_key(run), f"Computing {what} for the score and the loss…",
+            lambda progress, run=run, m=m, given=given: method_comparison.compare_methods(
+                get_model(run.model_name), _x, run.target, (m,), {m: given}, reduction=run.reduction,
+                precision=run.precision, progress=progress),
             cache=method_runs(), bar=method_params.many_passes(m, given), what="map"))
     ok = [p for p in parts if p.target >= 0]
     first = ok[0] if ok else parts[0]
-    return MethodComparison(runs={m: p.runs[m] for m, p in zip(methods, parts, strict=True)},
+    return MethodComparison(runs={r.method: p.runs[r.method] for r, p in zip(runs, parts, strict=True)},
                             objectives=first.objectives, target=first.target, target_prob=first.target_prob,
-                            reduction=reduction, precision=precision, shape=first.shape)
+                            reduction=runs[0].reduction, precision=runs[0].precision, shape=first.shape)
 
 
-def _from_analysis(method: str, given: dict[str, object], gradient: ImageAnalysis | None, model_name: str,
-                   target: int, reduction: str, precision: str) -> bool:
-    """Whether :func:`compare_methods` takes this method's run from the page's plain-gradient analysis."""
-    return (method == "gradient" and not given and gradient is not None and gradient.method == "gradient"
+def _from_analysis(run: MapKey, gradient: ImageAnalysis | None) -> bool:
+    """Whether :func:`compare_methods` takes this run from the page's plain-gradient analysis."""
+    return (run.method == "gradient" and not run.params and gradient is not None and gradient.method == "gradient"
             and (gradient.model_name, gradient.target, gradient.reduction, gradient.precision)
-            == (model_name, int(target), reduction, precision))
+            == (run.model_name, run.target, run.reduction, run.precision))
 
 
-def methods_to_compute(image_key: str, model_name: str, target: int, methods: tuple[str, ...],
-                       params: dict[str, dict[str, object]], reduction: str, precision: str,
-                       gradient: ImageAnalysis | None = None) -> list[str]:
+def methods_to_compute(runs: tuple[MapKey, ...], gradient: ImageAnalysis | None = None) -> list[str]:
     """The methods :func:`compare_methods` (same arguments) would compute now: those no cache holds."""
-    return [m for m in methods
-            if not _from_analysis(m, dict(params.get(m) or {}), gradient, model_name, target, reduction, precision)
-            and run_key(image_key, model_name, target, m, dict(params.get(m) or {}), reduction, precision)
-            not in method_runs()]
+    return [r.method for r in runs if not _from_analysis(r, gradient) and run_key(r) not in method_runs()]
 
 
-def comparison_key(image_key: str, model_name: str, comparison: MethodComparison) -> tuple:
-    """What identifies a comparison's maps, for the caches built on them."""
-    return (image_key, get_model(model_name).key, comparison.target, comparison.reduction, comparison.precision,
-            tuple((m, method_params.cache_key(r.given)) for m, r in comparison.runs.items()))
-
-
-def agreement(key: tuple, comparison: MethodComparison, metric: str) -> AgreementMatrix:
-    """:func:`saliency_core.evaluation.method_comparison.agreement_matrix` of a comparison's maps.
-
-    ``key``: :func:`comparison_key` of the comparison.
-    """
-    return cached_with_progress(("agreement", *key, metric), "Comparing the maps…",
+def agreement(runs: tuple[MapKey, ...], comparison: MethodComparison, metric: str) -> AgreementMatrix:
+    """:func:`saliency_core.evaluation.method_comparison.agreement_matrix` of a comparison's maps
+    (``runs``: the keys :func:`compare_methods` made it from)."""
+    return cached_with_progress(computation_key("agreement", runs, metric), "Comparing the maps…",
                                 lambda progress: method_comparison.agreement_matrix(comparison.maps(), metric),
                                 cache=method_runs(), bar=False, what="comparison")
 
 
-def ranking_key(key: tuple, steps: int, baseline: str, seed: int) -> tuple:
-    """What :func:`rank_methods` caches a ranking on (``key``: :func:`comparison_key`)."""
-    return ("method_ranking", *key, steps, baseline, seed)
+def ranking_key(runs: tuple[MapKey, ...], steps: int, baseline: str, seed: int) -> ComputationKey:
+    """What :func:`rank_methods` caches a ranking on (``runs``: as :func:`agreement`)."""
+    return computation_key("method_ranking", runs, steps, baseline, seed)
 
 
-def rank_methods(key: tuple, model_name: str, comparison: MethodComparison, _x, *, steps: int, baseline: str,
+def rank_methods(runs: tuple[MapKey, ...], comparison: MethodComparison, _x, *, steps: int, baseline: str,
                  seed: int) -> MethodRanking:
-    """:func:`saliency_core.evaluation.method_ranking.ranking_table` of a comparison (``key``: :func:`comparison_key`),
-    with a progress bar and the time left; kept with the other slow results."""
-    model = get_model(model_name)
+    """:func:`saliency_core.evaluation.method_ranking.ranking_table` of a comparison (``runs``: as
+    :func:`agreement`), with a progress bar and the time left; kept with the other slow results."""
+    model = get_model(runs[0].model_name)
     batch = 8 if model.device.type == "cpu" else 64  # small chunks were faster on a 2-core CPU, large suit GPUs
     n = len(comparison.entries())
     return cached_with_progress(
-        ranking_key(key, steps, baseline, seed),
+        ranking_key(runs, steps, baseline, seed),
         f"Ranking {n} maps: deletion and insertion ({steps} steps), then each method on the randomised model…",
         lambda progress: method_ranking.ranking_table(model, _x, comparison, steps=steps, baseline=baseline,
                                                       seed=seed, batch_size=batch, progress=progress),

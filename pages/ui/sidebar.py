@@ -267,15 +267,14 @@ def current_analysis(v: View | None = None, more: MoreWork | None = None) -> Ima
     if v.image is None:
         (st.error if v.problem_is_error else st.info)(v.problem or "No image.")
         return None
-    args = (v.image.key, v.model.name, v.target, v.image.label, v.reduction, v.precision, v.method, v.params)
+    maps = caches.view_key(v)
     try:
-        cached = caches.cached_analysis(*args)
+        cached = caches.cached_analysis(maps)
         work = NOTHING if cached is not None else compute_cost.method_work(v.method, v.params)
         extra, options = more(cached) if more is not None else (NOTHING, ())
-        budget.confirm((caches.analysis_key(*args), *options), work + extra, v.model, v.precision,
+        budget.confirm((caches.analysis_key(maps), *options), work + extra, v.model, v.precision,
                        f"This page with {method_params.method_summary(v.method, v.params)}")
-        return caches.analyse_one(v.image.key, v.model.name, v.target, v.image.label, v.reduction, v.precision,
-                                  v.image.crop, v.method, v.params)
+        return caches.analyse_one(maps, v.image.crop)
     except SaliencyError as exc:
         st.error(plain(exc, 1000))
         return None
