@@ -32,6 +32,14 @@ NEEDS = {
 }
 LOSS_OBJECTIVES = ("L", "-L")
 OUTPUTS = ("input", "layer")
+#: The families the dashboard groups methods by (:attr:`AttributionMethod.family`), in the order it lists them,
+#: each with a line that says what its members have in common.
+FAMILIES = {
+    "gradient": "the input gradient of the objective, as it is or averaged over noisy copies",
+    "path": "gradients integrated along a path from a baseline image x′ to the image",
+    "perturbation": "forward passes only: how the objective changes when parts of the image are hidden",
+    "CAM": "a convolutional layer's activations weighted by class evidence, upsampled to the image",
+}
 
 
 class AttributionWarning(RuntimeWarning):
@@ -173,6 +181,7 @@ class AttributionMethod:
     default_view : fast enough to show by default (the Methods page's first grid: one pass per image)
     needs : what it needs of a model, keys of :data:`NEEDS`
     empty_reason : why this method's map can be zero everywhere, for the line under such a map ("" if unknown)
+    family : a key of :data:`FAMILIES` ("gradient", "path", "perturbation", "CAM"): how the dashboard groups it
     """
 
     name: str
@@ -187,8 +196,11 @@ class AttributionMethod:
     default_view: bool = True
     needs: frozenset[str] = field(default_factory=frozenset)
     empty_reason: str = ""
+    family: str = "gradient"
 
     def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"{self.name}: family must be one of {tuple(FAMILIES)}, got {self.family!r}")
         if self.loss_objective not in LOSS_OBJECTIVES:
             raise ValueError(f"{self.name}: loss_objective must be one of {LOSS_OBJECTIVES}, got "
                              f"{self.loss_objective!r}")

@@ -203,4 +203,5 @@ METHOD = AttributionMethod(
                   choices_text="a convolutional layer of this model"),),
     loss_objective="-L", output="layer", run=run, needs=frozenset({"conv_layer"}),
     empty_reason="Grad-CAM's ReLU left nothing: no feature map of its layer counts as evidence for this class",
+    family="CAM",
 )

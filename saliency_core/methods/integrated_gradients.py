@@ -113,4 +113,5 @@ METHOD = AttributionMethod(
             baseline_param("black"),
             Param("rule", "trapezoid", str, "quadrature rule along the path", RULES)),
     loss_objective="-L", output="input", run=run, passes=passes, default_view=False, needs=frozenset({"baseline"}),
+    family="path",
 )

@@ -42,6 +42,7 @@ from saliency_core.methods import (
     smoothgrad,
 )
 from saliency_core.methods._common import Progress, Request
+from saliency_core.methods.declaration import FAMILIES
 from saliency_core.methods.declaration import AttributionMethod as AttributionMethod
 from saliency_core.methods.declaration import Param as Param
 
@@ -89,6 +90,13 @@ def shown_by_default() -> tuple[str, ...]:
     """The methods fast enough to show by default (``default_view``: one pass per image), in registry order:
     the Methods page's first grid."""
     return tuple(m.name for m in METHODS if m.default_view)
+
+
+def by_family() -> dict[str, tuple[str, ...]]:
+    """The registered methods grouped by :attr:`AttributionMethod.family`, families in the order of
+    :data:`~saliency_core.methods.declaration.FAMILIES` (those with no method left out), methods in registry
+    order: how the dashboard lists them."""
+    return {f: names for f in FAMILIES if (names := tuple(m.name for m in METHODS if m.family == f))}
 
 
 def explains(method: str, objective: str) -> str:
