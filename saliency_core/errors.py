@@ -6,6 +6,9 @@ anything else is a bug.
 
 from __future__ import annotations
 
+#: This layer's rank: the lowest, it imports nothing of the package (tests/test_layers.py).
+LAYER = 0
+
 
 class SaliencyError(Exception):
     """Base class for every error this package raises on bad input."""

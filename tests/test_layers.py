@@ -1,4 +1,4 @@
-"""The engine's folders are its layers, and imports only look down.
+"""The engine's folders are its layers, and imports only look down; the README's picture of them is current.
 
 Every ``import`` of every module is read from its syntax tree, those inside
 functions included (an import hidden in a function is still a dependency).
@@ -14,22 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from docs.architecture import architecture_svg, declared_layers
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "saliency_core"
 
-# Lowest first. A module may import from its own package or from a lower layer; layers of the same rank are
-# peers and may not import each other. The package root (its public face and the batch command) sits on top.
-LAYERS = {
-    "errors": 0,
-    "core": 1,
-    "inputs": 2,
-    "models": 3,
-    "methods": 4,
-    "evaluation": 5,
-    "serving": 5,
-    "figures": 6,
-    "jobs": 7,
-}
+# Each layer declares its rank (``LAYER = N`` in its __init__.py; errors.py is 0), lowest first. A module may
+# import from its own layer or from a lower one; layers of the same rank are peers and may not import each
+# other. The package root (its public face and the batch command) sits on top.
+LAYERS = {name: layer.rank for name, layer in declared_layers(ROOT).items()}
 TOP = max(LAYERS.values()) + 1
 FORBIDDEN = ("streamlit", "pages")
 
@@ -156,3 +149,17 @@ def test_the_layer_check_sees_an_import_inside_a_function(tmp_path):
     found = list(imports(f"{PACKAGE}.core.low", known[f"{PACKAGE}.core.low"], known))
     assert found == [(f"{PACKAGE}.jobs.high", 2)]
     assert layer_of(f"{PACKAGE}.jobs.high")[1] > layer_of(f"{PACKAGE}.core.low")[1]
+
+
+def test_every_folder_of_the_engine_is_a_layer_with_its_rank():
+    """A new folder must say what it holds and where it sits (docs/architecture.py reads both)."""
+    folders = {p.parent.name for p in (ROOT / PACKAGE).glob("*/__init__.py")}
+    assert folders | {"errors"} == set(LAYERS)
+    assert LAYERS["errors"] == 0 and LAYERS["core"] == 1 and max(LAYERS.values()) == LAYERS["jobs"]
+
+
+def test_the_architecture_picture_is_drawn_from_the_code_as_it_is():
+    """docs/architecture.svg (in the README) is what docs/architecture.py draws now: after a change to the layers,
+    run `.venv/bin/python docs/architecture.py`."""
+    assert (ROOT / "docs" / "architecture.svg").read_text() == architecture_svg(declared_layers(ROOT))
+    assert "![" in (readme := (ROOT / "README.md").read_text()) and "docs/architecture.svg" in readme

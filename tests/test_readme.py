@@ -1,4 +1,5 @@
-"""The README's Python example runs as written."""
+"""The README (and deploy/README.md, docs/batch.md) say what the code does: examples run as written, tables
+list what exists."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+DEPLOY = REPO / "deploy" / "README.md"
+DOCS = (README, DEPLOY, REPO / "docs" / "batch.md")
 
 
 def test_readme_python_examples_run():
@@ -62,8 +66,8 @@ def test_readme_batch_example_runs(tmp_path: Path):
 
 
 def test_every_sign_in_promise_names_a_test_that_exists():
-    """The README's table of what sign-in protects: each row names tests, and each named test is defined."""
-    section = README.read_text().split("What sign-in protects", 1)[1]
+    """deploy/README.md's table of what sign-in protects: each row names tests, and each named test is defined."""
+    section = DEPLOY.read_text().split("What sign-in protects", 1)[1]
     table = section.split("| promise | test |", 1)[1].split("\n\n", 1)[0]
     rows = [line for line in table.splitlines()[2:] if line.startswith("|")]
     assert len(rows) >= 10, rows
@@ -75,3 +79,34 @@ def test_every_sign_in_promise_names_a_test_that_exists():
             source = README.parent / path
             assert source.exists(), path
             assert re.search(rf"^def {name}\(", source.read_text(), re.M), f"{path}::{name} ({promise})"
+
+
+def passes_text(method) -> str:
+    """A method's cost at its defaults as the README's table writes it: "1", "25 + 1 forward", "64 forward"."""
+    cost = method.cost()
+    if not cost.forward:
+        return str(cost.gradient)
+    return f"{cost.forward} forward" if not cost.gradient else f"{cost.gradient} + {cost.forward} forward"
+
+
+def test_the_method_table_lists_every_registered_method_with_its_family_and_cost():
+    from saliency_core.methods.registry import ATTRIBUTION_METHODS, by_family
+
+    section = README.read_text().split("## The methods", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| `")]
+    table = {row[0].strip("`"): row for row in rows}
+    assert list(table) == [name for names in by_family().values() for name in names]  # every method, by family
+    for m in map(ATTRIBUTION_METHODS.get, table):
+        _, family, paper, passes, _needs = table[m.name]
+        assert (family, paper, passes) == (m.family, m.citation, passes_text(m)), m.name
+
+
+def test_the_readme_stays_short_and_its_local_links_resolve():
+    """A newcomer's README: at most 250 lines; every relative link in the three documents names a file that
+    exists (the deploy and batch pages were moved out of it)."""
+    assert len(README.read_text().splitlines()) <= 250
+    for doc in DOCS:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+            if "://" not in target:
+                assert (doc.parent / target).exists(), f"{doc.relative_to(REPO)} links to missing {target}"

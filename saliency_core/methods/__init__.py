@@ -6,3 +6,6 @@ about it (:class:`saliency_core.methods.declaration.AttributionMethod`).
 :mod:`saliency_core.methods.registry` collects them (one line each) and holds
 the public entry point :func:`saliency_core.attribute`.
 """
+
+#: This layer's rank: it imports only from layers of lower rank (tests/test_layers.py, docs/architecture.svg).
+LAYER = 4

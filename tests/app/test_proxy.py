@@ -100,8 +100,8 @@ def test_template_renders_with_every_placeholder():
 
 
 def test_readme_sed_renders_every_placeholder():
-    """The README's sed command, run as written (up to its pipe), leaves no placeholder in the site."""
-    readme = (REPO / "README.md").read_text().split("### Deploying behind a proxy", 1)[1]
+    """deploy/README.md's sed command, run as written (up to its pipe), leaves no placeholder in the site."""
+    readme = (REPO / "deploy" / "README.md").read_text().split("## Deploying behind a proxy", 1)[1]
     block = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
     joined = block.replace("\\\n", " ")  # continuation lines joined, as the shell does
     command = joined.splitlines()[0].split(" | ", 1)[0]  # the sed, without the install into /etc
