@@ -37,6 +37,8 @@ OUTPUTS = ("input", "layer")
 FAMILIES = {
     "gradient": "the input gradient of the objective, as it is or averaged over noisy copies",
     "path": "gradients integrated along a path from a baseline image x′ to the image",
+    "reference": "each unit's difference from its value on a reference image, propagated back to the pixels",
+    "region": "whole regions of the image ranked by the attribution inside them",
     "perturbation": "forward passes only: how the objective changes when parts of the image are hidden",
     "CAM": "a convolutional layer's activations weighted by class evidence, upsampled to the image",
 }
@@ -181,7 +183,8 @@ class AttributionMethod:
     default_view : fast enough to show by default (the Methods page's first grid: one pass per image)
     needs : what it needs of a model, keys of :data:`NEEDS`
     empty_reason : why this method's map can be zero everywhere, for the line under such a map ("" if unknown)
-    family : a key of :data:`FAMILIES` ("gradient", "path", "perturbation", "CAM"): how the dashboard groups it
+    family : a key of :data:`FAMILIES` ("gradient", "path", "reference", "region", "perturbation", "CAM"): how the
+        dashboard groups it
     """
 
     name: str
