@@ -3,8 +3,9 @@
 This page picks methods, calls ``saliency_core.evaluation.method_comparison`` and ``method_ranking`` through
 ``pages/ui/caches.py`` and draws. The grid and the agreement come first; the ranking (tens of seconds
 on a CPU) runs when switched on, with a progress bar. The page's choices live in the URL
-(:mod:`pages.ui.methods_view`). What they would compute goes through the compute budget first
-(:mod:`pages.ui.budget`): over it, the page shows the estimate and a button instead.
+(:func:`pages.ui.view_links.methods_page_choices`); a whole family of methods is one click. What they would
+compute goes through the compute budget first (:mod:`pages.ui.budget`): over it, the page shows the estimate
+and a button instead.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages.ui import budget, caches, labels, map_notes, method_params, methods_view, sidebar, view_links
+from pages.ui import budget, caches, handover, labels, map_notes, method_params, sidebar, view_links
 from pages.ui.text import plain
 from saliency_core.core.baselines import BASELINE_LABELS
 from saliency_core.errors import SaliencyError
 from saliency_core.evaluation import method_ranking
 from saliency_core.figures import evaluation_files, method_figures
 from saliency_core.inputs.preprocessing import normalize
-from saliency_core.methods.registry import map_title
+from saliency_core.methods.declaration import FAMILIES
+from saliency_core.methods.registry import by_family, map_title
 from saliency_core.serving.compute_cost import NOTHING, method_work, ranking_work
 
 SEED = method_ranking.DEFAULT_SEED  # the Faithfulness page's: same random order, same randomised weights
@@ -28,7 +30,13 @@ BASELINE = method_ranking.DEFAULT_BASELINE
 
 v = sidebar.view()
 st.title("Which method should I believe?")
-view_links.warn(methods_view.restore() + view_links.restore("methods", view_links.PAGES["methods"]))
+CHOICES = (*view_links.PAGES["methods"], *view_links.methods_page_choices())
+PICK, PER_METHOD, IOU, RANK = (c.key for c in CHOICES[-4:])
+view_links.warn(view_links.restore("methods", CHOICES))
+if picked := st.session_state.pop(handover.METHODS_PICK, None):  # the Dataset page's "open in Methods"
+    st.session_state[PICK] = list(picked)
+for choice in CHOICES[-4:]:
+    st.session_state.setdefault(choice.key, choice.default)
 if v.image is None:
     (st.error if v.problem_is_error else st.info)(v.problem or "No image.")
     st.stop()
@@ -50,26 +58,38 @@ st.markdown(
 
 # --------------------------------------------------------------------------- choices
 
-fast = ", ".join(method_params.spec(m).title for m in methods_view.default_methods())
-slow = " and ".join(method_params.spec(m).title for m in method_params.methods()
-                    if not method_params.spec(m).default_view)
-st.multiselect("Methods", method_params.methods(), key=methods_view.PICK, persist_state="session",
+
+def add_family(names: tuple[str, ...]) -> None:
+    """Button callback: add a family's methods to the pick, after those already picked."""
+    st.session_state[PICK] = list(dict.fromkeys([*(st.session_state.get(PICK) or []), *names]))
+
+
+fast = ", ".join(method_params.spec(m).title for m in CHOICES[-4].default)
+slow = ", ".join(method_params.spec(m).title for m in method_params.methods()
+                 if not method_params.spec(m).default_view)
+st.multiselect("Methods", method_params.methods(), key=PICK, persist_state="session",
                format_func=method_params.method_label,
                help=f"By default the methods that take one pass each ({fast}); {slow} take many passes "
                     "(seconds each).")
+families = by_family()
+family_columns = st.columns([1.3] + [1] * len(families), vertical_alignment="center")
+family_columns[0].caption("Add a whole family:")
+for column, (family, names) in zip(family_columns[1:], families.items(), strict=True):
+    column.button(f"+ {family} ({len(names)})", key=f"methods_add_{family}", on_click=add_family, args=(names,),
+                  use_container_width=True,
+                  help=f"{FAMILIES[family]}: " + ", ".join(method_params.spec(m).title for m in names))
 c1, c2, c3, c4 = st.columns([2, 2, 2, 2])
 colorscale = c1.selectbox("Colour map", labels.COLORSCALES, key="colorscale", persist_state="session")
-per_method = c2.toggle("One colour scale per method", key=methods_view.PER_METHOD, persist_state="session",
+per_method = c2.toggle("One colour scale per method", key=PER_METHOD, persist_state="session",
                        help="Off: each map its own range (compares shapes). On: a method's score and loss maps "
                             "share one range (shows how much fainter one is).")
-iou = c3.toggle("Top-5 % IoU", key=methods_view.IOU, persist_state="session",
+iou = c3.toggle("Top-5 % IoU", key=IOU, persist_state="session",
                 help="Agreement as the overlap of the top 5 % pixels instead of Spearman's rank correlation.")
-rank = c4.toggle("Rank the maps", key=methods_view.RANK, persist_state="session",
+rank = c4.toggle("Rank the maps", key=RANK, persist_state="session",
                  help="Deletion/insertion AUCs and the randomisation check for every map: tens of seconds on a "
                       "CPU, then cached.")
-methods_view.write()
-view_links.write(view_links.PAGES["methods"])
-methods = tuple(st.session_state.get(methods_view.PICK) or ())
+view_links.write(CHOICES)
+methods = tuple(st.session_state.get(PICK) or ())
 if not methods:
     st.info("Pick at least one method above.")
     st.stop()

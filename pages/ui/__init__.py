@@ -6,7 +6,6 @@
 ``url_state``     the view in the address bar, by option name
 ``image_sources`` samples, uploads, stored links and cs231n .npz files as images to analyse
 ``sidebar``       the shared sidebar and the current view; the top of every analysis page
-``methods_view``  the Methods page's choices (methods, switches) in the address bar
 ``handover``      the Dataset page's "Open in Compare" / "Open in Methods" hand-overs
 ``navigation``    the one workaround for Streamlit's legacy ``pages/`` mode
 

@@ -5,12 +5,13 @@ The sidebar's view (model, image, method, objective, ...) is in the link by
 chooses on its own: the colour map, the Saliency page's view, clip range and
 opacity, Compare's shared scale, the Gallery's images and columns, how many
 top pixels Statistics lists, the Faithfulness checks' steps, baseline and
-stages, the Dataset page's folder and filters. A page's :class:`Choice` list
-is in :data:`PAGES` (or made by a function where it depends on what the page
-shows); the page calls :func:`restore` before drawing those widgets (on the
-page's first run in a session it takes the link's values, with a notice for
-any it can't use) and :func:`write` after them (non-default values only, so
-links stay short).
+stages, the Methods page's methods and switches, the Dataset page's folder and
+filters. A page's :class:`Choice` list is in :data:`PAGES` (or made by a
+function where it depends on what the page shows or on the registry); the
+page calls :func:`restore` before drawing those widgets (on the page's first
+run in a session it takes the link's values, with a notice for any it can't
+use) and :func:`write` after them (non-default values only, so links stay
+short).
 Streamlit clears the query on a page change, so each page restores its own.
 """
 
@@ -27,6 +28,7 @@ from saliency_core.core.baselines import BASELINE_LABELS
 from saliency_core.core.limits import MAX_FAITHFULNESS_STEPS
 from saliency_core.jobs.dataset_view import OUTCOMES
 from saliency_core.jobs.leaderboard import METRICS
+from saliency_core.methods.registry import ATTRIBUTION_METHODS, shown_by_default
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,15 @@ def _flag(text: str) -> bool:
     return True
 
 
+def _switch(on: str) -> Callable[[str], bool]:
+    def parse(text: str) -> bool:
+        if text != on:
+            raise ValueError(text)
+        return True
+
+    return parse
+
+
 def _clip(text: str) -> tuple[float, float]:
     low, high = (float(t) for t in text.split("-", 1))
     if not 0.0 <= low <= high <= 100.0 or (low * 2) % 1 or (high * 2) % 1:
@@ -119,8 +130,8 @@ PAGES: dict[str, tuple[Choice, ...]] = {
     ),
 }
 #: Every page's link names: kept in the address bar by :func:`pages.ui.url_state.write_url`.
-URL_NAMES = frozenset({c.url for choices in PAGES.values() for c in choices} | {"images", "per_row", "folder",
-                                                                                 "classes"})
+URL_NAMES = frozenset({c.url for choices in PAGES.values() for c in choices}
+                      | {"images", "per_row", "folder", "classes", "methods", "scale", "agreement", "rank"})
 
 
 def dataset_folder_choice(names: Sequence[str]) -> Choice:
@@ -146,6 +157,28 @@ def gallery_choices(sets: Sequence[str], per_row_default: int, per_row_max: int)
     return (Choice("images", "gallery_set", sets[0], _one_of(sets), "one of the image sets shown"),
             Choice("per_row", "gallery_cols", per_row_default, _number(int, 1, per_row_max),
                    f"a whole number of images per row, 1 to {per_row_max}"))
+
+
+def methods_page_choices() -> tuple[Choice, ...]:
+    """The Methods page's own choices: which methods (by default those that declare themselves fast enough,
+    ``default_view``), one colour scale per method instead of per map, top-5 % IoU instead of Spearman's ρ, and
+    the ranking on: ``?methods=gradient,smoothgrad&scale=method&agreement=iou_top5&rank=1``. Made on each call:
+    the registry may have gained a method."""
+    names = list(ATTRIBUTION_METHODS)
+
+    def parse_methods(text: str) -> list[str]:
+        picked = [t.strip() for t in text.split(",") if t.strip()]
+        if not picked or any(n not in names for n in picked):
+            raise ValueError(text)
+        return list(dict.fromkeys(picked))
+
+    return (Choice("methods", "methods_pick", list(shown_by_default()), parse_methods,
+                   f"a comma-separated list of attribution methods ({', '.join(names)})", ",".join),
+            Choice("scale", "methods_scale_per_method", False, _switch("method"),
+                   "method (one colour scale per method)", lambda v: "method"),
+            Choice("agreement", "methods_iou", False, _switch("iou_top5"), "iou_top5 (top-5 % IoU)",
+                   lambda v: "iou_top5"),
+            Choice("rank", "methods_rank", False, _flag, "1 (the ranking on)", lambda v: "1"))
 
 
 def restore(name: str, choices: Sequence[Choice]) -> list[str]:

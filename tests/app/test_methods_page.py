@@ -209,3 +209,21 @@ def test_no_method_picked_says_so(new_app):
     assert_healthy(at)
     assert "Pick at least one method" in texts(at.info)
     assert "grid" not in charts(at)
+
+
+def test_a_whole_family_is_one_click_and_goes_into_the_link(new_app):
+    """With a dozen methods, picking them one by one is tedious: one button per family adds its methods after those
+    already picked (each once), and the link carries the result."""
+    from saliency_core.methods.registry import by_family
+
+    at = new_app(PAGE, methods="gradient").run()
+    assert_healthy(at)
+    buttons = {b.key for b in at.button if (b.key or "").startswith("methods_add_")}
+    assert buttons == {f"methods_add_{f}" for f in by_family()}
+    at.button(key="methods_add_gradient").click().run()
+    assert at.multiselect(key="methods_pick").value == list(by_family()["gradient"])  # "gradient" kept first, once
+    at.button(key="methods_add_CAM").click().run()
+    assert_healthy(at)
+    expected = [*by_family()["gradient"], *by_family()["CAM"]]
+    assert at.multiselect(key="methods_pick").value == expected
+    assert at.query_params["methods"] == ",".join(expected)
