@@ -268,9 +268,17 @@ def convergence_note(convergence: dict[str, float] | None, params: dict[str, obj
             "more steps (or the gauss_legendre rule) reduce it.")
 
 
-def method_summary(method: str, params: dict[str, object]) -> str:
-    """"SmoothGrad (Smilkov et al. 2017; samples=25, noise=0.15, seed=0)": the method and its parameters."""
+def method_summary(method: str, params: dict[str, object], model: LoadedModel | None = None) -> str:
+    """"SmoothGrad (Smilkov et al. 2017; samples=25, noise=0.15, seed=0)": the method and its parameters.
+
+    A model-dependent parameter left at None (Grad-CAM's layer: the model's default) is named by the value it
+    stands for with ``model`` ("layer=_blocks.15"), else "default", never "None".
+    """
     s = spec(method)
+    params = dict(params)
+    for p in s.params:
+        if p.model_dependent and p.name in params and params[p.name] is None:
+            params[p.name] = (p.default_for(model) if model is not None and p.default_for else None) or "default"
     used = describe_params(params)
     return f"{s.title} ({s.citation}{'; ' + used if used else ''})"
 

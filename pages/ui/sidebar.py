@@ -281,7 +281,7 @@ def current_analysis(v: View | None = None, more: MoreWork | None = None) -> Ima
         work = NOTHING if cached is not None else compute_cost.method_work(v.method, v.params)
         extra, options = more(cached) if more is not None else (NOTHING, ())
         budget.confirm((caches.analysis_key(maps), *options), work + extra, v.model, v.precision,
-                       f"This page with {method_params.method_summary(v.method, v.params)}")
+                       f"This page with {method_params.method_summary(v.method, v.params, v.model)}")
         return caches.analyse_one(maps, v.image.crop)
     except SaliencyError as exc:
         st.error(plain(exc, 1000))
