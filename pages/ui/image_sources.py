@@ -63,6 +63,12 @@ class NoImage(Exception):
         self.error = error
 
 
+#: The uploader's line under its button ("20MB per file • PNG, JPG, WEBP, GIF, BMP, TIF, NPZ") is one line that
+#: Streamlit cuts with an ellipsis at the sidebar's width, hiding the last formats; wrapped, it shows them all.
+_UPLOADER_STYLE = ("<style>[data-testid='stFileUploaderDropzoneInstructions'] span "
+                   "{white-space: normal; overflow: visible; text-overflow: clip;}</style>")
+
+
 def _remember_upload() -> None:
     # A new file in the uploader makes it the image source.
     if st.session_state.get("upload_file") is not None:
@@ -75,6 +81,7 @@ def image_picker(model: LoadedModel) -> ImageChoice:
     st.segmented_control("Image", ["sample", "upload"], key="source", required=True,
                          format_func=lambda s: {"sample": "Sample photo", "upload": "Your image"}[s])
     samples = {s.name: s for s in sample_images()}
+    st.html(_UPLOADER_STYLE)  # only a style: drawn nowhere
     uploaded = st.file_uploader("Upload a photo or a cs231n .npz batch", type=UPLOAD_TYPES, key="upload_file",
                                 on_change=_remember_upload, help="PNG, JPEG, WebP, GIF, BMP or TIFF photos; "
                                 "an .npz with arrays X (N, H, W, 3) and y (N,) as in cs231n's imagenet_val_25.npz.")
