@@ -15,6 +15,8 @@ from saliency_core.inputs.images import image_sha256
 from saliency_core.jobs import dataset_view, leaderboard, map_specs, results
 from saliency_core.models.registry import REGISTRY
 
+MAX_ERRORS_SHOWN = 50  # unreadable files listed with their reasons
+
 sidebar.view()  # the shared sidebar ran (a first request straight to /dataset reruns through dashboard.py)
 handover.follow()  # an "Open in Compare" or "Open in Methods" button asked to move
 
@@ -98,10 +100,18 @@ else:
 
 def unreadable_files() -> None:
     st.subheader(f"Unreadable files ({len(errors)})")
-    if len(errors):
-        st.dataframe(errors, hide_index=True, key="dataset_errors")
-    else:
+    if not len(errors):
         st.caption("Every file was read.")
+        return
+    # A static table that wraps its text: a dataframe's cell cuts a reason off after a few words, and the
+    # reason is what this table is for. Its cells render Markdown: names and reasons are data (plain).
+    first = errors.head(MAX_ERRORS_SHOWN)
+    st.table(pd.DataFrame({"file": [plain(k) for k in first["key"]],
+                           "why it could not be used": [plain(e, 1000) for e in first["error"]]}),
+             hide_index=True, border="horizontal")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        st.caption(f"The first {MAX_ERRORS_SHOWN} of {len(errors):,}; the results folder's errors/ parts hold "
+                   "every one, with its path.")
 
 
 if frame.empty:

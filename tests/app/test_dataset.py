@@ -46,9 +46,11 @@ def test_dataset_page_shows_table_charts_classes_and_errors(app, results_root: P
     table = next(d for d in at.dataframe if d.key == "dataset_table").value
     assert len(table) == 12 and table["key"].is_unique
     # Only the selectable table carries its key; the others come in page order.
-    per_class, errors = (d.value for d in at.dataframe if d.key != "dataset_table")
+    (per_class,) = (d.value for d in at.dataframe if d.key != "dataset_table")
     assert per_class["images"].sum() == 12
-    assert list(errors["key"]) == ["n07920052/broken_0.jpg"]
+    (errors,) = at.table  # a static table: the reason is shown whole (tests/app/test_browser_polish.py)
+    assert [shown(k) for k in errors.value["file"]] == ["n07920052/broken_0.jpg"]
+    assert shown(errors.value["why it could not be used"].iloc[0]).startswith("The file is truncated or corrupt")
     figs = charts(at)
     assert set(figs) == {"dataset_hist_stat", "dataset_hist_other"}
     assert [t["name"] for t in figs["dataset_hist_stat"]["data"]] == ["score", "loss"]
@@ -236,3 +238,4 @@ def test_the_filters_round_trip_through_the_link(app):
     table = next(d for d in guest.dataframe if d.key == "dataset_table").value
     mine = next(d for d in at.dataframe if d.key == "dataset_table").value
     assert list(table["key"]) == list(mine["key"])
+
