@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.ui import caches, handover, labels, sidebar, view_links
+from pages.ui import caches, dataset_maps, handover, labels, sidebar, view_links
 from pages.ui.text import plain
 from saliency_core.errors import SaliencyError
-from saliency_core.figures import charts, plots
+from saliency_core.figures import charts, image_figures, plots
 from saliency_core.figures.method_figures import agreement_heatmap
 from saliency_core.inputs.images import image_sha256
 from saliency_core.jobs import dataset_view, leaderboard, map_specs, results
@@ -289,13 +289,21 @@ if pair is not None:
         st.caption("These results hold no agreement between those two maps.")
     else:
         worst = dataset_view.most_disagreeing(view, 6, metric)
-        cols = st.columns(3)
-        for i, (_, row) in enumerate(worst.iterrows()):
-            with cols[i % 3]:
-                try:
-                    st.image(caches.dataset_thumbnail(str(row.get("path"))), width="stretch")
-                except (OSError, SaliencyError):
-                    st.caption("(image not available on this server)")
+        shown_pair = (first or pair[0], second or pair[1])
+        drawn, whence = dataset_maps.pair_maps(folder, worst, shown_pair, model_name, manifest.get("config", {}))
+        for i, ((_, row), card) in enumerate(zip(worst.iterrows(), drawn, strict=True)):
+            if i % 2 == 0:
+                cols = st.columns(2, gap="large")  # a row of two: each image beside its two maps
+            with cols[i % 2]:
+                if card.crop is None:  # the photo as it is, the model's crop not being at hand
+                    try:
+                        st.image(caches.dataset_thumbnail(str(row.get("path"))), width=240)
+                    except (OSError, SaliencyError):
+                        st.caption("(image not available on this server)")
+                if card.maps:
+                    st.plotly_chart(image_figures.image_row_figure(
+                        card.crop, {dataset_maps.title(m): card.maps[m] for m in shown_pair},
+                        image_title="the model's crop"), key=f"dataset_pair_{i}")
                 fields = dataset_view.row_fields(row)
                 rho = row.get(metric)
                 st.markdown(f"**{plain(fields['key'])}**  \nSpearman ρ {'—' if pd.isna(rho) else f'{rho:.3f}'} · "
@@ -303,8 +311,8 @@ if pair is not None:
                 b1, b2 = st.columns(2)
                 open_button(row, b1, f"open_worst_{i}")
                 open_button(row, b2, f"open_worst_methods_{i}", pair_methods)
-        st.caption("Lowest Spearman correlation between the two maps first. Methods shows the two maps' methods "
-                   "for that image side by side, with both objectives."
+        st.caption(f"{whence} Lowest Spearman correlation between the two maps first. Methods shows the two maps' "
+                   "methods for that image side by side, with both objectives."
                    + (" A confident, correct prediction (p_y near 1) shrinks the target term of the loss gradient, "
                       "so the other classes shape its map." if {first, second} == {"score", "loss"} else ""))
 
