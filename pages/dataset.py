@@ -6,14 +6,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.ui import caches, handover, labels, sidebar, view_links
+from pages.ui import caches, dataset_maps, handover, labels, sidebar, view_links
 from pages.ui.text import plain
 from saliency_core.errors import SaliencyError
-from saliency_core.figures import charts, plots
+from saliency_core.figures import charts, image_figures, plots
 from saliency_core.figures.method_figures import agreement_heatmap
 from saliency_core.inputs.images import image_sha256
 from saliency_core.jobs import dataset_view, leaderboard, map_specs, results
 from saliency_core.models.registry import REGISTRY
+
+MAX_ERRORS_SHOWN = 50  # unreadable files listed with their reasons
 
 sidebar.view()  # the shared sidebar ran (a first request straight to /dataset reruns through dashboard.py)
 handover.follow()  # an "Open in Compare" or "Open in Methods" button asked to move
@@ -98,10 +100,18 @@ else:
 
 def unreadable_files() -> None:
     st.subheader(f"Unreadable files ({len(errors)})")
-    if len(errors):
-        st.dataframe(errors, hide_index=True, key="dataset_errors")
-    else:
+    if not len(errors):
         st.caption("Every file was read.")
+        return
+    # A static table that wraps its text: a dataframe's cell cuts a reason off after a few words, and the
+    # reason is what this table is for. Its cells render Markdown: names and reasons are data (plain).
+    first = errors.head(MAX_ERRORS_SHOWN)
+    st.table(pd.DataFrame({"file": [plain(k) for k in first["key"]],
+                           "why it could not be used": [plain(e, 1000) for e in first["error"]]}),
+             hide_index=True, border="horizontal")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        st.caption(f"The first {MAX_ERRORS_SHOWN} of {len(errors):,}; the results folder's errors/ parts hold "
+                   "every one, with its path.")
 
 
 if frame.empty:
@@ -279,13 +289,21 @@ if pair is not None:
         st.caption("These results hold no agreement between those two maps.")
     else:
         worst = dataset_view.most_disagreeing(view, 6, metric)
-        cols = st.columns(3)
-        for i, (_, row) in enumerate(worst.iterrows()):
-            with cols[i % 3]:
-                try:
-                    st.image(caches.dataset_thumbnail(str(row.get("path"))), width="stretch")
-                except (OSError, SaliencyError):
-                    st.caption("(image not available on this server)")
+        shown_pair = (first or pair[0], second or pair[1])
+        drawn, whence = dataset_maps.pair_maps(folder, worst, shown_pair, model_name, manifest.get("config", {}))
+        for i, ((_, row), card) in enumerate(zip(worst.iterrows(), drawn, strict=True)):
+            if i % 2 == 0:
+                cols = st.columns(2, gap="large")  # a row of two: each image beside its two maps
+            with cols[i % 2]:
+                if card.crop is None:  # the photo as it is, the model's crop not being at hand
+                    try:
+                        st.image(caches.dataset_thumbnail(str(row.get("path"))), width=240)
+                    except (OSError, SaliencyError):
+                        st.caption("(image not available on this server)")
+                if card.maps:
+                    st.plotly_chart(image_figures.image_row_figure(
+                        card.crop, {dataset_maps.title(m): card.maps[m] for m in shown_pair},
+                        image_title="the model's crop"), key=f"dataset_pair_{i}")
                 fields = dataset_view.row_fields(row)
                 rho = row.get(metric)
                 st.markdown(f"**{plain(fields['key'])}**  \nSpearman ρ {'—' if pd.isna(rho) else f'{rho:.3f}'} · "
@@ -293,8 +311,8 @@ if pair is not None:
                 b1, b2 = st.columns(2)
                 open_button(row, b1, f"open_worst_{i}")
                 open_button(row, b2, f"open_worst_methods_{i}", pair_methods)
-        st.caption("Lowest Spearman correlation between the two maps first. Methods shows the two maps' methods "
-                   "for that image side by side, with both objectives."
+        st.caption(f"{whence} Lowest Spearman correlation between the two maps first. Methods shows the two maps' "
+                   "methods for that image side by side, with both objectives."
                    + (" A confident, correct prediction (p_y near 1) shrinks the target term of the loss gradient, "
                       "so the other classes shape its map." if {first, second} == {"score", "loss"} else ""))
 

@@ -22,6 +22,7 @@ CHUNK = 5  # images per batched forward pass; small enough for steady progress o
 
 v = sidebar.view()
 st.title("Gallery")
+summary = method_params.method_summary(v.method, v.params, v.model)  # "Grad-CAM (…; layer=_blocks.15)"
 intro = st.empty()  # filled once the image set, and so which images have labels, is known
 
 choices = image_sources.gallery_choices(v.model)
@@ -46,7 +47,7 @@ else:
     targets = ("Targets are the true labels where an image's label is among the model's classes, else the "
                "model's top-1 class.")
 intro.markdown(f"Every image with its class name over its **score** and **loss** maps by "
-               f"**{method_params.method_summary(v.method, v.params)}**, as in the cs231n *Network Visualization* "
+               f"**{summary}**, as in the cs231n *Network Visualization* "
                f"figure. {targets}")
 colorscale = st.selectbox("Colour map", labels.COLORSCALES, key="colorscale", persist_state="session")
 
@@ -58,7 +59,7 @@ uncached = sum(len(chunk) for chunk, key in zip(chunks, batch_keys, strict=True)
                if key not in caches.gallery_batches())
 try:
     budget.confirm(("gallery", *batch_keys), method_work(v.method, v.params, uncached), v.model, v.precision,
-                   f"This gallery of {len(items)} images with {method_params.method_summary(v.method, v.params)}")
+                   f"This gallery of {len(items)} images with {summary}")
 except SaliencyError as exc:
     st.error(plain(exc, 1000))
     st.stop()
@@ -104,6 +105,6 @@ else:
 channels = sidebar.channels_text(analyses[0]) if analyses else f"{v.reduction} over RGB"
 sign = method_params.sign_note(v.method)
 st.caption(f"{accuracy}"
-           f"{method_params.method_summary(v.method, v.params)}, {channels}, {v.precision} precision; each map on "
+           f"{summary}, {channels}, {v.precision} precision; each map on "
            "its own colour scale. The sidebar's model, method and its parameters, channel reduction and precision "
            f"apply here; image, target and objective do not.{' ' + sign if sign else ''}")

@@ -49,8 +49,10 @@ st.markdown(
 
 st.subheader("Pages")
 links = [p for p in site.PAGES if p.url_path is not None]
-for col, p in zip(st.columns(len(links)), links, strict=True):
-    col.page_link(p.file, label=p.title, icon=p.icon, help=p.summary)
+for start in range(0, len(links), 2):  # two a row: seven in one row cut their titles off ("Compare score v…")
+    for col, p in zip(st.columns(2), links[start:start + 2], strict=False):
+        col.page_link(p.file, label=p.title, icon=p.icon)
+        col.caption(p.summary)
 st.caption("The page, model, image, target, method, reduction and precision live in the address bar: copy "
            "the link to share what you see. Display options (colour map, opacity, clipping) stay with you.")
 if v.problem:

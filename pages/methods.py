@@ -122,8 +122,8 @@ except SaliencyError as exc:
 for m, message in comparison.failed.items():
     st.error(f"**{method_params.spec(m).title}** can't run here: {plain(message, 1000)}")
 if not method_params.spec(v.method).default_view and v.method not in methods:
-    st.caption(f"The sidebar's method, {method_params.method_summary(v.method, v.params)}, is not picked above; "
-               "add it to see it here with those parameters.")
+    st.caption(f"The sidebar's method, {method_params.method_summary(v.method, v.params, v.model)}, is not "
+               "picked above; add it to see it here with those parameters.")
 if not comparison.entries():
     st.stop()
 

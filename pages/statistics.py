@@ -20,7 +20,7 @@ agreement = agreement_table(maps)
 names = {m: method_params.map_title(a.method, m) for m in maps}
 st.subheader("Summary per map")
 st.dataframe(summary.T.rename_axis("statistic").reset_index(), hide_index=True,
-             height=36 * (len(summary.columns) + 1) + 3,
+             height="content",  # every row, and no empty one after the last
              column_config={"statistic": st.column_config.TextColumn(width="medium"),
                             **{m: st.column_config.NumberColumn(format="%.4g") for m in maps}})
 st.caption("gini: 0 = saliency spread evenly, 1 = all in one pixel. entropy_norm: entropy divided by its maximum. "

@@ -526,6 +526,35 @@ def test_rgb_png_with_trns_colour() -> None:
     assert tuple(array[1, 1]) == (9, 9, 9)
 
 
+def _notes(data: bytes) -> list[str]:
+    notes: list[str] = []
+    load_image(data, notes=notes)
+    return notes
+
+
+def test_filling_transparent_pixels_with_white_is_said_with_how_many() -> None:
+    rgba = Image.new("RGBA", (10, 10), (255, 0, 0, 0))  # 98 of 100 pixels transparent or partly so
+    rgba.putpixel((5, 5), (0, 0, 255, 255))
+    rgba.putpixel((6, 6), (0, 0, 255, 255))
+    assert _notes(_save(rgba, "PNG")) == [images.transparency_note(0.98)]
+    assert "98% of the image" in images.transparency_note(0.98) and "filled with white" in images.transparency_note(1)
+    assert "under 1 %" in images.transparency_note(0.001)
+    half = Image.new("LA", (4, 4), (0, 255))
+    half.putpixel((0, 0), (0, 128))  # partly transparent counts: it is blended with white too
+    assert _notes(_save(half, "PNG")) == [images.transparency_note(1 / 16)]
+    assert _notes(_save(_two_colour_palette(), "GIF", transparency=0)) == [images.transparency_note(35 / 36)]
+    image = Image.new("RGB", (3, 3), (0, 255, 0))
+    assert _notes(_save(image, "PNG", transparency=(0, 255, 0))) == [images.transparency_note(1.0)]
+
+
+def test_an_image_without_a_transparent_pixel_gets_no_note() -> None:
+    assert _notes(_save(Image.new("RGBA", (4, 4), (1, 2, 3, 255)), "PNG")) == []  # an alpha band, all opaque
+    assert _notes(_save(_two_colour_palette(), "PNG")) == []
+    assert _notes(_save(Image.new("RGB", (4, 4), (1, 2, 3)), "JPEG")) == []
+    assert _notes(_save(Image.new("I;16", (4, 4), 300), "PNG")) == []
+    load_image(_save(Image.new("RGBA", (4, 4)), "PNG"))  # without a list to fill, nothing is said
+
+
 def test_bilevel_png() -> None:
     image = Image.new("1", (8, 8), 0)
     image.putpixel((3, 3), 1)

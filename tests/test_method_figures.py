@@ -29,7 +29,24 @@ def test_grid_has_a_trace_per_map_and_titles_that_mark_minus_l():
                       "SmoothGrad · score", "SmoothGrad · loss"]
     assert "x=%{x}, y=%{y}" in fig.data[0].hovertemplate and "%{z" in fig.data[0].hovertemplate
     np.testing.assert_array_equal(np.asarray(fig.data[3].z), maps["grad_cam"]["loss"].astype(np.float32))
-    assert not any(t.showscale for t in fig.data)
+
+
+
+def test_every_map_of_the_grid_has_its_colour_bar_under_it():
+    fig = method_grid_figure(grid_maps())
+    assert all(t.showscale is not False for t in fig.data)  # Plotly's default: a bar for each heatmap
+    height = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b  # the subplots' area, in pixels
+    for i, trace in enumerate(fig.data, start=1):
+        bar = trace.colorbar
+        x0, x1 = fig.layout[f"xaxis{'' if i == 1 else i}"].domain
+        y0, _ = fig.layout[f"yaxis{'' if i == 1 else i}"].domain
+        assert bar.orientation == "h" and bar.xanchor == "center" and bar.x == pytest.approx((x0 + x1) / 2)
+        assert bar.yanchor == "top" and 0 < (y0 - bar.y) * height < 10  # just under its map
+        assert bar.lenmode == "pixels" and bar.len == 200  # as wide as the map is drawn
+    rows = [round(t.colorbar.y, 6) for t in fig.data]
+    assert len(set(rows)) == 3 and rows[0] == rows[1]  # one row of bars per method
+    # The bars of the last row fit in the bottom margin, with their tick labels.
+    assert fig.data[-1].colorbar.y * height + fig.layout.margin.b >= 8 + 20
 
 
 def test_grid_colour_scale_per_map_or_per_method():

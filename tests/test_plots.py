@@ -294,6 +294,26 @@ def test_gallery_validation(rng):
         image_figures.gallery_figure([image], {"score": [np.ones((H, W + 2))]}, ["a"])
 
 
+def test_image_row_figure_draws_the_image_then_each_map_on_its_own_scale(rng):
+    image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    maps = {"Gradient · score": rng.random((H, W)), "<b>Grad-CAM</b> · loss −L": 5 * rng.random((H, W))}
+    fig = image_figures.image_row_figure(image, maps, image_title="the model's crop")
+    assert [type(t).__name__ for t in fig.data] == ["Image", "Heatmap", "Heatmap"]
+    np.testing.assert_array_equal(decode_image_source(fig.data[0]), image)
+    assert [a.text for a in fig.layout.annotations] == ["the model's crop", "Gradient · score",
+                                                        "&lt;b&gt;Grad-CAM&lt;/b&gt; · loss −L"]  # text, not HTML
+    for trace, z in zip(fig.data[1:], maps.values(), strict=True):
+        np.testing.assert_allclose(np.asarray(trace.z), z, rtol=1e-6)
+        assert trace.zmax == pytest.approx(z.max()) and trace.showscale is False
+    assert fig.layout.xaxis3.matches == "x" and fig.layout.yaxis.autorange == "reversed"
+    alone = image_figures.image_row_figure(None, maps)
+    assert [type(t).__name__ for t in alone.data] == ["Heatmap", "Heatmap"]
+    with pytest.raises(InvalidInputError, match="shape"):
+        image_figures.image_row_figure(image, {"a": np.ones((H, W + 1))})
+    with pytest.raises(InvalidInputError, match="at least one map"):
+        image_figures.image_row_figure(image, {})
+
+
 def test_signed_map_percentile_range_saturates_outliers():
     values = np.zeros((10, 10))
     values[0, 0] = 100.0  # one extreme pixel

@@ -99,25 +99,36 @@ def _fit(size: tuple[int, int], longest: int) -> tuple[int, int]:
     return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
-def image_views(key: str, model_name: str, load: Callable[[], Image.Image]) -> tuple[Image.Image, np.ndarray]:
-    """(thumbnail, the model's (crop, crop, 3) uint8 crop) of the image ``key``; ``load()`` decodes it.
+def image_views(key: str, model_name: str,
+                load: Callable[[list[str]], Image.Image]) -> tuple[Image.Image, np.ndarray, tuple[str, ...]]:
+    """(thumbnail, the model's (crop, crop, 3) uint8 crop, notes) of the image ``key``; ``load(notes)`` decodes
+    it, appending to ``notes`` what the decode changed that the user should know (``load_image``'s ``notes``:
+    transparent pixels filled with white).
 
-    ``load`` runs only when one of the two is not cached, and both are made
+    ``load`` runs only when one of the three is not cached, and all are made
     from that one decode. Raises what ``load`` raises (``SaliencyError`` for
     a bad file); nothing is cached then.
     """
     cache = decoded_images()
-    thumb_key, crop_key = ("thumbnail", key), ("crop", key, get_model(model_name).key)
-    if thumb_key not in cache or crop_key not in cache:
-        image = load()
+    thumb_key, crop_key, notes_key = ("thumbnail", key), ("crop", key, get_model(model_name).key), ("notes", key)
+    if thumb_key not in cache or crop_key not in cache or notes_key not in cache:
+        notes: list[str] = []
+        image = load(notes)
         cache.get_or_compute(thumb_key, lambda: _thumbnail(image))
         cache.get_or_compute(crop_key, lambda: get_model(model_name).crop_array(image))
+        cache.get_or_compute(notes_key, lambda: tuple(notes))
         del image
         release_freed_memory()  # the full-size decode is gone: give its pages back
+
+    def decoded_notes() -> tuple[str, ...]:
+        again: list[str] = []
+        load(again)
+        return tuple(again)
+
     # Read through get_or_compute: an entry evicted meanwhile is made again, from a new decode.
-    thumb = cache.get_or_compute(thumb_key, lambda: _thumbnail(load()))
-    crop = cache.get_or_compute(crop_key, lambda: get_model(model_name).crop_array(load()))
-    return thumb, crop
+    thumb = cache.get_or_compute(thumb_key, lambda: _thumbnail(load([])))
+    crop = cache.get_or_compute(crop_key, lambda: get_model(model_name).crop_array(load([])))
+    return thumb, crop, cache.get_or_compute(notes_key, decoded_notes)
 
 
 def npz_batch(sha: str, data: bytes) -> list[LabelledImage]:

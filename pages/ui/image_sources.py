@@ -32,18 +32,27 @@ class ImageChoice:
     source: str  # human-readable origin, for provenance
     crop: np.ndarray  # (crop, crop, 3) uint8, what the active model sees
     thumbnail: Image.Image  # at most caches.THUMBNAIL_PX a side
+    notes: tuple[str, ...] = ()  # what decoding changed, in words (transparent pixels filled with white)
 
 
 def _choice(key: str, title: str, label: int | None, source: str, model: LoadedModel,
-            load: Callable[[], Image.Image]) -> ImageChoice:
+            load: Callable[[list[str]], Image.Image]) -> ImageChoice:
+    """``load(notes)`` decodes the image (see ``caches.image_views``)."""
     if label is not None and model.spec.source == "custom" and model.categories != imagenet_categories():
         label = None  # an ImageNet label means nothing to a model with its own classes
-    thumbnail, crop = caches.image_views(key, model.name, load)
-    return ImageChoice(key, title, label, source, crop, thumbnail)
+    thumbnail, crop, notes = caches.image_views(key, model.name, load)
+    return ImageChoice(key, title, label, source, crop, thumbnail, notes)
+
+
+def _show(choice: ImageChoice, caption: str) -> None:
+    """The chosen image in the sidebar, and what its decoding changed (transparency filled with white)."""
+    st.image(choice.thumbnail, caption=caption, width="stretch")
+    for note in choice.notes:
+        st.info(note, icon=":material/info:")
 
 
 def from_sample(s: SampleImage, model: LoadedModel) -> ImageChoice:
-    return _choice(s.sha256, s.title, s.label, f"sample:{s.name}", model, lambda: s.image)
+    return _choice(s.sha256, s.title, s.label, f"sample:{s.name}", model, lambda notes: s.image)
 
 
 class NoImage(Exception):
@@ -52,6 +61,12 @@ class NoImage(Exception):
     def __init__(self, message: str, error: bool) -> None:
         super().__init__(message)
         self.error = error
+
+
+#: The uploader's line under its button ("20MB per file • PNG, JPG, WEBP, GIF, BMP, TIF, NPZ") is one line that
+#: Streamlit cuts with an ellipsis at the sidebar's width, hiding the last formats; wrapped, it shows them all.
+_UPLOADER_STYLE = ("<style>[data-testid='stFileUploaderDropzoneInstructions'] span "
+                   "{white-space: normal; overflow: visible; text-overflow: clip;}</style>")
 
 
 def _remember_upload() -> None:
@@ -66,6 +81,7 @@ def image_picker(model: LoadedModel) -> ImageChoice:
     st.segmented_control("Image", ["sample", "upload"], key="source", required=True,
                          format_func=lambda s: {"sample": "Sample photo", "upload": "Your image"}[s])
     samples = {s.name: s for s in sample_images()}
+    st.html(_UPLOADER_STYLE)  # only a style: drawn nowhere
     uploaded = st.file_uploader("Upload a photo or a cs231n .npz batch", type=UPLOAD_TYPES, key="upload_file",
                                 on_change=_remember_upload, help="PNG, JPEG, WebP, GIF, BMP or TIFF photos; "
                                 "an .npz with arrays X (N, H, W, 3) and y (N,) as in cs231n's imagenet_val_25.npz.")
@@ -93,14 +109,15 @@ def _from_upload(uploaded, model: LoadedModel) -> ImageChoice:
     try:
         if _is_npz(uploaded.name):
             return _from_npz(uploaded.name, sha, caches.npz_batch(sha, data), model)
-        choice = _choice(sha, uploaded.name, None, f"upload:{uploaded.name}", model, lambda: load_image(data))
+        choice = _choice(sha, uploaded.name, None, f"upload:{uploaded.name}", model,
+                         lambda notes: load_image(data, notes=notes))
     except SaliencyError as exc:
         # The link must not keep pointing at an earlier image the user no longer sees.
         st.session_state.pop("image_sha", None)
         raise NoImage(f"{plain(uploaded.name)}: {plain(exc, 1000)}", error=True) from exc
     caches.upload_store().put(sha, data, {"name": uploaded.name})
     st.session_state["image_sha"] = sha
-    st.image(choice.thumbnail, caption=plain(uploaded.name), width="stretch")
+    _show(choice, plain(uploaded.name))
     return choice
 
 
@@ -115,8 +132,8 @@ def _from_npz(name: str, npz_sha: str, batch, model: LoadedModel) -> ImageChoice
     title = f"{name} #{item.index}"  # the same title when the image is opened from a link (its stored name)
     caches.upload_store().put(sha, png, {"label": item.label, "name": title})
     st.session_state["image_sha"] = sha
-    choice = _choice(sha, title, item.label, f"npz:{name}#{item.index}", model, lambda: item.image)
-    st.image(choice.thumbnail, caption=plain(choice.title), width="stretch")
+    choice = _choice(sha, title, item.label, f"npz:{name}#{item.index}", model, lambda notes: item.image)
+    _show(choice, plain(choice.title))
     return choice
 
 
@@ -130,10 +147,10 @@ def _from_store(sha: str, model: LoadedModel) -> ImageChoice:
     name = str(kept.meta.get("name", sha[:12]))
     origin = str(kept.meta.get("origin", "a shared link"))
     try:
-        choice = _choice(sha, name, label, f"link:{name}", model, lambda: load_image(kept.data))
+        choice = _choice(sha, name, label, f"link:{name}", model, lambda notes: load_image(kept.data, notes=notes))
     except SaliencyError as exc:
         raise NoImage(plain(exc, 1000), error=True) from exc
-    st.image(choice.thumbnail, caption=f"{plain(name)} (from {plain(origin)})", width="stretch")
+    _show(choice, f"{plain(name)} (from {plain(origin)})")
     return choice
 
 
@@ -146,7 +163,7 @@ def gallery_choices(model: LoadedModel) -> dict[str, list[ImageChoice]]:
         batch = caches.npz_batch(npz[0], upload.getvalue())
         sets[f"{npz[1]} ({len(batch)} images)"] = [
             _choice(f"{npz[0]}#{item.index}", f"#{item.index}", item.label, f"npz:{npz[1]}", model,
-                    lambda item=item: item.image)
+                    lambda notes, item=item: item.image)
             for item in batch
         ]
     return sets

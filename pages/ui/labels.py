@@ -6,8 +6,12 @@ COLORSCALES = ["hot", "viridis", "inferno", "gray", "turbo", "jet"]  # "hot" is 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff", "npz"]
 # The objectives, named by their plain gradient (the cs231n maps): the Objective picker and the gradient's maps.
 OBJECTIVE_LABELS = {"score": "Score gradient  ∂s_y/∂x", "loss": "Loss gradient  ∂L/∂x"}
-REDUCTION_LABELS = {"max": "max |g| over RGB (Simonyan et al.)", "mean_abs": "mean |g| over RGB",
-                    "l2": "L2 norm over RGB"}
+# Short enough for the sidebar's select (the paper that reduces with max is named in the select's help).
+REDUCTION_LABELS = {"max": "max |g| over RGB", "mean_abs": "mean |g| over RGB", "l2": "L2 norm over RGB"}
+# The method families (saliency_core.methods.declaration.FAMILIES) as the sidebar's Family choice names them;
+# a family not listed here is shown by its key.
+FAMILY_LABELS = {"gradient": "Gradient", "path": "Path integral", "perturbation": "Perturbation",
+                 "CAM": "Class activation map"}
 AGREEMENT_LABELS = {"pearson": "Pearson r", "spearman": "Spearman ρ", "cosine": "cosine similarity",
                     "ssim": "SSIM", "iou_top1": "IoU of top 1 %", "iou_top5": "IoU of top 5 %",
                     "iou_top10": "IoU of top 10 %"}

@@ -1,4 +1,11 @@
-"""The attribution method and its parameters, built from ``ATTRIBUTION_METHODS``: controls, limits, links, labels.
+"""The attribution method and its parameters, built from ``ATTRIBUTION_METHODS``: the grouped choice of a
+method, controls, limits, links, labels.
+
+The sidebar's Method choice (:func:`method_picker`) is grouped by the methods'
+families (``AttributionMethod.family``): a Family select, then the family's
+methods by their titles, each method's paper in the select's help and the
+chosen one's under it. Only the methods the model can run are offered
+(:mod:`saliency_core.methods.model_needs`); a note names the others and why.
 
 Every method's parameters come from its own declaration (``Param``, in
 ``saliency_core/methods/<name>.py``): numbers get number inputs with the
@@ -16,14 +23,16 @@ import math
 
 import streamlit as st
 
-from pages.ui.labels import OBJECTIVE_LABELS
+from pages.ui.labels import FAMILY_LABELS, OBJECTIVE_LABELS
+from pages.ui.text import plain
 from saliency_core.figures.provenance import describe_params
-from saliency_core.methods import registry
-from saliency_core.methods.declaration import AttributionMethod, Param
+from saliency_core.methods import model_needs, registry
+from saliency_core.methods.declaration import FAMILIES, AttributionMethod, Param
 from saliency_core.methods.registry import ATTRIBUTION_METHODS
 from saliency_core.models.registry import LoadedModel
 
 DEFAULT_METHOD = "gradient"  # the cs231n map; every other method is one choice away
+FAMILY_KEY = "method_family"  # session key of the Family select; the method ("method") decides it
 
 
 def methods() -> list[str]:
@@ -40,6 +49,70 @@ def method_label(method: str) -> str:
     """"SmoothGrad (Smilkov et al. 2017)": the method as its paper names it."""
     s = spec(method)
     return f"{s.title} ({s.citation})"
+
+
+def method_line(method: str) -> str:
+    """"**SmoothGrad** (Smilkov et al. 2017): the mean signed gradient at …": one line on a method and its paper."""
+    s = spec(method)
+    return f"**{plain(s.title)}** ({plain(s.citation)}): {plain(s.summary)}"
+
+
+def family_label(family: str) -> str:
+    """How the Family select names a family ("Path integral"); its key for a family without a label."""
+    return FAMILY_LABELS.get(family, family)
+
+
+def refused(model: LoadedModel) -> dict[str, str]:
+    """The methods ``model`` can't run, each with why (:func:`saliency_core.methods.model_needs.why_not`)."""
+    return {m: why for m in methods() if (why := model_needs.why_not(spec(m), model))}
+
+
+def offered_by_family(model: LoadedModel) -> dict[str, list[str]]:
+    """The methods ``model`` can run, grouped by family (:func:`saliency_core.methods.registry.by_family`'s order),
+    families with none left out."""
+    no = refused(model)
+    groups = {family: [m for m in names if m not in no] for family, names in registry.by_family().items()}
+    return {family: names for family, names in groups.items() if names}
+
+
+def _family_chosen(groups: dict[str, list[str]]) -> None:
+    """The Family select changed: show the method last chosen in that family, else its first."""
+    family = st.session_state.get(FAMILY_KEY)
+    names = groups.get(family or "", [])
+    if names and st.session_state.get("method") not in names:
+        last = st.session_state.get(f"_last_method.{family}")
+        st.session_state["method"] = last if last in names else names[0]
+
+
+def method_picker(model: LoadedModel) -> tuple[str, tuple[str, str] | None]:
+    """Draw the Method choice (in the current container), grouped by family; return the method, and when the
+    one asked for (by a link, or chosen with another model) can't run on ``model``: (it, why), else None.
+
+    The method lives in ``st.session_state["method"]`` (and ``?method=NAME``); the Family select follows it.
+    A method ``model`` can't run is not offered: the plain gradient is shown instead, and a caption names the
+    methods left out and why.
+    """
+    no = refused(model)
+    groups = offered_by_family(model)
+    asked = st.session_state.get("method", DEFAULT_METHOD)
+    dropped = (asked, no[asked]) if asked in no else None
+    if asked not in ATTRIBUTION_METHODS or asked in no:
+        st.session_state["method"] = asked = DEFAULT_METHOD
+    family = spec(asked).family
+    st.session_state[FAMILY_KEY] = family
+    st.selectbox("Method family", list(groups), key=FAMILY_KEY, format_func=family_label, on_change=_family_chosen,
+                 args=(groups,), help="\n".join(f"- **{plain(family_label(f))}**: {FAMILIES.get(f, '')}"
+                                                for f in groups))
+    method = st.selectbox("Method", groups[family], key="method", format_func=lambda m: spec(m).title,
+                          help="\n".join(f"- {method_line(m)}" for m in groups[family])
+                          + "\n\nIts parameters are under Advanced.") or DEFAULT_METHOD
+    st.session_state[f"_last_method.{family}"] = method
+    s = spec(method)
+    st.caption(f"{plain(s.citation)}: {plain(s.summary)}")
+    if no:
+        st.caption(f"Not offered for {plain(model.spec.title)}: "
+                   + "; ".join(f"{plain(spec(m).title)} ({plain(why)})" for m, why in no.items()) + ".")
+    return method, dropped
 
 
 def many_passes(method: str, params: dict[str, object] | None = None) -> bool:
@@ -195,9 +268,17 @@ def convergence_note(convergence: dict[str, float] | None, params: dict[str, obj
             "more steps (or the gauss_legendre rule) reduce it.")
 
 
-def method_summary(method: str, params: dict[str, object]) -> str:
-    """"SmoothGrad (Smilkov et al. 2017; samples=25, noise=0.15, seed=0)": the method and its parameters."""
+def method_summary(method: str, params: dict[str, object], model: LoadedModel | None = None) -> str:
+    """"SmoothGrad (Smilkov et al. 2017; samples=25, noise=0.15, seed=0)": the method and its parameters.
+
+    A model-dependent parameter left at None (Grad-CAM's layer: the model's default) is named by the value it
+    stands for with ``model`` ("layer=_blocks.15"), else "default", never "None".
+    """
     s = spec(method)
+    params = dict(params)
+    for p in s.params:
+        if p.model_dependent and p.name in params and params[p.name] is None:
+            params[p.name] = (p.default_for(model) if model is not None and p.default_for else None) or "default"
     used = describe_params(params)
     return f"{s.title} ({s.citation}{'; ' + used if used else ''})"
 

@@ -204,10 +204,7 @@ def render_sidebar() -> View:
             image, problem, is_error = None, str(exc), exc.error
         st.divider()
         target = _target_picker(model, image)
-        method = st.selectbox("Method", method_params.methods(), key="method", format_func=method_params.method_label,
-                              help="The attribution method of every page: the plain gradient (Simonyan et al. "
-                                   "2014, the cs231n map) or one of its successors. Its parameters are under "
-                                   "Advanced.") or method_params.DEFAULT_METHOD
+        method, refused = method_params.method_picker(model)
         _settle_picker("objective", objective_of(st.session_state.get("objective", "score")), method)
         objective = st.radio("Objective", list(OBJECTIVE_LABELS), key="objective", horizontal=True,
                              format_func=lambda o: method_params.map_title(method, o),
@@ -217,7 +214,10 @@ def render_sidebar() -> View:
             params = method_params.draw_controls(method, model)
             st.divider()
             reduction = st.selectbox("Channel reduction", list(REDUCTION_LABELS), key="reduction",
-                                     format_func=REDUCTION_LABELS.get)
+                                     format_func=REDUCTION_LABELS.get,
+                                     help="How a pixel's three channel values become one: max |g| is Simonyan "
+                                          "et al.'s (and cs231n's); mean |g| and the L2 norm are what other "
+                                          "libraries use.")
             precision = st.selectbox("Precision", list(PRECISION_LABELS), key="precision",
                                      format_func=PRECISION_LABELS.get,
                                      help="Exact: float32 with TF32 off. Fast: float16 autocast on CUDA; "
@@ -230,6 +230,14 @@ def render_sidebar() -> View:
         else:
             st.info(f"{title} has no class {dropped} (its {count} classes are 0 to {count - 1}): the target is "
                     "automatic again.")
+    if refused is not None:
+        asked, why = method_params.spec(refused[0]).title, plain(refused[1], 400)
+        if notices is not None:  # a link
+            notices.append(f"**method={refused[0]}** can't run on {plain(model.spec.title)}: {why}; showing the "
+                           "plain gradient instead.")
+        else:
+            st.info(f"{asked} can't run on {plain(model.spec.title)} ({why}): the method is the plain gradient "
+                    "again.")
     if notices:
         st.warning("This link could not be followed in full:\n\n" + "\n".join(f"- {n}" for n in notices),
                    icon=":material/link_off:")
@@ -273,7 +281,7 @@ def current_analysis(v: View | None = None, more: MoreWork | None = None) -> Ima
         work = NOTHING if cached is not None else compute_cost.method_work(v.method, v.params)
         extra, options = more(cached) if more is not None else (NOTHING, ())
         budget.confirm((caches.analysis_key(maps), *options), work + extra, v.model, v.precision,
-                       f"This page with {method_params.method_summary(v.method, v.params)}")
+                       f"This page with {method_params.method_summary(v.method, v.params, v.model)}")
         return caches.analyse_one(maps, v.image.crop)
     except SaliencyError as exc:
         st.error(plain(exc, 1000))

@@ -1,4 +1,5 @@
-"""Plotly figures that draw the image the model saw with its maps: the overlay and the cs231n gallery.
+"""Plotly figures that draw the image the model saw with its maps: the overlay, the cs231n gallery, and one
+image with its maps in a row.
 
 Built and returned, never shown; the traces and axes are those of every map
 figure (:mod:`saliency_core.figures.map_traces`).
@@ -13,7 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from saliency_core.errors import InvalidInputError
-from saliency_core.figures.figure_style import finish, float32_map
+from saliency_core.figures.figure_style import finish, float32_map, require_nonempty
 from saliency_core.figures.map_traces import (
     GRADIENT_PREFIX,
     anchor_squares,
@@ -134,3 +135,43 @@ def gallery_figure(
         fig.update_yaxes(title_text=name, row=row, col=1)
     anchor_squares(fig, n_rows * n_cols)
     return finish(fig, None, height=60 + 200 * n_rows)
+
+
+def image_row_figure(
+    image: np.ndarray | None,
+    maps: Mapping[str, np.ndarray],
+    *,
+    image_title: str = "image",
+    colorscale: str = "hot",
+    height: int = 190,
+) -> go.Figure:
+    """One image and its maps in one row: the image the model saw, then each map on its own colour scale.
+
+    image : (H, W, 3) uint8 crop, or None for the maps alone.
+    maps : title -> (H, W) map >= 0, the image's height and width.
+    Each map uses its own colour range (no colour bars: the figure is small); axes are linked and carry no
+    tick labels; subplot titles ``image_title`` and the maps' titles.
+    """
+    require_nonempty(maps)
+    img = as_image(image, None, "image") if image is not None else None
+    check_colorscale(colorscale)
+    zs = {title: float32_map(z, f"maps[{title!r}]") for title, z in maps.items()}
+    shape = img.shape[:2] if img is not None else next(iter(zs.values())).shape
+    for title, z in zs.items():
+        if z.shape != shape:
+            raise InvalidInputError(f"maps[{title!r}]: expected shape {shape} like the first, got {z.shape}")
+    titles = ([image_title] if img is not None else []) + [str(t) for t in zs]
+    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles, horizontal_spacing=0.02)
+    col = 1
+    if img is not None:
+        fig.add_trace(image_trace(img, name=image_title), row=1, col=1)
+        col = 2
+    for title, z in zs.items():
+        fig.add_trace(heatmap_trace(z, label=title, name=title, colorscale=colorscale, showscale=False), row=1,
+                      col=col)
+        col += 1
+    image_axes(fig)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    anchor_squares(fig, len(titles))
+    return finish(fig, None, height=height, margin=dict(l=0, r=0, t=24, b=0))

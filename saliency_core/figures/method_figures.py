@@ -34,6 +34,10 @@ AGREEMENT_STYLE = {"spearman": ("RdBu_r", -1.0, 1.0, "Spearman ρ"), "iou_top5":
                    # leaderboard.head_to_head: the share of images on which the row's map beats the column's
                    "wins": ("RdBu_r", 0.0, 1.0, "share of images the row wins")}
 MISSING = "—"
+#: The Methods grid in pixels: a map's side, the gap under a row (its colour bars, then the next row's titles),
+#: and the margins over the first row's titles and under the last row's colour bars.
+GRID_CELL_PX, GRID_GAP_PX, GRID_TOP_PX, GRID_BOTTOM_PX = 200, 72, 30, 44
+COLORBAR_PX = 8  # a colour bar's thickness
 
 
 def method_grid_figure(maps: Mapping[str, Mapping[str, np.ndarray]], *, scale: str = "map",
@@ -52,10 +56,13 @@ def method_grid_figure(maps: Mapping[str, Mapping[str, np.ndarray]], *, scale: s
 
     Returns
     -------
-    Figure with one heatmap trace per map (rows in the order given), no
-    colour bars, zoom and pan linked; subplot titles the maps' titles
+    Figure with one heatmap trace per map (rows in the order given), each
+    with a horizontal colour bar under it (its own range, or its method's),
+    zoom and pan linked; subplot titles the maps' titles
     (:func:`~saliency_core.methods.registry.map_title`: "Grad-CAM · loss −L");
-    hover shows x, y and the value, as on the Saliency page.
+    hover shows x, y and the value, as on the Saliency page. Its height is
+    fixed (:data:`GRID_CELL_PX` per row and the gaps), so a map is drawn
+    :data:`GRID_CELL_PX` high on any page at least two of them wide.
     """
     require_nonempty(maps)
     if scale not in SCALES:
@@ -81,21 +88,32 @@ def method_grid_figure(maps: Mapping[str, Mapping[str, np.ndarray]], *, scale: s
                                         f"got {z.shape}")
 
     titles = [map_title(m, obj) for m in methods for obj in objectives]  # escaped by finish()
-    fig = make_subplots(rows=len(methods), cols=len(objectives), subplot_titles=titles,
-                        horizontal_spacing=0.02, vertical_spacing=0.04 if len(methods) < 6 else 0.02)
+    rows = len(methods)
+    plot_px = rows * GRID_CELL_PX + (rows - 1) * GRID_GAP_PX  # the subplots' area, between the margins
+    fig = make_subplots(rows=rows, cols=len(objectives), subplot_titles=titles, horizontal_spacing=0.02,
+                        vertical_spacing=GRID_GAP_PX / plot_px)
+    # Maps are drawn GRID_CELL_PX high (narrower where wider than the column allows): each bar as wide.
+    bar_px = GRID_CELL_PX * min(1.0, shape[1] / shape[0])
     for row, m in enumerate(methods, start=1):
         shared = display_range(np.stack(list(zs[m].values())))
         for col, obj in enumerate(objectives, start=1):
             z = zs[m][obj]
             zmin, zmax = shared if scale == "method" else display_range(z)
             label = map_title(m, obj)
+            axis = (row - 1) * len(objectives) + col
+            x0, x1 = fig.layout[f"xaxis{'' if axis == 1 else axis}"].domain
+            y0 = fig.layout[f"yaxis{'' if axis == 1 else axis}"].domain[0]
+            colorbar = dict(orientation="h", x=(x0 + x1) / 2, xanchor="center", y=y0 - 4 / plot_px, yanchor="top",
+                            lenmode="pixels", len=bar_px, xpad=0, thickness=COLORBAR_PX, nticks=4,
+                            tickfont=dict(size=10), outlinewidth=0)
             fig.add_trace(heatmap_trace(z, label=label, name=label, colorscale=colorscale, zmin=zmin, zmax=zmax,
-                                        showscale=False), row=row, col=col)
+                                        colorbar=colorbar), row=row, col=col)
     image_axes(fig)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
-    anchor_squares(fig, len(methods) * len(objectives))
-    return finish(fig, None, height=60 + 230 * len(methods), margin=dict(l=10, r=10, t=40, b=10))
+    anchor_squares(fig, rows * len(objectives))
+    return finish(fig, None, height=GRID_TOP_PX + plot_px + GRID_BOTTOM_PX,
+                  margin=dict(l=10, r=10, t=GRID_TOP_PX, b=GRID_BOTTOM_PX))
 
 
 def agreement_heatmap(matrix: AgreementMatrix | pd.DataFrame, order: Sequence[str] | None = None, *,

@@ -79,8 +79,8 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
-def _decode(data: bytes, max_pixels: int) -> Image.Image:
-    """Open ``data`` with the allowed decoders and return a loaded RGB image."""
+def _decode(data: bytes, max_pixels: int, notes: list[str] | None = None) -> Image.Image:
+    """Open ``data`` with the allowed decoders and return a loaded RGB image (``notes``: see :func:`load_image`)."""
     # Pillow signals suspected decompression bombs with a warning (and an
     # error past twice the limit); turn the warning into an exception here
     # only, so neither the global warning filters nor Image.MAX_IMAGE_PIXELS
@@ -106,6 +106,8 @@ def _decode(data: bytes, max_pixels: int) -> Image.Image:
                 img.seek(0)
                 img.load()
                 upright = _exif_upright(img)
+                if notes is not None and (share := _transparent_share(upright)) > 0:
+                    notes.append(transparency_note(share))
                 # convert() always returns a new image, so the result is
                 # detached from the BytesIO that the `with` closes.
                 rgb = _to_rgb(upright)
@@ -142,6 +144,28 @@ def _exif_upright(img: Image.Image) -> Image.Image:
         # an un-rotated picture is far better than refusing it.
         return img
     return img if upright is None else upright
+
+
+def _transparent_share(img: Image.Image) -> float:
+    """The share of ``img``'s pixels that are not fully opaque (what :func:`_to_rgb` composites onto white);
+    0 for an image without transparency."""
+    if img.mode in _HIGH_DEPTH_MODES:
+        return 0.0
+    if "A" in img.getbands():  # RGBA, LA, PA and the premultiplied RGBa, La: the alpha band as it is
+        alpha = img.getchannel("A")
+    elif "transparency" in img.info:  # a palette entry or a colour made transparent (tRNS, a GIF's index)
+        alpha = img.convert("RGBA").getchannel("A")
+    else:
+        return 0.0
+    opaque = alpha.histogram()[255]
+    return 1.0 - opaque / (img.width * img.height)
+
+
+def transparency_note(share: float) -> str:
+    """What :func:`load_image` says about an image whose pixels are ``share`` (0..1) transparent, in words."""
+    amount = f"{share:.0%}" if share >= 0.01 else "under 1 %"
+    return (f"Transparent pixels ({amount} of the image) were filled with white: the model sees white there, "
+            "whatever background a viewer shows.")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -231,6 +255,7 @@ def load_image(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    notes: list[str] | None = None,
 ) -> Image.Image:
     """Decode an uploaded or on-disk image into a fully loaded RGB image.
 
@@ -245,6 +270,10 @@ def load_image(
         pixel memory is allocated (guards against decompression bombs).
     max_bytes : int, optional
         Largest accepted encoded size in bytes.
+    notes : list of str, optional
+        Where to append what the decode changed that the person who gave
+        the file should know, one sentence each: transparent pixels filled
+        with white (:func:`transparency_note`).
 
     Returns
     -------
@@ -266,7 +295,7 @@ def load_image(
         raise _invalid("The file is empty.")
     if len(data) > max_bytes:
         raise too_big(len(data), max_bytes)
-    return _decode(data, max_pixels)
+    return _decode(data, max_pixels, notes)
 
 
 # --------------------------------------------------------------------------

@@ -71,6 +71,7 @@ MAIN = '[data-testid="stMain"]'
 SIDEBAR = '[data-testid="stSidebar"]'
 PLOT = ".js-plotly-plot"
 DATAFRAME = '[data-testid="stDataFrame"]'
+TABLE = '[data-testid="stTable"]'
 EXCEPTION = '[data-testid="stException"]'
 UPLOAD_INPUT = '[data-testid="stFileUploaderDropzoneInput"]'
 HEATMAP = ".st-key-heatmap .js-plotly-plot"
@@ -85,7 +86,7 @@ PAGES = [
     ("/gallery", "Gallery", {PLOT: 1}, WAIT_MS),
     ("/statistics", "Per-pixel statistics", {PLOT: 2, DATAFRAME: 3}, WAIT_MS),
     ("/faithfulness", "Which map tells the truth?", {PLOT: 4, DATAFRAME: 1}, FAITHFULNESS_WAIT_MS),
-    ("/dataset", "Dataset results", {PLOT: 2, DATAFRAME: 3}, WAIT_MS),
+    ("/dataset", "Dataset results", {PLOT: 2, DATAFRAME: 2, TABLE: 1}, WAIT_MS),
 ]
 
 _SERVED: set[str] = set()  # base URLs that have been asked for a page
@@ -593,7 +594,7 @@ def test_failed_upload_clears_the_image_link(new_session):
 
 def test_dataset_image_opens_in_compare(new_session):
     """The Dataset page's "Open in Compare" makes that file the current image on the Compare page."""
-    s = opened(new_session, "/dataset", {PLOT: 2, DATAFRAME: 3})
+    s = opened(new_session, "/dataset", {PLOT: 2, DATAFRAME: 2})
     page = s.page
     first = page.locator(".st-key-open_worst_0").get_by_role("button", name="Open in Compare")
     first.scroll_into_view_if_needed()

@@ -46,11 +46,13 @@ def test_dataset_page_shows_table_charts_classes_and_errors(app, results_root: P
     table = next(d for d in at.dataframe if d.key == "dataset_table").value
     assert len(table) == 12 and table["key"].is_unique
     # Only the selectable table carries its key; the others come in page order.
-    per_class, errors = (d.value for d in at.dataframe if d.key != "dataset_table")
+    (per_class,) = (d.value for d in at.dataframe if d.key != "dataset_table")
     assert per_class["images"].sum() == 12
-    assert list(errors["key"]) == ["n07920052/broken_0.jpg"]
+    (errors,) = at.table  # a static table: the reason is shown whole (tests/app/test_browser_polish.py)
+    assert [shown(k) for k in errors.value["file"]] == ["n07920052/broken_0.jpg"]
+    assert shown(errors.value["why it could not be used"].iloc[0]).startswith("The file is truncated or corrupt")
     figs = charts(at)
-    assert set(figs) == {"dataset_hist_stat", "dataset_hist_other"}
+    assert {k for k in figs if not k.startswith("dataset_pair_")} == {"dataset_hist_stat", "dataset_hist_other"}
     assert [t["name"] for t in figs["dataset_hist_stat"]["data"]] == ["score", "loss"]
     counts = decode_plotly_array(figs["dataset_hist_stat"]["data"][0]["y"])
     assert counts.sum() == 12  # one gini per image
@@ -236,3 +238,19 @@ def test_the_filters_round_trip_through_the_link(app):
     table = next(d for d in guest.dataframe if d.key == "dataset_table").value
     mine = next(d for d in at.dataframe if d.key == "dataset_table").value
     assert list(table["key"]) == list(mine["key"])
+
+
+def test_the_worst_disagreements_show_each_photo_beside_its_two_saved_maps(app, results_root: Path, lite0):
+    at = app(page=PAGE).run()
+    assert not at.exception and not at.error
+    folder = load_results(results_root / "samples")
+    worst = folder.results.sort_values(["agree_spearman", "key"], na_position="last").head(6)
+    figs = charts(at)
+    assert [k for k in figs if k.startswith("dataset_pair_")] == [f"dataset_pair_{i}" for i in range(6)]
+    for i, key in enumerate(worst["key"]):
+        fig = figs[f"dataset_pair_{i}"]
+        assert [t["type"] for t in fig["data"]] == ["image", "heatmap", "heatmap"]
+        saved = folder.saved_maps(key)
+        for trace, m in zip(heatmaps(fig), ("score", "loss"), strict=True):
+            np.testing.assert_allclose(decode_plotly_array(trace["z"]), saved[m], rtol=1e-6)
+    assert "The maps as the job saved them" in " ".join(shown(c.value) for c in at.caption)

@@ -112,3 +112,36 @@ def test_a_disagreeing_image_opens_in_methods_with_both_maps_methods(app, result
     assert at.multiselect(key="methods_pick").value == ["smoothgrad", "grad_cam"]
     assert worst["key"] in " ".join(shown(c.value) for c in at.caption) + " ".join(
         shown(m.value) for m in at.markdown)
+
+
+def test_maps_the_job_did_not_save_are_computed_as_the_job_computed_them(app, results_root: Path, lite0):
+    from saliency_core import attribute
+    from saliency_core.inputs.images import load_image
+
+    at = app(page=PAGE).run()
+    at.selectbox(key="dataset_pair_a").set_value("smoothgrad_loss").run()
+    at.selectbox(key="dataset_pair_b").set_value("grad_cam_score").run()
+    assert not at.exception and not at.error
+    rows = load_results(results_root / "three").results
+    worst = rows.sort_values(["agree_smoothgrad_loss_vs_grad_cam_score_spearman", "key"]).iloc[0]
+    fig = charts(at)["dataset_pair_0"]
+    assert [t["type"] for t in fig["data"]] == ["image", "heatmap", "heatmap"]
+    x = lite0.preprocess([load_image(worst["path"])]).x
+    target = [int(worst["target"])]
+    smooth = attribute(lite0, x, target, "smoothgrad", samples=2).maps["loss"][0].numpy()  # --smoothgrad-samples 2
+    cam = attribute(lite0, x, target, "grad_cam").maps["score"][0].numpy()
+    drawn = [decode_plotly_array(t["z"]) for t in fig["data"][1:]]
+    np.testing.assert_allclose(drawn[0], smooth, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(drawn[1], cam, rtol=1e-4, atol=1e-7)
+    assert "computed here with EfficientNet-Lite0" in " ".join(shown(c.value) for c in at.caption)
+
+
+def test_maps_over_the_compute_budget_are_not_computed_and_the_page_says_so(app, monkeypatch):
+    monkeypatch.setenv("SALIENCY_CONFIRM_ABOVE_S", "0")  # anything worth estimating asks first
+    at = app(page=PAGE).run()
+    at.selectbox(key="dataset_pair_a").set_value("smoothgrad_loss").run()
+    at.selectbox(key="dataset_pair_b").set_value("grad_cam_score").run()
+    assert not at.exception and not at.error
+    assert not [k for k in charts(at) if k.startswith("dataset_pair_")]
+    said = " ".join(shown(c.value) for c in at.caption)
+    assert "computing them here would take about" in said and "open an image in Methods" in said, said

@@ -208,6 +208,8 @@ def test_saliency_csv_carries_provenance_and_attributions(new_app, monkeypatch, 
     assert_healthy(at)
     raw = data["Download map and attributions (CSV)"]()
     header = read_csv_provenance(raw)
+    # "method" names the attribution method, "objective" score or loss (it once held "score": issue 22).
+    assert (header["saliency"]["method"], header["saliency"]["objective"]) == ("integrated_gradients", "score")
     assert header["saliency"]["attribution"]["params"]["steps"] == 4
     assert "completeness_gap" in header["saliency"]["attribution"]
     frame = pd.read_csv(io.BytesIO(raw), comment="#")

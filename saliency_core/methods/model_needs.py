@@ -1,0 +1,60 @@
+"""Whether a model has what a method needs (:attr:`AttributionMethod.needs`), read from its structure.
+
+Nothing runs: each need is a look at the module's submodules, cheap enough
+for every run of a page. The dashboard offers only the methods a model can
+run and says why the others are missing (:func:`unmet_needs`,
+:func:`why_not`); a method run anyway fails with its own message.
+
+A need without a check here (a key added to
+:data:`~saliency_core.methods.declaration.NEEDS` later) counts as met: the
+method is offered and, where the model lacks it, says so when it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from saliency_core.core.model_access import ModelLike, unwrap_module
+from saliency_core.methods.declaration import NEEDS, AttributionMethod
+
+#: The activations guided backprop swaps (:mod:`saliency_core.methods.guided_backprop`).
+RELU_MODULES = (torch.nn.ReLU, torch.nn.ReLU6)
+
+
+def _plain_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """The submodules a method can hook or swap: none in a compiled TorchScript module."""
+    return [] if isinstance(module, torch.jit.ScriptModule) else list(module.modules())
+
+
+def _has_conv_layer(module: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in _plain_modules(module))
+
+
+def _has_relu_modules(module: torch.nn.Module) -> bool:
+    return any(isinstance(m, RELU_MODULES) for m in _plain_modules(module))
+
+
+#: need -> whether a module meets it. "baseline" is always met: only its "black" choice needs the model's
+#: normalisation, and the other baselines work on any model.
+CHECKS: dict[str, Callable[[torch.nn.Module], bool]] = {
+    "conv_layer": _has_conv_layer,
+    "relu_modules": _has_relu_modules,
+    "baseline": lambda module: True,
+}
+
+
+def unmet_needs(method: AttributionMethod, model: ModelLike) -> tuple[str, ...]:
+    """The keys of ``method.needs`` (:data:`~saliency_core.methods.declaration.NEEDS`) that ``model`` lacks, in
+    the order of NEEDS; empty when the model can run the method."""
+    module = unwrap_module(model)
+    return tuple(need for need in NEEDS if need in method.needs and not CHECKS.get(need, lambda m: True)(module))
+
+
+def why_not(method: AttributionMethod, model: ModelLike) -> str | None:
+    """Why ``model`` can't run ``method``, in words ("it needs nn.ReLU / nn.ReLU6 modules (…)"); None when it can."""
+    unmet = unmet_needs(method, model)
+    if not unmet:
+        return None
+    return "it needs " + " and ".join(NEEDS[need] for need in unmet)

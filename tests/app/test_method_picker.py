@@ -1,0 +1,119 @@
+"""The sidebar's Method choice, grouped by family (pages/ui/method_params.py, ``method_picker``).
+
+Throwaway methods of the perturbation and CAM families are registered here
+(:func:`saliency_core.methods.registry.registered`), so these tests do not
+depend on which real methods of those families exist: a family select lists
+the families that have a method the model can run, in FAMILIES' order; the
+method select lists that family's methods by their titles, with each one's
+paper in its help and the chosen one's under it; a link's ``?method=NAME``
+selects its family and method; and a method the model can't run (its
+``needs``) is not offered, with a note that says why.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from saliency_core.methods import gradient
+from saliency_core.methods.declaration import AttributionMethod
+from saliency_core.methods.registry import registered
+from tests.app.test_own_models import models_dir  # noqa: F401 -- fixture: custom:tiny, a TorchScript model
+from tests.app.test_pages import PAGES, assert_healthy, shown, texts
+
+pytestmark = pytest.mark.usefixtures("upload_dir")
+
+
+def throwaway(name: str, title: str, family: str, needs: frozenset[str] = frozenset()) -> AttributionMethod:
+    """A method of ``family`` that computes the plain gradient: where the dashboard lists it is what matters."""
+    return AttributionMethod(name=name, title=title, citation=f"{title} et al. 2026", summary=f"{title} in words",
+                             params=(), loss_objective="L", output="input", run=gradient.run, family=family,
+                             needs=needs)
+
+
+PERTURBATION = (throwaway("test_hide", "Hide", "perturbation"), throwaway("test_mask", "Mask", "perturbation"))
+CAM_NEEDING_CONVS = throwaway("test_cam", "Test CAM", "CAM", frozenset({"conv_layer"}))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def other_families():
+    with registered(PERTURBATION[0]), registered(PERTURBATION[1]), registered(CAM_NEEDING_CONVS):
+        yield
+
+
+def sidebar_captions(at) -> str:
+    return texts(at.sidebar.caption)
+
+
+def test_the_family_comes_first_and_the_method_select_lists_that_familys_titles(new_app):
+    at = new_app(PAGES["home"]).run()
+    assert_healthy(at)
+    family = at.selectbox(key="method_family")
+    assert family.options == ["Gradient", "Path integral", "Perturbation", "Class activation map"]
+    assert family.value == "gradient"
+    method = at.selectbox(key="method")
+    assert method.options == ["Gradient", "Gradient × input", "SmoothGrad", "Guided backprop"]  # no paper: short
+    assert method.value == "gradient"
+    # Each method's paper, one line each, in the select's help; the chosen one's under it.
+    assert "SmoothGrad (Smilkov et al. 2017): the mean" in shown(method.help)
+    assert "Guided backprop (Springenberg et al. 2015)" in shown(method.help)
+    assert "Simonyan, Vedaldi & Zisserman 2014: the input gradient of the objective" in sidebar_captions(at)
+    assert "forward passes only" in shown(family.help)  # what a family's members have in common
+
+    family.set_value("perturbation").run()
+    assert_healthy(at)
+    assert at.selectbox(key="method").options == ["Hide", "Mask"]
+    assert at.selectbox(key="method").value == "test_hide"  # the family's first method
+    assert at.query_params["method"] == "test_hide"
+    assert "Hide et al. 2026: Hide in words" in sidebar_captions(at)
+    at.selectbox(key="method").set_value("test_mask").run()
+    at.selectbox(key="method_family").set_value("CAM").run()
+    assert at.selectbox(key="method").options == ["Grad-CAM", "Test CAM"]
+    at.selectbox(key="method_family").set_value("perturbation").run()
+    assert at.selectbox(key="method").value == "test_mask"  # the family's method chosen last, kept
+    assert_healthy(at)
+
+
+@pytest.mark.parametrize(("name", "family", "titles"), [
+    ("test_mask", "perturbation", ["Hide", "Mask"]),
+    ("integrated_gradients", "path", ["Integrated Gradients"]),
+    ("grad_cam", "CAM", ["Grad-CAM", "Test CAM"]),
+    ("smoothgrad", "gradient", ["Gradient", "Gradient × input", "SmoothGrad", "Guided backprop"]),
+])
+def test_a_link_selects_the_methods_family_and_the_method(new_app, name, family, titles):
+    at = new_app(PAGES["home"], method=name).run()
+    assert_healthy(at)
+    assert not at.warning, [w.value for w in at.warning]  # the link was followed in full
+    assert at.selectbox(key="method_family").value == family
+    assert at.selectbox(key="method").value == name and at.selectbox(key="method").options == titles
+    assert at.query_params["method"] == name
+
+
+def test_a_method_the_model_cannot_run_is_not_offered_and_the_sidebar_says_why(new_app, models_dir):  # noqa: F811
+    at = new_app(PAGES["home"], model="custom:tiny").run()
+    assert_healthy(at)
+    # TorchScript hides its modules: nothing to hook (CAM) or swap (guided backprop).
+    assert at.selectbox(key="method_family").options == ["Gradient", "Path integral", "Perturbation"]
+    assert at.selectbox(key="method").options == ["Gradient", "Gradient × input", "SmoothGrad"]
+    note = sidebar_captions(at)
+    assert "Not offered for Tiny colour net:" in note, note
+    assert "Guided backprop (it needs nn.ReLU / nn.ReLU6 modules" in note, note
+    assert "Grad-CAM (it needs a convolutional layer" in note and "Test CAM (it needs a convolutional layer" in note
+
+
+def test_a_link_to_a_method_the_model_cannot_run_says_so_and_shows_the_gradient(new_app, models_dir):  # noqa: F811
+    at = new_app(PAGES["saliency"], model="custom:tiny", method="test_cam").run()
+    assert_healthy(at)
+    notice = texts(at.warning)
+    assert "method=test_cam can't run on Tiny colour net: it needs a convolutional layer" in notice, notice
+    assert at.selectbox(key="method").value == "gradient"
+    assert "method" not in at.query_params  # the link now says what is shown: the plain gradient
+
+
+def test_choosing_a_model_that_cannot_run_the_method_falls_back_with_a_word(new_app, models_dir):  # noqa: F811
+    at = new_app(PAGES["home"], method="guided_backprop").run()
+    assert at.selectbox(key="method").value == "guided_backprop"
+    at.selectbox(key="model").set_value("custom:tiny").run()
+    assert_healthy(at)
+    assert at.selectbox(key="method").value == "gradient"
+    said = texts(at.info)
+    assert "Guided backprop can't run on Tiny colour net (it needs nn.ReLU" in said, said
