@@ -40,6 +40,8 @@ from saliency_core.methods import (
     guided_backprop,
     integrated_gradients,
     smoothgrad,
+    smoothgrad_sq,
+    vargrad,
 )
 from saliency_core.methods._common import Progress, Request
 from saliency_core.methods.declaration import FAMILIES
@@ -51,6 +53,8 @@ METHODS: list[AttributionMethod] = [
     gradient.METHOD,
     gradient_x_input.METHOD,
     smoothgrad.METHOD,
+    smoothgrad_sq.METHOD,
+    vargrad.METHOD,
     integrated_gradients.METHOD,
     guided_backprop.METHOD,
     grad_cam.METHOD,
