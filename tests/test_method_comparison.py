@@ -64,6 +64,9 @@ def test_every_map_is_attributes_own(lite0, image, comparison):
         if method == "integrated_gradients":
             assert run.completeness_gap == {o: pytest.approx(float(r.convergence[o][0])) for o in ("score", "loss")}
             assert any("completeness gap" in note for note in run.notes)
+        elif method == "deeplift":  # complete: a gap of rounding only, and no note
+            assert run.completeness_gap == {o: pytest.approx(float(r.convergence[o][0])) for o in ("score", "loss")}
+            assert max(abs(g) for g in run.completeness_gap.values()) < 1e-4 and not run.notes
         else:
             assert run.completeness_gap is None
     assert comparison.target_prob == pytest.approx(float(r.probs[0, top1]))
