@@ -73,7 +73,10 @@ SMALL = {
     "gradient": {},
     "gradient_x_input": {"baseline": "dataset_mean"},
     "smoothgrad": {"samples": 3},
+    "smoothgrad_sq": {"samples": 3},
+    "vargrad": {"samples": 3},
     "integrated_gradients": {"steps": 4, "baseline": "dataset_mean"},
+    "deeplift": {"baseline": "dataset_mean"},
     "guided_backprop": {},
     "grad_cam": {"layer": "conv2"},
 }

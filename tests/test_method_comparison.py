@@ -19,7 +19,8 @@ from saliency_core.evaluation.method_comparison import (
 )
 from saliency_core.methods.registry import map_title, shown_by_default
 
-SMALL = {"smoothgrad": {"samples": 3, "noise": 0.1, "seed": 2}, "integrated_gradients": {"steps": 4}}
+SMALL = {"smoothgrad": {"samples": 3, "noise": 0.1, "seed": 2}, "integrated_gradients": {"steps": 4},
+         "smoothgrad_sq": {"samples": 2}, "vargrad": {"samples": 2}}
 FAST_METHODS = shown_by_default()
 SLOW_METHODS = tuple(m for m in ATTRIBUTION_METHODS if m not in FAST_METHODS)
 ALL = FAST_METHODS + SLOW_METHODS
@@ -63,11 +64,14 @@ def test_every_map_is_attributes_own(lite0, image, comparison):
         if method == "integrated_gradients":
             assert run.completeness_gap == {o: pytest.approx(float(r.convergence[o][0])) for o in ("score", "loss")}
             assert any("completeness gap" in note for note in run.notes)
+        elif method == "deeplift":  # complete: a gap of rounding only, and no note
+            assert run.completeness_gap == {o: pytest.approx(float(r.convergence[o][0])) for o in ("score", "loss")}
+            assert max(abs(g) for g in run.completeness_gap.values()) < 1e-4 and not run.notes
         else:
             assert run.completeness_gap is None
     assert comparison.target_prob == pytest.approx(float(r.probs[0, top1]))
     labels = list(comparison.maps())
-    assert len(labels) == 12 and labels[:2] == ["Gradient · score", "Gradient · loss"]
+    assert len(labels) == 2 * len(ATTRIBUTION_METHODS) and labels[:2] == ["Gradient · score", "Gradient · loss"]
     assert map_title("grad_cam", "loss") == "Grad-CAM · loss −L" in labels
     assert list(comparison.by_method()) == list(ALL)
 

@@ -131,7 +131,8 @@ class Bare(nn.Module):
         return self.inner(x)
 
 
-@pytest.mark.parametrize("method, params", [("guided_backprop", {}), ("grad_cam", {"layer": "inner.features"})])
+@pytest.mark.parametrize("method, params", [("guided_backprop", {}), ("grad_cam", {"layer": "inner.features"}),
+                                            ("deeplift", {"baseline": "dataset_mean"})])  # its own two passes
 @pytest.mark.parametrize("stem", ["raises", "nan"])
 def test_the_methods_with_private_copies_check_too(stem, method, params):
     net = Bare(TREACHEROUS[stem][0]).eval()

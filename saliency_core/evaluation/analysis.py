@@ -53,7 +53,7 @@ class ImageAnalysis:
     method : a key of :data:`saliency_core.ATTRIBUTION_METHODS`
     params : every parameter the method used, defaults included (as
         ``AttributionResult.params``; empty for "gradient")
-    convergence : Integrated Gradients only: "score"/"loss" -> the relative
+    convergence : Integrated Gradients and DeepLIFT only: "score"/"loss" -> the relative
         completeness gap of this image (a float); None for other methods
     """
 

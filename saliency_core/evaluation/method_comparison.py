@@ -3,7 +3,7 @@
 The numbers behind the Methods page (the page itself only picks, calls and
 draws): :func:`compare_methods` runs :func:`saliency_core.attribute` once per
 method (both objectives from the same passes) and keeps each (H, W) map, the
-parameters used, Integrated Gradients' completeness gap and the time taken;
+parameters used, the completeness gap (Integrated Gradients, DeepLIFT) and the time taken;
 a method that cannot run on the model (guided backprop without ReLUs,
 Grad-CAM without a convolutional layer, an invalid parameter) is recorded
 with its message instead of raising; :func:`gradient_comparison` makes the
@@ -64,7 +64,7 @@ class MethodRun:
     seconds : wall time of the method's :func:`attribute` call (both objectives)
     given : the parameters as given to :func:`compare_methods` (tensors kept): what
         reproduces the run, e.g. on a randomised copy of the model
-    completeness_gap : Integrated Gradients only: objective -> relative gap
+    completeness_gap : Integrated Gradients and DeepLIFT only: objective -> relative gap
         (Σ attributions − (f(x) − f(x′))) / |f(x) − f(x′)|
     error : why the method could not run (a SaliencyError's message), else None
     notes : things worth telling the user (e.g. a completeness gap above 10 %)
@@ -216,8 +216,10 @@ def compare_methods(model: ModelLike, X: torch.Tensor, target: int, methods: Seq
             run.completeness_gap = {o: float(g[0]) for o, g in r.convergence.items()}
             for o, gap in run.completeness_gap.items():
                 if abs(gap) > GAP_WARNING:
-                    run.notes.append(f"completeness gap {gap:+.0%} for the {o} objective "
-                                     f"({explains(method, o)}): use more steps or the Gauss–Legendre rule")
+                    advice = ("use more steps or the Gauss–Legendre rule" if method == "integrated_gradients" else
+                              "the model multiplies activations together, which take the plain gradient")
+                    run.notes.append(f"completeness gap {gap:+.0%} for the {o} objective ({explains(method, o)}): "
+                                     f"{advice}")
         runs[method] = run
         if resolved < 0 or math.isnan(prob):
             resolved = int(r.targets[0])

@@ -93,7 +93,7 @@ class MethodOutput:
     attributions : objective -> (N, 3, H, W) signed, or (N, 1, H, W) for a layer method
     logits : (N, C) of the unperturbed input; targets : (N,) resolved
     maps : objective -> (N, H, W), when the method reduces channels itself
-    convergence : objective -> (N,) (Integrated Gradients)
+    convergence : objective -> (N,) the relative completeness gap (Integrated Gradients, DeepLIFT)
     used : resolved parameter values beyond the given ones (e.g. Grad-CAM's layer)
     """
 

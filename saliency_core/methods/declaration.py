@@ -29,6 +29,8 @@ NEEDS = {
     "conv_layer": "a convolutional layer whose (N, K, h, w) output reaches the logits (not inside TorchScript)",
     "relu_modules": "nn.ReLU / nn.ReLU6 modules (compiled TorchScript and export models have none)",
     "baseline": "a baseline image x′ (black needs the model's normalisation: a LoadedModel)",
+    "deeplift_layers": "only layers DeepLIFT has rules for: convolutions, linear, eval batch norm, average pooling, "
+                       "elementwise activations (no max-pooling, attention, layer norm; not TorchScript or export)",
 }
 LOSS_OBJECTIVES = ("L", "-L")
 OUTPUTS = ("input", "layer")

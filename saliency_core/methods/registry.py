@@ -6,12 +6,12 @@
     r.maps["score"]          # (N, H, W) >= 0, channel-reduced
     r.attributions["loss"]   # (N, 3, H, W) signed; Grad-CAM: (N, 1, H, W)
     r.params                 # {"steps": 32, "baseline": "black", "rule": "trapezoid"}
-    r.convergence["score"]   # (N,) Integrated Gradients' relative completeness gap
+    r.convergence["score"]   # (N,) the relative completeness gap (Integrated Gradients, DeepLIFT)
 
 Every method can be asked of either objective: "score" (the target's
 logit s_y) or "loss" (the per-image cross-entropy L, independent of the rest
 of the batch). Where a method's output depends on the sign of the objective
-(Gradient×Input, Integrated Gradients, Guided Backprop, Grad-CAM), the loss
+(Gradient×Input, Integrated Gradients, DeepLIFT, Guided Backprop, Grad-CAM), the loss
 objective is used as −L = log p_y, so that positive always means "evidence
 for the target" (:attr:`AttributionMethod.loss_objective` says which).
 
@@ -34,12 +34,15 @@ from saliency_core.core.model_access import ModelLike, device_of, input_dtype_of
 from saliency_core.core.model_output import output_check
 from saliency_core.errors import InvalidInputError
 from saliency_core.methods import (
+    deeplift,
     grad_cam,
     gradient,
     gradient_x_input,
     guided_backprop,
     integrated_gradients,
     smoothgrad,
+    smoothgrad_sq,
+    vargrad,
 )
 from saliency_core.methods._common import Progress, Request
 from saliency_core.methods.declaration import FAMILIES
@@ -51,7 +54,10 @@ METHODS: list[AttributionMethod] = [
     gradient.METHOD,
     gradient_x_input.METHOD,
     smoothgrad.METHOD,
+    smoothgrad_sq.METHOD,
+    vargrad.METHOD,
     integrated_gradients.METHOD,
+    deeplift.METHOD,
     guided_backprop.METHOD,
     grad_cam.METHOD,
 ]
@@ -133,7 +139,7 @@ class AttributionResult:
     logits : (N, C) of the images as given; targets : (N,) the class each
         attribution explains (top-1 resolved)
     reduction : the channel reduction ("none" for Grad-CAM); precision : "exact" or "fast"
-    convergence : Integrated Gradients only: objective -> (N,), the relative
+    convergence : Integrated Gradients and DeepLIFT only: objective -> (N,), the relative
         completeness gap (Σ attributions − (f(x) − f(x′))) / |f(x) − f(x′)|
     """
 

@@ -16,6 +16,8 @@ depend on the rest of the batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -58,14 +60,32 @@ def passes(samples: int = 25, **_params: object) -> Passes:
     return Passes(gradient=samples, forward=1)
 
 
-def run(req: Request, samples: int = 25, noise: float = 0.15, seed: int = 0) -> MethodOutput:
-    """attributions[obj] = mean over ``samples`` noisy copies of d f / dx; (N, 3, H, W) signed."""
+#: The noise parameters, shared by every method that averages over these noisy copies (SmoothGrad,
+#: SmoothGrad², VarGrad): the same samples, noise and seed give the same copies in each.
+NOISE_PARAMS = (
+    Param("samples", 25, int, "noisy copies averaged", minimum=1, maximum=limits.MAX_PASSES, costly=True),
+    Param("noise", 0.15, float, "σ as a fraction of the image's value range", minimum=0.0, maximum=MAX_NOISE),
+    Param("seed", 0, int, "seed of the noise (a private generator: same seed, same map)", minimum=0,
+          maximum=limits.MAX_SEED),
+)
+
+
+def noisy_gradients(req: Request, samples: int, noise: float, seed: int,
+                    consume: Callable[[int, int, dict[str, torch.Tensor]], None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input gradients at every noisy copy x + σ z_s of every image, handed to ``consume`` as they come.
+
+    Rows are image-major (row r is copy r % samples of image r // samples),
+    the gradients are of s_y and +L (:func:`saliency_core.methods._common.gradient_rows`);
+    ``consume(start, stop, {objective: (stop - start, 3, H, W)})`` accumulates
+    them. The target is the clean image's top-1, not each copy's.
+
+    Returns (logits (N, C) of the clean images, targets (N,)).
+    """
     logits = clean_forward(req)
     targets = resolve_targets(logits, req.y)  # the clean image's top-1, not each noisy copy's
     x = req.x()
     sigma = noise_scale(x, noise)
     shape = tuple(x.shape[1:])
-    sums = {obj: torch.zeros_like(x) for obj in req.objectives}
 
     def build(start: int, stop: int) -> torch.Tensor:
         rows = range(start, stop)
@@ -74,11 +94,19 @@ def run(req: Request, samples: int = 25, noise: float = 0.15, seed: int = 0) -> 
         z = torch.stack([drawn[r % samples] for r in rows]).to(req.device, req.dtype)
         return x[n] + sigma[n].view(-1, 1, 1, 1) * z
 
+    gradient_rows(req, samples, targets, build, consume)
+    return logits, targets
+
+
+def run(req: Request, samples: int = 25, noise: float = 0.15, seed: int = 0) -> MethodOutput:
+    """attributions[obj] = mean over ``samples`` noisy copies of d f / dx; (N, 3, H, W) signed."""
+    sums = {obj: torch.zeros(req.X.shape, device=req.device, dtype=req.dtype) for obj in req.objectives}
+
     def consume(start: int, stop: int, grads: dict[str, torch.Tensor]) -> None:
         for obj, g in grads.items():
             add_rows_per_image(sums[obj], start, stop, samples, g)
 
-    gradient_rows(req, samples, targets, build, consume)  # rows of +L: signed as declared below
+    logits, targets = noisy_gradients(req, samples, noise, seed, consume)  # rows of +L: signed as declared below
     return MethodOutput(attributions={obj: req.signed(obj, s / samples) for obj, s in sums.items()}, logits=logits,
                         targets=targets)
 
@@ -86,10 +114,6 @@ def run(req: Request, samples: int = 25, noise: float = 0.15, seed: int = 0) -> 
 METHOD = AttributionMethod(
     name="smoothgrad", title="SmoothGrad", citation="Smilkov et al. 2017",
     summary="the mean signed gradient at x + N(0, σ²), σ = noise × (max − min of x); channels reduced after",
-    params=(Param("samples", 25, int, "noisy copies averaged", minimum=1, maximum=limits.MAX_PASSES, costly=True),
-            Param("noise", 0.15, float, "σ as a fraction of the image's value range", minimum=0.0,
-                  maximum=MAX_NOISE),
-            Param("seed", 0, int, "seed of the noise (a private generator: same seed, same map)", minimum=0,
-                  maximum=limits.MAX_SEED)),
+    params=NOISE_PARAMS,
     loss_objective="L", output="input", run=run, passes=passes, default_view=False,
 )

@@ -37,7 +37,10 @@ FAST_PARAMS: dict[str, dict[str, object]] = {
     "gradient": {},
     "gradient_x_input": {},
     "smoothgrad": {"samples": 3, "noise": 0.2, "seed": 7},
+    "smoothgrad_sq": {"samples": 3, "noise": 0.2, "seed": 7},
+    "vargrad": {"samples": 2, "seed": 1},
     "integrated_gradients": {"steps": 4, "rule": "gauss_legendre"},
+    "deeplift": {},
     "guided_backprop": {},
     "grad_cam": {},
 }
@@ -46,7 +49,10 @@ LINK_PARAMS: dict[str, dict[str, str]] = {
     "gradient": {},
     "gradient_x_input": {"baseline": "black"},
     "smoothgrad": {"samples": "3", "noise": "0.2", "seed": "7"},
+    "smoothgrad_sq": {"samples": "3", "noise": "0.2", "seed": "7"},
+    "vargrad": {"samples": "2", "seed": "1"},
     "integrated_gradients": {"steps": "4", "rule": "gauss_legendre", "baseline": "dataset_mean"},
+    "deeplift": {"baseline": "blur"},
     "guided_backprop": {},
     "grad_cam": {"layer": "_blocks.14._project_conv"},
 }
@@ -137,7 +143,7 @@ def test_hover_names_attributions_and_grad_cam_has_no_channels(new_app):
 
 
 # The methods whose loss map is of −L = log p_y (README, glossary): their sign matters.
-MINUS_L = {"gradient_x_input", "integrated_gradients", "guided_backprop", "grad_cam"}
+MINUS_L = {"gradient_x_input", "integrated_gradients", "deeplift", "guided_backprop", "grad_cam"}
 
 
 @pytest.mark.parametrize("method", list(FAST_PARAMS))
@@ -253,7 +259,7 @@ def test_a_link_reproduces_every_parameter_of_every_method(new_app, engine, meth
     spec = ATTRIBUTION_METHODS[method]
     params = {p.name: type(p.default)(LINK_PARAMS[method][p.name]) if p.default is not None
               else LINK_PARAMS[method][p.name] for p in spec.params if p.name in LINK_PARAMS[method]}
-    if method in ("smoothgrad", "integrated_gradients"):
+    if method in ("smoothgrad", "integrated_gradients", "vargrad", "deeplift"):
         # Opened in a fresh session, the same map.
         expected = engine(coffee(), 967, method, **params)
         assert_close(heatmap_z(at), expected.maps["score"])

@@ -12,6 +12,8 @@ from saliency_core.inputs.preprocessing import Preprocessing
 
 SMALL = {  # parameters that keep the embedded-model tests short
     "smoothgrad": {"samples": 2},
+    "smoothgrad_sq": {"samples": 2},
+    "vargrad": {"samples": 2},
     "integrated_gradients": {"steps": 3},
 }
 

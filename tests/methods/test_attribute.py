@@ -20,14 +20,18 @@ def test_registry_has_the_issues_methods_parameters_and_defaults():
         "gradient": {},
         "gradient_x_input": {"baseline": "dataset_mean"},
         "smoothgrad": {"samples": 25, "noise": 0.15, "seed": 0},
+        "smoothgrad_sq": {"samples": 25, "noise": 0.15, "seed": 0},
+        "vargrad": {"samples": 25, "noise": 0.15, "seed": 0},
         "integrated_gradients": {"steps": 32, "baseline": "black", "rule": "trapezoid"},
+        "deeplift": {"baseline": "black"},
         "guided_backprop": {},
         "grad_cam": {"layer": None},
     }
-    # The loss is -L wherever the sign matters, so positive means "evidence for the target".
+    # The loss is -L wherever the sign matters, so positive means "evidence for the target"; squares and
+    # variances (SmoothGrad², VarGrad) do not depend on it.
     assert {name: m.loss_objective for name, m in ATTRIBUTION_METHODS.items()} == {
-        "gradient": "L", "smoothgrad": "L", "gradient_x_input": "-L", "integrated_gradients": "-L",
-        "guided_backprop": "-L", "grad_cam": "-L",
+        "gradient": "L", "smoothgrad": "L", "smoothgrad_sq": "L", "vargrad": "L", "gradient_x_input": "-L",
+        "integrated_gradients": "-L", "deeplift": "-L", "guided_backprop": "-L", "grad_cam": "-L",
     }
     rule = {p.name: p for p in ATTRIBUTION_METHODS["integrated_gradients"].params}["rule"]
     assert rule.choices == ("trapezoid", "gauss_legendre")
