@@ -181,6 +181,8 @@ def check_maps(maps: MapsLike, shape: tuple[int, int, int]) -> torch.Tensor:
 
 def check_maps_alone(maps: MapsLike) -> torch.Tensor:
     """Maps of any (N, H, W) shape -> float64 CPU tensor (for the metrics of the maps alone)."""
+    if not isinstance(maps, (torch.Tensor, np.ndarray)):
+        raise InvalidInputError(f"maps must be an (N, H, W) tensor or array, got {type(maps).__name__}")
     shape = tuple(maps.shape)
     if len(shape) != 3:
         raise InvalidInputError(f"maps must have shape (N, H, W), got {shape}")
