@@ -7,14 +7,15 @@ import torch
 from conftest import quantus_arrays
 from small_nets import Linear
 
-from saliency_core.evaluation.metrics.faithfulness_correlation import faithfulness_correlation, random_subsets
+from saliency_core.evaluation.metrics._common import image_seeds
+from saliency_core.evaluation.metrics.faithfulness_correlation import faithfulness_correlation, image_subsets
 
 
 def test_it_equals_quantus_given_the_same_subsets(data, net, monkeypatch):
     X, y, maps = data
     n, _, h, w = X.shape
     runs, k = 12, 20
-    subsets = random_subsets(n, runs, h * w, k, seed=3)
+    subsets = image_subsets(image_seeds(X, 3), runs, h * w, k)
     calls = iter(range(n * runs))
 
     def choice(features, size, replace=True):

@@ -9,6 +9,7 @@ from captum.metrics import infidelity as captum_infidelity
 from conftest import quantus_arrays
 from small_nets import Linear
 
+from saliency_core.evaluation.metrics._common import image_seeds
 from saliency_core.evaluation.metrics.infidelity import infidelity, noise_draw
 
 
@@ -18,10 +19,12 @@ def test_noise_infidelity_equals_captum_given_the_same_noise(data, net, scaling)
     n, c, h, w = X.shape
     samples, std = 6, 0.3
     X64, net64 = X.double(), _double(net)
+    seeds = image_seeds(X64, 1).tolist()
 
     def perturb(inputs):
-        # Captum repeats each image `samples` times, image by image: row i * samples + k, as ours.
-        noise = torch.stack([noise_draw(1, row, (c, h, w), torch.float64) * std for row in range(n * samples)])
+        # Captum repeats each image `samples` times, image by image: row i * samples + k is image i's draw k.
+        noise = torch.stack([noise_draw(seeds[row // samples], row % samples, (c, h, w), torch.float64) * std
+                             for row in range(n * samples)])
         return noise, inputs - noise
 
     theirs = captum_infidelity(net64, perturb, X64, maps[:, None].expand(-1, 3, -1, -1), target=y,

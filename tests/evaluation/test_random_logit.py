@@ -6,13 +6,14 @@ import torch
 from conftest import gradient_explainer, quantus_arrays
 from small_nets import Linear
 
-from saliency_core.evaluation.metrics.random_logit import map_ssim, other_classes, random_logit
+from saliency_core.evaluation.metrics._common import image_seeds
+from saliency_core.evaluation.metrics.random_logit import image_other_classes, map_ssim, random_logit
 
 
 def test_random_logit_equals_quantus_given_the_same_draws(data, net, monkeypatch):
     X, y, maps = data
     n, _, h, w = X.shape
-    off = other_classes(y, 7, seed=5)
+    off = image_other_classes(y, 7, image_seeds(X, 5))
     assert torch.all(off != y)
     # Quantus draws an index among the other classes (np.random.randint(0, C - 1, N)): hand it ours.
     monkeypatch.setattr(np.random, "randint", lambda lo, hi, size: (off - (off > y).long()).numpy())

@@ -6,6 +6,7 @@ import torch
 from conftest import gradient_explainer, quantus_arrays
 from small_nets import Linear
 
+from saliency_core.evaluation.metrics._common import image_seeds
 from saliency_core.evaluation.metrics.sensitivity import sensitivity, uniform_noise
 
 
@@ -14,13 +15,14 @@ def test_max_and_average_sensitivity_equal_quantus_given_the_same_noise(data, ne
     n, c, h, w = X.shape
     samples, radius = 4, 0.2
     draws = {"k": 0}
+    seeds = image_seeds(X, 0).tolist()
 
     def uniform(low, high, size):
-        # Quantus draws (N, 3·H·W) per sample, every image at once: ours is row i * samples + k.
+        # Quantus draws (N, 3·H·W) per sample, every image at once: ours is image i's draw k.
         k = draws["k"]
         draws["k"] += 1
         assert low == -radius and high == radius and size == (n, c * h * w)
-        return torch.stack([uniform_noise(0, i * samples + k, (c, h, w), radius) for i in range(n)]).view(n, -1
+        return torch.stack([uniform_noise(seeds[i], k, (c, h, w), radius) for i in range(n)]).view(n, -1
                                                                                                           ).numpy()
 
     ours = sensitivity(net, X, y, maps, "gradient", samples=samples, radius=radius)

@@ -23,6 +23,11 @@ relevance_mass_accuracy    Arras, Osman & Samek, Information Fusion 2022   highe
 relevance_rank_accuracy    Arras, Osman & Samek, Information Fusion 2022   higher  none (needs a mask)
 =========================  ==============================================  ======  =============================
 
+Several metrics at once: :func:`saliency_core.evaluation.metrics.evaluate.evaluate` (one clean pass, one ROAD
+run for both orders, one sensitivity run for max and average). Seeded draws are keyed on each image
+(:func:`~saliency_core.evaluation.metrics._common.image_seeds`: the seed and a sha256 of the image), so an
+image's value does not depend on the batch it comes in.
+
 Defaults: ROAD steps 9 (10 %..90 %), noise 0.01; faithfulness correlation 100 runs of 224 pixels;
 infidelity 50 Gaussian perturbations (std 0.1), optimal scaling; sensitivity 10 samples, radius 0.2.
 """

@@ -28,6 +28,8 @@ from saliency_core.evaluation.metrics._common import (
     check_output,
     clean_pass,
     forward_rows,
+    image_generator,
+    image_seeds,
     pearson,
     row_generator,
 )
@@ -37,11 +39,26 @@ from saliency_core.methods.declaration import Param
 
 
 def random_subsets(n: int, runs: int, pixels: int, subset_size: int, seed: int) -> torch.Tensor:
-    """(n, runs, subset_size) int64 pixel indices: row ``i * runs + r`` drawn by :func:`row_generator`."""
+    """(n, runs, subset_size) int64 pixel indices: row ``i * runs + r`` drawn by :func:`row_generator`.
+
+    By position in the batch: :func:`faithfulness_correlation` draws by image instead (:func:`image_subsets`).
+    """
     out = torch.empty(n * runs, subset_size, dtype=torch.int64)
     for row in range(n * runs):
         out[row] = torch.randperm(pixels, generator=row_generator(seed, row))[:subset_size]
     return out.view(n, runs, subset_size)
+
+
+def image_subsets(seeds: torch.Tensor, runs: int, pixels: int, subset_size: int) -> torch.Tensor:
+    """(N, runs, subset_size) int64 pixel indices, each run's a uniform random subset: image i's from one
+    generator keyed on ``seeds[i]`` (:func:`~saliency_core.evaluation.metrics._common.image_seeds`), the
+    ``subset_size`` largest of ``runs`` rows of ``pixels`` uniform draws (ties, of probability ~0, by
+    position), so an image's subsets do not depend on the batch around it."""
+    out = torch.empty(len(seeds), runs, subset_size, dtype=torch.int64)
+    for i, s in enumerate(seeds.tolist()):
+        u = torch.rand((runs, pixels), generator=image_generator(s), dtype=torch.float64)
+        out[i] = u.topk(subset_size, dim=1, sorted=True).indices
+    return out
 
 
 def faithfulness_correlation(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int], maps: MapsLike,
@@ -59,7 +76,9 @@ def faithfulness_correlation(model: ModelLike, X: torch.Tensor, y: torch.Tensor 
     output : "s_y", "L" or "−L", what the maps explain (:func:`~saliency_core.evaluation.metrics._common.output_for`)
     subset_size : pixels per subset (< H * W); runs : subsets per image (>= 2)
     baseline : what removed pixels become (:data:`saliency_core.core.baselines.BASELINES`)
-    seed : seed of the subsets (:func:`random_subsets`); subsets : (N, runs, subset_size) to use instead
+    seed : seed of the subsets, drawn per image (:func:`image_subsets` of
+        :func:`~saliency_core.evaluation.metrics._common.image_seeds`): an image gets the same subsets, and
+        value, alone or in any batch; subsets : (N, runs, subset_size) to use instead
     clean : a :func:`clean_pass` of the same model, X and y, shared with other metrics
     progress : ``progress(done, total)`` after each forward pass, counting perturbed images (N * runs)
 
@@ -78,7 +97,13 @@ def faithfulness_correlation(model: ModelLike, X: torch.Tensor, y: torch.Tensor 
     name, norm = deletion_baseline(baseline, model, mean, std)
     base = make_baseline(clean.x, name, mean=norm[0] if norm else None, std=norm[1] if norm else None)
     if subsets is None:
-        subsets = random_subsets(n, runs, h * w, subset_size, seed)
+        subsets = image_subsets(image_seeds(clean.x, seed), runs, h * w, subset_size)
+    elif not isinstance(subsets, torch.Tensor) or tuple(subsets.shape) != (n, runs, subset_size):
+        got = tuple(subsets.shape) if isinstance(subsets, torch.Tensor) else type(subsets).__name__
+        raise InvalidInputError(f"subsets must be an (N, runs, subset_size) = {(n, runs, subset_size)} tensor, "
+                                f"got {got}")
+    elif bool(((subsets < 0) | (subsets >= h * w)).any()):
+        raise InvalidInputError(f"subsets must hold pixel indices in [0, {h * w})")
     subsets = subsets.reshape(n * runs, -1).to(torch.int64)
     row_image = torch.arange(n).repeat_interleave(runs)
     subsets_dev = subsets.to(clean.device)

@@ -38,7 +38,8 @@ from saliency_core.evaluation.metrics._common import (
     check_positive,
     clean_pass,
     forward_rows,
-    row_generator,
+    image_generator,
+    image_seeds,
 )
 from saliency_core.evaluation.metrics.declaration import Metric, MetricCost
 from saliency_core.evaluation.perturbations import MapsLike
@@ -49,13 +50,14 @@ SCALINGS = ("optimal", "none")
 
 
 def noise_draw(seed: int, row: int, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Row ``row``'s standard normal draw of ``shape`` (3, H, W) (multiply by the std)."""
-    return torch.randn(tuple(shape), generator=row_generator(seed, row), dtype=dtype)
+    """Row ``row``'s standard normal draw of ``shape`` (3, H, W) (multiply by the std). :func:`infidelity`
+    passes an image's seed and the sample's number (``image_generator(seed, row)`` is ``row_generator``)."""
+    return torch.randn(tuple(shape), generator=image_generator(seed, row), dtype=dtype)
 
 
 def square_corner(seed: int, row: int, h: int, w: int, patch: int) -> tuple[int, int]:
     """Row ``row``'s square: its top-left (top, left), uniform over the squares that fit."""
-    g = row_generator(seed, row)
+    g = image_generator(seed, row)
     top = int(torch.randint(0, h - patch + 1, (1,), generator=g))
     left = int(torch.randint(0, w - patch + 1, (1,), generator=g))
     return top, left
@@ -76,7 +78,9 @@ def infidelity(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int
         ``patch``-pixel square replaced by ``baseline``)
     samples : perturbations per image (>= 1; >= 2 for ``scaling="optimal"``)
     scaling : "optimal" (Φ scaled by the best β first) or "none" (Φ as given)
-    seed : row ``i * samples + k``'s draw is :func:`noise_draw` / :func:`square_corner` of (seed, row)
+    seed : image i's draw k is :func:`noise_draw` / :func:`square_corner` of (s_i, k), s_i its
+        :func:`~saliency_core.evaluation.metrics._common.image_seeds` entry: an image gets the same draws, and
+        value, alone or in any batch
     progress : ``progress(done, total)`` after each forward pass, counting perturbed images (N * samples)
 
     Returns
@@ -104,23 +108,30 @@ def infidelity(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int
     row_image = torch.arange(n).repeat_interleave(samples)
     dots = torch.empty(rows, dtype=torch.float64)
     a_dev = a.to(clean.device)
+    seeds = image_seeds(clean.x, seed).tolist()
+    if perturbation == "square":
+        corners = torch.tensor([square_corner(seeds[r // samples], r % samples, h, w, patch) for r in range(rows)])
+        inside = torch.arange(patch)
 
     def build(start: int, stop: int) -> torch.Tensor:
-        out = []
-        for row in range(start, stop):
-            i = row // samples
-            x = clean.x[i]
-            if perturbation == "noise":
-                pert = noise_draw(seed, row, (c, h, w), x.dtype).to(x.device) * noise_std
-                xp = x - pert
-            else:
-                top, left = square_corner(seed, row, h, w, patch)
-                xp = x.clone()
-                xp[:, top:top + patch, left:left + patch] = base[i, :, top:top + patch, left:left + patch]
-                pert = x - xp
-            dots[row] = float((pert.double().sum(dim=0) * a_dev[i]).sum())
-            out.append(xp)
-        return torch.stack(out)
+        img = row_image[start:stop].to(clean.device)
+        x = clean.x[img]
+        if perturbation == "noise":
+            pert = torch.stack([noise_draw(seeds[r // samples], r % samples, (c, h, w), x.dtype)
+                                for r in range(start, stop)]).to(x.device) * noise_std
+            xp = x - pert
+        else:
+            # Each row's square as a mask: rows (top + 0..patch) x columns (left + 0..patch).
+            tl = corners[start:stop]
+            rows_in = torch.zeros(stop - start, h, dtype=torch.bool)
+            cols_in = torch.zeros(stop - start, w, dtype=torch.bool)
+            rows_in.scatter_(1, tl[:, :1] + inside, True)
+            cols_in.scatter_(1, tl[:, 1:] + inside, True)
+            square = (rows_in[:, :, None] & cols_in[:, None, :]).to(x.device)[:, None]
+            xp = torch.where(square, base[img], x)
+            pert = x - xp
+        dots[start:stop] = (pert.double().sum(dim=1) * a_dev[img]).flatten(1).sum(dim=1).cpu()
+        return xp
 
     on_chunk = (lambda done: progress(done, rows)) if progress is not None else None
     values, _ = forward_rows(clean, rows, build, row_image, output, batch_size, on_chunk)

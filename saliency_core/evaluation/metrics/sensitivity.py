@@ -30,7 +30,8 @@ from saliency_core.evaluation.metrics._common import (
     check_maps,
     check_positive,
     clean_pass,
-    row_generator,
+    image_generator,
+    image_seeds,
 )
 from saliency_core.evaluation.metrics.declaration import Metric, MetricCost
 from saliency_core.evaluation.perturbations import MapsLike
@@ -42,7 +43,7 @@ RELATIVE = ("yes", "no")
 def uniform_noise(seed: int, row: int, shape: Sequence[int], radius: float,
                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Row ``row``'s noise: uniform in [−radius, radius], of ``shape`` (3, H, W)."""
-    u = torch.rand(tuple(shape), generator=row_generator(seed, row), dtype=dtype)
+    u = torch.rand(tuple(shape), generator=image_generator(seed, row), dtype=dtype)
     return (u * 2 - 1) * radius
 
 
@@ -68,7 +69,9 @@ def sensitivity(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[in
     recompute : a :class:`Recompute` (method, objective, params, reduction), or a method name (score)
     samples : noisy copies per image; radius : the noise's bound (> 0)
     relative : "yes" (divide by ‖Φ(x)‖) or "no" (Yeh et al.'s absolute change)
-    seed : row ``i * samples + k`` is :func:`uniform_noise` of (seed, row)
+    seed : image i's sample k is :func:`uniform_noise` of (s_i, k), s_i its
+        :func:`~saliency_core.evaluation.metrics._common.image_seeds` entry: an image gets the same noise, and
+        value, alone or in any batch
     progress : ``progress(done, total)`` after each block of recomputed maps (total N * samples)
     """
     if isinstance(recompute, str):
@@ -83,10 +86,12 @@ def sensitivity(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[in
     rows = n * samples
     block = max(1, min(rows, rows_per_pass(clean.input_row_bytes, clean.device, backward=False)))
     changes = torch.empty(rows, dtype=torch.float64)
+    seeds = image_seeds(clean.x, seed).tolist()
     for start in range(0, rows, block):
         stop = min(rows, start + block)
         img = torch.arange(start, stop) // samples
-        xp = torch.stack([clean.x[int(i)] + uniform_noise(seed, r, (c, h, w), radius, clean.x.dtype).to(clean.device)
+        xp = torch.stack([clean.x[int(i)] + uniform_noise(seeds[int(i)], r % samples, (c, h, w), radius,
+                                                           clean.x.dtype).to(clean.device)
                           for r, i in zip(range(start, stop), img, strict=True)])
         ap = recompute.maps(model, xp, clean.y[img.to(clean.y.device)], precision).flatten(1)
         changes[start:stop] = (ap - a[img]).norm(dim=1)
