@@ -223,12 +223,16 @@ st.dataframe(per_class, hide_index=True, key="dataset_per_class",
 st.caption("Means over the images whose maps explain that class. Low gini / high entropy_norm: diffuse maps.")
 
 # --------------------------------------------------------------------------- leaderboard
-ranked = leaderboard.faithfulness_maps(view)
-if len(ranked) >= 2:
-    st.subheader("Leaderboard: which map is most faithful")
-    by = st.segmented_control("Rank by", list(leaderboard.METRICS), key="dataset_rank_by", required=True,
-                              default="insertion_minus_deletion", format_func=leaderboard.METRIC_TITLES.get)
-    by = by if by in leaderboard.METRICS else "insertion_minus_deletion"
+rankable = leaderboard.available_metrics(view)
+if rankable:
+    st.subheader("Leaderboard: which map is best")
+    preferred = "insertion_minus_deletion" if "insertion_minus_deletion" in rankable else rankable[0]
+    if st.session_state.get("dataset_rank_by", preferred) not in rankable:  # a link's, or another folder's
+        del st.session_state["dataset_rank_by"]  # the widget then starts from its default
+    by = st.segmented_control("Rank by", rankable, key="dataset_rank_by", required=True, default=preferred,
+                              format_func=leaderboard.METRIC_TITLES.get)
+    by = by if by in rankable else preferred
+    ranked = leaderboard.ranked_maps(view, by)
 
     def board_of(rows: pd.DataFrame) -> leaderboard.Leaderboard:
         return caches.dataset_leaderboard(dataset_view.frame_digest(rows), by, rows)
@@ -247,14 +251,12 @@ if len(ranked) >= 2:
     intervals(board, None, "dataset_leaderboard_chart")
     st.dataframe(leaderboard.display_table(board), hide_index=True, key="dataset_leaderboard",
                  column_config={leaderboard.METRIC_TITLES[m]: st.column_config.NumberColumn(format="%.3f")
-                                for m in leaderboard.METRICS})
+                                for m in board.metrics})
     st.caption(f"Means over the {len(view):,} images shown, with {board.confidence:.0%} percentile-bootstrap "
-               f"intervals ({board.resamples:,} resamples of the images). Deletion AUC: the target's probability "
-               "as the map's top pixels are removed first (low is faithful); insertion AUC: as they are restored "
-               "first (high is faithful). A map should beat the random order.")
+               f"intervals ({board.resamples:,} resamples of the images). {leaderboard.METRIC_NOTES[by]}")
     correct = view["correct"].astype("boolean") if "correct" in view else pd.Series(dtype="boolean")
     if correct.notna().any():
-        st.markdown("**Correct and wrong predictions apart** (a map can be faithful on one and not on the other)")
+        st.markdown("**Correct and wrong predictions apart** (a map can do well on one and not on the other)")
         o1, o2 = st.columns(2)
         for where, outcome, key in ((o1, "correct", "dataset_board_correct"), (o2, "wrong", "dataset_board_wrong")):
             rows = dataset_view.filter_rows(view, outcome=outcome)
@@ -268,9 +270,10 @@ if len(ranked) >= 2:
                                       "share of images on which the row's map beats the column's"),
                     key="dataset_head_to_head")
     st.caption("Ties count half; only images with both values count.")
-elif map_names and not ranked:
-    st.caption("No leaderboard: these results have no deletion/insertion AUCs. Run the batch job with "
-               "--faithfulness (and several maps, e.g. --maps gradient:score,smoothgrad:loss,grad_cam:score).")
+elif map_names:
+    st.caption("No leaderboard: these results have no metric to rank the maps by. Run the batch job with "
+               "--faithfulness or --metrics (e.g. --metrics road,sensitivity,sparseness) and several maps, e.g. "
+               "--maps gradient:score,smoothgrad:loss,grad_cam:score.")
 
 # --------------------------------------------------------------------------- disagreement
 pair = dataset_view.map_pair_defaults(map_names)

@@ -57,7 +57,8 @@ def test_the_leaderboard_ranks_best_first_with_the_random_reference():
     assert list(t["map"]) == ["smoothgrad_loss", "gradient_score", "random"]
     assert list(t["title"]) == ["SmoothGrad · loss", "Gradient · score", "random order"]
     assert (t["images"] == 400).all()
-    for metric in lb.METRICS:
+    assert board.metrics == ("insertion_minus_deletion", "deletion_auc", "insertion_auc")  # those it has
+    for metric in board.metrics:
         assert (t[f"{metric}_low"] <= t[f"{metric}_mean"]).all() and (t[f"{metric}_mean"] <= t[f"{metric}_high"]).all()
     frame = _frame()
     diff = frame["gradient_score_insertion_auc"] - frame["gradient_score_deletion_auc"]
@@ -113,3 +114,44 @@ def test_the_display_table_puts_the_ranking_metric_first_with_its_interval():
     row = board.table.iloc[0]
     expected = f"[{row['deletion_auc_low']:.3f}, {row['deletion_auc_high']:.3f}]"
     assert shown["deletion AUC, 95 % interval"].iloc[0] == expected
+
+
+def _metric_frame(n: int = 300, seed: int = 2) -> pd.DataFrame:
+    """Two maps with a lower-is-better metric (ROAD MoRF) and a higher-is-better one (sparseness), and AUCs."""
+    frame = _frame(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    return frame.assign(gradient_score_road_morf=rng.normal(2.0, 0.5, n), smoothgrad_loss_road_morf=rng.normal(
+        3.0, 0.5, n), gradient_score_sparseness=rng.normal(0.3, 0.05, n),
+        smoothgrad_loss_sparseness=rng.normal(0.6, 0.05, n), score_max=1.0, score_sparseness=0.9)
+
+
+def test_any_metric_column_ranks_the_maps_the_way_its_declaration_says_is_better():
+    frame = _metric_frame()
+    assert lb.METRICS["road_morf"] == "lower is better" and lb.METRICS["sparseness"] == "higher is better"
+    assert {"road_morf", "sparseness"} <= set(lb.available_metrics(frame))
+    assert "road_lerf" not in lb.available_metrics(frame)  # no map has it
+    by_road = lb.leaderboard(frame, by="road_morf")
+    t = by_road.table
+    # Lower ROAD MoRF first; the random order has no ROAD value and is no reference for it.
+    assert list(t["map"]) == ["gradient_score", "smoothgrad_loss"]
+    assert t["road_morf_mean"].tolist() == pytest.approx([frame["gradient_score_road_morf"].mean(),
+                                                          frame["smoothgrad_loss_road_morf"].mean()])
+    assert by_road.metrics[0] == "road_morf" and "sparseness" in by_road.metrics and "deletion_auc" in by_road.metrics
+    for metric in by_road.metrics:
+        assert (t[f"{metric}_low"] <= t[f"{metric}_mean"]).all() and (t[f"{metric}_mean"] <= t[f"{metric}_high"]).all()
+    by_sparseness = lb.leaderboard(frame, by="sparseness").table
+    # Higher first; the third map (score, sparseness only) is ranked too, with its constant value.
+    assert list(by_sparseness["map"]) == ["score", "smoothgrad_loss", "gradient_score"]
+    assert by_sparseness.set_index("map").loc["score", "sparseness_low"] == pytest.approx(0.9)
+    wins = lb.head_to_head(frame, metric="road_morf")
+    expected = (frame["gradient_score_road_morf"] < frame["smoothgrad_loss_road_morf"]).mean()
+    assert wins.loc["Gradient · score", "SmoothGrad · loss"] == pytest.approx(expected)
+    shown = lb.display_table(by_road)
+    assert list(shown.columns[2:4]) == ["ROAD, most relevant first", "ROAD, most relevant first, 95 % interval"]
+
+
+def test_a_metric_the_results_lack_ranks_nothing():
+    frame = _frame(20)
+    assert lb.available_metrics(frame) == ["deletion_auc", "insertion_auc", "insertion_minus_deletion"]
+    assert lb.leaderboard(frame, by="infidelity").table.empty
+    assert np.isnan(lb.metric_values(frame, "gradient_score", "infidelity")).all()

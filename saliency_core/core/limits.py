@@ -36,3 +36,14 @@ MAX_WORKERS = 64
 #: at 224 px), are held in memory until it is written.
 MAX_PART_SIZE = 10_000
 
+
+# What the batch job reads for the localisation metrics (``--boxes``, ``--masks``): checked before the model loads.
+#: A boxes CSV (ImageNet's validation boxes are about 3 MB; its training boxes about 30 MB).
+MAX_BOXES_BYTES = 64 * 2**20
+#: Rows of a boxes CSV, and boxes of one image (their union is the object).
+MAX_BOX_ROWS = 2_000_000
+MAX_BOXES_PER_IMAGE = 1_000
+#: A box coordinate, in the original image's pixels (the image loader refuses above 40 MP anyway).
+MAX_BOX_COORDINATE = 1_000_000
+#: One mask PNG's bytes (a 40 MP one-bit mask compresses far below this).
+MAX_MASK_BYTES = 16 * 2**20

@@ -55,7 +55,7 @@ import torch.distributed as dist
 from saliency_core.errors import ModelOutputError, SaliencyError
 from saliency_core.figures.provenance import package_versions
 from saliency_core.inputs.preprocessing import normalize
-from saliency_core.jobs import map_specs, results
+from saliency_core.jobs import map_specs, metric_specs, results
 from saliency_core.jobs.columns import batch_columns, check_maps_apply, rows_frame
 from saliency_core.jobs.imagefolder import (
     Discovery,
@@ -65,6 +65,8 @@ from saliency_core.jobs.imagefolder import (
     discover,
     item_path,
 )
+from saliency_core.jobs.localisation import Objects, load_objects
+from saliency_core.jobs.metric_columns import check_metrics_apply, object_masks
 from saliency_core.jobs.options import Options, parse_args, recorded_config
 from saliency_core.jobs.processes import (
     Ranks,
@@ -115,7 +117,9 @@ def _folder_problem(out: Path, opts: Options) -> str | None:
     old = recorded_config(earlier["config"]) if isinstance(earlier.get("config"), dict) else None  # older names too
     live = [r for r in earlier.get("runs", []) if results.run_status(r) == "running"]
     if old is not None and old != opts.config():
-        diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in opts.config().items() if old.get(k) != v)
+        new = opts.config()
+        diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in dict.fromkeys([*new, *old])
+                         if old.get(k) != new.get(k))
         return (f"{out} holds results made with other options ({diff}). Use a new --out folder, "
                 "or the same options to finish that run.")
     if live:
@@ -125,7 +129,8 @@ def _folder_problem(out: Path, opts: Options) -> str | None:
     return None
 
 
-def _prepare_out(opts: Options, ranks: Ranks, discovery: Discovery, model: LoadedModel) -> tuple[int, set[str]]:
+def _prepare_out(opts: Options, ranks: Ranks, discovery: Discovery, model: LoadedModel, objects: Objects | None
+                 ) -> tuple[int, set[str]]:
     """Check the folder against the options, read what is done, record this run; returns (run, done keys)."""
     out = Path(opts.out)
     problem = _folder_problem(out, opts) if ranks.rank == 0 else None
@@ -156,7 +161,11 @@ def _prepare_out(opts: Options, ranks: Ranks, discovery: Discovery, model: Loade
                 **map_specs.definitions(opts.specs, opts.reduction, _params_as_run(opts, model)),
                 "target": "the true label where known, else the model's top-1 prediction (target_source)",
                 "maps": "maps/<part>.npz: each map divided by its own max, float16; scale in <map>_max",
+                **metric_specs.definitions(opts.metrics, opts.used_metric_params()),
+                **({"object_share": "the share of the model's crop the object (box or mask) covers; NaN without one"}
+                   if objects is not None else {}),
             },
+            **({"objects": objects.summary} if objects is not None else {}),
             "versions": package_versions(),
         })
         runs.append({"run": run, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -211,12 +220,14 @@ def _record_stop(out: str, run_id: int, exc: BaseException) -> None:
 
 def _run(opts: Options, ranks: Ranks, device: torch.device) -> dict:
     discovery = discover(opts.images)
+    objects = load_objects(opts.boxes, opts.masks, discovery)  # a bad CSV or mask file costs no model load
     fetch_weights_once(opts.model, ranks)
     model = load_model(opts.model, device, allow_download=False)  # every rank from the cache, filled just now
     check_maps_apply(model, opts)  # before the folder is touched: a wrong layer is the user's error
-    run_id, done = _prepare_out(opts, ranks, discovery, model)
+    check_metrics_apply(model, opts)
+    run_id, done = _prepare_out(opts, ranks, discovery, model, objects)
     try:
-        return _compute(opts, ranks, device, discovery, model, run_id, done)
+        return _compute(opts, ranks, device, discovery, model, run_id, done, objects)
     except BaseException as exc:
         if ranks.rank == 0:
             _record_stop(opts.out, run_id, exc)
@@ -224,9 +235,9 @@ def _run(opts: Options, ranks: Ranks, device: torch.device) -> dict:
 
 
 def _compute(opts: Options, ranks: Ranks, device: torch.device, discovery: Discovery, model: LoadedModel,
-             run_id: int, done: set[str]) -> dict:
+             run_id: int, done: set[str], objects: Objects | None = None) -> dict:
     pending = [it for it in discovery.items if it.key not in done]
-    dataset = ImageDataset(discovery, pending, model.preprocessing)
+    dataset = ImageDataset(discovery, pending, model.preprocessing, objects=objects)
     sampler = ShardSampler(len(pending), ranks.rank, ranks.world)
     workers = opts.workers if opts.workers is not None else default_workers(device, ranks.world)
     # "fork" on Linux, as Python before 3.14 does by default: die_with_job compares the worker's parent
@@ -268,10 +279,15 @@ def _compute(opts: Options, ranks: Ranks, device: torch.device, discovery: Disco
         if good:
             items = [pending[r["index"]] for r in good]
             x = normalize(np.stack([r["crop"] for r in good]), model.preprocessing, device)
+            masks, share = (object_masks([r["mask"] for r in good], model.preprocessing.crop) if objects is not None
+                            else (None, None))
             try:
-                cols, batch_maps = batch_columns(model, x, [it.label for it in items], opts)
+                cols, batch_maps = batch_columns(model, x, [it.label for it in items], opts,
+                                                 [r["sha256"] for r in good], masks)
             except ModelOutputError as exc:
                 raise ModelOutputError(_on_images(exc, [item_path(discovery, it) for it in items])) from exc
+            if share is not None:
+                cols["object_share"] = share
             rows.append(rows_frame(items, good, cols, model, ranks, run_id, discovery))
             for m, v in batch_maps.items():
                 maps.setdefault(m, []).append(v)

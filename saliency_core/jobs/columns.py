@@ -16,6 +16,7 @@ from saliency_core.core.model_access import TOP1_TARGET
 from saliency_core.evaluation import faithfulness, tensor_stats
 from saliency_core.jobs import map_specs
 from saliency_core.jobs.imagefolder import Discovery, Item, imagenet_wnids, item_path
+from saliency_core.jobs.metric_columns import metric_columns
 from saliency_core.jobs.processes import Ranks
 from saliency_core.methods.declaration import AttributionWarning
 from saliency_core.methods.registry import AttributionResult, attribute, get_method
@@ -66,14 +67,17 @@ def check_maps_apply(model: LoadedModel, opts: Options) -> None:
                       precision=opts.precision, **params)
 
 
-def batch_columns(model: LoadedModel, x: torch.Tensor, labels: Sequence[int | None], opts: Options
+def batch_columns(model: LoadedModel, x: torch.Tensor, labels: Sequence[int | None], opts: Options,
+                  sha256: Sequence[str] = (), masks: torch.Tensor | None = None
                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The per-image numbers of one batch: (columns, maps), each a dict of (N, ...) arrays.
 
     The target is the true label where known, else the model's top-1
     prediction from the same forward pass. Columns per map are prefixed by
     its name (:mod:`saliency_core.jobs.map_specs`); Integrated Gradients maps add
-    ``<map>_completeness_gap``.
+    ``<map>_completeness_gap``; ``--metrics`` adds ``<map>_<metric>``
+    (:mod:`saliency_core.jobs.metric_columns`, seeded by the images' ``sha256``;
+    the localisation metrics need ``masks``, (N, H, W) bool).
     """
     y = torch.tensor([TOP1_TARGET if lab is None else lab for lab in labels], device=x.device)
     res, all_maps, gaps = _maps(model, x, y, opts)
@@ -104,6 +108,7 @@ def batch_columns(model: LoadedModel, x: torch.Tensor, labels: Sequence[int | No
         f = faithfulness.deletion_insertion(model, x, res.targets, None, steps=steps, order="random",
                                             batch_size=opts.batch_size * 4, precision=opts.precision)
         cols["random_deletion_auc"], cols["random_insertion_auc"] = f.deletion_auc, f.insertion_auc
+    cols |= metric_columns(model, x, res.targets, all_maps, opts, sha256, masks)
     maps = {}
     if opts.save_maps:
         for m, v in all_maps.items():

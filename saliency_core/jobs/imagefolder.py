@@ -255,22 +255,25 @@ class ImageDataset(torch.utils.data.Dataset):
     Each record is a dict: ``index`` (position in ``items``), ``crop``
     ((H, W, 3) uint8 array, or None), ``sha256`` (of the file's bytes, or
     :func:`~saliency_core.inputs.images.pixels_sha256` of an npz image), ``width``, ``height`` (of the image as decoded)
-    and ``error`` (None, or why the file can't be used).
+    and ``error`` (None, or why the file can't be used); with ``objects``
+    (:class:`saliency_core.jobs.localisation.Objects`) also ``mask``, the (crop, crop) bool object mask or None.
     """
 
     def __init__(self, discovery: Discovery, items: list[Item], prep: Preprocessing,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES, objects: object | None = None) -> None:
         self.root, self.kind = discovery.root, discovery.kind
         self.items = items
         self.prep = prep
         self.max_bytes = max_bytes
+        self.objects = objects
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
         item = self.items[index]
-        record = {"index": index, "crop": None, "sha256": None, "width": None, "height": None, "error": None}
+        record = {"index": index, "crop": None, "sha256": None, "width": None, "height": None, "error": None,
+                  "mask": None}
         try:
             if self.kind == "npz":
                 image = _npz_images(self.root)[_npz_index(item.key)]
@@ -286,6 +289,12 @@ class ImageDataset(torch.utils.data.Dataset):
             record["error"] = f"The file can't be read: {exc.strerror or exc}"
             return record
         record["width"], record["height"] = image.size
+        if self.objects is not None:
+            try:
+                record["mask"] = self.objects.mask(item.key, *image.size, self.prep)
+            except InvalidImageError as exc:  # the mask, not the image: say so
+                record["error"] = str(exc)
+                return record
         record["crop"] = np.asarray(crop_image(image, self.prep), dtype=np.uint8)
         return record
 

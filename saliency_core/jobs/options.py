@@ -21,7 +21,8 @@ from typing import NoReturn
 
 from saliency_core.core import gradients, limits, precision
 from saliency_core.errors import SaliencyError
-from saliency_core.jobs import map_specs
+from saliency_core.jobs import map_specs, metric_specs
+from saliency_core.jobs.localisation import file_sha256
 from saliency_core.methods.registry import ATTRIBUTION_METHODS
 from saliency_core.models.registry import DEFAULT_MODEL, model_names
 
@@ -48,6 +49,11 @@ class Options:
     save_maps: bool = False
     part_size: int = 1024
     progress: bool | None = None  # None: a progress bar when stderr is a terminal
+    metrics: tuple[str, ...] = ()  # --metrics, expanded: metric names of evaluation.metrics.METRICS
+    metric_params: dict[str, dict[str, object]] = field(default_factory=dict)  # owner -> as given
+    boxes: str | None = None  # --boxes CSV
+    boxes_sha256: str | None = None
+    masks: str | None = None  # --masks DIR
 
     @property
     def specs(self) -> tuple[map_specs.MapSpec, ...]:
@@ -62,12 +68,28 @@ class Options:
         methods = map_specs.methods_of(self.specs)
         return {m: p for m in methods if (p := self.params_for(m))}
 
+    def metric_params_for(self, owner: str) -> dict[str, object]:
+        """Every parameter of a metric owner ("road", "infidelity") as the job uses it, defaults filled in."""
+        return metric_specs.owners()[owner].resolve(self.metric_params.get(owner, {}))
+
+    def used_metric_params(self) -> dict[str, dict[str, object]]:
+        """owner -> its parameters, for the metrics asked for that have any."""
+        return {o: p for o in metric_specs.owners_of(self.metrics) if (p := self.metric_params_for(o))}
+
     def config(self) -> dict:
         values = {k: getattr(self, k) for k in CONFIG_KEYS}
         values["images"] = str(Path(self.images).expanduser().resolve())
         values["maps"] = list(self.maps)
         if params := self.used_params():  # absent for the plain gradient: older results folders still match
             values["method_params"] = params
+        if self.metrics:  # absent without --metrics, for the same reason
+            values["metrics"] = list(self.metrics)
+            if params := self.used_metric_params():
+                values["metric_params"] = params
+        if self.boxes is not None:  # a changed CSV must not be mixed into a resumed run
+            values["boxes"] = {"file": str(Path(self.boxes).expanduser().resolve()), "sha256": self.boxes_sha256}
+        if self.masks is not None:
+            values["masks"] = str(Path(self.masks).expanduser().resolve())
         return values
 
 
@@ -189,6 +211,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                                choices=[*param.choices, *dict(param.renamed)] if param.choices else None,
                                metavar="{" + ",".join(param.choices) + "}" if param.choices else param.name.upper(),
                                help=f"{param.help} (default: {default}{most})")
+    _add_metric_options(p)
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None)
     bar.add_argument("--no-progress", dest="progress", action="store_false")
@@ -232,8 +255,80 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     _check_number(p, "--part-size", a.part_size, 1, limits.MAX_PART_SIZE)
     if a.workers is not None:
         _check_number(p, "--workers", a.workers, 0, limits.MAX_WORKERS)
+    metrics, metric_params, boxes_sha256 = _read_metric_options(p, a)
     return Options(images=a.images, out=a.out, model=a.model, maps=tuple(s.entry for s in maps),
                    method_params=params, batch_size=a.batch_size,
                    device=a.device, workers=a.workers, reduction=a.reduction, precision=a.precision,
                    faithfulness=a.faithfulness, faithfulness_steps=a.faithfulness_steps, save_maps=a.save_maps,
-                   part_size=a.part_size, progress=a.progress)
+                   part_size=a.part_size, progress=a.progress, metrics=metrics, metric_params=metric_params,
+                   boxes=a.boxes, boxes_sha256=boxes_sha256, masks=a.masks)
+
+
+def _add_metric_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics", default=None,
+                   help="comma-separated evaluation metrics, a column each per map (<map>_<metric>): "
+                        f"{', '.join(metric_specs.EVALUATION_METRICS)}; road, sensitivity and localisation name "
+                        "two or three at once (road_morf,road_lerf; max_sensitivity,avg_sensitivity; the three that "
+                        "need --boxes or --masks)")
+    p.add_argument("--boxes", default=None,
+                   help="CSV of object boxes for the localisation metrics: key (or path), x0, y0, x1, y1 in the "
+                        f"original image's pixels (at most {limits.MAX_BOXES_BYTES // 2**20} MB)")
+    p.add_argument("--masks", default=None,
+                   help="folder of object masks for the localisation metrics: image a/b.jpg has its mask at "
+                        "DIR/a/b.png, the image's size, non-zero on the object")
+    for owner, metric in metric_specs.owners().items():
+        if not metric.params:
+            continue
+        names = [m for m in metric_specs.EVALUATION_METRICS if metric_specs.owner(m) == owner]
+        group = p.add_argument_group(f"{owner} parameters ({', '.join(names)}; {metric.citation})")
+        for param in metric.params:
+            most = metric_specs.cap(param.name, param.maximum)
+            group.add_argument(metric_specs.option(owner, param.name), dest=f"metric__{owner}__{param.name}",
+                               type=param.kind, default=None, choices=list(param.choices) or None,
+                               metavar="{" + ",".join(param.choices) + "}" if param.choices else param.name.upper(),
+                               help=f"{param.help} (default: {param.default}"
+                                    f"{f', at most {_number(most)}' if most is not None else ''})")
+
+
+def _read_metric_options(p: argparse.ArgumentParser, a: argparse.Namespace
+                         ) -> tuple[tuple[str, ...], dict[str, dict[str, object]], str | None]:
+    """(metrics, their parameters as given, the boxes CSV's sha256), each checked: a bad one is a usage error."""
+    metrics: tuple[str, ...] = ()
+    if a.metrics is not None:
+        try:
+            metrics = metric_specs.parse_metrics(a.metrics)
+        except SaliencyError as exc:
+            p.error(str(exc))
+    used = metric_specs.owners_of(metrics)
+    params: dict[str, dict[str, object]] = {}
+    for owner, metric in metric_specs.owners().items():
+        for param in metric.params:
+            value = getattr(a, f"metric__{owner}__{param.name}")
+            if value is None:
+                continue
+            name = metric_specs.option(owner, param.name)
+            if owner not in used:
+                p.error(f"{name} is given but --metrics asks for no {owner} metric")
+            try:
+                params.setdefault(owner, {})[param.name] = param.check(value)
+            except SaliencyError as exc:
+                p.error(f"{name}: {exc}")
+            most = metric_specs.cap(param.name, param.maximum)
+            if most is not None and value > most:
+                p.error(f"{name} must be at most {_number(most)}, got {value}")
+    localisation = metric_specs.needs_mask(metrics)
+    if a.boxes is not None and a.masks is not None:
+        p.error("give --boxes or --masks, not both")
+    source = "--boxes" if a.boxes is not None else "--masks" if a.masks is not None else None
+    if localisation and source is None:
+        p.error(f"--metrics {','.join(localisation)} needs the objects: --boxes CSV or --masks DIR")
+    if source is not None and not localisation:
+        p.error(f"{source} is given but --metrics asks for no localisation metric "
+                f"({', '.join(metric_specs.ALIASES['localisation'])})")
+    sha = None
+    if a.boxes is not None:
+        try:
+            sha = file_sha256(a.boxes)
+        except SaliencyError as exc:
+            p.error(str(exc))
+    return metrics, params, sha
