@@ -87,7 +87,7 @@ def test_every_method_is_counted():
 @pytest.mark.parametrize("method", list(SMALL))
 def test_a_methods_work_is_the_rows_it_runs(net, method):
     attribute(net, X, Y, method, ("score", "loss"), max_batch=2, **SMALL[method])
-    assert counted() == method_work(method, SMALL[method], images=2)
+    assert counted() == method_work(method, SMALL[method], images=2, size=X.shape[2:])
 
 
 def test_the_counts_are_the_methods_own():
