@@ -30,6 +30,7 @@ from saliency_core.methods.smoothgrad import noisy_copies
 SMALL = {  # parameters that keep the embedded-model tests short
     "smoothgrad": {"samples": 2},
     "integrated_gradients": {"steps": 3},
+    "occlusion": {"window": 112, "stride": 112},
 }
 
 

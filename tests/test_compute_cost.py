@@ -76,6 +76,7 @@ SMALL = {
     "integrated_gradients": {"steps": 4, "baseline": "dataset_mean"},
     "guided_backprop": {},
     "grad_cam": {"layer": "conv2"},
+    "occlusion": {"window": 8, "stride": 6},
 }
 
 
@@ -95,6 +96,9 @@ def test_the_counts_are_the_methods_own():
     assert method_work("integrated_gradients", {"steps": 256}, images=5) == Work(1280, 10)
     assert method_work("smoothgrad") == Work(25, 1)  # the registry's default
     assert method_work("grad_cam", {"layer": "features.6"}) == Work(1, 0)
+    # Occlusion's rows are its patch positions, which depend on the image size: 224 px unless told.
+    assert method_work("occlusion") == Work(0, 13 * 13 + 1) == method_work("occlusion", size=224)
+    assert method_work("occlusion", {"window": 8, "stride": 4}, size=(32, 16)) == Work(0, 7 * 3 + 1)
     # A value the method refuses makes it fail at once: one pass, as the progress bar counts it.
     assert ATTRIBUTION_METHODS["smoothgrad"].cost({"samples": -3}) == Passes()
     assert forward_passes("integrated_gradients", {"steps": 10}) == 12 and forward_passes("gradient", {}) == 1

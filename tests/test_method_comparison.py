@@ -19,7 +19,11 @@ from saliency_core.evaluation.method_comparison import (
 )
 from saliency_core.methods.registry import map_title, shown_by_default
 
-SMALL = {"smoothgrad": {"samples": 3, "noise": 0.1, "seed": 2}, "integrated_gradients": {"steps": 4}}
+SMALL = {
+    "smoothgrad": {"samples": 3, "noise": 0.1, "seed": 2},
+    "integrated_gradients": {"steps": 4},
+    "occlusion": {"window": 16, "stride": 16},
+}
 FAST_METHODS = shown_by_default()
 SLOW_METHODS = tuple(m for m in ATTRIBUTION_METHODS if m not in FAST_METHODS)
 ALL = FAST_METHODS + SLOW_METHODS
@@ -67,7 +71,7 @@ def test_every_map_is_attributes_own(lite0, image, comparison):
             assert run.completeness_gap is None
     assert comparison.target_prob == pytest.approx(float(r.probs[0, top1]))
     labels = list(comparison.maps())
-    assert len(labels) == 12 and labels[:2] == ["Gradient · score", "Gradient · loss"]
+    assert len(labels) == 2 * len(ALL) and labels[:2] == ["Gradient · score", "Gradient · loss"]
     assert map_title("grad_cam", "loss") == "Grad-CAM · loss −L" in labels
     assert list(comparison.by_method()) == list(ALL)
 
@@ -141,7 +145,7 @@ def test_a_method_that_cannot_run_is_reported_not_raised():
 def test_callers_errors_raise():
     X = torch.randn(1, 3, 8, 8)
     with pytest.raises(InvalidInputError, match="Known methods"):
-        compare_methods(tanh_net(), X, 0, ["gradient", "lime"])
+        compare_methods(tanh_net(), X, 0, ["gradient", "deeplift"])
     with pytest.raises(InvalidInputError, match="one image"):
         compare_methods(tanh_net(), torch.randn(2, 3, 8, 8), 0)
     with pytest.raises(InvalidInputError, match="precision"):

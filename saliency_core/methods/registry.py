@@ -39,6 +39,7 @@ from saliency_core.methods import (
     gradient_x_input,
     guided_backprop,
     integrated_gradients,
+    occlusion,
     smoothgrad,
 )
 from saliency_core.methods._common import Progress, Request
@@ -54,6 +55,7 @@ METHODS: list[AttributionMethod] = [
     integrated_gradients.METHOD,
     guided_backprop.METHOD,
     grad_cam.METHOD,
+    occlusion.METHOD,
 ]
 
 #: name -> method, built from :data:`METHODS` (and kept in step with it by :func:`registered`).

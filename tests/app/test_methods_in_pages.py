@@ -40,6 +40,7 @@ FAST_PARAMS: dict[str, dict[str, object]] = {
     "integrated_gradients": {"steps": 4, "rule": "gauss_legendre"},
     "guided_backprop": {},
     "grad_cam": {},
+    "occlusion": {"window": 56, "stride": 56},
 }
 # What a link writes for those settings (and a non-default layer / baseline where the method has one).
 LINK_PARAMS: dict[str, dict[str, str]] = {
@@ -49,6 +50,7 @@ LINK_PARAMS: dict[str, dict[str, str]] = {
     "integrated_gradients": {"steps": "4", "rule": "gauss_legendre", "baseline": "dataset_mean"},
     "guided_backprop": {},
     "grad_cam": {"layer": "_blocks.14._project_conv"},
+    "occlusion": {"window": "56", "stride": "28", "baseline": "blur"},
 }
 RTOL, ATOL = 1e-4, 1e-6
 
@@ -137,7 +139,8 @@ def test_hover_names_attributions_and_grad_cam_has_no_channels(new_app):
 
 
 # The methods whose loss map is of −L = log p_y (README, glossary): their sign matters.
-MINUS_L = {"gradient_x_input", "integrated_gradients", "guided_backprop", "grad_cam"}
+MINUS_L = {"gradient_x_input", "integrated_gradients", "guided_backprop", "grad_cam", "occlusion", "rise",
+           "kernel_shap", "lime"}
 
 
 @pytest.mark.parametrize("method", list(FAST_PARAMS))
