@@ -31,6 +31,7 @@ SMALL = {  # parameters that keep the embedded-model tests short
     "smoothgrad": {"samples": 2},
     "integrated_gradients": {"steps": 3},
     "occlusion": {"window": 112, "stride": 112},
+    "rise": {"masks": 3},
 }
 
 

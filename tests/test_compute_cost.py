@@ -77,6 +77,7 @@ SMALL = {
     "guided_backprop": {},
     "grad_cam": {"layer": "conv2"},
     "occlusion": {"window": 8, "stride": 6},
+    "rise": {"masks": 3},
 }
 
 
@@ -99,6 +100,7 @@ def test_the_counts_are_the_methods_own():
     # Occlusion's rows are its patch positions, which depend on the image size: 224 px unless told.
     assert method_work("occlusion") == Work(0, 13 * 13 + 1) == method_work("occlusion", size=224)
     assert method_work("occlusion", {"window": 8, "stride": 4}, size=(32, 16)) == Work(0, 7 * 3 + 1)
+    assert method_work("rise", {"masks": 4000}) == Work(0, 4001)
     # A value the method refuses makes it fail at once: one pass, as the progress bar counts it.
     assert ATTRIBUTION_METHODS["smoothgrad"].cost({"samples": -3}) == Passes()
     assert forward_passes("integrated_gradients", {"steps": 10}) == 12 and forward_passes("gradient", {}) == 1

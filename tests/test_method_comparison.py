@@ -23,6 +23,7 @@ SMALL = {
     "smoothgrad": {"samples": 3, "noise": 0.1, "seed": 2},
     "integrated_gradients": {"steps": 4},
     "occlusion": {"window": 16, "stride": 16},
+    "rise": {"masks": 4},
 }
 FAST_METHODS = shown_by_default()
 SLOW_METHODS = tuple(m for m in ATTRIBUTION_METHODS if m not in FAST_METHODS)

@@ -40,6 +40,7 @@ from saliency_core.methods import (
     guided_backprop,
     integrated_gradients,
     occlusion,
+    rise,
     smoothgrad,
 )
 from saliency_core.methods._common import Progress, Request
@@ -56,6 +57,7 @@ METHODS: list[AttributionMethod] = [
     guided_backprop.METHOD,
     grad_cam.METHOD,
     occlusion.METHOD,
+    rise.METHOD,
 ]
 
 #: name -> method, built from :data:`METHODS` (and kept in step with it by :func:`registered`).

@@ -41,6 +41,7 @@ FAST_PARAMS: dict[str, dict[str, object]] = {
     "guided_backprop": {},
     "grad_cam": {},
     "occlusion": {"window": 56, "stride": 56},
+    "rise": {"masks": 6, "seed": 3},
 }
 # What a link writes for those settings (and a non-default layer / baseline where the method has one).
 LINK_PARAMS: dict[str, dict[str, str]] = {
@@ -51,6 +52,7 @@ LINK_PARAMS: dict[str, dict[str, str]] = {
     "guided_backprop": {},
     "grad_cam": {"layer": "_blocks.14._project_conv"},
     "occlusion": {"window": "56", "stride": "28", "baseline": "blur"},
+    "rise": {"masks": "6", "grid": "5", "keep": "0.3", "seed": "2"},
 }
 RTOL, ATOL = 1e-4, 1e-6
 
