@@ -32,6 +32,8 @@ SMALL = {  # parameters that keep the embedded-model tests short
     "integrated_gradients": {"steps": 3},
     "occlusion": {"window": 112, "stride": 112},
     "rise": {"masks": 3},
+    "kernel_shap": {"samples": 4, "segments": 8},
+    "lime": {"samples": 4, "superpixels": "slic", "segments": 8},
 }
 
 

@@ -78,6 +78,8 @@ SMALL = {
     "grad_cam": {"layer": "conv2"},
     "occlusion": {"window": 8, "stride": 6},
     "rise": {"masks": 3},
+    "kernel_shap": {"samples": 4, "segments": 4},
+    "lime": {"samples": 4, "superpixels": "slic", "segments": 4},
 }
 
 
@@ -101,6 +103,7 @@ def test_the_counts_are_the_methods_own():
     assert method_work("occlusion") == Work(0, 13 * 13 + 1) == method_work("occlusion", size=224)
     assert method_work("occlusion", {"window": 8, "stride": 4}, size=(32, 16)) == Work(0, 7 * 3 + 1)
     assert method_work("rise", {"masks": 4000}) == Work(0, 4001)
+    assert method_work("lime") == Work(0, 200)  # the image is its first sample
     # A value the method refuses makes it fail at once: one pass, as the progress bar counts it.
     assert ATTRIBUTION_METHODS["smoothgrad"].cost({"samples": -3}) == Passes()
     assert forward_passes("integrated_gradients", {"steps": 10}) == 12 and forward_passes("gradient", {}) == 1

@@ -24,6 +24,8 @@ SMALL = {
     "integrated_gradients": {"steps": 4},
     "occlusion": {"window": 16, "stride": 16},
     "rise": {"masks": 4},
+    "kernel_shap": {"samples": 6, "segments": 8},
+    "lime": {"samples": 6, "superpixels": "slic", "segments": 8},
 }
 FAST_METHODS = shown_by_default()
 SLOW_METHODS = tuple(m for m in ATTRIBUTION_METHODS if m not in FAST_METHODS)

@@ -39,6 +39,8 @@ from saliency_core.methods import (
     gradient_x_input,
     guided_backprop,
     integrated_gradients,
+    kernel_shap,
+    lime,
     occlusion,
     rise,
     smoothgrad,
@@ -58,6 +60,8 @@ METHODS: list[AttributionMethod] = [
     grad_cam.METHOD,
     occlusion.METHOD,
     rise.METHOD,
+    kernel_shap.METHOD,
+    lime.METHOD,
 ]
 
 #: name -> method, built from :data:`METHODS` (and kept in step with it by :func:`registered`).

@@ -42,6 +42,8 @@ FAST_PARAMS: dict[str, dict[str, object]] = {
     "grad_cam": {},
     "occlusion": {"window": 56, "stride": 56},
     "rise": {"masks": 6, "seed": 3},
+    "kernel_shap": {"samples": 8, "segments": 12},
+    "lime": {"samples": 8, "superpixels": "slic", "segments": 12},
 }
 # What a link writes for those settings (and a non-default layer / baseline where the method has one).
 LINK_PARAMS: dict[str, dict[str, str]] = {
@@ -53,6 +55,8 @@ LINK_PARAMS: dict[str, dict[str, str]] = {
     "grad_cam": {"layer": "_blocks.14._project_conv"},
     "occlusion": {"window": "56", "stride": "28", "baseline": "blur"},
     "rise": {"masks": "6", "grid": "5", "keep": "0.3", "seed": "2"},
+    "kernel_shap": {"samples": "8", "segments": "12", "seed": "4"},
+    "lime": {"samples": "8", "superpixels": "slic", "segments": "12", "kernel_width": "0.5"},
 }
 RTOL, ATOL = 1e-4, 1e-6
 
