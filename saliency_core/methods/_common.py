@@ -187,9 +187,9 @@ def forward_rows(req: Request, per_image: int, targets: torch.Tensor,
     both objectives come from that one forward pass's logits:
     ``consume(start, stop, {objective: (rows,)})`` gets "score" s_y and "loss"
     signed as the method declares (``req.loss_sign`` -1: −L = log p_y), in the
-    module's dtype. Chunks: at most ``max_batch`` rows (None: on a CPU
-    :data:`~saliency_core.core.passes.CPU_FORWARD_ROWS`, faster there than
-    large chunks) and never more than the memory budget allows for
+    module's dtype. Chunks: at most ``max_batch`` rows, on a CPU at most
+    :data:`~saliency_core.core.passes.CPU_FORWARD_ROWS` (faster there than
+    large chunks), and never more than the memory budget allows for
     forward-only rows of this size (:func:`saliency_core.core.passes.rows_per_pass`:
     55 at 224 px on a CPU), halved on out-of-memory. Progress counts rows,
     after each chunk (where a dashboard stops the work of a session that left).
@@ -197,7 +197,9 @@ def forward_rows(req: Request, per_image: int, targets: torch.Tensor,
     total = req.n * per_image
     row_targets = targets.repeat_interleave(per_image)
     fmt = memory_format_of(req.module)
-    chunk = req.max_batch or (CPU_FORWARD_ROWS if req.device.type == "cpu" else None)
+    chunk = req.max_batch
+    if req.device.type == "cpu":
+        chunk = min(chunk or CPU_FORWARD_ROWS, CPU_FORWARD_ROWS)
 
     def step(start: int, stop: int) -> dict[str, torch.Tensor]:
         x = build(start, stop).contiguous(memory_format=fmt)
