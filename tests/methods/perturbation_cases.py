@@ -77,18 +77,18 @@ def small_coffee(lite0, size: int = 64) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
-def save_own_models(folder: Path, net: torch.nn.Module) -> dict[str, str]:
-    """``net`` saved in ``folder`` as TorchScript (traced) and torch.export, each
-    with a sidecar (32 px crop); the models' names as the dashboard lists them."""
-    x = torch.zeros(2, 3, 32, 32)
+def save_own_models(folder: Path, net: torch.nn.Module, crop: int = 32) -> dict[str, str]:
+    """``net`` saved in ``folder`` as TorchScript (traced) and torch.export, each with a sidecar (``crop`` px);
+    the models' names as the dashboard lists them."""
+    x = torch.zeros(2, 3, crop, crop)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates TorchScript; teams still send it
         torch.jit.trace(net, x).save(str(folder / "perturb_traced.pt"))
     batch = torch.export.Dim("batch")
     program = torch.export.export(net, (x,), dynamic_shapes=({0: batch},))
     torch.export.save(program, str(folder / "perturb_exported.pt2"))
-    sidecar = {"title": "Small CNN", "classes": CLASSES, "resize": 36, "crop": 32, "mean": [0.5, 0.5, 0.5],
-               "std": [0.25, 0.25, 0.25]}
+    sidecar = {"title": "Small CNN", "classes": CLASSES, "resize": crop + crop // 8, "crop": crop,
+               "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
     for stem in ("perturb_traced", "perturb_exported"):
         (folder / f"{stem}.json").write_text(json.dumps(sidecar))
     return {"torchscript": "custom:perturb_traced", "export": "custom:perturb_exported"}
