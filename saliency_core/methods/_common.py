@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from saliency_core.core import baselines
@@ -213,6 +214,15 @@ def forward_rows(req: Request, per_image: int, targets: torch.Tensor,
                                              backward=False):
         consume(start, stop, values)
         req.report(stop, total)
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    """A private CPU generator, a function of ``seed`` only: never torch's global one, so the same call draws the
+    same numbers in any thread and on any device (RISE's masks, LIME's and KernelSHAP's samples)."""
+    state = np.random.SeedSequence([int(seed)]).generate_state(1, np.uint64)[0]
+    g = torch.Generator(device="cpu")
+    g.manual_seed(int(state))
+    return g
 
 
 def add_rows_per_image(acc: torch.Tensor, start: int, stop: int, per_image: int, rows: torch.Tensor) -> None:

@@ -35,9 +35,9 @@ from saliency_core.methods._common import (
     forward_rows,
     make_baseline,
     resolve_targets,
+    seeded_generator,
 )
 from saliency_core.methods.declaration import Param, Passes, baseline_param
-from saliency_core.methods.rise import seeded_generator
 
 SEGMENTATIONS = ("slic", "quickshift")
 #: quick shift's balance of colour against position, fixed at LIME's (lime_image's) value.

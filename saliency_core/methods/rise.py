@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -52,19 +51,12 @@ from saliency_core.methods._common import (
     forward_rows,
     make_baseline,
     resolve_targets,
+    seeded_generator,
 )
 from saliency_core.methods.declaration import AttributionMethod, Param, Passes, baseline_param
 
 #: The finest grid the dashboard and the batch job take (cells per side).
 MAX_GRID = 64
-
-
-def seeded_generator(seed: int) -> torch.Generator:
-    """A private CPU generator, a function of ``seed`` only (never torch's global one)."""
-    state = np.random.SeedSequence([int(seed)]).generate_state(1, np.uint64)[0]
-    g = torch.Generator(device="cpu")
-    g.manual_seed(int(state))
-    return g
 
 
 class Masks:

@@ -14,8 +14,8 @@ from captum.attr import KernelShap
 from saliency_core import attribute
 from saliency_core.core.gradients import objective_per_image
 from saliency_core.methods import _surrogate, kernel_shap
+from saliency_core.methods._common import seeded_generator
 from saliency_core.methods.registry import ATTRIBUTION_METHODS
-from saliency_core.methods.rise import seeded_generator
 from tests.methods.perturbation_cases import (
     OBJECTIVES,
     assert_matches,

@@ -12,8 +12,8 @@ from captum.attr import Lime
 
 from saliency_core import attribute
 from saliency_core.methods import lime
+from saliency_core.methods._common import seeded_generator
 from saliency_core.methods.registry import ATTRIBUTION_METHODS
-from saliency_core.methods.rise import seeded_generator
 from tests.methods.perturbation_cases import (
     OBJECTIVES,
     assert_matches,
