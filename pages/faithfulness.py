@@ -52,7 +52,8 @@ def checks_work(a: ImageAnalysis | None) -> tuple[Work, tuple]:
     curves, rand = check_keys(a) if a is not None else (None, None)
     orders = len(OBJECTIVES) + 1  # the maps and the random order
     work = (budget.unless_cached(caches.progress_results(), curves, deletion_insertion_work(orders, steps))
-            + budget.unless_cached(caches.progress_results(), rand, randomisation_work(v.method, v.params, stages)))
+            + budget.unless_cached(caches.progress_results(), rand, randomisation_work(
+                v.method, v.params, stages, size=v.model.preprocessing.crop)))
     return work, ("faithfulness", steps, baseline, stages)
 
 

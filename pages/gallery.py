@@ -58,7 +58,8 @@ batch_keys = [caches.gallery_key(maps) for maps in chunk_maps]
 uncached = sum(len(chunk) for chunk, key in zip(chunks, batch_keys, strict=True)
                if key not in caches.gallery_batches())
 try:
-    budget.confirm(("gallery", *batch_keys), method_work(v.method, v.params, uncached), v.model, v.precision,
+    work = method_work(v.method, v.params, uncached, v.model.preprocessing.crop)
+    budget.confirm(("gallery", *batch_keys), work, v.model, v.precision,
                    f"This gallery of {len(items)} images with {summary}")
 except SaliencyError as exc:
     st.error(plain(exc, 1000))

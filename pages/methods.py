@@ -112,8 +112,10 @@ this_view = (f"This page with {len(methods)} method{'s' if len(methods) > 1 else
 try:
     missing = caches.methods_to_compute(runs, a)
     if missing:
-        grid_work = sum((method_work(m, params[m]) for m in missing), NOTHING)
-        budget.confirm(budget_view, grid_work + (ranking_work(params, 2 * len(methods), STEPS) if rank else NOTHING),
+        size = v.model.preprocessing.crop
+        grid_work = sum((method_work(m, params[m], size=size) for m in missing), NOTHING)
+        budget.confirm(budget_view, grid_work + (ranking_work(params, 2 * len(methods), STEPS, size) if rank
+                                                 else NOTHING),
                        v.model, v.precision, this_view)
     comparison = caches.compare_methods(runs, x, a)
 except SaliencyError as exc:
@@ -176,7 +178,8 @@ try:
     ranked = {m: r.given for m, r in comparison.runs.items() if r.ok}
     budget.confirm(budget_view, budget.unless_cached(caches.progress_results(),
                                                      caches.ranking_key(runs, STEPS, BASELINE, SEED),
-                                                     ranking_work(ranked, len(comparison.entries()), STEPS)),
+                                                     ranking_work(ranked, len(comparison.entries()), STEPS,
+                                                                  v.model.preprocessing.crop)),
                    v.model, v.precision, this_view)
     ranking = caches.rank_methods(runs, comparison, x, steps=STEPS, baseline=BASELINE, seed=SEED)
 except SaliencyError as exc:

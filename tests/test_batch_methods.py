@@ -182,3 +182,44 @@ def test_torchrun_two_ranks_equal_one_process_for_pairs(pairs_run: Path, images:
     two, one = load_results(out).results, load_results(pairs_run).results
     assert set(two["rank"]) == {0, 1}
     assert_same_results(two, one)
+
+
+# --------------------------------------------------------------------------- the perturbation methods
+
+PERTURBATION_ENTRIES = "occlusion:score,rise:loss,kernel_shap:score,lime:loss"
+PERTURBATION_OPTIONS = {  # every parameter of every perturbation method as an option, few passes each
+    "occlusion": {"window": 112, "stride": 112, "baseline": "blur"},
+    "rise": {"masks": 3, "grid": 3, "keep": 0.4, "seed": 2, "baseline": "dataset_mean"},
+    "kernel_shap": {"samples": 3, "superpixels": "slic", "segments": 6, "compactness": 20.0, "kernel_size": 4.0,
+                    "max_dist": 200.0, "seed": 1, "baseline": "mean"},
+    "lime": {"samples": 3, "superpixels": "quickshift", "segments": 50, "compactness": 10.0, "kernel_size": 6.0,
+             "max_dist": 400.0, "seed": 3, "baseline": "dataset_mean", "kernel_width": 0.5},
+}
+
+
+@pytest.mark.slow
+def test_the_perturbation_methods_run_in_the_job_with_their_options(tmp_path: Path, capsys, lite0):
+    from saliency_core.jobs.batch import main
+
+    images = write_sample_folder(tmp_path / "images", 2)
+    argv = ["--images", str(images), "--out", str(tmp_path / "out"), "--maps", PERTURBATION_ENTRIES,
+            "--workers", "0", "--device", "cpu", "--no-progress", "--batch-size", "4"]
+    for method, params in PERTURBATION_OPTIONS.items():
+        for name, value in params.items():
+            argv += [f"--{method}-{name}".replace("_", "-"), str(value)]
+    assert parse_args(argv).params_for("lime") == PERTURBATION_OPTIONS["lime"]
+    assert main(argv) == 0, capsys.readouterr().err
+    rows = load_results(tmp_path / "out").results
+    assert len(rows) == 2
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["config"]["method_params"] == \
+        PERTURBATION_OPTIONS
+    x = normalize(_crops(images, list(rows["key"]), lite0.preprocessing), lite0.preprocessing, lite0.device)
+    targets = torch.tensor(rows["target"].to_numpy(dtype=np.int64))
+    for entry in PERTURBATION_ENTRIES.split(","):
+        method, objective = entry.split(":")
+        want = attribute(lite0, x, targets, method, (objective,), **PERTURBATION_OPTIONS[method]).maps[objective]
+        top = want.amax(dim=(1, 2)).numpy()
+        assert (top > 0).all(), entry
+        np.testing.assert_allclose(rows[f"{method}_{objective}_max"], top, rtol=1e-4, err_msg=entry)
+        np.testing.assert_allclose(rows[f"{method}_{objective}_mean"], want.mean(dim=(1, 2)).numpy(), rtol=1e-4,
+                                   err_msg=entry)

@@ -79,6 +79,10 @@ SMALL = {
     "deeplift": {"baseline": "dataset_mean"},
     "guided_backprop": {},
     "grad_cam": {"layer": "conv2"},
+    "occlusion": {"window": 8, "stride": 6},
+    "rise": {"masks": 3},
+    "kernel_shap": {"samples": 4, "segments": 4},
+    "lime": {"samples": 4, "superpixels": "slic", "segments": 4},
 }
 
 
@@ -90,7 +94,7 @@ def test_every_method_is_counted():
 @pytest.mark.parametrize("method", list(SMALL))
 def test_a_methods_work_is_the_rows_it_runs(net, method):
     attribute(net, X, Y, method, ("score", "loss"), max_batch=2, **SMALL[method])
-    assert counted() == method_work(method, SMALL[method], images=2)
+    assert counted() == method_work(method, SMALL[method], images=2, size=X.shape[2:])
 
 
 def test_the_counts_are_the_methods_own():
@@ -98,6 +102,11 @@ def test_the_counts_are_the_methods_own():
     assert method_work("integrated_gradients", {"steps": 256}, images=5) == Work(1280, 10)
     assert method_work("smoothgrad") == Work(25, 1)  # the registry's default
     assert method_work("grad_cam", {"layer": "features.6"}) == Work(1, 0)
+    # Occlusion's rows are its patch positions, which depend on the image size: 224 px unless told.
+    assert method_work("occlusion") == Work(0, 13 * 13 + 1) == method_work("occlusion", size=224)
+    assert method_work("occlusion", {"window": 8, "stride": 4}, size=(32, 16)) == Work(0, 7 * 3 + 1)
+    assert method_work("rise", {"masks": 4000}) == Work(0, 4001)
+    assert method_work("lime") == Work(0, 200)  # the image is its first sample
     # A value the method refuses makes it fail at once: one pass, as the progress bar counts it.
     assert ATTRIBUTION_METHODS["smoothgrad"].cost({"samples": -3}) == Passes()
     assert forward_passes("integrated_gradients", {"steps": 10}) == 12 and forward_passes("gradient", {}) == 1

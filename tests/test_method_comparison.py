@@ -19,8 +19,16 @@ from saliency_core.evaluation.method_comparison import (
 )
 from saliency_core.methods.registry import map_title, shown_by_default
 
-SMALL = {"smoothgrad": {"samples": 3, "noise": 0.1, "seed": 2}, "integrated_gradients": {"steps": 4},
-         "smoothgrad_sq": {"samples": 2}, "vargrad": {"samples": 2}}
+SMALL = {
+    "smoothgrad": {"samples": 3, "noise": 0.1, "seed": 2},
+    "integrated_gradients": {"steps": 4},
+    "smoothgrad_sq": {"samples": 2},
+    "vargrad": {"samples": 2},
+    "occlusion": {"window": 16, "stride": 16},
+    "rise": {"masks": 4},
+    "kernel_shap": {"samples": 6, "segments": 8},
+    "lime": {"samples": 6, "superpixels": "slic", "segments": 8},
+}
 FAST_METHODS = shown_by_default()
 SLOW_METHODS = tuple(m for m in ATTRIBUTION_METHODS if m not in FAST_METHODS)
 ALL = FAST_METHODS + SLOW_METHODS
@@ -145,7 +153,7 @@ def test_a_method_that_cannot_run_is_reported_not_raised():
 def test_callers_errors_raise():
     X = torch.randn(1, 3, 8, 8)
     with pytest.raises(InvalidInputError, match="Known methods"):
-        compare_methods(tanh_net(), X, 0, ["gradient", "lime"])
+        compare_methods(tanh_net(), X, 0, ["gradient", "deeplift"])
     with pytest.raises(InvalidInputError, match="one image"):
         compare_methods(tanh_net(), torch.randn(2, 3, 8, 8), 0)
     with pytest.raises(InvalidInputError, match="precision"):

@@ -103,6 +103,10 @@ ENTRY_POINTS = {
     "gradient_x_input": lambda m, x: attribute(m, x, [0], "gradient_x_input"),
     "smoothgrad": lambda m, x: attribute(m, x, [0], "smoothgrad", samples=2),
     "integrated_gradients": lambda m, x: attribute(m, x, [0], "integrated_gradients", steps=2),
+    "occlusion": lambda m, x: attribute(m, x, [0], "occlusion", window=16, stride=16),
+    "rise": lambda m, x: attribute(m, x, [0], "rise", masks=2),
+    "kernel_shap": lambda m, x: attribute(m, x, [0], "kernel_shap", samples=2),
+    "lime": lambda m, x: attribute(m, x, [0], "lime", samples=2, superpixels="slic"),
     "deletion_insertion": lambda m, x: faithfulness.deletion_insertion(m, x, [0], torch.rand(1, 32, 32), steps=2),
     "randomisation": lambda m, x: sanity.cascading_randomization(m, x, [0], max_stages=2),
 }

@@ -74,7 +74,8 @@ class Recorder(torch.nn.Module):
 @pytest.mark.parametrize("method, params", [
     ("gradient", {}), ("gradient_x_input", {}), ("smoothgrad", {"samples": 6}),
     ("integrated_gradients", {"steps": 4, "baseline": "dataset_mean"}), ("guided_backprop", {}),
-    ("grad_cam", {"layer": "features"}),
+    ("grad_cam", {"layer": "features"}), ("occlusion", {"window": 16, "stride": 16}), ("rise", {"masks": 3}),
+    ("kernel_shap", {"samples": 3, "segments": 4}), ("lime", {"samples": 3, "superpixels": "slic", "segments": 4}),
 ])
 def test_every_method_passes_no_more_rows_than_the_budget_allows(monkeypatch, method, params):
     # 1 MB for 3 x 32 x 32 float32 rows (12 kB): 1 MB // (12 kB * 256) = 0, so one row a pass, with or without

@@ -278,7 +278,8 @@ def current_analysis(v: View | None = None, more: MoreWork | None = None) -> Ima
     maps = caches.view_key(v)
     try:
         cached = caches.cached_analysis(maps)
-        work = NOTHING if cached is not None else compute_cost.method_work(v.method, v.params)
+        size = v.model.preprocessing.crop
+        work = NOTHING if cached is not None else compute_cost.method_work(v.method, v.params, size=size)
         extra, options = more(cached) if more is not None else (NOTHING, ())
         budget.confirm((caches.analysis_key(maps), *options), work + extra, v.model, v.precision,
                        f"This page with {method_params.method_summary(v.method, v.params, v.model)}")

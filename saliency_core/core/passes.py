@@ -48,6 +48,14 @@ GRADIENT_BYTES_PER_INPUT_BYTE = 256
 FORWARD_BYTES_PER_INPUT_BYTE = 64
 
 
+#: Forward-only rows per pass on a CPU at most, whatever larger chunk a caller allows (the pages' analyses allow
+#: 32, the batch job its --batch-size): small chunks keep a layer's activations in the cache. EfficientNet-Lite0
+#: at 224 px on the 2-core CPU, rows of 2, 4, 8, 16, 32, 55 per pass: 29-54, 22-53, 26-27, 39-44, 35-57, 40-64 ms
+#: a row (two rounds on a loaded machine, 2026-12-06); the Faithfulness page runs its forward passes 8 at a time
+#: on a CPU for the same reason.
+CPU_FORWARD_ROWS = 8
+
+
 @functools.lru_cache(maxsize=16)
 def _cuda_memory(index: int) -> int:
     return torch.cuda.get_device_properties(index).total_memory

@@ -144,10 +144,11 @@ def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
     return methods
 
 
-def forward_passes(method: str, params: Mapping[str, object]) -> int:
+def forward_passes(method: str, params: Mapping[str, object], size: tuple[int, int] | None = None) -> int:
     """The rows through the model a method takes per image for ``params`` (its declared cost: gradient rows and
-    forward-only rows, Integrated Gradients' image and baseline included), to weigh the progress bar."""
-    return get_method(method).cost(params).rows
+    forward-only rows, Integrated Gradients' image and baseline included), to weigh the progress bar.
+    ``size``: the image's (H, W), for a method whose passes depend on it (Occlusion); None: 224 px."""
+    return get_method(method).cost(params, size).rows
 
 
 def compare_methods(model: ModelLike, X: torch.Tensor, target: int, methods: Sequence[str] | None = None,
@@ -187,7 +188,7 @@ def compare_methods(model: ModelLike, X: torch.Tensor, target: int, methods: Seq
                                      one_image=True)
     params = params or {}
     given = {m: dict(params.get(m) or {}) for m in methods}
-    units = [forward_passes(m, given[m]) for m in methods]
+    units = [forward_passes(m, given[m], tuple(X.shape[2:])) for m in methods]
     total = sum(units)
     device = device_of(module_for(model, precision))
     runs: dict[str, MethodRun] = {}

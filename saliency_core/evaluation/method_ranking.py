@@ -125,7 +125,8 @@ def ranking_table(model: ModelLike, X: torch.Tensor, comparison: MethodCompariso
     n_orders = len(entries) + (1 if random_order else 0)
     fa_total = n_orders * 2 * int(steps) if isinstance(steps, int) else 0
     methods = list(dict.fromkeys(m for m, _, _, _ in entries))
-    rand_units = {m: 3 * forward_passes(m, comparison.runs[m].given) for m in methods} if randomisation else {}
+    rand_units = ({m: 3 * forward_passes(m, comparison.runs[m].given, tuple(X.shape[2:])) for m in methods}
+                  if randomisation else {})
     total = fa_total + sum(rand_units.values())
 
     def report_fa(done: int, of: int) -> None:

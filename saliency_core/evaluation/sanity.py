@@ -185,7 +185,8 @@ def cascading_randomization(model: ModelLike, X: torch.Tensor, y: torch.Tensor |
     layers = randomizable_layers(module)
     groups = group_layers([name for name, _ in layers], max_stages) if layers else []
     # Each stage's rows as the method declares them (Integrated Gradients' image and baseline passes included).
-    per_stage = ATTRIBUTION_METHODS[attribution].cost(given).rows if attribution in ATTRIBUTION_METHODS else 1
+    per_stage = (ATTRIBUTION_METHODS[attribution].cost(given, tuple(X.shape[2:])).rows
+                 if attribution in ATTRIBUTION_METHODS else 1)
     total = (len(groups) + 1) * per_stage
 
     def within(stage: int) -> Progress | None:

@@ -1,9 +1,12 @@
 """What the attribution methods share: the request, baselines, batched rows, private model copies.
 
-Every pass goes through the engine's one forward + VJP core,
+Every pass with gradients goes through the engine's one forward + VJP core,
 :func:`saliency_core.core.gradients.forward_and_vjps`: :func:`vjps` for a
 chunk of the request's images (with the loss signed as the method declares),
 :func:`gradient_rows` for rows a method builds itself (noisy copies, path points).
+The perturbation methods need no gradient: :func:`forward_rows` runs the rows
+they build (occluded, masked copies) forward only, and gives both objectives
+from each row's one forward pass.
 
 The model is shared by every user of the dashboard at once. Methods that
 need a changed backward pass (guided backprop) or an inner activation
@@ -22,14 +25,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from saliency_core.core import baselines
-from saliency_core.core.gradients import VJPs, forward_and_vjps
+from saliency_core.core.gradients import VJPs, forward_and_vjps, objective_per_image
 from saliency_core.core.gradients import resolve_targets as resolve_targets
 from saliency_core.core.model_access import ModelLike, memory_format_of
 from saliency_core.core.model_output import OutputCheck, checked_forward
-from saliency_core.core.passes import row_bytes, run_in_chunks
+from saliency_core.core.passes import CPU_FORWARD_ROWS, row_bytes, run_in_chunks
 from saliency_core.core.precision import precision_context
 from saliency_core.errors import InvalidInputError
 
@@ -172,6 +176,53 @@ def gradient_rows(req: Request, per_image: int, targets: torch.Tensor,
     for start, stop, grads in run_in_chunks(total, req.max_batch, req.device, step, input_row_bytes=req.row_bytes):
         consume(start, stop, grads)
         req.report(stop, total)
+
+
+def forward_rows(req: Request, per_image: int, targets: torch.Tensor,
+                 build: Callable[[int, int], torch.Tensor],
+                 consume: Callable[[int, int, dict[str, torch.Tensor]], None]) -> None:
+    """The objectives of ``N * per_image`` rows (image-major: row r belongs to image r // per_image), forward only.
+
+    ``build(start, stop)`` makes rows [start, stop) on the device, (rows, 3, H, W) in the module's dtype;
+    each chunk of rows runs through the module once, without gradients, and
+    both objectives come from that one forward pass's logits:
+    ``consume(start, stop, {objective: (rows,)})`` gets "score" s_y and "loss"
+    signed as the method declares (``req.loss_sign`` -1: −L = log p_y), in the
+    module's dtype. Chunks: at most ``max_batch`` rows, on a CPU at most
+    :data:`~saliency_core.core.passes.CPU_FORWARD_ROWS` (faster there than
+    large chunks), and never more than the memory budget allows for
+    forward-only rows of this size (:func:`saliency_core.core.passes.rows_per_pass`:
+    55 at 224 px on a CPU), halved on out-of-memory. Progress counts rows,
+    after each chunk (where a dashboard stops the work of a session that left).
+    """
+    total = req.n * per_image
+    row_targets = targets.repeat_interleave(per_image)
+    fmt = memory_format_of(req.module)
+    chunk = req.max_batch
+    if req.device.type == "cpu":
+        chunk = min(chunk or CPU_FORWARD_ROWS, CPU_FORWARD_ROWS)
+
+    def step(start: int, stop: int) -> dict[str, torch.Tensor]:
+        x = build(start, stop).contiguous(memory_format=fmt)
+        with torch.no_grad(), precision_context(req.device, req.precision):
+            logits = checked_forward(req.module, x, req.check)
+        logits = logits.to(req.dtype)  # float16 under "fast" autocast
+        y = row_targets[start:stop]
+        return {obj: objective_per_image(logits, y, obj, req.loss_sign) for obj in req.objectives}
+
+    for start, stop, values in run_in_chunks(total, chunk, req.device, step, input_row_bytes=req.row_bytes,
+                                             backward=False):
+        consume(start, stop, values)
+        req.report(stop, total)
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    """A private CPU generator, a function of ``seed`` only: never torch's global one, so the same call draws the
+    same numbers in any thread and on any device (RISE's masks, LIME's and KernelSHAP's samples)."""
+    state = np.random.SeedSequence([int(seed)]).generate_state(1, np.uint64)[0]
+    g = torch.Generator(device="cpu")
+    g.manual_seed(int(state))
+    return g
 
 
 def add_rows_per_image(acc: torch.Tensor, start: int, stop: int, per_image: int, rows: torch.Tensor) -> None:

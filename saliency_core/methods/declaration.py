@@ -12,6 +12,7 @@ job's options and the cost estimates read them from there.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -71,6 +72,11 @@ class Passes:
     @property
     def rows(self) -> int:
         return self.gradient + self.forward
+
+
+#: The image size (H, W) a cost assumes when the caller does not know it: every registered model's crop. Only a
+#: method whose passes depend on the size (Occlusion's window positions) reads it.
+DEFAULT_SIZE = (224, 224)
 
 
 def one_pass(**_params: object) -> Passes:
@@ -181,7 +187,8 @@ class AttributionMethod:
     output : "input" ((N, 3, H, W) attributions, reduced over channels to a map) or "layer" ((N, 1, H, W),
         a layer's map upsampled to the input: already one channel)
     run : ``run(request, **params) -> MethodOutput`` (:mod:`saliency_core.methods._common`)
-    passes : ``passes(**params) -> Passes``, what one image costs (see :meth:`cost`)
+    passes : ``passes(**params) -> Passes``, what one image costs (see :meth:`cost`); a method whose cost
+        depends on the image size names a ``size`` keyword, (H, W)
     default_view : fast enough to show by default (the Methods page's first grid: one pass per image)
     needs : what it needs of a model, keys of :data:`NEEDS`
     empty_reason : why this method's map can be zero everywhere, for the line under such a map ("" if unknown)
@@ -225,20 +232,27 @@ class AttributionMethod:
     def defaults(self) -> dict[str, object]:
         return {p.name: p.default for p in self.params}
 
-    def cost(self, given: Mapping[str, object] | None = None) -> Passes:
+    def cost(self, given: Mapping[str, object] | None = None,
+             size: int | tuple[int, int] | None = None) -> Passes:
         """Rows through the model per image with the parameters ``given`` (defaults for the rest).
 
-        Known before anything runs, from the parameters alone: what progress
-        bars and cost estimates count. A parameter the method would refuse
-        makes it fail at once, so its cost is one pass.
+        Known before anything runs, from the parameters and the image size
+        alone: what progress bars and cost estimates count. A parameter the
+        method would refuse makes it fail at once, so its cost is one pass.
+        ``size``: the images' (H, W) or side, read only by a method whose
+        passes depend on it (``passes`` names a ``size`` keyword); None:
+        :data:`DEFAULT_SIZE`.
         """
         given = given or {}
-        values = {}
+        values: dict[str, object] = {}
         for p in self.params:
             try:
                 values[p.name] = p.check(given.get(p.name, p.default))
             except InvalidInputError:
                 return Passes()
+        if "size" in inspect.signature(self.passes).parameters:
+            side = DEFAULT_SIZE if size is None else size
+            values["size"] = (int(side), int(side)) if isinstance(side, numbers.Integral) else tuple(side)
         return self.passes(**values)
 
     def resolve(self, given: dict[str, object]) -> dict[str, object]:

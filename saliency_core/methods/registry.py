@@ -11,7 +11,8 @@
 Every method can be asked of either objective: "score" (the target's
 logit s_y) or "loss" (the per-image cross-entropy L, independent of the rest
 of the batch). Where a method's output depends on the sign of the objective
-(Gradient×Input, Integrated Gradients, DeepLIFT, Guided Backprop, Grad-CAM), the loss
+(Gradient×Input, Integrated Gradients, DeepLIFT, Guided Backprop, Grad-CAM, and the
+perturbation methods, which measure how the objective changes), the loss
 objective is used as −L = log p_y, so that positive always means "evidence
 for the target" (:attr:`AttributionMethod.loss_objective` says which).
 
@@ -40,6 +41,10 @@ from saliency_core.methods import (
     gradient_x_input,
     guided_backprop,
     integrated_gradients,
+    kernel_shap,
+    lime,
+    occlusion,
+    rise,
     smoothgrad,
     smoothgrad_sq,
     vargrad,
@@ -60,6 +65,10 @@ METHODS: list[AttributionMethod] = [
     deeplift.METHOD,
     guided_backprop.METHOD,
     grad_cam.METHOD,
+    occlusion.METHOD,
+    rise.METHOD,
+    kernel_shap.METHOD,
+    lime.METHOD,
 ]
 
 #: name -> method, built from :data:`METHODS` (and kept in step with it by :func:`registered`).
@@ -181,12 +190,14 @@ def attribute(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int]
     reduction : channel reduction of the maps ("max", "mean_abs", "l2").
     precision : "exact" or "fast", as in ``compute_saliency``.
     max_batch : inputs per forward pass at most: images, or for SmoothGrad
-        and Integrated Gradients noisy copies / path points. Never more than
-        the memory budget allows for inputs of X's size
+        and Integrated Gradients noisy copies / path points, for the
+        perturbation methods perturbed copies (at most 8 on a CPU). Never more
+        than the memory budget allows for inputs of X's size
         (:func:`saliency_core.core.passes.rows_per_pass`; None: that many). Halved
         on CUDA out-of-memory.
     progress : called as ``progress(done, total)`` after each forward pass
-        (counting images, or rows for SmoothGrad and Integrated Gradients).
+        (counting images, or rows for the methods of many passes: SmoothGrad,
+        Integrated Gradients, the perturbation methods).
     **params : the method's parameters (``ATTRIBUTION_METHODS[method].params``).
 
     Returns

@@ -87,10 +87,12 @@ NOTHING = Work()
 CALIBRATION_WORK = Work((1 + CALIBRATION_REPEATS) * CALIBRATION_ROWS, (1 + CALIBRATION_REPEATS) * CALIBRATION_ROWS)
 
 
-def method_work(method: str, params: Mapping[str, object] | None = None, images: int = 1) -> Work:
+def method_work(method: str, params: Mapping[str, object] | None = None, images: int = 1,
+                size: int | tuple[int, int] | None = None) -> Work:
     """An attribution method's score and loss maps of ``images`` images (:func:`saliency_core.attribute`,
-    :func:`saliency_core.evaluation.analysis.analyse`), from the method's own pass counts for ``params``."""
-    passes = get_method(method).cost(params)
+    :func:`saliency_core.evaluation.analysis.analyse`), from the method's own pass counts for ``params``.
+    ``size``: the images' (H, W) or side, for a method whose passes depend on it (Occlusion); None: 224 px."""
+    passes = get_method(method).cost(params, size)
     return Work(passes.gradient * images, passes.forward * images)
 
 
@@ -100,16 +102,18 @@ def deletion_insertion_work(orders: int, steps: int, images: int = 1) -> Work:
     return Work(forward_rows=orders * 2 * steps * images)
 
 
-def randomisation_work(method: str, params: Mapping[str, object] | None, stages: int, images: int = 1) -> Work:
+def randomisation_work(method: str, params: Mapping[str, object] | None, stages: int, images: int = 1,
+                       size: int | tuple[int, int] | None = None) -> Work:
     """:func:`saliency_core.evaluation.sanity.cascading_randomization` with at most ``stages`` stages: the method's
     maps on the trained model and after each stage (a model has at least as many layers as stages)."""
-    return method_work(method, params, images) * (stages + 1)
+    return method_work(method, params, images, size) * (stages + 1)
 
 
-def ranking_work(methods: Mapping[str, Mapping[str, object]], maps: int, steps: int) -> Work:
+def ranking_work(methods: Mapping[str, Mapping[str, object]], maps: int, steps: int,
+                 size: int | tuple[int, int] | None = None) -> Work:
     """:func:`saliency_core.evaluation.method_ranking.ranking_table` of one image: deletion and insertion of ``maps``
     maps and the random order, then each method (name -> its parameters) once on the randomised model."""
-    randomised = sum((method_work(m, p) for m, p in methods.items()), NOTHING)
+    randomised = sum((method_work(m, p, size=size) for m, p in methods.items()), NOTHING)
     return deletion_insertion_work(maps + 1, steps) + randomised
 
 

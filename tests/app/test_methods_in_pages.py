@@ -43,6 +43,10 @@ FAST_PARAMS: dict[str, dict[str, object]] = {
     "deeplift": {},
     "guided_backprop": {},
     "grad_cam": {},
+    "occlusion": {"window": 56, "stride": 56},
+    "rise": {"masks": 6, "seed": 3},
+    "kernel_shap": {"samples": 8, "segments": 12},
+    "lime": {"samples": 8, "superpixels": "slic", "segments": 12},
 }
 # What a link writes for those settings (and a non-default layer / baseline where the method has one).
 LINK_PARAMS: dict[str, dict[str, str]] = {
@@ -55,6 +59,10 @@ LINK_PARAMS: dict[str, dict[str, str]] = {
     "deeplift": {"baseline": "blur"},
     "guided_backprop": {},
     "grad_cam": {"layer": "_blocks.14._project_conv"},
+    "occlusion": {"window": "56", "stride": "28", "baseline": "blur"},
+    "rise": {"masks": "6", "grid": "5", "keep": "0.3", "seed": "2"},
+    "kernel_shap": {"samples": "8", "segments": "12", "seed": "4"},
+    "lime": {"samples": "8", "superpixels": "slic", "segments": "12", "kernel_width": "0.5"},
 }
 RTOL, ATOL = 1e-4, 1e-6
 
@@ -143,7 +151,8 @@ def test_hover_names_attributions_and_grad_cam_has_no_channels(new_app):
 
 
 # The methods whose loss map is of −L = log p_y (README, glossary): their sign matters.
-MINUS_L = {"gradient_x_input", "integrated_gradients", "deeplift", "guided_backprop", "grad_cam"}
+MINUS_L = {"gradient_x_input", "integrated_gradients", "deeplift", "guided_backprop", "grad_cam", "occlusion", "rise",
+           "kernel_shap", "lime"}
 
 
 @pytest.mark.parametrize("method", list(FAST_PARAMS))

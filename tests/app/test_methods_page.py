@@ -153,7 +153,7 @@ def test_link_round_trip(new_app):
 
 
 @pytest.mark.parametrize(("query", "notice"), [
-    ({"methods": "gradient,lime"}, "methods=gradient,lime"),
+    ({"methods": "gradient,deeplift"}, "methods=gradient,deeplift"),
     ({"methods": ""}, "methods="),
     ({"methods": "<b>x</b>"}, "is not a comma-separated list"),
     ({"scale": "huge"}, "scale=huge"),
