@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from saliency_core.errors import InvalidInputError
-from saliency_core.methods.grad_cam import conv_layers
+from saliency_core.methods.cam_layer import conv_layers
 from saliency_core.methods.registry import attribute
 
 
