@@ -76,6 +76,10 @@ SMALL = {
     "integrated_gradients": {"steps": 4, "baseline": "dataset_mean"},
     "guided_backprop": {},
     "grad_cam": {"layer": "conv2"},
+    "grad_cam_plus_plus": {"layer": "conv2"},
+    "layer_cam": {"layer": "conv2"},
+    "hires_cam": {"layer": "conv2"},
+    "score_cam": {"layer": "conv2", "channels": 3},
 }
 
 

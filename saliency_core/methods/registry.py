@@ -35,10 +35,14 @@ from saliency_core.core.model_output import output_check
 from saliency_core.errors import InvalidInputError
 from saliency_core.methods import (
     grad_cam,
+    grad_cam_plus_plus,
     gradient,
     gradient_x_input,
     guided_backprop,
+    hires_cam,
     integrated_gradients,
+    layer_cam,
+    score_cam,
     smoothgrad,
 )
 from saliency_core.methods._common import Progress, Request
@@ -54,6 +58,10 @@ METHODS: list[AttributionMethod] = [
     integrated_gradients.METHOD,
     guided_backprop.METHOD,
     grad_cam.METHOD,
+    grad_cam_plus_plus.METHOD,
+    layer_cam.METHOD,
+    hires_cam.METHOD,
+    score_cam.METHOD,
 ]
 
 #: name -> method, built from :data:`METHODS` (and kept in step with it by :func:`registered`).

@@ -40,6 +40,10 @@ FAST_PARAMS: dict[str, dict[str, object]] = {
     "integrated_gradients": {"steps": 4, "rule": "gauss_legendre"},
     "guided_backprop": {},
     "grad_cam": {},
+    "grad_cam_plus_plus": {},
+    "layer_cam": {},
+    "hires_cam": {},
+    "score_cam": {"channels": 4},
 }
 # What a link writes for those settings (and a non-default layer / baseline where the method has one).
 LINK_PARAMS: dict[str, dict[str, str]] = {
@@ -49,6 +53,10 @@ LINK_PARAMS: dict[str, dict[str, str]] = {
     "integrated_gradients": {"steps": "4", "rule": "gauss_legendre", "baseline": "dataset_mean"},
     "guided_backprop": {},
     "grad_cam": {"layer": "_blocks.14._project_conv"},
+    "grad_cam_plus_plus": {"layer": "_blocks.14._project_conv"},
+    "layer_cam": {"layer": "_blocks.13._project_conv"},
+    "hires_cam": {"layer": "_blocks.14._project_conv"},
+    "score_cam": {"layer": "_blocks.14._project_conv", "channels": "4"},
 }
 RTOL, ATOL = 1e-4, 1e-6
 
@@ -137,7 +145,8 @@ def test_hover_names_attributions_and_grad_cam_has_no_channels(new_app):
 
 
 # The methods whose loss map is of −L = log p_y (README, glossary): their sign matters.
-MINUS_L = {"gradient_x_input", "integrated_gradients", "guided_backprop", "grad_cam"}
+MINUS_L = {"gradient_x_input", "integrated_gradients", "guided_backprop", "grad_cam", "grad_cam_plus_plus", "layer_cam",
+           "hires_cam", "score_cam"}
 
 
 @pytest.mark.parametrize("method", list(FAST_PARAMS))
