@@ -28,6 +28,7 @@ SMALL = {
     "rise": {"masks": 4},
     "kernel_shap": {"samples": 6, "segments": 8},
     "lime": {"samples": 6, "superpixels": "slic", "segments": 8},
+    "score_cam": {"channels": 4},
 }
 FAST_METHODS = shown_by_default()
 SLOW_METHODS = tuple(m for m in ATTRIBUTION_METHODS if m not in FAST_METHODS)
@@ -51,7 +52,8 @@ def comparison(lite0, image):
 def test_fast_and_slow_methods_cover_the_registry():
     """The methods shown by default are those that declare themselves fast: one pass per image, whatever their
     parameters; the others take many."""
-    assert FAST_METHODS == ("gradient", "gradient_x_input", "guided_backprop", "grad_cam")
+    assert FAST_METHODS == ("gradient", "gradient_x_input", "guided_backprop", "grad_cam", "grad_cam_plus_plus",
+                            "layer_cam", "hires_cam")
     assert set(FAST_METHODS) | set(SLOW_METHODS) == set(ATTRIBUTION_METHODS)
     assert not set(FAST_METHODS) & set(SLOW_METHODS)
     assert all(ATTRIBUTION_METHODS[m].cost().rows == 1 for m in FAST_METHODS)
@@ -79,7 +81,7 @@ def test_every_map_is_attributes_own(lite0, image, comparison):
             assert run.completeness_gap is None
     assert comparison.target_prob == pytest.approx(float(r.probs[0, top1]))
     labels = list(comparison.maps())
-    assert len(labels) == 2 * len(ATTRIBUTION_METHODS) and labels[:2] == ["Gradient · score", "Gradient · loss"]
+    assert len(labels) == 2 * len(ALL) and labels[:2] == ["Gradient · score", "Gradient · loss"]
     assert map_title("grad_cam", "loss") == "Grad-CAM · loss −L" in labels
     assert list(comparison.by_method()) == list(ALL)
 

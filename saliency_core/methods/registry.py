@@ -4,14 +4,14 @@
 
     r = attribute(model, X, y, method="integrated_gradients", objectives=("score", "loss"))
     r.maps["score"]          # (N, H, W) >= 0, channel-reduced
-    r.attributions["loss"]   # (N, 3, H, W) signed; Grad-CAM: (N, 1, H, W)
+    r.attributions["loss"]   # (N, 3, H, W) signed; a CAM method: (N, 1, H, W)
     r.params                 # {"steps": 32, "baseline": "black", "rule": "trapezoid"}
     r.convergence["score"]   # (N,) the relative completeness gap (Integrated Gradients, DeepLIFT)
 
 Every method can be asked of either objective: "score" (the target's
 logit s_y) or "loss" (the per-image cross-entropy L, independent of the rest
 of the batch). Where a method's output depends on the sign of the objective
-(Gradient×Input, Integrated Gradients, DeepLIFT, Guided Backprop, Grad-CAM, and the
+(Gradient×Input, Integrated Gradients, DeepLIFT, Guided Backprop, the CAM methods, and the
 perturbation methods, which measure how the objective changes), the loss
 objective is used as −L = log p_y, so that positive always means "evidence
 for the target" (:attr:`AttributionMethod.loss_objective` says which).
@@ -37,14 +37,18 @@ from saliency_core.errors import InvalidInputError
 from saliency_core.methods import (
     deeplift,
     grad_cam,
+    grad_cam_plus_plus,
     gradient,
     gradient_x_input,
     guided_backprop,
+    hires_cam,
     integrated_gradients,
     kernel_shap,
+    layer_cam,
     lime,
     occlusion,
     rise,
+    score_cam,
     smoothgrad,
     smoothgrad_sq,
     vargrad,
@@ -65,6 +69,10 @@ METHODS: list[AttributionMethod] = [
     deeplift.METHOD,
     guided_backprop.METHOD,
     grad_cam.METHOD,
+    grad_cam_plus_plus.METHOD,
+    layer_cam.METHOD,
+    hires_cam.METHOD,
+    score_cam.METHOD,
     occlusion.METHOD,
     rise.METHOD,
     kernel_shap.METHOD,
@@ -139,15 +147,16 @@ class AttributionResult:
     ----------
     method : the method's name (a key of :data:`ATTRIBUTION_METHODS`)
     maps : objective -> (N, H, W) >= 0: the attributions reduced over
-        channels with ``reduction`` (Grad-CAM: its one channel)
-    attributions : objective -> (N, 3, H, W) signed (Grad-CAM: (N, 1, H, W)
+        channels with ``reduction`` (a CAM method: its one channel)
+    attributions : objective -> (N, 3, H, W) signed (a CAM method: (N, 1, H, W)
         >= 0, upsampled to the input). For the loss, the sign follows
         ``ATTRIBUTION_METHODS[method].loss_objective`` (L or −L).
     params : every method parameter actually used, defaults included (a
-        tensor baseline is recorded as "tensor"; a "blur" baseline adds its sigma)
+        tensor baseline is recorded as "tensor"; a "blur" baseline adds its sigma; a CAM method's
+        layer None becomes the layer used, Score-CAM's channels the number used, at most the layer's)
     logits : (N, C) of the images as given; targets : (N,) the class each
         attribution explains (top-1 resolved)
-    reduction : the channel reduction ("none" for Grad-CAM); precision : "exact" or "fast"
+    reduction : the channel reduction ("none" for a CAM method); precision : "exact" or "fast"
     convergence : Integrated Gradients and DeepLIFT only: objective -> (N,), the relative
         completeness gap (Σ attributions − (f(x) − f(x′))) / |f(x) − f(x′)|
     """
@@ -190,14 +199,14 @@ def attribute(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int]
     reduction : channel reduction of the maps ("max", "mean_abs", "l2").
     precision : "exact" or "fast", as in ``compute_saliency``.
     max_batch : inputs per forward pass at most: images, or for SmoothGrad
-        and Integrated Gradients noisy copies / path points, for the
-        perturbation methods perturbed copies (at most 8 on a CPU). Never more
-        than the memory budget allows for inputs of X's size
+        and Integrated Gradients noisy copies / path points, for Score-CAM
+        masked copies, for the perturbation methods perturbed copies (at most 8 on
+        a CPU). Never more than the memory budget allows for inputs of X's size
         (:func:`saliency_core.core.passes.rows_per_pass`; None: that many). Halved
         on CUDA out-of-memory.
     progress : called as ``progress(done, total)`` after each forward pass
         (counting images, or rows for the methods of many passes: SmoothGrad,
-        Integrated Gradients, the perturbation methods).
+        Integrated Gradients, Score-CAM, the perturbation methods).
     **params : the method's parameters (``ATTRIBUTION_METHODS[method].params``).
 
     Returns

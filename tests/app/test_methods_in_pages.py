@@ -43,6 +43,10 @@ FAST_PARAMS: dict[str, dict[str, object]] = {
     "deeplift": {},
     "guided_backprop": {},
     "grad_cam": {},
+    "grad_cam_plus_plus": {},
+    "layer_cam": {},
+    "hires_cam": {},
+    "score_cam": {"channels": 4},
     "occlusion": {"window": 56, "stride": 56},
     "rise": {"masks": 6, "seed": 3},
     "kernel_shap": {"samples": 8, "segments": 12},
@@ -59,6 +63,10 @@ LINK_PARAMS: dict[str, dict[str, str]] = {
     "deeplift": {"baseline": "blur"},
     "guided_backprop": {},
     "grad_cam": {"layer": "_blocks.14._project_conv"},
+    "grad_cam_plus_plus": {"layer": "_blocks.14._project_conv"},
+    "layer_cam": {"layer": "_blocks.13._project_conv"},
+    "hires_cam": {"layer": "_blocks.14._project_conv"},
+    "score_cam": {"layer": "_blocks.14._project_conv", "channels": "4"},
     "occlusion": {"window": "56", "stride": "28", "baseline": "blur"},
     "rise": {"masks": "6", "grid": "5", "keep": "0.3", "seed": "2"},
     "kernel_shap": {"samples": "8", "segments": "12", "seed": "4"},
@@ -151,8 +159,8 @@ def test_hover_names_attributions_and_grad_cam_has_no_channels(new_app):
 
 
 # The methods whose loss map is of −L = log p_y (README, glossary): their sign matters.
-MINUS_L = {"gradient_x_input", "integrated_gradients", "deeplift", "guided_backprop", "grad_cam", "occlusion", "rise",
-           "kernel_shap", "lime"}
+MINUS_L = {"gradient_x_input", "integrated_gradients", "deeplift", "guided_backprop", "grad_cam", "grad_cam_plus_plus",
+           "layer_cam", "hires_cam", "score_cam", "occlusion", "rise", "kernel_shap", "lime"}
 
 
 @pytest.mark.parametrize("method", list(FAST_PARAMS))

@@ -15,6 +15,11 @@ SMALL = {  # parameters that keep the embedded-model tests short
     "smoothgrad_sq": {"samples": 2},
     "vargrad": {"samples": 2},
     "integrated_gradients": {"steps": 3},
+    "score_cam": {"channels": 2},
+    "occlusion": {"window": 56, "stride": 56},
+    "rise": {"masks": 4},
+    "kernel_shap": {"samples": 6, "segments": 8},
+    "lime": {"samples": 6, "superpixels": "slic", "segments": 8},
 }
 
 

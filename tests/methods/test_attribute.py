@@ -26,12 +26,24 @@ def test_registry_has_the_issues_methods_parameters_and_defaults():
         "deeplift": {"baseline": "black"},
         "guided_backprop": {},
         "grad_cam": {"layer": None},
+        "grad_cam_plus_plus": {"layer": None},
+        "layer_cam": {"layer": None},
+        "hires_cam": {"layer": None},
+        "score_cam": {"layer": None, "channels": 32},
+        "occlusion": {"window": 32, "stride": 16, "baseline": "dataset_mean"},
+        "rise": {"masks": 250, "grid": 7, "keep": 0.5, "seed": 0, "baseline": "dataset_mean"},
+        "kernel_shap": {"samples": 200, "superpixels": "slic", "segments": 50, "compactness": 10.0,
+                        "kernel_size": 4.0, "max_dist": 200.0, "seed": 0, "baseline": "dataset_mean"},
+        "lime": {"samples": 200, "superpixels": "quickshift", "segments": 50, "compactness": 10.0, "kernel_size": 4.0,
+                 "max_dist": 200.0, "seed": 0, "baseline": "dataset_mean", "kernel_width": 0.25},
     }
     # The loss is -L wherever the sign matters, so positive means "evidence for the target"; squares and
     # variances (SmoothGrad², VarGrad) do not depend on it.
     assert {name: m.loss_objective for name, m in ATTRIBUTION_METHODS.items()} == {
         "gradient": "L", "smoothgrad": "L", "smoothgrad_sq": "L", "vargrad": "L", "gradient_x_input": "-L",
         "integrated_gradients": "-L", "deeplift": "-L", "guided_backprop": "-L", "grad_cam": "-L",
+        "grad_cam_plus_plus": "-L", "layer_cam": "-L", "hires_cam": "-L", "score_cam": "-L", "occlusion": "-L",
+        "rise": "-L", "kernel_shap": "-L", "lime": "-L",
     }
     rule = {p.name: p for p in ATTRIBUTION_METHODS["integrated_gradients"].params}["rule"]
     assert rule.choices == ("trapezoid", "gauss_legendre")
@@ -101,7 +113,7 @@ def test_progress_counts_path_points_for_integrated_gradients_and_images_otherwi
 def small_options(method: str) -> dict:
     """Parameters for relu_net: its Grad-CAM layer, a baseline a bare module can have, few samples/steps."""
     kw = dict(SMALL.get(method, {}))
-    if method == "grad_cam":
+    if ATTRIBUTION_METHODS[method].family == "CAM":  # relu_net's last conv
         kw["layer"] = "4"
     if "baseline" in ATTRIBUTION_METHODS[method].defaults():
         kw["baseline"] = "dataset_mean"
@@ -135,23 +147,24 @@ def test_every_method_and_objective_on_the_embedded_model_leaves_it_untouched(li
     r = attribute(lite0, X, [TOP1_TARGET], method, **SMALL.get(method, {}))
     assert fingerprint(lite0.model) == before
     assert torch.equal(X, X_before) and X.grad is None and not X.requires_grad
-    channels = 1 if method == "grad_cam" else 3
+    cam = ATTRIBUTION_METHODS[method].family == "CAM"
+    channels = 1 if cam else 3
     for obj in ("score", "loss"):
         assert r.attributions[obj].shape == (1, channels, 224, 224)
         assert r.maps[obj].shape == (1, 224, 224) and r.maps[obj].dtype == torch.float32
         assert bool(torch.isfinite(r.attributions[obj]).all()) and bool((r.maps[obj] >= 0).all())
         assert float(r.maps[obj].amax()) > 0
     assert r.logits.shape == (1, 1000) and r.targets.tolist() == [int(r.logits.argmax())]
-    if method == "grad_cam":
-        assert r.params == {"layer": "_blocks.15"}
+    if cam:
+        assert r.params == {"layer": "_blocks.15", **SMALL.get(method, {})}
     if method == "integrated_gradients":
         assert r.params["baseline"] == "black" and set(r.convergence) == {"score", "loss"}
 
 
 def test_eight_threads_mixing_methods_on_one_model_equal_sequential(lite0):
     jobs = [("gradient", {}), ("guided_backprop", {}), ("grad_cam", {}), ("smoothgrad", {"samples": 2}),
-            ("integrated_gradients", {"steps": 2}), ("gradient_x_input", {}), ("guided_backprop", {}),
-            ("grad_cam", {})]
+            ("integrated_gradients", {"steps": 2}), ("gradient_x_input", {}), ("score_cam", {"channels": 3}),
+            ("grad_cam_plus_plus", {})]
     g = torch.Generator().manual_seed(12)
     inputs = [torch.randn(1, 3, 96, 96, generator=g) for _ in jobs]
     targets = [[t] for t in (967, 281, 1, 2, 3, 500, 657, TOP1_TARGET)]

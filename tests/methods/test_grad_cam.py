@@ -17,7 +17,7 @@ from torch import nn
 
 from saliency_core import attribute
 from saliency_core.errors import InvalidInputError
-from saliency_core.methods.grad_cam import conv_layers
+from saliency_core.methods.cam_layer import conv_layers
 from tests.methods.oracles import inputs, oracle
 from tests.methods.small_nets import batch, relu_net
 

@@ -1,0 +1,251 @@
+"""The CAM methods' layer: which layers they can use, its activations, and the objectives' gradients at it.
+
+Every CAM method (Grad-CAM, Grad-CAM++, LayerCAM, HiResCAM, Score-CAM)
+starts from the (N, K, h, w) output A of one convolutional layer. The
+default layer is the model's last convolutional block
+(``ModelSpec.cam_layer`` in :mod:`saliency_core.models.registry`); a bare
+module needs ``layer=`` (a dotted name from ``named_modules()``).
+
+The shared model is never hooked: a method runs a private copy of its
+structure (sharing the weights, :func:`saliency_core.methods._common.private_copy`)
+in which the layer is wrapped to hand its output to the calling thread. The
+copy is shared by every CAM method.
+
+A gradient CAM is one function ``weigh(A, ∂f/∂A) -> (N, 1, h, w)`` given to
+:func:`gradient_cam`, which runs one forward pass per chunk of images, one
+VJP to the layer per objective (the backward pass stops at the layer), then
+``ReLU`` and a bilinear upsampling to the input's H × W
+(``align_corners=False``, as Captum's ``LayerAttribution.interpolate``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from saliency_core.core.gradients import VJPs
+from saliency_core.core.model_access import ModelLike, device_of, input_dtype_of, memory_format_of, unwrap_module
+from saliency_core.core.model_output import checked_forward
+from saliency_core.core.precision import precision_context
+from saliency_core.errors import InvalidInputError
+from saliency_core.methods._common import MethodOutput, Request, image_rows, private_copy, vjps
+from saliency_core.methods.declaration import Param
+
+_CAPTURED = threading.local()
+_RECORDED = threading.local()
+
+
+# ---------------------------------------------------------------- which layers
+
+
+def registered_layer(model: ModelLike) -> str | None:
+    """The model registry's CAM layer for a LoadedModel (``ModelSpec.cam_layer``); None when there is none."""
+    from saliency_core.models.registry import LoadedModel
+
+    return (model.spec.cam_layer or None) if isinstance(model, LoadedModel) else None
+
+
+def default_layer(model: ModelLike, title: str = "Grad-CAM") -> str:
+    """The registry's CAM layer for a LoadedModel; InvalidInputError (naming the method) when there is none."""
+    from saliency_core.models.registry import LoadedModel
+
+    if not isinstance(model, LoadedModel):
+        raise InvalidInputError(
+            f"{title} on a bare module needs layer=: the dotted name of a convolutional layer or block "
+            "from model.named_modules() (e.g. 'layer4' for a ResNet)"
+        )
+    if not model.spec.cam_layer:
+        raise InvalidInputError(f"{model.spec.title} has no convolutional feature map registered for the CAM "
+                                f"methods ({title}); pass layer= with a module whose output is (N, K, h, w)")
+    return model.spec.cam_layer
+
+
+def conv_layers(model: ModelLike, size: int | None = None) -> list[str]:
+    """Dotted names of the model's 2-D convolutions that the CAM methods can use, input to output.
+
+    Only a convolution whose output reaches the logits, in one forward pass
+    of a (1, 3, size, size) zero image (``size``: the model's crop when it
+    has a preprocessing, else required), and that runs once per pass: a
+    layer off the path to the output (an unused head, a branch whose result
+    is dropped) has no gradient, and one that runs twice has no single
+    feature map. The shared model is not hooked: a private copy records the
+    outputs. Empty for a TorchScript model, where no CAM method can run.
+    """
+    module = unwrap_module(model)
+    if isinstance(module, torch.jit.ScriptModule):
+        return []
+    convs = [name for name, m in module.named_modules() if isinstance(m, torch.nn.Conv2d) and name]
+    if size is None:
+        size = getattr(getattr(model, "preprocessing", None), "crop", None)
+        if size is None:
+            raise InvalidInputError("conv_layers of a bare module needs size=: the side of its input images")
+    probe = private_copy(module, ("cam_probe", tuple(convs)), lambda clone: _wrap_all(clone, convs))
+    x = torch.zeros(1, 3, size, size, device=device_of(module), dtype=input_dtype_of(module), requires_grad=True)
+    _RECORDED.outputs = {}
+    try:
+        with torch.enable_grad():
+            logits = probe(x)
+            ran = {n: outs for n, outs in _RECORDED.outputs.items() if len(outs) == 1 and outs[0].requires_grad}
+            grads = torch.autograd.grad(logits.float().sum(), [outs[0] for outs in ran.values()], allow_unused=True) \
+                if ran else ()
+    finally:
+        _RECORDED.outputs = None
+    reaching = {name for name, g in zip(ran, grads, strict=True) if g is not None}
+    return [name for name in convs if name in reaching]
+
+
+#: The ``layer`` parameter every CAM method takes: the dashboard offers :func:`conv_layers`.
+LAYER_PARAM = Param("layer", None, str, "dotted module name of the convolutional layer; None: the model's last "
+                    "convolutional block (from the model registry)", none_ok=True,
+                    choices_for=conv_layers, default_for=registered_layer,
+                    choices_text="a convolutional layer of this model")
+
+
+# ---------------------------------------------------------------- the private copy
+
+
+class _Capture(torch.nn.Module):
+    """Runs the wrapped layer and appends its output to this thread's list."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args, **kwargs):
+        out = self.inner(*args, **kwargs)
+        outputs = getattr(_CAPTURED, "outputs", None)
+        if outputs is not None:
+            outputs.append(out)
+        return out
+
+
+class _Record(torch.nn.Module):
+    """Runs the wrapped layer and records its output under its name, for this thread."""
+
+    def __init__(self, inner: torch.nn.Module, name: str) -> None:
+        super().__init__()
+        self.inner, self.name = inner, name
+
+    def forward(self, *args, **kwargs):
+        out = self.inner(*args, **kwargs)
+        recorded = getattr(_RECORDED, "outputs", None)
+        if recorded is not None and isinstance(out, torch.Tensor):
+            recorded.setdefault(self.name, []).append(out)
+        return out
+
+
+def _wrap_all(clone: torch.nn.Module, layers: list[str]) -> torch.nn.Module:
+    for layer in layers:
+        parent_name, _, child = layer.rpartition(".")
+        parent = clone.get_submodule(parent_name) if parent_name else clone
+        parent._modules[child] = _Record(parent._modules[child], layer)
+    return clone
+
+
+def _wrap(clone: torch.nn.Module, layer: str) -> torch.nn.Module:
+    parent_name, _, child = layer.rpartition(".")
+    parent = clone.get_submodule(parent_name) if parent_name else clone
+    parent._modules[child] = _Capture(parent._modules[child])
+    return clone
+
+
+def cam_copy(module: torch.nn.Module, layer: str, title: str = "Grad-CAM") -> torch.nn.Module:
+    """A structure copy of ``module`` (sharing its weights) with ``layer``'s output captured (cached)."""
+    if isinstance(module, torch.jit.ScriptModule):
+        raise InvalidInputError(f"{title} can't run on a TorchScript model: its compiled forward can't hand a "
+                                "layer's output over. Save the model with torch.export (.pt2) or as a state dict")
+    names = dict(module.named_modules())
+    if not layer or layer not in names:
+        children = [n for n, _ in module.named_children()]
+        raise InvalidInputError(f"layer {layer!r} is not a submodule of {type(module).__name__}; "
+                                f"its top-level modules are {children}")
+    return private_copy(module, ("cam", layer), lambda clone: _wrap(clone, layer))
+
+
+def _captured_activation(layer: str, title: str) -> torch.Tensor:
+    outputs = _CAPTURED.outputs
+    if len(outputs) != 1:
+        raise InvalidInputError(f"layer {layer!r} ran {len(outputs)} times in one forward pass; "
+                                f"{title} needs a layer that runs exactly once")
+    a = outputs[0]
+    if not isinstance(a, torch.Tensor) or a.dim() != 4:
+        shape = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+        raise InvalidInputError(f"{title} needs a layer with an (N, K, h, w) output; {layer!r} gives {shape}")
+    return a
+
+
+def resolve_layer(req: Request, layer: str | None, title: str) -> tuple[str, torch.nn.Module]:
+    """(the layer's name, the private copy that captures it): ``layer`` or the model's registered one."""
+    layer = layer or default_layer(req.model, title)
+    return layer, cam_copy(req.module, layer, title)
+
+
+# ---------------------------------------------------------------- passes
+
+
+def activations_and_gradients(req: Request, wrapped: torch.nn.Module, layer: str, title: str,
+                              start: int, stop: int) -> VJPs:
+    """One forward pass of images [start, stop) through ``wrapped``, one VJP to ``layer`` per objective.
+
+    Returns :class:`~saliency_core.core.gradients.VJPs` with ``wrt`` the
+    activation A (B, K, h, w) and ``grads[obj]`` = ∂f/∂A, f = s_y or the loss
+    as the method declares it (``req.loss_sign``: −L = log p_y for every CAM
+    method), both in the request's dtype (float32 even under "fast" autocast).
+    """
+    _CAPTURED.outputs = []
+    try:
+        out = vjps(req, wrapped, start, stop, wrt=lambda: _captured_activation(layer, title))
+    except RuntimeError as exc:
+        if "not have been used in the graph" not in str(exc) and "does not require grad" not in str(exc):
+            raise
+        raise InvalidInputError(f"layer {layer!r} does not reach the model's output: the logits don't depend "
+                                "on it, so it has no gradient. Choose a layer on the path to the output "
+                                "(saliency_core.methods.cam_layer.conv_layers lists them)") from None
+    finally:
+        _CAPTURED.outputs = None  # drop the graph's activation
+    return VJPs(out.logits, out.targets, {o: g.to(req.dtype) for o, g in out.grads.items()}, out.wrt.to(req.dtype))
+
+
+def activations(req: Request, wrapped: torch.nn.Module, layer: str, title: str, x: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (B, C), A (B, K, h, w)) of rows ``x`` (on the device, in its dtype) through ``wrapped``, without
+    gradients: a forward pass only. Both in the request's dtype; the logits checked."""
+    x = x.contiguous(memory_format=memory_format_of(req.module))
+    _CAPTURED.outputs = []
+    try:
+        with torch.no_grad(), precision_context(req.device, req.precision):
+            logits = checked_forward(wrapped, x, req.check)
+            a = _captured_activation(layer, title)
+    finally:
+        _CAPTURED.outputs = None
+    return logits.to(req.dtype), a.to(req.dtype)
+
+
+def upsample(coarse: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, K, h, w) -> (N, K, H, W), bilinear with ``align_corners=False`` (Captum's and Score-CAM's own)."""
+    return F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+
+
+Weigh = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def gradient_cam(req: Request, layer: str | None, title: str, weigh: Weigh) -> MethodOutput:
+    """attributions[obj] = upsample(ReLU(weigh(A, ∂f/∂A))), f = s_y or −L; (N, 1, H, W) >= 0.
+
+    ``weigh(A, G) -> (B, 1, h, w)``: the method's combination of the
+    layer's activation A and the gradient G (both (B, K, h, w), float32 or
+    float64), before the ReLU. Both objectives come from one forward pass.
+    """
+    layer, wrapped = resolve_layer(req, layer, title)
+    size = tuple(req.X.shape[2:])
+
+    def step(start: int, stop: int):
+        logits, targets, grads, a = activations_and_gradients(req, wrapped, layer, title, start, stop)
+        return logits, targets, {obj: upsample(F.relu(weigh(a, g)), size) for obj, g in grads.items()}
+
+    logits, targets, attributions = image_rows(req, step)
+    return MethodOutput(attributions=attributions, maps={obj: a[:, 0] for obj, a in attributions.items()},
+                        logits=logits, targets=targets, used={"layer": layer})
