@@ -223,3 +223,28 @@ def test_the_perturbation_methods_run_in_the_job_with_their_options(tmp_path: Pa
         np.testing.assert_allclose(rows[f"{method}_{objective}_max"], top, rtol=1e-4, err_msg=entry)
         np.testing.assert_allclose(rows[f"{method}_{objective}_mean"], want.mean(dim=(1, 2)).numpy(), rtol=1e-4,
                                    err_msg=entry)
+
+
+def test_smoothgrad_sq_and_deeplift_maps_with_their_options(images: Path, tmp_path: Path, lite0):
+    """Issue 24's methods in the job: ``--maps smoothgrad_sq:score,deeplift:loss`` with their options, each
+    map's statistics equal to ``attribute``'s, DeepLIFT's completeness gap a column (rounding only)."""
+    out = tmp_path / "out"
+    run_job("--images", str(images), "--out", str(out), "--maps", "smoothgrad_sq:score,deeplift:loss",
+            "--smoothgrad-sq-samples", "2", "--smoothgrad-sq-seed", "3", "--deeplift-baseline", "blur",
+            "--batch-size", "4", "--workers", "1")
+    res = load_results(out)
+    rows = res.results
+    assert res.maps == ["smoothgrad_sq_score", "deeplift_loss"] and len(rows) == N_IMAGES
+    assert json.loads((out / "manifest.json").read_text())["config"]["method_params"] == {
+        "smoothgrad_sq": {"samples": 2, "noise": 0.15, "seed": 3}, "deeplift": {"baseline": "blur"}}
+    x = normalize(_crops(images, list(rows["key"]), lite0.preprocessing), lite0.preprocessing, lite0.device)
+    targets = torch.tensor(rows["target"].to_numpy(dtype=np.int64))
+    sq = attribute(lite0, x, targets, "smoothgrad_sq", ("score",), samples=2, seed=3).maps["score"].numpy()
+    dl = attribute(lite0, x, targets, "deeplift", ("loss",), baseline="blur")
+    np.testing.assert_allclose(rows["deeplift_loss_completeness_gap"], dl.convergence["loss"], rtol=0, atol=1e-4)
+    assert float(rows["deeplift_loss_completeness_gap"].abs().max()) < 1e-4
+    for i in range(N_IMAGES):
+        for name, m in (("smoothgrad_sq_score", sq[i]), ("deeplift_loss", dl.maps["loss"][i].numpy())):
+            for stat in ("max", "mean", "p90"):
+                np.testing.assert_allclose(rows.iloc[i][f"{name}_{stat}"], stats.summarize(m)[stat], rtol=1e-4,
+                                           atol=float(m.max()) * 1e-4, err_msg=f"{name}_{stat}")

@@ -55,7 +55,8 @@ def _maps(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, opts: Options
 
 def check_maps_apply(model: LoadedModel, opts: Options) -> None:
     """Raise the method's own error (InvalidInputError) now if a requested map can't be computed on this model:
-    Grad-CAM's layer missing or not convolutional, guided backprop without ReLUs. One black image, cheaply: the
+    Grad-CAM's layer missing or not convolutional, guided backprop without ReLUs, DeepLIFT on a layer it has no
+    rule for (max-pooling, attention). One black image, cheaply: the
     method's costly parameters (samples, steps) at their minimum, which changes nothing it checks."""
     size = model.preprocessing.crop
     x = torch.zeros(1, 3, size, size, device=model.device)
