@@ -199,5 +199,6 @@ def explain(req: Request, draw: Draw, weigh: Weigh, alpha: float, *, samples: in
         for obj in req.objectives:
             beta = weighted_linear_fit(z, values[obj][n], w, alpha)
             attributions[obj][n] = beta[labels[n]].to(req.dtype)[None]
-    used["superpixels_found"] = counts[0] if req.n == 1 else counts  # one per image for several
+    # How many superpixels each image had is not recorded with the parameters: a batch's pages (the Gallery) give
+    # every image the call's parameters, and an image's record must not depend on the rest of its batch.
     return MethodOutput(attributions=attributions, logits=logits, targets=targets, used=used)

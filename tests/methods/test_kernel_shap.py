@@ -60,9 +60,9 @@ def check_against_captum(model, x, y, samples, seed, **superpixels):
 
 
 def test_equals_captum_on_a_small_cnn():
-    r = check_against_captum(small_cnn(), smooth_images(2, 40), [1, 3], samples=60, seed=5, superpixels="slic",
-                             segments=12)
-    assert len(r.params["superpixels_found"]) == 2 and min(r.params["superpixels_found"]) > 3
+    x = smooth_images(2, 40)
+    check_against_captum(small_cnn(), x, [1, 3], samples=60, seed=5, superpixels="slic", segments=12)
+    assert min(int(labels.max()) + 1 for labels in labels_of(small_cnn(), x, superpixels="slic", segments=12)) > 3
 
 
 def test_equals_captum_on_the_embedded_model(lite0):
@@ -117,6 +117,9 @@ def test_its_cost_is_the_rows_it_runs():
 
 @pytest.mark.parametrize("superpixels", ["slic", "quickshift"])
 def test_both_segmentations_run(superpixels):
-    r = attribute(small_cnn(), smooth_images(1, 32), [2], "kernel_shap", OBJECTIVES, samples=20,
-                  superpixels=superpixels, segments=10, kernel_size=2.0, max_dist=10.0)
-    assert r.params["superpixels_found"] > 1 and float(r.maps["loss"].max()) > 0
+    x = smooth_images(1, 32)
+    kw = {"superpixels": superpixels, "segments": 10, "kernel_size": 2.0, "max_dist": 10.0}
+    r = attribute(small_cnn(), x, [2], "kernel_shap", OBJECTIVES, samples=20, **kw)
+    (labels,) = labels_of(small_cnn(), x, **kw)
+    assert int(labels.max()) > 0 and float(r.maps["loss"].max()) > 0
+    assert len(torch.unique(r.attributions["loss"])) == int(labels.max()) + 1  # one value per superpixel
