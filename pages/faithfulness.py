@@ -115,7 +115,9 @@ with top:  # over the compute budget, the estimate and its button appear here an
         "blurred image and put them back (it should rise fast: **high insertion AUC**). **Cascading model "
         "randomisation** (Adebayo et al., *Sanity Checks for Saliency Maps*, NeurIPS 2018): re-initialise the "
         "layers from the top down; a map that explains the model must change as the model is destroyed. "
-        f"Both tests here use the sidebar's method, **{method}**, for the score and the loss."
+        f"Both tests here use the sidebar's method, **{method}**, for the score and the loss. First, **every "
+        "evaluation metric** of those two maps: the metrics of the map alone at once, the localisation metrics "
+        "once you draw the object's box, those that run the model when you pick them."
     )
 
 # The crop the analysis already made, normalised again: no second resize.

@@ -39,7 +39,6 @@ MODEL_METRICS: tuple[str, ...] = tuple(m.name for m in METRICS if "model" in m.n
 #: Metrics whose runs are shared: one run gives every name of its group.
 SHARED_RUNS: dict[str, tuple[str, ...]] = {"road": ("road_morf", "road_lerf"),
                                            "sensitivity": ("max_sensitivity", "avg_sensitivity")}
-TABLE_COLUMNS = ("metric", "better", "good", "paper")
 
 
 @dataclass(frozen=True)
@@ -161,17 +160,16 @@ def _run_one(run: str, members: tuple[str, ...], metric: Metric, resolved: dict[
 
 
 def metric_table(scores: Mapping[str, Mapping[str, float]], labels: Sequence[str]) -> pd.DataFrame:
-    """Scores (:func:`evaluate`) as a table: one row per metric (in the order of :data:`METRICS`), the columns
-    :data:`TABLE_COLUMNS` (title, "higher" or "lower", what a good value looks like, the paper), then one
-    column per map label and ``name`` (the metric's key)."""
+    """Scores (:func:`evaluate`) as a table: one row per metric (in the order of :data:`METRICS`); columns
+    ``metric`` (its title), one per map label, then "better" ("higher" or "lower"), "good" (what a good value
+    looks like), "paper" and ``name`` (the metric's key)."""
     rows = []
     for m in METRICS:
         if m.name not in scores:
             continue
-        row = {"metric": m.title, "better": m.better, "good": m.good, "paper": m.citation}
-        row.update({label: scores[m.name].get(label, math.nan) for label in labels})
-        row["name"] = m.name
+        row = {"metric": m.title, **{label: scores[m.name].get(label, math.nan) for label in labels},
+               "better": m.better, "good": m.good, "paper": m.citation, "name": m.name}
         rows.append(row)
     if not rows:
-        return pd.DataFrame(columns=[*TABLE_COLUMNS, *labels, "name"])
+        return pd.DataFrame(columns=["metric", *labels, "better", "good", "paper", "name"])
     return pd.DataFrame(rows)

@@ -161,4 +161,4 @@ def object_figure(image: np.ndarray, box: Sequence[int] | None = None, *, title:
                       line={"color": "#00e5ff", "width": 2}, fillcolor="rgba(0,229,255,0.12)")
     image_axes(fig)
     anchor_squares(fig, 1)
-    return finish(fig, title, dragmode="select", clickmode="none")
+    return finish(fig, title, dragmode="select", clickmode="none", height=340)
