@@ -18,6 +18,7 @@ from pages.ui.text import plain
 from saliency_core.core.baselines import BASELINE_LABELS
 from saliency_core.errors import SaliencyError
 from saliency_core.evaluation import method_ranking
+from saliency_core.evaluation.metrics import get_metric
 from saliency_core.figures import evaluation_files, method_figures
 from saliency_core.inputs.preprocessing import normalize
 from saliency_core.methods.declaration import FAMILIES
@@ -27,6 +28,7 @@ from saliency_core.serving.compute_cost import NOTHING, method_work, ranking_wor
 SEED = method_ranking.DEFAULT_SEED  # the Faithfulness page's: same random order, same randomised weights
 STEPS = method_ranking.DEFAULT_STEPS
 BASELINE = method_ranking.DEFAULT_BASELINE
+ARROWS = {"higher": "↑", "lower": "↓"}  # a metric's better direction in its column title
 
 v = sidebar.view()
 st.title("Which method should I believe?")
@@ -191,6 +193,9 @@ st.dataframe(ranking.table.drop(columns=["method", "objective"]), hide_index=Tru
     "insertion_auc": st.column_config.NumberColumn("insertion AUC ↑", format="%.4f"),
     "insertion_minus_deletion": st.column_config.NumberColumn("insertion − deletion ↑", format="%.4f"),
     "randomised_spearman": st.column_config.NumberColumn("ρ after randomisation ↓", format="%.3f"),
+    **{name: st.column_config.NumberColumn(f"{m.title} {ARROWS[m.better]}", format="%.4f",
+                                           help=f"{m.citation}: {m.good}")
+       for name in method_ranking.RANKING_METRICS for m in (get_metric(name),)},
 })
 constant = [m for m in ranking.randomised_maps if ranking.randomised_maps[m].min() == ranking.randomised_maps[m].max()]
 nan_note = ""
@@ -210,8 +215,9 @@ st.caption(
     "every map should beat (it has no ρ). ρ after randomisation: Spearman's ρ between the map and the same "
     "method's map on a copy of the model with every layer re-initialised (the last stage of the Faithfulness "
     f"page's cascading randomisation, seed {ranking.seed}). A map that survives the model's destruction (high ρ) "
-    "cannot be explaining what this model learned: it is explaining the image (edges, contrast), so low is good."
-    + nan_note + failed)
+    "cannot be explaining what this model learned: it is explaining the image (edges, contrast), so low is good. "
+    + ", ".join(f"{get_metric(n).title} ({get_metric(n).citation})" for n in method_ranking.RANKING_METRICS)
+    + ": of the map alone; every other metric is on the Faithfulness page." + nan_note + failed)
 
 
 def record() -> dict:

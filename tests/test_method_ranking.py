@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from saliency_core.errors import InvalidInputError
-from saliency_core.evaluation import faithfulness, sanity
+from saliency_core.evaluation import faithfulness, metric_table, sanity
 from saliency_core.evaluation.method_comparison import compare_methods
-from saliency_core.evaluation.method_ranking import RANDOM_ORDER, RANKING_COLUMNS, ranking_table
+from saliency_core.evaluation.method_ranking import RANDOM_ORDER, RANKING_COLUMNS, RANKING_METRICS, ranking_table
+from saliency_core.evaluation.metrics import get_metric
 from saliency_core.figures import provenance
 from saliency_core.figures.evaluation_files import ranking_csv, ranking_filename, ranking_json
 from tests.test_export import read_csv_provenance
@@ -59,6 +60,7 @@ def test_aucs_are_deletion_insertions_own(lite0, image, ranked):
     row = table.set_index("map").loc[RANDOM_ORDER]
     assert row["method"] == "random" and np.isnan(row["randomised_spearman"])
     assert row["deletion_auc"] == pytest.approx(float(reference.deletion_auc[0]), abs=1e-6)
+    assert all(np.isnan(row[name]) for name in RANKING_METRICS)  # the random order has no map
 
 
 def test_randomisation_score_is_the_cascades_last_stage_with_the_same_method(lite0, image, ranked):
@@ -74,6 +76,16 @@ def test_randomisation_score_is_the_cascades_last_stage_with_the_same_method(lit
             np.testing.assert_array_equal(ranking.randomised_maps[label], cascade.maps[obj][-1, 0])
             assert table.loc[label, "randomised_spearman"] == pytest.approx(last.loc[obj, "spearman"], nan_ok=True)
     assert ranking.params["smoothgrad"] == {"samples": 2, "noise": 0.15, "seed": 1}
+
+
+def test_metric_columns_are_the_engine_metrics_of_each_map(ranked):
+    comparison, ranking, _ = ranked
+    assert set(RANKING_METRICS) == set(metric_table.MAP_ONLY) and set(RANKING_METRICS) <= set(ranking.table)
+    rows = ranking.table.set_index("map")
+    for _, _, label, m in comparison.entries():
+        for name in RANKING_METRICS:
+            expected = float(get_metric(name).run(torch.as_tensor(m, dtype=torch.float64)[None])[0])
+            assert rows.loc[label, name] == pytest.approx(expected, rel=1e-12, nan_ok=True), (label, name)
 
 
 def test_progress_reaches_its_total(ranked):
@@ -101,6 +113,8 @@ def test_csv_and_json_carry_provenance(ranked):
     expected = {"steps": STEPS, "baseline": "blur", "seed": 3, "target": ranking.target}
     assert expected.items() <= header["ranking"].items()
     assert header["saliency"]["reduction"] == "max" and header["saliency"]["precision"] == "exact"
+    assert set(header["ranking"]["metrics"]) == set(RANKING_METRICS)
+    assert header["ranking"]["metrics"]["sparseness"]["citation"] == get_metric("sparseness").citation
     maps = header["saliency"]["maps"]
     assert maps["SmoothGrad · score"]["params"] == {"samples": 2, "noise": 0.15, "seed": 1}
     assert maps["Grad-CAM · loss −L"]["explains"] == "−L" and maps["SmoothGrad · loss"]["explains"] == "L"

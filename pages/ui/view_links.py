@@ -26,6 +26,8 @@ from pages.ui.labels import COLORSCALES
 from pages.ui.text import plain
 from saliency_core.core.baselines import BASELINE_LABELS
 from saliency_core.core.limits import MAX_FAITHFULNESS_STEPS
+from saliency_core.evaluation.metric_table import MODEL_METRICS
+from saliency_core.inputs.object_mask import box_text, parse_box
 from saliency_core.jobs.dataset_view import OUTCOMES
 from saliency_core.jobs.leaderboard import METRICS
 from saliency_core.methods.registry import ATTRIBUTION_METHODS, shown_by_default
@@ -92,10 +94,23 @@ def _clip(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _box(text: str) -> tuple[int, int, int, int]:
+    # The crop's size is not known here: any box of a crop up to MAX_BOX_SIDE; the page checks it against its own.
+    return parse_box(text, (MAX_BOX_SIDE, MAX_BOX_SIDE))
+
+
+def _metric_names(text: str) -> list[str]:
+    picked = [t.strip() for t in text.split(",") if t.strip()]
+    if not picked or any(n not in MODEL_METRICS for n in picked):
+        raise ValueError(text)
+    return list(dict.fromkeys(picked))
+
+
 def _number_text(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+MAX_BOX_SIDE = 4096
 VIEWS = {"heatmap": "Heatmap", "overlay": "Overlay on the image"}
 COLORSCALE = Choice("colorscale", "colorscale", "hot", _one_of(COLORSCALES), f"one of {', '.join(COLORSCALES)}")
 SHARED_SCALE = Choice("shared", "shared_scale", False, _flag, "1 (one colour scale for both maps)",
@@ -127,6 +142,10 @@ PAGES: dict[str, tuple[Choice, ...]] = {
         Choice("deletion_baseline", "faith_baseline", "blur", _one_of(tuple(BASELINE_LABELS)),
                f"one of {', '.join(BASELINE_LABELS)}"),
         Choice("stages", "faith_stages", 8, _number(int, 2, 12), "a whole number from 2 to 12"),
+        Choice("slow_metrics", "faith_metrics", [], _metric_names,
+               f"a comma-separated list of metrics that run the model ({', '.join(MODEL_METRICS)})", ",".join),
+        Choice("box", "faith_box", None, _box, "four whole numbers x0,y0,x1,y1 (the object's box in crop pixels)",
+               box_text),
     ),
 }
 #: Every page's link names: kept in the address bar by :func:`pages.ui.url_state.write_url`.

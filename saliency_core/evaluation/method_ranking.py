@@ -13,7 +13,9 @@ For the maps of :func:`saliency_core.evaluation.method_comparison.compare_method
   the Faithfulness page's cascading randomisation (same seed, same weights),
   and the map is recomputed there with the same method and parameters. A
   map that survives the model's destruction (high similarity) explains the
-  image, not the model.
+  image, not the model;
+- the evaluation metrics of :data:`RANKING_METRICS` (those of the map alone: sparseness and complexity,
+  :mod:`saliency_core.evaluation.metric_table`), one column each, NaN for the random order.
 
 Never imports Streamlit; the model is never modified.
 """
@@ -29,7 +31,7 @@ import torch
 
 from saliency_core.core.model_access import ModelLike
 from saliency_core.errors import InvalidInputError, SaliencyError
-from saliency_core.evaluation import faithfulness, sanity
+from saliency_core.evaluation import faithfulness, metric_table, sanity
 from saliency_core.evaluation.agreement import agreement
 from saliency_core.evaluation.method_comparison import MethodComparison, forward_passes
 from saliency_core.evaluation.randomized_model import fully_randomized_model
@@ -41,8 +43,10 @@ DEFAULT_STEPS = 20
 DEFAULT_BASELINE = "blur"
 DEFAULT_SEED = 0
 RANDOM_ORDER = "random order"
+#: The evaluation metrics the ranking adds as columns: those of the map alone, free to compute for every map.
+RANKING_METRICS: tuple[str, ...] = metric_table.MAP_ONLY
 RANKING_COLUMNS = ("rank", "map", "method", "objective", "deletion_auc", "insertion_auc",
-                   "insertion_minus_deletion", "randomised_spearman")
+                   "insertion_minus_deletion", "randomised_spearman", *RANKING_METRICS)
 
 
 @dataclass
@@ -51,7 +55,7 @@ class MethodRanking:
 
     Attributes
     ----------
-    table : DataFrame with columns :data:`RANKING_COLUMNS`, one row per map
+    table : DataFrame with columns :data:`RANKING_COLUMNS` (the last ones: :data:`RANKING_METRICS`), one row per map
         (and one for the random order, method "random", objective "", no
         randomisation score), best insertion − deletion first (rank from 1;
         ties keep the maps' order). ``randomised_spearman`` is Spearman's ρ
@@ -177,6 +181,10 @@ def ranking_table(model: ModelLike, X: torch.Tensor, comparison: MethodCompariso
         else:
             rows.append(("random", "", math.nan))
     table["method"], table["objective"], table["randomised_spearman"] = zip(*rows, strict=True)
+    judged = {label: metric_table.JudgedMap(m, obj, arr) for m, obj, label, arr in entries}
+    scores = metric_table.evaluate(None, None, None, judged, RANKING_METRICS)
+    for name in RANKING_METRICS:
+        table[name] = [scores[name].get(label, math.nan) for label in table["map"]]
     first = next(iter(curves.values()))
     return MethodRanking(
         table=table[list(RANKING_COLUMNS)], curves=curves, randomised_maps=randomised, notes=notes,

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from saliency_core.errors import InvalidInputError
-from saliency_core.evaluation.method_ranking import RANDOM_ORDER, MethodRanking
+from saliency_core.evaluation.method_ranking import RANDOM_ORDER, RANKING_METRICS, MethodRanking
+from saliency_core.evaluation.metrics import get_metric
 from saliency_core.figures.provenance import check_record, csv_with_provenance, file_name_part
 from saliency_core.methods.registry import ATTRIBUTION_METHODS
 
@@ -190,7 +191,8 @@ def _plain(value: object) -> object:
 def ranking_header(ranking: MethodRanking, record: Mapping[str, object]) -> dict[str, object]:
     """The provenance of a ranking download: ``record`` (from :func:`saliency_core.figures.provenance.provenance`), its
     ``saliency`` entry replaced by what each map is (method, citation, objective, what it explains, parameters), and
-    the ranking's settings (steps, baseline, blur sigma, seed, target, reduction, precision)."""
+    the ranking's settings (steps, baseline, blur sigma, seed, target, reduction, precision, and each metric
+    column's title, paper, better direction and parameters)."""
     _check_ranking_record(record, ranking)
     maps = {}
     for label, quantity in ranking.explains.items():
@@ -208,7 +210,11 @@ def ranking_header(ranking: MethodRanking, record: Mapping[str, object]) -> dict
                     "blur_sigma": ranking.blur_sigma, "seed": ranking.seed, "random_order": RANDOM_ORDER
                     if RANDOM_ORDER in ranking.curves else None, "randomisation": "all layers re-initialised "
                     "(the last stage of the cascading randomisation with this seed)",
-                    "randomisation_errors": ranking.notes},
+                    "randomisation_errors": ranking.notes,
+                    "metrics": {name: {"title": m.title, "citation": m.citation, "better": m.better,
+                                       "params": m.defaults()}
+                                for name in RANKING_METRICS if name in ranking.table
+                                for m in (get_metric(name),)}},
     })
 
 

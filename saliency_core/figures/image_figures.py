@@ -175,3 +175,31 @@ def image_row_figure(
     fig.update_yaxes(showticklabels=False)
     anchor_squares(fig, len(titles))
     return finish(fig, None, height=height, margin=dict(l=0, r=0, t=24, b=0))
+
+
+OBJECT_GRID_PX = 4  # the invisible points that make the image box-selectable, one every this many pixels
+
+
+def object_figure(image: np.ndarray, box: Sequence[int] | None = None, *, title: str | None = None) -> go.Figure:
+    """The crop, to draw the object's box on (Plotly's box select; the plot's coordinates are pixels, pixel
+    (r, c) centred on x = c, y = r), with ``box`` (x0, y0, x1, y1, x1 and y1 exclusive) outlined if given.
+
+    image : (H, W, 3) uint8, the crop the model saw.
+    An invisible grid of points lies over the image: Plotly selects only over traces that have points.
+    """
+    img = as_image(image, None)
+    h, w = img.shape[:2]
+    ys, xs = np.mgrid[0:h:OBJECT_GRID_PX, 0:w:OBJECT_GRID_PX]
+    fig = go.Figure([
+        image_trace(img, hoverinfo="skip", name="image"),
+        go.Scatter(x=xs.ravel(), y=ys.ravel(), mode="markers", marker={"opacity": 0, "size": 4},
+                   hoverinfo="skip", showlegend=False, name="pixels", unselected={"marker": {"opacity": 0}},
+                   selected={"marker": {"opacity": 0}}),
+    ])
+    if box is not None:
+        x0, y0, x1, y1 = (int(v) for v in box)
+        fig.add_shape(type="rect", x0=x0 - 0.5, y0=y0 - 0.5, x1=x1 - 0.5, y1=y1 - 0.5,
+                      line={"color": "#00e5ff", "width": 2}, fillcolor="rgba(0,229,255,0.12)")
+    image_axes(fig)
+    anchor_squares(fig, 1)
+    return finish(fig, title, dragmode="select", clickmode="none", height=340)

@@ -14,6 +14,8 @@ import pytest
 from saliency_core import ATTRIBUTION_METHODS, attribute
 from saliency_core.errors import InvalidInputError
 from saliency_core.evaluation import faithfulness, method_comparison
+from saliency_core.evaluation.method_ranking import RANKING_METRICS
+from saliency_core.evaluation.metrics import get_metric
 from saliency_core.methods.registry import map_title, shown_by_default
 from tests.app.test_methods_in_pages import FAST_PARAMS, assert_close
 from tests.app.test_pages import assert_healthy, charts, coffee, decode_plotly_array, heatmaps, texts
@@ -124,6 +126,9 @@ def test_ranking_numbers_equal_deletion_insertion(new_app, lite0, coffee_x):
             row = table.loc[map_title(m, o)]
             assert row["deletion_auc"] == pytest.approx(float(r.deletion_auc[0]), rel=1e-3, abs=1e-4)
             assert row["insertion_auc"] == pytest.approx(float(r.insertion_auc[0]), rel=1e-3, abs=1e-4)
+            for name in RANKING_METRICS:  # the metric columns: the engine's metric of the same map
+                expected = float(get_metric(name).run(maps[o].double())[0])
+                assert row[name] == pytest.approx(expected, rel=1e-4, nan_ok=True), (m, o, name)
     # Grad-CAM's map on the randomised model is zero everywhere: no ranking, ρ is NaN, and the page says why.
     assert np.isnan(table.loc[map_title("grad_cam", "score"), "randomised_spearman"])
     assert np.isfinite(table.loc[map_title("gradient", "score"), "randomised_spearman"])

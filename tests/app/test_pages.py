@@ -583,7 +583,7 @@ def test_faithfulness_page_computes_curves_table_and_randomisation_once(new_app,
     assert [t["name"] for t in figs["deletion"]["data"]] == ["score", "loss", "random order"]
     deletion = figs["deletion"]["data"][0]
     assert len(decode_plotly_array(deletion["y"])) == 21  # 20 steps + the original
-    table = at.dataframe[0].value
+    table = next(d.value for d in at.dataframe if "order" in d.value.columns)  # the metrics table is first
     assert sorted(table["order"]) == ["loss", "random order", "score"]
     assert list(table["rank"]) == [1, 2, 3]
     assert (table["insertion_minus_deletion"].diff().dropna() <= 0).all()
