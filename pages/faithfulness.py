@@ -89,7 +89,8 @@ def metrics_work(a: ImageAnalysis | None) -> Work:
     work = NOTHING
     for run, members in metric_table.runs_of(st.session_state.get(SLOW) or []):
         cost = metric_table.metric_cost(members)
-        one = Work(forward_rows=cost.forward) + method_work(v.method, v.params) * cost.attributions
+        maps_once = method_work(v.method, v.params, size=v.model.preprocessing.crop)
+        one = Work(forward_rows=cost.forward) + maps_once * cost.attributions
         work += budget.unless_cached(caches.progress_results(), keys.get(run), one * len(OBJECTIVES))
     return work
 
