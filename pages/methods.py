@@ -147,7 +147,11 @@ used = pd.DataFrame([{
 } for m, r in comparison.runs.items() if r.ok])
 st.dataframe(used, hide_index=True, column_config={
     "seconds": st.column_config.NumberColumn("seconds (both maps)", format="%.2f")})
-notes = [f"{method_params.spec(m).title}: {n}" for m, r in comparison.runs.items() for n in r.notes]
+# Integrated Gradients: the steps it took and the gap it reached, as under a map on the other pages (its engine
+# notes say the same in fewer words).
+notes = [f"{method_params.spec(m).title}: {n}" for m, r in comparison.runs.items() for n in (
+    [method_params.convergence_note(r.completeness_gap, r.params, r.steps_used, r.converged)]
+    if r.completeness_gap else r.notes)]
 st.caption("Rows are methods, columns the score s_y and the loss (−L where the method's sign matters: positive = "
            "evidence for the target). " + ("Each method's two maps share one colour range. " if per_method else
                                            "Each map has its own colour range. ")

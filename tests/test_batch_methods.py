@@ -96,6 +96,13 @@ def test_three_pairs_equal_attribute_image_by_image(pairs_run: Path, images: Pat
                                rtol=RTOL, atol=1e-7)
     np.testing.assert_allclose(rows["integrated_gradients_score_completeness_gap"],
                                ref["integrated_gradients_score"].convergence["score"], rtol=1e-3, atol=1e-5)
+    # The adaptive rule's steps and whether it met its tolerance (at a cap of 4 it does not), as their types.
+    assert rows["integrated_gradients_score_steps_used"].dtype == np.int64
+    assert rows["integrated_gradients_score_converged"].dtype == bool
+    np.testing.assert_array_equal(rows["integrated_gradients_score_steps_used"],
+                                  ref["integrated_gradients_score"].steps_used.numpy())
+    np.testing.assert_array_equal(rows["integrated_gradients_score_converged"],
+                                  ref["integrated_gradients_score"].converged.numpy())
     for i in range(N_IMAGES):
         row = rows.iloc[i]
         expected = {}
@@ -136,7 +143,7 @@ def test_manifest_records_every_parameter_and_defines_each_map(pairs_run: Path):
     assert manifest["config"]["maps"] == ENTRIES.split(",")
     assert manifest["config"]["method_params"] == {
         "smoothgrad": {"samples": 3, "noise": 0.15, "seed": 7},
-        "integrated_gradients": {"steps": 4, "baseline": "black", "rule": "trapezoid"}}
+        "integrated_gradients": {"steps": 4, "baseline": "black", "rule": "adaptive", "tolerance": 0.05}}
     definitions = manifest["definitions"]
     assert "Smilkov" in definitions["smoothgrad_loss"] and "seed=7" in definitions["smoothgrad_loss"]
     assert "steps=4" in definitions["integrated_gradients_score"]

@@ -140,8 +140,11 @@ def test_an_old_baseline_value_on_the_command_line(capsys):
 
 
 def test_an_old_manifests_config_reads_as_todays():
+    # The rule as the old job ran it by default (the adaptive rule is today's default): a fixed rule records
+    # exactly what it did then, so the old folder reads as this command's.
     new = parse_args(["--images", "a", "--out", "b", "--maps", "gradient_x_input:score,integrated_gradients",
-                      "--integrated-gradients-baseline", "dataset_mean"]).config()
+                      "--integrated-gradients-baseline", "dataset_mean", "--integrated-gradients-rule",
+                      "trapezoid"]).config()
     old = {k: v for k, v in new.items() if k != "maps"} | {"methods": new["maps"], "method_params": {
         "gradient_x_input": {"baseline": "zeros"},
         "integrated_gradients": {"steps": 32, "baseline": "zeros", "rule": "trapezoid"}}}

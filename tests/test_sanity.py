@@ -409,7 +409,7 @@ def test_randomisation_of_another_method_starts_from_its_maps_and_leaves_the_mod
         assert r.attribution == method and r.maps["score"].shape == (3, 1, 224, 224)
         np.testing.assert_allclose(r.maps["loss"][0, 0], ref.maps["loss"][0].numpy(), rtol=1e-5, atol=1e-8)
         assert not np.allclose(r.maps["score"][2, 0], r.maps["score"][0, 0])  # the randomised model's map moved
-    assert r.params == {"steps": 2, "baseline": "black", "rule": "trapezoid"}
+    assert r.params == {"steps": 2, "baseline": "black", "rule": "adaptive", "tolerance": 0.05}
     assert all(torch.equal(before[k], v) for k, v in lite0.model.state_dict().items())
 
 

@@ -12,6 +12,7 @@ apart could share a key otherwise.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +35,7 @@ from saliency_core.inputs.images import load_image
 from saliency_core.inputs.npz import LabelledImage, load_npz_batch
 from saliency_core.inputs.upload_store import UploadStore
 from saliency_core.jobs import leaderboard, results, results_access
+from saliency_core.methods.declaration import AttributionWarning
 from saliency_core.serving.lru import LRUCache
 from saliency_core.serving.map_key import ComputationKey, MapCache, MapKey, computation_key, map_key
 from saliency_core.serving.memory import release_freed_memory
@@ -49,6 +51,11 @@ MAX_ANALYSIS_BYTES = 160 * 1024 * 1024
 MAX_PROGRESS_RESULTS = 16
 MAX_METHOD_RUNS = 96  # one method's two maps and attributions of one image: about 1.6 MB at 224 px
 MAX_METHOD_RUN_BYTES = 192 * 1024 * 1024
+
+# A method's warning about its own result (Integrated Gradients' gap above 10 % at fixed steps, its adaptive
+# rule stopped short of its tolerance) is said under the map it concerns (method_params.convergence_note);
+# letting it through as well wrote a line per map into the server's log.
+warnings.filterwarnings("ignore", category=AttributionWarning)
 
 
 # --------------------------------------------------------------------------- process-wide resources

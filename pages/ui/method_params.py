@@ -167,8 +167,10 @@ def describe(p: Param) -> str:
 
 def parse(p: Param, text: str, model: LoadedModel) -> object:
     """The value a URL's ``text`` asks for, or raise ValueError when it is not one this dashboard takes."""
+    if p.none_ok and text in ("", "default", "None"):
+        return None
     if p.model_dependent:
-        if text in ("", "default", "None") or text == (p.default_for(model) if p.default_for else None):
+        if text == (p.default_for(model) if p.default_for else None):
             return None
         if text in _model_choices(p, model):
             return text
@@ -223,15 +225,23 @@ def draw_controls(method: str, model: LoadedModel) -> dict[str, object]:
             st.selectbox(p.name.capitalize(), list(p.choices), key=key, persist_state="session", help=p.help)
         elif p.kind is int:
             hi = upper_bound(p)
+            # None (a parameter that may be left empty: Integrated Gradients' steps) shows as an empty box
+            # that says what it stands for.
             st.number_input(p.name.capitalize(), min_value=int(p.minimum) if p.minimum is not None else None,
                             max_value=int(hi) if hi is not None else None, step=1, key=key,
-                            persist_state="session", help=p.help + _limit_help(p))
+                            placeholder=p.default_text if p.none_ok else None,
+                            persist_state="session", help=p.help + _limit_help(p) + _none_help(p))
         else:
             hi = upper_bound(p)
             st.number_input(p.name.capitalize(), min_value=float(p.minimum) if p.minimum is not None else None,
                             max_value=float(hi) if hi is not None else None, step=0.05, format="%.3f", key=key,
                             persist_state="session", help=p.help + _limit_help(p))
     return params_for(method)
+
+
+def _none_help(p: Param) -> str:
+    """What an empty box means, for a control's help."""
+    return f"; empty: {p.default_text}" if p.none_ok and p.default is None and not p.model_dependent else ""
 
 
 def _limit_help(p: Param) -> str:
@@ -258,14 +268,25 @@ def sign_note(method: str) -> str | None:
     return None
 
 
-def convergence_note(convergence: dict[str, float] | None, params: dict[str, object]) -> str | None:
-    """Integrated Gradients' completeness gap per map, in words; None for other methods."""
+def convergence_note(convergence: dict[str, float] | None, params: dict[str, object], steps_used: int | None = None,
+                     converged: bool | None = None) -> str | None:
+    """Integrated Gradients' completeness gap per map and the steps it took, in words; None for other methods.
+
+    The adaptive rule says whether it met its tolerance; one that stopped at its cap short of it says so first,
+    in bold: the one thing about such a map a reader must not miss."""
     if not convergence:
         return None
     gaps = ", ".join(f"{m} {abs(g) * 100:.1f} %" for m, g in convergence.items())
-    steps = params.get("steps")
-    return (f"Completeness gap (|Σ attributions − (f(x) − f(x′))| / |f(x) − f(x′)|): {gaps} at {steps} steps; "
-            "more steps (or the gauss_legendre rule) reduce it.")
+    what = "Completeness gap (|Σ attributions − (f(x) − f(x′))| / |f(x) − f(x′)|)"
+    steps = steps_used if steps_used is not None else params.get("steps")
+    if params.get("rule") == "adaptive" and converged is not None:
+        tolerance = f"{float(params.get('tolerance', 0.0)) * 100:g} %"
+        if converged:
+            return f"{what}: {gaps} after {steps} steps, within the {tolerance} tolerance (adaptive rule)."
+        return (f"**Not converged:** the adaptive rule stopped at its cap of {params.get('steps')} steps short of "
+                f"the {tolerance} tolerance, so the attributions need not add up to f(x) − f(x′). {what}: {gaps}; "
+                "allow more steps or a larger tolerance.")
+    return f"{what}: {gaps} at {steps} steps ({params.get('rule')} rule); more steps or the adaptive rule reduce it."
 
 
 def method_summary(method: str, params: dict[str, object], model: LoadedModel | None = None) -> str:

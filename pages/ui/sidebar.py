@@ -337,7 +337,7 @@ def method_notes(a: ImageAnalysis, objective: str | None = None) -> list[str]:
     sign = method_params.sign_note(a.method)
     if sign and objective != "score":
         notes.append(sign)
-    gap = method_params.convergence_note(a.convergence, a.params)
+    gap = method_params.convergence_note(a.convergence, a.params, a.steps_used, a.converged)
     if gap:
         notes.append(gap)
     return notes
@@ -354,7 +354,8 @@ def provenance_record(v: View, a: ImageAnalysis, objective: str | None = None,
         target=a.target, target_name=a.target_name, objective=objective, reduction=a.reduction, precision=a.precision,
         image_sha256=v.image.key if v.image else "", image_source=v.image.source if v.image else "",
         device=str(v.model.device), image_title=v.image.title if v.image else None,
-        attribution=a.method, params=a.params, convergence=a.convergence,
+        attribution=a.method, params=a.params, convergence=a.convergence, steps_used=a.steps_used,
+        converged=a.converged,
         extra={"target_probability": a.target_prob, "true_label": a.label, **_computed_by(), **(extra or {})},
     )
 

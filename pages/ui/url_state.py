@@ -147,7 +147,7 @@ def _restore_method_params(params: dict[str, str]) -> list[str]:
         try:
             value = method_params.parse(p, text, _model_for_links() if p.model_dependent else None)
         except (ValueError, SaliencyError):
-            default = f"the model's default {name}" if p.default is None else plain(p.default)
+            default = (p.none_text or f"the model's default {name}") if p.default is None else plain(p.default)
             problems.append(f"**{name}={plain(params[name], 80)}** is not {method_params.describe(p)}; "
                             f"showing {spec.title} with {name} = {default} instead.")
             continue

@@ -55,6 +55,9 @@ class ImageAnalysis:
         ``AttributionResult.params``; empty for "gradient")
     convergence : Integrated Gradients and DeepLIFT only: "score"/"loss" -> the relative
         completeness gap of this image (a float); None for other methods
+    steps_used : Integrated Gradients only: the points on the path this image took
+    converged : Integrated Gradients' adaptive rule only: whether the image met the
+        tolerance within the cap on steps (None for the fixed rules and other methods)
     """
 
     model_name: str
@@ -73,6 +76,8 @@ class ImageAnalysis:
     method: str = "gradient"
     params: dict[str, object] = field(default_factory=dict)
     convergence: dict[str, float] | None = None
+    steps_used: int | None = None
+    converged: bool | None = None
 
     def channel_values(self, objective: str) -> np.ndarray | None:
         """(3, H, W) signed values behind a map, for hover and downloads; None for a one-channel method (Grad-CAM)."""
@@ -133,7 +138,7 @@ def analyse(model: LoadedModel, images: Sequence[Image.Image] | np.ndarray, targ
     synchronize(model.device)
     start = time.perf_counter()
     terms: dict[str, np.ndarray] = {}
-    convergence = None
+    convergence = steps_used = converged = None
     if method == "gradient":
         spec.resolve(params)  # it takes none: an unknown one is an error, as for attribute()
         result = gradients.compute_saliency(model, batch.x, torch.tensor(y), ("score", "loss"),
@@ -144,6 +149,8 @@ def analyse(model: LoadedModel, images: Sequence[Image.Image] | np.ndarray, targ
         result = attribute(model, batch.x, torch.tensor(y), method, ("score", "loss"), reduction=reduction,
                            precision=precision, max_batch=max_batch, progress=progress, **params)
         values, used, convergence = result.attributions, dict(result.params), result.convergence
+        steps_used = None if result.steps_used is None else result.steps_used.cpu().tolist()
+        converged = None if result.converged is None else result.converged.cpu().tolist()
     synchronize(model.device)
     seconds = (time.perf_counter() - start) / max(1, len(images))
 
@@ -175,6 +182,8 @@ def analyse(model: LoadedModel, images: Sequence[Image.Image] | np.ndarray, targ
             method=method,
             params=dict(used),
             convergence={m: float(v[i]) for m, v in gaps.items()} if gaps else None,
+            steps_used=None if steps_used is None else int(steps_used[i]),
+            converged=None if converged is None else bool(converged[i]),
         )
         for i in range(len(images))
     ]

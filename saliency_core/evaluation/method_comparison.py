@@ -66,6 +66,8 @@ class MethodRun:
         reproduces the run, e.g. on a randomised copy of the model
     completeness_gap : Integrated Gradients and DeepLIFT only: objective -> relative gap
         (Σ attributions − (f(x) − f(x′))) / |f(x) − f(x′)|
+    steps_used : Integrated Gradients only: the points on the path it took
+    converged : Integrated Gradients' adaptive rule only: whether it met its tolerance
     error : why the method could not run (a SaliencyError's message), else None
     notes : things worth telling the user (e.g. a completeness gap above 10 %)
     """
@@ -77,6 +79,8 @@ class MethodRun:
     seconds: float = 0.0
     given: dict[str, object] = field(default_factory=dict)
     completeness_gap: dict[str, float] | None = None
+    steps_used: int | None = None
+    converged: bool | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -215,18 +219,33 @@ def compare_methods(model: ModelLike, X: torch.Tensor, target: int, methods: Seq
                         attributions={o: r.attributions[o][0].float().cpu().numpy() for o in r.attributions})
         if r.convergence is not None:
             run.completeness_gap = {o: float(g[0]) for o, g in r.convergence.items()}
-            for o, gap in run.completeness_gap.items():
-                if abs(gap) > GAP_WARNING:
-                    advice = ("use more steps or the Gauss–Legendre rule" if method == "integrated_gradients" else
-                              "the model multiplies activations together, which take the plain gradient")
-                    run.notes.append(f"completeness gap {gap:+.0%} for the {o} objective ({explains(method, o)}): "
-                                     f"{advice}")
+            run.steps_used = None if r.steps_used is None else int(r.steps_used[0])
+            run.converged = None if r.converged is None else bool(r.converged[0])
+            run.notes += _gap_notes(method, run)
         runs[method] = run
         if resolved < 0 or math.isnan(prob):
             resolved = int(r.targets[0])
             prob = float(r.probs[0, resolved])
     return MethodComparison(runs=runs, objectives=objectives, target=resolved, target_prob=prob,
                             reduction=reduction, precision=precision, shape=(int(X.shape[2]), int(X.shape[3])))
+
+
+def _gap_notes(method: str, run: MethodRun) -> list[str]:
+    """What to tell about a method's completeness: Integrated Gradients' adaptive rule that stopped at its cap
+    short of its tolerance, or a fixed rule's or DeepLIFT's gap above GAP_WARNING, per objective."""
+    gaps = run.completeness_gap or {}
+    if method != "integrated_gradients":  # DeepLIFT: complete by design where it has rules for every layer
+        return [f"completeness gap {gap:+.0%} for the {o} objective ({explains(method, o)}): the model multiplies "
+                "activations together, which take the plain gradient" for o, gap in gaps.items()
+                if abs(gap) > GAP_WARNING]
+    if run.converged is not None:
+        if run.converged:
+            return []
+        worst = max(gaps.values(), key=abs)
+        return [f"not converged: the adaptive rule stopped at its cap of {run.steps_used} steps short of its "
+                f"tolerance (completeness gap up to {worst:+.0%}): allow more steps or a larger tolerance"]
+    return [f"completeness gap {gap:+.0%} for the {o} objective ({explains(method, o)}) at {run.steps_used} "
+            "steps: use more steps or the adaptive rule" for o, gap in gaps.items() if abs(gap) > GAP_WARNING]
 
 
 def gradient_comparison(analysis: ImageAnalysis) -> MethodComparison:

@@ -91,7 +91,8 @@ def map_definitions(objectives: Sequence[str] = OBJECTIVES, reduction: str = "ma
 
 
 def _attribution_record(attribution: str, params: Mapping[str, object] | None,
-                        convergence: Mapping[str, float] | None) -> dict:
+                        convergence: Mapping[str, float] | None, steps_used: int | None = None,
+                        converged: bool | None = None) -> dict:
     from saliency_core.methods.registry import ATTRIBUTION_METHODS
 
     spec = ATTRIBUTION_METHODS[attribution]
@@ -99,6 +100,10 @@ def _attribution_record(attribution: str, params: Mapping[str, object] | None,
               "params": dict(params or {}), "loss_objective": spec.loss_objective}
     if convergence is not None:
         record["completeness_gap"] = {k: float(v) for k, v in convergence.items()}
+    if steps_used is not None:
+        record["steps_used"] = int(steps_used)
+    if converged is not None:
+        record["converged"] = bool(converged)
     return record
 
 
@@ -118,7 +123,8 @@ def provenance(*, model_name: str, weights: str, preprocessing: str, target: int
                image_source: str, device: str, extra: Mapping[str, object] | None = None,
                image_title: str | None = None, attribution: str = "gradient",
                params: Mapping[str, object] | None = None,
-               convergence: Mapping[str, float] | None = None) -> dict:
+               convergence: Mapping[str, float] | None = None, steps_used: int | None = None,
+               converged: bool | None = None) -> dict:
     """Everything needed to reproduce a map, as a JSON-ready dict.
 
     ``saliency.definition`` describes both maps with the ``reduction``,
@@ -127,7 +133,8 @@ def provenance(*, model_name: str, weights: str, preprocessing: str, target: int
     objective shown ("score", "loss" or None for both), ``saliency.method``
     the attribution method's name; ``saliency.attribution`` names the
     method, its paper, its parameters and (Integrated Gradients) the
-    completeness gap per objective.
+    completeness gap per objective, the steps it took (``steps_used``) and,
+    for the adaptive rule, whether it met its tolerance (``converged``).
     ``image.title`` is included when ``image_title`` is given; ``extra``
     entries are added at the top level.
     """
@@ -142,7 +149,7 @@ def provenance(*, model_name: str, weights: str, preprocessing: str, target: int
         "saliency": {
             "objective": objective,
             "method": attribution,
-            "attribution": _attribution_record(attribution, params, convergence),
+            "attribution": _attribution_record(attribution, params, convergence, steps_used, converged),
             "definition": map_definitions(OBJECTIVES, reduction, attribution, params),
             "reduction": reduction,
             "precision": precision,

@@ -31,13 +31,15 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 def _maps(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, opts: Options
           ) -> tuple[AttributionResult, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """One ``attribute`` call per method, for all its objectives: (first result, maps by name, IG's gaps by name).
+    """One ``attribute`` call per method, for all its objectives: (first result, maps by name, Integrated
+    Gradients' numbers by column: ``<map>_completeness_gap``, ``<map>_steps_used`` and, for its adaptive rule,
+    ``<map>_converged``).
 
     The first call resolves top-1 targets; the others explain the same classes.
     """
     first: AttributionResult | None = None
     maps: dict[str, torch.Tensor] = {}
-    gaps: dict[str, torch.Tensor] = {}
+    path_numbers: dict[str, torch.Tensor] = {}
     for method, objectives in map_specs.methods_of(opts.specs).items():
         with warnings.catch_warnings():  # the gap is a column (<map>_completeness_gap), not a warning per batch
             warnings.simplefilter("ignore", AttributionWarning)
@@ -48,9 +50,13 @@ def _maps(model: LoadedModel, x: torch.Tensor, y: torch.Tensor, opts: Options
             if spec.method == method:
                 maps[spec.name] = r.maps[spec.objective]
                 if r.convergence is not None:
-                    gaps[spec.name] = r.convergence[spec.objective]
+                    path_numbers[f"{spec.name}_completeness_gap"] = r.convergence[spec.objective]
+                if r.steps_used is not None:
+                    path_numbers[f"{spec.name}_steps_used"] = r.steps_used
+                if r.converged is not None:
+                    path_numbers[f"{spec.name}_converged"] = r.converged
     assert first is not None  # parse_maps never returns no map
-    return first, maps, gaps
+    return first, maps, path_numbers
 
 
 def check_maps_apply(model: LoadedModel, opts: Options) -> None:
@@ -76,12 +82,12 @@ def batch_columns(model: LoadedModel, x: torch.Tensor, labels: Sequence[int | No
     The target is the true label where known, else the model's top-1
     prediction from the same forward pass. Columns per map are prefixed by
     its name (:mod:`saliency_core.jobs.map_specs`); Integrated Gradients maps add
-    ``<map>_completeness_gap``; ``--metrics`` adds ``<map>_<metric>``
-    (:mod:`saliency_core.jobs.metric_columns`, seeded by the images' ``sha256``;
-    the localisation metrics need ``masks``, (N, H, W) bool).
+    ``<map>_completeness_gap``, ``<map>_steps_used`` (int) and with the adaptive rule ``<map>_converged`` (bool);
+    ``--metrics`` adds ``<map>_<metric>`` (:mod:`saliency_core.jobs.metric_columns`, seeded by the images'
+    ``sha256``; the localisation metrics need ``masks``, (N, H, W) bool).
     """
     y = torch.tensor([TOP1_TARGET if lab is None else lab for lab in labels], device=x.device)
-    res, all_maps, gaps = _maps(model, x, y, opts)
+    res, all_maps, path_numbers = _maps(model, x, y, opts)
     pairs = [(a.name, b.name, prefix) for a, b, prefix in map_specs.agreement_pairs(opts.specs)]
     label_t = torch.tensor([0 if lab is None else lab for lab in labels], device=x.device)
     known = torch.tensor([lab is not None for lab in labels], device=x.device)
@@ -93,13 +99,18 @@ def batch_columns(model: LoadedModel, x: torch.Tensor, labels: Sequence[int | No
         "prob_label": torch.where(known, probs.gather(1, label_t[:, None])[:, 0], torch.nan),
         "loss": F.cross_entropy(res.logits.double(), res.targets, reduction="none"),
         **tensor_stats.describe_batch(all_maps, pairs),
-        **{f"{name}_completeness_gap": gap for name, gap in gaps.items()},
+        **path_numbers,
     }
     # One copy to the host for all of them: on a GPU, each small copy would wait for the device.
     host = _np(torch.stack([v.to(torch.float64) for v in numbers.values()]))
     classes = _np(torch.stack([res.targets, pred]))
     cols: dict[str, np.ndarray] = {"target": classes[0], "prediction": classes[1],
                                    **{name: host[i] for i, name in enumerate(numbers)}}
+    for name, v in path_numbers.items():  # counts and flags keep their type (they went through float64 with the rest)
+        if v.dtype == torch.bool:
+            cols[name] = cols[name].astype(bool)
+        elif not v.is_floating_point():
+            cols[name] = cols[name].astype(np.int64)
     if opts.faithfulness:
         steps = opts.faithfulness_steps
         for m in all_maps:

@@ -203,7 +203,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
             continue
         group = p.add_argument_group(f"{method.title} ({method.name}) parameters")
         for param in method.params:
-            default = "the model's" if param.none_ok and param.default is None else param.default
+            default = param.default_text
             most = f", at most {_number(param.maximum)}" if param.maximum is not None else ""
             # Old values (baseline zeros) are accepted but not offered: the metavar lists today's.
             group.add_argument(_option(method.name, param.name), dest=f"{method.name}__{param.name}",

@@ -98,6 +98,8 @@ class MethodOutput:
     logits : (N, C) of the unperturbed input; targets : (N,) resolved
     maps : objective -> (N, H, W), when the method reduces channels itself
     convergence : objective -> (N,) the relative completeness gap (Integrated Gradients, DeepLIFT)
+    steps_used : (N,) int64, the points on the path each image took (Integrated Gradients)
+    converged : (N,) bool, whether each image met the method's tolerance (Integrated Gradients' adaptive rule)
     used : resolved parameter values beyond the given ones (e.g. Grad-CAM's layer)
     """
 
@@ -106,6 +108,8 @@ class MethodOutput:
     targets: torch.Tensor
     maps: dict[str, torch.Tensor] | None = None
     convergence: dict[str, torch.Tensor] | None = None
+    steps_used: torch.Tensor | None = None
+    converged: torch.Tensor | None = None
     used: dict[str, object] = field(default_factory=dict)
 
 
@@ -167,15 +171,28 @@ def gradient_rows(req: Request, per_image: int, targets: torch.Tensor,
     Progress counts rows.
     """
     total = req.n * per_image
-    row_targets = targets.repeat_interleave(per_image)
 
-    def step(start: int, stop: int) -> dict[str, torch.Tensor]:
-        return forward_and_vjps(req.module, build(start, stop), row_targets[start:stop], req.objectives,
-                                precision=req.precision, check=req.check).grads
-
-    for start, stop, grads in run_in_chunks(total, req.max_batch, req.device, step, input_row_bytes=req.row_bytes):
-        consume(start, stop, grads)
+    def consume_and_report(start: int, stop: int, out: VJPs) -> None:
+        consume(start, stop, out.grads)
         req.report(stop, total)
+
+    vjp_rows(req, targets.repeat_interleave(per_image), build, consume_and_report)
+
+
+def vjp_rows(req: Request, row_targets: torch.Tensor, build: Callable[[int, int], torch.Tensor],
+             consume: Callable[[int, int, VJPs], None]) -> None:
+    """:func:`gradient_rows` for rows in any order: row r explains class ``row_targets[r]`` ((R,) int64 on the
+    device), ``build(start, stop)`` makes rows [start, stop), ``consume(start, stop, vjps)`` gets their logits
+    and gradients (the loss as +L). Chunked as :func:`gradient_rows`; reports no progress (the caller knows
+    what a row is worth)."""
+
+    def step(start: int, stop: int) -> VJPs:
+        return forward_and_vjps(req.module, build(start, stop), row_targets[start:stop], req.objectives,
+                                precision=req.precision, check=req.check)
+
+    for start, stop, out in run_in_chunks(len(row_targets), req.max_batch, req.device, step,
+                                          input_row_bytes=req.row_bytes):
+        consume(start, stop, out)
 
 
 def forward_rows(req: Request, per_image: int, targets: torch.Tensor,

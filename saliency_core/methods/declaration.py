@@ -93,7 +93,9 @@ class Param:
     limit: a notebook may ask for more and wait); ``costly``: each unit is a pass through the model per image
     (samples, steps): the control says its cap, and a trial run uses the minimum;
     ``tensor_ok``: a tensor shaped like X is also accepted (baselines);
-    ``none_ok``: None is accepted (meaning "the model's default", see ``default_for``);
+    ``none_ok``: None is accepted (meaning "the model's default", see ``default_for``, or what ``none_text`` says);
+    ``none_text``: what None stands for, in words, where it is not the model's default (Integrated Gradients'
+    steps: "the rule's own: ..."; the method's ``settle`` gives the number);
     ``renamed``: (old, new) values: the old one still works, for one release, as the new one.
 
     A parameter whose choices depend on the model (Grad-CAM's layer) says so with
@@ -116,6 +118,15 @@ class Param:
     choices_for: Callable[[ModelLike], Sequence[str]] | None = None
     default_for: Callable[[ModelLike], str | None] | None = None
     choices_text: str = ""
+    none_text: str = ""
+
+    @property
+    def default_text(self) -> str:
+        """The default in words, for a control's placeholder, a notice or ``--help``: "the model's" for a
+        model-dependent None, ``none_text`` for another None, else the value."""
+        if self.default is None:
+            return self.none_text or "the model's"
+        return str(self.default)
 
     @property
     def model_dependent(self) -> bool:
@@ -194,6 +205,10 @@ class AttributionMethod:
     empty_reason : why this method's map can be zero everywhere, for the line under such a map ("" if unknown)
     family : a key of :data:`FAMILIES` ("gradient", "path", "reference", "region", "perturbation", "CAM"): how the
         dashboard groups it
+    settle : ``settle(values) -> values``, run on the checked values of every call (:meth:`resolve`,
+        :meth:`cost`): fills a value that depends on another (Integrated Gradients' steps None -> the rule's
+        own) and drops one that does not apply (its tolerance under a fixed rule), so that what is recorded
+        and compared (a batch job's manifest) is what ran; None: the values as they are
     """
 
     name: str
@@ -209,6 +224,7 @@ class AttributionMethod:
     needs: frozenset[str] = field(default_factory=frozenset)
     empty_reason: str = ""
     family: str = "gradient"
+    settle: Callable[[dict[str, object]], dict[str, object]] | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -250,19 +266,23 @@ class AttributionMethod:
                 values[p.name] = p.check(given.get(p.name, p.default))
             except InvalidInputError:
                 return Passes()
+        values = self._settled(values)
         if "size" in inspect.signature(self.passes).parameters:
             side = DEFAULT_SIZE if size is None else size
             values["size"] = (int(side), int(side)) if isinstance(side, numbers.Integral) else tuple(side)
         return self.passes(**values)
 
+    def _settled(self, values: dict[str, object]) -> dict[str, object]:
+        return values if self.settle is None else self.settle(dict(values))
+
     def resolve(self, given: dict[str, object]) -> dict[str, object]:
-        """Every parameter's value, defaults filled in, each checked."""
+        """Every parameter's value, defaults filled in, each checked, then settled (``settle``)."""
         known = {p.name: p for p in self.params}
         unknown = sorted(set(given) - set(known))
         if unknown:
             takes = ", ".join(known) if known else "no parameters"
             raise InvalidInputError(f"{self.name} takes {takes}; got unknown {', '.join(unknown)}")
-        return {name: p.check(given.get(name, p.default)) for name, p in known.items()}
+        return self._settled({name: p.check(given.get(name, p.default)) for name, p in known.items()})
 
     def trial_params(self, given: Mapping[str, object] | None = None) -> dict[str, object]:
         """``given`` (defaults filled in) with every costly parameter at its minimum: a run that checks whether

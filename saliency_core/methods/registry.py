@@ -5,8 +5,9 @@
     r = attribute(model, X, y, method="integrated_gradients", objectives=("score", "loss"))
     r.maps["score"]          # (N, H, W) >= 0, channel-reduced
     r.attributions["loss"]   # (N, 3, H, W) signed; a CAM method: (N, 1, H, W)
-    r.params                 # {"steps": 32, "baseline": "black", "rule": "trapezoid"}
+    r.params                 # {"steps": 256, "baseline": "black", "rule": "adaptive", "tolerance": 0.05}
     r.convergence["score"]   # (N,) the relative completeness gap (Integrated Gradients, DeepLIFT)
+    r.steps_used             # (N,) the points on the path each image took
 
 Every method can be asked of either objective: "score" (the target's
 logit s_y) or "loss" (the per-image cross-entropy L, independent of the rest
@@ -159,6 +160,11 @@ class AttributionResult:
     reduction : the channel reduction ("none" for a CAM method); precision : "exact" or "fast"
     convergence : Integrated Gradients and DeepLIFT only: objective -> (N,), the relative
         completeness gap (Σ attributions − (f(x) − f(x′))) / |f(x) − f(x′)|
+        (the denominator floored: :func:`~saliency_core.methods.integrated_gradients.gap_scale`)
+    steps_used : Integrated Gradients only: (N,) int64, the points on the path
+        each image took (the fixed rules' steps; what the adaptive rule needed)
+    converged : Integrated Gradients' adaptive rule only: (N,) bool, whether each
+        image met the tolerance before the cap on steps
     """
 
     method: str
@@ -170,6 +176,8 @@ class AttributionResult:
     reduction: str
     precision: str
     convergence: dict[str, torch.Tensor] | None = None
+    steps_used: torch.Tensor | None = None
+    converged: torch.Tensor | None = None
 
     @property
     def probs(self) -> torch.Tensor:
@@ -239,5 +247,5 @@ def attribute(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int]
     return AttributionResult(
         method=method, maps=maps, attributions=out.attributions, params=recorded, logits=out.logits,
         targets=out.targets, reduction="none" if spec.output == "layer" else reduction, precision=precision,
-        convergence=out.convergence,
+        convergence=out.convergence, steps_used=out.steps_used, converged=out.converged,
     )

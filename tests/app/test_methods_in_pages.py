@@ -274,8 +274,8 @@ def test_a_link_reproduces_every_parameter_of_every_method(new_app, engine, meth
     written = {k: v[0] if isinstance(v, list) else v for k, v in written.items()}
     assert written == {"method": method, **LINK_PARAMS[method]} if method != "gradient" else written == {}
     spec = ATTRIBUTION_METHODS[method]
-    params = {p.name: type(p.default)(LINK_PARAMS[method][p.name]) if p.default is not None
-              else LINK_PARAMS[method][p.name] for p in spec.params if p.name in LINK_PARAMS[method]}
+    # The declared kind, not the default's type: a default may be None (Integrated Gradients' steps, a layer).
+    params = {p.name: p.kind(LINK_PARAMS[method][p.name]) for p in spec.params if p.name in LINK_PARAMS[method]}
     if method in ("smoothgrad", "integrated_gradients", "vargrad", "deeplift"):
         # Opened in a fresh session, the same map.
         expected = engine(coffee(), 967, method, **params)

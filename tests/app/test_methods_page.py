@@ -87,9 +87,10 @@ def test_all_methods_render_with_the_sidebars_parameters_for_its_method(new_app,
     assert_healthy(at)
     drawn = grid(at)
     assert len(drawn) == 2 * len(ATTRIBUTION_METHODS)
+    engine = {}
     for m in ("smoothgrad", "integrated_gradients"):  # the sidebar's method with its parameters, the other defaults
         params = FAST_PARAMS["smoothgrad"] if m == "smoothgrad" else {}
-        expected = attribute(lite0, coffee_x, [967], m, ("score", "loss"), **params)
+        expected = engine[m] = attribute(lite0, coffee_x, [967], m, ("score", "loss"), **params)
         for o in ("score", "loss"):
             assert_close(drawn[map_title(m, o)], expected.maps[o])
     used = at.dataframe[0].value
@@ -97,8 +98,12 @@ def test_all_methods_render_with_the_sidebars_parameters_for_its_method(new_app,
     assert "samples=3" in row["parameters"] and "seed=7" in row["parameters"]
     assert row["from"] == "the sidebar's Advanced"
     assert used[used["method"] == "Integrated Gradients"].iloc[0]["from"] == "defaults"
-    assert "steps=32" in used[used["method"] == "Integrated Gradients"].iloc[0]["parameters"]
-    assert "completeness gap" in texts(at.main.caption)  # Integrated Gradients at 32 trapezoid steps: about 16 %
+    ig = used[used["method"] == "Integrated Gradients"].iloc[0]["parameters"]
+    assert "steps=256" in ig and "rule=adaptive" in ig and "tolerance=0.05" in ig  # the cap, the default rule
+    # The default (adaptive) says the steps it took and the gap it reached; at the old default, 32 trapezoid
+    # steps, Coffee's gap was 16 % (score) and 19 % (loss).
+    steps = int(engine["integrated_gradients"].steps_used[0])
+    assert f"after {steps} steps, within the 5 % tolerance" in texts(at.main.caption)
     agreement = charts(at)["agreement"]["data"][0]
     assert len(agreement["x"]) == 2 * len(ATTRIBUTION_METHODS)
 

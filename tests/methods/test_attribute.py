@@ -22,7 +22,8 @@ def test_registry_has_the_issues_methods_parameters_and_defaults():
         "smoothgrad": {"samples": 25, "noise": 0.15, "seed": 0},
         "smoothgrad_sq": {"samples": 25, "noise": 0.15, "seed": 0},
         "vargrad": {"samples": 25, "noise": 0.15, "seed": 0},
-        "integrated_gradients": {"steps": 32, "baseline": "black", "rule": "trapezoid"},
+        # steps None: the rule's own (32 for the fixed rules, at most 256 for the adaptive default: issue 22)
+        "integrated_gradients": {"steps": None, "baseline": "black", "rule": "adaptive", "tolerance": 0.05},
         "deeplift": {"baseline": "black"},
         "guided_backprop": {},
         "grad_cam": {"layer": None},
@@ -46,7 +47,7 @@ def test_registry_has_the_issues_methods_parameters_and_defaults():
         "rise": "-L", "kernel_shap": "-L", "lime": "-L",
     }
     rule = {p.name: p for p in ATTRIBUTION_METHODS["integrated_gradients"].params}["rule"]
-    assert rule.choices == ("trapezoid", "gauss_legendre")
+    assert rule.choices == ("adaptive", "trapezoid", "gauss_legendre")
 
 
 @pytest.mark.parametrize(
@@ -90,7 +91,11 @@ def test_a_model_in_train_mode_is_refused_and_left_in_train_mode():
 def test_params_record_every_value_used_defaults_included():
     model = smooth_net()
     X, y = batch(size=32)
-    r = attribute(model, X, y, "integrated_gradients", steps=4, baseline="blur")
+    r = attribute(model, X, y, "integrated_gradients", steps=4, baseline="blur", tolerance=0.5)
+    assert r.params == {"steps": 4, "baseline": "blur", "rule": "adaptive", "tolerance": 0.5,
+                        "blur_sigma": 5.0 * 32 / 224}
+    # A fixed rule records what it did before the adaptive rule: no tolerance, which it does not use.
+    r = attribute(model, X, y, "integrated_gradients", steps=4, baseline="blur", rule="trapezoid")
     assert r.params == {"steps": 4, "baseline": "blur", "rule": "trapezoid", "blur_sigma": 5.0 * 32 / 224}
     r = attribute(model, X, y, "gradient_x_input", baseline=torch.zeros_like(X))
     assert r.params == {"baseline": "tensor"}
