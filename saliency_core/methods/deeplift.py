@@ -61,6 +61,7 @@ from saliency_core.core.precision import autocast_context, tf32_context
 from saliency_core.errors import InvalidInputError
 from saliency_core.methods._common import MethodOutput, Request, image_rows, make_baseline, resolve_targets
 from saliency_core.methods.declaration import AttributionMethod, AttributionWarning, Passes, baseline_param
+from saliency_core.methods.deeplift_graph import check_module, first_unsupported, refusal, why
 from saliency_core.methods.integrated_gradients import GAP_WARNING
 
 #: Below this |Δz| a unit's multiplier is its derivative at z (Captum's ``eps``).
@@ -165,7 +166,6 @@ class _RescaleInPlace(torch.autograd.Function):
         return grad * m, None, None
 
 
-_RESCALE_NODES = frozenset({"_RescaleBackward", "_RescaleInPlaceBackward"})
 
 
 # ---------------------------------------------------------------- the two passes
@@ -197,7 +197,7 @@ class _Pairing(TorchFunctionMode):
         if func is F.batch_norm:
             bound = _signature(func).bind(*args, **kwargs).arguments
             if bound.get("training") or bound.get("running_mean") is None:
-                raise _refusal("batch_norm on the batch's own statistics", _calling_layer(self.module),
+                raise refusal("batch_norm on the batch's own statistics", _calling_layer(self.module),
                                "it mixes the images of a batch (track_running_stats=False, or training mode)")
         found = _activation(func, args, kwargs)
         if found is None or not isinstance(found[0], torch.Tensor) or not found[0].is_floating_point():
@@ -238,98 +238,6 @@ def _calling_layer(model: torch.nn.Module) -> str:
             return f"layer '{name}' ({type(owner).__name__})" if name else f"the model ({type(owner).__name__})"
         frame = frame.f_back
     return "the model"
-
-
-def _refusal(op: str, where: str, why: str) -> InvalidInputError:
-    return InvalidInputError(f"DeepLIFT has no rule for {op} in {where}: {why}. It explains models of "
-                             "convolutions, linear layers, eval-mode batch norm, average pooling and elementwise "
-                             "activations; use another method for this one.")
-
-
-# ---------------------------------------------------------------- what the graph may hold
-
-#: Autograd nodes that are linear in the image (with the other operands fixed): node -> the operands that may
-#: depend on the image together (None: any). Matrix products with both sides from the image are attention.
-_LINEAR: dict[str, tuple[frozenset[int], ...] | None] = {
-    **dict.fromkeys((
-        "AddBackward0", "AddBackward1", "SubBackward0", "SubBackward1", "RsubBackward0", "RsubBackward1",
-        "NegBackward0", "MulBackward1", "DivBackward1", "ViewBackward0", "UnsafeViewBackward0",
-        "ReshapeAliasBackward0", "PermuteBackward0", "TransposeBackward0", "TransposeBackward1", "TBackward0",
-        "ExpandBackward0", "SqueezeBackward0", "SqueezeBackward1", "SqueezeBackward2", "SqueezeBackward3",
-        "SqueezeBackward4", "UnsqueezeBackward0", "CloneBackward0", "ToCopyBackward0", "AliasBackward0",
-        "CatBackward0", "StackBackward0", "SliceBackward0", "SelectBackward0", "SplitBackward0",
-        "SplitWithSizesBackward0", "UnbindBackward0", "IndexBackward0", "ConstantPadNdBackward0",
-        "ReflectionPad1DBackward0", "ReflectionPad2DBackward0", "ReplicationPad2DBackward0", "MeanBackward0",
-        "MeanBackward1", "SumBackward0", "SumBackward1", "AvgPool1DBackward0", "AvgPool2DBackward0",
-        "AdaptiveAvgPool1DBackward0", "AdaptiveAvgPool2DBackward0", "UpsampleNearest2DBackward0",
-        "UpsampleBilinear2DBackward0", "PixelShuffleBackward0", "PixelUnshuffleBackward0", "FlipBackward0",
-        "RollBackward0", "RepeatBackward0", "AsStridedBackward0", "AsStridedBackward1", "IndexSelectBackward0",
-        "GatherBackward0", "AvgPool3DBackward0", "AdaptiveAvgPool3DBackward0", "AccumulateGrad",
-        "MulBackward0",  # a product of two activations: the plain gradient, as Captum (see the module's text)
-    ), None),
-    **dict.fromkeys(("ConvolutionBackward0", "DivBackward0", "NativeBatchNormBackward0",
-                     "CudnnBatchNormBackward0", "MiopenBatchNormBackward0"), (frozenset({0}),)),
-    **dict.fromkeys(("MmBackward0", "BmmBackward0"), (frozenset({0}), frozenset({1}))),
-    "AddmmBackward0": (frozenset({0, 1}), frozenset({0, 2})),
-}
-_ACTIVATION_NODES = ("Relu", "Hardtanh", "Sigmoid", "Tanh", "Silu", "Gelu", "Elu", "LeakyRelu", "Softplus",
-                     "Hardswish", "Hardsigmoid", "Mish", "Clamp", "Threshold")
-
-
-def _why(node: str) -> str:
-    if "MaxPool" in node or "Max" in node or "Amax" in node:
-        return "max-pooling needs a rule of its own, which this implementation does not have"
-    if "Softmax" in node or "Attention" in node or "mm" in node.lower():
-        return "softmax and products of two activations (attention) have no Rescale rule"
-    if "Norm" in node:
-        return "normalising by the input's own statistics is not a linear layer"
-    if node.startswith(_ACTIVATION_NODES):
-        return ("it is an activation DeepLIFT could not see to pair with the baseline's (it ran inside TorchScript, "
-                "a torch.export graph or a custom autograd Function)")
-    return "it is neither a linear layer nor an elementwise activation"
-
-
-def _image_dependent(root, x: torch.Tensor) -> dict:
-    """node -> whether it depends on ``x``, for every node of the graph below ``root`` (iteratively: deep nets)."""
-    depends: dict = {}
-    stack = [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            depends[node] = (getattr(node, "variable", None) is x
-                             or any(depends.get(c, False) for c, _ in node.next_functions if c is not None))
-        elif node not in depends:
-            depends[node] = False
-            stack.append((node, True))
-            stack.extend((c, False) for c, _ in node.next_functions if c is not None and c not in depends)
-    return depends
-
-
-def _first_unsupported(logits: torch.Tensor, x: torch.Tensor):
-    """The first node of the graph that depends on ``x`` and that no rule covers, or None."""
-    depends = _image_dependent(logits.grad_fn, x)
-    for node, dep in depends.items():
-        if not dep:
-            continue
-        name = type(node).__name__
-        if name in _RESCALE_NODES:
-            continue
-        if name not in _LINEAR:
-            return node
-        allowed = _LINEAR[name]
-        if allowed is not None:
-            used = frozenset(i for i, (c, _) in enumerate(node.next_functions) if c is not None and depends.get(c))
-            if not any(used <= a for a in allowed):
-                return node
-    return None
-
-
-def check_module(module: torch.nn.Module) -> None:
-    """InvalidInputError for a model DeepLIFT cannot see inside at all: TorchScript runs its layers compiled."""
-    for name, m in module.named_modules():
-        if isinstance(m, torch.jit.ScriptModule):
-            raise _refusal(f"compiled TorchScript ({name or type(m).__name__})", "the model",
-                           "its layers run inside the compiled graph, where DeepLIFT's rules cannot reach")
 
 
 # ---------------------------------------------------------------- the objective's last step
@@ -406,11 +314,11 @@ def _refuse(req: Request, x: torch.Tensor, ref: torch.Tensor, node) -> InvalidIn
     op, where = name.removesuffix("Backward0").lower(), "the model"
     with torch.enable_grad():
         logits, _, leaf, makers = _paired_forward(req, x[:1], ref[:1], locate=True)
-        again = _first_unsupported(logits, leaf)
+        again = first_unsupported(logits, leaf)
     found = _maker(logits.grad_fn, again, makers) if again is not None else None
     if found is not None:
         op, where = found
-    return _refusal(f"{op} ({name})", where, _why(name))
+    return refusal(f"{op} ({name})", where, why(name))
 
 
 def run(req: Request, baseline: str | torch.Tensor = "black") -> MethodOutput:
@@ -425,7 +333,7 @@ def run(req: Request, baseline: str | torch.Tensor = "black") -> MethodOutput:
         ref = reference[start:stop].contiguous(memory_format=fmt)
         with torch.inference_mode(False), tf32_context(req.device, req.precision):
             logits, ref_logits, leaf, _ = _paired_forward(req, x, ref)
-            if (node := _first_unsupported(logits, leaf)) is not None:
+            if (node := first_unsupported(logits, leaf)) is not None:
                 raise _refuse(req, x, ref, node)
             targets = resolve_targets(logits.detach(), req.y[start:stop])
             grads = {}
