@@ -48,6 +48,7 @@ import inspect
 import sys
 import warnings
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -69,12 +70,40 @@ EPS = 1e-10
 
 # ---------------------------------------------------------------- the activations, and how to call them
 
-#: Functions that take one tensor and nothing else: func -> (the out-of-place function, asked in place).
-_UNARY: dict[Callable, tuple[Callable, bool]] = {}
-for _name in ("relu", "sigmoid", "tanh"):
+def _inside(lo: float | None, hi: float | None, strict: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The derivative of a clamp to [lo, hi] as autograd takes it, as a bool tensor: inside (strictly, for
+    hardtanh) or not."""
+    def derivative(t: torch.Tensor) -> torch.Tensor:
+        inside = None
+        if lo is not None:
+            inside = t > lo if strict else t >= lo
+        if hi is not None:
+            below = t < hi if strict else t <= hi
+            inside = below if inside is None else inside.logical_and_(below)
+        return torch.ones_like(t, dtype=torch.bool) if inside is None else inside
+    return derivative
+
+
+def _relu_derivative(t: torch.Tensor) -> torch.Tensor:
+    return t > 0
+
+
+def _sigmoid_derivative(t: torch.Tensor) -> torch.Tensor:
+    s = torch.sigmoid(t)
+    return s * (1 - s)
+
+
+def _tanh_derivative(t: torch.Tensor) -> torch.Tensor:
+    return 1 - torch.tanh(t).square()
+
+
+#: Functions that take one tensor and nothing else: func -> (the out-of-place function, its derivative, in place).
+_UNARY: dict[Callable, tuple[Callable, Callable, bool]] = {}
+for _name, _derivative in (("relu", _relu_derivative), ("sigmoid", _sigmoid_derivative), ("tanh", _tanh_derivative)):
     _base = getattr(torch, _name)
-    _UNARY.update({_base: (_base, False), getattr(torch.Tensor, _name): (_base, False),
-                   getattr(torch, _name + "_"): (_base, True), getattr(torch.Tensor, _name + "_"): (_base, True)})
+    _UNARY.update({_base: (_base, _derivative, False), getattr(torch.Tensor, _name): (_base, _derivative, False),
+                   getattr(torch, _name + "_"): (_base, _derivative, True),
+                   getattr(torch.Tensor, _name + "_"): (_base, _derivative, True)})
 #: Functions of torch.nn.functional with parameters (slopes, bounds) and perhaps ``inplace``.
 _KEYWORD = (F.relu, F.relu6, F.hardtanh, F.elu, F.leaky_relu, F.silu, F.gelu, F.softplus, F.hardswish,
             F.hardsigmoid, F.mish, F.selu, F.celu)
@@ -93,44 +122,69 @@ def _signature(func: Callable) -> inspect.Signature | None:
     return _SIGNATURES[func]
 
 
-def _activation(func: Callable, args: tuple, kwargs: dict) -> tuple[torch.Tensor, Callable, bool] | None:
-    """(z, φ as a function of one tensor, whether it was asked in place) for an elementwise activation call;
-    None for any other call."""
+class _Call(NamedTuple):
+    """An elementwise activation call: its input z, φ as a function of one tensor, φ' where it has a closed
+    form (a float or bool tensor; None: autograd's, taken where needed), and whether it was asked in place."""
+
+    z: torch.Tensor
+    phi: Callable[[torch.Tensor], torch.Tensor]
+    derivative: Callable[[torch.Tensor], torch.Tensor] | None
+    inplace: bool
+
+
+def _activation(func: Callable, args: tuple, kwargs: dict) -> _Call | None:
+    """The call as a :class:`_Call` when ``func`` is an elementwise activation, else None."""
     if func in _UNARY:
-        base, inplace = _UNARY[func]
-        return args[0], base, inplace
+        base, derivative, inplace = _UNARY[func]
+        return _Call(args[0], base, derivative, inplace)
     if func in _CLAMPS:
         bounds = dict(zip(("min", "max"), args[1:], strict=False)) | kwargs
         if any(b is not None and not isinstance(b, (int, float)) for b in bounds.values()):
             return None  # tensor bounds: not elementwise in z alone
-        return args[0], lambda t: torch.clamp(t, bounds.get("min"), bounds.get("max")), _CLAMPS[func]
+        lo, hi = bounds.get("min"), bounds.get("max")
+        return _Call(args[0], lambda t: torch.clamp(t, lo, hi), _inside(lo, hi, strict=False), _CLAMPS[func])
     if func not in _KEYWORD:
         return None
     sig = _signature(func)
     if sig is None:
-        return args[0], lambda t: func(t, *args[1:], **kwargs), False
+        return _Call(args[0], lambda t: func(t, *args[1:], **kwargs), None, False)
     bound = sig.bind(*args, **kwargs)
+    bound.apply_defaults()
     inplace = bool(bound.arguments.pop("inplace", False))
     z = bound.arguments.pop("input")
     rest = dict(bound.arguments)
-    return z, lambda t: func(t, **rest), inplace
+    derivative = None
+    if func is F.relu:
+        derivative = _relu_derivative
+    elif func is F.relu6:
+        derivative = _inside(0.0, 6.0, strict=True)
+    elif func is F.hardtanh:
+        derivative = _inside(rest["min_val"], rest["max_val"], strict=True)
+    elif func is F.leaky_relu:
+        slope = rest["negative_slope"]
+        derivative = lambda t: torch.where(t > 0, 1.0, slope)  # noqa: E731
+    return _Call(z, lambda t: func(t, **rest), derivative, inplace)
 
 
-def _multiplier(z: torch.Tensor, ref: torch.Tensor, out: torch.Tensor, phi: Callable) -> torch.Tensor:
+def _multiplier(z: torch.Tensor, ref: torch.Tensor, out: torch.Tensor, call: _Call) -> torch.Tensor:
     """Δφ / Δz elementwise, computed in float32 or wider, returned in z's dtype. Where |Δz| < EPS, φ's own
-    derivative at z (what autograd would use, as Captum), taken on those elements only: units whose input is
-    the same on the image and the baseline (channels whose weights are all zero) are common."""
+    derivative at z (what autograd would use, as Captum): units whose input is the same on the image and on
+    the baseline (channels whose weights are all zero) are common, so the derivative is a closed form where
+    φ has one, else autograd's on those elements only."""
     work = torch.promote_types(z.dtype, torch.float32)
     dz = z.to(work) - ref.to(work)
-    m = phi(ref).to(work)
+    m = call.phi(ref).to(work)
     torch.sub(out.to(work), m, out=m)
     m.div_(dz)
     small = dz.abs_() < EPS
     if bool(small.any()):
-        with torch.enable_grad():
-            t = z[small].detach().requires_grad_(True)
-            (derivative,) = torch.autograd.grad(phi(t).sum(), t)
-        m[small] = derivative.to(work)
+        if call.derivative is not None:
+            m = torch.where(small, call.derivative(z), m)  # a bool derivative is promoted: no copy
+        else:
+            with torch.enable_grad():
+                t = z[small].detach().requires_grad_(True)
+                (derivative,) = torch.autograd.grad(call.phi(t).sum(), t)
+            m[small] = derivative.to(work)
     return m.to(z.dtype)
 
 
@@ -138,9 +192,9 @@ class _Rescale(torch.autograd.Function):
     """φ(z) forward; grad · Δφ / Δz backward (z′ the reference's input of the same call)."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, ref: torch.Tensor, phi: Callable) -> torch.Tensor:  # type: ignore[override]
-        out = phi(z)
-        ctx.save_for_backward(_multiplier(z, ref, out, phi))
+    def forward(ctx, z: torch.Tensor, ref: torch.Tensor, call: _Call) -> torch.Tensor:  # type: ignore[override]
+        out = call.phi(z)
+        ctx.save_for_backward(_multiplier(z, ref, out, call))
         return out
 
     @staticmethod
@@ -153,9 +207,9 @@ class _RescaleInPlace(torch.autograd.Function):
     """The same, for an activation asked in place (``nn.ReLU(inplace=True)``): z is overwritten with φ(z)."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, ref: torch.Tensor, phi: Callable) -> torch.Tensor:  # type: ignore[override]
-        out = phi(z)
-        ctx.save_for_backward(_multiplier(z, ref, out, phi))
+    def forward(ctx, z: torch.Tensor, ref: torch.Tensor, call: _Call) -> torch.Tensor:  # type: ignore[override]
+        out = call.phi(z)
+        ctx.save_for_backward(_multiplier(z, ref, out, call))
         z.copy_(out)
         ctx.mark_dirty(z)
         return z
@@ -199,13 +253,13 @@ class _Pairing(TorchFunctionMode):
             if bound.get("training") or bound.get("running_mean") is None:
                 raise refusal("batch_norm on the batch's own statistics", _calling_layer(self.module),
                                "it mixes the images of a batch (track_running_stats=False, or training mode)")
-        found = _activation(func, args, kwargs)
-        if found is None or not isinstance(found[0], torch.Tensor) or not found[0].is_floating_point():
+        call = _activation(func, args, kwargs)
+        if call is None or not isinstance(call.z, torch.Tensor) or not call.z.is_floating_point():
             return func(*args, **kwargs)
-        z, phi, inplace = found
+        z = call.z
         k, self.calls = self.calls, self.calls + 1
         if self.recording:
-            kept = z.detach().clone() if inplace else z.detach()
+            kept = z.detach().clone() if call.inplace else z.detach()
             self.refs.append((func, kept, kept._version))
             return func(*args, **kwargs)
         if k >= len(self.refs) or self.refs[k][0] is not func or self.refs[k][1].shape != z.shape:
@@ -214,7 +268,7 @@ class _Pairing(TorchFunctionMode):
         if ref._version != version:
             raise _differs("it changed an activation's input in place after the activation")
         self.refs[k] = None  # x′'s input is not needed again: free it as the pass goes
-        return (_RescaleInPlace if inplace else _Rescale).apply(z, ref, phi)
+        return (_RescaleInPlace if call.inplace else _Rescale).apply(z, ref, call)
 
     def finish(self) -> None:
         if self.calls != len(self.refs):
@@ -355,8 +409,9 @@ def run(req: Request, baseline: str | torch.Tensor = "black") -> MethodOutput:
         if worst > GAP_WARNING:
             warnings.warn(
                 f"DeepLIFT ({obj}): the attributions miss f(x) - f(x') by {worst:.0%} of it for at least one "
-                "image: the model multiplies activations together (e.g. squeeze-and-excitation gates), which "
-                "take the plain gradient, as in Captum", AttributionWarning, stacklevel=3)
+                "image: the model multiplies activations together (e.g. squeeze-and-excitation gates, which "
+                "take the plain gradient, as in Captum) or mixes the images of a batch", AttributionWarning,
+                stacklevel=3)
     return MethodOutput(attributions=attributions, logits=logits, targets=targets, convergence=convergence,
                         used=used)
 

@@ -257,9 +257,12 @@ def test_rescale_rule_in_closed_form(name):
     assert float(r.convergence["score"].abs().max()) < 1e-4
 
 
-def test_where_input_and_baseline_agree_the_multiplier_is_the_derivative():
-    """Δz = 0 (here: pixels equal in x and x′ feed a unit of their own) gives φ'(z), as Captum's eps."""
-    model = MLP(nn.Sigmoid()).eval()
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu6", "hardtanh", "leaky_relu", "silu", "F.relu", "clamp",
+                                  "torch.clamp_min"])
+def test_where_input_and_baseline_agree_the_multiplier_is_the_derivative(name):
+    """Δz = 0 (here: pixels equal in x and x′ feed every unit) gives φ'(z), as Captum's eps: autograd's own
+    (a closed form where φ has one, autograd on those units otherwise)."""
+    model = MLP(ACTIVATIONS.get(name) or FUNCTIONAL[name]).eval()
     with torch.no_grad():
         model.fc1.weight.zero_()
         model.fc1.weight[:, :5] = torch.randn(20, 5)  # units see only the first five pixels
@@ -294,16 +297,45 @@ class ReusedReLU(nn.Module):
         self.act, self.fc = nn.ReLU(inplace=True), nn.Linear(6, 4)
 
     def forward(self, x):
-        return self.fc(self.act(self.c2(self.act(self.c1(x)))).mean(dim=(2, 3)) + self.act(x - 0.1).mean())
+        per_image = self.act(x - 0.1).mean(dim=(1, 2, 3))[:, None]  # per image: a batch mean would mix them
+        return self.fc(self.act(self.c2(self.act(self.c1(x)))).mean(dim=(2, 3))) + per_image
 
 
 def test_reused_and_in_place_activations_are_paired_by_call(monkeypatch):
     model = ReusedReLU().eval()
     X, _ = batch(n=2)
     base = torch.zeros_like(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # complete: no completeness warning
+        r = attribute(model, X, [1, 2], "deeplift", baseline=base)
+    for obj in ("score", "loss"):
+        assert_relative(r.attributions[obj], captum_deeplift(model, X, base, r.targets, obj, monkeypatch))
+        assert float(r.convergence[obj].abs().max()) < 1e-4
+
+
+class Gated(nn.Module):
+    """A squeeze-and-excitation gate: the activations times a sigmoid of their mean, a product of two."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(6)
+        self.conv, self.act, self.squeeze = nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 1)
+        self.gate, self.fc = nn.Sigmoid(), nn.Linear(6, 4)
+
+    def forward(self, x):
+        h = self.act(self.conv(x))
+        return self.fc((h * self.gate(self.squeeze(h.mean(dim=(2, 3), keepdim=True)))).mean(dim=(2, 3)))
+
+
+@pytest.mark.filterwarnings("ignore:DeepLIFT")
+def test_products_of_activations_take_the_gradient_as_in_captum_and_the_gap_shows_it(monkeypatch):
+    model = Gated().eval()
+    X, _ = batch(n=2)
+    base = torch.zeros_like(X)
     r = attribute(model, X, [1, 2], "deeplift", baseline=base)
     for obj in ("score", "loss"):
         assert_relative(r.attributions[obj], captum_deeplift(model, X, base, r.targets, obj, monkeypatch))
+        assert float(r.convergence[obj].abs().max()) > 1e-3  # not complete, and said so
 
 
 def test_deeplift_leaves_the_model_alone_and_other_threads_unaffected():
@@ -415,6 +447,7 @@ REFUSED = {
 }
 
 
+@pytest.mark.filterwarnings("ignore:Converting a tensor")  # Branchy's own float(x.mean())
 @pytest.mark.parametrize("case", list(REFUSED))
 def test_a_layer_without_a_rule_is_refused_by_name(case):
     make, match = REFUSED[case]
