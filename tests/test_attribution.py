@@ -112,7 +112,7 @@ def test_registry_has_the_issues_methods_parameters_and_defaults():
         "grad_cam_plus_plus": {"layer": None},
         "layer_cam": {"layer": None},
         "hires_cam": {"layer": None},
-        "score_cam": {"layer": None, "channels": 32},
+        "score_cam": {"layer": None, "channels": 64},
     }
     # The loss is -L wherever the sign matters, so positive means "evidence for the target".
     assert {name: m.loss_objective for name, m in ATTRIBUTION_METHODS.items()} == {
