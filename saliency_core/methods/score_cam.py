@@ -20,12 +20,19 @@ feature maps that vary most over positions (spatial variance; a nearly flat
 map masks nearly the whole image or nothing, like its neighbours) — the idea
 of "Faster Score-CAM" listed in the authors' repository. The softmax then
 runs over the chosen channels, and the others weigh 0, where the paper uses
-every channel. ``channels`` at or above K (the layer's channel count, e.g.
-320 for EfficientNet-Lite0's last block, 2048 for ResNet-50's) is the
-paper's setting. The masked copies go through the model in chunks as large
-as ``max_batch`` and the forward-only memory budget allow
-(:func:`saliency_core.core.passes.run_in_chunks`); progress is reported per
-chunk, in rows (the image's own pass, then its masked copies).
+every channel. That can change the map a lot: at EfficientNet-Lite0's last
+block the paper's weights are nearly even (the largest 0.005–0.02 of 320,
+against 1/320 = 0.003), so its map is the positive part of a near-average
+of every signed feature map, and a subset averages others. On the five
+bundled photos the default 64 channels' maps agree with the paper's at
+Pearson r 0.36–0.99 (score) and 0.22–0.98 (loss), 128 channels' at
+0.72–1.00 (benchmarks/RESULTS.md). ``channels`` at or above K (the layer's
+channel count, e.g. 320 for EfficientNet-Lite0's last block, 2048 for
+ResNet-50's) is the paper's setting. The masked copies of all the images go through the model
+in chunks as large as ``max_batch`` and the forward-only memory budget allow
+(:func:`saliency_core.core.passes.run_in_chunks`), on a CPU at most
+:data:`CPU_ROWS_PER_PASS`; progress is reported per chunk, in rows (the
+images' own passes, then their masked copies).
 """
 
 from __future__ import annotations
@@ -42,11 +49,16 @@ from saliency_core.methods.cam_layer import LAYER_PARAM, activations, resolve_la
 from saliency_core.methods.declaration import AttributionMethod, Param, Passes
 
 TITLE = "Score-CAM"
-#: The dashboard's default cap on masked copies per image: one 224 px map of EfficientNet-Lite0 (both objectives)
-#: in about 10 s on the 2-core CPU (benchmarks/RESULTS.md).
-DEFAULT_CHANNELS = 32
+#: The default cap on masked copies per image: both maps of one 224 px image on EfficientNet-Lite0 (320 channels
+#: at its last block) took 7.1–10 s on the 2-core CPU at a load of 15–22 (32: 4.3–4.6 s; 128: 16 s), and agree
+#: with the paper's every-channel maps better than 32 do (benchmarks/RESULTS.md).
+DEFAULT_CHANNELS = 64
 #: The most a control or option takes: every channel of the widest registered layer (ResNet-50's layer4).
 MAX_CHANNELS = 2048
+#: Masked copies per pass at most on a CPU, below max_batch and the memory budget: on the 2-core CPU, both maps
+#: of one image with 32 copies took 6.0 s in chunks of 8, 6.6 s in 16 and 8.3 s in 33 (median of 4, interleaved;
+#: large chunks' activations fall out of the caches). CUDA takes the largest chunk the budget allows.
+CPU_ROWS_PER_PASS = 8
 
 
 def passes(channels: int = DEFAULT_CHANNELS, **_params: object) -> Passes:
@@ -103,8 +115,9 @@ def run(req: Request, layer: str | None = None, channels: int = DEFAULT_CHANNELS
         with torch.no_grad(), precision_context(req.device, req.precision):
             return checked_forward(req.module, masked, req.check).to(req.dtype)
 
-    for start, stop, masked_logits in run_in_chunks(rows, req.max_batch, req.device, step,
-                                                    input_row_bytes=req.row_bytes, backward=False):
+    chunk = min(req.max_batch or CPU_ROWS_PER_PASS, CPU_ROWS_PER_PASS) if req.device.type == "cpu" else req.max_batch
+    for start, stop, masked_logits in run_in_chunks(rows, chunk, req.device, step, input_row_bytes=req.row_bytes,
+                                                    backward=False):
         row_targets = targets[torch.arange(start, stop, device=req.device) // k]
         for obj in req.objectives:  # log p_y for the loss, as declared (loss_sign -1)
             f[obj][start:stop] = objective_per_image(masked_logits, row_targets, obj, req.loss_sign)

@@ -30,7 +30,7 @@ def test_registry_has_the_issues_methods_parameters_and_defaults():
         "grad_cam_plus_plus": {"layer": None},
         "layer_cam": {"layer": None},
         "hires_cam": {"layer": None},
-        "score_cam": {"layer": None, "channels": 32},
+        "score_cam": {"layer": None, "channels": 64},
         "occlusion": {"window": 32, "stride": 16, "baseline": "dataset_mean"},
         "rise": {"masks": 250, "grid": 7, "keep": 0.5, "seed": 0, "baseline": "dataset_mean"},
         "kernel_shap": {"samples": 200, "superpixels": "slic", "segments": 50, "compactness": 10.0,

@@ -57,7 +57,7 @@ def test_every_channel_equals_pytorch_grad_cam_on_a_small_cnn(monkeypatch, oracl
     calls = []
     r = check_against_oracle("score_cam", ScoreCAM, net, net, "2", X, y, monkeypatch, max_batch=5,
                              progress=lambda done, total: calls.append((done, total)))
-    assert r.params == {"layer": "2", "channels": 8}  # 8 channels, all of them (the default cap is 32)
+    assert r.params == {"layer": "2", "channels": 8}  # 8 channels, all of them (the default cap is 64)
     # The images' own passes (one chunk of 3), then 24 masked copies in chunks of 5, across images.
     assert calls == [(3, 27)] + [(3 + min(s, 24), 27) for s in range(5, 30, 5)]
 
@@ -87,7 +87,7 @@ def test_a_cap_uses_the_most_varying_channels_as_pytorch_grad_cam_given_only_tho
 
 def test_the_cost_is_declared_and_the_cap_is_the_dashboards_default():
     spec = ATTRIBUTION_METHODS["score_cam"]
-    assert spec.cost() == Passes(gradient=0, forward=33)
+    assert spec.cost() == Passes(gradient=0, forward=65)
     assert spec.cost({"channels": 320}) == Passes(gradient=0, forward=321)  # the paper on EfficientNet-Lite0
     assert not spec.default_view and spec.family == "CAM" and spec.loss_objective == "-L"
     assert spec.trial_params() == {"layer": None, "channels": 1}
