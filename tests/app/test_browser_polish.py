@@ -58,7 +58,7 @@ def cut_off(page, scope: str) -> list[str]:
 
 def test_nothing_in_the_sidebar_or_on_the_home_page_is_cut_off(new_session):
     # The longest method title and reduction label there are today; Advanced open, so its selects are drawn.
-    s = opened(new_session, "/?method=integrated_gradients&reduction=mean_abs", {'[data-testid="stMetric"]': 3})
+    s = opened(new_session, "/?method=integrated_gradients", {'[data-testid="stMetric"]': 3})
     page = s.page
     page.locator(SIDEBAR).get_by_text("Advanced").click()
     page.locator(f'{SIDEBAR} [data-testid="stSelectbox"]').filter(has_text="Channel reduction").wait_for()
@@ -68,7 +68,7 @@ def test_nothing_in_the_sidebar_or_on_the_home_page_is_cut_off(new_session):
     assert cut_off(page, SIDEBAR) == []
     assert cut_off(page, MAIN) == []
     values = page.locator(f'{SIDEBAR} [data-testid="stSelectbox"] input').evaluate_all("es => es.map(e => e.value)")
-    assert "Integrated Gradients" in values and "mean |g| over RGB" in values, values  # what was measured
+    assert "Integrated Gradients" in values and "max |g| over RGB" in values, values  # what was measured
     instructions = page.locator('[data-testid="stFileUploaderDropzoneInstructions"]').inner_text()
     assert "NPZ" in instructions, instructions  # the last of the file types
     assert page.locator(MAIN).get_by_text("Compare score vs loss").is_visible()

@@ -137,6 +137,9 @@ def test_maps_the_job_did_not_save_are_computed_as_the_job_computed_them(app, re
 
 
 def test_maps_over_the_compute_budget_are_not_computed_and_the_page_says_so(app, monkeypatch):
+    from pages.ui import caches
+
+    caches.analyses().clear()  # nothing computed by the tests before
     monkeypatch.setenv("SALIENCY_CONFIRM_ABOVE_S", "0")  # anything worth estimating asks first
     at = app(page=PAGE).run()
     at.selectbox(key="dataset_pair_a").set_value("smoothgrad_loss").run()
