@@ -86,7 +86,9 @@ def test_default_is_the_fast_methods_and_their_maps_equal_attribute(new_app, lit
 
 def test_all_methods_render_with_the_sidebars_parameters_for_its_method(new_app, lite0, coffee_x, monkeypatch):
     monkeypatch.setenv("SALIENCY_CONFIRM_ABOVE_S", "inf")  # a rendering test: the budget has its own tests
-    at = new_app(PAGE, methods=",".join(GRADIENT_BASED), method="smoothgrad", **SMOOTH).run()
+    # Thirteen methods, Integrated Gradients' adaptive rule and Score-CAM included: over AppTest's default wait
+    # on a shared 2-core machine.
+    at = new_app(PAGE, methods=",".join(GRADIENT_BASED), method="smoothgrad", **SMOOTH).run(timeout=600)
     assert_healthy(at)
     drawn = grid(at)
     assert len(drawn) == 2 * len(GRADIENT_BASED)
