@@ -155,7 +155,7 @@ def test_a_method_that_cannot_run_is_reported_not_raised():
 def test_callers_errors_raise():
     X = torch.randn(1, 3, 8, 8)
     with pytest.raises(InvalidInputError, match="Known methods"):
-        compare_methods(tanh_net(), X, 0, ["gradient", "deeplift"])
+        compare_methods(tanh_net(), X, 0, ["gradient", "no_such_method"])
     with pytest.raises(InvalidInputError, match="one image"):
         compare_methods(tanh_net(), torch.randn(2, 3, 8, 8), 0)
     with pytest.raises(InvalidInputError, match="precision"):
