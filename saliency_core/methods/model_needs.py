@@ -42,6 +42,9 @@ CHECKS: dict[str, Callable[[torch.nn.Module], bool]] = {
     "conv_layer": _has_conv_layer,
     "relu_modules": _has_relu_modules,
     "baseline": lambda module: True,
+    # DeepLIFT's rules need the layers as modules; compiled TorchScript hides them (its other refusals, such as
+    # max-pooling, are found when it runs, with the layer named).
+    "deeplift_layers": lambda module: not any(isinstance(m, torch.jit.ScriptModule) for m in module.modules()),
 }
 
 

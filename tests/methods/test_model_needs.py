@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from saliency_core.errors import InvalidInputError
-from saliency_core.methods import grad_cam, gradient, guided_backprop, integrated_gradients
+from saliency_core.methods import cam_layer, grad_cam, gradient, guided_backprop, integrated_gradients
 from saliency_core.methods.declaration import NEEDS, AttributionMethod
 from saliency_core.methods.model_needs import unmet_needs, why_not
 
@@ -46,7 +46,7 @@ def test_a_net_without_convolutions_or_relu_modules_lacks_both():
     assert why_not(guided_backprop.METHOD, net) == f"it needs {NEEDS['relu_modules']}"
     assert unmet_needs(gradient.METHOD, net) == () and unmet_needs(integrated_gradients.METHOD, net) == ()
     # What the methods themselves say when run anyway: the checks agree with them.
-    assert grad_cam.conv_layers(net, size=8) == []
+    assert cam_layer.conv_layers(net, size=8) == []
     with pytest.raises(InvalidInputError, match="has none"):
         guided_backprop.guided_copy(net)
 
@@ -55,7 +55,7 @@ def test_torchscript_hides_its_modules_from_every_method_that_hooks_or_swaps():
     scripted = torch.jit.script(ConvNet().eval())
     assert unmet_needs(grad_cam.METHOD, scripted) == ("conv_layer",)
     assert unmet_needs(guided_backprop.METHOD, scripted) == ("relu_modules",)
-    assert grad_cam.conv_layers(scripted, size=8) == []
+    assert cam_layer.conv_layers(scripted, size=8) == []
     both = AttributionMethod(name="both", title="Both", citation="c", summary="s", params=(), loss_objective="L",
                              output="input", run=gradient.run, needs=frozenset({"relu_modules", "conv_layer"}))
     assert unmet_needs(both, scripted) == ("conv_layer", "relu_modules")  # in NEEDS' order
