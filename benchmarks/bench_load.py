@@ -97,13 +97,13 @@ class MemoryWatch(threading.Thread):
             self.peak = max(self.peak, value)
 
 
-def expected_map(data: bytes) -> np.ndarray:
+def expected_map(data: bytes, method: str = "gradient", params: dict[str, object] | None = None) -> np.ndarray:
     from saliency_core.evaluation.analysis import AUTO_TARGET, analyse
     from saliency_core.inputs.images import load_image
     from saliency_core.models.loading import load_model
 
     model = expected_map.__dict__.setdefault("model", load_model(None, device="cpu"))
-    (a,) = analyse(model, [load_image(data)], [AUTO_TARGET], [None])
+    (a,) = analyse(model, [load_image(data)], [AUTO_TARGET], [None], method=method, params=params)
     return a.maps["score"]
 
 

@@ -73,7 +73,7 @@ def test_grid_rejects_bad_input():
     with pytest.raises(InvalidInputError, match="scale"):
         method_grid_figure(grid_maps(), scale="global")
     with pytest.raises(InvalidInputError, match="unknown method"):
-        method_grid_figure({"deeplift": {"score": np.ones((2, 2))}})
+        method_grid_figure({"no_such_method": {"score": np.ones((2, 2))}})
     maps = grid_maps()
     maps["grad_cam"] = {"score": np.ones((8, 8))}
     with pytest.raises(InvalidInputError, match="objectives"):
