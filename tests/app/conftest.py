@@ -1,4 +1,4 @@
-"""Fixtures for the in-process Streamlit AppTest suite (``test_pages.py``).
+"""Fixtures for the dashboard's tests: the in-process AppTest pages and the Chromium ones.
 
 The dashboard runs inside the pytest process, so everything Streamlit caches
 (the model, analyses, the upload store) is shared between tests. The
@@ -12,6 +12,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.app.chromium import (
+    _SERVED,
+    COLD_WAIT_MS,
+    PAGES,
+    SERVER_LOG,
+    UPLOAD_DIRS,
+    Session,
+    _streamlit,
+    launch_browser,
+    wait_for_counts,
+    wait_idle,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "dashboard.py"
@@ -110,6 +123,64 @@ def _factory() -> Callable[..., object]:
 @pytest.fixture(scope="session")
 def browser():
     """One Chromium for every browser test module (skipped, or failed with REQUIRE_BROWSER=1, without it)."""
-    from tests.app.test_browser import launch_browser
-
     yield from launch_browser()
+
+
+# --------------------------------------------------------------------------- Chromium (tests/app/chromium.py)
+
+
+@pytest.fixture(scope="module")
+def app_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a dashboard server shared by this module, uploads kept in a tmp folder."""
+    upload_dir = tmp_path_factory.mktemp("uploads")
+    results_dir = tmp_path_factory.mktemp("results")
+    images = tmp_path_factory.mktemp("dataset") / "images"
+
+    def batch_results() -> None:  # for the Dataset page, made while the server starts (it reads them lazily)
+        from saliency_core.jobs.batch import main as batch_job
+        from saliency_core.jobs.imagefolder import write_sample_folder
+
+        write_sample_folder(images, 12)
+        assert batch_job(["--images", str(images), "--out", str(results_dir / "samples"), "--no-progress"]) == 0
+
+    with _streamlit(request, upload_dir, SERVER_LOG, results_dir, while_starting=batch_results) as url:
+        UPLOAD_DIRS[url] = upload_dir
+        yield url
+
+
+@pytest.fixture
+def session_on(browser):
+    """Factory: ``session_on(base_url)`` is a new Session (a fresh browser context); closed after the test."""
+    sessions: list[Session] = []
+
+    def make(base_url: str) -> Session:
+        s = Session(browser, base_url)
+        sessions.append(s)
+        return s
+
+    yield make
+    for s in sessions:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def warm_url(browser, app_url: str) -> str:
+    """``app_url`` once a page has run there: torch imported, the model loaded, the sample's maps cached.
+
+    After the first test this costs nothing (it opened a page); under ``-k`` it opens the home page.
+    """
+    if app_url not in _SERVED:
+        s = Session(browser, app_url)
+        try:
+            s.goto("/")
+            wait_idle(s.page, COLD_WAIT_MS)
+            wait_for_counts(s.page, PAGES[0][2], COLD_WAIT_MS)
+        finally:
+            s.close()
+    return app_url
+
+
+@pytest.fixture
+def new_session(session_on, warm_url):
+    """Factory: ``new_session()`` is a new Session on the shared, warmed-up server."""
+    return lambda: session_on(warm_url)

@@ -22,8 +22,7 @@ from saliency_core import attribute, compute_saliency
 from saliency_core.methods._common import MethodOutput, Request, image_rows, vjps
 from saliency_core.methods.declaration import AttributionMethod, Param
 from saliency_core.methods.registry import ATTRIBUTION_METHODS, METHODS, map_title, registered
-from tests.app.test_methods_in_pages import assert_close
-from tests.app.test_pages import (
+from tests.app.apptest import (
     PAGES,
     assert_healthy,
     charts,
@@ -33,6 +32,7 @@ from tests.app.test_pages import (
     heatmaps,
     shown,
 )
+from tests.app.test_methods_in_pages import assert_close
 
 pytestmark = pytest.mark.usefixtures("upload_dir")
 

@@ -20,8 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.app import test_browser
-from tests.app.test_browser import (
+from tests.app.chromium import (
     COLD_WAIT_MS,
     MAIN,
     REPO,
@@ -37,7 +36,6 @@ from tests.test_custom_models import TinyNet
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-session_on = test_browser.session_on  # the browser itself is conftest's
 
 LOG = REPO / "artifacts" / "browser-autolinks-server.log"
 UPLOAD_NAME = "see http://127.0.0.1:8622/phish cat.jpg"  # the issue's

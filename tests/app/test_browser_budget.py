@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app import test_browser
-from tests.app.test_browser import (
+from tests.app.chromium import (
     COLD_WAIT_MS,
     HEATMAP,
     PLOT,
@@ -40,7 +39,6 @@ from tests.app.test_browser import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-session_on = test_browser.session_on  # the browser itself is conftest's
 
 LOG = REPO / "artifacts" / "browser-budget-server.log"
 CONFIRM = ".st-key-confirm_compute button"  # the "Compute (about N s)" button

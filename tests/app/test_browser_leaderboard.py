@@ -7,8 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.app import test_browser
-from tests.app.test_browser import (
+from tests.app.chromium import (
     COLD_WAIT_MS,
     PLOT,
     REPO,
@@ -20,7 +19,6 @@ from tests.app.test_browser import (
 )
 
 # test_browser's session_on fixture, registered here under its own name (the browser is conftest's).
-session_on = test_browser.session_on
 
 LOG = REPO / "artifacts" / "browser-leaderboard-server.log"
 

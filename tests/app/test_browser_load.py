@@ -16,8 +16,7 @@ import pytest
 
 from benchmarks.bench_dashboard import photo
 from benchmarks.bench_load import HEATMAP_JS, PLOT_JS, REDRAWN_JS, SETTLED_JS, expected_map
-from tests.app import test_browser
-from tests.app.test_browser import (
+from tests.app.chromium import (
     COLD_WAIT_MS,
     REPO,
     WAIT_MS,
@@ -29,7 +28,6 @@ from tests.app.test_browser import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-session_on = test_browser.session_on  # the browser itself is conftest's
 
 SESSIONS = 6
 # A map of many passes (about a second or more each on a CPU), so the uploads, sent a few tens of milliseconds

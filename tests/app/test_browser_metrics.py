@@ -8,8 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.app import test_browser
-from tests.app.test_browser import (
+from tests.app.chromium import (
     COLD_WAIT_MS,
     MAIN,
     REPO,
@@ -22,7 +21,6 @@ from tests.app.test_browser import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-session_on = test_browser.session_on  # the browser itself is conftest's
 
 LOG = REPO / "artifacts" / "browser-metrics-server.log"
 BOX_PLOT = ".st-key-faith_box_chart .js-plotly-plot"

@@ -20,8 +20,7 @@ import torch
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from benchmarks.bench_load import HEATMAP_JS, PLOT_JS, REDRAWN_JS, SETTLED_JS
-from tests.app import test_browser
-from tests.app.test_browser import (
+from tests.app.chromium import (
     COLD_WAIT_MS,
     REPO,
     SIDEBAR,
@@ -38,7 +37,6 @@ from tests.test_downloads import random_checkpoint, serve_weights
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-session_on = test_browser.session_on  # the browser itself is conftest's
 
 LOG = REPO / "artifacts" / "browser-own-models-server.log"
 WEIGHTS = "squeezenet1_1-b8a52dc0.pth"

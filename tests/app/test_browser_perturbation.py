@@ -13,13 +13,11 @@ import pytest
 import torch
 
 from benchmarks.bench_load import HEATMAP_JS, SETTLED_JS
-from tests.app import test_browser
-from tests.app.test_browser import COLD_WAIT_MS, REPO, WAIT_MS, _streamlit, assert_healthy, screenshot, wait_idle
+from tests.app.chromium import COLD_WAIT_MS, REPO, WAIT_MS, _streamlit, assert_healthy, screenshot, wait_idle
 from tests.methods.perturbation_cases import save_own_models, small_cnn
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-session_on = test_browser.session_on  # the browser itself is conftest's
 
 LOG = REPO / "artifacts" / "browser-perturbation-server.log"
 MODEL = "custom:perturb_traced"

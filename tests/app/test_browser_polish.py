@@ -12,8 +12,7 @@ from __future__ import annotations
 import pytest
 
 from saliency_core.methods.registry import shown_by_default
-from tests.app import test_browser
-from tests.app.test_browser import (
+from tests.app.chromium import (
     DATAFRAME,
     MAIN,
     PLOT,
@@ -29,10 +28,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 # test_browser's fixtures, registered here under their own names: this module's server has the batch job's
 # results (app_url), warmed up once (warm_url); the browser is conftest's.
-app_url = test_browser.app_url
-warm_url = test_browser.warm_url
-session_on = test_browser.session_on
-new_session = test_browser.new_session
 
 #: The text of every element under ``scope`` that is cut off: a select's value wider than its box, or text
 #: hidden by its element's overflow (an ellipsis). Hidden elements (width 0) and text that may overflow

@@ -33,8 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.app.streamlit_client import Client, uploaded_bytes, wait_for_uploaded_bytes
-from tests.app.test_browser import (
+from tests.app.chromium import (
     COLD_WAIT_MS,
     EXCEPTION,
     MAIN,
@@ -50,6 +49,7 @@ from tests.app.test_browser import (
     wait_for_counts,
     wait_idle,
 )
+from tests.app.streamlit_client import Client, uploaded_bytes, wait_for_uploaded_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -86,7 +86,7 @@ def _get(url: str) -> tuple[int, str]:
 
 def _process(request: pytest.FixtureRequest, cmd: list[str], log: Path, ready_url: str, ready,
              env: dict[str, str] | None = None):
-    """:func:`tests.app.test_browser.serve` until ``ready(status, body)`` of ``ready_url``."""
+    """:func:`tests.app.chromium.serve` until ``ready(status, body)`` of ``ready_url``."""
     return serve(request, cmd, log, ready_url, lambda: ready(*_get(ready_url)), env)
 
 

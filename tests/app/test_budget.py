@@ -14,7 +14,7 @@ import re
 import pytest
 
 from saliency_core import ATTRIBUTION_METHODS
-from tests.app.test_pages import PAGES, assert_healthy, charts, texts
+from tests.app.apptest import PAGES, assert_healthy, charts, texts
 
 pytestmark = pytest.mark.usefixtures("upload_dir")
 

@@ -17,8 +17,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from tests.app.apptest import PAGES, assert_healthy
 from tests.app.test_own_models import models_dir  # noqa: F401 -- fixture (custom:tiny)
-from tests.app.test_pages import PAGES, assert_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,8 @@ import pytest
 
 from saliency_core import ATTRIBUTION_METHODS, attribute
 from saliency_core.methods.registry import by_family, map_title
+from tests.app.apptest import PAGES, assert_healthy, charts, coffee, decode_plotly_array, heatmaps
 from tests.app.test_methods_in_pages import assert_close
-from tests.app.test_pages import PAGES, assert_healthy, charts, coffee, decode_plotly_array, heatmaps
 
 pytestmark = pytest.mark.usefixtures("upload_dir")
 

@@ -17,7 +17,7 @@ from saliency_core.inputs.images import load_image
 from saliency_core.jobs.batch import main
 from saliency_core.jobs.imagefolder import write_sample_folder
 from saliency_core.jobs.results import load_results
-from tests.app.test_pages import charts, decode_plotly_array, heatmaps, shown
+from tests.app.apptest import charts, decode_plotly_array, heatmaps, shown
 
 pytestmark = pytest.mark.usefixtures("upload_dir")
 

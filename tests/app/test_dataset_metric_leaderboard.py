@@ -12,8 +12,8 @@ from saliency_core.jobs import leaderboard
 from saliency_core.jobs.batch import main
 from saliency_core.jobs.imagefolder import write_sample_folder
 from saliency_core.jobs.results import load_results
+from tests.app.apptest import charts, shown
 from tests.app.test_dataset_leaderboard import _values
-from tests.app.test_pages import charts, shown
 
 pytestmark = pytest.mark.usefixtures("upload_dir")
 

@@ -15,7 +15,7 @@ from saliency_core.evaluation.metrics import get_metric
 from saliency_core.inputs.object_mask import box_mask
 from saliency_core.inputs.preprocessing import normalize
 from saliency_core.inputs.samples import sample_by_name
-from tests.app.test_pages import PAGES, assert_healthy, png_bytes, texts
+from tests.app.apptest import PAGES, assert_healthy, png_bytes, texts
 
 LIGHT = {"deletion_steps": "5", "stages": "2"}
 BOX = (60, 40, 180, 200)

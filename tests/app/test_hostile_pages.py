@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from markdown_it import MarkdownIt
 
-from tests.app.test_pages import PAGES, assert_healthy, png_bytes, shown
+from tests.app.apptest import PAGES, assert_healthy, png_bytes, shown
 
 HOSTILE = "![t](http://127.0.0.1:8622/track.png) [docs](http://127.0.0.1:8622/phish) :red[x] $y$ cat.png"
 

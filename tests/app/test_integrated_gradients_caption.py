@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.app.apptest import PAGES, assert_healthy, coffee, texts
 from tests.app.test_methods_in_pages import spy_downloads
-from tests.app.test_pages import PAGES, assert_healthy, coffee, texts
 from tests.test_export import read_csv_provenance
 
 pytestmark = pytest.mark.usefixtures("upload_dir")

@@ -17,8 +17,8 @@ import pytest
 from saliency_core.methods import gradient
 from saliency_core.methods.declaration import AttributionMethod
 from saliency_core.methods.registry import ATTRIBUTION_METHODS, by_family, registered
+from tests.app.apptest import PAGES, assert_healthy, shown, texts
 from tests.app.test_own_models import models_dir  # noqa: F401 -- fixture: custom:tiny, a TorchScript model
-from tests.app.test_pages import PAGES, assert_healthy, shown, texts
 
 pytestmark = pytest.mark.usefixtures("upload_dir")
 

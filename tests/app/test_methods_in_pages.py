@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from saliency_core import ATTRIBUTION_METHODS, attribute
-from tests.app.test_pages import (
+from tests.app.apptest import (
     PAGES,
     assert_healthy,
     charts,

@@ -17,8 +17,8 @@ from saliency_core.evaluation import faithfulness, method_comparison
 from saliency_core.evaluation.method_ranking import RANKING_METRICS
 from saliency_core.evaluation.metrics import get_metric
 from saliency_core.methods.registry import map_title, shown_by_default
+from tests.app.apptest import assert_healthy, charts, coffee, decode_plotly_array, heatmaps, texts
 from tests.app.test_methods_in_pages import FAST_PARAMS, assert_close
-from tests.app.test_pages import assert_healthy, charts, coffee, decode_plotly_array, heatmaps, texts
 
 pytestmark = pytest.mark.usefixtures("upload_dir")
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from saliency_core.inputs.images import transparency_note
-from tests.app.test_pages import PAGES, assert_healthy, main_markdown, shown, texts
+from tests.app.apptest import PAGES, assert_healthy, main_markdown, shown, texts
 
 pytestmark = pytest.mark.usefixtures("upload_dir")
 

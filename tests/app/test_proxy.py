@@ -30,7 +30,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.app.test_browser import (
+from tests.app.chromium import (
     COLD_WAIT_MS,
     DATAFRAME,
     HEATMAP,

@@ -22,7 +22,7 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 
-from tests.app.test_browser import COLD_WAIT_MS, SIDEBAR, VIEWPORT, _healthy, screenshot, serve, wait_idle
+from tests.app.chromium import COLD_WAIT_MS, SIDEBAR, VIEWPORT, _healthy, screenshot, serve, wait_idle
 from tests.app.test_browser_sign_in import ALLOWED, COOKIE_USER, sign_in_at_provider
 from tests.app.test_browser_sign_in import provider as provider  # the module's own OIDC provider (a fixture)
 from tests.app.test_proxy import ARTIFACTS, Proxy, _program, assert_security_headers, free_ports, nginx_in_front

@@ -195,7 +195,7 @@ SHARED = "Another session is computing this map"
 
 def test_a_session_asking_for_a_map_another_is_computing_says_so_and_gets_that_map(
         new_app, monkeypatch, script_runners, analyse_calls):
-    from tests.app.test_pages import heatmap_z
+    from tests.app.apptest import heatmap_z
 
     _, _, value, release, other = _held_by_another_session(new_app, monkeypatch, "5")
     del analyse_calls[:]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.test_pages import PAGES, assert_healthy, charts
+from tests.app.apptest import PAGES, assert_healthy, charts
 from tests.app.test_queue import script_runners  # noqa: F401  (a fixture: the AppTest runs' script runners)
 
 pytestmark = pytest.mark.usefixtures("upload_dir")

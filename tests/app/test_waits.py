@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-import tests.app.test_browser as harness
+import tests.app.chromium as harness
 
 
 class Waits:

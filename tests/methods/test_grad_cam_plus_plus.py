@@ -16,7 +16,7 @@ from pytorch_grad_cam import GradCAMPlusPlus
 
 from saliency_core import attribute
 from saliency_core.methods import grad_cam_plus_plus
-from tests.app.test_pages import coffee
+from tests.app.apptest import coffee
 from tests.methods.cam_oracle import check_against_oracle, small_batch, small_cnn
 
 ORACLE_EPS = 1e-6  # pytorch_grad_cam/grad_cam_plusplus.py

@@ -12,7 +12,7 @@ import torch
 from pytorch_grad_cam import LayerCAM
 
 from saliency_core import attribute
-from tests.app.test_pages import coffee
+from tests.app.apptest import coffee
 from tests.methods.cam_oracle import check_against_oracle, small_batch, small_cnn
 
 

@@ -27,7 +27,7 @@ from saliency_core.jobs.imagefolder import write_sample_folder
 from saliency_core.jobs.results import load_results
 from saliency_core.methods.declaration import Passes
 from saliency_core.methods.registry import ATTRIBUTION_METHODS
-from tests.app.test_pages import chelsea, coffee
+from tests.app.apptest import chelsea, coffee
 from tests.methods.cam_oracle import check_against_oracle, small_batch, small_cnn
 from tests.test_batch import run_job
 from tests.test_batch_methods import _crops
