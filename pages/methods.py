@@ -66,14 +66,23 @@ def add_family(names: tuple[str, ...]) -> None:
     st.session_state[PICK] = list(dict.fromkeys([*(st.session_state.get(PICK) or []), *names]))
 
 
-fast = ", ".join(method_params.spec(m).title for m in CHOICES[-4].default)
-slow = ", ".join(method_params.spec(m).title for m in method_params.methods()
-                 if not method_params.spec(m).default_view)
-st.multiselect("Methods", method_params.methods(), key=PICK, persist_state="session",
-               format_func=method_params.method_label,
+# Only what this model can run is offered (the sidebar's rule: method_params.refused); a pick from a link, the
+# Dataset page or another model loses the rest, with a word on why.
+refused = method_params.refused(v.model)
+offered = [m for m in method_params.methods() if m not in refused]
+if dropped := [m for m in st.session_state.get(PICK) or () if m in refused]:
+    st.session_state[PICK] = [m for m in st.session_state[PICK] if m not in refused]
+    if dropped != [m for m in CHOICES[-4].default if m in refused]:  # the default's own are in the note below
+        st.info(f"Left out, as {plain(v.model.spec.title)} can't run them: "
+                f"{method_params.refusals({m: refused[m] for m in dropped})}.")
+fast = ", ".join(method_params.spec(m).title for m in offered if method_params.spec(m).default_view)
+slow = ", ".join(method_params.spec(m).title for m in offered if not method_params.spec(m).default_view)
+st.multiselect("Methods", offered, key=PICK, persist_state="session", format_func=method_params.method_label,
                help=f"By default the methods that take one pass each ({fast}); {slow} take many passes "
                     "(seconds each).")
-families = by_family()
+if refused:
+    st.caption(f"Not offered for {plain(v.model.spec.title)}: {method_params.refusals(refused)}.")
+families = {f: names for f, n in by_family().items() if (names := tuple(m for m in n if m not in refused))}
 family_columns = st.columns([1.3] + [1] * len(families), vertical_alignment="center")
 family_columns[0].caption("Add a whole family:")
 for column, (family, names) in zip(family_columns[1:], families.items(), strict=True):

@@ -67,6 +67,20 @@ def refused(model: LoadedModel) -> dict[str, str]:
     return {m: why for m in methods() if (why := model_needs.why_not(spec(m), model))}
 
 
+def refusals(refused: dict[str, str]) -> str:
+    """The methods a model can't run, in words, those refused for one reason together: "DeepLIFT (it needs …);
+    Grad-CAM, LayerCAM (they need a convolutional layer …)". Plain text, safe as Markdown."""
+    groups: dict[str, list[str]] = {}
+    for method, why in refused.items():
+        groups.setdefault(why, []).append(spec(method).title)
+    parts = []
+    for why, titles in groups.items():
+        if len(titles) > 1 and why.startswith("it needs "):
+            why = "they need " + why.removeprefix("it needs ")
+        parts.append(f"{plain(', '.join(titles))} ({plain(why, 400)})")
+    return "; ".join(parts)
+
+
 def offered_by_family(model: LoadedModel) -> dict[str, list[str]]:
     """The methods ``model`` can run, grouped by family (:func:`saliency_core.methods.registry.by_family`'s order),
     families with none left out."""
@@ -110,8 +124,7 @@ def method_picker(model: LoadedModel) -> tuple[str, tuple[str, str] | None]:
     s = spec(method)
     st.caption(f"{plain(s.citation)}: {plain(s.summary)}")
     if no:
-        st.caption(f"Not offered for {plain(model.spec.title)}: "
-                   + "; ".join(f"{plain(spec(m).title)} ({plain(why)})" for m, why in no.items()) + ".")
+        st.caption(f"Not offered for {plain(model.spec.title)}: {refusals(no)}.")
     return method, dropped
 
 

@@ -7,7 +7,8 @@ the families that have a method the model can run, in FAMILIES' order; the
 method select lists that family's methods by their titles, with each one's
 paper in its help and the chosen one's under it; a link's ``?method=NAME``
 selects its family and method; and a method the model can't run (its
-``needs``) is not offered, with a note that says why.
+``needs``) is not offered, with a note that says why: in the sidebar and in
+the Methods page's own pick of methods.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 from saliency_core.methods import gradient
 from saliency_core.methods.declaration import AttributionMethod
 from saliency_core.methods.registry import ATTRIBUTION_METHODS, by_family, registered
-from tests.app.apptest import PAGES, assert_healthy, shown, texts
+from tests.app.apptest import PAGES, assert_healthy, charts, shown, texts
 from tests.app.test_own_models import models_dir  # noqa: F401 -- fixture: custom:tiny, a TorchScript model
 
 pytestmark = pytest.mark.usefixtures("upload_dir")
@@ -31,6 +32,7 @@ def throwaway(name: str, title: str, family: str, needs: frozenset[str] = frozen
 
 
 PERTURBATION = (throwaway("test_hide", "Hide", "perturbation"), throwaway("test_mask", "Mask", "perturbation"))
+PERTURBATION_NAMES = tuple(m.name for m in PERTURBATION)
 CAM_NEEDING_CONVS = throwaway("test_cam", "Test CAM", "CAM", frozenset({"conv_layer"}))
 
 
@@ -109,7 +111,9 @@ def test_a_method_the_model_cannot_run_is_not_offered_and_the_sidebar_says_why(n
     note = sidebar_captions(at)
     assert "Not offered for Tiny colour net:" in note, note
     assert "Guided backprop (it needs nn.ReLU / nn.ReLU6 modules" in note, note
-    assert "Grad-CAM (it needs a convolutional layer" in note and "Test CAM (it needs a convolutional layer" in note
+    # The CAM methods share one reason, said once.
+    cams = ", ".join(titles("CAM"))
+    assert f"{cams} (they need a convolutional layer" in note and note.count("convolutional layer") == 1, note
 
 
 def test_a_link_to_a_method_the_model_cannot_run_says_so_and_shows_the_gradient(new_app, models_dir):  # noqa: F811
@@ -129,3 +133,39 @@ def test_choosing_a_model_that_cannot_run_the_method_falls_back_with_a_word(new_
     assert at.selectbox(key="method").value == "gradient"
     said = texts(at.info)
     assert "Guided backprop can't run on Tiny colour net (it needs nn.ReLU" in said, said
+
+
+# --------------------------------------------------------------------------- the Methods page's own pick
+
+
+def test_the_methods_page_offers_only_what_the_model_can_run_and_names_the_rest(new_app, models_dir):  # noqa: F811
+    from pages.ui import method_params
+
+    at = new_app(PAGES["methods"], model="custom:tiny").run()
+    assert_healthy(at)
+    cannot = {"guided_backprop", "deeplift", "test_cam", *by_family()["CAM"]}  # TorchScript: nothing to hook
+    pick = at.multiselect(key="methods_pick")
+    assert pick.options == [method_params.method_label(m) for m in ATTRIBUTION_METHODS if m not in cannot]
+    assert pick.value == [m for m in by_family()["gradient"] + PERTURBATION_NAMES
+                          if m not in cannot and ATTRIBUTION_METHODS[m].default_view]
+    assert "Left out" not in texts(at.info)  # the default losing what it can't run is not news: the note says it
+    note = texts(at.main.caption)
+    assert "Not offered for Tiny colour net: DeepLIFT (it needs" in note, note
+    assert "; Guided backprop (it needs nn.ReLU / nn.ReLU6 modules" in note, note
+    assert f"{', '.join(titles('CAM'))} (they need a convolutional layer" in note and "DeepLIFT (it needs" in note
+    buttons = [b.label for b in at.button if b.key and b.key.startswith("methods_add_")]
+    assert not any(label.startswith("+ CAM") for label in buttons), buttons
+    assert any(label.startswith("+ gradient (") for label in buttons), buttons
+
+
+def test_a_methods_link_asking_for_what_the_model_cannot_run_says_so_and_shows_the_rest(new_app,
+                                                                                      models_dir):  # noqa: F811
+    at = new_app(PAGES["methods"], model="custom:tiny", methods="gradient,grad_cam,guided_backprop").run()
+    assert_healthy(at)
+    said = texts(at.info)
+    assert "Left out, as Tiny colour net can't run them: Grad-CAM (it needs a convolutional layer" in said, said
+    assert "; Guided backprop (it needs nn.ReLU / nn.ReLU6 modules" in said, said
+    assert at.multiselect(key="methods_pick").value == ["gradient"]
+    grid = [t["name"] for t in charts(at)["grid"]["data"] if t.get("type") == "heatmap"]
+    assert grid == ["Gradient · score", "Gradient · loss"]
+    assert at.query_params["methods"] == "gradient"  # the link now says what is shown
