@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.ui import budget, caches, map_notes, method_params, sidebar, view_links
+from pages.ui import budget, caches, labels, map_notes, method_params, sidebar, view_links
 from pages.ui.text import plain
 from saliency_core.core import limits
 from saliency_core.core.baselines import BASELINE_LABELS, BASELINES
@@ -28,7 +28,6 @@ from saliency_core.serving.compute_cost import (
     NOTHING,
     Work,
     deletion_insertion_work,
-    method_work,
     randomisation_work,
 )
 from saliency_core.serving.map_key import ComputationKey, computation_key
@@ -39,15 +38,6 @@ STRIP_PX = 112  # the strip shows each map at most this many pixels a side (224 
 BOX = "faith_box"  # session key: the object's box (x0, y0, x1, y1) in crop pixels, or None
 BOX_CHART = "faith_box_chart"
 SLOW = "faith_metrics"  # session key: the picked metrics that run the model
-
-
-def metric_label(name: str) -> str:
-    """A slow metric as the picker lists it: its title and its cost per map at its defaults."""
-    m, cost = get_metric(name), metric_table.metric_cost([name])
-    parts = [f"{cost.forward} forward passes"] if cost.forward else []
-    if cost.attributions:
-        parts.append(f"{cost.attributions} map{'s' if cost.attributions > 1 else ''} recomputed")
-    return f"{m.title} ({', '.join(parts)})"
 
 
 v = sidebar.view()
@@ -61,7 +51,7 @@ baseline = c2.selectbox("Baseline for removed pixels", BASELINES, key="faith_bas
 stages = c3.slider("Randomisation stages", 2, 12, 8, key="faith_stages", persist_state="session",
                    help="Layers are re-initialised in this many groups, from the output down.")
 st.multiselect("Metrics that run the model", metric_table.MODEL_METRICS, key=SLOW, persist_state="session",
-               format_func=metric_label, placeholder="none: the metrics of the map alone only",
+               format_func=labels.metric_label, placeholder="none: the metrics of the map alone only",
                help="Each runs the model on perturbed copies of the image (and some recompute the map): seconds to "
                     "minutes on a CPU, then cached. The metrics of the map alone are always shown.")
 view_links.write(view_links.PAGES["faithfulness"])
@@ -88,9 +78,7 @@ def metrics_work(a: ImageAnalysis | None) -> Work:
     keys = metric_keys(a) if a is not None else {}
     work = NOTHING
     for run, members in metric_table.runs_of(st.session_state.get(SLOW) or []):
-        cost = metric_table.metric_cost(members)
-        maps_once = method_work(v.method, v.params, size=v.model.preprocessing.crop)
-        one = Work(forward_rows=cost.forward) + maps_once * cost.attributions
+        one = budget.metrics_work(members, v.method, v.params, v.model.preprocessing.crop)
         work += budget.unless_cached(caches.progress_results(), keys.get(run), one * len(OBJECTIVES))
     return work
 

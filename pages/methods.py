@@ -17,13 +17,13 @@ from pages.ui import budget, caches, handover, labels, map_notes, method_params,
 from pages.ui.text import plain
 from saliency_core.core.baselines import BASELINE_LABELS
 from saliency_core.errors import SaliencyError
-from saliency_core.evaluation import method_ranking
+from saliency_core.evaluation import method_ranking, metric_table
 from saliency_core.evaluation.metrics import get_metric
 from saliency_core.figures import evaluation_files, method_figures
 from saliency_core.inputs.preprocessing import normalize
 from saliency_core.methods.declaration import FAMILIES
 from saliency_core.methods.registry import by_family, map_title
-from saliency_core.serving.compute_cost import NOTHING, method_work, ranking_work
+from saliency_core.serving.compute_cost import NOTHING, Work, method_work, ranking_work
 
 SEED = method_ranking.DEFAULT_SEED  # the Faithfulness page's: same random order, same randomised weights
 STEPS = method_ranking.DEFAULT_STEPS
@@ -32,12 +32,13 @@ ARROWS = {"higher": "↑", "lower": "↓"}  # a metric's better direction in its
 
 v = sidebar.view()
 st.title("Which method should I believe?")
-CHOICES = (*view_links.PAGES["methods"], *view_links.methods_page_choices())
-PICK, PER_METHOD, IOU, RANK = (c.key for c in CHOICES[-4:])
+OWN = view_links.methods_page_choices()  # this page's own choices, in the link
+CHOICES = (*view_links.PAGES["methods"], *OWN)
+PICK, PER_METHOD, IOU, RANK, RANK_METRICS = (c.key for c in OWN)
 view_links.warn(view_links.restore("methods", CHOICES))
 if picked := st.session_state.pop(handover.METHODS_PICK, None):  # the Dataset page's "open in Methods"
     st.session_state[PICK] = list(picked)
-for choice in CHOICES[-4:]:
+for choice in OWN:
     st.session_state.setdefault(choice.key, choice.default)
 if v.image is None:
     (st.error if v.problem_is_error else st.info)(v.problem or "No image.")
@@ -72,7 +73,7 @@ refused = method_params.refused(v.model)
 offered = [m for m in method_params.methods() if m not in refused]
 if dropped := [m for m in st.session_state.get(PICK) or () if m in refused]:
     st.session_state[PICK] = [m for m in st.session_state[PICK] if m not in refused]
-    if dropped != [m for m in CHOICES[-4].default if m in refused]:  # the default's own are in the note below
+    if dropped != [m for m in OWN[0].default if m in refused]:  # the default's own are in the note below
         st.info(f"Left out, as {plain(v.model.spec.title)} can't run them: "
                 f"{method_params.refusals({m: refused[m] for m in dropped})}.")
 fast = ", ".join(method_params.spec(m).title for m in offered if method_params.spec(m).default_view)
@@ -99,8 +100,16 @@ iou = c3.toggle("Top-5 % IoU", key=IOU, persist_state="session",
 rank = c4.toggle("Rank the maps", key=RANK, persist_state="session",
                  help="Deletion/insertion AUCs and the randomisation check for every map: tens of seconds on a "
                       "CPU, then cached.")
+st.multiselect("Also rank by", metric_table.MODEL_METRICS, key=RANK_METRICS, persist_state="session",
+               format_func=labels.metric_label, disabled=not rank,
+               placeholder="the metrics of the map alone only (switch on Rank the maps)" if not rank else
+               "none: sparseness and complexity only",
+               help="Metrics that run the model on perturbed copies of the image (some recompute each map with its "
+                    "method), as more columns of the ranking: seconds to minutes per map on a CPU, then cached. "
+                    "The Faithfulness page explains each.")
 view_links.write(CHOICES)
 methods = tuple(st.session_state.get(PICK) or ())
+rank_metrics = tuple(n for n in metric_table.MODEL_METRICS if n in (st.session_state.get(RANK_METRICS) or ()))
 if not methods:
     st.info("Pick at least one method above.")
     st.stop()
@@ -117,16 +126,24 @@ params = {m: params_of(m) for m in methods}
 # ranking are cached on these keys.
 runs = tuple(caches.view_key(v, method=m, params=params[m], target=a.target, label=None) for m in methods)
 # The compute budget: the methods no cache holds, and the ranking when it is on (before the grid, all of it).
-budget_view = ("methods", runs, rank)  # what the budget confirms, for this view only
+budget_view = ("methods", runs, rank, rank_metrics)  # what the budget confirms, for this view only
 this_view = (f"This page with {len(methods)} method{'s' if len(methods) > 1 else ''}"
-             + (" and the ranking" if rank else ""))
+             + (" and the ranking" if rank else "")
+             + (f" with {len(rank_metrics)} more metric{'s' if len(rank_metrics) > 1 else ''}" if rank_metrics
+                else ""))
+SIZE = v.model.preprocessing.crop
+
+
+def whole_ranking_work(given: dict[str, dict[str, object]]) -> Work:
+    """The ranking of these methods' maps (``given``: method -> its parameters): deletion/insertion, the
+    randomised model, and the picked metrics that run the model, of both maps of each method."""
+    metrics = sum((budget.metrics_work(rank_metrics, m, p, SIZE) for m, p in given.items()), NOTHING)
+    return ranking_work(given, 2 * len(given), STEPS, SIZE) + metrics * 2
 try:
     missing = caches.methods_to_compute(runs, a)
     if missing:
-        size = v.model.preprocessing.crop
-        grid_work = sum((method_work(m, params[m], size=size) for m in missing), NOTHING)
-        budget.confirm(budget_view, grid_work + (ranking_work(params, 2 * len(methods), STEPS, size) if rank
-                                                 else NOTHING),
+        grid_work = sum((method_work(m, params[m], size=SIZE) for m in missing), NOTHING)
+        budget.confirm(budget_view, grid_work + (whole_ranking_work(params) if rank else NOTHING),
                        v.model, v.precision, this_view)
     comparison = caches.compare_methods(runs, x, a)
 except SaliencyError as exc:
@@ -192,11 +209,11 @@ if not rank:
 try:
     ranked = {m: r.given for m, r in comparison.runs.items() if r.ok}
     budget.confirm(budget_view, budget.unless_cached(caches.progress_results(),
-                                                     caches.ranking_key(runs, STEPS, BASELINE, SEED),
-                                                     ranking_work(ranked, len(comparison.entries()), STEPS,
-                                                                  v.model.preprocessing.crop)),
+                                                     caches.ranking_key(runs, STEPS, BASELINE, SEED, rank_metrics),
+                                                     whole_ranking_work(ranked)),
                    v.model, v.precision, this_view)
-    ranking = caches.rank_methods(runs, comparison, x, steps=STEPS, baseline=BASELINE, seed=SEED)
+    ranking = caches.rank_methods(runs, comparison, x, steps=STEPS, baseline=BASELINE, seed=SEED,
+                                  metrics=rank_metrics)
 except SaliencyError as exc:
     st.error(plain(exc, 1000))
     st.stop()
@@ -208,7 +225,7 @@ st.dataframe(ranking.table.drop(columns=["method", "objective"]), hide_index=Tru
     "randomised_spearman": st.column_config.NumberColumn("ρ after randomisation ↓", format="%.3f"),
     **{name: st.column_config.NumberColumn(f"{m.title} {ARROWS[m.better]}", format="%.4f",
                                            help=f"{m.citation}: {m.good}")
-       for name in method_ranking.RANKING_METRICS for m in (get_metric(name),)},
+       for name in (*method_ranking.RANKING_METRICS, *rank_metrics) for m in (get_metric(name),)},
 })
 constant = [m for m in ranking.randomised_maps if ranking.randomised_maps[m].min() == ranking.randomised_maps[m].max()]
 nan_note = ""
@@ -230,7 +247,11 @@ st.caption(
     f"page's cascading randomisation, seed {ranking.seed}). A map that survives the model's destruction (high ρ) "
     "cannot be explaining what this model learned: it is explaining the image (edges, contrast), so low is good. "
     + ", ".join(f"{get_metric(n).title} ({get_metric(n).citation})" for n in method_ranking.RANKING_METRICS)
-    + ": of the map alone; every other metric is on the Faithfulness page." + nan_note + failed)
+    + ": of the map alone"
+    + ("; " + ", ".join(f"{get_metric(n).title} ({get_metric(n).citation})" for n in rank_metrics)
+       + ": run the model, each map recomputed with its method and parameters where the metric needs it (fixed "
+         "seeds)" if rank_metrics else "")
+    + ". The Faithfulness page explains every metric." + nan_note + failed)
 
 
 def record() -> dict:

@@ -143,3 +143,44 @@ def test_nothing_to_rank_raises(lite0, image):
     comparison = compare_methods(net, image, 0, ["guided_backprop"])
     with pytest.raises(InvalidInputError, match="every method failed"):
         ranking_table(net, image, comparison)
+
+
+# --------------------------------------------------------------------------- metrics that run the model, on request
+
+SMALL_METRICS = ("road_morf", "random_logit")  # one of perturbed copies, one that recomputes each map
+
+
+@pytest.fixture(scope="module")
+def ranked_with_metrics(lite0, image):
+    comparison = compare_methods(lite0, image, -1, ("gradient_x_input", "smoothgrad"), PARAMS)
+    calls = []
+    ranking = ranking_table(lite0, image, comparison, steps=STEPS, baseline="blur", seed=3, batch_size=64,
+                            randomisation=False, metrics=SMALL_METRICS[::-1],  # asked in any order
+                            progress=lambda d, t: calls.append((d, t)))
+    return comparison, ranking, calls
+
+
+def test_asked_metrics_are_more_columns_each_the_metric_of_its_map_with_its_method(lite0, image,
+                                                                                  ranked_with_metrics):
+    comparison, ranking, calls = ranked_with_metrics
+    assert list(ranking.table.columns) == [*RANKING_COLUMNS, *SMALL_METRICS]  # METRICS' order
+    judged = {label: metric_table.JudgedMap(m, obj, arr, sanity.fixed_params(m, comparison.runs[m].given,
+                                                                            comparison.runs[m].params))
+              for m, obj, label, arr in comparison.entries()}
+    alone = metric_table.evaluate(lite0, image, comparison.target, judged, SMALL_METRICS, batch_size=64)
+    rows = ranking.table.set_index("map")
+    for label in judged:
+        for name in SMALL_METRICS:
+            assert rows.loc[label, name] == pytest.approx(alone[name][label], rel=1e-6, nan_ok=True), (label, name)
+    assert rows.loc[RANDOM_ORDER, list(SMALL_METRICS)].isna().all()  # no map, no metric
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and calls[-1][0] == calls[-1][1]
+    header = read_csv_provenance(ranking_csv(ranking, record(ranking)))
+    assert set(header["ranking"]["metrics"]) == {*RANKING_METRICS, *SMALL_METRICS}
+    assert header["ranking"]["metrics"]["road_morf"]["params"] == get_metric("road_morf").defaults()
+
+
+def test_only_metrics_that_run_the_model_can_be_added(lite0, image, ranked):
+    comparison, _, _ = ranked
+    with pytest.raises(InvalidInputError, match=r"only metrics that run the model.*'pointing_game'"):
+        ranking_table(lite0, image, comparison, steps=STEPS, randomisation=False, metrics=("pointing_game",))

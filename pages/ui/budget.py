@@ -22,9 +22,10 @@ import streamlit as st
 
 from pages.ui import caches
 from pages.ui.waiting import compute_queue, seconds_text, shared_or_computed
+from saliency_core.evaluation import metric_table
 from saliency_core.models.registry import LoadedModel
 from saliency_core.serving import compute_cost
-from saliency_core.serving.compute_cost import CALIBRATION_WORK, PassCost, Work
+from saliency_core.serving.compute_cost import CALIBRATION_WORK, NOTHING, PassCost, Work, method_work
 from saliency_core.serving.lru import LRUCache
 
 COST_MEMORY_S = 3600  # a model's price per row is measured again after this long (the machine's load changes)
@@ -78,6 +79,15 @@ def confirm(view: Hashable, work: Work, model: LoadedModel, precision: str, what
             "or stages, another method) cost less; or start it here:")
         st.button(f"Compute (about {about})", key=BUTTON, type="primary")
     st.stop()
+
+
+def metrics_work(names: tuple[str, ...] | list[str], method: str, params: dict[str, object] | None,
+                 size: int | tuple[int, int]) -> Work:
+    """Evaluation metrics ``names`` (a shared run counted once) of one map of ``method`` with ``params``: their
+    forward rows, and the method's own passes for each map they recompute."""
+    cost = metric_table.metric_cost(names)
+    return (Work(forward_rows=cost.forward) + method_work(method, params, size=size) * cost.attributions
+            if cost.forward or cost.attributions else NOTHING)
 
 
 def unless_cached(cache: LRUCache, key: Hashable | None, work: Work) -> Work:

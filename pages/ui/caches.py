@@ -340,23 +340,27 @@ def agreement(runs: tuple[MapKey, ...], comparison: MethodComparison, metric: st
                                 cache=method_runs(), bar=False, what="comparison")
 
 
-def ranking_key(runs: tuple[MapKey, ...], steps: int, baseline: str, seed: int) -> ComputationKey:
+def ranking_key(runs: tuple[MapKey, ...], steps: int, baseline: str, seed: int,
+                metrics: tuple[str, ...] = ()) -> ComputationKey:
     """What :func:`rank_methods` caches a ranking on (``runs``: as :func:`agreement`)."""
-    return computation_key("method_ranking", runs, steps, baseline, seed)
+    return computation_key("method_ranking", runs, steps, baseline, seed, tuple(metrics))
 
 
 def rank_methods(runs: tuple[MapKey, ...], comparison: MethodComparison, _x, *, steps: int, baseline: str,
-                 seed: int) -> MethodRanking:
+                 seed: int, metrics: tuple[str, ...] = ()) -> MethodRanking:
     """:func:`saliency_core.evaluation.method_ranking.ranking_table` of a comparison (``runs``: as
     :func:`agreement`), with a progress bar and the time left; kept with the other slow results."""
     model = get_model(runs[0].model_name)
     batch = 8 if model.device.type == "cpu" else 64  # small chunks were faster on a 2-core CPU, large suit GPUs
     n = len(comparison.entries())
+    also = f", then {len(metrics)} metric{'s' if len(metrics) > 1 else ''} of every map" if metrics else ""
     return cached_with_progress(
-        ranking_key(runs, steps, baseline, seed),
-        f"Ranking {n} maps: deletion and insertion ({steps} steps), then each method on the randomised model…",
+        ranking_key(runs, steps, baseline, seed, metrics),
+        f"Ranking {n} maps: deletion and insertion ({steps} steps), then each method on the randomised model"
+        f"{also}…",
         lambda progress: method_ranking.ranking_table(model, _x, comparison, steps=steps, baseline=baseline,
-                                                      seed=seed, batch_size=batch, progress=progress),
+                                                      seed=seed, metrics=metrics, batch_size=batch,
+                                                      progress=progress),
         what="ranking")
 
 

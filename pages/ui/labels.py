@@ -1,6 +1,10 @@
-"""What the dashboard calls things: the labels of objectives, reductions, precisions and agreement scores."""
+"""What the dashboard calls things: the labels of objectives, reductions, precisions, agreement scores and
+the metrics that run the model."""
 
 from __future__ import annotations
+
+from saliency_core.evaluation import metric_table
+from saliency_core.evaluation.metrics import get_metric
 
 COLORSCALES = ["hot", "viridis", "inferno", "gray", "turbo", "jet"]  # "hot" is what cs231n draws with
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff", "npz"]
@@ -16,3 +20,12 @@ AGREEMENT_LABELS = {"pearson": "Pearson r", "spearman": "Spearman ρ", "cosine":
                     "ssim": "SSIM", "iou_top1": "IoU of top 1 %", "iou_top5": "IoU of top 5 %",
                     "iou_top10": "IoU of top 10 %"}
 PRECISION_LABELS = {"exact": "exact (strict float32)", "fast": "fast (float16 autocast on GPU)"}
+
+
+def metric_label(name: str) -> str:
+    """A metric that runs the model as a picker lists it: its title and its cost per map at its defaults."""
+    m, cost = get_metric(name), metric_table.metric_cost([name])
+    parts = [f"{cost.forward} forward passes"] if cost.forward else []
+    if cost.attributions:
+        parts.append(f"{cost.attributions} map{'s' if cost.attributions > 1 else ''} recomputed")
+    return f"{m.title} ({', '.join(parts)})"

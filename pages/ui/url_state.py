@@ -30,9 +30,6 @@ from saliency_core.models.custom_models import MAX_CLASSES
 from saliency_core.models.registry import DEFAULT_MODEL, REGISTRY, LoadedModel, model_names
 
 ACTIVE_MODEL = "active_model"  # session key of the model in use (the picker's "model" may be unavailable)
-#: Query parameters that belong to one page (the Methods page's choices): that page reads and writes them
-#: itself (:func:`write_page_params`); :func:`write_url` keeps them, and Streamlit drops them on a page change.
-PAGE_KEYS = ("methods", "scale", "agreement", "rank")
 
 
 def _int_in(lo: int, hi: int) -> Callable[[str], int | None]:
@@ -169,21 +166,9 @@ def current_params() -> dict[str, str]:
 
 
 def write_url() -> None:
-    """Mirror the view into the address bar (a page's own :data:`PAGE_KEYS` and display choices,
-    :mod:`pages.ui.view_links`, stay as they are)."""
+    """Mirror the view into the address bar (a page's own choices, :data:`pages.ui.view_links.URL_NAMES`, stay
+    as they are)."""
     params = current_params()
-    params.update({k: v for k, v in st.query_params.to_dict().items() if k in PAGE_KEYS or k in view_links.URL_NAMES})
+    params.update({k: v for k, v in st.query_params.to_dict().items() if k in view_links.URL_NAMES})
     if dict(st.query_params) != params:
         st.query_params.from_dict(params)
-
-
-def write_page_params(values: dict[str, str | None]) -> None:
-    """Set a page's own query parameters (keys from :data:`PAGE_KEYS`); None removes one (its default)."""
-    for key, value in values.items():
-        if key not in PAGE_KEYS:
-            raise ValueError(f"{key!r} is not a page's query parameter; add it to PAGE_KEYS")
-        if value is None:
-            if key in st.query_params:
-                del st.query_params[key]
-        elif st.query_params.get(key) != value:
-            st.query_params[key] = value

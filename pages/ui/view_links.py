@@ -148,9 +148,6 @@ PAGES: dict[str, tuple[Choice, ...]] = {
                box_text),
     ),
 }
-#: Every page's link names: kept in the address bar by :func:`pages.ui.url_state.write_url`.
-URL_NAMES = frozenset({c.url for choices in PAGES.values() for c in choices}
-                      | {"images", "per_row", "folder", "classes", "methods", "scale", "agreement", "rank"})
 
 
 def dataset_folder_choice(names: Sequence[str]) -> Choice:
@@ -181,8 +178,9 @@ def gallery_choices(sets: Sequence[str], per_row_default: int, per_row_max: int)
 def methods_page_choices() -> tuple[Choice, ...]:
     """The Methods page's own choices: which methods (by default those that declare themselves fast enough,
     ``default_view``), one colour scale per method instead of per map, top-5 % IoU instead of Spearman's ρ, and
-    the ranking on: ``?methods=gradient,smoothgrad&scale=method&agreement=iou_top5&rank=1``. Made on each call:
-    the registry may have gained a method."""
+    the ranking on, with metrics that run the model as more columns:
+    ``?methods=gradient,smoothgrad&scale=method&agreement=iou_top5&rank=1&rank_metrics=road_morf,infidelity``.
+    Made on each call: the registry may have gained a method."""
     names = list(ATTRIBUTION_METHODS)
 
     def parse_methods(text: str) -> list[str]:
@@ -197,7 +195,23 @@ def methods_page_choices() -> tuple[Choice, ...]:
                    "method (one colour scale per method)", lambda v: "method"),
             Choice("agreement", "methods_iou", False, _switch("iou_top5"), "iou_top5 (top-5 % IoU)",
                    lambda v: "iou_top5"),
-            Choice("rank", "methods_rank", False, _flag, "1 (the ranking on)", lambda v: "1"))
+            Choice("rank", "methods_rank", False, _flag, "1 (the ranking on)", lambda v: "1"),
+            Choice("rank_metrics", "methods_rank_metrics", [], _metric_list,
+                   f"a comma-separated list of metrics that run the model ({', '.join(MODEL_METRICS)})",
+                   ",".join))
+
+
+def _metric_list(text: str) -> list[str]:
+    picked = [t.strip() for t in text.split(",") if t.strip()]
+    if not picked or any(n not in MODEL_METRICS for n in picked):
+        raise ValueError(text)
+    return [n for n in MODEL_METRICS if n in picked]
+
+
+#: Every page's link names: kept in the address bar by :func:`pages.ui.url_state.write_url` (the Gallery's and
+#: the Dataset page's choices are made per run, with defaults that depend on the server: named here).
+URL_NAMES = frozenset({c.url for choices in PAGES.values() for c in choices}
+                      | {c.url for c in methods_page_choices()} | {"images", "per_row", "folder", "classes"})
 
 
 def restore(name: str, choices: Sequence[Choice]) -> list[str]:

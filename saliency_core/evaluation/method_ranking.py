@@ -15,7 +15,10 @@ For the maps of :func:`saliency_core.evaluation.method_comparison.compare_method
   map that survives the model's destruction (high similarity) explains the
   image, not the model;
 - the evaluation metrics of :data:`RANKING_METRICS` (those of the map alone: sparseness and complexity,
-  :mod:`saliency_core.evaluation.metric_table`), one column each, NaN for the random order.
+  :mod:`saliency_core.evaluation.metric_table`), one column each, NaN for the random order; and on request
+  any of the metrics that run the model (:data:`~saliency_core.evaluation.metric_table.MODEL_METRICS`: ROAD,
+  faithfulness correlation, infidelity, sensitivity, random logit), each map judged with the method and
+  parameters that made it.
 
 Never imports Streamlit; the model is never modified.
 """
@@ -88,6 +91,27 @@ class MethodRanking:
     explains: dict[str, str]
 
 
+def metric_columns(metrics: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The model-running metrics asked for, checked, in the order of
+    :data:`~saliency_core.evaluation.metrics.METRICS` (InvalidInputError for any other name)."""
+    unknown = [n for n in metrics if n not in metric_table.MODEL_METRICS]
+    if unknown:
+        known = ", ".join(metric_table.MODEL_METRICS)
+        raise InvalidInputError(f"the ranking adds only metrics that run the model ({known}); got "
+                                f"{', '.join(map(repr, unknown))}")
+    return tuple(n for n in metric_table.MODEL_METRICS if n in set(metrics))
+
+
+def metric_units_per_map(metrics: tuple[str, ...], method: str, params: dict[str, object] | None,
+                         size: tuple[int, int]) -> int:
+    """About how many forward passes ``metrics`` cost for one map of ``method``: their perturbed copies, and
+    each recomputed map at :func:`~saliency_core.evaluation.method_comparison.forward_passes`."""
+    if not metrics:
+        return 0
+    cost = metric_table.metric_cost(metrics)
+    return cost.forward + cost.attributions * forward_passes(method, params, size)
+
+
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's ρ as :func:`saliency_core.evaluation.agreement.agreement` (and the Sanity check) computes it;
     NaN if not finite."""
@@ -98,7 +122,7 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def ranking_table(model: ModelLike, X: torch.Tensor, comparison: MethodComparison, *, steps: int = DEFAULT_STEPS,
                   baseline: str = DEFAULT_BASELINE, seed: int = DEFAULT_SEED, random_order: bool = True,
-                  randomisation: bool = True, batch_size: int = 8,
+                  randomisation: bool = True, metrics: tuple[str, ...] = (), batch_size: int = 8,
                   progress: Progress | None = None) -> MethodRanking:
     """Deletion/insertion AUCs and the randomisation similarity of every map of a comparison.
 
@@ -115,6 +139,8 @@ def ranking_table(model: ModelLike, X: torch.Tensor, comparison: MethodCompariso
     random_order : add the random order, the reference every map should beat.
     randomisation : compute ``randomised_spearman`` (one more run of every
         method, on the randomised copy); False leaves the column NaN.
+    metrics : metrics that run the model (names of :data:`~saliency_core.evaluation.metric_table.MODEL_METRICS`),
+        added as columns after :data:`RANKING_METRICS`, at their defaults (:func:`metric_columns`).
     batch_size : perturbed images per forward pass (8 suits a 2-core CPU, 64 a GPU).
     progress : ``progress(done, total)`` in units of about one forward pass, after every
         chunk of perturbed images and every chunk of a slow method's rows.
@@ -126,12 +152,15 @@ def ranking_table(model: ModelLike, X: torch.Tensor, comparison: MethodCompariso
     entries = comparison.entries()
     if not entries:
         raise InvalidInputError("no maps to rank: every method failed (see the comparison's errors)")
+    extra = metric_columns(metrics)
     n_orders = len(entries) + (1 if random_order else 0)
     fa_total = n_orders * 2 * int(steps) if isinstance(steps, int) else 0
     methods = list(dict.fromkeys(m for m, _, _, _ in entries))
     rand_units = ({m: 3 * forward_passes(m, comparison.runs[m].given, tuple(X.shape[2:])) for m in methods}
                   if randomisation else {})
-    total = fa_total + sum(rand_units.values())
+    metric_units = sum(metric_units_per_map(extra, m, comparison.runs[m].given, tuple(X.shape[2:]))
+                       for m, _, _, _ in entries)
+    total = fa_total + sum(rand_units.values()) + metric_units
 
     def report_fa(done: int, of: int) -> None:
         if progress is not None:
@@ -183,11 +212,25 @@ def ranking_table(model: ModelLike, X: torch.Tensor, comparison: MethodCompariso
     table["method"], table["objective"], table["randomised_spearman"] = zip(*rows, strict=True)
     judged = {label: metric_table.JudgedMap(m, obj, arr) for m, obj, label, arr in entries}
     scores = metric_table.evaluate(None, None, None, judged, RANKING_METRICS)
-    for name in RANKING_METRICS:
+    if extra:
+        before = total - metric_units
+
+        def report_metrics(done: int, of: int) -> None:
+            if progress is not None:
+                progress(before + metric_units * done // max(1, of), total)
+
+        # Each map judged with the method and parameters that made it (fixed seeds, as on the randomised model).
+        judged_by_method = {label: metric_table.JudgedMap(
+            m, obj, arr, sanity.fixed_params(m, comparison.runs[m].given, comparison.runs[m].params),
+            comparison.reduction) for m, obj, label, arr in entries}
+        scores |= metric_table.evaluate(model, X, comparison.target, judged_by_method, extra,
+                                        precision=comparison.precision, batch_size=batch_size,
+                                        progress=report_metrics)
+    for name in (*RANKING_METRICS, *extra):
         table[name] = [scores[name].get(label, math.nan) for label in table["map"]]
     first = next(iter(curves.values()))
     return MethodRanking(
-        table=table[list(RANKING_COLUMNS)], curves=curves, randomised_maps=randomised, notes=notes,
+        table=table[[*RANKING_COLUMNS, *extra]], curves=curves, randomised_maps=randomised, notes=notes,
         steps=int(steps), baseline=first.baseline, blur_sigma=first.blur_sigma, seed=int(seed),
         target=int(first.targets[0]), reduction=comparison.reduction, precision=comparison.precision,
         params={m: comparison.runs[m].params for m in methods},

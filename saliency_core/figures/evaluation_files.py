@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from saliency_core.errors import InvalidInputError
-from saliency_core.evaluation.method_ranking import RANDOM_ORDER, RANKING_METRICS, MethodRanking
-from saliency_core.evaluation.metrics import get_metric
+from saliency_core.evaluation.method_ranking import RANDOM_ORDER, MethodRanking
+from saliency_core.evaluation.metrics import METRICS
 from saliency_core.figures.provenance import check_record, csv_with_provenance, file_name_part
 from saliency_core.methods.registry import ATTRIBUTION_METHODS
 
@@ -211,10 +211,9 @@ def ranking_header(ranking: MethodRanking, record: Mapping[str, object]) -> dict
                     if RANDOM_ORDER in ranking.curves else None, "randomisation": "all layers re-initialised "
                     "(the last stage of the cascading randomisation with this seed)",
                     "randomisation_errors": ranking.notes,
-                    "metrics": {name: {"title": m.title, "citation": m.citation, "better": m.better,
+                    "metrics": {m.name: {"title": m.title, "citation": m.citation, "better": m.better,
                                        "params": m.defaults()}
-                                for name in RANKING_METRICS if name in ranking.table
-                                for m in (get_metric(name),)}},
+                                for m in METRICS if m.name in ranking.table}},
     })
 
 

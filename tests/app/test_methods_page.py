@@ -13,7 +13,7 @@ import pytest
 
 from saliency_core import ATTRIBUTION_METHODS, attribute
 from saliency_core.errors import InvalidInputError
-from saliency_core.evaluation import faithfulness, method_comparison
+from saliency_core.evaluation import faithfulness, method_comparison, metric_table
 from saliency_core.evaluation.method_ranking import RANKING_METRICS
 from saliency_core.evaluation.metrics import get_metric
 from saliency_core.methods.registry import map_title, shown_by_default
@@ -146,6 +146,29 @@ def test_ranking_numbers_equal_deletion_insertion(new_app, lite0, coffee_x):
     assert "explaining the image" in texts(at.main.caption)
     labels = [b.label for b in at.get("download_button")]
     assert labels == ["Ranking (CSV)", "Ranking (JSON)"]
+
+
+@pytest.mark.slow  # deletion/insertion and random logit for two maps: about 15 s on 2 cores
+def test_a_linked_metric_that_runs_the_model_is_a_ranking_column_equal_to_the_engines(new_app, lite0, coffee_x):
+    at = new_app(PAGE, methods="gradient", rank="1", rank_metrics="random_logit").run()
+    assert_healthy(at)
+    assert at.multiselect(key="methods_rank_metrics").value == ["random_logit"]
+    assert at.query_params["rank_metrics"] == "random_logit"
+    table = at.dataframe[-1].value.set_index("map")
+    maps = attribute(lite0, coffee_x, [967], "gradient", ("score", "loss")).maps
+    judged = {map_title("gradient", o): metric_table.JudgedMap("gradient", o, maps[o][0].numpy())
+              for o in ("score", "loss")}
+    expected = metric_table.evaluate(lite0, coffee_x, 967, judged, ["random_logit"], batch_size=8)
+    for label, value in expected["random_logit"].items():
+        assert table.loc[label, "random_logit"] == pytest.approx(value, rel=1e-4, abs=1e-6), label
+    assert "Random logit (Sixt" in texts(at.main.caption)
+
+
+def test_a_metric_the_ranking_cannot_add_is_refused_by_name_in_the_link(new_app):
+    at = new_app(PAGE, methods="gradient", rank_metrics="pointing_game").run()
+    assert_healthy(at)
+    assert "rank_metrics=pointing_game" in texts(at.warning)
+    assert at.multiselect(key="methods_rank_metrics").value == []
 
 
 def test_link_round_trip(new_app):
