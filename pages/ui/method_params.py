@@ -283,7 +283,8 @@ def sign_note(method: str) -> str | None:
 
 def convergence_note(convergence: dict[str, float] | None, params: dict[str, object], steps_used: int | None = None,
                      converged: bool | None = None) -> str | None:
-    """Integrated Gradients' completeness gap per map and the steps it took, in words; None for other methods.
+    """A path method's completeness gap per map and the steps it took, in words (Integrated Gradients, Blur IG);
+    None for other methods.
 
     The adaptive rule says whether it met its tolerance; one that stopped at its cap short of it says so first,
     in bold: the one thing about such a map a reader must not miss."""
@@ -299,6 +300,8 @@ def convergence_note(convergence: dict[str, float] | None, params: dict[str, obj
         return (f"**Not converged:** the adaptive rule stopped at its cap of {params.get('steps')} steps short of "
                 f"the {tolerance} tolerance, so the attributions need not add up to f(x) − f(x′). {what}: {gaps}; "
                 "allow more steps or a larger tolerance.")
+    if "rule" not in params:  # Blur IG: one rule, PAIR's
+        return f"{what}: {gaps} at {steps} steps; more steps reduce it."
     return f"{what}: {gaps} at {steps} steps ({params.get('rule')} rule); more steps or the adaptive rule reduce it."
 
 

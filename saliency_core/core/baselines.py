@@ -56,15 +56,26 @@ def _gaussian_kernel(sigma: float, radius: int, device: torch.device, dtype: tor
     return (k / k.sum()).to(dtype)
 
 
-def gaussian_blur(X: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur of every channel, as two 1-D convolutions with reflect padding.
+#: :func:`gaussian_blur`'s paddings: "reflect" (the blur baseline's) and "zeros" (scipy's mode="constant").
+PADDINGS = ("reflect", "zeros")
+
+
+def gaussian_blur(X: torch.Tensor, sigma: float, *, padding: str = "reflect",
+                  truncate: float | None = None) -> torch.Tensor:
+    """Gaussian blur of every channel, as two 1-D passes (a 2-D Gaussian is the product of two 1-D ones).
 
     Parameters
     ----------
     X : (N, C, H, W) float tensor, any device.
-    sigma : standard deviation in pixels, > 0. The kernel spans about
-        4 sigma + 1 pixels (radius ceil(2 sigma)), cut to the image size
-        because reflect padding cannot be wider than the image.
+    sigma : standard deviation in pixels, > 0.
+    padding : what lies beyond the border. "reflect" (the blur baseline's): the image mirrored, the kernel
+        radius ceil(2 sigma) cut to the image size (reflect padding cannot be wider than the image) and
+        normalised over what is left. "zeros": 0, as ``scipy.ndimage.gaussian_filter(mode="constant")``
+        (PAIR's Blur IG): the kernel is scipy's, radius ``int(truncate * sigma + 0.5)``, normalised over that
+        whole radius, so near the border the blur fades towards 0; its taps beyond the image only ever meet
+        the 0s, so they are dropped, and each pass is one product with an (size, size) band matrix (fast for
+        a sigma as large as the image, where a convolution would take hundreds of taps).
+    truncate : "zeros" only: the kernel's radius in sigmas (None: scipy's 4.0).
 
     Returns
     -------
@@ -72,11 +83,13 @@ def gaussian_blur(X: torch.Tensor, sigma: float) -> torch.Tensor:
     """
     if not sigma > 0 or not math.isfinite(sigma):
         raise InvalidInputError(f"blur sigma must be a positive number, got {sigma!r}")
+    if padding not in PADDINGS:
+        raise InvalidInputError(f"blur padding must be one of {PADDINGS}, got {padding!r}")
+    if padding == "zeros":
+        return _blur_zeros(X, float(sigma), 4.0 if truncate is None else float(truncate))
     _, c, h, w = X.shape
     x = X.detach().contiguous()
     out = x
-    # Separable: a 2-D Gaussian is the product of two 1-D ones, so two passes
-    # of k taps replace one of k*k.
     for dim, size in ((3, w), (2, h)):
         radius = min(math.ceil(2 * sigma), size - 1)
         if radius < 1:
@@ -87,6 +100,27 @@ def gaussian_blur(X: torch.Tensor, sigma: float) -> torch.Tensor:
         weight = k.view(shape).expand(c, -1, -1, -1)  # one filter per channel (groups=c)
         out = F.conv2d(F.pad(out, pad, mode="reflect"), weight, groups=c)
     return out if out is not x else x.clone()
+
+
+def _band(sigma: float, radius: int, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(size, size) matrix M with M[i, j] = k[j − i] for |j − i| <= radius: a zero-padded 1-D blur as M @ x."""
+    k = _gaussian_kernel(sigma, radius, device, torch.float64)
+    offset = torch.arange(size, device=device)
+    offset = offset.view(1, -1) - offset.view(-1, 1)  # j − i
+    inside = offset.abs() <= radius
+    return torch.where(inside, k[(offset + radius).clamp(0, 2 * radius)], 0.0).to(dtype)
+
+
+def _blur_zeros(X: torch.Tensor, sigma: float, truncate: float) -> torch.Tensor:
+    """:func:`gaussian_blur` with padding "zeros": scipy's kernel (radius int(truncate sigma + 0.5))."""
+    radius = int(truncate * sigma + 0.5)
+    x = X.detach()
+    if radius < 1:
+        return x.clone()  # scipy's kernel is [1]: the image itself
+    h, w = x.shape[-2:]
+    rows = _band(sigma, radius, h, x.device, x.dtype)
+    cols = _band(sigma, radius, w, x.device, x.dtype)
+    return rows @ x @ cols.T  # (M_h x)[i] = Σ_j k[j − i] x[j]; along the width, x M_wᵀ
 
 
 def read_old_name(baseline: object, zeros: str) -> object:

@@ -232,8 +232,11 @@ def compare_methods(model: ModelLike, X: torch.Tensor, target: int, methods: Seq
 
 def _gap_notes(method: str, run: MethodRun) -> list[str]:
     """What to tell about a method's completeness: Integrated Gradients' adaptive rule that stopped at its cap
-    short of its tolerance, or a fixed rule's or DeepLIFT's gap above GAP_WARNING, per objective."""
+    short of its tolerance, or a fixed rule's, Blur IG's or DeepLIFT's gap above GAP_WARNING, per objective."""
     gaps = run.completeness_gap or {}
+    if method == "blur_ig":  # a Riemann sum along the blur path: its gap shrinks with the steps
+        return [f"completeness gap {gap:+.0%} for the {o} objective ({explains(method, o)}) at "
+                f"{run.params.get('steps')} steps: use more steps" for o, gap in gaps.items() if abs(gap) > GAP_WARNING]
     if method != "integrated_gradients":  # DeepLIFT: complete by design where it has rules for every layer
         return [f"completeness gap {gap:+.0%} for the {o} objective ({explains(method, o)}): the model multiplies "
                 "activations together, which take the plain gradient" for o, gap in gaps.items()

@@ -36,6 +36,7 @@ from saliency_core.core.model_access import ModelLike, device_of, input_dtype_of
 from saliency_core.core.model_output import output_check
 from saliency_core.errors import InvalidInputError
 from saliency_core.methods import (
+    blur_ig,
     deeplift,
     grad_cam,
     grad_cam_plus_plus,
@@ -67,6 +68,7 @@ METHODS: list[AttributionMethod] = [
     smoothgrad_sq.METHOD,
     vargrad.METHOD,
     integrated_gradients.METHOD,
+    blur_ig.METHOD,
     deeplift.METHOD,
     guided_backprop.METHOD,
     grad_cam.METHOD,
