@@ -76,6 +76,7 @@ SMALL = {
     "smoothgrad_sq": {"samples": 3},
     "vargrad": {"samples": 3},
     "integrated_gradients": {"steps": 4, "baseline": "dataset_mean"},
+    "expected_gradients": {"samples": 3, "stdevs": 0.1},
     "deeplift": {"baseline": "dataset_mean"},
     "guided_backprop": {},
     "grad_cam": {"layer": "conv2"},

@@ -22,6 +22,7 @@ from saliency_core.methods.registry import map_title, shown_by_default
 SMALL = {
     "smoothgrad": {"samples": 3, "noise": 0.1, "seed": 2},
     "integrated_gradients": {"steps": 4},
+    "expected_gradients": {"samples": 2},
     "smoothgrad_sq": {"samples": 2},
     "vargrad": {"samples": 2},
     "occlusion": {"window": 16, "stride": 16},

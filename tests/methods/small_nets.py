@@ -15,6 +15,7 @@ SMALL = {  # parameters that keep the embedded-model tests short
     "smoothgrad_sq": {"samples": 2},
     "vargrad": {"samples": 2},
     "integrated_gradients": {"steps": 3},
+    "expected_gradients": {"samples": 2},
     "score_cam": {"channels": 2},
     "occlusion": {"window": 56, "stride": 56},
     "rise": {"masks": 4},

@@ -24,6 +24,7 @@ def test_registry_has_the_issues_methods_parameters_and_defaults():
         "vargrad": {"samples": 25, "noise": 0.15, "seed": 0},
         # steps None: the rule's own (32 for the fixed rules, at most 256 for the adaptive default: issue 22)
         "integrated_gradients": {"steps": None, "baseline": "black", "rule": "adaptive", "tolerance": 0.05},
+        "expected_gradients": {"samples": 32, "baselines": "blur", "stdevs": 0.0, "seed": 0},
         "deeplift": {"baseline": "black"},
         "guided_backprop": {},
         "grad_cam": {"layer": None},
@@ -42,7 +43,8 @@ def test_registry_has_the_issues_methods_parameters_and_defaults():
     # variances (SmoothGrad², VarGrad) do not depend on it.
     assert {name: m.loss_objective for name, m in ATTRIBUTION_METHODS.items()} == {
         "gradient": "L", "smoothgrad": "L", "smoothgrad_sq": "L", "vargrad": "L", "gradient_x_input": "-L",
-        "integrated_gradients": "-L", "deeplift": "-L", "guided_backprop": "-L", "grad_cam": "-L",
+        "integrated_gradients": "-L", "expected_gradients": "-L", "deeplift": "-L", "guided_backprop": "-L",
+        "grad_cam": "-L",
         "grad_cam_plus_plus": "-L", "layer_cam": "-L", "hires_cam": "-L", "score_cam": "-L", "occlusion": "-L",
         "rise": "-L", "kernel_shap": "-L", "lime": "-L",
     }
