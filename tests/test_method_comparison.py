@@ -23,6 +23,7 @@ SMALL = {
     "smoothgrad": {"samples": 3, "noise": 0.1, "seed": 2},
     "integrated_gradients": {"steps": 4},
     "blur_ig": {"steps": 3},
+    "expected_gradients": {"samples": 2},
     "smoothgrad_sq": {"samples": 2},
     "vargrad": {"samples": 2},
     "occlusion": {"window": 16, "stride": 16},

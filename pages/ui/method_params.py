@@ -283,8 +283,8 @@ def sign_note(method: str) -> str | None:
 
 def convergence_note(convergence: dict[str, float] | None, params: dict[str, object], steps_used: int | None = None,
                      converged: bool | None = None) -> str | None:
-    """A path method's completeness gap per map and the steps it took, in words (Integrated Gradients, Blur IG);
-    None for other methods.
+    """A path method's completeness gap per map and the steps it took, in words (Integrated Gradients, Blur IG;
+    Expected Gradients: the samples); None for other methods.
 
     The adaptive rule says whether it met its tolerance; one that stopped at its cap short of it says so first,
     in bold: the one thing about such a map a reader must not miss."""
@@ -292,6 +292,9 @@ def convergence_note(convergence: dict[str, float] | None, params: dict[str, obj
         return None
     gaps = ", ".join(f"{m} {abs(g) * 100:.1f} %" for m, g in convergence.items())
     what = "Completeness gap (|Σ attributions − (f(x) − f(x′))| / |f(x) − f(x′)|)"
+    if "rule" not in params and "samples" in params:  # Expected Gradients: a Monte Carlo estimate
+        return (f"{what}, the change averaged over the same {params['samples']} draws: {gaps}; the error of "
+                "sampling α, which more samples reduce.")
     steps = steps_used if steps_used is not None else params.get("steps")
     if params.get("rule") == "adaptive" and converged is not None:
         tolerance = f"{float(params.get('tolerance', 0.0)) * 100:g} %"

@@ -97,7 +97,7 @@ class MethodOutput:
     attributions : objective -> (N, 3, H, W) signed, or (N, 1, H, W) for a layer method
     logits : (N, C) of the unperturbed input; targets : (N,) resolved
     maps : objective -> (N, H, W), when the method reduces channels itself
-    convergence : objective -> (N,) the relative completeness gap (Integrated Gradients, DeepLIFT)
+    convergence : objective -> (N,) the relative completeness gap (Integrated Gradients, Expected Gradients, DeepLIFT)
     steps_used : (N,) int64, the points on the path each image took (Integrated Gradients)
     converged : (N,) bool, whether each image met the method's tolerance (Integrated Gradients' adaptive rule)
     used : resolved parameter values beyond the given ones (e.g. Grad-CAM's layer)

@@ -38,6 +38,7 @@ from saliency_core.errors import InvalidInputError
 from saliency_core.methods import (
     blur_ig,
     deeplift,
+    expected_gradients,
     grad_cam,
     grad_cam_plus_plus,
     gradient,
@@ -69,6 +70,7 @@ METHODS: list[AttributionMethod] = [
     vargrad.METHOD,
     integrated_gradients.METHOD,
     blur_ig.METHOD,
+    expected_gradients.METHOD,
     deeplift.METHOD,
     guided_backprop.METHOD,
     grad_cam.METHOD,
@@ -160,9 +162,10 @@ class AttributionResult:
     logits : (N, C) of the images as given; targets : (N,) the class each
         attribution explains (top-1 resolved)
     reduction : the channel reduction ("none" for a CAM method); precision : "exact" or "fast"
-    convergence : Integrated Gradients and DeepLIFT only: objective -> (N,), the relative
+    convergence : Integrated Gradients, Expected Gradients and DeepLIFT only: objective -> (N,), the relative
         completeness gap (Σ attributions − (f(x) − f(x′))) / |f(x) − f(x′)|
-        (the denominator floored: :func:`~saliency_core.methods.integrated_gradients.gap_scale`)
+        (the denominator floored: :func:`~saliency_core.methods.integrated_gradients.gap_scale`; Expected
+        Gradients: the change averaged over its draws)
     steps_used : Integrated Gradients only: (N,) int64, the points on the path
         each image took (the fixed rules' steps; what the adaptive rule needed)
     converged : Integrated Gradients' adaptive rule only: (N,) bool, whether each

@@ -41,6 +41,7 @@ FAST_PARAMS: dict[str, dict[str, object]] = {
     "vargrad": {"samples": 2, "seed": 1},
     "integrated_gradients": {"steps": 4, "rule": "gauss_legendre"},
     "blur_ig": {"steps": 3},
+    "expected_gradients": {"samples": 3, "seed": 2},
     "deeplift": {},
     "guided_backprop": {},
     "grad_cam": {},
@@ -62,6 +63,7 @@ LINK_PARAMS: dict[str, dict[str, str]] = {
     "vargrad": {"samples": "2", "seed": "1"},
     "integrated_gradients": {"steps": "4", "rule": "gauss_legendre", "baseline": "dataset_mean"},
     "blur_ig": {"steps": "3", "max_sigma": "30.0", "spacing": "sqrt"},
+    "expected_gradients": {"samples": "3", "baselines": "noise", "seed": "2"},
     "deeplift": {"baseline": "blur"},
     "guided_backprop": {},
     "grad_cam": {"layer": "_blocks.14._project_conv"},
@@ -129,6 +131,9 @@ def test_every_method_renders_on_the_saliency_page_with_saliency_core_maps(new_a
     if method == "integrated_gradients":
         gap = abs(float(expected.convergence["loss"][0])) * 100
         assert "Completeness gap" in notes and f"loss {gap:.1f} %" in notes and "more steps" in notes, notes
+    if method == "expected_gradients":
+        gap = abs(float(expected.convergence["loss"][0])) * 100
+        assert "same 3 draws" in notes and f"loss {gap:.1f} %" in notes and "more samples" in notes, notes
 
 
 @pytest.mark.parametrize("method", list(FAST_PARAMS))
@@ -161,8 +166,8 @@ def test_hover_names_attributions_and_grad_cam_has_no_channels(new_app):
 
 
 # The methods whose loss map is of −L = log p_y (README, glossary): their sign matters.
-MINUS_L = {"gradient_x_input", "integrated_gradients", "deeplift", "guided_backprop", "grad_cam", "grad_cam_plus_plus",
-           "layer_cam", "hires_cam", "score_cam", "occlusion", "rise", "kernel_shap", "lime"}
+MINUS_L = {"gradient_x_input", "integrated_gradients", "expected_gradients", "deeplift", "guided_backprop", "grad_cam",
+           "grad_cam_plus_plus", "layer_cam", "hires_cam", "score_cam", "occlusion", "rise", "kernel_shap", "lime"}
 
 
 @pytest.mark.parametrize("method", list(FAST_PARAMS))
