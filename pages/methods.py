@@ -176,7 +176,7 @@ st.dataframe(used, hide_index=True, column_config={
 # Integrated Gradients: the steps it took and the gap it reached, as under a map on the other pages (its engine
 # notes say the same in fewer words).
 notes = [f"{method_params.spec(m).title}: {n}" for m, r in comparison.runs.items() for n in (
-    [method_params.convergence_note(r.completeness_gap, r.params, r.steps_used, r.converged)]
+    [method_params.convergence_note(m, r.completeness_gap, r.params, r.steps_used, r.converged)]
     if r.completeness_gap else r.notes)]
 st.caption("Rows are methods, columns the score s_y and the loss (−L where the method's sign matters: positive = "
            "evidence for the target). " + ("Each method's two maps share one colour range. " if per_method else

@@ -28,6 +28,7 @@ from pages.ui.text import plain
 from saliency_core.figures.provenance import describe_params
 from saliency_core.methods import model_needs, registry
 from saliency_core.methods.declaration import FAMILIES, AttributionMethod, Param
+from saliency_core.methods.integrated_gradients import GAP_WARNING
 from saliency_core.methods.registry import ATTRIBUTION_METHODS
 from saliency_core.models.registry import LoadedModel
 
@@ -281,10 +282,12 @@ def sign_note(method: str) -> str | None:
     return None
 
 
-def convergence_note(convergence: dict[str, float] | None, params: dict[str, object], steps_used: int | None = None,
-                     converged: bool | None = None) -> str | None:
-    """A path method's completeness gap per map and the steps it took, in words (Integrated Gradients, Blur IG;
-    Expected Gradients: the samples); None for other methods.
+def convergence_note(method: str, convergence: dict[str, float] | None, params: dict[str, object],
+                     steps_used: int | None = None, converged: bool | None = None) -> str | None:
+    """A method's completeness gap per map, in words, with how it was computed (steps and rule, or samples) and
+    what the method says about a gap above GAP_WARNING
+    (:attr:`~saliency_core.methods.declaration.AttributionMethod.gap_note`);
+    None for a method that reports no gap.
 
     The adaptive rule says whether it met its tolerance; one that stopped at its cap short of it says so first,
     in bold: the one thing about such a map a reader must not miss."""
@@ -292,9 +295,6 @@ def convergence_note(convergence: dict[str, float] | None, params: dict[str, obj
         return None
     gaps = ", ".join(f"{m} {abs(g) * 100:.1f} %" for m, g in convergence.items())
     what = "Completeness gap (|Σ attributions − (f(x) − f(x′))| / |f(x) − f(x′)|)"
-    if "rule" not in params and "samples" in params:  # Expected Gradients: a Monte Carlo estimate
-        return (f"{what}, the change averaged over the same {params['samples']} draws: {gaps}; the error of "
-                "sampling α, which more samples reduce.")
     steps = steps_used if steps_used is not None else params.get("steps")
     if params.get("rule") == "adaptive" and converged is not None:
         tolerance = f"{float(params.get('tolerance', 0.0)) * 100:g} %"
@@ -303,9 +303,13 @@ def convergence_note(convergence: dict[str, float] | None, params: dict[str, obj
         return (f"**Not converged:** the adaptive rule stopped at its cap of {params.get('steps')} steps short of "
                 f"the {tolerance} tolerance, so the attributions need not add up to f(x) − f(x′). {what}: {gaps}; "
                 "allow more steps or a larger tolerance.")
-    if "rule" not in params:  # Blur IG: one rule, PAIR's
-        return f"{what}: {gaps} at {steps} steps; more steps reduce it."
-    return f"{what}: {gaps} at {steps} steps ({params.get('rule')} rule); more steps or the adaptive rule reduce it."
+    how = (f" at {steps} steps" if "steps" in params else "") + (f" ({params['rule']} rule)" if "rule" in params
+                                                                 else "")
+    if "samples" in params:
+        how += f" over {params['samples']} samples"
+    # What reduces the gap, where it is worth reducing (the engine's warning threshold).
+    note = spec(method).gap_note if max(abs(g) for g in convergence.values()) > GAP_WARNING else ""
+    return f"{what}: {gaps}{how}" + (f"; {note}." if note else ".")
 
 
 def method_summary(method: str, params: dict[str, object], model: LoadedModel | None = None) -> str:

@@ -337,7 +337,7 @@ def method_notes(a: ImageAnalysis, objective: str | None = None) -> list[str]:
     sign = method_params.sign_note(a.method)
     if sign and objective != "score":
         notes.append(sign)
-    gap = method_params.convergence_note(a.convergence, a.params, a.steps_used, a.converged)
+    gap = method_params.convergence_note(a.method, a.convergence, a.params, a.steps_used, a.converged)
     if gap:
         notes.append(gap)
     return notes

@@ -232,23 +232,20 @@ def compare_methods(model: ModelLike, X: torch.Tensor, target: int, methods: Seq
 
 def _gap_notes(method: str, run: MethodRun) -> list[str]:
     """What to tell about a method's completeness: Integrated Gradients' adaptive rule that stopped at its cap
-    short of its tolerance, or a fixed rule's, Blur IG's or DeepLIFT's gap above GAP_WARNING, per objective."""
+    short of its tolerance, or any other gap above GAP_WARNING, per objective, with what the method says such a
+    gap means (:attr:`~saliency_core.methods.declaration.AttributionMethod.gap_note`)."""
     gaps = run.completeness_gap or {}
-    if method == "blur_ig":  # a Riemann sum along the blur path: its gap shrinks with the steps
-        return [f"completeness gap {gap:+.0%} for the {o} objective ({explains(method, o)}) at "
-                f"{run.params.get('steps')} steps: use more steps" for o, gap in gaps.items() if abs(gap) > GAP_WARNING]
-    if method != "integrated_gradients":  # DeepLIFT: complete by design where it has rules for every layer
-        return [f"completeness gap {gap:+.0%} for the {o} objective ({explains(method, o)}): the model multiplies "
-                "activations together, which take the plain gradient" for o, gap in gaps.items()
-                if abs(gap) > GAP_WARNING]
     if run.converged is not None:
         if run.converged:
             return []
         worst = max(gaps.values(), key=abs)
         return [f"not converged: the adaptive rule stopped at its cap of {run.steps_used} steps short of its "
                 f"tolerance (completeness gap up to {worst:+.0%}): allow more steps or a larger tolerance"]
-    return [f"completeness gap {gap:+.0%} for the {o} objective ({explains(method, o)}) at {run.steps_used} "
-            "steps: use more steps or the adaptive rule" for o, gap in gaps.items() if abs(gap) > GAP_WARNING]
+    steps = run.steps_used if run.steps_used is not None else run.params.get("steps")
+    where = f" at {steps} steps" if steps is not None and "steps" in run.params else ""
+    note = get_method(method).gap_note
+    return [f"completeness gap {gap:+.0%} for the {o} objective ({explains(method, o)}){where}"
+            + (f": {note}" if note else "") for o, gap in gaps.items() if abs(gap) > GAP_WARNING]
 
 
 def gradient_comparison(analysis: ImageAnalysis) -> MethodComparison:

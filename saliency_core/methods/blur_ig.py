@@ -171,4 +171,5 @@ METHOD = AttributionMethod(
             Param("spacing", "linear", str, "sigma along the path: linear in the step, or its square root "
                   "(PAIR's sqrt=True: the path then ends at sqrt(max_sigma))", SPACINGS)),
     loss_objective="-L", output="input", run=run, passes=passes, default_view=False, family="path",
+    gap_note="more steps reduce it",
 )

@@ -205,6 +205,8 @@ class AttributionMethod:
     empty_reason : why this method's map can be zero everywhere, for the line under such a map ("" if unknown)
     family : a key of :data:`FAMILIES` ("gradient", "path", "reference", "region", "perturbation", "CAM"): how the
         dashboard groups it
+    gap_note : for a method that reports a completeness gap (``MethodOutput.convergence``): what a large gap
+        means and what reduces it, words that follow the gap ("more steps reduce it"); "" for the others
     settle : ``settle(values) -> values``, run on the checked values of every call (:meth:`resolve`,
         :meth:`cost`): fills a value that depends on another (Integrated Gradients' steps None -> the rule's
         own) and drops one that does not apply (its tolerance under a fixed rule), so that what is recorded
@@ -224,6 +226,7 @@ class AttributionMethod:
     needs: frozenset[str] = field(default_factory=frozenset)
     empty_reason: str = ""
     family: str = "gradient"
+    gap_note: str = ""
     settle: Callable[[dict[str, object]], dict[str, object]] | None = None
 
     def __post_init__(self) -> None:

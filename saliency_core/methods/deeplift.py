@@ -423,4 +423,5 @@ METHOD = AttributionMethod(
     params=(baseline_param("black"),),
     loss_objective="-L", output="input", run=run, passes=passes, default_view=False,
     needs=frozenset({"baseline", "deeplift_layers"}), family="reference",
+    gap_note="the model multiplies activations together, which take the plain gradient",
 )

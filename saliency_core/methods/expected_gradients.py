@@ -258,4 +258,5 @@ METHOD = AttributionMethod(
                   maximum=limits.MAX_SEED)),
     loss_objective="-L", output="input", run=run, passes=passes, default_view=False, needs=frozenset({"baseline"}),
     family="path",
+    gap_note="the error of sampling α over the same draws, which more samples reduce",
 )

@@ -384,4 +384,5 @@ METHOD = AttributionMethod(
                   "fraction of |f(x) − f(x′)|", minimum=0.0, maximum=1.0)),
     loss_objective="-L", output="input", run=run, passes=passes, default_view=False, needs=frozenset({"baseline"}),
     family="path", settle=settle,
+    gap_note="more steps or the adaptive rule reduce it",
 )
