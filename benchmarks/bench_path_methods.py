@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/bench_path_methods.py                  # batches 1 and 4, 3 rounds
+    .venv/bin/python benchmarks/bench_path_methods.py                  # batches 1 and 8, 3 rounds
     .venv/bin/python benchmarks/bench_path_methods.py --batches 1 --reps 1
 
 On the embedded model (EfficientNet-Lite0, channels_last as ``load_model`` gives it) and the bundled photos,
@@ -105,7 +105,7 @@ def relative(ours: torch.Tensor, theirs: list[np.ndarray]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--batches", default="1,4")
+    ap.add_argument("--batches", default="1,8")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--steps", type=int, default=16, help="Blur IG's steps on both sides")
