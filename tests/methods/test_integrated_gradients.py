@@ -114,8 +114,9 @@ def test_the_default_meets_its_tolerance_where_32_trapezoid_steps_miss_by_far():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("model_cls", [torch.nn.Identity, Square])
-def test_a_linear_or_quadratic_path_integrand_stops_at_the_first_grid_exactly(model_cls, seed):
-    """The trapezoid is exact for an integrand linear in α: nothing to refine after the first 9 points."""
+def test_a_linear_or_quadratic_path_integrand_stops_at_the_first_halving_exactly(model_cls, seed):
+    """The trapezoid is exact for an integrand linear in α: the first grid (9 points) and one halving of each
+    segment (to see how much its attributions move: not at all) are all it takes."""
     X = images(2)
     torch.manual_seed(seed)
     if model_cls is torch.nn.Identity:  # a linear score: logits = W x
@@ -127,7 +128,7 @@ def test_a_linear_or_quadratic_path_integrand_stops_at_the_first_grid_exactly(mo
         exact = lambda y: X * model.w[y].view_as(X) * (X.flatten(1) * model.w[y]).sum(1).view(-1, 1, 1, 1)  # noqa: E731
     y = torch.tensor([2, 0])
     r = attribute(model, X, y, "integrated_gradients", ("score",), baseline=torch.zeros_like(X))
-    assert r.steps_used.tolist() == [first_segments(ADAPTIVE_STEPS) + 1] * 2 == [9, 9]
+    assert r.steps_used.tolist() == [2 * first_segments(ADAPTIVE_STEPS) + 1] * 2 == [17, 17]
     assert r.converged.tolist() == [True, True]
     torch.testing.assert_close(r.attributions["score"], exact(y), rtol=1e-5, atol=1e-6)
     assert float(r.convergence["score"].abs().max()) < 1e-4  # float32 rounding of a change as small as 0.004
@@ -149,7 +150,7 @@ def points_of(rows: list[torch.Tensor], x: torch.Tensor) -> set[int]:
 def test_every_point_is_computed_once_and_only_the_images_that_need_more_get_more():
     """Nested grids: a refinement adds midpoints and keeps every point computed (the rows through the model
     are all different, and as many as the steps reported). An easy image (nearly linear) stops at the first
-    grid while a steep one goes on."""
+    halving while a steep one goes on."""
     model = Recorder(Steep()).eval()
     hard = images(1)
     X = torch.cat([hard * 1e-3, hard])  # the same direction; the first barely leaves tanh's linear part
@@ -158,7 +159,7 @@ def test_every_point_is_computed_once_and_only_the_images_that_need_more_get_mor
     rows = torch.stack(model.rows)
     assert len(rows) == int(r.steps_used.sum())
     assert len(torch.unique(rows.flatten(1), dim=0)) == len(rows), "a point was computed twice"
-    assert r.steps_used[0] == 9 and r.steps_used[1] > 9 and bool(r.converged.all())
+    assert r.steps_used[0] == 17 and r.steps_used[1] > 17 and bool(r.converged.all())
 
     # A looser tolerance stops earlier on the same grids: its points are a subset of the tighter run's.
     model.rows.clear()
@@ -181,8 +182,8 @@ def test_the_cap_stops_it_and_says_so_once():
     said = [w for w in caught if issubclass(w.category, AttributionWarning)]
     assert len(said) == 1 and "2 of 2 image(s) did not reach the 5 % tolerance within 20 steps" in str(said[0].message)
     assert r.converged.tolist() == [False, False]
-    # 9 + 1 + 2 + 4 points for the first segment's halvings; the next (8 more) does not fit under 20.
-    assert r.steps_used.tolist() == [16, 16]
+    # 9, 8 more to halve every segment once, 2 to halve the steep first one again; 4 more do not fit under 20.
+    assert r.steps_used.tolist() == [19, 19]
     assert float(r.convergence["score"].abs().min()) > 0.05
 
 
@@ -284,7 +285,7 @@ def test_progress_climbs_to_the_declared_total_however_soon_images_stop():
     done = [d for d, _ in calls]
     assert {t for _, t in calls} == {200} and done == sorted(done) and len(set(done)) == len(done)
     assert done[-1] == 200 and len(done) > 3
-    assert int(r.steps_used[0]) == 9 and int(r.steps_used[1]) < 100
+    assert int(r.steps_used[0]) == 17 and int(r.steps_used[1]) < 100
 
 
 def test_a_loss_only_or_score_only_request_refines_for_what_it_asks():
