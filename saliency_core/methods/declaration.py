@@ -29,7 +29,8 @@ from saliency_core.errors import InvalidInputError
 NEEDS = {
     "conv_layer": "a convolutional layer whose (N, K, h, w) output reaches the logits (not inside TorchScript)",
     "relu_modules": "nn.ReLU / nn.ReLU6 modules (compiled TorchScript and export models have none)",
-    "baseline": "a baseline image x′ (black needs the model's normalisation: a LoadedModel)",
+    "baseline": "a baseline image x′ or reference images (black, noise and mixed references need the model's "
+                "normalisation: a LoadedModel)",
     "deeplift_layers": "only layers DeepLIFT has rules for: convolutions, linear, eval batch norm, average pooling, "
                        "elementwise activations (no max-pooling, attention, layer norm; not TorchScript or export)",
 }
