@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from saliency_core.methods.registry import map_title, shown_by_default
+from saliency_core.methods.registry import ATTRIBUTION_METHODS, by_family, map_title, shown_by_default
 from tests.app.chromium import (
     _SERVED,
     COLD_WAIT_MS,
@@ -295,6 +295,31 @@ def test_methods_page_renders_every_chart(new_session):
     assert query(page).get("rank") == ["1"]
     assert_healthy(s, "/methods")
     screenshot(page, "methods")
+
+
+EVERY_METHOD_WAIT_MS = 900_000  # every registered method at its defaults: minutes on a busy 2-core CPU
+
+
+def test_every_family_added_by_its_button_gives_every_methods_maps(new_session):
+    """The Methods page with every family, one "+ family" click each (issue 24): every registered method's score and
+    loss maps in the grid, the default pick first, then the families in their order, and nothing refused."""
+    s = open_methods(new_session, "/methods", {GRID: 1, AGREEMENT: 1})
+    page = s.page
+    for family, names in by_family().items():
+        page.locator(f".st-key-methods_add_{family} button").first.click()
+        # The click's rerun has written the pick to the link before it computes; then wait for it to finish.
+        page.wait_for_function("names => names.every(n => decodeURIComponent(location.search).includes(n))",
+                               arg=list(names), timeout=WAIT_MS)
+        wait_idle(page, EVERY_METHOD_WAIT_MS)
+    every = list(dict.fromkeys([*shown_by_default(), *(m for names in by_family().values() for m in names)]))
+    assert sorted(every) == sorted(ATTRIBUTION_METHODS)
+    page.wait_for_function(f"sel => document.querySelector(sel).data.length === {2 * len(every)}", arg=GRID,
+                           timeout=EVERY_METHOD_WAIT_MS)
+    names = [n.split("=", 1)[0] for n in grid_checksum(page).split("|")]
+    assert names == [map_title(m, o) for m in every for o in ("score", "loss")]
+    assert page.get_by_text("can't run here").count() == 0
+    assert_healthy(s, "/methods with every family")
+    screenshot(page, "methods-every-family")
 
 
 def test_shared_link_with_smoothgrad_parameters_opens_the_same_view(new_session):
