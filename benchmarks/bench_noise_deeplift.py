@@ -27,7 +27,6 @@ machine's load drifts between rounds.
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import platform
 import statistics
@@ -48,58 +47,9 @@ from saliency_core.core.passes import row_bytes, rows_per_pass
 from saliency_core.methods.deeplift import mean_softmax
 from saliency_core.methods.smoothgrad import noise_scale
 from saliency_core.models.loading import load_model
+from tests.methods.oracles import LogSoftmax, Weighted, captum_ready  # Captum's adaptations, as the tests make them
 
 PHOTOS = ("coffee", "chelsea", "rocket", "motorcycle", "camera")
-
-
-class LogSoftmax(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return F.log_softmax(self.model(x), dim=1)
-
-
-class Weighted(nn.Module):
-    """Σ_k w_k s_k per image (Captum runs x and x′ as one batch: the weights repeat)."""
-
-    def __init__(self, model: nn.Module, weights: torch.Tensor) -> None:
-        super().__init__()
-        self.model, self.weights = model, weights
-
-    def forward(self, x):
-        s = self.model(x)
-        return (s * self.weights.repeat(s.shape[0] // self.weights.shape[0], 1)).sum(dim=1, keepdim=True)
-
-
-class PerCall(nn.Module):
-    def __init__(self, module: nn.Module, calls: int) -> None:
-        super().__init__()
-        self.copies = nn.ModuleList(copy.deepcopy(module) for _ in range(calls))
-        self.count = 0
-
-    def forward(self, x):
-        m = self.copies[self.count % len(self.copies)]
-        self.count += 1
-        return m(x)
-
-
-def captum_ready(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """A copy whose activation modules are each called once per pass (Captum keeps one input per module)."""
-    model = copy.deepcopy(model)
-    calls: dict[nn.Module, int] = {}
-    hooks = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(m, calls.get(m, 0) + 1))
-             for m in model.modules() if not list(m.children())]
-    with torch.no_grad():
-        model(x[:1])
-    for h in hooks:
-        h.remove()
-    for parent in list(model.modules()):
-        for name, child in list(parent._modules.items()):
-            if calls.get(child, 0) > 1:
-                parent._modules[name] = PerCall(child, calls[child])
-    return model.eval()
 
 
 def images(n: int, lite0) -> tuple[torch.Tensor, list[int]]:

@@ -173,8 +173,8 @@ used = pd.DataFrame([{
 } for m, r in comparison.runs.items() if r.ok])
 st.dataframe(used, hide_index=True, column_config={
     "seconds": st.column_config.NumberColumn("seconds (both maps)", format="%.2f")})
-# Integrated Gradients: the steps it took and the gap it reached, as under a map on the other pages (its engine
-# notes say the same in fewer words).
+# A method that reports a completeness gap: the gap, and the steps or samples behind it, as under a map on the
+# other pages (its engine notes say the same in fewer words).
 notes = [f"{method_params.spec(m).title}: {n}" for m, r in comparison.runs.items() for n in (
     [method_params.convergence_note(m, r.completeness_gap, r.params, r.steps_used, r.converged)]
     if r.completeness_gap else r.notes)]

@@ -272,18 +272,9 @@ def grid_checksum(page) -> str:
         GRID)
 
 
-def open_methods(new_session, path: str, counts: dict[str, int]):
-    s = new_session()
-    s.goto(path)
-    wait_idle(s.page, FAITHFULNESS_WAIT_MS)
-    wait_for_counts(s.page, counts, FAITHFULNESS_WAIT_MS)
-    wait_idle(s.page, FAITHFULNESS_WAIT_MS)
-    return s
-
-
 def test_methods_page_renders_every_chart(new_session):
     """The fast methods' grid, the agreement matrix, the parameters table and the ranking with its downloads."""
-    s = open_methods(new_session, "/methods?rank=1", {GRID: 1, AGREEMENT: 1, DATAFRAME: 2})
+    s = opened(new_session, "/methods?rank=1", {GRID: 1, AGREEMENT: 1, DATAFRAME: 2}, FAITHFULNESS_WAIT_MS)
     page = s.page
     assert page.locator("h1").first.inner_text() == "Which method should I believe?"
     assert page.locator(PLOT).count() == 2
@@ -303,7 +294,7 @@ EVERY_METHOD_WAIT_MS = 900_000  # every registered method at its defaults: minut
 def test_every_family_added_by_its_button_gives_every_methods_maps(new_session):
     """The Methods page with every family, one "+ family" click each (issue 24): every registered method's score and
     loss maps in the grid, the default pick first, then the families in their order, and nothing refused."""
-    s = open_methods(new_session, "/methods", {GRID: 1, AGREEMENT: 1})
+    s = opened(new_session, "/methods", {GRID: 1, AGREEMENT: 1}, FAITHFULNESS_WAIT_MS)
     page = s.page
     for family, names in by_family().items():
         page.locator(f".st-key-methods_add_{family} button").first.click()
@@ -323,8 +314,8 @@ def test_every_family_added_by_its_button_gives_every_methods_maps(new_session):
 
 
 def test_shared_link_with_smoothgrad_parameters_opens_the_same_view(new_session):
-    owner = open_methods(new_session, "/methods?method=smoothgrad&samples=8&seed=3&methods=gradient,smoothgrad"
-                                      "&scale=method", {GRID: 1, AGREEMENT: 1, DATAFRAME: 1})
+    owner = opened(new_session, "/methods?method=smoothgrad&samples=8&seed=3&methods=gradient,smoothgrad"
+                                "&scale=method", {GRID: 1, AGREEMENT: 1, DATAFRAME: 1}, FAITHFULNESS_WAIT_MS)
     link = owner.page.url
     params = query(owner.page)
     assert params["samples"] == ["8"] and params["seed"] == ["3"] and params["methods"] == ["gradient,smoothgrad"]

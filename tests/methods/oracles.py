@@ -1,4 +1,5 @@
-"""Captum as an oracle: the loss objective as −L through log_softmax, reference inputs and baselines.
+"""Captum as an oracle: the loss objective as −L through log_softmax, reference inputs and baselines, and the
+adaptations Captum's DeepLift needs (tests/methods/test_deeplift.py, benchmarks/bench_noise_deeplift.py).
 
 Captum explains a forward function's output, so ``log_softmax`` (whose target entry is −L) stands in for the
 model where our method uses −L. Small torchvision models with random weights and 64 x 64 inputs keep it fast
@@ -7,8 +8,11 @@ model where our method uses −L. Small torchvision models with random weights a
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from saliency_core.inputs.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
@@ -43,3 +47,50 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     from scipy.stats import spearmanr
 
     return float(spearmanr(a.flatten().numpy(), b.flatten().numpy()).statistic)
+
+
+class Weighted(nn.Module):
+    """Σ_k w_k s_k: the logits through fixed multipliers (a linear last step, which Captum takes exactly)."""
+
+    def __init__(self, model: nn.Module, weights: torch.Tensor) -> None:
+        super().__init__()
+        self.model, self.weights = model, weights
+
+    def forward(self, x):
+        s = self.model(x)
+        w = self.weights.repeat(s.shape[0] // self.weights.shape[0], 1)  # Captum runs x and x′ as one batch
+        return (s * w).sum(dim=1, keepdim=True)
+
+
+class PerCall(nn.Module):
+    """A module called several times per forward pass, split into one copy per call (in call order)."""
+
+    def __init__(self, module: nn.Module, calls: int) -> None:
+        super().__init__()
+        self.copies = nn.ModuleList(copy.deepcopy(module) for _ in range(calls))
+        self.count = 0
+
+    def forward(self, x):
+        m = self.copies[self.count % len(self.copies)]
+        self.count += 1
+        return m(x)
+
+
+def captum_ready(model: nn.Module, X: torch.Tensor) -> nn.Module:
+    """A copy of ``model`` Captum's DeepLift can take: every activation module called once per pass."""
+    model = copy.deepcopy(model)
+    calls: dict[nn.Module, int] = {}
+    hooks = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(m, calls.get(m, 0) + 1))
+             for m in model.modules() if not list(m.children())]
+    with torch.no_grad():
+        model(X[:1])
+    for h in hooks:
+        h.remove()
+    for parent in list(model.modules()):
+        for name, child in list(parent._modules.items()):
+            if calls.get(child, 0) > 1:
+                parent._modules[name] = PerCall(child, calls[child])
+    for m in model.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    return model.eval()

@@ -13,7 +13,6 @@ the network, completeness checks the last step.
 
 from __future__ import annotations
 
-import copy
 import threading
 import warnings
 
@@ -28,7 +27,7 @@ from saliency_core.core.gradients import compute_saliency
 from saliency_core.core.model_access import freeze
 from saliency_core.errors import InvalidInputError
 from saliency_core.methods.deeplift import mean_softmax
-from tests.methods.oracles import LogSoftmax
+from tests.methods.oracles import LogSoftmax, Weighted, captum_ready
 from tests.methods.small_nets import batch, fingerprint, relu_net
 
 RTOL = 1e-5
@@ -46,53 +45,6 @@ def exact_mean_softmax(s: torch.Tensor, s_ref: torch.Tensor) -> torch.Tensor:
         value, _ = quad_vec(lambda t, a=a, b=b: softmax(b + t * (a - b)), 0.0, 1.0, epsabs=1e-14, epsrel=1e-12)
         rows.append(value)
     return torch.tensor(np.stack(rows))
-
-
-class Weighted(nn.Module):
-    """Σ_k w_k s_k: the logits through fixed multipliers (a linear last step, which Captum takes exactly)."""
-
-    def __init__(self, model: nn.Module, weights: torch.Tensor) -> None:
-        super().__init__()
-        self.model, self.weights = model, weights
-
-    def forward(self, x):
-        s = self.model(x)
-        w = self.weights.repeat(s.shape[0] // self.weights.shape[0], 1)  # Captum runs x and x′ as one batch
-        return (s * w).sum(dim=1, keepdim=True)
-
-
-class PerCall(nn.Module):
-    """A module called several times per forward pass, split into one copy per call (in call order)."""
-
-    def __init__(self, module: nn.Module, calls: int) -> None:
-        super().__init__()
-        self.copies = nn.ModuleList(copy.deepcopy(module) for _ in range(calls))
-        self.count = 0
-
-    def forward(self, x):
-        m = self.copies[self.count % len(self.copies)]
-        self.count += 1
-        return m(x)
-
-
-def captum_ready(model: nn.Module, X: torch.Tensor) -> nn.Module:
-    """A copy of ``model`` Captum's DeepLift can take: every activation module called once per pass."""
-    model = copy.deepcopy(model)
-    calls: dict[nn.Module, int] = {}
-    hooks = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(m, calls.get(m, 0) + 1))
-             for m in model.modules() if not list(m.children())]
-    with torch.no_grad():
-        model(X[:1])
-    for h in hooks:
-        h.remove()
-    for parent in list(model.modules()):
-        for name, child in list(parent._modules.items()):
-            if calls.get(child, 0) > 1:
-                parent._modules[name] = PerCall(child, calls[child])
-    for m in model.modules():
-        if hasattr(m, "inplace"):
-            m.inplace = False
-    return model.eval()
 
 
 def captum_deeplift(model: nn.Module, X: torch.Tensor, baseline: torch.Tensor, targets: torch.Tensor,
