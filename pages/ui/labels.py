@@ -25,7 +25,7 @@ PRECISION_LABELS = {"exact": "exact (strict float32)", "fast": "fast (float16 au
 def metric_label(name: str) -> str:
     """A metric that runs the model as a picker lists it: its title and its cost per map at its defaults."""
     m, cost = get_metric(name), metric_table.metric_cost([name])
-    parts = [f"{cost.forward} forward passes"] if cost.forward else []
+    parts = [f"{cost.forward} forward pass{'es' if cost.forward > 1 else ''}"] if cost.forward else []
     if cost.attributions:
         parts.append(f"{cost.attributions} map{'s' if cost.attributions > 1 else ''} recomputed")
     return f"{m.title} ({', '.join(parts)})"

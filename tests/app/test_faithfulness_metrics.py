@@ -107,3 +107,14 @@ def test_a_picked_slow_metric_runs_the_model_and_equals_the_engine(new_app, chel
     assert_healthy(at)
     expected = metric_table.evaluate(lite0, x, a.target, judged, ["random_logit"])
     assert_rows_equal(metrics_frame(at), expected, judged)
+
+
+def test_a_metric_that_runs_the_model_is_listed_with_its_cost_in_words():
+    from pages.ui.labels import metric_label
+    from saliency_core.evaluation.metric_table import metric_cost
+    from saliency_core.evaluation.metrics import get_metric
+
+    assert metric_cost(["random_logit"]).forward == 1 and metric_cost(["random_logit"]).attributions == 1
+    assert metric_label("random_logit") == f"{get_metric('random_logit').title} (1 forward pass, 1 map recomputed)"
+    road = metric_cost(["road_morf"]).forward
+    assert road > 1 and metric_label("road_morf") == f"{get_metric('road_morf').title} ({road} forward passes)"
