@@ -1,10 +1,13 @@
 """The CAM methods' layer: which layers they can use, its activations, and the objectives' gradients at it.
 
 Every CAM method (Grad-CAM, Grad-CAM++, LayerCAM, HiResCAM, Score-CAM)
-starts from the (N, K, h, w) output A of one convolutional layer. The
-default layer is the model's last convolutional block
-(``ModelSpec.cam_layer`` in :mod:`saliency_core.models.registry`); a bare
-module needs ``layer=`` (a dotted name from ``named_modules()``).
+starts from the (N, K, h, w) output A of one layer. The default layer is
+the model's last convolutional block (``ModelSpec.cam_layer`` in
+:mod:`saliency_core.models.registry`), or for a ViT/DeiT, Swin or ConvNeXt
+the one :func:`~saliency_core.methods.feature_grid.transformer_layer` finds,
+whose tokens or channels-last output is folded into the grid by
+:mod:`~saliency_core.methods.feature_grid`; another bare module needs
+``layer=`` (a dotted name from ``named_modules()``).
 
 The shared model is never hooked: a method runs a private copy of its
 structure (sharing the weights, :func:`saliency_core.methods._common.private_copy`)
@@ -31,6 +34,7 @@ from saliency_core.core.model_access import ModelLike, device_of, input_dtype_of
 from saliency_core.core.model_output import checked_forward
 from saliency_core.core.precision import precision_context
 from saliency_core.errors import InvalidInputError
+from saliency_core.methods import feature_grid
 from saliency_core.methods._common import MethodOutput, Request, image_rows, private_copy, vjps
 from saliency_core.methods.declaration import Param
 
@@ -42,49 +46,60 @@ _RECORDED = threading.local()
 
 
 def registered_layer(model: ModelLike) -> str | None:
-    """The model registry's CAM layer for a LoadedModel (``ModelSpec.cam_layer``); None when there is none."""
+    """The CAM layer a model brings: the registry's (``ModelSpec.cam_layer``, a sidecar's ``cam_layer``) for a
+    LoadedModel, else a transformer's or ConvNeXt's last block or stage
+    (:func:`~saliency_core.methods.feature_grid.transformer_layer`); None when there is none."""
     from saliency_core.models.registry import LoadedModel
 
-    return (model.spec.cam_layer or None) if isinstance(model, LoadedModel) else None
+    if isinstance(model, LoadedModel) and model.spec.cam_layer:
+        return model.spec.cam_layer
+    module = unwrap_module(model)
+    return None if isinstance(module, torch.jit.ScriptModule) else feature_grid.transformer_layer(module)
 
 
 def default_layer(model: ModelLike, title: str = "Grad-CAM") -> str:
-    """The registry's CAM layer for a LoadedModel; InvalidInputError (naming the method) when there is none."""
+    """:func:`registered_layer`; InvalidInputError (naming the method) when there is none."""
     from saliency_core.models.registry import LoadedModel
 
+    layer = registered_layer(model)
+    if layer:
+        return layer
     if not isinstance(model, LoadedModel):
         raise InvalidInputError(
             f"{title} on a bare module needs layer=: the dotted name of a convolutional layer or block "
             "from model.named_modules() (e.g. 'layer4' for a ResNet)"
         )
-    if not model.spec.cam_layer:
-        raise InvalidInputError(f"{model.spec.title} has no convolutional feature map registered for the CAM "
-                                f"methods ({title}); pass layer= with a module whose output is (N, K, h, w)")
-    return model.spec.cam_layer
+    raise InvalidInputError(f"{model.spec.title} has no convolutional feature map registered for the CAM "
+                            f"methods ({title}); pass layer= with a module whose output is (N, K, h, w)")
 
 
 def conv_layers(model: ModelLike, size: int | None = None) -> list[str]:
-    """Dotted names of the model's 2-D convolutions that the CAM methods can use, input to output.
+    """Dotted names of the layers the CAM methods can use, input to output: the model's 2-D convolutions and,
+    in a transformer or ConvNeXt, its blocks and stages (:func:`~saliency_core.methods.feature_grid.block_layers`).
 
-    Only a convolution whose output reaches the logits, in one forward pass
+    Only a layer whose output reaches the logits, in one forward pass
     of a (1, 3, size, size) zero image (``size``: the model's crop when it
     has a preprocessing, else required), and that runs once per pass: a
     layer off the path to the output (an unused head, a branch whose result
     is dropped) has no gradient, and one that runs twice has no single
-    feature map. The shared model is not hooked: a private copy records the
-    outputs. Empty for a TorchScript model, where no CAM method can run.
+    feature map. A block's tokens must reach them as a patch grid (a ViT's
+    last block's output reaches the logits through its class token only).
+    The shared model is not hooked: a private copy records the outputs.
+    Empty for a TorchScript model, where no CAM method can run.
     """
     module = unwrap_module(model)
     if isinstance(module, torch.jit.ScriptModule):
         return []
-    convs = [name for name, m in module.named_modules() if isinstance(m, torch.nn.Conv2d) and name]
+    wanted = {name for name, m in module.named_modules() if isinstance(m, torch.nn.Conv2d) and name}
+    wanted |= set(feature_grid.block_layers(module))
+    candidates = [name for name, _ in module.named_modules() if name in wanted]
     if size is None:
         size = getattr(getattr(model, "preprocessing", None), "crop", None)
         if size is None:
             raise InvalidInputError("conv_layers of a bare module needs size=: the side of its input images")
-    probe = private_copy(module, ("cam_probe", tuple(convs)), lambda clone: _wrap_all(clone, convs))
+    probe = private_copy(module, ("cam_probe", tuple(candidates)), lambda clone: _wrap_all(clone, candidates))
     x = torch.zeros(1, 3, size, size, device=device_of(module), dtype=input_dtype_of(module), requires_grad=True)
-    _RECORDED.outputs = {}
+    _RECORDED.outputs, _RECORDED.hw = {}, (size, size)
     try:
         with torch.enable_grad():
             logits = probe(x)
@@ -93,62 +108,50 @@ def conv_layers(model: ModelLike, size: int | None = None) -> list[str]:
                 if ran else ()
     finally:
         _RECORDED.outputs = None
-    reaching = {name for name, g in zip(ran, grads, strict=True) if g is not None}
-    return [name for name in convs if name in reaching]
+    reaching = {name for name, g in zip(ran, grads, strict=True) if g is not None and bool(g.abs().sum() > 0)}
+    return [name for name in candidates if name in reaching]
 
 
 #: The ``layer`` parameter every CAM method takes: the dashboard offers :func:`conv_layers`.
-LAYER_PARAM = Param("layer", None, str, "dotted module name of the convolutional layer; None: the model's last "
-                    "convolutional block (from the model registry)", none_ok=True,
+LAYER_PARAM = Param("layer", None, str, "dotted module name of the convolutional layer or transformer block; None: "
+                    "the model's last convolutional block (from the model registry), a ViT's last block's norm, "
+                    "a Swin's or ConvNeXt's last stage", none_ok=True,
                     choices_for=conv_layers, default_for=registered_layer,
-                    choices_text="a convolutional layer of this model")
+                    choices_text="a convolutional layer or transformer block of this model")
 
 
 # ---------------------------------------------------------------- the private copy
 
 
 class _Capture(torch.nn.Module):
-    """Runs the wrapped layer and appends its output to this thread's list."""
+    """Runs the wrapped layer and appends its output, folded into an (N, K, h, w) grid
+    (:func:`feature_grid.fold`), to this thread's list; the network goes on from the grid."""
 
-    def __init__(self, inner: torch.nn.Module) -> None:
+    def __init__(self, inner: torch.nn.Module, layer: str, layout: str, patch: tuple[int, int] | None,
+                 local: threading.local) -> None:
         super().__init__()
-        self.inner = inner
+        self.inner, self.layer, self.layout, self.patch, self.local = inner, layer, layout, patch, local
 
     def forward(self, *args, **kwargs):
         out = self.inner(*args, **kwargs)
-        outputs = getattr(_CAPTURED, "outputs", None)
-        if outputs is not None:
-            outputs.append(out)
-        return out
+        outputs = getattr(self.local, "outputs", None)
+        if outputs is None or not isinstance(out, torch.Tensor):
+            return out
+        grid, restore = feature_grid.fold(out, self.layout, self.local.hw, self.patch, self.layer)
+        if isinstance(outputs, dict):  # _RECORDED: every output under its layer's name
+            outputs.setdefault(self.layer, []).append(grid)
+        else:
+            outputs.append(grid)
+        return out if grid is out else restore(grid)
 
 
-class _Record(torch.nn.Module):
-    """Runs the wrapped layer and records its output under its name, for this thread."""
-
-    def __init__(self, inner: torch.nn.Module, name: str) -> None:
-        super().__init__()
-        self.inner, self.name = inner, name
-
-    def forward(self, *args, **kwargs):
-        out = self.inner(*args, **kwargs)
-        recorded = getattr(_RECORDED, "outputs", None)
-        if recorded is not None and isinstance(out, torch.Tensor):
-            recorded.setdefault(self.name, []).append(out)
-        return out
-
-
-def _wrap_all(clone: torch.nn.Module, layers: list[str]) -> torch.nn.Module:
-    for layer in layers:
+def _wrap_all(clone: torch.nn.Module, layers: list[str], local: threading.local = _RECORDED) -> torch.nn.Module:
+    patch = feature_grid.patch_size(clone)
+    for layer in sorted(layers, key=lambda name: -name.count(".")):  # a block's norm before the block wraps it
         parent_name, _, child = layer.rpartition(".")
         parent = clone.get_submodule(parent_name) if parent_name else clone
-        parent._modules[child] = _Record(parent._modules[child], layer)
-    return clone
-
-
-def _wrap(clone: torch.nn.Module, layer: str) -> torch.nn.Module:
-    parent_name, _, child = layer.rpartition(".")
-    parent = clone.get_submodule(parent_name) if parent_name else clone
-    parent._modules[child] = _Capture(parent._modules[child])
+        parent._modules[child] = _Capture(parent._modules[child], layer, feature_grid.layout_of(clone, layer),
+                                          patch, local)
     return clone
 
 
@@ -162,7 +165,7 @@ def cam_copy(module: torch.nn.Module, layer: str, title: str = "Grad-CAM") -> to
         children = [n for n, _ in module.named_children()]
         raise InvalidInputError(f"layer {layer!r} is not a submodule of {type(module).__name__}; "
                                 f"its top-level modules are {children}")
-    return private_copy(module, ("cam", layer), lambda clone: _wrap(clone, layer))
+    return private_copy(module, ("cam", layer), lambda clone: _wrap_all(clone, [layer], _CAPTURED))
 
 
 def _captured_activation(layer: str, title: str) -> torch.Tensor:
@@ -195,7 +198,7 @@ def activations_and_gradients(req: Request, wrapped: torch.nn.Module, layer: str
     as the method declares it (``req.loss_sign``: −L = log p_y for every CAM
     method), both in the request's dtype (float32 even under "fast" autocast).
     """
-    _CAPTURED.outputs = []
+    _CAPTURED.outputs, _CAPTURED.hw = [], tuple(req.X.shape[-2:])
     try:
         out = vjps(req, wrapped, start, stop, wrt=lambda: _captured_activation(layer, title))
     except RuntimeError as exc:
@@ -214,7 +217,7 @@ def activations(req: Request, wrapped: torch.nn.Module, layer: str, title: str, 
     """(logits (B, C), A (B, K, h, w)) of rows ``x`` (on the device, in its dtype) through ``wrapped``, without
     gradients: a forward pass only. Both in the request's dtype; the logits checked."""
     x = x.contiguous(memory_format=memory_format_of(req.module))
-    _CAPTURED.outputs = []
+    _CAPTURED.outputs, _CAPTURED.hw = [], tuple(x.shape[-2:])
     try:
         with torch.no_grad(), precision_context(req.device, req.precision):
             logits = checked_forward(wrapped, x, req.check)

@@ -28,7 +28,8 @@ from saliency_core.errors import InvalidInputError
 #: What a method may need of a model, in words (:attr:`AttributionMethod.needs`).
 NEEDS = {
     "conv_layer": "a convolutional layer whose (N, K, h, w) output reaches the logits (not inside TorchScript)",
-    "relu_modules": "nn.ReLU / nn.ReLU6 modules (compiled TorchScript and export models have none)",
+    "relu_modules": "nn.ReLU / nn.ReLU6 modules (compiled TorchScript and export models have none) and no GELU "
+                    "(transformers, ConvNeXt: the guided rule is defined for the ReLU only)",
     "baseline": "a baseline image x′ or reference images (black, noise and mixed references need the model's "
                 "normalisation: a LoadedModel)",
     "deeplift_layers": "only layers DeepLIFT has rules for: convolutions, linear, eval batch norm, average pooling, "

@@ -9,6 +9,15 @@ ReLU6 (EfficientNet-Lite, MobileNet) is treated the same way with its own
 gradient ``1[0 < x < 6]``. Only ``nn.ReLU`` / ``nn.ReLU6`` modules are seen;
 activations applied with ``torch.nn.functional`` keep their plain backward.
 
+A model with ``nn.GELU`` (vision transformers, Swin, ConvNeXt) is refused:
+the paper's rule is defined for the ReLU, whose gradient is 0 or 1, and
+GELU's is neither (negative below x ≈ −0.75, above 1 near x ≈ 1.5). A
+"guided GELU" would be a rule of our own, and passing GELU's plain backward
+beside guided ReLUs would give a map that is neither; so such a model gets
+a message, not a map. (A ReLU model with other smooth activations, such as
+MobileNet V3's hard-swish, is guided at its ReLUs only, as Captum's
+``GuidedBackprop`` does.)
+
 The loss objective is used as −L (the target's log-probability): the
 positive-only rule depends on the sign, and with −L it keeps the signals
 that are evidence for the target, as it does for the score.
@@ -27,6 +36,8 @@ from saliency_core.methods._common import MethodOutput, Request, image_rows, pri
 from saliency_core.methods.declaration import AttributionMethod
 
 RELU_FAMILY = (torch.nn.ReLU, torch.nn.ReLU6)
+#: Activations the guided rule is not defined for, whose models are refused (see above).
+UNGUIDED = (torch.nn.GELU,)
 
 
 class _GuidedClamp(torch.autograd.Function):
@@ -73,8 +84,15 @@ def _swap_relus(clone: torch.nn.Module) -> torch.nn.Module:
 def guided_copy(module: torch.nn.Module) -> torch.nn.Module:
     """The module's guided twin: a structure copy sharing its weights, ReLU/ReLU6 modules swapped (cached).
 
-    Raises InvalidInputError for a module without ReLU-family modules.
+    Raises InvalidInputError for a module with GELU or without ReLU-family modules.
     """
+    gelu = next((name for name, m in module.named_modules() if isinstance(m, UNGUIDED)), None)
+    if gelu is not None:
+        raise InvalidInputError(
+            f"guided backprop is defined for ReLU activations, and {type(module).__name__} uses GELU ({gelu!r}): "
+            "its gradient is neither 0 nor 1, so the paper's rule (Springenberg et al. 2015) does not say what to "
+            "pass back. Use the plain gradient, Integrated Gradients or a CAM method for this model."
+        )
     if not any(isinstance(m, RELU_FAMILY) for m in module.modules()):
         found = sorted({type(m).__name__ for m in module.modules() if not list(m.children())} - {"Identity"})
         raise InvalidInputError(

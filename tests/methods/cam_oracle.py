@@ -89,15 +89,17 @@ def small_batch(n: int = 3, size: int = 32, seed: int = 1) -> tuple[torch.Tensor
 
 
 def check_against_oracle(method: str, cam_class, model, module: torch.nn.Module, layer: str, X: torch.Tensor,
-                         y, monkeypatch, rtol: float = 1e-5, **params):
+                         y, monkeypatch, rtol: float = 1e-5, reshape_transform=None, **params):
     """``saliency_core.attribute(model, X, y, method, layer=layer)`` for both objectives equals pytorch-grad-cam's
-    ``cam_class`` on ``module`` (the model's module), upsampled alike; returns the result."""
+    ``cam_class`` on ``module`` (the model's module, given ``reshape_transform`` for a transformer's tokens),
+    upsampled alike; returns the result."""
     from saliency_core import attribute
 
     r = attribute(model, X, y, method, ("score", "loss"), layer=layer, **params)
     assert r.params["layer"] == layer and r.reduction == "none"
     for objective in ("score", "loss"):
-        ref = upsampled(oracle_coarse(cam_class, module, layer, X, r.targets, objective, monkeypatch),
+        ref = upsampled(oracle_coarse(cam_class, module, layer, X, r.targets, objective, monkeypatch,
+                                      **({"reshape_transform": reshape_transform} if reshape_transform else {})),
                         tuple(X.shape[2:]))
         assert r.attributions[objective].shape == (X.shape[0], 1, *X.shape[2:])
         assert_same_map(r.attributions[objective], ref, rtol)

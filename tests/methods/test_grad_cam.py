@@ -65,8 +65,12 @@ def test_grad_cam_refuses_layers_it_cannot_use(make, layer, match):
 
 
 def test_registered_cam_layers_exist_and_give_feature_maps():
+    """Every torchvision model of the picker has a CAM layer, registered or found (ConvNeXt, Swin, ViT: the
+    last stage, the last block's norm), whose output folds into a grid of at least 7 x 7."""
     from torchvision.models import get_model
 
+    from saliency_core.methods import feature_grid
+    from saliency_core.methods.cam_layer import registered_layer
     from saliency_core.models.registry import REGISTRY
 
     shapes: list[tuple[int, ...]] = []
@@ -76,15 +80,20 @@ def test_registered_cam_layers_exist_and_give_feature_maps():
         shapes.clear()
         with torch.device("meta"):  # structure only: no weights allocated or initialised
             model = get_model(spec.name, weights=None).eval()
-        if spec.name == "vit_b_16":
-            assert spec.cam_layer == ""
-            continue
-        layer = model.get_submodule(spec.cam_layer)
+        name = spec.cam_layer or registered_layer(model)
+        assert name, spec.name
+        layer = model.get_submodule(name)
         handle = layer.register_forward_hook(lambda mod, args, out: shapes.append(tuple(out.shape)))
+        crop = spec.preprocessing.crop
         with torch.no_grad():
-            model(torch.empty(1, 3, 224, 224, device="meta"))
+            model(torch.empty(1, 3, crop, crop, device="meta"))
         handle.remove()
-        assert len(shapes) == 1 and len(shapes[0]) == 4 and shapes[0][2] >= 7, (spec.name, shapes)
+        assert len(shapes) == 1, (spec.name, shapes)
+        out = torch.empty(shapes[0], device="meta")
+        grid, _ = feature_grid.fold(out, feature_grid.layout_of(model, name), (crop, crop),
+                                    feature_grid.patch_size(model), name)
+        assert grid.dim() == 4 and grid.shape[2] >= 7 and grid.shape[2] == grid.shape[3], (spec.name, shapes)
+        assert grid.shape[1] >= 256, (spec.name, grid.shape)  # channels, not a side of the grid
 
 
 def test_a_registered_model_without_cam_layer_says_so(lite0):

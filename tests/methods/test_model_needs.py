@@ -47,7 +47,7 @@ def test_a_net_without_convolutions_or_relu_modules_lacks_both():
     assert unmet_needs(gradient.METHOD, net) == () and unmet_needs(integrated_gradients.METHOD, net) == ()
     # What the methods themselves say when run anyway: the checks agree with them.
     assert cam_layer.conv_layers(net, size=8) == []
-    with pytest.raises(InvalidInputError, match="has none"):
+    with pytest.raises(InvalidInputError, match="uses GELU"):
         guided_backprop.guided_copy(net)
 
 
