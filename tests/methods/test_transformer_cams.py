@@ -1,4 +1,4 @@
-"""The CAM methods on vision transformers and Swin: the layer found, tokens folded into the grid, pytorch-grad-cam's maps.
+"""The CAM methods on vision transformers and Swin: the layer found, tokens folded, pytorch-grad-cam's maps.
 
 pytorch-grad-cam (PyPI grad-cam 1.5.7) is the oracle, given the
 ``reshape_transform`` its documentation asks the user to write: drop the
