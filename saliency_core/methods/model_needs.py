@@ -39,15 +39,22 @@ def _has_relu_modules(module: torch.nn.Module) -> bool:
                                                                          for m in modules)
 
 
+#: Modules DeepLIFT has no rule for that mark a whole family of models (transformers, ConvNeXt): layer norm
+#: (timm's and ConvNeXt's LayerNorm2d are subclasses) and attention.
+NO_DEEPLIFT_RULE = (torch.nn.LayerNorm, torch.nn.MultiheadAttention)
+
+
 #: need -> whether a module meets it. "baseline" is always met: only its "black" choice needs the model's
 #: normalisation, and the other baselines work on any model.
 CHECKS: dict[str, Callable[[torch.nn.Module], bool]] = {
     "conv_layer": _has_conv_layer,
     "relu_modules": _has_relu_modules,
     "baseline": lambda module: True,
-    # DeepLIFT's rules need the layers as modules; compiled TorchScript hides them (its other refusals, such as
-    # max-pooling, are found when it runs, with the layer named).
-    "deeplift_layers": lambda module: not any(isinstance(m, torch.jit.ScriptModule) for m in module.modules()),
+    # DeepLIFT's rules need the layers as modules; compiled TorchScript hides them, and a transformer's layer
+    # norms and attention have no rule (its other refusals, such as max-pooling, are found when it runs, with
+    # the layer named).
+    "deeplift_layers": lambda module: not any(isinstance(m, (torch.jit.ScriptModule, *NO_DEEPLIFT_RULE))
+                                              for m in module.modules()),
 }
 
 

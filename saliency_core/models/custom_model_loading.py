@@ -29,7 +29,7 @@ import torch
 
 from saliency_core.core.model_access import freeze
 from saliency_core.errors import ModelUnavailableError, first_line
-from saliency_core.models.custom_models import CustomModel, inside_folder
+from saliency_core.models.custom_models import TIMM_PREFIX, CustomModel, inside_folder
 from saliency_core.models.export_archive import read_exported_program
 from saliency_core.models.file_operators import check_torchscript_code
 
@@ -104,12 +104,31 @@ def _check_export_input(program, shown: str, model: CustomModel) -> None:
         raise ModelUnavailableError(f"{shown}: exported for ({c}, {h}, {w}) images, but its sidecar's crop is {crop}")
 
 
-def _load_state_dict(path: Path, shown: str, model: CustomModel) -> torch.nn.Module:
+def _architecture(shown: str, model: CustomModel) -> torch.nn.Module:
+    """The sidecar's architecture with random weights and ``len(classes)`` outputs: torchvision's, or timm's
+    (``timm:<name>``, never its pretrained weights, sized by ``architecture_args``)."""
     from torchvision.models import get_model, list_models
 
+    if model.architecture.startswith(TIMM_PREFIX):
+        try:
+            import timm
+        except ImportError:
+            raise ModelUnavailableError(f"{shown}: timm models need the timm package (pip install timm)") from None
+        name = model.architecture[len(TIMM_PREFIX):]
+        try:
+            return timm.create_model(name, pretrained=False, num_classes=len(model.classes),
+                                     **dict(model.architecture_args))
+        except (RuntimeError, TypeError, ValueError, AssertionError) as exc:
+            raise ModelUnavailableError(f"{shown}: timm's {name} can't be built with architecture_args "
+                                        f"{dict(model.architecture_args)}: {first_line(exc, 300)}") from None
     if model.architecture not in list_models():
         raise ModelUnavailableError(f"{shown}: architecture {model.architecture!r} is not a torchvision model; "
-                                    "e.g. resnet18, squeezenet1_1, mobilenet_v3_small")
+                                    "e.g. resnet18, squeezenet1_1, mobilenet_v3_small, or timm:<name>")
+    return get_model(model.architecture, weights=None, num_classes=len(model.classes))
+
+
+def _load_state_dict(path: Path, shown: str, model: CustomModel) -> torch.nn.Module:
+    module = _architecture(shown, model)  # first: a wrong name is told before a large file is read
     if path.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
@@ -131,10 +150,9 @@ def _load_state_dict(path: Path, shown: str, model: CustomModel) -> torch.nn.Mod
         raise ModelUnavailableError(f"{shown}: not a state dict (a mapping of names to tensors), "
                                     f"got {type(state).__name__}")
     try:
-        module = get_model(model.architecture, weights=None, num_classes=len(model.classes))
         module.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, ValueError) as exc:
-        raise ModelUnavailableError(f"{shown}: does not fit torchvision's {model.architecture} with "
+        raise ModelUnavailableError(f"{shown}: does not fit {model.kind.removesuffix(' state dict')} with "
                                     f"{len(model.classes)} classes: {first_line(exc, 400)}") from None
     return module.eval()
 

@@ -4,7 +4,7 @@ A model is a file and a sidecar of the same stem::
 
     mynet.pt     TorchScript (torch.jit.save), loaded with torch.jit.load on the CPU
     mynet.pt2    a torch.export program (torch.export.save), loaded with torch.export.load
-    mynet.pth    a state dict (torch.save(model.state_dict())) of a torchvision architecture,
+    mynet.pth    a state dict (torch.save(model.state_dict())) of a torchvision or timm architecture,
                  loaded with torch.load(weights_only=True); .safetensors too, when the
                  safetensors package is installed
     mynet.json   or mynet.toml: what the dashboard needs to know (below)
@@ -17,8 +17,18 @@ Sidecar fields::
                                                 ``crop`` (8 to 1024, see MAX_CROP)
     mean, std      [0.485, 0.456, 0.406], [...] normalisation of the [0, 1] RGB input
     interpolation  "bilinear" or "bicubic"      (default bilinear)
-    cam_layer      "features.4"                 Grad-CAM's default layer (optional; not for TorchScript)
-    architecture   "resnet18"                   torchvision's name; required for a state dict, else refused
+    cam_layer      "features.4"                 Grad-CAM's default layer (optional; not for TorchScript;
+                                                a ViT's, Swin's or ConvNeXt's is found without it)
+    architecture   "resnet18"                   torchvision's name, or "timm:<name>" for a timm model (the
+                   "timm:deit_small_patch16_224" optional timm package); required for a state dict,
+                                                else refused
+    architecture_args  {"img_size": 32, ...}    a timm model's size (TIMM_ARGS: img_size, depth, embed_dim,
+                                                ...), as given to timm.create_model
+
+A timm model's resize, crop, mean, std and interpolation default to timm's
+own preprocessing for that name (its pretrained configuration: input size,
+crop fraction, normalisation; ``img_size`` sets the crop); the sidecar's
+fields, where given, win.
 
 Models appear as ``custom:<stem>`` so they never shadow a built-in name.
 
@@ -59,7 +69,12 @@ MAX_RESIZE = 2048
 #: over twice the input of the largest common classifiers (EfficientNet-B7: 600 px).
 MAX_CROP = 1024
 _STEM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_FIELDS = {"title", "classes", "resize", "crop", "mean", "std", "interpolation", "cam_layer", "architecture"}
+_FIELDS = {"title", "classes", "resize", "crop", "mean", "std", "interpolation", "cam_layer", "architecture",
+           "architecture_args"}
+TIMM_PREFIX = "timm:"
+#: What ``architecture_args`` may set: the shape of a timm model, never files, URLs or pretrained weights.
+TIMM_ARGS = {"img_size", "patch_size", "embed_dim", "depth", "depths", "num_heads", "window_size", "mlp_ratio",
+             "dims", "class_token", "global_pool", "no_embed_class", "reg_tokens", "qkv_bias"}
 
 
 @dataclass(frozen=True)
@@ -73,12 +88,15 @@ class CustomModel:
     classes: tuple[str, ...] = ()
     cam_layer: str = ""
     architecture: str = ""
+    architecture_args: tuple[tuple[str, object], ...] = ()  # a timm model's keyword arguments, sorted
     problem: str = ""
     files: tuple[str, ...] = ()  # what it was read from: the model file, its sidecar, its class-name file
 
 
     @property
     def kind(self) -> str:
+        if self.architecture.startswith(TIMM_PREFIX):
+            return f"timm {self.architecture[len(TIMM_PREFIX):]} state dict"
         return {".pt": "TorchScript", ".pt2": "torch.export program"}.get(
             Path(self.path).suffix, f"torchvision {self.architecture} state dict")
 
@@ -214,6 +232,17 @@ def _read_sidecar(root: Path, name: str, model: Path, sidecar: Path) -> CustomMo
     if unknown:
         raise ModelUnavailableError(f"{sidecar.name}: unknown field(s) {', '.join(unknown)}; "
                                     f"known: {', '.join(sorted(_FIELDS))}")
+    architecture = data.get("architecture", "")
+    if model.suffix in STATE_DICT_SUFFIXES:
+        if not isinstance(architecture, str) or not architecture:
+            raise ModelUnavailableError(f"{sidecar.name}: a state dict ({model.name}) needs architecture, "
+                                        "a torchvision model name such as resnet18, or timm:<name>")
+    elif architecture:
+        raise ModelUnavailableError(f"{sidecar.name}: architecture is for state dicts only; {model.name} "
+                                    "carries its own")
+    args = _architecture_args(sidecar.name, architecture, data.get("architecture_args"))
+    if architecture.startswith(TIMM_PREFIX):
+        data = {**_timm_preprocessing(sidecar.name, architecture[len(TIMM_PREFIX):], dict(args)), **data}
     for required in ("classes", "resize", "crop", "mean", "std"):
         if required not in data:
             raise ModelUnavailableError(f"{sidecar.name}: the field {required} is missing")
@@ -251,16 +280,56 @@ def _read_sidecar(root: Path, name: str, model: Path, sidecar: Path) -> CustomMo
             f"{sidecar.name}: cam_layer can't be used with TorchScript ({model.name}): its compiled forward can't "
             "hand a layer's output to Grad-CAM. Save the model with torch.export (.pt2) or as a state dict, "
             "or drop cam_layer")
-    architecture = data.get("architecture", "")
-    if model.suffix in STATE_DICT_SUFFIXES:
-        if not isinstance(architecture, str) or not architecture:
-            raise ModelUnavailableError(f"{sidecar.name}: a state dict ({model.name}) needs architecture, "
-                                        "a torchvision model name such as resnet18")
-    elif architecture:
-        raise ModelUnavailableError(f"{sidecar.name}: architecture is for state dicts only; {model.name} "
-                                    "carries its own")
     prep = Preprocessing(sizes["resize"], sizes["crop"], norm["mean"], norm["std"], interpolation)
-    return CustomModel(name, title.strip(), str(model), prep, classes, cam_layer, architecture, files=files)
+    return CustomModel(name, title.strip(), str(model), prep, classes, cam_layer, architecture, args, files=files)
+
+
+def _architecture_args(shown: str, architecture: str, args: object) -> tuple[tuple[str, object], ...]:
+    """A timm model's ``architecture_args``, checked: known keys (TIMM_ARGS), numbers, booleans, short strings
+    or lists of integers; sorted (key, value) pairs, lists as tuples."""
+    if args is None:
+        return ()
+    if not architecture.startswith(TIMM_PREFIX):
+        raise ModelUnavailableError(f"{shown}: architecture_args is for timm models (architecture = "
+                                    "\"timm:<name>\"); torchvision's models have fixed sizes")
+    if not isinstance(args, dict):
+        raise ModelUnavailableError(f"{shown}: architecture_args must be a table such as {{\"img_size\": 224}}, "
+                                    f"got {type(args).__name__}")
+    unknown = sorted(set(args) - TIMM_ARGS)
+    if unknown:
+        raise ModelUnavailableError(f"{shown}: architecture_args can't set {', '.join(map(repr, unknown))}; "
+                                    f"it may set {', '.join(sorted(TIMM_ARGS))}")
+    out = []
+    for key, value in sorted(args.items()):
+        if isinstance(value, list) and 0 < len(value) <= 16 and all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 4096 for v in value):
+            value = tuple(value)
+        elif isinstance(value, bool) or (isinstance(value, str) and len(value) <= 32):
+            pass
+        elif not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value <= 4096):
+            raise ModelUnavailableError(f"{shown}: architecture_args.{key} must be a number from 0 to 4096, a "
+                                        f"boolean, a short string or a list of such integers, got {value!r:.80}")
+        out.append((key, value))
+    return tuple(out)
+
+
+def _timm_preprocessing(shown: str, name: str, args: dict) -> dict:
+    """resize, crop, mean, std, interpolation from timm's configuration of ``name`` (``img_size`` sets the crop);
+    ModelUnavailableError without timm or for a name timm doesn't know."""
+    try:
+        import timm
+    except ImportError:
+        raise ModelUnavailableError(f"{shown}: timm models need the timm package (pip install timm)") from None
+    cfg = timm.models.get_pretrained_cfg(name) if timm.is_model(name) else None
+    if cfg is None:
+        close = sorted(timm.list_models(f"*{name.split('_')[0]}*"))[:6] if name else []
+        raise ModelUnavailableError(f"{shown}: timm has no model {name!r}"
+                                    + (f"; e.g. {', '.join(close)}" if close else ""))
+    size = args.get("img_size", cfg.input_size[-1])
+    crop = int(size[-1] if isinstance(size, tuple) else size)
+    interpolation = cfg.interpolation if cfg.interpolation in ("bilinear", "bicubic") else "bicubic"
+    return {"crop": crop, "resize": max(crop, int(math.floor(crop / (cfg.crop_pct or 1.0)))),
+            "mean": list(cfg.mean), "std": list(cfg.std), "interpolation": interpolation}
 
 
 def _classes(root: Path, sidecar: Path, value: object) -> tuple[str, ...]:
