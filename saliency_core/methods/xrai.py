@@ -43,9 +43,14 @@ for step:
    (PAIR's ``attribution_mask``); pixels left uncovered get the mean
    attribution over all of them.
 
-The map is one channel per pixel, signed: the method returns it as
-(N, 1, H, W) (``output="layer"``, like the CAMs: no channel reduction, the
-maps are PAIR's values as they are).
+The attributions are PAIR's ``attribution_mask`` as it is: one signed
+channel per pixel, (N, 1, H, W) (``output="layer"``, like the CAMs: no
+channel reduction). The maps, which the project keeps >= 0 (statistics,
+metrics and figures read them as magnitudes), are those gains less each
+image's smallest: the same order of regions and the same differences
+between them (a region's rank is what XRAI is read for), 0 for the least
+important region; |gain| would rank a region of strongly negative density
+first, and a ReLU would tie all negative regions.
 
 The loss objective is used as −L (the target's log-probability): its IG and
 so its regions' gains are evidence for the target. Segments do not depend on
@@ -248,7 +253,8 @@ def _check(steps: int, mode: str, area_threshold: float) -> None:
 
 
 def run(req: Request, steps: int = STEPS, mode: str = "full", area_threshold: float = 1.0) -> MethodOutput:
-    """attributions[obj] = (N, 1, H, W) float: each pixel the gain of the region that first covered it."""
+    """attributions[obj] = (N, 1, H, W): each pixel the gain of the region that first covered it (PAIR's map);
+    maps[obj] = (N, H, W) those gains less the image's smallest (>= 0)."""
     _check(steps, mode, area_threshold)
     logits = clean_forward(req)
     targets = resolve_targets(logits, req.y)
@@ -262,8 +268,9 @@ def run(req: Request, steps: int = STEPS, mode: str = "full", area_threshold: fl
             ranked = (rank_full(attr, masks, area_threshold) if mode == "full" else rank_fast(attr, masks))
             maps[o][i] = torch.from_numpy(ranked)
     attributions = {o: v.to(device=req.device, dtype=req.dtype)[:, None] for o, v in maps.items()}
-    return MethodOutput(attributions=attributions, maps={o: a[:, 0] for o, a in attributions.items()},
-                        logits=logits, targets=targets)
+    shifted = {o: (v - v.amin(dim=(1, 2), keepdim=True)).to(device=req.device, dtype=req.dtype)
+               for o, v in maps.items()}  # >= 0, PAIR's order of regions
+    return MethodOutput(attributions=attributions, maps=shifted, logits=logits, targets=targets)
 
 
 METHOD = AttributionMethod(

@@ -79,7 +79,7 @@ def test_the_segments_are_pairs():
         ours = xrai.segments(image)
         ref = pair_xrai._get_segments_felzenszwalb(image)
         assert ours.shape == (len(ref), *image.shape[:2]) and ours.dtype == bool
-        assert all(np.array_equal(o, r) for o, r in zip(ours, ref))
+        assert all(np.array_equal(o, r) for o, r in zip(ours, ref, strict=True))
 
 
 @pytest.mark.parametrize("area_threshold", [1.0, 0.4])
@@ -130,18 +130,20 @@ def test_equals_pair_on_a_small_net_for_the_score_and_the_loss(mode, normalised)
         for i in range(2):
             ref = pair_map(attr[i], pixels(X[i], norm), mode)
             assert relative(r.attributions[obj][i, 0], ref) < 1e-12, (obj, i)
-            torch.testing.assert_close(r.maps[obj][i], r.attributions[obj][i, 0])
+            gains = r.attributions[obj][i, 0]
+            torch.testing.assert_close(r.maps[obj][i], gains - gains.min(), rtol=0, atol=0)
+            assert float(r.maps[obj][i].min()) == 0  # the gains are signed, the maps >= 0
 
 
 def test_the_area_threshold_leaves_one_region_as_pairs():
     net = smooth_net().double()
-    X, y = batch(n=1, size=48)
+    X, _ = batch(n=1, size=48)
     r = attribute(net, X.double(), [2], "xrai", ("loss",), steps=4, area_threshold=0.3)
     attr = base_ig(net, X.double(), [2], "loss", 4)
     ref = pair_map(attr[0], pixels(X[0].double()), "full", area_threshold=0.3)
     assert relative(r.attributions["loss"][0, 0], ref) < 1e-12
-    full = attribute(net, X.double(), [2], "xrai", ("loss",), steps=4).maps["loss"][0]
-    assert not torch.equal(r.maps["loss"][0], full)  # the threshold changed something
+    full = attribute(net, X.double(), [2], "xrai", ("loss",), steps=4).attributions["loss"][0, 0]
+    assert not torch.equal(r.attributions["loss"][0, 0], full)  # the threshold changed something
 
 
 def test_the_loss_map_is_of_minus_l():
@@ -152,8 +154,8 @@ def test_the_loss_map_is_of_minus_l():
     r = attribute(net, X.double(), [3], "xrai", ("loss",), steps=4, mode="fast")
     minus_l = base_ig(net, X.double(), [3], "loss", 4)  # attribute's IG loss is −L too
     plus_l = pair_map(-minus_l[0], pixels(X[0].double()), "fast")
-    assert relative(r.maps["loss"][0], pair_map(minus_l[0], pixels(X[0].double()), "fast")) < 1e-12
-    assert relative(r.maps["loss"][0], plus_l) > 0.1
+    assert relative(r.attributions["loss"][0, 0], pair_map(minus_l[0], pixels(X[0].double()), "fast")) < 1e-12
+    assert relative(r.attributions["loss"][0, 0], plus_l) > 0.1
 
 
 def test_a_batch_equals_each_image_alone():
@@ -166,7 +168,8 @@ def test_a_batch_equals_each_image_alone():
             alone = attribute(net, X[i:i + 1], [int(together.targets[i])], "xrai", ("score", "loss"), steps=3,
                               mode=mode)
             for obj in ("score", "loss"):
-                torch.testing.assert_close(together.maps[obj][i], alone.maps[obj][0], rtol=1e-12, atol=1e-14)
+                torch.testing.assert_close(together.attributions[obj][i], alone.attributions[obj][0], rtol=1e-12,
+                                           atol=1e-14)
 
 
 def test_the_declared_cost_is_the_rows_run_and_progress_counts_them():
@@ -228,5 +231,5 @@ def test_equals_pair_on_the_embedded_model(lite0, mode):
     for obj in ("score", "loss"):
         attr = base_ig(lite0, x, [coffee.label], obj, 3, norm)
         ref = pair_map(attr[0], pixels(x[0], norm), mode)
-        worst[obj] = relative(r.maps[obj][0], ref)
+        worst[obj] = relative(r.attributions[obj][0, 0], ref)
     assert max(worst.values()) < 1e-6, worst
