@@ -1,9 +1,10 @@
-"""Blur IG and Expected Gradients against their oracle libraries, for the same work: both objectives.
+"""Blur IG, Expected Gradients and XRAI against their oracle libraries, for the same work: both objectives.
 
 Run from the repository root::
 
     .venv/bin/python benchmarks/bench_path_methods.py                  # batches 1 and 8, 3 rounds
     .venv/bin/python benchmarks/bench_path_methods.py --batches 1 --reps 1
+    .venv/bin/python benchmarks/bench_path_methods.py --methods xrai --xrai-steps 8
 
 On the embedded model (EfficientNet-Lite0, channels_last as ``load_model`` gives it) and the bundled photos,
 each contender computes the score and the loss (−L = log p_y) maps of every image of the batch:
@@ -18,6 +19,12 @@ each contender computes the score and the loss (−L = log p_y) maps of every im
   with the same references (each image's four blurs, as the method's default) and the same number of
   samples, per image (its baselines are shared by a call's inputs) and per objective. The draws differ (each
   side draws its own α and reference), so the work is the same, not the maps.
+* XRAI: ``attribute(..., "xrai", steps=S, mode=M)`` against PAIR's ``saliency.core.XRAI`` computing everything
+  itself, per image and per objective: its IG from the black and the white pixel image (``baselines=[0, 1]``,
+  S points each, ``batch_size`` 8, the same model through ``call_model_function`` on the pixels), its
+  Felzenszwalb segments of the pixel image, its ranking in mode M. PAIR weights IG's points 1/S, the core's
+  trapezoid halves the ends: the same rows, not the same IG, so the maps are not compared here
+  (``tests/methods/test_xrai.py`` gives PAIR the core's IG and segments and gets the same maps).
 
 Steps and samples are below the dashboard's defaults (64 and 32) to keep a round short; both sides scale
 with them alike. Each round runs every contender once, in turn; the median over rounds is reported.
@@ -95,6 +102,25 @@ def captum_eg(model, x: torch.Tensor, y: list[int], samples: int) -> None:
             shap.attribute(xi, baselines=refs, n_samples=samples, stdevs=0.0)
 
 
+def pair_xrai(model, x: torch.Tensor, y: list[int], steps: int, mode: str) -> None:
+    import saliency.core as pair
+
+    mean = torch.tensor(model.preprocessing.mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.preprocessing.std).view(1, 3, 1, 1)
+    params = pair.XRAIParameters(steps=steps, algorithm=mode)
+    for i, target in enumerate(y):
+        pixels = (x[i:i + 1] * std + mean)[0].permute(1, 2, 0).numpy()
+        black, white = np.zeros_like(pixels), np.ones_like(pixels)
+        for name in OBJECTIVES:
+            def call(batch, call_model_args=None, expected_keys=None, name=name, target=target):
+                p = torch.tensor(np.asarray(batch), dtype=torch.float32).permute(0, 3, 1, 2).requires_grad_(True)
+                f = objective(model.model((p - mean) / std), target, name)
+                (grad,) = torch.autograd.grad(f.sum(), p)
+                return {pair.INPUT_OUTPUT_GRADIENTS: grad.permute(0, 2, 3, 1).numpy()}
+
+            pair.XRAI().GetMask(pixels, call, baselines=[black, white], batch_size=8, extra_parameters=params)
+
+
 def relative(ours: torch.Tensor, theirs: list[np.ndarray]) -> float:
     """max |ours − theirs| / max |theirs| over the batch; PAIR's maps are in pixel units, the core's in the
     model's input units: one image's gradient w.r.t. pixels is 1/std times the normalised one, and the path
@@ -110,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--steps", type=int, default=16, help="Blur IG's steps on both sides")
     ap.add_argument("--samples", type=int, default=16, help="Expected Gradients' samples on both sides")
+    ap.add_argument("--xrai-steps", type=int, default=16, help="XRAI's IG points per baseline on both sides")
+    ap.add_argument("--xrai-mode", default="full", choices=("full", "fast"))
+    ap.add_argument("--methods", default="blur_ig,expected_gradients,xrai", help="which of the three to run")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore", AttributionWarning)
+    methods = set(args.methods.split(","))
     device = torch.device("cpu")
     model = load_model(None, device)
     print(f"{describe(device)}; load average {os.getloadavg()[0]:.1f} at the start")
@@ -127,10 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         def theirs_blur(x=x, y=y, kept=kept) -> None:
             kept["pair"] = pair_blur_ig(model, x, y, args.steps)
 
-        t = interleaved_medians({"core": ours_blur, "oracle": theirs_blur}, device, args.reps, args.warmup)
-        diff = max(relative(kept["core"].attributions[o], kept["pair"][o]) for o in OBJECTIVES)
-        print(f"| blur_ig ({args.steps} steps) | {batch} | PAIR saliency 0.2.1 | {batch / t['oracle']:.3f} | "
-              f"{batch / t['core']:.3f} | {t['oracle'] / t['core']:.2f}x | {diff:.1e} |", flush=True)
+        if "blur_ig" in methods:
+            t = interleaved_medians({"core": ours_blur, "oracle": theirs_blur}, device, args.reps, args.warmup)
+            diff = max(relative(kept["core"].attributions[o], kept["pair"][o]) for o in OBJECTIVES)
+            print(f"| blur_ig ({args.steps} steps) | {batch} | PAIR saliency 0.2.1 | {batch / t['oracle']:.3f} | "
+                  f"{batch / t['core']:.3f} | {t['oracle'] / t['core']:.2f}x | {diff:.1e} |", flush=True)
 
         def ours_eg(x=x, y=y) -> None:
             attribute(model, x, y, "expected_gradients", OBJECTIVES, samples=args.samples)
@@ -138,10 +169,23 @@ def main(argv: list[str] | None = None) -> int:
         def theirs_eg(x=x, y=y) -> None:
             captum_eg(model, x, y, args.samples)
 
-        t = interleaved_medians({"core": ours_eg, "oracle": theirs_eg}, device, args.reps, args.warmup)
-        print(f"| expected_gradients ({args.samples} samples) | {batch} | Captum GradientShap | "
-              f"{batch / t['oracle']:.3f} | {batch / t['core']:.3f} | {t['oracle'] / t['core']:.2f}x | "
-              "other draws |", flush=True)
+        if "expected_gradients" in methods:
+            t = interleaved_medians({"core": ours_eg, "oracle": theirs_eg}, device, args.reps, args.warmup)
+            print(f"| expected_gradients ({args.samples} samples) | {batch} | Captum GradientShap | "
+                  f"{batch / t['oracle']:.3f} | {batch / t['core']:.3f} | {t['oracle'] / t['core']:.2f}x | "
+                  "other draws |", flush=True)
+
+        def ours_xrai(x=x, y=y) -> None:
+            attribute(model, x, y, "xrai", OBJECTIVES, steps=args.xrai_steps, mode=args.xrai_mode)
+
+        def theirs_xrai(x=x, y=y) -> None:
+            pair_xrai(model, x, y, args.xrai_steps, args.xrai_mode)
+
+        if "xrai" in methods:
+            t = interleaved_medians({"core": ours_xrai, "oracle": theirs_xrai}, device, args.reps, args.warmup)
+            print(f"| xrai ({args.xrai_mode}, {args.xrai_steps} steps per baseline) | {batch} | PAIR saliency 0.2.1 | "
+                  f"{batch / t['oracle']:.3f} | {batch / t['core']:.3f} | {t['oracle'] / t['core']:.2f}x | "
+                  "other IG weights |", flush=True)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     return 0
 

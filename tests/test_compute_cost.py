@@ -78,6 +78,7 @@ SMALL = {
     "integrated_gradients": {"steps": 4, "baseline": "dataset_mean"},
     "blur_ig": {"steps": 4},
     "expected_gradients": {"samples": 3, "stdevs": 0.1},
+    "xrai": {"steps": 2},
     "deeplift": {"baseline": "dataset_mean"},
     "guided_backprop": {},
     "grad_cam": {"layer": "conv2"},

@@ -24,6 +24,7 @@ SMALL = {
     "integrated_gradients": {"steps": 4},
     "blur_ig": {"steps": 3},
     "expected_gradients": {"samples": 2},
+    "xrai": {"steps": 2},
     "smoothgrad_sq": {"samples": 2},
     "vargrad": {"samples": 2},
     "occlusion": {"window": 16, "stride": 16},

@@ -55,6 +55,7 @@ from saliency_core.methods import (
     smoothgrad,
     smoothgrad_sq,
     vargrad,
+    xrai,
 )
 from saliency_core.methods._common import Progress, Request
 from saliency_core.methods.declaration import FAMILIES
@@ -71,6 +72,7 @@ METHODS: list[AttributionMethod] = [
     integrated_gradients.METHOD,
     blur_ig.METHOD,
     expected_gradients.METHOD,
+    xrai.METHOD,
     deeplift.METHOD,
     guided_backprop.METHOD,
     grad_cam.METHOD,

@@ -42,6 +42,7 @@ FAST_PARAMS: dict[str, dict[str, object]] = {
     "integrated_gradients": {"steps": 4, "rule": "gauss_legendre"},
     "blur_ig": {"steps": 3},
     "expected_gradients": {"samples": 3, "seed": 2},
+    "xrai": {"steps": 2},
     "deeplift": {},
     "guided_backprop": {},
     "grad_cam": {},
@@ -64,6 +65,7 @@ LINK_PARAMS: dict[str, dict[str, str]] = {
     "integrated_gradients": {"steps": "4", "rule": "gauss_legendre", "baseline": "dataset_mean"},
     "blur_ig": {"steps": "3", "max_sigma": "30.0", "spacing": "sqrt"},
     "expected_gradients": {"samples": "3", "baselines": "noise", "seed": "2"},
+    "xrai": {"steps": "2", "mode": "fast", "area_threshold": "0.5"},
     "deeplift": {"baseline": "blur"},
     "guided_backprop": {},
     "grad_cam": {"layer": "_blocks.14._project_conv"},
@@ -166,9 +168,9 @@ def test_hover_names_attributions_and_grad_cam_has_no_channels(new_app):
 
 
 # The methods whose loss map is of −L = log p_y (README, glossary): their sign matters.
-MINUS_L = {"gradient_x_input", "integrated_gradients", "blur_ig", "expected_gradients", "deeplift", "guided_backprop",
-           "grad_cam", "grad_cam_plus_plus", "layer_cam", "hires_cam", "score_cam", "occlusion", "rise", "kernel_shap",
-           "lime"}
+MINUS_L = {"gradient_x_input", "integrated_gradients", "blur_ig", "expected_gradients", "xrai", "deeplift",
+           "guided_backprop", "grad_cam", "grad_cam_plus_plus", "layer_cam", "hires_cam", "score_cam", "occlusion",
+           "rise", "kernel_shap", "lime"}
 
 
 @pytest.mark.parametrize("method", list(FAST_PARAMS))

@@ -26,6 +26,7 @@ def test_registry_has_the_issues_methods_parameters_and_defaults():
         "integrated_gradients": {"steps": None, "baseline": "black", "rule": "adaptive", "tolerance": 0.05},
         "blur_ig": {"steps": 64, "max_sigma": 50.0, "grad_step": 0.01, "spacing": "linear"},
         "expected_gradients": {"samples": 32, "baselines": "blur", "stdevs": 0.0, "seed": 0},
+        "xrai": {"mode": "full", "steps": 32, "area_threshold": 1.0},
         "deeplift": {"baseline": "black"},
         "guided_backprop": {},
         "grad_cam": {"layer": None},
@@ -44,7 +45,7 @@ def test_registry_has_the_issues_methods_parameters_and_defaults():
     # variances (SmoothGrad², VarGrad) do not depend on it.
     assert {name: m.loss_objective for name, m in ATTRIBUTION_METHODS.items()} == {
         "gradient": "L", "smoothgrad": "L", "smoothgrad_sq": "L", "vargrad": "L", "gradient_x_input": "-L",
-        "integrated_gradients": "-L", "blur_ig": "-L", "expected_gradients": "-L", "deeplift": "-L",
+        "integrated_gradients": "-L", "blur_ig": "-L", "expected_gradients": "-L", "xrai": "-L", "deeplift": "-L",
         "guided_backprop": "-L", "grad_cam": "-L",
         "grad_cam_plus_plus": "-L", "layer_cam": "-L", "hires_cam": "-L", "score_cam": "-L", "occlusion": "-L",
         "rise": "-L", "kernel_shap": "-L", "lime": "-L",
@@ -156,7 +157,7 @@ def test_every_method_and_objective_on_the_embedded_model_leaves_it_untouched(li
     assert fingerprint(lite0.model) == before
     assert torch.equal(X, X_before) and X.grad is None and not X.requires_grad
     cam = ATTRIBUTION_METHODS[method].family == "CAM"
-    channels = 1 if cam else 3
+    channels = 1 if ATTRIBUTION_METHODS[method].output == "layer" else 3  # the CAMs' and XRAI's one channel
     for obj in ("score", "loss"):
         assert r.attributions[obj].shape == (1, channels, 224, 224)
         assert r.maps[obj].shape == (1, 224, 224) and r.maps[obj].dtype == torch.float32
