@@ -328,7 +328,7 @@ def _timm_preprocessing(shown: str, name: str, args: dict) -> dict:
     size = args.get("img_size", cfg.input_size[-1])
     crop = int(size[-1] if isinstance(size, tuple) else size)
     interpolation = cfg.interpolation if cfg.interpolation in ("bilinear", "bicubic") else "bicubic"
-    return {"crop": crop, "resize": max(crop, int(math.floor(crop / (cfg.crop_pct or 1.0)))),
+    return {"crop": crop, "resize": max(crop, math.floor(crop / (cfg.crop_pct or 1.0))),
             "mean": list(cfg.mean), "std": list(cfg.std), "interpolation": interpolation}
 
 
