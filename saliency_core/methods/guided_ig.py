@@ -90,12 +90,14 @@ def row_gradients(req: Request, points: torch.Tensor, targets: torch.Tensor, obj
 
     def step(start: int, stop: int) -> torch.Tensor:
         with torch.inference_mode(False), torch.enable_grad(), tf32_context(req.device, req.precision):
-            x = points[start:stop].to(req.dtype).contiguous(memory_format=fmt).requires_grad_(True)
+            # Fresh tensors made here: under the caller's inference_mode the inputs are inference tensors, which
+            # autograd may not save.
+            x = points[start:stop].to(req.dtype, copy=True).contiguous(memory_format=fmt).requires_grad_(True)
             with autocast_context(req.device, req.precision):
                 logits = checked_forward(req.module, x, req.check)
             logits = logits.to(req.dtype)
-            y = targets[start:stop]
-            f = torch.where(is_score[start:stop], objective_per_image(logits, y, "score"),
+            y = targets[start:stop].clone()
+            f = torch.where(is_score[start:stop].clone(), objective_per_image(logits, y, "score"),
                             objective_per_image(logits, y, "loss", req.loss_sign))
             (g,) = torch.autograd.grad(f.sum(), x)
         return g.detach()
