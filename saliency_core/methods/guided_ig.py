@@ -27,8 +27,7 @@ step's start: the inner loop reuses it (PAIR's too).
 The path depends on the objective's gradient, so each objective has its own:
 every image's and objective's path advances together, one row per (image,
 objective) through the model per step, each row with one VJP, of its own
-objective. Both objectives thus cost 2 rows per step and image (a gradient row
-with its two VJPs, and one forward more: :func:`passes`).
+objective. Both objectives thus cost 2 rows per step and image (:func:`passes`).
 
 The loss objective is used as −L (the target's log-probability), so that
 positive attributions are evidence for the target. The selection reads |g|
@@ -66,10 +65,11 @@ EPSILON = 1e-9
 
 
 def passes(steps: int = STEPS, **_params: object) -> Passes:
-    """Per image, both objectives: 2 rows per step (a forward and one VJP each, at the two paths' points), priced as
-    one gradient row (a forward, two VJPs) and one forward row; forward passes of the image and of its baseline
-    (completeness)."""
-    return Passes(gradient=steps, forward=steps + 2)
+    """Per image, both objectives: 2 rows with gradients per step (one per path, each a forward pass and one VJP,
+    of its own objective), and forward passes of the image and of its baseline (completeness). A row here has one
+    VJP where a gradient row has two, so the price is high by about a third of these rows' backward share: Passes
+    has no kind of row with one VJP, and too high is the safe side of a budget."""
+    return Passes(gradient=2 * steps, forward=2)
 
 
 def _check(fraction: float, max_dist: float) -> None:
