@@ -153,11 +153,14 @@ def guided_paths(x_in: torch.Tensor, x_base: torch.Tensor, grad_at: Callable[[to
         x_max = diff * alpha_max + x_base
         l1_target = l1_total * (1 - (step + 1) / steps)
         active = torch.ones(P, dtype=torch.bool, device=x.device)
-        all_active = True
-        for _ in range(cap):
-            if alpha_min > 0:  # PAIR's alpha of a feature that does not move is alpha_max: never behind
+        for i in range(cap):
+            # PAIR pulls the features behind the window up to its bottom on every pass; after the first, none is
+            # behind: a pass moves features towards the window's top only, by at most the way there, and an
+            # alpha rounded is as monotone as the point. (PAIR's alpha of a feature that does not move is
+            # alpha_max: never behind.)
+            if i == 0 and alpha_min > 0:
                 behind = ((x - x_base).div_(safe_diff) < alpha_min).logical_and_(moving)
-                x = torch.where(behind if all_active else behind.logical_and_(active[:, None]), x_min, x)
+                torch.where(behind, x_min, x, out=x)
             l1_current = row_sums((x - x_in).abs_())
             close = (l1_target - l1_current).abs() <= torch.maximum(
                 EPSILON * torch.maximum(l1_target.abs(), l1_current.abs()), torch.full_like(l1_target, EPSILON))
@@ -175,13 +178,14 @@ def guided_paths(x_in: torch.Tensor, x_base: torch.Tensor, grad_at: Callable[[to
             positive = l1_s > 0
             gamma = torch.where(positive, (l1_current - l1_target) / torch.where(positive, l1_s, 1.0), math.inf)
             far = gamma > 1.0
-            if far.any():
-                x = torch.where(s & far[:, None], x_max, x)
-            if not far.all():
+            if far.all():
+                torch.where(s, x_max, x, out=x)
+            else:
+                if far.any():
+                    torch.where(s & far[:, None], x_max, x, out=x)
                 g = gamma.clamp(max=1.0)[:, None]  # used only where gamma <= 1
-                x = torch.where(s & ~far[:, None], (x_max - x).mul_(g).add_(x), x)
+                torch.where(s & ~far[:, None], (x_max - x).mul_(g).add_(x), x, out=x)
             active = go & far
-            all_active = bool(active.all())
             if not active.any():
                 break
         attr += (x - x_start) * grad
