@@ -1,10 +1,12 @@
-"""Blur IG, Expected Gradients and XRAI against their oracle libraries, for the same work: both objectives.
+"""Blur IG, Guided IG, Expected Gradients and XRAI against their oracle libraries, for the same work: both
+objectives.
 
 Run from the repository root::
 
     .venv/bin/python benchmarks/bench_path_methods.py                  # batches 1 and 8, 3 rounds
     .venv/bin/python benchmarks/bench_path_methods.py --batches 1 --reps 1
     .venv/bin/python benchmarks/bench_path_methods.py --methods xrai --xrai-steps 8
+    .venv/bin/python benchmarks/bench_path_methods.py --methods guided_ig --guided-steps 8
 
 On the embedded model (EfficientNet-Lite0, channels_last as ``load_model`` gives it) and the bundled photos,
 each contender computes the score and the loss (−L = log p_y) maps of every image of the batch:
@@ -15,6 +17,14 @@ each contender computes the score and the loss (−L = log p_y) maps of every im
   image, given in float64 as the tests do, or its finite difference over grad_step loses two digits; the model
   normalises and runs in float32), ``batch_size`` 8 path points per pass (the core's CPU chunk). Same steps,
   max_sigma 50 and grad_step 0.01: the same result (the largest difference is reported).
+* Guided IG: ``attribute(..., "guided_ig", steps=S)`` against PAIR's ``saliency.core.GuidedIG`` (``saliency==0.2.1``),
+  one CHW image and one objective per call (its ``call_model_function`` runs the model on one row, s_y or
+  −cross_entropy as the core computes them), from the same black baseline in the model's input space, same
+  steps, fraction 0.25 and max_dist 0.02. The core runs every image's two paths in one batch per step. Its
+  float32 convolutions round a row by its place in the batch, and the path's choice of features amplifies a last
+  bit (tests/methods/test_guided_ig.py), so the maps can part: the largest difference is reported as measured,
+  the equality is the tests'. PAIR 0.2.1 calls ``np.quantile(interpolation=)``, gone in numpy 2.4: its module
+  gets a numpy that takes the old name.
 * Expected Gradients: ``attribute(..., "expected_gradients", samples=K)`` against Captum's ``GradientShap``
   with the same references (each image's four blurs, as the method's default) and the same number of
   samples, per image (its baselines are shared by a call's inputs) and per objective. The draws differ (each
@@ -35,6 +45,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -90,6 +101,41 @@ def pair_blur_ig(model, x: torch.Tensor, y: list[int], steps: int) -> dict[str, 
     return out
 
 
+class _OldQuantileNumpy(types.ModuleType):
+    """numpy, with the ``interpolation=`` keyword of quantile that PAIR 0.2.1's Guided IG passes."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def quantile(a, q, interpolation="linear", **kwargs):
+        return np.quantile(a, q, method=interpolation, **kwargs)
+
+
+def pair_guided_ig(model, x: torch.Tensor, y: list[int], steps: int) -> dict[str, list[np.ndarray]]:
+    import saliency.core as pair
+    import saliency.core.guided_ig as pair_guided
+
+    pair_guided.np = _OldQuantileNumpy("numpy")
+    black = baseline_images.make_baseline(x[:1], "black", mean=model.preprocessing.mean,
+                                          std=model.preprocessing.std)[0].double().numpy()
+    out: dict[str, list[np.ndarray]] = {o: [] for o in OBJECTIVES}
+    for i, target in enumerate(y):
+        image = x[i].double().numpy()
+        for name in OBJECTIVES:
+            def call(batch, call_model_args=None, expected_keys=None, name=name, target=target):
+                rows = torch.tensor(np.asarray(batch), dtype=torch.float32).requires_grad_(True)
+                logits = model.model(rows)
+                f = (logits[:, target] if name == "score"
+                     else -F.cross_entropy(logits, torch.full((rows.shape[0],), target), reduction="none"))
+                (grad,) = torch.autograd.grad(f.sum(), rows)
+                return {pair.INPUT_OUTPUT_GRADIENTS: grad.numpy()}
+
+            out[name].append(pair.GuidedIG().GetMask(image, call, None, x_baseline=black, x_steps=steps,
+                                                     fraction=0.25, max_dist=0.02))
+    return out
+
+
 def captum_eg(model, x: torch.Tensor, y: list[int], samples: int) -> None:
     from captum.attr import GradientShap
 
@@ -121,11 +167,12 @@ def pair_xrai(model, x: torch.Tensor, y: list[int], steps: int, mode: str) -> No
             pair.XRAI().GetMask(pixels, call, baselines=[black, white], batch_size=8, extra_parameters=params)
 
 
-def relative(ours: torch.Tensor, theirs: list[np.ndarray]) -> float:
+def relative(ours: torch.Tensor, theirs: list[np.ndarray], hwc: bool = True) -> float:
     """max |ours − theirs| / max |theirs| over the batch; PAIR's maps are in pixel units, the core's in the
     model's input units: one image's gradient w.r.t. pixels is 1/std times the normalised one, and the path
     difference std times: the products agree."""
-    ref = torch.from_numpy(np.stack(theirs)).permute(0, 3, 1, 2).double()
+    ref = torch.from_numpy(np.stack(theirs)).double()
+    ref = ref.permute(0, 3, 1, 2) if hwc else ref
     return float((ours.double() - ref).abs().max() / ref.abs().max())
 
 
@@ -136,12 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--steps", type=int, default=16, help="Blur IG's steps on both sides")
     ap.add_argument("--samples", type=int, default=16, help="Expected Gradients' samples on both sides")
+    ap.add_argument("--guided-steps", type=int, default=8, help="Guided IG's steps on both sides")
     ap.add_argument("--xrai-steps", type=int, default=16, help="XRAI's IG points per baseline on both sides")
     ap.add_argument("--xrai-mode", default="full", choices=("full", "fast"))
-    ap.add_argument("--methods", default="blur_ig,expected_gradients,xrai", help="which of the three to run")
+    ap.add_argument("--methods", default="blur_ig,guided_ig,expected_gradients,xrai", help="which of them to run")
     args = ap.parse_args(argv)
-    warnings.simplefilter("ignore", AttributionWarning)
     methods = set(args.methods.split(","))
+    warnings.simplefilter("ignore", AttributionWarning)
     device = torch.device("cpu")
     model = load_model(None, device)
     print(f"{describe(device)}; load average {os.getloadavg()[0]:.1f} at the start")
@@ -162,6 +210,19 @@ def main(argv: list[str] | None = None) -> int:
             diff = max(relative(kept["core"].attributions[o], kept["pair"][o]) for o in OBJECTIVES)
             print(f"| blur_ig ({args.steps} steps) | {batch} | PAIR saliency 0.2.1 | {batch / t['oracle']:.3f} | "
                   f"{batch / t['core']:.3f} | {t['oracle'] / t['core']:.2f}x | {diff:.1e} |", flush=True)
+
+        def ours_guided(x=x, y=y, kept=kept) -> None:
+            kept["core"] = attribute(model, x, y, "guided_ig", OBJECTIVES, steps=args.guided_steps)
+
+        def theirs_guided(x=x, y=y, kept=kept) -> None:
+            kept["pair"] = pair_guided_ig(model, x, y, args.guided_steps)
+
+        if "guided_ig" in methods:
+            t = interleaved_medians({"core": ours_guided, "oracle": theirs_guided}, device, args.reps, args.warmup)
+            diff = {o: relative(kept["core"].attributions[o], kept["pair"][o], hwc=False) for o in OBJECTIVES}
+            print(f"| guided_ig ({args.guided_steps} steps) | {batch} | PAIR saliency 0.2.1 | "
+                  f"{batch / t['oracle']:.3f} | {batch / t['core']:.3f} | {t['oracle'] / t['core']:.2f}x | "
+                  f"score {diff['score']:.1e}, −L {diff['loss']:.1e} |", flush=True)
 
         def ours_eg(x=x, y=y) -> None:
             attribute(model, x, y, "expected_gradients", OBJECTIVES, samples=args.samples)

@@ -77,6 +77,7 @@ SMALL = {
     "vargrad": {"samples": 3},
     "integrated_gradients": {"steps": 4, "baseline": "dataset_mean"},
     "blur_ig": {"steps": 4},
+    "guided_ig": {"steps": 4, "baseline": "dataset_mean"},
     "expected_gradients": {"samples": 3, "stdevs": 0.1},
     "xrai": {"steps": 2},
     "deeplift": {"baseline": "dataset_mean"},

@@ -23,6 +23,7 @@ SMALL = {
     "smoothgrad": {"samples": 3, "noise": 0.1, "seed": 2},
     "integrated_gradients": {"steps": 4},
     "blur_ig": {"steps": 3},
+    "guided_ig": {"steps": 3},
     "expected_gradients": {"samples": 2},
     "xrai": {"steps": 2},
     "smoothgrad_sq": {"samples": 2},
@@ -74,7 +75,8 @@ def test_every_map_is_attributes_own(lite0, image, comparison):
         for obj in ("score", "loss"):
             np.testing.assert_array_equal(run.maps[obj], r.maps[obj][0].numpy())
             assert run.maps[obj].shape == (64, 64) and run.maps[obj].dtype == np.float32
-        if method in ("integrated_gradients", "blur_ig", "expected_gradients"):  # few steps or samples: a gap
+        # few steps or samples: a gap
+        if method in ("integrated_gradients", "blur_ig", "guided_ig", "expected_gradients"):
             assert run.completeness_gap == {o: pytest.approx(float(r.convergence[o][0])) for o in ("score", "loss")}
             said = [n for n in run.notes if "completeness gap" in n]
             ends = ("allow more steps or a larger tolerance" if run.converged is not None  # the adaptive rule

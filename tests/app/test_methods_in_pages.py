@@ -41,6 +41,7 @@ FAST_PARAMS: dict[str, dict[str, object]] = {
     "vargrad": {"samples": 2, "seed": 1},
     "integrated_gradients": {"steps": 4, "rule": "gauss_legendre"},
     "blur_ig": {"steps": 3},
+    "guided_ig": {"steps": 3},
     "expected_gradients": {"samples": 3, "seed": 2},
     "xrai": {"steps": 2},
     "deeplift": {},
@@ -64,6 +65,7 @@ LINK_PARAMS: dict[str, dict[str, str]] = {
     "vargrad": {"samples": "2", "seed": "1"},
     "integrated_gradients": {"steps": "4", "rule": "gauss_legendre", "baseline": "dataset_mean"},
     "blur_ig": {"steps": "3", "max_sigma": "30.0", "spacing": "sqrt"},
+    "guided_ig": {"steps": "3", "fraction": "0.5", "max_dist": "0.1", "baseline": "dataset_mean"},
     "expected_gradients": {"samples": "3", "baselines": "noise", "seed": "2"},
     "xrai": {"steps": "2", "mode": "fast", "area_threshold": "0.5"},
     "deeplift": {"baseline": "blur"},
@@ -168,8 +170,8 @@ def test_hover_names_attributions_and_grad_cam_has_no_channels(new_app):
 
 
 # The methods whose loss map is of −L = log p_y (README, glossary): their sign matters.
-MINUS_L = {"gradient_x_input", "integrated_gradients", "blur_ig", "expected_gradients", "xrai", "deeplift",
-           "guided_backprop", "grad_cam", "grad_cam_plus_plus", "layer_cam", "hires_cam", "score_cam", "occlusion",
+MINUS_L = {"gradient_x_input", "integrated_gradients", "blur_ig", "guided_ig", "expected_gradients", "xrai",
+           "deeplift", "guided_backprop", "grad_cam", "grad_cam_plus_plus", "layer_cam", "hires_cam", "score_cam", "occlusion",
            "rise", "kernel_shap", "lime"}
 
 

@@ -16,6 +16,7 @@ SMALL = {  # parameters that keep the embedded-model tests short
     "vargrad": {"samples": 2},
     "integrated_gradients": {"steps": 3},
     "blur_ig": {"steps": 3},
+    "guided_ig": {"steps": 3},
     "xrai": {"steps": 2, "mode": "fast"},
     "expected_gradients": {"samples": 2},
     "score_cam": {"channels": 2},

@@ -25,6 +25,7 @@ def test_registry_has_the_issues_methods_parameters_and_defaults():
         # steps None: the rule's own (32 for the fixed rules, at most 256 for the adaptive default: issue 22)
         "integrated_gradients": {"steps": None, "baseline": "black", "rule": "adaptive", "tolerance": 0.05},
         "blur_ig": {"steps": 64, "max_sigma": 50.0, "grad_step": 0.01, "spacing": "linear"},
+        "guided_ig": {"steps": 48, "fraction": 0.25, "max_dist": 0.02, "baseline": "black"},
         "expected_gradients": {"samples": 32, "baselines": "blur", "stdevs": 0.0, "seed": 0},
         "xrai": {"mode": "full", "steps": 32, "area_threshold": 1.0},
         "deeplift": {"baseline": "black"},
@@ -45,7 +46,8 @@ def test_registry_has_the_issues_methods_parameters_and_defaults():
     # variances (SmoothGrad², VarGrad) do not depend on it.
     assert {name: m.loss_objective for name, m in ATTRIBUTION_METHODS.items()} == {
         "gradient": "L", "smoothgrad": "L", "smoothgrad_sq": "L", "vargrad": "L", "gradient_x_input": "-L",
-        "integrated_gradients": "-L", "blur_ig": "-L", "expected_gradients": "-L", "xrai": "-L", "deeplift": "-L",
+        "integrated_gradients": "-L", "blur_ig": "-L", "guided_ig": "-L",
+        "expected_gradients": "-L", "xrai": "-L", "deeplift": "-L",
         "guided_backprop": "-L", "grad_cam": "-L",
         "grad_cam_plus_plus": "-L", "layer_cam": "-L", "hires_cam": "-L", "score_cam": "-L", "occlusion": "-L",
         "rise": "-L", "kernel_shap": "-L", "lime": "-L",
