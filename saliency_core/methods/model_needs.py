@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 
 from saliency_core.core.model_access import ModelLike, unwrap_module
+from saliency_core.methods.attention_layers import has_attention_blocks
 from saliency_core.methods.declaration import NEEDS, AttributionMethod
 
 #: The activations guided backprop swaps (:mod:`saliency_core.methods.guided_backprop`).
@@ -45,6 +46,8 @@ CHECKS: dict[str, Callable[[torch.nn.Module], bool]] = {
     # DeepLIFT's rules need the layers as modules; compiled TorchScript hides them (its other refusals, such as
     # max-pooling, are found when it runs, with the layer named).
     "deeplift_layers": lambda module: not any(isinstance(m, torch.jit.ScriptModule) for m in module.modules()),
+    # torchvision's and timm's ViT/DeiT attention modules (Swin's windowed attention is not one of them).
+    "attention_blocks": has_attention_blocks,
 }
 
 
