@@ -10,6 +10,8 @@ and a button instead.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import streamlit as st
 
@@ -107,7 +109,10 @@ st.multiselect("Also rank by", metric_table.MODEL_METRICS, key=RANK_METRICS, per
                help="Metrics that run the model on perturbed copies of the image (some recompute each map with its "
                     "method), as more columns of the ranking: seconds to minutes per map on a CPU, then cached. "
                     "The Faithfulness page explains each.")
-view_links.write(CHOICES)
+# The default as this model gets it (the shown-by-default methods it can run): a CNN's default pick, without the
+# attention methods, is still the default and stays out of the link.
+view_links.write((*view_links.PAGES["methods"],
+                  dataclasses.replace(OWN[0], default=[m for m in OWN[0].default if m not in refused]), *OWN[1:]))
 methods = tuple(st.session_state.get(PICK) or ())
 rank_metrics = tuple(n for n in metric_table.MODEL_METRICS if n in (st.session_state.get(RANK_METRICS) or ()))
 if not methods:

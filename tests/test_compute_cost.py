@@ -53,6 +53,22 @@ class CountingNet(torch.nn.Module):
         return self.head(self.act2(self.conv2(self.act(self.conv(x)))))
 
 
+class CountingViT(torch.nn.Module):
+    """A two-layer torchvision ViT on 16 px images that records each batch it runs: the attention methods' net."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import torchvision
+
+        torch.manual_seed(0)
+        self.vit = torchvision.models.VisionTransformer(image_size=16, patch_size=8, num_layers=2, num_heads=2,
+                                                        hidden_dim=16, mlp_dim=32, num_classes=5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ROWS.append((int(x.shape[0]), torch.is_grad_enabled()))
+        return self.vit(x)
+
+
 def counted() -> Work:
     """The rows run since the last call, as Work (gradient rows: forward passes with gradients enabled)."""
     work = Work(sum(n for n, g in ROWS if g), sum(n for n, g in ROWS if not g))
@@ -91,6 +107,8 @@ SMALL = {
     "rise": {"masks": 3},
     "kernel_shap": {"samples": 4, "segments": 4},
     "lime": {"samples": 4, "superpixels": "slic", "segments": 4},
+    "attention_rollout": {},
+    "chefer_attention": {},
 }
 
 
@@ -101,6 +119,8 @@ def test_every_method_is_counted():
 @pytest.mark.filterwarnings("ignore:Integrated Gradients")  # 4 steps: a large completeness gap, on purpose
 @pytest.mark.parametrize("method", list(SMALL))
 def test_a_methods_work_is_the_rows_it_runs(net, method):
+    if "attention_blocks" in ATTRIBUTION_METHODS[method].needs:
+        net = CountingViT().eval()
     attribute(net, X, Y, method, ("score", "loss"), max_batch=2, **SMALL[method])
     assert counted() == method_work(method, SMALL[method], images=2, size=X.shape[2:])
 

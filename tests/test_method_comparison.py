@@ -36,7 +36,8 @@ SMALL = {
 }
 FAST_METHODS = shown_by_default()
 SLOW_METHODS = tuple(m for m in ATTRIBUTION_METHODS if m not in FAST_METHODS)
-ALL = FAST_METHODS + SLOW_METHODS
+#: What the embedded CNN can run: the attention methods need a ViT (tests/methods/test_attention_maps.py).
+ALL = tuple(m for m in FAST_METHODS + SLOW_METHODS if "attention_blocks" not in ATTRIBUTION_METHODS[m].needs)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_fast_and_slow_methods_cover_the_registry():
     """The methods shown by default are those that declare themselves fast: one pass per image, whatever their
     parameters; the others take many."""
     assert FAST_METHODS == ("gradient", "gradient_x_input", "guided_backprop", "grad_cam", "grad_cam_plus_plus",
-                            "layer_cam", "hires_cam")
+                            "layer_cam", "hires_cam", "attention_rollout", "chefer_attention")
     assert set(FAST_METHODS) | set(SLOW_METHODS) == set(ATTRIBUTION_METHODS)
     assert not set(FAST_METHODS) & set(SLOW_METHODS)
     assert all(ATTRIBUTION_METHODS[m].cost().rows == 1 for m in FAST_METHODS)

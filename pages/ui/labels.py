@@ -15,7 +15,8 @@ REDUCTION_LABELS = {"max": "max |g| over RGB", "mean_abs": "mean |g| over RGB", 
 # The method families (saliency_core.methods.declaration.FAMILIES) as the sidebar's Family choice names them;
 # a family not listed here is shown by its key.
 FAMILY_LABELS = {"gradient": "Gradient", "path": "Path integral", "reference": "Reference difference",
-                 "region": "Region", "perturbation": "Perturbation", "CAM": "Class activation map"}
+                 "region": "Region", "perturbation": "Perturbation", "CAM": "Class activation map",
+                 "attention": "Attention"}
 AGREEMENT_LABELS = {"pearson": "Pearson r", "spearman": "Spearman ρ", "cosine": "cosine similarity",
                     "ssim": "SSIM", "iou_top1": "IoU of top 1 %", "iou_top5": "IoU of top 5 %",
                     "iou_top10": "IoU of top 10 %"}

@@ -139,19 +139,20 @@ class VJPs(NamedTuple):
 
     logits : (B, C); targets : (B,) int64, top-1 resolved
     grads : objective -> the gradient, shaped like the tensor differentiated
-    wrt : that tensor (e.g. a layer's activation) when ``wrt`` was given, else None
+    wrt : that tensor (e.g. a layer's activation) when ``wrt`` was given, else None; a tuple of tensors where
+        ``wrt`` gave a tuple (a transformer's attention matrices, one per layer), and each grads[obj] a tuple too
     """
 
     logits: torch.Tensor
     targets: torch.Tensor
     grads: dict[str, torch.Tensor]
-    wrt: torch.Tensor | None
+    wrt: torch.Tensor | tuple[torch.Tensor, ...] | None
 
 
 def forward_and_vjps(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor,
                      objectives: Sequence[str] = OBJECTIVES, *, precision: str = "exact",
                      check: OutputCheck | None = None, loss_sign: int = 1,
-                     wrt: Callable[[], torch.Tensor] | None = None) -> VJPs:
+                     wrt: Callable[[], torch.Tensor | tuple[torch.Tensor, ...]] | None = None) -> VJPs:
     """The engine's core: one forward pass of ``module``, then one vector-Jacobian product per objective.
 
     :func:`compute_saliency` and every attribution method run their passes
@@ -175,7 +176,7 @@ def forward_and_vjps(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor,
         of the model the module belongs to); None: the module's own, which
         knows no class count.
     wrt : called after the forward pass, returns the tensor to differentiate
-        (e.g. a captured activation); None: the input.
+        (e.g. a captured activation), or a tuple of tensors (each gets its gradient); None: the input.
 
     Returns
     -------
@@ -202,12 +203,15 @@ def forward_and_vjps(module: torch.nn.Module, X: torch.Tensor, y: torch.Tensor,
         # TOP1_TARGET means "the model's top-1 prediction", resolved from this same forward pass.
         y = resolve_targets(logits, y)
         inputs = x if wrt is None else wrt()
+        many = isinstance(inputs, tuple)
         grads: dict[str, torch.Tensor] = {}
         for i, objective in enumerate(objectives):
-            (g,) = torch.autograd.grad(objective_sum(logits, y, objective, loss_sign), inputs,
-                                       retain_graph=i < len(objectives) - 1)
-            grads[objective] = g
-    return VJPs(logits.detach(), y, grads, None if wrt is None else inputs.detach())
+            g = torch.autograd.grad(objective_sum(logits, y, objective, loss_sign), inputs,
+                                    retain_graph=i < len(objectives) - 1)
+            grads[objective] = g if many else g[0]
+    if wrt is None:
+        return VJPs(logits.detach(), y, grads, None)
+    return VJPs(logits.detach(), y, grads, tuple(t.detach() for t in inputs) if many else inputs.detach())
 
 
 def compute_saliency(model: ModelLike, X: torch.Tensor, y: torch.Tensor | Sequence[int],

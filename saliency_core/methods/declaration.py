@@ -34,6 +34,8 @@ NEEDS = {
                 "normalisation: a LoadedModel)",
     "deeplift_layers": "only layers DeepLIFT has rules for: convolutions, linear, eval batch norm, average pooling, "
                        "elementwise activations (no max-pooling, attention, layer norm; not TorchScript or export)",
+    "attention_blocks": "ViT/DeiT-style global self-attention with a class token (torchvision VisionTransformer, "
+                        "timm ViT/DeiT; not Swin's windowed attention, not TorchScript)",
 }
 LOSS_OBJECTIVES = ("L", "-L")
 OUTPUTS = ("input", "layer")
@@ -46,6 +48,7 @@ FAMILIES = {
     "region": "whole regions of the image ranked by the attribution inside them",
     "perturbation": "forward passes only: how the objective changes when parts of the image are hidden",
     "CAM": "a convolutional layer's activations weighted by class evidence, upsampled to the image",
+    "attention": "the transformer's own attention between patches, combined over its layers",
 }
 
 
@@ -205,14 +208,17 @@ class AttributionMethod:
     default_view : fast enough to show by default (the Methods page's first grid: one pass per image)
     needs : what it needs of a model, keys of :data:`NEEDS`
     empty_reason : why this method's map can be zero everywhere, for the line under such a map ("" if unknown)
-    family : a key of :data:`FAMILIES` ("gradient", "path", "reference", "region", "perturbation", "CAM"): how the
-        dashboard groups it
+    family : a key of :data:`FAMILIES` ("gradient", "path", "reference", "region", "perturbation", "CAM",
+        "attention"): how the dashboard groups it
     gap_note : for a method that reports a completeness gap (``MethodOutput.convergence``): what a large gap
         means and what reduces it, words that follow the gap ("more steps reduce it"); "" for the others
     settle : ``settle(values) -> values``, run on the checked values of every call (:meth:`resolve`,
         :meth:`cost`): fills a value that depends on another (Integrated Gradients' steps None -> the rule's
         own) and drops one that does not apply (its tolerance under a fixed rule), so that what is recorded
         and compared (a batch job's manifest) is what ran; None: the values as they are
+    uses_target : False for a method whose map depends on neither the target nor the objective (attention
+        rollout reads the attention alone): both objectives give the same map, and ``loss_objective`` is "L",
+        there being no sign to choose
     """
 
     name: str
@@ -230,6 +236,7 @@ class AttributionMethod:
     family: str = "gradient"
     gap_note: str = ""
     settle: Callable[[dict[str, object]], dict[str, object]] | None = None
+    uses_target: bool = True
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -244,6 +251,8 @@ class AttributionMethod:
         names = [p.name for p in self.params]
         if len(set(names)) != len(names):
             raise ValueError(f"{self.name}: each parameter once, got {names}")
+        if not self.uses_target and self.loss_objective != "L":
+            raise ValueError(f"{self.name}: a method that uses no target has no sign to choose: loss_objective \"L\"")
 
     @property
     def loss_sign(self) -> int:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 
 from saliency_core.core.model_access import ModelLike, unwrap_module
+from saliency_core.methods.attention_layers import has_attention_blocks
 from saliency_core.methods.declaration import NEEDS, AttributionMethod
 
 #: The activations guided backprop swaps (:mod:`saliency_core.methods.guided_backprop`).
@@ -55,6 +56,8 @@ CHECKS: dict[str, Callable[[torch.nn.Module], bool]] = {
     # the layer named).
     "deeplift_layers": lambda module: not any(isinstance(m, (torch.jit.ScriptModule, *NO_DEEPLIFT_RULE))
                                               for m in module.modules()),
+    # torchvision's and timm's ViT/DeiT attention modules (Swin's windowed attention is not one of them).
+    "attention_blocks": has_attention_blocks,
 }
 
 

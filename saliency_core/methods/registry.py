@@ -36,6 +36,8 @@ from saliency_core.core.model_access import ModelLike, device_of, input_dtype_of
 from saliency_core.core.model_output import output_check
 from saliency_core.errors import InvalidInputError
 from saliency_core.methods import (
+    attention_gradients,
+    attention_rollout,
     blur_ig,
     deeplift,
     expected_gradients,
@@ -82,6 +84,8 @@ METHODS: list[AttributionMethod] = [
     layer_cam.METHOD,
     hires_cam.METHOD,
     score_cam.METHOD,
+    attention_rollout.METHOD,
+    attention_gradients.METHOD,
     occlusion.METHOD,
     rise.METHOD,
     kernel_shap.METHOD,

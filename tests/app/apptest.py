@@ -35,6 +35,14 @@ PAGES = {
 # --------------------------------------------------------------------------- helpers
 
 
+def embedded_can_run(methods) -> tuple[str, ...]:
+    """``methods`` (names, in their order) that the pages' default model, the embedded CNN, can run: the attention
+    methods need a ViT, and the pages leave them out for it."""
+    from saliency_core.methods.registry import ATTRIBUTION_METHODS
+
+    return tuple(m for m in methods if "attention_blocks" not in ATTRIBUTION_METHODS[m].needs)
+
+
 def decode_plotly_array(obj: object) -> np.ndarray:
     """A Plotly array from a figure's JSON: a plain (nested) list or a typed array.
 

@@ -14,12 +14,12 @@ import re
 import pytest
 
 from saliency_core import ATTRIBUTION_METHODS
-from tests.app.apptest import PAGES, assert_healthy, charts, texts
+from tests.app.apptest import PAGES, assert_healthy, charts, embedded_can_run, texts
 
 pytestmark = pytest.mark.usefixtures("upload_dir")
 
 BUTTON = "confirm_compute"
-ALL = ",".join(ATTRIBUTION_METHODS)
+ALL = ",".join(embedded_can_run(ATTRIBUTION_METHODS))  # the page drops what the embedded CNN can't run
 
 # The probe's links (security issue, point 5), and how each page may start computing.
 HEAVY_LINKS = {

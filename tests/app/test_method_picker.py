@@ -61,7 +61,7 @@ def test_the_family_comes_first_and_the_method_select_lists_that_familys_titles(
     at = new_app(PAGES["home"]).run()
     assert_healthy(at)
     family = at.selectbox(key="method_family")
-    assert family.options == family_labels()
+    assert family.options == family_labels(without=("attention",))  # the embedded CNN has no attention to read
     assert family.value == "gradient"
     method = at.selectbox(key="method")
     assert method.options == titles("gradient")  # no paper: short
@@ -106,7 +106,7 @@ def test_a_method_the_model_cannot_run_is_not_offered_and_the_sidebar_says_why(n
     at = new_app(PAGES["home"], model="custom:tiny").run()
     assert_healthy(at)
     # TorchScript hides its modules: nothing to hook (CAM) or swap (guided backprop).
-    assert at.selectbox(key="method_family").options == family_labels(without=("reference", "CAM"))
+    assert at.selectbox(key="method_family").options == family_labels(without=("reference", "CAM", "attention"))
     assert at.selectbox(key="method").options == titles("gradient", without=("guided_backprop",))
     note = sidebar_captions(at)
     assert "Not offered for Tiny colour net:" in note, note
@@ -143,7 +143,8 @@ def test_the_methods_page_offers_only_what_the_model_can_run_and_names_the_rest(
 
     at = new_app(PAGES["methods"], model="custom:tiny").run()
     assert_healthy(at)
-    cannot = {"guided_backprop", "deeplift", "test_cam", *by_family()["CAM"]}  # TorchScript: nothing to hook
+    cannot = {"guided_backprop", "deeplift", "test_cam", *by_family()["CAM"],  # TorchScript: nothing to hook
+              *by_family()["attention"]}
     pick = at.multiselect(key="methods_pick")
     assert pick.options == [method_params.method_label(m) for m in ATTRIBUTION_METHODS if m not in cannot]
     assert pick.value == [m for m in by_family()["gradient"] + PERTURBATION_NAMES

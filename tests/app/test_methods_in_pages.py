@@ -55,6 +55,8 @@ FAST_PARAMS: dict[str, dict[str, object]] = {
     "rise": {"masks": 6, "seed": 3},
     "kernel_shap": {"samples": 8, "segments": 12},
     "lime": {"samples": 8, "superpixels": "slic", "segments": 12},
+    "attention_rollout": {},
+    "chefer_attention": {},
 }
 # What a link writes for those settings (and a non-default layer / baseline where the method has one).
 LINK_PARAMS: dict[str, dict[str, str]] = {
@@ -79,7 +81,11 @@ LINK_PARAMS: dict[str, dict[str, str]] = {
     "rise": {"masks": "6", "grid": "5", "keep": "0.3", "seed": "2"},
     "kernel_shap": {"samples": "8", "segments": "12", "seed": "4"},
     "lime": {"samples": "8", "superpixels": "slic", "segments": "12", "kernel_width": "0.5"},
+    "attention_rollout": {"head_fusion": "max", "discard_ratio": "0.5"},
+    "chefer_attention": {},
 }
+#: The methods the embedded CNN can run: the attention methods need a ViT, and a link to them says so (below).
+EMBEDDED = [m for m in FAST_PARAMS if "attention_blocks" not in ATTRIBUTION_METHODS[m].needs]
 RTOL, ATOL = 1e-4, 1e-6
 
 
@@ -118,7 +124,7 @@ def open_with(new_app, page: str, method: str, **query: str):
 # --------------------------------------------------------------------------- every method on Saliency and Compare
 
 
-@pytest.mark.parametrize("method", list(FAST_PARAMS))
+@pytest.mark.parametrize("method", EMBEDDED)
 def test_every_method_renders_on_the_saliency_page_with_saliency_core_maps(new_app, engine, method):
     at = open_with(new_app, "saliency", method, objective="loss")
     assert_healthy(at)
@@ -140,7 +146,7 @@ def test_every_method_renders_on_the_saliency_page_with_saliency_core_maps(new_a
         assert "over 3 samples" in notes and f"loss {gap:.1f} %" in notes and "more samples" in notes, notes
 
 
-@pytest.mark.parametrize("method", list(FAST_PARAMS))
+@pytest.mark.parametrize("method", EMBEDDED)
 def test_every_method_renders_on_the_compare_page(new_app, engine, method):
     at = open_with(new_app, "compare", method, sample="chelsea")
     assert_healthy(at)
@@ -171,11 +177,11 @@ def test_hover_names_attributions_and_grad_cam_has_no_channels(new_app):
 
 # The methods whose loss map is of −L = log p_y (README, glossary): their sign matters.
 MINUS_L = {"gradient_x_input", "integrated_gradients", "blur_ig", "guided_ig", "expected_gradients", "xrai",
-           "deeplift", "guided_backprop", "grad_cam", "grad_cam_plus_plus", "layer_cam", "hires_cam", "score_cam", "occlusion",
-           "rise", "kernel_shap", "lime"}
+           "deeplift", "guided_backprop", "grad_cam", "grad_cam_plus_plus", "layer_cam", "hires_cam", "score_cam",
+           "occlusion", "rise", "kernel_shap", "lime", "chefer_attention"}
 
 
-@pytest.mark.parametrize("method", list(FAST_PARAMS))
+@pytest.mark.parametrize("method", EMBEDDED)
 def test_the_sidebar_names_the_loss_objective_as_the_method_uses_it(new_app, method):
     """The Objective picker's labels are the registry's map titles: "−L" for a method that explains −L, never
     a plain "L" there (a deliberate bug that called every loss "L" passed the other tests)."""
@@ -272,7 +278,7 @@ def spy_downloads(monkeypatch) -> dict:
 # --------------------------------------------------------------------------- links
 
 
-@pytest.mark.parametrize("method", list(LINK_PARAMS))
+@pytest.mark.parametrize("method", EMBEDDED)
 def test_a_link_reproduces_every_parameter_of_every_method(new_app, engine, method):
     at = new_app(PAGES["saliency"], method=method, **LINK_PARAMS[method]).run()
     assert_healthy(at)
@@ -292,6 +298,15 @@ def test_a_link_reproduces_every_parameter_of_every_method(new_app, engine, meth
         # Opened in a fresh session, the same map.
         expected = engine(coffee(), 967, method, **params)
         assert_close(heatmap_z(at), expected.maps["score"])
+
+
+@pytest.mark.parametrize("method", sorted(set(FAST_PARAMS) - set(EMBEDDED)))
+def test_a_link_to_an_attention_method_on_the_embedded_cnn_says_why_and_shows_the_gradient(new_app, method):
+    at = new_app(PAGES["saliency"], method=method, **LINK_PARAMS[method]).run()
+    assert_healthy(at)
+    notice = texts(at.warning)
+    assert f"method={method} can't run on" in notice and "ViT/DeiT-style global self-attention" in notice, notice
+    assert at.selectbox(key="method").value == "gradient"
 
 
 def test_changing_a_parameter_writes_it_to_the_link(new_app):

@@ -17,16 +17,16 @@ from saliency_core.evaluation import faithfulness, method_comparison, metric_tab
 from saliency_core.evaluation.method_ranking import RANKING_METRICS
 from saliency_core.evaluation.metrics import get_metric
 from saliency_core.methods.registry import map_title, shown_by_default
-from tests.app.apptest import assert_healthy, charts, coffee, decode_plotly_array, heatmaps, texts
+from tests.app.apptest import assert_healthy, charts, coffee, decode_plotly_array, embedded_can_run, heatmaps, texts
 from tests.app.test_methods_in_pages import FAST_PARAMS, assert_close
 
 pytestmark = pytest.mark.usefixtures("upload_dir")
 
 PAGE = "pages/methods.py"
-FAST_METHODS = shown_by_default()  # the methods that declare themselves fast enough to show by default
+FAST_METHODS = embedded_can_run(shown_by_default())  # the fast methods (one pass) the embedded CNN can run
 # Every method but the perturbation family, whose defaults take about 200 forward passes each (their maps on the
 # pages are checked with few passes in test_methods_in_pages.py).
-GRADIENT_BASED = [m for m, spec in ATTRIBUTION_METHODS.items() if spec.family != "perturbation"]
+GRADIENT_BASED = list(embedded_can_run(m for m, spec in ATTRIBUTION_METHODS.items() if spec.family != "perturbation"))
 SMOOTH = {k: str(v) for k, v in FAST_PARAMS["smoothgrad"].items()}  # a few samples: the sidebar's SmoothGrad
 
 
@@ -257,7 +257,7 @@ def test_a_whole_family_is_one_click_and_goes_into_the_link(new_app):
     at = new_app(PAGE, methods="gradient").run()
     assert_healthy(at)
     buttons = {b.key for b in at.button if (b.key or "").startswith("methods_add_")}
-    assert buttons == {f"methods_add_{f}" for f in by_family()}
+    assert buttons == {f"methods_add_{f}" for f in by_family() if embedded_can_run(by_family()[f])}
     at.button(key="methods_add_gradient").click().run()
     assert at.multiselect(key="methods_pick").value == list(by_family()["gradient"])  # "gradient" kept first, once
     at.button(key="methods_add_CAM").click().run()

@@ -41,6 +41,8 @@ def test_registry_has_the_issues_methods_parameters_and_defaults():
                         "kernel_size": 4.0, "max_dist": 200.0, "seed": 0, "baseline": "dataset_mean"},
         "lime": {"samples": 200, "superpixels": "quickshift", "segments": 50, "compactness": 10.0, "kernel_size": 4.0,
                  "max_dist": 200.0, "seed": 0, "baseline": "dataset_mean", "kernel_width": 0.25},
+        "attention_rollout": {"head_fusion": "mean", "discard_ratio": 0.0},
+        "chefer_attention": {},
     }
     # The loss is -L wherever the sign matters, so positive means "evidence for the target"; squares and
     # variances (SmoothGrad², VarGrad) do not depend on it.
@@ -51,6 +53,8 @@ def test_registry_has_the_issues_methods_parameters_and_defaults():
         "guided_backprop": "-L", "grad_cam": "-L",
         "grad_cam_plus_plus": "-L", "layer_cam": "-L", "hires_cam": "-L", "score_cam": "-L", "occlusion": "-L",
         "rise": "-L", "kernel_shap": "-L", "lime": "-L",
+        "attention_rollout": "L",  # no target, no sign: the same map for both objectives
+        "chefer_attention": "-L",
     }
     rule = {p.name: p for p in ATTRIBUTION_METHODS["integrated_gradients"].params}["rule"]
     assert rule.choices == ("adaptive", "trapezoid", "gauss_legendre")
@@ -121,6 +125,11 @@ def test_progress_counts_path_points_for_integrated_gradients_and_images_otherwi
     assert calls == [(2, 2)]
 
 
+#: The methods these CNNs can run: the attention methods need a ViT and are checked the same ways (inference mode,
+#: the model untouched, threads) on tiny ViTs in tests/methods/test_attention_maps.py.
+ON_CNNS = [name for name, m in ATTRIBUTION_METHODS.items() if "attention_blocks" not in m.needs]
+
+
 def small_options(method: str) -> dict:
     """Parameters for relu_net: its Grad-CAM layer, a baseline a bare module can have, few samples/steps."""
     kw = dict(SMALL.get(method, {}))
@@ -132,7 +141,7 @@ def small_options(method: str) -> dict:
 
 
 @pytest.mark.filterwarnings("ignore:Integrated Gradients")
-@pytest.mark.parametrize("method", list(ATTRIBUTION_METHODS))
+@pytest.mark.parametrize("method", ON_CNNS)
 def test_every_method_works_under_no_grad_and_inference_mode(method):
     model = relu_net()
     X, y = batch()
@@ -149,7 +158,7 @@ def test_every_method_works_under_no_grad_and_inference_mode(method):
 
 
 @pytest.mark.filterwarnings("ignore:Integrated Gradients")  # the gap at 3 steps
-@pytest.mark.parametrize("method", list(ATTRIBUTION_METHODS))
+@pytest.mark.parametrize("method", ON_CNNS)
 def test_every_method_and_objective_on_the_embedded_model_leaves_it_untouched(lite0, method):
     torch.manual_seed(11)
     X = torch.randn(1, 3, 224, 224)
@@ -208,7 +217,7 @@ def test_eight_threads_mixing_methods_on_one_model_equal_sequential(lite0):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.filterwarnings("ignore:Integrated Gradients")
-@pytest.mark.parametrize("method", list(ATTRIBUTION_METHODS))
+@pytest.mark.parametrize("method", ON_CNNS)
 def test_cuda_exact_matches_cpu_and_fast_agrees(method):
     from scipy.stats import spearmanr
 
