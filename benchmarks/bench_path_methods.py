@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import types
 import warnings
 from pathlib import Path
 
@@ -66,6 +65,7 @@ from saliency_core.inputs.samples import sample_images
 from saliency_core.methods.declaration import AttributionWarning
 from saliency_core.methods.expected_gradients import BLUR_FACTORS
 from saliency_core.models.loading import load_model
+from tests.methods.oracles import OldQuantileNumpy  # PAIR's Guided IG on numpy 2.4, as the tests run it
 
 OBJECTIVES = ("score", "loss")
 
@@ -101,22 +101,11 @@ def pair_blur_ig(model, x: torch.Tensor, y: list[int], steps: int) -> dict[str, 
     return out
 
 
-class _OldQuantileNumpy(types.ModuleType):
-    """numpy, with the ``interpolation=`` keyword of quantile that PAIR 0.2.1's Guided IG passes."""
-
-    def __getattr__(self, name):
-        return getattr(np, name)
-
-    @staticmethod
-    def quantile(a, q, interpolation="linear", **kwargs):
-        return np.quantile(a, q, method=interpolation, **kwargs)
-
-
 def pair_guided_ig(model, x: torch.Tensor, y: list[int], steps: int) -> dict[str, list[np.ndarray]]:
     import saliency.core as pair
     import saliency.core.guided_ig as pair_guided
 
-    pair_guided.np = _OldQuantileNumpy("numpy")
+    pair_guided.np = OldQuantileNumpy("numpy")
     black = baseline_images.make_baseline(x[:1], "black", mean=model.preprocessing.mean,
                                           std=model.preprocessing.std)[0].double().numpy()
     out: dict[str, list[np.ndarray]] = {o: [] for o in OBJECTIVES}

@@ -1,5 +1,6 @@
 """Captum as an oracle: the loss objective as −L through log_softmax, reference inputs and baselines, and the
-adaptations Captum's DeepLift needs (tests/methods/test_deeplift.py, benchmarks/bench_noise_deeplift.py).
+adaptations Captum's DeepLift needs (tests/methods/test_deeplift.py, benchmarks/bench_noise_deeplift.py); and the
+numpy PAIR 0.2.1's Guided IG expects (tests/methods/test_guided_ig.py, benchmarks/bench_path_methods.py).
 
 Captum explains a forward function's output, so ``log_softmax`` (whose target entry is −L) stands in for the
 model where our method uses −L. Small torchvision models with random weights and 64 x 64 inputs keep it fast
@@ -9,7 +10,9 @@ model where our method uses −L. Small torchvision models with random weights a
 from __future__ import annotations
 
 import copy
+import types
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -94,3 +97,15 @@ def captum_ready(model: nn.Module, X: torch.Tensor) -> nn.Module:
         if hasattr(m, "inplace"):
             m.inplace = False
     return model.eval()
+
+
+class OldQuantileNumpy(types.ModuleType):
+    """numpy, with the ``interpolation=`` keyword of ``quantile`` that PAIR 0.2.1's Guided IG passes (numpy 2.4
+    dropped it for ``method=``): set as ``saliency.core.guided_ig.np``."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def quantile(a, q, interpolation="linear", **kwargs):
+        return np.quantile(a, q, method=interpolation, **kwargs)

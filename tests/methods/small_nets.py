@@ -90,3 +90,17 @@ def fingerprint(module: torch.nn.Module) -> dict:
         "types": [type(m).__name__ for m in module.modules()],
         "hooks": hooks,
     }
+
+
+class RowCounter(torch.nn.Module):
+    """``inner``, counting the rows it runs: ``rows["grad"]`` with gradients on, ``rows["forward"]`` without (a
+    method's declared cost is checked against them)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.rows = {"grad": 0, "forward": 0}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows["grad" if torch.is_grad_enabled() else "forward"] += x.shape[0]
+        return self.inner(x)

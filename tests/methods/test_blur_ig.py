@@ -25,7 +25,7 @@ from saliency_core.errors import InvalidInputError
 from saliency_core.methods.blur_ig import GRAD_STEP, MAX_SIGMA, STEPS
 from saliency_core.methods.declaration import Passes
 from saliency_core.methods.registry import ATTRIBUTION_METHODS
-from tests.methods.small_nets import batch, relu_net, smooth_net
+from tests.methods.small_nets import RowCounter, batch, relu_net, smooth_net
 
 pair = pytest.importorskip("saliency.core")
 
@@ -135,20 +135,12 @@ def test_more_steps_shrink_the_completeness_gap():
 def test_the_declared_cost_is_the_rows_run_and_progress_counts_them():
     """steps gradient rows per image, in passes of at most max_batch across images, and 2 forward rows (the image
     and its fully blurred copy)."""
-    rows = {"grad": 0, "forward": 0}
-
-    class Counting(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inner = smooth_net()
-
-        def forward(self, x):
-            rows["grad" if torch.is_grad_enabled() else "forward"] += x.shape[0]
-            return self.inner(x)
+    counting = RowCounter(smooth_net()).eval()
+    rows = counting.rows
 
     X, y = batch(n=3, size=16)
     calls = []
-    attribute(Counting().eval(), X, y, "blur_ig", ("score", "loss"), steps=7, max_batch=4,
+    attribute(counting, X, y, "blur_ig", ("score", "loss"), steps=7, max_batch=4,
               progress=lambda d, t: calls.append((d, t)))
     cost = SPEC.cost({"steps": 7})
     assert cost == Passes(gradient=7, forward=2)

@@ -18,8 +18,6 @@ gives PAIR's call the same batch layout (copies of the row before it); the float
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import pytest
 import torch
@@ -31,7 +29,8 @@ from saliency_core.methods.declaration import Passes
 from saliency_core.methods.guided_ig import FRACTION, MAX_DIST, STEPS
 from saliency_core.methods.integrated_gradients import completeness_gap
 from saliency_core.methods.registry import ATTRIBUTION_METHODS
-from tests.methods.small_nets import Linear, batch, relu_net, smooth_net
+from tests.methods.oracles import OldQuantileNumpy
+from tests.methods.small_nets import Linear, RowCounter, batch, relu_net, smooth_net
 
 pair = pytest.importorskip("saliency.core")
 pair_guided_ig = pytest.importorskip("saliency.core.guided_ig")
@@ -39,20 +38,9 @@ pair_guided_ig = pytest.importorskip("saliency.core.guided_ig")
 SPEC = ATTRIBUTION_METHODS["guided_ig"]
 
 
-class _OldQuantileNumpy(types.ModuleType):
-    """numpy, with the ``interpolation=`` keyword of quantile that PAIR 0.2.1 passes."""
-
-    def __getattr__(self, name):
-        return getattr(np, name)
-
-    @staticmethod
-    def quantile(a, q, interpolation="linear", **kwargs):
-        return np.quantile(a, q, method=interpolation, **kwargs)
-
-
 @pytest.fixture(autouse=True)
 def _pair_on_this_numpy(monkeypatch):
-    monkeypatch.setattr(pair_guided_ig, "np", _OldQuantileNumpy("numpy"))
+    monkeypatch.setattr(pair_guided_ig, "np", OldQuantileNumpy("numpy"))
 
 
 def pair_guided(model, x: torch.Tensor, baseline: torch.Tensor, y: int, objective: str, *, steps: int,
@@ -165,20 +153,12 @@ def test_completeness_the_path_ends_at_the_image():
 def test_the_declared_cost_is_the_rows_run_and_progress_counts_them():
     """Per image and step, one row with gradients per objective (a forward and one VJP, declared as gradient rows);
     2 forward rows more (the image and its baseline)."""
-    rows = {"grad": 0, "forward": 0}
-
-    class Counting(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inner = smooth_net()
-
-        def forward(self, x):
-            rows["grad" if torch.is_grad_enabled() else "forward"] += x.shape[0]
-            return self.inner(x)
+    counting = RowCounter(smooth_net()).eval()
+    rows = counting.rows
 
     X, y = batch(n=3, size=16)
     calls = []
-    attribute(Counting().eval(), X, y, "guided_ig", ("score", "loss"), steps=5, max_batch=4,
+    attribute(counting, X, y, "guided_ig", ("score", "loss"), steps=5, max_batch=4,
               baseline="dataset_mean", progress=lambda d, t: calls.append((d, t)))
     cost = SPEC.cost({"steps": 5})
     assert cost == Passes(gradient=2 * 5, forward=2)

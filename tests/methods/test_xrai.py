@@ -18,7 +18,7 @@ from saliency_core.errors import InvalidInputError
 from saliency_core.methods import xrai
 from saliency_core.methods.declaration import Passes
 from saliency_core.methods.registry import ATTRIBUTION_METHODS
-from tests.methods.small_nets import WithPreprocessing, batch, smooth_net
+from tests.methods.small_nets import RowCounter, WithPreprocessing, batch, smooth_net
 
 pair = pytest.importorskip("saliency.core")
 pair_xrai = pytest.importorskip("saliency.core.xrai")
@@ -175,20 +175,12 @@ def test_a_batch_equals_each_image_alone():
 def test_the_declared_cost_is_the_rows_run_and_progress_counts_them():
     """2 x steps gradient rows per image (black and white), in passes of at most max_batch across images, and one
     forward row (the image)."""
-    rows = {"grad": 0, "forward": 0}
-
-    class Counting(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inner = smooth_net()
-
-        def forward(self, x):
-            rows["grad" if torch.is_grad_enabled() else "forward"] += x.shape[0]
-            return self.inner(x)
+    counting = RowCounter(smooth_net()).eval()
+    rows = counting.rows
 
     X, y = batch(n=3, size=24)
     calls = []
-    attribute(Counting().eval(), X, y, "xrai", ("score", "loss"), steps=3, max_batch=4, mode="fast",
+    attribute(counting, X, y, "xrai", ("score", "loss"), steps=3, max_batch=4, mode="fast",
               progress=lambda d, t: calls.append((d, t)))
     cost = SPEC.cost({"steps": 3})
     assert cost == Passes(gradient=6, forward=1)
