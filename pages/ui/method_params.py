@@ -276,7 +276,10 @@ def map_title(method: str, objective: str) -> str:
 
 
 def sign_note(method: str) -> str | None:
-    """What the loss map's sign means, where the method uses −L; None where it does not apply."""
+    """What the loss map's sign means, where the method uses −L; that the two maps are one, for a method without
+    a target (attention rollout); None where neither applies."""
+    if not spec(method).uses_target:
+        return f"{spec(method).title} has no target: its score and loss maps are the same map."
     if spec(method).loss_objective == "-L":
         return "Loss as −L: positive = evidence for the target."
     return None

@@ -170,3 +170,13 @@ def test_a_methods_link_asking_for_what_the_model_cannot_run_says_so_and_shows_t
     grid = [t["name"] for t in charts(at)["grid"]["data"] if t.get("type") == "heatmap"]
     assert grid == ["Gradient · score", "Gradient · loss"]
     assert at.query_params["methods"] == "gradient"  # the link now says what is shown
+
+
+def test_the_note_under_a_map_says_what_its_loss_map_is():
+    """−L for a method whose sign matters, one map for both for a method without a target, nothing otherwise."""
+    from pages.ui import method_params
+
+    assert method_params.sign_note("grad_cam") == "Loss as −L: positive = evidence for the target."
+    assert method_params.sign_note("attention_rollout") == ("Attention rollout has no target: its score and loss "
+                                                            "maps are the same map.")
+    assert method_params.sign_note("smoothgrad") is None
