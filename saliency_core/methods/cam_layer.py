@@ -90,8 +90,8 @@ def conv_layers(model: ModelLike, size: int | None = None) -> list[str]:
     module = unwrap_module(model)
     if isinstance(module, torch.jit.ScriptModule):
         return []
-    wanted = {name for name, m in module.named_modules() if isinstance(m, torch.nn.Conv2d) and name}
-    wanted |= set(feature_grid.block_layers(module))
+    blocks = set(feature_grid.block_layers(module))
+    wanted = {name for name, m in module.named_modules() if isinstance(m, torch.nn.Conv2d) and name} | blocks
     candidates = [name for name, _ in module.named_modules() if name in wanted]
     if size is None:
         size = getattr(getattr(model, "preprocessing", None), "crop", None)
@@ -108,7 +108,10 @@ def conv_layers(model: ModelLike, size: int | None = None) -> list[str]:
                 if ran else ()
     finally:
         _RECORDED.outputs = None
-    reaching = {name for name, g in zip(ran, grads, strict=True) if g is not None and bool(g.abs().sum() > 0)}
+    # A block's grid must get a gradient that is not all zero (a ViT's last block reaches the logits through its
+    # class token only); a convolution's may be zero on this zero image (a ReLU at 0) and still count.
+    reaching = {name for name, g in zip(ran, grads, strict=True)
+                if g is not None and (name not in blocks or bool(g.abs().sum() > 0))}
     return [name for name in candidates if name in reaching]
 
 
