@@ -27,7 +27,6 @@ and hands it, in the autograd graph, to the calling thread.
 
 from __future__ import annotations
 
-import math
 import sys
 import threading
 
@@ -39,6 +38,7 @@ from saliency_core.core.model_access import memory_format_of, unwrap_module
 from saliency_core.core.model_output import checked_forward
 from saliency_core.core.precision import precision_context
 from saliency_core.errors import InvalidInputError
+from saliency_core.methods import feature_grid
 from saliency_core.methods._common import Request, private_copy, vjps
 
 _RECORDED = threading.local()
@@ -97,17 +97,6 @@ def _class_token_missing(module: torch.nn.Module) -> bool:
 def has_attention_blocks(module: torch.nn.Module) -> bool:
     """The need "attention_blocks": readable self-attention blocks and a class token."""
     return bool(attention_modules(module)) and not _class_token_missing(module)
-
-
-def patch_size(module: torch.nn.Module) -> tuple[int, int] | None:
-    """(ph, pw) of a torchvision or timm ViT inside ``module``; None when neither is found."""
-    for m in module.modules():
-        if type(m).__name__ == "VisionTransformer" and isinstance(getattr(m, "patch_size", None), int):
-            return (m.patch_size, m.patch_size)  # torchvision
-        size = getattr(getattr(m, "patch_embed", None), "patch_size", None)
-        if size is not None:  # timm: a tuple
-            return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    return None
 
 
 # ---------------------------------------------------------------- the private copy
@@ -257,16 +246,12 @@ def class_row_on_grid(req: Request, r: torch.Tensor) -> torch.Tensor:
     """(B, 1, h, w): the class token's row of ``r`` (B, T, T) over the patch tokens, on the patch grid.
 
     The patch grid is the input's H × W over the model's patch size; the prefix tokens (class, distillation,
-    registers) are the T − h·w tokens before the patches. A model whose patch size is not found must have one
-    prefix token and a square grid.
+    registers) are the T − h·w tokens before the patches, at least the class token
+    (:func:`~saliency_core.methods.feature_grid.token_grid`, as the CAM methods fold a token layer).
     """
     tokens = r.shape[-1]
-    size = patch_size(unwrap_module(req.model))
-    if size is not None:
-        h, w = req.X.shape[2] // size[0], req.X.shape[3] // size[1]
-    else:
-        h = w = math.isqrt(tokens - 1)
-    prefix = tokens - h * w
+    prefix, h, w = feature_grid.token_grid(tokens, tuple(req.X.shape[2:]), feature_grid.patch_size(
+        unwrap_module(req.model)), "the attention")  # the CAM methods' fold of a token layer
     if prefix < 1:
         raise InvalidInputError(f"the attention is over {tokens} tokens, which is not a class token and an "
                                 f"{h} × {w} grid of patches: this model's token layout is not read")
