@@ -107,3 +107,10 @@ def test_args_that_do_not_fit_the_architecture_or_the_file_are_told_at_load(fold
     (folder / "tiny_deit.json").write_text(json.dumps(data))
     with pytest.raises(ModelUnavailableError, match="can't be built with architecture_args"):
         load_model("custom:tiny_deit")
+
+
+def test_without_timm_a_timm_sidecar_names_the_package(folder, monkeypatch):
+    transformer_folder.write(folder, "tiny_deit")
+    monkeypatch.setitem(__import__("sys").modules, "timm", None)  # import timm raises ImportError
+    with pytest.raises(ModelUnavailableError, match=r"need the timm package \(pip install timm\)"):
+        get_spec("custom:tiny_deit")

@@ -29,7 +29,7 @@ import torch
 
 from saliency_core.core.model_access import freeze
 from saliency_core.errors import ModelUnavailableError, first_line
-from saliency_core.models.custom_models import TIMM_PREFIX, CustomModel, inside_folder
+from saliency_core.models.custom_models import TIMM_PREFIX, CustomModel, import_timm, inside_folder
 from saliency_core.models.export_archive import read_exported_program
 from saliency_core.models.file_operators import check_torchscript_code
 
@@ -110,10 +110,7 @@ def _architecture(shown: str, model: CustomModel) -> torch.nn.Module:
     from torchvision.models import get_model, list_models
 
     if model.architecture.startswith(TIMM_PREFIX):
-        try:
-            import timm
-        except ImportError:
-            raise ModelUnavailableError(f"{shown}: timm models need the timm package (pip install timm)") from None
+        timm = import_timm(shown)
         name = model.architecture[len(TIMM_PREFIX):]
         try:
             return timm.create_model(name, pretrained=False, num_classes=len(model.classes),

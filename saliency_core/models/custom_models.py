@@ -313,13 +313,19 @@ def _architecture_args(shown: str, architecture: str, args: object) -> tuple[tup
     return tuple(out)
 
 
-def _timm_preprocessing(shown: str, name: str, args: dict) -> dict:
-    """resize, crop, mean, std, interpolation from timm's configuration of ``name`` (``img_size`` sets the crop);
-    ModelUnavailableError without timm or for a name timm doesn't know."""
+def import_timm(shown: str):
+    """The timm package, optional for users; ModelUnavailableError naming ``shown`` and the install when missing."""
     try:
         import timm
     except ImportError:
         raise ModelUnavailableError(f"{shown}: timm models need the timm package (pip install timm)") from None
+    return timm
+
+
+def _timm_preprocessing(shown: str, name: str, args: dict) -> dict:
+    """resize, crop, mean, std, interpolation from timm's configuration of ``name`` (``img_size`` sets the crop);
+    ModelUnavailableError without timm or for a name timm doesn't know."""
+    timm = import_timm(shown)
     cfg = timm.models.get_pretrained_cfg(name) if timm.is_model(name) else None
     if cfg is None:
         close = sorted(timm.list_models(f"*{name.split('_')[0]}*"))[:6] if name else []
