@@ -107,11 +107,16 @@ def row_gradients(req: Request, points: torch.Tensor, targets: torch.Tensor, obj
     return torch.cat(parts).contiguous()
 
 
-def kth_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
+def kth_smallest(values: torch.Tensor, k: int, scratch: torch.Tensor | None = None) -> torch.Tensor:
     """(P,) the k-th smallest (1-based) of each row of ``values`` (P, D): numpy's partition on a CPU (8x faster
-    than torch.kthvalue there), kthvalue elsewhere."""
+    than torch.kthvalue there), in ``scratch`` (a tensor like ``values``) when given, kthvalue elsewhere."""
     if values.device.type == "cpu":
-        return torch.from_numpy(np.partition(values.numpy(), k - 1, axis=1)[:, k - 1].copy())
+        if scratch is None:
+            return torch.from_numpy(np.partition(values.numpy(), k - 1, axis=1)[:, k - 1].copy())
+        work = scratch.numpy()
+        np.copyto(work, values.numpy())
+        work.partition(k - 1, axis=1)
+        return torch.from_numpy(work[:, k - 1].copy())
     return values.kthvalue(k, dim=1).values
 
 
@@ -130,7 +135,10 @@ def guided_paths(x_in: torch.Tensor, x_base: torch.Tensor, grad_at: Callable[[to
     gradients at the points x (P, D) float64. Returns (P, D) float64 attributions.
 
     PAIR adds (x − x_old) ⊙ g after every pass of its inner loop; with one g per step, these add up to
-    (x_{k+1} − x_k) ⊙ g, added here once per step (the same up to the last bit).
+    (x_{k+1} − x_k) ⊙ g, added here once per step (the same up to the last bit). PAIR marks the features at the
+    window's top (x = x_max) anew on every pass; they are those marked on the step's first pass and those a pass
+    put there, which is how they are kept here. The (P, D) work arrays are made once (page faults on fresh
+    arrays of this size cost as much as the arithmetic).
     """
     P, D = x_in.shape
     x = x_base.clone()
@@ -139,56 +147,62 @@ def guided_paths(x_in: torch.Tensor, x_base: torch.Tensor, grad_at: Callable[[to
     safe_diff = torch.where(moving, diff, 1.0)
     l1_total = row_sums(diff.abs())
     attr = torch.zeros_like(x_in)
+    x_start, x_min, x_max, work = (torch.empty_like(x_in) for _ in range(4))
+    mask = torch.empty_like(moving)
     k = math.floor((D - 1) * fraction) + 1  # numpy's quantile(..., "lower"): the floor((D-1) q)-th (0-based)
     # Each pass that does not end a step puts at least one more feature at the window's top (or none can move).
     cap = D + 2
     for step in range(steps):
         grad = grad_at(x)
         absg = grad.abs()  # what the selection reads; +inf: excluded (PAIR's grad[x == x_max] = inf)
-        x_start = x.clone()
+        scratch = torch.empty_like(absg) if x.device.type == "cpu" else None
+        x_start.copy_(x)
         alpha = (step + 1.0) / steps
         alpha_min = max(alpha - max_dist, 0.0)
         alpha_max = min(alpha + max_dist, 1.0)
-        x_min = diff * alpha_min + x_base
-        x_max = diff * alpha_max + x_base
+        torch.mul(diff, alpha_min, out=x_min).add_(x_base)  # PAIR's diff * alpha + x_base, rounded alike
+        torch.mul(diff, alpha_max, out=x_max).add_(x_base)
         l1_target = l1_total * (1 - (step + 1) / steps)
         active = torch.ones(P, dtype=torch.bool, device=x.device)
         for i in range(cap):
-            # PAIR pulls the features behind the window up to its bottom on every pass; after the first, none is
-            # behind: a pass moves features towards the window's top only, by at most the way there, and an
-            # alpha rounded is as monotone as the point. (PAIR's alpha of a feature that does not move is
-            # alpha_max: never behind.)
-            if i == 0 and alpha_min > 0:
-                behind = ((x - x_base).div_(safe_diff) < alpha_min).logical_and_(moving)
-                torch.where(behind, x_min, x, out=x)
-            l1_current = row_sums((x - x_in).abs_())
+            if i == 0:
+                # PAIR pulls the features behind the window up to its bottom on every pass; after the first, none
+                # is behind: a pass moves features towards the window's top only, by at most the way there, and
+                # an alpha rounded is as monotone as the point. (PAIR's alpha of a feature that does not move is
+                # alpha_max: never behind.)
+                if alpha_min > 0:
+                    torch.sub(x, x_base, out=work).div_(safe_diff)
+                    torch.lt(work, alpha_min, out=mask).logical_and_(moving)
+                    torch.where(mask, x_min, x, out=x)
+                torch.eq(x, x_max, out=mask)
+                absg.masked_fill_(mask, math.inf)
+            l1_current = row_sums(torch.sub(x, x_in, out=work).abs_())
             close = (l1_target - l1_current).abs() <= torch.maximum(
                 EPSILON * torch.maximum(l1_target.abs(), l1_current.abs()), torch.full_like(l1_target, EPSILON))
             go = active & ~close
             if not go.any():
                 break
-            absg.masked_fill_(x == x_max, math.inf)
             # |g| at or below the threshold, never an excluded (infinite) one: an infinite threshold is the
             # largest finite |g|'s.
-            threshold = kth_smallest(absg, k).clamp(max=torch.finfo(absg.dtype).max)
-            s = absg <= threshold[:, None]
+            threshold = kth_smallest(absg, k, scratch).clamp(max=torch.finfo(absg.dtype).max)
+            s = torch.le(absg, threshold[:, None], out=mask)
             if not go.all():
                 s.logical_and_(go[:, None])
-            l1_s = row_sums((x - x_max).abs_().mul_(s))
+            l1_s = row_sums(torch.sub(x, x_max, out=work).abs_().mul_(s))
             positive = l1_s > 0
             gamma = torch.where(positive, (l1_current - l1_target) / torch.where(positive, l1_s, 1.0), math.inf)
             far = gamma > 1.0
-            if far.all():
-                torch.where(s, x_max, x, out=x)
-            else:
-                if far.any():
-                    torch.where(s & far[:, None], x_max, x, out=x)
+            if not far.all():
                 g = gamma.clamp(max=1.0)[:, None]  # used only where gamma <= 1
-                torch.where(s & ~far[:, None], (x_max - x).mul_(g).add_(x), x, out=x)
+                near = s & ~far[:, None]
+                torch.where(near, torch.sub(x_max, x, out=work).mul_(g).add_(x), x, out=x)
+                s.logical_and_(far[:, None])
+            torch.where(s, x_max, x, out=x)
+            absg.masked_fill_(s, math.inf)  # now at the window's top
             active = go & far
             if not active.any():
                 break
-        attr += (x - x_start) * grad
+        attr.add_(torch.sub(x, x_start, out=work).mul_(grad))
         if report is not None:
             report(step + 1, steps)
     return attr
