@@ -200,3 +200,39 @@ def test_an_extreme_aspect_ratio_is_cropped_without_resizing_the_whole_image():
     assert 51_200 * 256 > MAX_RESIZED_PIXELS
     whole = np.asarray(image.resize((51_200, 256), Image.Resampling.BICUBIC).crop((25_488, 16, 25_712, 240)))
     np.testing.assert_allclose(np.asarray(crop_image(image, prep)), whole, atol=8)
+
+
+@pytest.mark.parametrize("size", [224, 97])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_embedded_convolutions_pad_by_themselves_to_the_last_bit(lite0, size, threads):
+    """The symmetric "same" pads folded into their convolutions (loading.fold_symmetric_padding): the same logits
+    and input gradients, bit for bit, as the package's own module, which pads each activation first."""
+    import copy
+
+    from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
+
+    from saliency_core.models.loading import _embedded_weights_path, fold_symmetric_padding
+
+    stock = EfficientNet.from_name("efficientnet-lite0")  # the package's module, built as its README says
+    stock.load_state_dict(torch.load(_embedded_weights_path(), map_location="cpu", weights_only=True))
+    stock.eval().to(memory_format=torch.channels_last)
+    assert fold_symmetric_padding(copy.deepcopy(stock)) == 12  # the stride-1 depthwise convolutions
+    pads = [m.static_padding for m in lite0.model.modules() if isinstance(m, Conv2dStaticSamePadding)]
+    assert sum(isinstance(p, torch.nn.ZeroPad2d) for p in pads) == 5  # stride 2: one side only, kept
+    torch.manual_seed(size)
+    x = torch.randn(3, 3, size, size).contiguous(memory_format=torch.channels_last)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = {}
+        for name, module in (("stock", stock), ("folded", lite0.model)):
+            xi = x.clone().requires_grad_(True)
+            logits = module(xi)
+            f = logits[:, 7].sum() - logits.logsumexp(1).sum()
+            (grad,) = torch.autograd.grad(f, xi)
+            out[name] = (logits.detach(), grad)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(out["stock"][0], out["folded"][0])
+    assert torch.equal(out["stock"][1], out["folded"][1])
