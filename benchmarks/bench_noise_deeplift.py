@@ -106,13 +106,14 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3, help="interleaved rounds; the median is reported")
     p.add_argument("--samples", type=int, default=25, help="noisy copies (the dashboard's default, 25)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (a first call pays one-time costs)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     warnings.simplefilter("ignore")  # Captum announces its hooks on every call
     lite0 = load_model(None, device="cpu")
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (lite0.preprocessing.mean, lite0.preprocessing.std))
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {a.threads} threads, "
-          f"{a.samples} samples, {a.reps} rounds", flush=True)
+          f"{a.samples} samples, {a.warmup} untimed and {a.reps} timed rounds", flush=True)
     rows = []
     for n in (int(b) for b in a.batches.split(",")):
         x, y = images(n, lite0)
@@ -123,6 +124,10 @@ def main() -> None:
         for obj, ref in zip(("score", "loss"), theirs_dl, strict=True):
             diff = float((ours_dl.attributions[obj] - ref).abs().max() / ref.abs().max())
             print(f"batch {n}: DeepLIFT {obj} max |ours - Captum| / max |Captum| = {diff:.1e}", flush=True)
+        for _ in range(a.warmup):
+            for pair in runs.values():
+                for run in pair.values():
+                    run()
         times: dict[tuple[str, str], list[float]] = {}
         for rep in range(a.reps):
             for method, pair in runs.items():
