@@ -80,6 +80,27 @@ def preprocessing_of(model: ModelLike) -> object | None:
     return model.preprocessing if isinstance(model, LoadedModelLike) else None
 
 
+#: The attribute an unflattened torch.export program carries: {dotted name: the class its module was, as
+#: "package.module.Class"} (``saliency_core.models.custom_model_loading`` records it from the program).
+SOURCE_CLASSES = "source_classes"
+
+
+def source_class(root: torch.nn.Module, name: str = "") -> str:
+    """"package.module.Class" of the submodule ``name`` of ``root`` ("" for ``root``): the class it was before
+    torch.export, whose unflattened modules are all ``InterpreterModule``, else its own class."""
+    recorded = getattr(root, SOURCE_CLASSES, None)
+    if isinstance(recorded, dict) and name in recorded:
+        return recorded[name]
+    cls = type(root.get_submodule(name))
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def is_conv2d(root: torch.nn.Module, name: str) -> bool:
+    """Whether the submodule ``name`` is (or, in an exported program, was) a 2-D convolution."""
+    return isinstance(root.get_submodule(name), torch.nn.Conv2d) or \
+        source_class(root, name) == "torch.nn.modules.conv.Conv2d"
+
+
 def require_eval(module: torch.nn.Module) -> None:
     """Refuse a module with any submodule in train mode.
 

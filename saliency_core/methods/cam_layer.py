@@ -30,7 +30,14 @@ import torch
 import torch.nn.functional as F
 
 from saliency_core.core.gradients import VJPs
-from saliency_core.core.model_access import ModelLike, device_of, input_dtype_of, memory_format_of, unwrap_module
+from saliency_core.core.model_access import (
+    ModelLike,
+    device_of,
+    input_dtype_of,
+    is_conv2d,
+    memory_format_of,
+    unwrap_module,
+)
 from saliency_core.core.model_output import checked_forward
 from saliency_core.core.precision import precision_context
 from saliency_core.errors import InvalidInputError
@@ -91,7 +98,7 @@ def conv_layers(model: ModelLike, size: int | None = None) -> list[str]:
     if isinstance(module, torch.jit.ScriptModule):
         return []
     blocks = set(feature_grid.block_layers(module))
-    wanted = {name for name, m in module.named_modules() if isinstance(m, torch.nn.Conv2d) and name} | blocks
+    wanted = {name for name, _ in module.named_modules() if name and is_conv2d(module, name)} | blocks
     candidates = [name for name, _ in module.named_modules() if name in wanted]
     if size is None:
         size = getattr(getattr(model, "preprocessing", None), "crop", None)

@@ -34,6 +34,7 @@ from collections.abc import Callable
 
 import torch
 
+from saliency_core.core.model_access import is_conv2d, source_class
 from saliency_core.errors import InvalidInputError
 
 #: The most tokens before the patch grid (class, distillation, register tokens) a token layer may have.
@@ -43,12 +44,17 @@ TOKENS, CHANNELS_LAST, CHANNELS_FIRST = "tokens", "channels last", "channels fir
 
 
 def _kind(root: torch.nn.Module) -> str:
-    """"vit" (torchvision), "timm_vit", "swin", "convnext" or "" from the module's structure and class name."""
-    name = type(root).__name__.lower()
-    if hasattr(root, "encoder") and hasattr(getattr(root.encoder, "layers", None), "__len__") \
-            and hasattr(root, "class_token"):
+    """"vit" (torchvision), "timm_vit", "swin", "convnext" or "" from the module's structure and class (the class
+    it was, for an unflattened torch.export program, whose attributes other than modules and tensors are gone)."""
+    cls = source_class(root)
+    name = cls.rsplit(".", 1)[-1].lower()
+    if cls == "torchvision.models.vision_transformer.VisionTransformer" or (
+            hasattr(root, "encoder") and hasattr(getattr(root.encoder, "layers", None), "__len__")
+            and hasattr(root, "class_token")):
         return "vit"
-    if isinstance(getattr(root, "blocks", None), torch.nn.Module) and hasattr(root, "num_prefix_tokens"):
+    if isinstance(getattr(root, "blocks", None), torch.nn.Module) and (
+            hasattr(root, "num_prefix_tokens")
+            or cls.startswith(("timm.models.vision_transformer.VisionTransformer", "timm.models.deit."))):
         return "timm_vit"
     if "swin" in name:
         return "swin"
@@ -108,7 +114,7 @@ def block_layers(root: torch.nn.Module) -> list[str]:
 def layout_of(root: torch.nn.Module, layer: str) -> str:
     """How ``layer``'s 4-D output is laid out: CHANNELS_LAST inside a Swin (not its convolutions), else
     CHANNELS_FIRST. (A 3-D output is tokens whatever the model.)"""
-    if _kind(root) != "swin" or isinstance(root.get_submodule(layer), torch.nn.Conv2d):
+    if _kind(root) != "swin" or is_conv2d(root, layer):
         return CHANNELS_FIRST
     return CHANNELS_LAST if layer.split(".")[0] in ("features", "layers", "norm", "patch_embed") else CHANNELS_FIRST
 

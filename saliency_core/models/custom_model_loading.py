@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from saliency_core.core.model_access import freeze
+from saliency_core.core.model_access import SOURCE_CLASSES, freeze
 from saliency_core.errors import ModelUnavailableError, first_line
 from saliency_core.models.custom_models import TIMM_PREFIX, CustomModel, import_timm, inside_folder
 from saliency_core.models.export_archive import read_exported_program
@@ -74,6 +74,9 @@ def _load_export(path: Path, shown: str, model: CustomModel) -> torch.nn.Module:
         module = torch.export.unflatten(program)
     except Exception as exc:
         raise ModelUnavailableError(f"{shown}: not a usable torch.export program: {first_line(exc)}") from None
+    # The classes the modules were (a Swin stage, a ViT): unflatten makes every one an InterpreterModule, and
+    # the CAM methods read a layer's layout from its class (saliency_core.methods.feature_grid).
+    setattr(module, SOURCE_CLASSES, source_classes(program))
     # Each node's meta holds the shapes export traced (fake, possibly symbolic tensors): compilers read
     # them, the interpreter that runs the graph does not, and they can't be deep-copied (which Grad-CAM's
     # and guided backprop's private copies of the model need).
@@ -83,6 +86,17 @@ def _load_export(path: Path, shown: str, model: CustomModel) -> torch.nn.Module:
             for node in graph.nodes:
                 node.meta = {}
     return module
+
+
+def source_classes(program) -> dict[str, str]:
+    """{dotted module name: "package.module.Class"} of an exported program, from its nodes' module stacks."""
+    found: dict[str, str] = {}
+    for node in program.graph.nodes:
+        for entry in (node.meta.get("nn_module_stack") or {}).values():
+            if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str):
+                cls = entry[1]
+                found.setdefault(entry[0], cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}")
+    return found
 
 
 def _check_export_input(program, shown: str, model: CustomModel) -> None:
