@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from saliency_core.core.model_access import ModelLike, unwrap_module
+from saliency_core.core.model_access import ModelLike, is_conv2d, source_class, unwrap_module
 from saliency_core.methods.attention_layers import has_attention_blocks
 from saliency_core.methods.declaration import NEEDS, AttributionMethod
 
@@ -30,7 +30,10 @@ def _plain_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def _has_conv_layer(module: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.Conv2d) for m in _plain_modules(module))
+    """A 2-D convolution (or, in an unflattened torch.export program, a module that was one)."""
+    if isinstance(module, torch.jit.ScriptModule):
+        return False
+    return any(is_conv2d(module, name) for name, _ in module.named_modules() if name)
 
 
 def _has_relu_modules(module: torch.nn.Module) -> bool:
@@ -45,6 +48,17 @@ def _has_relu_modules(module: torch.nn.Module) -> bool:
 NO_DEEPLIFT_RULE = (torch.nn.LayerNorm, torch.nn.MultiheadAttention)
 
 
+def _has_deeplift_rules(module: torch.nn.Module) -> bool:
+    """No TorchScript, and no module that is one of :data:`NO_DEEPLIFT_RULE` or, in an unflattened torch.export
+    program, was a class of theirs by name (timm's LayerNorm and LayerNorm2d are subclasses)."""
+    def named_like(name: str) -> bool:
+        cls = source_class(module, name).rsplit(".", 1)[-1]
+        return cls.startswith("LayerNorm") or cls == "MultiheadAttention"
+
+    return not any(isinstance(m, (torch.jit.ScriptModule, *NO_DEEPLIFT_RULE)) or named_like(name)
+                   for name, m in module.named_modules())
+
+
 #: need -> whether a module meets it. "baseline" is always met: only its "black" choice needs the model's
 #: normalisation, and the other baselines work on any model.
 CHECKS: dict[str, Callable[[torch.nn.Module], bool]] = {
@@ -54,8 +68,7 @@ CHECKS: dict[str, Callable[[torch.nn.Module], bool]] = {
     # DeepLIFT's rules need the layers as modules; compiled TorchScript hides them, and a transformer's layer
     # norms and attention have no rule (its other refusals, such as max-pooling, are found when it runs, with
     # the layer named).
-    "deeplift_layers": lambda module: not any(isinstance(m, (torch.jit.ScriptModule, *NO_DEEPLIFT_RULE))
-                                              for m in module.modules()),
+    "deeplift_layers": _has_deeplift_rules,
     # torchvision's and timm's ViT/DeiT attention modules (Swin's windowed attention is not one of them).
     "attention_blocks": has_attention_blocks,
 }

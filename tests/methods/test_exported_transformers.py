@@ -17,10 +17,12 @@ import torch
 
 from saliency_core import attribute
 from saliency_core.methods.cam_layer import conv_layers
+from saliency_core.methods.model_needs import why_not
+from saliency_core.methods.registry import get_method
 from saliency_core.models.loading import load_model
 from tests.transformer_folder import build as build_timm
 
-CAMS = ("grad_cam", "grad_cam_plus_plus", "layer_cam", "hires_cam")
+CAMS = ("grad_cam", "grad_cam_plus_plus", "layer_cam", "hires_cam", "score_cam")
 
 
 def torchvision_vit() -> torch.nn.Module:
@@ -83,6 +85,11 @@ def test_an_exported_transformer_gets_the_maps_of_the_model_it_was(exported, ste
         assert offered == offered_eager
     torch.manual_seed(1)
     x, y = torch.randn(2, 3, side, side), [0, 2]
+    # Offered as to the eager model: the CAM methods; not DeepLIFT (layer norm and attention have no rule), which
+    # would otherwise be refused only once it ran.
+    for method in (*CAMS, "deeplift"):
+        assert (why_not(get_method(method), loaded) is None) == (why_not(get_method(method), net) is None)
+    assert why_not(get_method("deeplift"), loaded) is not None
     drawn = 0.0
     for method in CAMS:
         want = attribute(net, x, y, method)
