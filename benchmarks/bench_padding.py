@@ -30,16 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_saliency import describe, interleaved_medians  # this folder is on sys.path when run as a script
 
 from saliency_core.core.gradients import forward_and_vjps
-from saliency_core.models.loading import _embedded_weights_path, load_model
+from saliency_core.models.loading import load_model, packaged_embedded
 
 
 def stock_module() -> torch.nn.Module:
     """EfficientNet-Lite0 as efficientnet-lite-pytorch builds it (every pad a ZeroPad2d), the embedded weights."""
-    from efficientnet_lite_pytorch import EfficientNet
-
-    module = EfficientNet.from_name("efficientnet-lite0")
-    module.load_state_dict(torch.load(_embedded_weights_path(), map_location="cpu", weights_only=True))
-    module.eval().requires_grad_(False)
+    module = packaged_embedded().eval().requires_grad_(False)
     return module.to(memory_format=torch.channels_last)
 
 

@@ -209,14 +209,11 @@ def test_embedded_convolutions_pad_by_themselves_to_the_last_bit(lite0, size, th
     and input gradients, bit for bit, as the package's own module, which pads each activation first."""
     import copy
 
-    from efficientnet_lite_pytorch import EfficientNet
     from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
 
-    from saliency_core.models.loading import _embedded_weights_path, fold_symmetric_padding
+    from saliency_core.models.loading import fold_symmetric_padding, packaged_embedded
 
-    stock = EfficientNet.from_name("efficientnet-lite0")  # the package's module, built as its README says
-    stock.load_state_dict(torch.load(_embedded_weights_path(), map_location="cpu", weights_only=True))
-    stock.eval().to(memory_format=torch.channels_last)
+    stock = packaged_embedded().eval().to(memory_format=torch.channels_last)  # every pad a ZeroPad2d
     assert fold_symmetric_padding(copy.deepcopy(stock)) == 12  # the stride-1 depthwise convolutions
     pads = [m.static_padding for m in lite0.model.modules() if isinstance(m, Conv2dStaticSamePadding)]
     assert sum(isinstance(p, torch.nn.ZeroPad2d) for p in pads) == 5  # stride 2: one side only, kept

@@ -172,6 +172,15 @@ def _short_cause(exc: BaseException) -> str:
 
 
 def _build_embedded() -> torch.nn.Module:
+    model = packaged_embedded()
+    fold_symmetric_padding(model)
+    return model
+
+
+def packaged_embedded() -> torch.nn.Module:
+    """EfficientNet-Lite0 with the embedded weights as efficientnet-lite-pytorch builds it (every "same" pad a
+    ``ZeroPad2d``; the loader then folds the symmetric ones: :func:`fold_symmetric_padding`), in train mode as
+    built."""
     from efficientnet_lite_pytorch import EfficientNet
 
     try:
@@ -184,7 +193,6 @@ def _build_embedded() -> torch.nn.Module:
     model = EfficientNet.from_name("efficientnet-lite0")
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
-    fold_symmetric_padding(model)
     return model
 
 
